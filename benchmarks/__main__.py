@@ -1,0 +1,5 @@
+"""Entry point for ``python -m benchmarks`` (see README.md)."""
+
+from benchmarks.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,413 @@
+"""The ``flowkit`` command: look into logbooks and resume flows from them.
+
+::
+
+    flowkit logbooks                 every logbook and its flow details
+    flowkit show FLOW_DETAIL_UUID    a flow detail's atoms: states, results, failures, timings
+    flowkit resume FLOW_DETAIL_UUID  rebuild the flow and run it to its end
+    flowkit graph module:factory     draw a flow (Graphviz DOT, SVG or PNG)
+
+Every command takes ``--backend URL``; the default is ``$FLOWKIT_BACKEND`` or,
+when that is unset, the SQLite file ``flowkit.db`` in the current directory.
+``resume`` exits 0 when the flow ends SUCCESS, 1 when it ends REVERTED or
+FAILURE, 3 when it ends SUSPENDED; usage errors and missing records exit 2.
+``graph`` needs no backend unless ``--flow-detail`` asks for a run's states.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from flowkit import states
+from flowkit.exceptions import FlowkitError, NotFound
+from flowkit.persistence.backends import fetch
+from flowkit.persistence.base import Backend
+from flowkit.persistence.models import AtomDetail, FlowDetail
+from flowkit.types.failure import Failure
+
+__all__ = ["main", "DEFAULT_BACKEND", "BACKEND_ENV", "EXIT_CODES"]
+
+#: The backend used when neither ``--backend`` nor ``$FLOWKIT_BACKEND`` is given.
+DEFAULT_BACKEND = "sqlite:///flowkit.db"
+#: The environment variable that overrides :data:`DEFAULT_BACKEND`.
+BACKEND_ENV = "FLOWKIT_BACKEND"
+
+#: ``flowkit resume``'s exit status for each final flow state.
+EXIT_CODES = {
+    states.SUCCESS: 0,
+    states.REVERTED: 1,
+    states.FAILURE: 1,
+    states.SUSPENDED: 3,
+}
+_EXIT_USAGE = 2
+
+# Cells longer than this are cut, so one huge result cannot wreck the table.
+_CELL_WIDTH = 48
+
+
+class _CommandError(Exception):
+    """A user-facing error: printed as ``flowkit: <message>``, exit status 2."""
+
+
+# -- formatting -------------------------------------------------------------------
+
+
+def _cut(text: str, width: int = _CELL_WIDTH) -> str:
+    text = " ".join(text.split())  # tracebacks and multi-line values on one line
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "-"
+    try:
+        return _cut(json.dumps(value, sort_keys=True))
+    except (TypeError, ValueError):
+        return _cut(repr(value))
+
+
+def _failure(failure: Failure | None) -> str:
+    if failure is None:
+        return "-"
+    return _cut("%s: %s" % (failure.exception_type_name.rsplit(".", 1)[-1], failure.exception_str))
+
+
+def _duration(detail: AtomDetail) -> str:
+    # Timing listeners record seconds under "duration" (TaskFlow's key).
+    duration = detail.meta.get("duration")
+    if isinstance(duration, (int, float)) and not isinstance(duration, bool):
+        return "%.3fs" % duration
+    return "-"
+
+
+def _table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], style: Callable[[int, str, str], str] | None = None
+) -> str:
+    """Left-aligned columns separated by two spaces.
+
+    ``style(column, cell, padded)`` may decorate a padded body cell (colours),
+    after the widths are worked out from the plain text.
+    """
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(headers, widths)).rstrip()]
+    for row in rows:
+        cells = [cell.ljust(w) for cell, w in zip(row, widths)]
+        if style is not None:
+            cells = [style(column, cell, padded) for column, (cell, padded) in enumerate(zip(row, cells))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+# ANSI colours of states in a terminal (flowkit show).
+_STATE_COLOURS: dict[str, str] = {
+    states.SUCCESS: "32",  # green
+    states.FAILURE: "31",  # red
+    states.REVERT_FAILURE: "1;31",  # bold red
+    states.REVERTED: "33",  # yellow
+    states.REVERTING: "33",
+    states.RUNNING: "36",  # cyan
+    states.RETRYING: "35",  # magenta
+    states.IGNORE: "2",  # dim
+    states.SUSPENDED: "35",
+}
+_TIMELINE_WIDTH = 24
+
+
+def _use_colour(out: TextIO) -> bool:
+    isatty = getattr(out, "isatty", None)
+    return bool(isatty and isatty()) and not os.environ.get("NO_COLOR")
+
+
+def _coloured(state: str, text: str) -> str:
+    code = _STATE_COLOURS.get(state)
+    return "\x1b[%sm%s\x1b[0m" % (code, text) if code else text
+
+
+def _seconds(detail: AtomDetail | FlowDetail, key: str) -> float | None:
+    value = detail.meta.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _timeline(fd: FlowDetail) -> list[str]:
+    """A bar per timed atom: where it started and how long it ran, on one scale."""
+    spans = []
+    for ad in fd:
+        duration = _seconds(ad, "duration")
+        if duration is not None:
+            spans.append((ad.name, _seconds(ad, "start_offset"), duration))
+    if not spans:
+        return []
+    # Without start offsets (timed by another tool) every bar starts at zero.
+    end = max((start or 0.0) + duration for _, start, duration in spans)
+    total = max(end, _seconds(fd, "duration") or 0.0) or 1.0
+    name_width = max(len(name) for name, _, _ in spans)
+    lines = ["timeline (%.3fs)" % (total,)]
+    for name, start, duration in spans:
+        first = int(_TIMELINE_WIDTH * (start or 0.0) / total)
+        length = max(1, round(_TIMELINE_WIDTH * duration / total))
+        length = min(length, _TIMELINE_WIDTH - first) or 1
+        bar = " " * first + "=" * length
+        lines.append("  %s |%s| %.3fs" % (name.ljust(name_width), bar.ljust(_TIMELINE_WIDTH), duration))
+    return lines
+
+
+def _state(value: Any) -> str:
+    return str(value) if value else str(states.PENDING)
+
+
+# -- commands ---------------------------------------------------------------------
+
+
+def _find_flow_detail(backend: Backend, uuid: str) -> FlowDetail:
+    with backend.get_connection() as conn:
+        try:
+            return conn.get_flow_details(uuid)
+        except NotFound:
+            raise _CommandError("no flow detail %r in this backend (try 'flowkit logbooks')" % (uuid,)) from None
+
+
+def _cmd_logbooks(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
+    rows = []
+    with backend.get_connection() as conn:
+        books = sorted(conn.get_logbooks(), key=lambda book: book.created_at)
+        for book in books:
+            flows: list[FlowDetail | None] = [*book] or [None]
+            for fd in flows:
+                rows.append(
+                    [
+                        book.uuid,
+                        _cut(book.name, 32),
+                        book.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                        fd.uuid if fd is not None else "-",
+                        _cut(fd.name, 32) if fd is not None else "-",
+                        _state(fd.state) if fd is not None else "-",
+                    ]
+                )
+    if not rows:
+        out.write("no logbooks\n")
+        return 0
+    out.write(_table(["LOGBOOK", "NAME", "CREATED", "FLOW DETAIL", "FLOW", "STATE"], rows) + "\n")
+    return 0
+
+
+def _cmd_show(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
+    fd = _find_flow_detail(backend, args.flow_detail)
+    factory = fd.meta.get("factory")
+    out.write("flow detail %s\n" % (fd.uuid,))
+    out.write("  flow:    %s\n" % (fd.name,))
+    colour = _use_colour(out)
+    flow_state = _state(fd.state)
+    out.write("  state:   %s\n" % (_coloured(flow_state, flow_state) if colour else flow_state,))
+    flow_duration = _seconds(fd, "duration")
+    if flow_duration is not None:
+        out.write("  took:    %.3fs\n" % (flow_duration,))
+    if isinstance(factory, dict):
+        out.write("  factory: %s\n" % (factory.get("name"),))
+    rows = []
+    for ad in fd:
+        failure = ad.failure if ad.failure is not None else ad.revert_failure
+        result = ad.results
+        if ad.atom_type == "retry" and isinstance(result, list):
+            # A controller's results are [result, failures] per attempt; show the latest.
+            result = result[-1][0] if result else None
+        rows.append(
+            [
+                ad.name,
+                ad.atom_type,
+                _state(ad.state),
+                str(ad.intention),
+                _value(result),
+                _failure(failure),
+                _duration(ad),
+            ]
+        )
+    out.write("\n")
+    style = None
+    if colour:
+
+        def style(column: int, cell: str, padded: str) -> str:
+            return _coloured(cell, padded) if column == 2 else padded
+
+    out.write(_table(["ATOM", "TYPE", "STATE", "INTENTION", "RESULT", "FAILURE", "DURATION"], rows, style) + "\n")
+    timeline = _timeline(fd)
+    if timeline:
+        out.write("\n" + "\n".join(timeline) + "\n")
+    return 0
+
+
+def _import_factory(name: str) -> Any:
+    import importlib
+
+    module_name, sep, qualname = name.partition(":")
+    if not sep or not module_name or not qualname:
+        raise _CommandError("%r is not a 'module:factory' name" % (name,))
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as error:
+        raise _CommandError("cannot import %r: %s: %s" % (name, type(error).__name__, error)) from error
+    return obj
+
+
+def _cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
+    from flowkit import graphs
+
+    fmt = args.format
+    if fmt is None:
+        suffix = os.path.splitext(args.output or "")[1].lstrip(".").lower()
+        fmt = suffix if suffix in graphs.FORMATS else "dot"
+    fd: FlowDetail | None = None
+    if args.flow_detail is not None:
+        with fetch({"connection": args.backend}) as backend:
+            fd = _find_flow_detail(backend, args.flow_detail)
+    if args.factory is not None:
+        factory = _import_factory(args.factory)
+        try:
+            flow = factory()
+        except Exception as error:
+            raise _CommandError("factory %r failed: %s: %s" % (args.factory, type(error).__name__, error)) from error
+    elif fd is not None:
+        from flowkit.engines import flow_from_detail
+
+        flow = flow_from_detail(fd)
+    else:
+        raise _CommandError("give a flow factory ('module:factory') or --flow-detail UUID")
+    text = graphs.to_dot(flow, flow_detail=fd)
+    if fmt == "dot":
+        if args.output:
+            with open(args.output, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        else:
+            out.write(text)
+        return 0
+    picture = graphs.render(text, fmt)
+    if args.output:
+        with open(args.output, "wb") as handle:
+            handle.write(picture)
+    elif fmt == "svg":
+        out.write(picture.decode("utf-8"))
+    else:
+        if _use_colour(out):
+            raise _CommandError("not writing PNG to a terminal; use --output FILE or a pipe")
+        out.flush()
+        binary: Any = getattr(out, "buffer", out)
+        binary.write(picture)
+    return 0
+
+
+def _cmd_resume(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
+    from flowkit.engines import load_from_detail
+
+    fd = _find_flow_detail(backend, args.flow_detail)
+    if fd.state in (states.SUCCESS, states.REVERTED, states.FAILURE):
+        # Running a finished flow again would start it over; that is not a resume.
+        out.write("flow %r (%s) already ended %s; nothing to resume\n" % (fd.name, fd.uuid, fd.state))
+        return EXIT_CODES[states.State(fd.state)]
+    options: dict[str, Any] = {"engine": args.engine}
+    if args.max_workers is not None:
+        options["max_workers"] = args.max_workers
+    try:
+        engine = load_from_detail(fd, backend=backend, **options)
+    except ValueError as problem:
+        raise _CommandError(str(problem)) from problem
+    out.write("resuming flow %r (%s) from %s\n" % (fd.name, fd.uuid, _state(fd.state)))
+
+    def report(state: Any, details: dict[str, Any]) -> None:
+        if state in (states.SUCCESS, states.FAILURE, states.REVERTED, states.REVERT_FAILURE):
+            out.write("  %s: %s\n" % (details["atom_name"], state))
+
+    engine.atom_notifier.register("*", report)
+    failure: str | None = None
+    try:
+        engine.run()
+    except Exception as raised:  # the flow's own failure: reported, not a crash of the command
+        failure = "%s: %s" % (type(raised).__name__, _cut(str(raised), 200))
+    final = engine.storage.get_flow_state()
+    out.write("flow %r (%s): %s\n" % (fd.name, fd.uuid, final))
+    if failure is not None:
+        out.write("  failure: %s\n" % (failure,))
+    return EXIT_CODES.get(final, 1)
+
+
+# -- entry point ------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    default = os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND
+    backend_help = "logbook backend URL (default: $%s or %s; now %s)" % (BACKEND_ENV, DEFAULT_BACKEND, default)
+    parser = argparse.ArgumentParser(prog="flowkit", description="Inspect flowkit logbooks and resume flows from them.")
+    parser.add_argument("--backend", default=default, metavar="URL", help=backend_help)
+    # Accepted after the command too; SUPPRESS keeps a subcommand's default from
+    # overwriting a --backend given before the command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--backend", default=argparse.SUPPRESS, metavar="URL", help=backend_help)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands.add_parser("logbooks", parents=[common], help="list logbooks and their flow details")
+    show = commands.add_parser("show", parents=[common], help="show a flow detail's atoms")
+    show.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
+    resume = commands.add_parser("resume", parents=[common], help="resume a flow from its logbook")
+    resume.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
+    resume.add_argument("--engine", choices=("serial", "parallel"), default="serial", help="engine mode")
+    resume.add_argument("--max-workers", type=int, default=None, help="pool size of a parallel engine")
+    graph = commands.add_parser("graph", parents=[common], help="draw a flow's execution graph")
+    graph.add_argument(
+        "factory", nargs="?", metavar="MODULE:FACTORY", help="function returning the flow (default: the flow detail's)"
+    )
+    graph.add_argument("--format", choices=("dot", "svg", "png"), default=None, help="default: from --output, or dot")
+    graph.add_argument("--output", "-o", metavar="FILE", default=None, help="write here instead of standard output")
+    graph.add_argument("--flow-detail", metavar="UUID", default=None, help="colour atoms by this run's states")
+    return parser
+
+
+_COMMANDS = {"logbooks": _cmd_logbooks, "show": _cmd_show, "resume": _cmd_resume}
+
+#: Modules that add subcommands of their own: each has ``add_commands(commands,
+#: common)`` returning ``{name: handler(args, out) -> exit status}``.  Their
+#: handlers open whatever they need (a job board, a backend) themselves.
+_COMMAND_MODULES: tuple[str, ...] = ("flowkit.conductors.cli",)
+
+
+def _extensions(parser: argparse.ArgumentParser) -> dict[str, Callable[[argparse.Namespace, TextIO], int]]:
+    import importlib
+
+    handlers: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {}
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    common = argparse.ArgumentParser(add_help=False)
+    for name in _COMMAND_MODULES:
+        module = importlib.import_module(name)
+        handlers.update(module.add_commands(commands, common))
+    return handlers
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``flowkit`` command with ``argv`` (default: ``sys.argv[1:]``); return its exit status."""
+    parser = _parser()
+    extra = _extensions(parser)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # argparse exits on --help and usage errors
+        return int(stop.code or 0)
+    try:
+        if args.command in extra:
+            return extra[args.command](args, sys.stdout)
+        if args.command == "graph":  # opens a backend only for --flow-detail
+            return _cmd_graph(args, sys.stdout)
+        with fetch({"connection": args.backend}) as backend:
+            return _COMMANDS[args.command](backend, args, sys.stdout)
+    except (_CommandError, FlowkitError, ValueError, OSError) as error:
+        sys.stderr.write("flowkit: %s\n" % (error,))
+        return _EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Choose a conductor by kind: ``fetch("blocking" | "nonblocking", name, board, ...)``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flowkit.conductors.backends.impl_blocking import BlockingConductor
+from flowkit.conductors.backends.impl_nonblocking import NonBlockingConductor
+from flowkit.conductors.base import DEFAULT_WAIT_TIMEOUT, Conductor
+from flowkit.jobs.base import JobBoard
+from flowkit.persistence.base import Backend
+
+__all__ = ["fetch", "CONDUCTORS", "BlockingConductor", "NonBlockingConductor"]
+
+#: The conductor kinds :func:`fetch` knows.
+CONDUCTORS: Mapping[str, type[Conductor]] = {
+    "blocking": BlockingConductor,
+    "nonblocking": NonBlockingConductor,
+}
+
+
+def fetch(
+    kind: str,
+    name: str,
+    board: JobBoard,
+    *,
+    persistence: Backend | str | Mapping[str, Any] | None = None,
+    engine: str = "serial",
+    engine_options: Mapping[str, Any] | None = None,
+    max_simultaneous_jobs: int | None = None,
+    ttl: float | None = None,
+    wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
+) -> Conductor:
+    """A conductor of ``kind`` named ``name`` working ``board``.
+
+    ``"blocking"`` runs one job at a time in the thread that calls ``run()``;
+    ``"nonblocking"`` runs up to ``max_simultaneous_jobs`` (default: the CPU
+    count) on a thread pool.  ``persistence`` (a backend, URL or conf dict;
+    default: the board's) is where the jobs' logbooks are.  ``engine`` and
+    ``engine_options`` choose how each flow runs (as for
+    :func:`flowkit.engines.load`).  ``ttl`` is the claim lease (default: the
+    board's), renewed every ``ttl / 3`` while a job runs.
+    """
+    try:
+        cls = CONDUCTORS[kind]
+    except (KeyError, TypeError):
+        raise ValueError(
+            "unknown conductor kind %r; choose one of %s" % (kind, ", ".join(repr(k) for k in CONDUCTORS))
+        ) from None
+    if isinstance(persistence, (str, Mapping)):
+        from flowkit.persistence.backends import fetch as fetch_backend
+
+        persistence = fetch_backend(persistence)
+    options: dict[str, Any] = {
+        "persistence": persistence,
+        "engine": engine,
+        "engine_options": engine_options,
+        "ttl": ttl,
+        "wait_timeout": wait_timeout,
+    }
+    if max_simultaneous_jobs is not None:
+        options["max_simultaneous_jobs"] = max_simultaneous_jobs
+    return cls(name, board, **options)

@@ -1,0 +1,586 @@
+"""The conductor: claim jobs from a board, run their flows, finish the jobs.
+
+One :class:`Conductor` loop (``run()``) claims jobs while it has room for
+more (``max_simultaneous_jobs``) and hands each to :meth:`Conductor._dispatch`
+(run inline by the blocking conductor, on a thread pool by the non-blocking
+one).  Running a job means:
+
+1. read the job's logbook and pick its flow detail (``details["flow_uuid"]``,
+   or the logbook's only flow detail);
+2. rebuild the flow from the factory recorded there
+   (:func:`flowkit.engines.load_from_detail`), with the job's
+   ``details["store"]`` merged into the flow's store, on a *fenced* backend
+   (:meth:`flowkit.jobs.base.JobBoard.fenced_backend`): once the claim is
+   lost no write of this engine reaches the logbook;
+3. run it, while a heartbeat thread renews the claim every ``ttl / 3`` and
+   polls for a cancel request;
+4. finish the job according to how the flow ended:
+
+   - SUCCESS: consumed (COMPLETE);
+   - REVERTED or FAILURE (the flow's own failure): consumed; the outcome is
+     in the logbook, and running the flow again would not change it;
+   - cancelled (reverted, or suspended on request): consumed (the board
+     records CANCELLED);
+   - SUSPENDED by ``stop(drain=False)``: abandoned, so another conductor
+     resumes it;
+   - a storage failure or a lost executor: abandoned;
+   - the claim was lost (renewal refused, or a fenced write): left alone, it
+     is no longer ours to finish;
+   - the flow cannot be rebuilt (no logbook, no factory record, the factory
+     fails): trashed, since no conductor could ever run it.
+
+Each step is announced on :attr:`Conductor.notifier` (see :data:`EVENTS`).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import itertools
+import logging
+import random
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from flowkit import exceptions as exc
+from flowkit import states
+from flowkit.engines.engine import Engine
+from flowkit.jobs.base import CancelRequest, Claim, Job, JobBoard
+from flowkit.persistence.base import Backend
+from flowkit.persistence.models import FlowDetail, LogBook
+from flowkit.types.notifier import RestrictedNotifier
+
+__all__ = [
+    "Conductor",
+    # events, in the order a job meets them
+    "JOB_CLAIMED",
+    "RUNNING_START",
+    "RUNNING_END",
+    "JOB_CONSUMED",
+    "JOB_CANCELLING",
+    "JOB_CANCELLED",
+    "JOB_ABANDONED",
+    "JOB_LOST",
+    "JOB_TRASHED",
+    "EVENTS",
+    "DEFAULT_WAIT_TIMEOUT",
+]
+
+LOG = logging.getLogger(__name__)
+
+#: The conductor claimed a job (details: ``job``, ``claim``).
+JOB_CLAIMED = "job_claimed"
+#: Its engine is about to run (details: ``job``, ``engine``).
+RUNNING_START = "running_start"
+#: Its engine stopped (details: ``job``, ``engine``, ``state``: the flow's state, ``error``).
+RUNNING_END = "running_end"
+#: The job is done and consumed (details: ``job``, ``state``: SUCCESS, REVERTED or FAILURE).
+JOB_CONSUMED = "job_consumed"
+#: A cancel request was seen; the engine stops at its next atom boundary (details: ``job``, ``revert``).
+JOB_CANCELLING = "job_cancelling"
+#: A cancel request was honoured and the job consumed as CANCELLED (details: ``job``, ``state``, ``revert``).
+JOB_CANCELLED = "job_cancelled"
+#: The job was given back to the board (details: ``job``, ``reason``).
+JOB_ABANDONED = "job_abandoned"
+#: The claim was lost: the job was stopped and left for its next owner (details: ``job``, ``reason``).
+JOB_LOST = "job_lost"
+#: The job cannot ever run and was trashed (details: ``job``, ``reason``).
+JOB_TRASHED = "job_trashed"
+
+#: Every event a conductor publishes.
+EVENTS = (
+    JOB_CLAIMED,
+    RUNNING_START,
+    RUNNING_END,
+    JOB_CONSUMED,
+    JOB_CANCELLING,
+    JOB_CANCELLED,
+    JOB_ABANDONED,
+    JOB_LOST,
+    JOB_TRASHED,
+)
+
+#: Longest a conductor blocks in ``board.wait()`` before looking again
+#: (bounds how long ``stop()`` takes to be noticed while no job is posted).
+DEFAULT_WAIT_TIMEOUT = 0.5
+
+# Conductors that list the same jobs in the same order all race for the
+# first one; each tries a shuffled window of this many first.
+_CLAIM_WINDOW = 8
+
+_FINAL = (states.SUCCESS, states.REVERTED, states.FAILURE)
+
+
+class _Unbuildable(Exception):
+    """The job's flow cannot be rebuilt; the job is trashed."""
+
+
+@dataclasses.dataclass(eq=False)
+class _Running:
+    """A claimed job the conductor is working on (shared with the heartbeat thread)."""
+
+    job: Job
+    claim: Claim
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    fenced: Any = None
+    engine: Engine | None = None
+    lost: str | None = None  # why the claim was lost
+    cancel: CancelRequest | None = None
+    cancel_applied: bool = False
+    suspend: bool = False  # stop(drain=False)
+
+
+class Conductor(abc.ABC):
+    """Claims jobs from ``board`` and runs their flows; subclasses choose how jobs are run.
+
+    Build one with :func:`flowkit.conductors.backends.fetch`.  ``name`` is
+    the owner name claims are made under (unique per conductor).
+    ``persistence`` is where logbooks are read and written (default: the
+    board's).  ``engine`` and ``engine_options`` are passed to
+    :func:`flowkit.engines.load_from_detail`.  ``ttl`` is the claim lease in
+    seconds (default: the board's ``lease_ttl``); the claim is renewed every
+    ``ttl / 3``.  ``wait_timeout`` bounds each ``board.wait()``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        board: JobBoard,
+        *,
+        persistence: Backend | None = None,
+        engine: str = "serial",
+        engine_options: Mapping[str, Any] | None = None,
+        max_simultaneous_jobs: int = 1,
+        ttl: float | None = None,
+        wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
+    ) -> None:
+        if not name:
+            raise ValueError("a conductor needs a non-empty name (its claims are made under it)")
+        if not isinstance(max_simultaneous_jobs, int) or max_simultaneous_jobs < 1:
+            raise ValueError("max_simultaneous_jobs must be a positive int, got %r" % (max_simultaneous_jobs,))
+        if ttl is not None and ttl <= 0:
+            raise ValueError("ttl must be positive, got %r" % (ttl,))
+        if wait_timeout <= 0:
+            raise ValueError("wait_timeout must be positive, got %r" % (wait_timeout,))
+        persistence = persistence if persistence is not None else board.persistence
+        if persistence is None:
+            raise ValueError(
+                "conductor %r needs a persistence backend: board %r has none; pass persistence=" % (name, board.name)
+            )
+        self.name = name
+        self.board = board
+        self.persistence = persistence
+        self.engine = engine
+        self.engine_options = dict(engine_options or {})
+        self.max_simultaneous_jobs = max_simultaneous_jobs
+        self.ttl = float(ttl) if ttl is not None else board.lease_ttl
+        self.wait_timeout = float(wait_timeout)
+        self.notifier = RestrictedNotifier(EVENTS)
+        """Conductor events (:data:`EVENTS`): ``callback(event, details=...)``."""
+        self._cond = threading.Condition()
+        self._running: dict[str, _Running] = {}
+        self._stop: str | None = None  # None, "drain" or "suspend"
+        self._active = False
+        self._dead = threading.Event()
+        self._dead.set()
+        self._heartbeat_stop = threading.Event()
+
+    # -- the public loop ------------------------------------------------------------
+
+    @property
+    def dispatching(self) -> bool:
+        """True while ``run()`` is claiming jobs (until it is stopped)."""
+        return self._active and self._stop is None
+
+    @property
+    def running_jobs(self) -> list[Job]:
+        """The jobs this conductor is working on now."""
+        with self._cond:
+            return [running.job for running in self._running.values()]
+
+    def run(self, max_dispatches: int | None = None) -> None:
+        """Claim and run jobs until :meth:`stop` (or ``max_dispatches`` jobs were run).
+
+        Returns once every job it claimed is finished, abandoned or lost.
+        Calling ``run()`` after ``stop()`` returns at once.
+        """
+        if max_dispatches is not None and max_dispatches < 0:
+            raise ValueError("max_dispatches must be >= 0, got %r" % (max_dispatches,))
+        with self._cond:
+            if self._active:
+                raise exc.InvalidState("conductor %r is already running" % (self.name,))
+            self._active = True
+            self._dead.clear()
+        self._heartbeat_stop.clear()
+        heartbeat = threading.Thread(target=self._heartbeat_loop, name="%s-heartbeat" % self.name, daemon=True)
+        heartbeat.start()
+        dispatched = 0
+        try:
+            self._start()
+            while max_dispatches is None or dispatched < max_dispatches:
+                with self._cond:
+                    while self._stop is None and len(self._running) >= self.max_simultaneous_jobs:
+                        self._cond.wait()
+                    if self._stop is not None:
+                        break
+                claimed = self._claim_one()
+                if claimed is None:
+                    self._wait_for_jobs()
+                    continue
+                dispatched += 1
+                self._dispatch(*claimed)
+        finally:
+            try:
+                self._finish()
+                with self._cond:
+                    while self._running:
+                        self._cond.wait()
+            finally:
+                self._heartbeat_stop.set()
+                heartbeat.join()
+                with self._cond:
+                    self._active = False
+                self._dead.set()
+
+    def stop(self, drain: bool = True) -> None:
+        """Claim nothing new; ``run()`` returns once the jobs in hand are dealt with.
+
+        With ``drain`` (the default) running jobs run to their end.  Without
+        it, each is suspended at its next atom boundary and abandoned, so
+        another conductor resumes it from the logbook.  Safe to call from any
+        thread or a signal handler; ``stop(drain=False)`` after
+        ``stop(drain=True)`` hurries a drain along.
+        """
+        with self._cond:
+            if self._stop != "suspend":
+                self._stop = "drain" if drain else "suspend"
+            running = list(self._running.values())
+            self._cond.notify_all()
+        if not drain:
+            for job in running:
+                job.suspend = True
+                self._steer(job)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until ``run()`` has returned (or was never started); False on timeout."""
+        return self._dead.wait(timeout)
+
+    def close(self) -> None:
+        """Stop (suspending running jobs) and wait for ``run()`` to return."""
+        self.stop(drain=False)
+        self.wait()
+
+    def __enter__(self) -> Conductor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return "<%s %r board=%r>" % (type(self).__name__, self.name, self.board.name)
+
+    # -- what subclasses provide --------------------------------------------------------
+
+    def _start(self) -> None:
+        """Called by ``run()`` before the first claim (e.g. to start a pool)."""
+
+    def _finish(self) -> None:
+        """Called by ``run()`` once it claims no more (before it waits for running jobs)."""
+
+    @abc.abstractmethod
+    def _dispatch(self, job: Job, claim: Claim) -> None:
+        """Run the claimed job: call :meth:`_run_job` (inline or on a worker).
+
+        The job is already counted as running; :meth:`_run_job` removes it
+        when it is done, whatever happens.
+        """
+
+    # -- claiming -----------------------------------------------------------------------
+
+    def _claim_one(self) -> tuple[Job, Claim] | None:
+        try:
+            candidates = _Candidates(self.board.iterjobs(only_unclaimed=True))
+            for job in candidates:
+                if self._stop is not None:
+                    return None
+                try:
+                    claim = self.board.claim(job, self.name, ttl=self.ttl)
+                except (exc.UnclaimableJob, exc.NotFound):
+                    candidates.collided()  # another conductor was faster, or it ended meanwhile
+                    continue
+                running = _Running(job, claim)
+                with self._cond:
+                    self._running[job.uuid] = running
+                self._notify(JOB_CLAIMED, job, claim=claim)
+                return job, claim
+        except exc.StorageFailure as error:
+            # The board is unreachable: wait and try again rather than die.
+            LOG.warning("conductor %r could not list or claim jobs: %s", self.name, error)
+        return None
+
+    def _wait_for_jobs(self) -> None:
+        try:
+            self.board.wait(timeout=self.wait_timeout)
+        except exc.NotFound:
+            pass  # nothing claimable within the timeout
+        except exc.StorageFailure as error:
+            LOG.warning("conductor %r could not wait for jobs: %s", self.name, error)
+            self._heartbeat_stop.wait(self.wait_timeout)
+
+    # -- running one job ----------------------------------------------------------------
+
+    def _run_job(self, job: Job, claim: Claim) -> None:
+        """Build, run and finish one claimed job; never raises."""
+        running = self._running[job.uuid]
+        try:
+            self._run_claimed(running)
+        except Exception:
+            LOG.exception("conductor %r failed while handling job %s (%r)", self.name, job.uuid, job.name)
+            self._give_back(running, "the conductor failed while handling the job")
+        finally:
+            with self._cond:
+                self._running.pop(job.uuid, None)
+                self._cond.notify_all()
+
+    def _run_claimed(self, running: _Running) -> None:
+        job = running.job
+        running.fenced = self.board.fenced_backend(self.persistence, running.claim)
+        try:
+            engine = self._engine_for(running)
+        except _Unbuildable as problem:
+            self._trash(running, str(problem))
+            return
+        except exc.StorageFailure as error:
+            self._after_storage_failure(running, error)
+            return
+        try:
+            with running.lock:
+                running.engine = engine
+            try:
+                self._poll_cancel(running)
+            except exc.StorageFailure as error:
+                LOG.warning("conductor %r could not ask whether job %s was cancelled: %s", self.name, job.uuid, error)
+            if engine.flow_detail.state in _FINAL:
+                # Finished by an owner that lost its claim before consuming:
+                # running it again would start it over.
+                self._conclude(running, states.State(engine.flow_detail.state), None)
+                return
+            self._notify(RUNNING_START, job, engine=engine)
+            outcome: BaseException | None = None
+            try:
+                for _ in engine.run_iter():
+                    self._steer(running)
+            except Exception as raised:
+                outcome = raised
+            state = engine.storage.get_flow_state()
+            self._notify(RUNNING_END, job, engine=engine, state=state, error=outcome)
+            self._conclude(running, state, outcome)
+        finally:
+            with running.lock:
+                running.engine = None
+            try:
+                engine.close()
+            except exc.FlowkitError as error:
+                LOG.debug("closing the engine of job %s failed: %s", job.uuid, error)
+
+    def _engine_for(self, running: _Running) -> Engine:
+        from flowkit.engines import load_from_detail
+
+        job = running.job
+        what = "job %s (%r)" % (job.uuid, job.name)
+        if job.book_uuid is None:
+            raise _Unbuildable("%s has no logbook, so there is no flow to run" % (what,))
+        with self.persistence.get_connection() as conn:
+            try:
+                book = conn.get_logbook(job.book_uuid)
+            except exc.NotFound:
+                raise _Unbuildable("%s names logbook %s, which does not exist" % (what, job.book_uuid)) from None
+        flow_detail = _pick_flow_detail(book, job.details.get("flow_uuid"), what)
+        store = job.details.get("store")
+        if store is not None and not isinstance(store, Mapping):
+            raise _Unbuildable("%s has details['store'] of type %s; it must be a dict" % (what, type(store).__name__))
+        try:
+            return load_from_detail(
+                flow_detail, store=store, backend=running.fenced, engine=self.engine, **self.engine_options
+            )
+        except (ValueError, TypeError, exc.DefinitionError) as error:
+            raise _Unbuildable("%s: %s" % (what, error)) from error
+
+    def _conclude(self, running: _Running, state: states.State | None, error: BaseException | None) -> None:
+        job = running.job
+        if running.lost is not None or isinstance(error, exc.LeaseLost):
+            self._lost(running, running.lost or str(error))
+            return
+        if isinstance(error, (exc.StorageFailure, exc.ExecutorLost)):
+            self._after_storage_failure(running, error)
+            return
+        cancelled = isinstance(error, exc.Cancelled) or (running.cancel is not None and state == states.SUSPENDED)
+        if state == states.SUSPENDED and not cancelled:
+            self._give_back(running, "the conductor is stopping; the flow was suspended")
+            return
+        if error is not None and not cancelled and state not in _FINAL:
+            LOG.warning("job %s (%r) failed outside its flow (consumed): %r", job.uuid, job.name, error)
+        try:
+            self.board.consume(job, self.name, token=running.claim.token)
+        except (exc.LeaseLost, exc.NotOwner) as lost:
+            self._lost(running, "the claim was lost before the job could be consumed: %s" % (lost,))
+            return
+        except exc.StorageFailure as failure:
+            # Nothing left to run: the next owner finds the flow finished and consumes it.
+            self._lost(running, "the board refused the consume: %s" % (failure,))
+            return
+        if cancelled:
+            self._notify(JOB_CANCELLED, job, state=state, revert=running.cancel.revert if running.cancel else True)
+        else:
+            self._notify(JOB_CONSUMED, job, state=state, error=error)
+
+    def _after_storage_failure(self, running: _Running, error: BaseException) -> None:
+        if running.lost is not None or isinstance(error, exc.LeaseLost):
+            self._lost(running, running.lost or str(error))
+            return
+        self._give_back(running, "%s: %s" % (type(error).__name__, error))
+
+    def _give_back(self, running: _Running, reason: str) -> None:
+        try:
+            self.board.abandon(running.job, self.name, token=running.claim.token)
+        except (exc.LeaseLost, exc.NotOwner) as lost:
+            self._lost(running, "%s; abandoning failed: %s" % (reason, lost))
+            return
+        except exc.StorageFailure as failure:
+            # The lease runs out on its own; then the job is claimable again.
+            self._lost(running, "%s; abandoning failed: %s" % (reason, failure))
+            return
+        self._notify(JOB_ABANDONED, running.job, reason=reason)
+
+    def _trash(self, running: _Running, reason: str) -> None:
+        LOG.error("conductor %r trashes job %s: %s", self.name, running.job.uuid, reason)
+        try:
+            self.board.trash(running.job, self.name, token=running.claim.token)
+        except exc.StorageFailure as failure:  # includes a lost lease
+            self._lost(running, "%s; trashing failed: %s" % (reason, failure))
+            return
+        except exc.NotOwner as lost:
+            self._lost(running, "%s; trashing failed: %s" % (reason, lost))
+            return
+        self._notify(JOB_TRASHED, running.job, reason=reason)
+
+    def _lost(self, running: _Running, reason: str) -> None:
+        LOG.warning("conductor %r lost job %s (%r): %s", self.name, running.job.uuid, running.job.name, reason)
+        self._notify(JOB_LOST, running.job, reason=reason)
+
+    # -- steering a running engine (any thread) ----------------------------------------
+
+    def _steer(self, running: _Running) -> None:
+        """Apply a pending cancel, suspend or loss to the job's engine, if it runs."""
+        with running.lock:
+            engine = running.engine
+            if engine is None:
+                return
+            if running.lost is not None or running.suspend:
+                engine.suspend()
+            elif running.cancel is not None and not running.cancel_applied:
+                try:
+                    engine.cancel("cancel requested on board %r" % (self.board.name,), revert=running.cancel.revert)
+                except exc.InvalidState:
+                    return  # not running yet (or any more); the run loop retries at its next step
+                running.cancel_applied = True
+
+    def _poll_cancel(self, running: _Running) -> None:
+        if running.cancel is None:
+            request = self.board.cancel_requested(running.job)
+            if request is not None:
+                running.cancel = request
+                self._notify(JOB_CANCELLING, running.job, revert=request.revert)
+        self._steer(running)
+
+    def _heartbeat_loop(self) -> None:
+        interval = self.ttl / 3.0
+        while not self._heartbeat_stop.wait(interval):
+            with self._cond:
+                jobs = list(self._running.values())
+            for running in jobs:
+                self._heartbeat(running)
+
+    def _heartbeat(self, running: _Running) -> None:
+        if running.lost is not None:
+            return
+        try:
+            claim = self.board.renew(running.claim, ttl=self.ttl)
+        except exc.LeaseLost as error:
+            running.lost = "renewing the claim failed: %s" % (error,)
+            self._steer(running)
+            return
+        except exc.FlowkitError as error:
+            # The board may be back before the lease runs out; the fence
+            # rejects writes if it is not.
+            LOG.warning("conductor %r could not renew the claim of job %s: %s", self.name, running.job.uuid, error)
+            return
+        running.claim = claim
+        if running.fenced is not None:
+            running.fenced.claim = claim
+        try:
+            self._poll_cancel(running)
+        except exc.FlowkitError as error:
+            LOG.warning(
+                "conductor %r could not ask whether job %s was cancelled: %s", self.name, running.job.uuid, error
+            )
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _notify(self, event: str, job: Job, **details: Any) -> None:
+        LOG.debug("conductor %r: %s %s (%r)", self.name, event, job.uuid, job.name)
+        if self.notifier.has_listeners:
+            self.notifier.notify(event, {"conductor": self.name, "job": job, **details})
+
+
+def _pick_flow_detail(book: LogBook, flow_uuid: Any, what: str) -> FlowDetail:
+    if flow_uuid is not None:
+        found = book.find(flow_uuid)
+        if found is None:
+            raise _Unbuildable("%s names flow detail %s, which is not in logbook %s" % (what, flow_uuid, book.uuid))
+        return found
+    details = list(book)
+    if len(details) != 1:
+        raise _Unbuildable(
+            "%s has %d flow details in logbook %s and no details['flow_uuid'] to choose one"
+            % (what, len(details), book.uuid)
+        )
+    return details[0]
+
+
+class _Candidates:
+    """Jobs to try to claim, in the board's order until a claim collides.
+
+    Conductors that list the same jobs in the same order all race for the
+    first one.  After a lost race the rest of each window of jobs is tried
+    in random order (still highest priority first), so racing conductors
+    spread out, while a conductor alone keeps the board's order.
+    """
+
+    def __init__(self, jobs: Iterator[Job]) -> None:
+        self._jobs = iter(jobs)
+        self._window: list[Job] = []
+        self._shuffle = False
+
+    def collided(self) -> None:
+        """The last job was claimed by someone else: shuffle from now on."""
+        if not self._shuffle:
+            self._shuffle = True
+            self._mix()
+
+    def _mix(self) -> None:
+        random.shuffle(self._window)
+        self._window.sort(key=lambda job: job.priority.rank)  # stable: shuffled within a priority
+
+    def __iter__(self) -> Iterator[Job]:
+        return self
+
+    def __next__(self) -> Job:
+        if not self._window:
+            self._window = list(itertools.islice(self._jobs, _CLAIM_WINDOW))
+            if not self._window:
+                raise StopIteration
+            if self._shuffle:
+                self._mix()
+        return self._window.pop(0)

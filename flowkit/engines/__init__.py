@@ -1,0 +1,126 @@
+"""Load a flow into an engine and run it.
+
+``load(flow, store=..., engine="serial" | "parallel" | "distributed", ...)`` returns an
+:class:`Engine`; ``run(...)`` loads, runs and returns every result.
+``load_from_factory()`` records how to rebuild the flow in its flow detail so
+that ``load_from_detail()`` can resume it in another process after a crash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flowkit.engines.engine import Engine, EngineStatistics, make_flow_detail
+from flowkit.engines.executors import make_executor
+from flowkit.exceptions import NotFound
+from flowkit.persistence.backends import fetch as fetch_backend
+from flowkit.persistence.backends.impl_memory import MemoryBackend
+from flowkit.persistence.base import Backend, Connection
+from flowkit.persistence.models import FlowDetail, LogBook
+
+__all__ = [
+    # running a flow
+    "load",
+    "run",
+    "Engine",
+    "EngineStatistics",
+    "ENGINE_MODES",
+    # rebuilding a flow from its logbook
+    "load_from_factory",
+    "load_from_detail",
+    "flow_from_detail",
+    "save_factory_details",
+]
+
+#: The engine modes ``load()`` accepts.
+ENGINE_MODES = ("serial", "parallel", "distributed")
+_ALIASES = {"default": "serial", "serial": "serial", "parallel": "parallel", "distributed": "distributed"}
+
+
+def _backend_from(backend: Any) -> Backend:
+    if backend is None:
+        return MemoryBackend()
+    if isinstance(backend, Backend):
+        return backend
+    if isinstance(backend, (str, Mapping)):
+        return fetch_backend(backend)
+    raise TypeError("backend must be a Backend, a URL or a conf dict, got %r" % (backend,))
+
+
+def _is_stored(conn: Connection, flow_detail: FlowDetail) -> bool:
+    try:
+        conn.get_flow_details(flow_detail.uuid, lazy=True)
+    except NotFound:
+        return False
+    return True
+
+
+def load(
+    flow: Any,
+    store: Mapping[str, Any] | None = None,
+    engine: str = "serial",
+    *,
+    backend: Any = None,
+    book: LogBook | None = None,
+    flow_detail: FlowDetail | None = None,
+    executor: Any = None,
+    max_workers: int | None = None,
+    address: str | None = None,
+    client: Any = None,
+    security: Any = None,
+) -> Engine:
+    """Build an engine for ``flow`` (a flow or a single atom).
+
+    ``store`` injects values any atom may require.  ``engine`` is ``"serial"``
+    (atoms run one at a time in this thread) or ``"parallel"`` (on a pool:
+    ``executor="threads"`` (default), ``"processes"`` for CPU-bound tasks, or
+    any ``concurrent.futures.Executor``; ``max_workers`` sizes the pool) or
+    ``"distributed"`` (on a Dask cluster: the scheduler at ``address``, e.g.
+    ``"tcp://host:8786"``, with ``security`` a ``distributed.security.Security``
+    for TLS; an existing ``distributed.Client`` as ``client``; or neither, for a
+    ``LocalCluster`` started for each run; needs ``pip install flowkit[distributed]``).
+    ``backend`` is where the logbook is written (default: in memory);
+    ``book``/``flow_detail`` pick an existing logbook and flow detail.
+    """
+    try:
+        mode = _ALIASES[engine]
+    except (KeyError, TypeError):
+        raise ValueError(
+            "unknown engine %r; choose one of %s" % (engine, ", ".join(repr(m) for m in ENGINE_MODES))
+        ) from None
+    if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
+        raise ValueError("max_workers must be a positive int, got %r" % (max_workers,))
+    if mode == "distributed" or address is not None or client is not None or security is not None:
+        # Built here so that a missing Dask or a bad option fails before the
+        # logbook is touched.
+        executor = make_executor(
+            mode, executor, max_workers, address=address, client=client, security=security
+        )
+    persistence = _backend_from(backend)
+    with persistence.get_connection() as conn:
+        # A flow detail already in the backend (one being resumed) stays in its
+        # own logbook; saving it in a new one would move or copy it.
+        stored = book is None and flow_detail is not None and _is_stored(conn, flow_detail)
+        book, flow_detail = make_flow_detail(flow, book, flow_detail, store)
+        if stored:
+            conn.update_flow_details(flow_detail)
+        else:
+            conn.save_logbook(book)
+    return Engine(flow, flow_detail, persistence, mode=mode, executor=executor, max_workers=max_workers)
+
+
+def run(flow: Any, store: Mapping[str, Any] | None = None, engine: str = "serial", **options: Any) -> dict[str, Any]:
+    """Load ``flow``, run it, and return every result (``storage.fetch_all()``)."""
+    eng = load(flow, store=store, engine=engine, **options)
+    eng.run()
+    return eng.storage.fetch_all()
+
+
+# Last: helpers builds on load() above.
+from flowkit.engines.helpers import (  # noqa: E402
+    flow_from_detail,
+    load_from_detail,
+    load_from_factory,
+    save_factory_details,
+)

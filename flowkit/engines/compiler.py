@@ -1,0 +1,521 @@
+"""Flatten a flow tree into one execution graph, resolving every symbol once.
+
+The compiler walks the tree once.  Each atom gets an integer index; the atoms
+of any subflow (and of a retry controller's scope) occupy one contiguous index
+range, which is what lets the runtime ask "is this atom inside that retry's
+scope?" with two comparisons.  Symbols are resolved while walking, through a
+chain of scope tables (innermost first), so compiling costs O(atoms + edges +
+symbols x nesting depth) — never a walk of all atoms per atom.
+
+Every definition error is raised here, before anything runs, with the atom
+(or flow) and the symbol named: duplicate names, cycles, dependencies inside
+an unordered flow, and two providers of a symbol that someone requires.
+Requirements that nothing in scope provides are left for the engine to check
+against the injected store at ``prepare()``/``validate()``.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import networkx as nx
+
+from flowkit import exceptions as exc
+from flowkit.atom import Atom
+from flowkit.flow import Flow
+from flowkit.patterns import graph_flow, unordered_flow
+from flowkit.retry import Retry
+
+__all__ = ["Compilation", "DeciderLink", "compile_flow", "ARG_ATOM", "ARG_STORE", "ARG_STORE_OPTIONAL", "ARG_INJECT"]
+
+# How an argument gets its value at run time (first element of an ArgPlan entry).
+ARG_ATOM = 0  # result of another atom: (ARG_ATOM, arg, provider index, result index, symbol)
+ARG_STORE = 1  # injected store value that must exist: (ARG_STORE, arg, symbol)
+ARG_STORE_OPTIONAL = 2  # injected store value, passed only if present
+ARG_INJECT = 3  # the atom's own inject=: (ARG_INJECT, arg, symbol)
+ARG_ATOM_OPTIONAL = 4  # like ARG_ATOM, skipped when the provider has no result
+
+NO_RETRY = -1
+
+# A provider entry in a scope table: (atom index, result index, owner token).
+_Provider = tuple[int, Any, int]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeciderLink:
+    """A ``graph_flow.link(u, v, decider=...)`` between two index ranges."""
+
+    ident: int
+    decider: Callable[[Mapping[str, Any]], bool]
+    depth: graph_flow.Depth
+    source: range  # the atoms of u: their results form the decider's history
+    target: range  # the atoms of v: ignored when the decider says False
+    source_name: str
+    target_name: str
+
+
+class Compilation:
+    """The compiled form of a flow: flat, indexed, resolved.
+
+    Lists are indexed by atom index.  ``preds``/``succs`` are the execution
+    graph; ``owner[i]`` is the retry controller whose scope holds atom ``i``
+    (a controller owns itself), ``parent_retry[r]`` the controller that
+    handles a failure of controller ``r``, ``scope_end[r]`` the end of
+    ``r``'s contiguous scope ``range(r, scope_end[r])``.
+    """
+
+    def __init__(self, root: Any) -> None:
+        self.root = root
+        self.atoms: list[Atom] = []
+        self.is_retry: list[bool] = []
+        self.names: dict[str, int] = {}
+        self.preds: list[list[int]] = []
+        self.succs: list[list[int]] = []
+        self.owner: list[int] = []
+        self.parent_retry: dict[int, int] = {}
+        self.scope_end: dict[int, int] = {}
+        self.arg_plans: list[tuple[tuple[Any, ...], ...]] = []
+        self.store_requires: dict[str, list[int]] = {}  # symbol -> atoms needing it from the store
+        self.deciders: list[DeciderLink] = []
+        self.incoming_deciders: dict[int, list[int]] = {}  # atom -> decider idents
+        self.providers: dict[str, list[tuple[int, Any]]] = {}  # symbol -> (atom, result index)
+        self.flow_ranges: dict[str, range] = {}  # flow name -> its atoms
+        self.edge_count = 0
+        self.has_priorities = False
+        self._graph: nx.DiGraph | None = None
+
+    def __len__(self) -> int:
+        return len(self.atoms)
+
+    @property
+    def execution_graph(self) -> nx.DiGraph:
+        """The execution graph as a networkx DiGraph of atom names (built on first use)."""
+        if self._graph is None:
+            graph = nx.DiGraph()
+            for index, atom in enumerate(self.atoms):
+                graph.add_node(atom.name, atom=atom, kind="retry" if self.is_retry[index] else "task")
+            for index, successors in enumerate(self.succs):
+                name = self.atoms[index].name
+                for succ in successors:
+                    graph.add_edge(name, self.atoms[succ].name)
+            self._graph = graph
+        return self._graph
+
+    def index_of(self, name: str) -> int:
+        """The index of the atom called ``name``; NotFound if there is none."""
+        try:
+            return self.names[name]
+        except KeyError:
+            raise exc.NotFound("no atom named %r in flow %r" % (name, self.root.name)) from None
+
+
+class _Scope:
+    """One level of symbol visibility, chained to the enclosing level."""
+
+    __slots__ = ("table", "parent", "exclude", "only", "where")
+
+    def __init__(
+        self,
+        table: Mapping[str, list[_Provider]],
+        parent: _Scope | None,
+        where: str,
+        exclude: int = -1,
+        only: Callable[[int], bool] | None = None,
+    ) -> None:
+        self.table = table
+        self.parent = parent
+        self.exclude = exclude  # owner token whose providers are invisible here
+        self.only = only  # for optional lookups: which owner tokens are ordered before
+        self.where = where
+
+
+def _describe(item: Any, symbol: str, role: str) -> str:
+    """Name ``item`` and, for a flow, the atoms inside it that ``role`` the symbol."""
+    if not isinstance(item, Flow):
+        return repr(item.name)
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, Flow):
+            if node.retry is not None:
+                walk(node.retry)
+            for child in node:
+                walk(child)
+        elif symbol in (node.provides if role == "provides" else node.requires):
+            found.append(repr(node.name))
+
+    walk(item)
+    if not found:
+        return "flow %r" % (item.name,)
+    return "flow %r (atom %s)" % (item.name, ", ".join(found))
+
+
+class _Compiler:
+    def __init__(self, root: Any) -> None:
+        self.c = Compilation(root)
+        self.flow_names: dict[str, Any] = {}
+        self.token = 0
+
+    # -- helpers --------------------------------------------------------------
+
+    def _new_token(self) -> int:
+        self.token += 1
+        return self.token
+
+    def _claim_name(self, item: Any, kind: str) -> None:
+        name = item.name
+        other = self.c.names.get(name)
+        if other is not None:
+            raise exc.Duplicate(
+                "%s name %r is used twice in flow %r (an atom already has it)" % (kind, name, self.c.root.name)
+            )
+
+    def _edge(self, u: int, v: int) -> None:
+        self.c.succs[u].append(v)
+        self.c.preds[v].append(u)
+        self.c.edge_count += 1
+
+    def _link_sets(self, exits: Sequence[int], entries: Sequence[int]) -> None:
+        for u in exits:
+            for v in entries:
+                self._edge(u, v)
+
+    def _resolve(self, atom: Atom, symbol: str, scope: _Scope | None, optional: bool) -> _Provider | None:
+        level = scope
+        while level is not None:
+            found = level.table.get(symbol)
+            if found:
+                visible = [p for p in found if p[2] != level.exclude]
+                if optional and level.only is not None:
+                    visible = [p for p in visible if level.only(p[2])]
+                if len(visible) > 1:
+                    raise exc.AmbiguousDependency(
+                        "atom %r requires %r, which several atoms of %s provide: %s"
+                        % (
+                            atom.name,
+                            symbol,
+                            level.where,
+                            ", ".join(repr(self.c.atoms[p[0]].name) for p in visible),
+                        )
+                    )
+                if visible:
+                    return visible[0]
+            level = level.parent
+        return None
+
+    # -- atoms ------------------------------------------------------------------
+
+    def _add_atom(self, atom: Atom, scope: _Scope | None, owner: int) -> int:
+        if not isinstance(atom, Atom):
+            raise TypeError("flow %r contains %r, which is not an atom or a flow" % (self.c.root.name, atom))
+        self._claim_name(atom, "atom")
+        c = self.c
+        index = len(c.atoms)
+        c.atoms.append(atom)
+        c.names[atom.name] = index
+        is_retry = isinstance(atom, Retry)
+        c.is_retry.append(is_retry)
+        c.preds.append([])
+        c.succs.append([])
+        c.owner.append(owner)
+        if atom.priority:
+            c.has_priorities = True
+        plan: list[tuple[Any, ...]] = []
+        inject = atom.inject
+        for arg, symbol in atom.rebind.items():
+            if symbol in inject:
+                plan.append((ARG_INJECT, arg, symbol))
+                continue
+            provider = self._resolve(atom, symbol, scope, optional=False)
+            if provider is not None:
+                plan.append((ARG_ATOM, arg, provider[0], provider[1], symbol))
+            else:
+                plan.append((ARG_STORE, arg, symbol))
+                c.store_requires.setdefault(symbol, []).append(index)
+        for arg, symbol in atom.optional_args.items():
+            if symbol in inject:
+                plan.append((ARG_INJECT, arg, symbol))
+                continue
+            provider = self._resolve(atom, symbol, scope, optional=True)
+            if provider is not None:
+                plan.append((ARG_ATOM_OPTIONAL, arg, provider[0], provider[1], symbol))
+            else:
+                plan.append((ARG_STORE_OPTIONAL, arg, symbol))
+        c.arg_plans.append(tuple(plan))
+        for symbol, where in atom.save_as.items():
+            c.providers.setdefault(symbol, []).append((index, where))
+        return index
+
+    @staticmethod
+    def _exports_of(atom_index: int, atom: Atom, token: int) -> dict[str, list[_Provider]]:
+        return {symbol: [(atom_index, where, token)] for symbol, where in atom.save_as.items()}
+
+    # -- items ------------------------------------------------------------------
+
+    def compile_item(
+        self, item: Any, scope: _Scope | None, owner: int
+    ) -> tuple[list[int], list[int], dict[str, list[_Provider]]]:
+        """Compile ``item``; return its entry atoms, exit atoms and exported symbols."""
+        if isinstance(item, Flow):
+            return self._compile_flow(item, scope, owner)
+        index = self._add_atom(item, scope, owner)
+        return [index], [index], self._exports_of(index, item, self._new_token())
+
+    def _compile_flow(
+        self, flow: Flow, scope: _Scope | None, owner: int
+    ) -> tuple[list[int], list[int], dict[str, list[_Provider]]]:
+        # A flow may share its name with an atom (TaskFlow allows it), not with another flow.
+        if flow.name in self.flow_names:
+            raise exc.Duplicate("flow name %r is used twice in flow %r" % (flow.name, self.c.root.name))
+        self.flow_names[flow.name] = flow
+        start = len(self.c.atoms)
+        retry = flow.retry
+        retry_exports: dict[str, list[_Provider]] = {}
+        retry_index = NO_RETRY
+        if retry is not None:
+            retry_index = self._add_atom(retry, scope, owner)
+            self.c.owner[retry_index] = retry_index
+            self.c.parent_retry[retry_index] = owner
+            retry_exports = self._exports_of(retry_index, retry, self._new_token())
+            scope = _Scope(retry_exports, scope, "the retry controller of flow %r" % flow.name)
+            owner = retry_index
+        if isinstance(flow, graph_flow.Flow):
+            entries, exits, exports = self._compile_graph(flow, scope, owner)
+        elif isinstance(flow, unordered_flow.Flow):
+            entries, exits, exports = self._compile_unordered(flow, scope, owner)
+        else:
+            entries, exits, exports = self._compile_linear(flow, scope, owner)
+        if retry_index != NO_RETRY:
+            self.c.scope_end[retry_index] = len(self.c.atoms)
+            for entry in entries:
+                self._edge(retry_index, entry)
+            entries = [retry_index]
+            if not exits:
+                exits = [retry_index]
+            for symbol, providers in retry_exports.items():
+                exports.setdefault(symbol, providers)
+        self.c.flow_ranges[flow.name] = range(start, len(self.c.atoms))
+        return entries, exits, exports
+
+    def _compile_linear(
+        self, flow: Flow, scope: _Scope | None, owner: int
+    ) -> tuple[list[int], list[int], dict[str, list[_Provider]]]:
+        table: dict[str, list[_Provider]] = {}
+        inner = _Scope(table, scope, "linear flow %r" % flow.name)
+        entries: list[int] = []
+        exits: list[int] = []
+        for child in flow:
+            child_entries, child_exits, child_exports = self.compile_item(child, inner, owner)
+            if not child_entries:
+                continue  # an empty subflow orders nothing
+            if exits:
+                self._link_sets(exits, child_entries)
+            else:
+                entries = child_entries
+            exits = child_exits
+            # A later provider is nearer to whoever comes next: it shadows.
+            table.update(child_exports)
+        return entries, exits, dict(table)
+
+    def _compile_unordered(
+        self, flow: Flow, scope: _Scope | None, owner: int
+    ) -> tuple[list[int], list[int], dict[str, list[_Provider]]]:
+        children = list(flow)
+        provided_by: dict[str, list[Any]] = {}
+        for child in children:
+            for symbol in child.provides:
+                provided_by.setdefault(symbol, []).append(child)
+        for child in children:
+            for symbol in sorted(child.requires):
+                others = [p for p in provided_by.get(symbol, ()) if p is not child]
+                if others:
+                    raise exc.DependencyFailure(
+                        "unordered flow %r: %s requires %r, which its sibling %s provides; members of "
+                        "an unordered flow must not depend on each other (use a linear or graph flow)"
+                        % (
+                            flow.name,
+                            _describe(child, symbol, "requires"),
+                            symbol,
+                            _describe(others[0], symbol, "provides"),
+                        )
+                    )
+        entries: list[int] = []
+        exits: list[int] = []
+        exports: dict[str, list[_Provider]] = {}
+        for child in children:
+            child_entries, child_exits, child_exports = self.compile_item(child, scope, owner)
+            entries.extend(child_entries)
+            exits.extend(child_exits)
+            for symbol, providers in child_exports.items():
+                exports.setdefault(symbol, []).extend(providers)
+        return entries, exits, exports
+
+    def _compile_graph(
+        self, flow: graph_flow.Flow, scope: _Scope | None, owner: int
+    ) -> tuple[list[int], list[int], dict[str, list[_Provider]]]:
+        # Plain lists rather than a networkx graph: this runs once per graph
+        # flow and must stay linear and light for flows of 100,000 children.
+        children = list(flow)
+        count = len(children)
+        position = {id(child): pos for pos, child in enumerate(children)}
+        succ: list[list[int]] = [[] for _ in range(count)]
+        pred: list[list[int]] = [[] for _ in range(count)]
+        link_meta: dict[tuple[int, int], dict[str, Any]] = {}
+
+        def add_edge(u: int, v: int) -> None:
+            if v not in succ[u]:
+                succ[u].append(v)
+                pred[v].append(u)
+
+        for u_item, v_item, meta in flow.iter_links():
+            u, v = position[id(u_item)], position[id(v_item)]
+            add_edge(u, v)
+            link_meta[(u, v)] = meta
+        provided_by: dict[str, list[int]] = {}
+        for pos, child in enumerate(children):
+            for symbol in child.provides:
+                provided_by.setdefault(symbol, []).append(pos)
+        for pos, child in enumerate(children):
+            for symbol in sorted(child.requires):
+                providers = [p for p in provided_by.get(symbol, ()) if p != pos]
+                if len(providers) > 1:
+                    raise exc.AmbiguousDependency(
+                        "graph flow %r: %s requires %r, which several of its siblings provide: %s"
+                        % (
+                            flow.name,
+                            _describe(child, symbol, "requires"),
+                            symbol,
+                            ", ".join(_describe(children[p], symbol, "provides") for p in providers),
+                        )
+                    )
+                if providers:
+                    add_edge(providers[0], pos)
+        order = _topological_order(succ, pred)
+        if len(order) < count:
+            raise self._cycle_error(flow, children, succ)
+        table: dict[str, list[_Provider]] = {}
+        tokens = [self._new_token() for _ in children]
+        token_pos = {token: pos for pos, token in enumerate(tokens)}
+        entries_of: list[list[int]] = [[] for _ in range(count)]
+        exits_of: list[list[int]] = [[] for _ in range(count)]
+        ranges: list[range] = [range(0)] * count
+        exports: dict[str, list[_Provider]] = {}
+        for pos in order:
+            child = children[pos]
+            inner = _Scope(
+                table, scope, "graph flow %r" % flow.name, tokens[pos], _OrderedBefore(pred, pos, token_pos)
+            )
+            start = len(self.c.atoms)
+            entries_of[pos], exits_of[pos], child_exports = self.compile_item(child, inner, owner)
+            ranges[pos] = range(start, len(self.c.atoms))
+            for symbol, child_providers in child_exports.items():
+                retagged = [(p[0], p[1], tokens[pos]) for p in child_providers]
+                table.setdefault(symbol, []).extend(retagged)
+                exports.setdefault(symbol, []).extend(retagged)
+        for u in range(count):
+            for v in succ[u]:
+                self._link_sets(exits_of[u], entries_of[v])
+                decider = link_meta.get((u, v), {}).get("decider")
+                if decider is None:
+                    continue
+                link = DeciderLink(
+                    ident=len(self.c.deciders),
+                    decider=decider,
+                    depth=link_meta[(u, v)].get("decider_depth", graph_flow.Depth.ALL),
+                    source=ranges[u],
+                    target=ranges[v],
+                    source_name=children[u].name,
+                    target_name=children[v].name,
+                )
+                self.c.deciders.append(link)
+                for entry in entries_of[v]:
+                    self.c.incoming_deciders.setdefault(entry, []).append(link.ident)
+        entries: list[int] = []
+        exits: list[int] = []
+        for pos in range(count):
+            if not pred[pos]:
+                entries.extend(entries_of[pos])
+            if not succ[pos]:
+                exits.extend(exits_of[pos])
+        return entries, exits, exports
+
+    @staticmethod
+    def _cycle_error(flow: Any, children: list[Any], succ: list[list[int]]) -> exc.DependencyFailure:
+        """Name the atoms of one cycle and the symbols that tie them (the rare path)."""
+        graph = nx.DiGraph()
+        for u, targets in enumerate(succ):
+            for v in targets:
+                graph.add_edge(u, v)
+        steps = []
+        for u, v in nx.find_cycle(graph):
+            reasons = sorted(children[v].requires & children[u].provides)
+            why = "needs %s" % ", ".join(repr(r) for r in reasons) if reasons else "linked"
+            steps.append("%r -> %r (%s)" % (children[u].name, children[v].name, why))
+        return exc.DependencyFailure("graph flow %r has a cycle: %s" % (flow.name, "; ".join(steps)))
+
+
+def _topological_order(succ: list[list[int]], pred: list[list[int]]) -> list[int]:
+    """Kahn's algorithm; shorter than the node count when there is a cycle."""
+    remaining = [len(p) for p in pred]
+    queue = collections.deque(pos for pos, n in enumerate(remaining) if n == 0)
+    order: list[int] = []
+    while queue:
+        u = queue.popleft()
+        order.append(u)
+        for v in succ[u]:
+            remaining[v] -= 1
+            if remaining[v] == 0:
+                queue.append(v)
+    return order
+
+
+class _OrderedBefore:
+    """Whether a sibling (by owner token) always runs before child ``pos``: its ancestors, found on first use."""
+
+    __slots__ = ("pred", "pos", "token_pos", "ancestors")
+
+    def __init__(self, pred: list[list[int]], pos: int, token_pos: dict[int, int]) -> None:
+        self.pred = pred
+        self.pos = pos
+        self.token_pos = token_pos
+        self.ancestors: set[int] | None = None
+
+    def __call__(self, token: int) -> bool:
+        if self.ancestors is None:
+            seen: set[int] = set()
+            stack = list(self.pred[self.pos])
+            while stack:
+                u = stack.pop()
+                if u not in seen:
+                    seen.add(u)
+                    stack.extend(self.pred[u])
+            self.ancestors = seen
+        return self.token_pos.get(token, -1) in self.ancestors
+
+
+def compile_flow(flow_or_atom: Any) -> Compilation:
+    """Compile a flow (or a single atom) into a :class:`Compilation`.
+
+    Raises the :class:`~flowkit.exceptions.DefinitionError` family for
+    duplicate names, cycles, ambiguous providers and dependencies inside
+    unordered flows.
+    """
+    if not isinstance(flow_or_atom, (Flow, Atom)):
+        raise TypeError("can only compile a flow or an atom, got %r" % (flow_or_atom,))
+    compiler = _Compiler(flow_or_atom)
+    compiler.compile_item(flow_or_atom, None, NO_RETRY)
+    return compiler.c
+
+
+def missing_requirements(compilation: Compilation, available: Iterable[str]) -> dict[str, list[str]]:
+    """Atom name -> symbols it needs from the store that ``available`` lacks."""
+    have = set(available)
+    missing: dict[str, list[str]] = {}
+    for symbol, needers in compilation.store_requires.items():
+        if symbol not in have:
+            for index in needers:
+                missing.setdefault(compilation.atoms[index].name, []).append(symbol)
+    return missing

@@ -1,0 +1,327 @@
+"""The engine: compile a flow once, then run it against its logbook.
+
+``Engine`` is the only place where patterns, storage, persistence and
+executors meet.  Engine modes differ only in the executor they use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from flowkit import exceptions as exc
+from flowkit import states
+from flowkit.engines import compiler
+from flowkit.engines.executors import AtomExecutor, make_executor
+from flowkit.engines.runtime import Runtime
+from flowkit.persistence.base import Backend
+from flowkit.persistence.models import FlowDetail, LogBook
+from flowkit.storage import Storage
+from flowkit.types.failure import Failure
+from flowkit.types.notifier import Notifier
+
+__all__ = ["Engine", "EngineStatistics"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineStatistics:
+    """What an engine did so far (a snapshot; call ``statistics()`` again for fresh numbers)."""
+
+    atoms_total: int
+    atoms_executed: int
+    atoms_failed: int
+    atoms_reverted: int
+    atoms_ignored: int
+    retries: int
+    runs: int
+    compile_seconds: float
+    prepare_seconds: float
+    run_seconds: float
+
+
+def _new_counters() -> dict[str, int]:
+    return {"atoms_executed": 0, "atoms_failed": 0, "atoms_reverted": 0, "atoms_ignored": 0, "retries": 0}
+
+
+class Engine:
+    """Runs one flow detail of one flow.  Build it with :func:`flowkit.engines.load`."""
+
+    def __init__(
+        self,
+        flow: Any,
+        flow_detail: FlowDetail,
+        backend: Backend,
+        *,
+        mode: str,
+        executor: Any = None,
+        max_workers: int | None = None,
+    ) -> None:
+        self._flow = flow
+        self._flow_detail = flow_detail
+        self._backend = backend
+        self._mode = mode
+        self._executor: AtomExecutor = make_executor(mode, executor, max_workers)
+        self._connection = backend.get_connection()
+        self._storage = Storage(flow_detail, self._connection)
+        self.notifier = Notifier()
+        """Flow state events: ``callback(state, details)`` with flow_name, flow_uuid, old_state."""
+        self.atom_notifier = Notifier()
+        """Atom state events: ``callback(state, details)`` with atom_name, old_state, result."""
+        self._compilation: compiler.Compilation | None = None
+        self._details: list[Any] | None = None
+        self._runtime: Runtime | None = None
+        self._lock = threading.Lock()
+        self._counters = _new_counters()
+        self._times = {"compile": 0.0, "prepare": 0.0, "run": 0.0}
+        self._runs = 0
+        self._executor_checked = False
+
+    # -- what it works on ---------------------------------------------------------
+
+    @property
+    def flow(self) -> Any:
+        """The flow (or single atom) this engine runs."""
+        return self._flow
+
+    @property
+    def storage(self) -> Storage:
+        """Values, states and results of this run (see :class:`flowkit.storage.Storage`)."""
+        return self._storage
+
+    @property
+    def backend(self) -> Backend:
+        """The persistence backend the logbook is written to."""
+        return self._backend
+
+    @property
+    def flow_detail(self) -> FlowDetail:
+        """The flow detail this engine drives."""
+        return self._flow_detail
+
+    @property
+    def compilation(self) -> compiler.Compilation:
+        """The compiled flow (compiling it if needed)."""
+        self.compile()
+        assert self._compilation is not None
+        return self._compilation
+
+    @property
+    def mode(self) -> str:
+        """``"serial"`` or ``"parallel"``."""
+        return self._mode
+
+    # -- before running ---------------------------------------------------------------
+
+    def compile(self) -> None:
+        """Flatten and check the flow; raises DefinitionError subclasses before anything runs."""
+        if self._compilation is not None:
+            return
+        started = time.perf_counter()
+        self._compilation = compiler.compile_flow(self._flow)
+        self._times["compile"] += time.perf_counter() - started
+
+    def validate(self) -> None:
+        """Check everything that can be checked without running.
+
+        Compiles the flow, then checks that every requirement is provided by an
+        atom in scope or by the store (so call it after injecting values), and
+        that the executor can run every atom (a process executor needs
+        picklable tasks).  ``run()`` always validates first.
+        """
+        self.compile()
+        assert self._compilation is not None
+        missing = compiler.missing_requirements(self._compilation, self._storage.injected)
+        if missing:
+            parts = [
+                "atom %r requires %s" % (name, ", ".join(repr(s) for s in sorted(symbols)))
+                for name, symbols in sorted(missing.items())
+            ]
+            symbols = sorted({s for symbols in missing.values() for s in symbols})
+            raise exc.MissingDependencies(
+                ", ".join(repr(name) for name in sorted(missing)),
+                symbols,
+                message="flow %r: %s, but no atom that runs before it in its scope provides that and "
+                "the store does not have it" % (self._flow.name, "; ".join(parts)),
+            )
+        self._check_executor()
+
+    def _check_executor(self) -> None:
+        assert self._compilation is not None
+        if self._executor_checked:
+            return
+        for index, atom in enumerate(self._compilation.atoms):
+            if not self._compilation.is_retry[index]:
+                self._executor.check_atom(atom)
+        self._executor_checked = True
+
+    def prepare(self) -> None:
+        """Compile, check the executor can run every atom, and create the atom details.
+
+        Idempotent.  Values may still be injected after ``prepare()``; missing
+        requirements are reported by :meth:`validate` (and by ``run()``).
+        """
+        started = time.perf_counter()
+        self.compile()
+        assert self._compilation is not None
+        self._check_executor()
+        if self._details is None:
+            self._details = self._storage.attach(self._compilation)
+            if self._flow_detail.state is None:
+                self._storage.set_flow_state(states.PENDING)
+        self._times["prepare"] += time.perf_counter() - started
+
+    # -- running --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run the flow to its end (SUCCESS, REVERTED, FAILURE or SUSPENDED).
+
+        A flow that reverted re-raises the failure that caused it (several at
+        once as :class:`~flowkit.exceptions.WrappedFailure`).
+        """
+        for _ in self.run_iter():
+            pass
+
+    def run_iter(self) -> Iterator[states.State]:
+        """Run the flow, yielding each state the engine passes through."""
+        if not self._lock.acquire(blocking=False):
+            raise exc.InvalidState("engine for flow %r is already running" % (self._flow.name,))
+        try:
+            self.prepare()
+            self.validate()
+            assert self._compilation is not None and self._details is not None
+            runtime = Runtime(
+                self._compilation,
+                self._details,
+                self._storage,
+                self._executor,
+                self.notifier,
+                self.atom_notifier,
+                self._counters,
+            )
+            flow_lock = self._connection.lock_flow(self._flow_detail)
+            self._runtime = runtime
+            self._runs += 1
+            started = time.perf_counter()
+            try:
+                self._executor.start()
+                try:
+                    yield from runtime.run_iter()
+                finally:
+                    self._executor.stop()
+                    self._runtime = None
+                    self._times["run"] += time.perf_counter() - started
+                    try:
+                        self._connection.flush()
+                    except exc.StorageFailure:
+                        # Already failing on the same outage: the first error
+                        # is the one to report; the buffer is kept for resume.
+                        if sys.exc_info()[1] is None:
+                            raise
+            finally:
+                flow_lock.release()
+        finally:
+            self._lock.release()
+
+    def suspend(self) -> None:
+        """Stop starting atoms; in-flight ones finish and the flow ends SUSPENDED.
+
+        Safe to call from any thread, including from inside a task or a
+        notifier callback.  ``run()`` again continues where it stopped.
+        """
+        runtime = self._runtime
+        if runtime is None or runtime.suspending:
+            return
+        runtime.suspending = True
+        if self.notifier.has_listeners:
+            self.notifier.notify(
+                states.SUSPENDING,
+                {
+                    "flow_name": self._flow_detail.name,
+                    "flow_uuid": self._flow_detail.uuid,
+                    "old_state": self._flow_detail.state,
+                },
+            )
+
+    def cancel(self, reason: str = "cancelled", *, revert: bool = True) -> None:
+        """Stop the flow at the next atom boundary and revert what ran.
+
+        Safe to call from any thread.  In-flight atoms finish first; then
+        everything that completed is reverted and ``run()`` raises
+        :class:`~flowkit.exceptions.Cancelled`.  With ``revert=False`` this is
+        :meth:`suspend`.
+        """
+        if not revert:
+            self.suspend()
+            return
+        runtime = self._runtime
+        if runtime is None:
+            raise exc.InvalidState("flow %r is not running; there is nothing to cancel" % (self._flow.name,))
+        try:
+            raise exc.Cancelled("flow %r was cancelled: %s" % (self._flow.name, reason))
+        except exc.Cancelled:
+            runtime.cancel_requested = Failure()
+
+    def reset(self) -> None:
+        """Put every atom and the flow back to PENDING so the flow can run from the start."""
+        if self._runtime is not None:
+            raise exc.InvalidState("cannot reset flow %r while it runs" % (self._flow.name,))
+        self.prepare()
+        assert self._details is not None
+        for detail in self._details:
+            detail.reset(states.PENDING)
+            detail.meta.pop("progress", None)
+            detail.meta.pop("ignore_depth", None)
+            self._storage.save_atom(detail)
+        self._storage.set_flow_state(states.PENDING)
+
+    def statistics(self) -> EngineStatistics:
+        """A snapshot of counters and timings."""
+        counters = self._counters
+        return EngineStatistics(
+            atoms_total=len(self._compilation) if self._compilation is not None else 0,
+            atoms_executed=counters["atoms_executed"],
+            atoms_failed=counters["atoms_failed"],
+            atoms_reverted=counters["atoms_reverted"],
+            atoms_ignored=counters["atoms_ignored"],
+            retries=counters["retries"],
+            runs=self._runs,
+            compile_seconds=self._times["compile"],
+            prepare_seconds=self._times["prepare"],
+            run_seconds=self._times["run"],
+        )
+
+    def close(self) -> None:
+        """Release the engine's persistence connection (the backend stays open)."""
+        if self._runtime is not None:
+            raise exc.InvalidState("cannot close the engine of flow %r while it runs" % (self._flow.name,))
+        self._connection.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return "<Engine %s flow=%r state=%s>" % (self._mode, self._flow.name, self._flow_detail.state)
+
+
+def make_flow_detail(
+    flow: Any, book: LogBook | None, flow_detail: FlowDetail | None, store: Mapping[str, Any] | None
+) -> tuple[LogBook, FlowDetail]:
+    """The logbook and flow detail an engine for ``flow`` should use."""
+    if flow_detail is None:
+        flow_detail = FlowDetail(name=flow.name)
+    if book is None:
+        book = LogBook(name="%s-book" % flow.name)
+    if book.find(flow_detail.uuid) is None:
+        book.add(flow_detail)
+    if store:
+        current = dict(flow_detail.meta.get("store") or {})
+        current.update(store)
+        flow_detail.meta["store"] = current
+    return book, flow_detail

@@ -1,0 +1,272 @@
+"""Where atoms run: one small contract, one implementation per engine mode.
+
+An :class:`AtomExecutor` submits one module-level function with positional
+arguments and returns a ``concurrent.futures.Future``.  The engine modes
+differ only here: serial runs it inline (``futurist.SynchronousExecutor``),
+parallel on a futurist thread or process pool, or any
+``concurrent.futures.Executor`` the user passes, distributed on a Dask
+cluster (:mod:`flowkit.engines.distributed`, imported only when asked for).  What runs on the other side
+is :func:`run_execute` / :func:`run_revert`: they never raise, they return an
+outcome tuple, so a failure crosses a thread or process as a
+:class:`~flowkit.types.failure.Failure` with its traceback text.
+"""
+
+from __future__ import annotations
+
+import abc
+import concurrent.futures
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from flowkit.types.failure import Failure
+
+__all__ = [
+    "AtomExecutor",
+    "SerialExecutor",
+    "ThreadExecutor",
+    "ProcessExecutor",
+    "WrappedExecutor",
+    "run_execute",
+    "run_revert",
+    "make_executor",
+]
+
+# Outcome of running an atom: (succeeded, result_or_failure, progress_events).
+Outcome = tuple[bool, Any, "list[float] | None"]
+
+
+def _collect_progress(task: Any) -> list[float] | None:
+    if not hasattr(task, "_progress_sink"):
+        return None
+    if task._progress_sink is not None:
+        return None  # a local run: the engine's sink is already attached
+    events: list[float] = []
+    task._progress_sink = events.append
+    return events
+
+
+def run_execute(task: Any, kwargs: dict[str, Any]) -> Outcome:
+    """Run ``task.execute(**kwargs)`` with its hooks; never raises."""
+    events = _collect_progress(task)
+    try:
+        task.pre_execute()
+        try:
+            result = task.execute(**kwargs)
+        finally:
+            task.post_execute()
+    except Exception:
+        return False, Failure(), events
+    finally:
+        if events is not None:
+            task._progress_sink = None
+    return True, result, events
+
+
+def run_revert(task: Any, kwargs: dict[str, Any]) -> Outcome:
+    """Run ``task.revert(**kwargs)`` with its hooks; never raises."""
+    events = _collect_progress(task)
+    try:
+        task.pre_revert()
+        try:
+            result = task.revert(**kwargs)
+        finally:
+            task.post_revert()
+    except Exception:
+        return False, Failure(), events
+    finally:
+        if events is not None:
+            task._progress_sink = None
+    return True, result, events
+
+
+class AtomExecutor(abc.ABC):
+    """Runs atom functions somewhere and hands back futures.
+
+    ``local`` says whether submitted functions run in this process on the very
+    objects passed (so progress can be reported live); ``inline`` whether
+    ``submit`` runs the function before it returns; ``max_in_flight`` how
+    many atoms the engine should have submitted at once (more would only
+    queue, and a queued atom has already been recorded RUNNING).
+    """
+
+    local: bool = True
+    max_in_flight: int = 1
+    #: True when ``submit`` runs the function before returning (serial).
+    inline: bool = False
+
+    def start(self) -> None:
+        """Acquire resources (pools) before a run."""
+
+    def stop(self) -> None:
+        """Release resources after a run, without waiting for idle workers."""
+
+    def check_atom(self, atom: Any) -> None:
+        """Raise if ``atom`` cannot be run by this executor (checked at prepare)."""
+
+    @abc.abstractmethod
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        """Run ``fn(*args)`` and return a future of its return value."""
+
+
+class SerialExecutor(AtomExecutor):
+    """Runs each atom inline, in the engine's thread.
+
+    Every atom that is ready is started in the same round (as TaskFlow's
+    serial engine does), so independent atoms that fail are all seen and
+    reported together, as they would be on a parallel engine.
+    """
+
+    max_in_flight = sys.maxsize
+    inline = True
+
+    def __init__(self) -> None:
+        import futurist
+
+        self._executor = futurist.SynchronousExecutor()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        return self._executor.submit(fn, *args)
+
+
+class _OwnedPool(AtomExecutor):
+    """A pool created when a run starts and shut down when it ends."""
+
+    #: Whether ``stop()`` waits for the workers to exit.
+    _join_on_stop = False
+
+    def __init__(self, max_workers: int) -> None:
+        self.max_in_flight = max_workers
+        self._pool: Any = None
+
+    def _make_pool(self) -> Any:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        if self._pool is None:
+            self._pool = self._make_pool()
+
+    def stop(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=self._join_on_stop)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        if self._pool is None:
+            self.start()
+        return self._pool.submit(fn, *args)
+
+
+class ThreadExecutor(_OwnedPool):
+    """A futurist thread pool, created for the run and released after it.
+
+    Every atom has completed when the run stops the pool, so it does not join
+    the idle workers: they notice the shutdown on their own.  Joining them
+    would cost up to a second per run (futurist workers poll their queue once
+    a second), which is what TaskFlow's parallel engine pays.
+    """
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        super().__init__(max_workers or min(32, (os.cpu_count() or 1) + 4))
+
+    def _make_pool(self) -> Any:
+        import futurist
+
+        return futurist.ThreadPoolExecutor(max_workers=self.max_in_flight)
+
+
+def _check_picklable(atom: Any) -> None:
+    import pickle
+
+    from flowkit.exceptions import AtomNotPicklable
+
+    try:
+        pickle.dumps(atom)
+    except Exception as error:
+        raise AtomNotPicklable(
+            "atom %r cannot run on a process executor: it does not pickle (%s: %s); define the "
+            "task class and the functions it uses at module level and keep no locks, sockets or "
+            "lambdas on it" % (getattr(atom, "name", atom), type(error).__name__, error)
+        ) from error
+
+
+class ProcessExecutor(_OwnedPool):
+    """A futurist process pool: for CPU-bound tasks; tasks and results must pickle."""
+
+    local = False
+    _join_on_stop = True  # worker processes must not outlive the run
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        super().__init__(max_workers or (os.cpu_count() or 1))
+
+    def check_atom(self, atom: Any) -> None:
+        _check_picklable(atom)
+
+    def _make_pool(self) -> Any:
+        import futurist
+
+        return futurist.ProcessPoolExecutor(max_workers=self.max_in_flight)
+
+
+class WrappedExecutor(AtomExecutor):
+    """A ``concurrent.futures.Executor`` owned by the caller (never shut down here)."""
+
+    def __init__(self, executor: concurrent.futures.Executor, max_workers: int | None = None) -> None:
+        self._executor = executor
+        self.local = not isinstance(executor, concurrent.futures.ProcessPoolExecutor)
+        workers = max_workers or getattr(executor, "_max_workers", None) or getattr(executor, "max_workers", None)
+        self.max_in_flight = int(workers) if isinstance(workers, int) and workers > 0 else 64
+
+    def check_atom(self, atom: Any) -> None:
+        if not self.local:
+            _check_picklable(atom)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        return self._executor.submit(fn, *args)
+
+
+def make_executor(
+    mode: str,
+    executor: Any = None,
+    max_workers: int | None = None,
+    *,
+    address: str | None = None,
+    client: Any = None,
+    security: Any = None,
+) -> AtomExecutor:
+    """The executor for an engine mode and the user's ``executor=`` option.
+
+    ``address``, ``client`` and ``security`` pick the Dask cluster of the
+    distributed mode (see :class:`flowkit.engines.distributed.DistributedExecutor`).
+    """
+    if mode != "distributed" and (address is not None or client is not None or security is not None):
+        raise ValueError("address=, client= and security= are options of engine='distributed', not %r" % (mode,))
+    if isinstance(executor, AtomExecutor):
+        return executor
+    if mode == "distributed":
+        if executor is not None:
+            raise ValueError(
+                "engine='distributed' runs atoms on a Dask cluster; give address= or client=, not executor=%r"
+                % (executor,)
+            )
+        # Imported here: the engine core never imports Dask.
+        from flowkit.engines.distributed import DistributedExecutor
+
+        return DistributedExecutor(address=address, client=client, max_workers=max_workers, security=security)
+    if mode == "serial":
+        if executor is not None:
+            raise ValueError("engine='serial' runs atoms inline; it takes no executor (got %r)" % (executor,))
+        return SerialExecutor()
+    if mode == "parallel":
+        if executor is None or executor == "threads" or executor == "thread":
+            return ThreadExecutor(max_workers)
+        if executor == "processes" or executor == "process":
+            return ProcessExecutor(max_workers)
+        if isinstance(executor, concurrent.futures.Executor):
+            return WrappedExecutor(executor, max_workers)
+        raise ValueError(
+            "engine='parallel' executor must be 'threads', 'processes' or a concurrent.futures.Executor, "
+            "got %r" % (executor,)
+        )
+    raise ValueError("unknown engine mode %r (expected 'serial', 'parallel' or 'distributed')" % (mode,))

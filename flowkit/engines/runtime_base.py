@@ -1,0 +1,256 @@
+"""What every part of the runtime shares: the atoms' state and how to read and record it.
+
+:class:`RuntimeBase` holds the per-run state (counters of unfinished
+predecessors, ready queues, revert regions) and the small operations the
+scheduler (:mod:`flowkit.engines.runtime`) and the reverter
+(:mod:`flowkit.engines.reverting`) both use: saving a detail, announcing a
+state change, fetching an atom's arguments.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import queue
+from typing import TYPE_CHECKING, Any
+
+from flowkit import exceptions as exc
+from flowkit import states
+from flowkit.engines import compiler as comp_mod
+from flowkit.engines.executors import AtomExecutor
+from flowkit.types.failure import Failure
+
+if TYPE_CHECKING:
+    from flowkit.engines.compiler import Compilation
+    from flowkit.persistence.models import AtomDetail
+    from flowkit.storage import Storage
+    from flowkit.types.notifier import Notifier
+
+__all__ = ["RuntimeBase", "Region"]
+
+S = states.State
+_SUCCESS = S.SUCCESS
+_IGNORE = S.IGNORE
+_RUNNING = S.RUNNING
+_PENDING = S.PENDING
+_FAILURE = S.FAILURE
+_REVERTING = S.REVERTING
+_REVERTED = S.REVERTED
+_RETRYING = S.RETRYING
+_DONE = frozenset([_SUCCESS, _IGNORE])
+_NEEDS_REVERT = frozenset([_SUCCESS, _FAILURE, _REVERTING, S.REVERT_FAILURE])
+
+_EXEC = 0
+_REVERT = 1
+_PROGRESS = 2
+
+_MISSING = object()
+
+_IGNORE_ATOM = 1  # ignored, what follows still runs
+_IGNORE_ALL = 2  # ignored, and so is everything after it
+
+
+# What happens once a region has been reverted.
+_RETRY_SCOPE = "retry"  # run the scope's controller again, then the scope
+_REVERT_SCOPE = "revert"  # stop there: the flow ends REVERTED once nothing else can run
+_REVERT_ALL = "all"  # the region is the whole flow; it ends REVERTED
+
+
+class Region:
+    """A part of the flow being reverted: a retry controller's scope, or everything."""
+
+    __slots__ = (
+        "start", "end", "retry", "outcome", "failures", "running", "reverting", "remaining", "waits", "member"
+    )
+
+    def __init__(self, start: int, end: int, retry: int, outcome: str) -> None:
+        self.start = start
+        self.end = end
+        self.retry = retry  # the scope's controller, or -1 for the whole flow
+        self.outcome = outcome
+        self.failures: dict[str, Failure] = {}
+        self.running = 0
+        self.reverting = False
+        self.remaining = 0
+        self.waits: dict[int, int] = {}
+        self.member: set[int] = set()
+
+    def contains(self, index: int) -> bool:
+        return self.start <= index < self.end
+
+
+class _ReadyQueue:
+    """FIFO of ready atoms, or a priority heap when any atom has a priority."""
+
+    def __init__(self, priorities: list[int] | None) -> None:
+        self._priorities = priorities
+        self._fifo: collections.deque[int] = collections.deque()
+        self._heap: list[tuple[int, int, int]] = []
+        self._seq = 0
+
+    def push(self, index: int) -> None:
+        if self._priorities is None:
+            self._fifo.append(index)
+        else:
+            self._seq += 1
+            heapq.heappush(self._heap, (-self._priorities[index], self._seq, index))
+
+    def pop(self) -> int:
+        if self._priorities is None:
+            return self._fifo.popleft()
+        return heapq.heappop(self._heap)[2]
+
+    def __len__(self) -> int:
+        return len(self._fifo) if self._priorities is None else len(self._heap)
+
+
+class RuntimeBase:
+    """Per-run state of a compiled flow and the operations on it that everything shares."""
+
+    def __init__(
+        self,
+        compilation: Compilation,
+        details: list[AtomDetail],
+        storage: Storage,
+        executor: AtomExecutor,
+        notifier: Notifier,
+        atom_notifier: Notifier,
+        counters: dict[str, int],
+    ) -> None:
+        self.c = compilation
+        self.details = details
+        self.storage = storage
+        self.executor = executor
+        self.notifier = notifier
+        self.atom_notifier = atom_notifier
+        self.counters = counters
+        self.suspending = False
+        self.cancel_requested: Failure | None = None
+        self.lost: exc.ExecutorLost | None = None
+        self._completions: queue.SimpleQueue[tuple[int, int, Any]] = queue.SimpleQueue()
+        n = len(compilation)
+        self.waiting = [0] * n
+        self.ignore_flag = bytearray(n)
+        self.decisions: dict[int, bool] = {}
+        self.regions: list[Region] = []
+        self.running: set[int] = set()
+        self.fatal = False
+        self.halted = False  # the whole flow is reverting: nothing new starts
+        self.engine_failures: list[Failure] = []  # failures that belong to no atom
+        self.final_failures: dict[str, Failure] = {}
+        self.reverted = False
+        self.ready = _ReadyQueue([a.priority for a in compilation.atoms] if compilation.has_priorities else None)
+        self.revert_ready: collections.deque[int] = collections.deque()
+
+    def _notify_atom(self, index: int, state: S, old: Any, result: Any = _MISSING) -> None:
+        if not self.atom_notifier.has_listeners:
+            return
+        detail = self.details[index]
+        details: dict[str, Any] = {
+            "atom_name": detail.name,
+            "atom_uuid": detail.uuid,
+            "old_state": old,
+        }
+        if self.c.is_retry[index]:
+            details["retry_name"] = detail.name
+            details["retry_uuid"] = detail.uuid
+        else:
+            details["task_name"] = detail.name
+            details["task_uuid"] = detail.uuid
+        if result is not _MISSING:
+            details["result"] = result
+        self.atom_notifier.notify(state, details)
+
+    def _set_flow_state(self, state: S) -> None:
+        fd = self.storage.flow_detail
+        old = fd.state
+        if old == state:
+            return
+        self.storage.set_flow_state(state)
+        if self.notifier.has_listeners:
+            self.notifier.notify(state, {"flow_name": fd.name, "flow_uuid": fd.uuid, "old_state": old})
+
+    def _save(self, detail: AtomDetail) -> None:
+        self.storage.save_atom(detail)
+
+    def _result_of(self, index: int) -> tuple[bool, Any]:
+        detail = self.details[index]
+        if self.c.is_retry[index]:
+            if detail.results and detail.state in (_SUCCESS, _RETRYING, _RUNNING):
+                return True, detail.results[-1][0]
+            return False, None
+        if detail.state is _SUCCESS or detail.state == _SUCCESS or detail.state == _REVERTING:
+            return True, detail.results
+        return False, None
+
+    def _arguments(self, index: int, lenient: bool = False) -> dict[str, Any]:
+        """Fetch ``execute``'s keyword arguments for atom ``index``."""
+        kwargs: dict[str, Any] = {}
+        store: Any = None
+        atom = self.c.atoms[index]
+        for step in self.c.arg_plans[index]:
+            kind = step[0]
+            if kind == comp_mod.ARG_ATOM or kind == comp_mod.ARG_ATOM_OPTIONAL:
+                # Injected values win over atom results (TaskFlow's precedence).
+                if store is None:
+                    store = self.storage.injected
+                if store and step[4] in store:
+                    kwargs[step[1]] = store[step[4]]
+                    continue
+                found, value = self._result_of(step[2])
+                if found:
+                    where = step[3]
+                    if where is not None:
+                        try:
+                            value = value[where]
+                        except (LookupError, TypeError):
+                            found = False
+                if found:
+                    kwargs[step[1]] = value
+                elif kind == comp_mod.ARG_ATOM and not lenient:
+                    provider = self.c.atoms[step[2]].name
+                    raise exc.NotFound(
+                        "atom %r needs %r (argument %r) from atom %r, which has no such result (it is %s)"
+                        % (atom.name, step[4], step[1], provider, self.details[step[2]].state)
+                    )
+            elif kind == comp_mod.ARG_INJECT:
+                kwargs[step[1]] = atom.inject[step[2]]
+            else:
+                if store is None:
+                    store = self.storage.injected
+                if step[2] in store:
+                    kwargs[step[1]] = store[step[2]]
+                elif kind == comp_mod.ARG_STORE and not lenient:
+                    raise exc.NotFound(
+                        "atom %r needs %r (argument %r) from the store, which does not have it"
+                        % (atom.name, step[2], step[1])
+                    )
+        return kwargs
+
+    def _check_provides(self, index: int, result: Any) -> None:
+        for symbol, where in self.c.atoms[index].save_as.items():
+            if where is None:
+                continue
+            try:
+                result[where]
+            except (LookupError, TypeError):
+                if isinstance(where, int):
+                    what = "position %d of a sequence" % where
+                else:
+                    what = "key %r of a dict" % (where,)
+                raise exc.ExecutionFailure(
+                    "atom %r provides %r as %s, but its result %r has none"
+                    % (self.c.atoms[index].name, symbol, what, short(result))
+                ) from None
+
+    def _region_of(self, index: int) -> Region | None:
+        for region in self.regions:
+            if region.start <= index < region.end:
+                return region
+        return None
+
+
+def short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters for error messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

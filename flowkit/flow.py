@@ -1,0 +1,105 @@
+"""The flow base class: a named container of atoms and other flows.
+
+Patterns (:mod:`flowkit.patterns`) only describe structure; they never run
+anything.  The engine's compiler turns a flow tree into one execution graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Union
+
+from flowkit.atom import Atom
+
+__all__ = ["Flow", "Item"]
+
+Item = Union[Atom, "Flow"]
+
+
+class Flow:
+    """Base of the three patterns: linear, unordered and graph flows.
+
+    ``retry`` optionally attaches a :class:`~flowkit.retry.Retry` controller
+    that decides what happens when an atom of this flow fails.
+    """
+
+    def __init__(self, name: str, retry: Any = None) -> None:
+        from flowkit.retry import Retry
+
+        if not isinstance(name, str) or not name:
+            raise TypeError("flow name must be a non-empty str, got %r" % (name,))
+        if retry is not None and not isinstance(retry, Retry):
+            raise TypeError(
+                "flow %r: retry must be a flowkit.retry.Retry, got %s" % (name, type(retry).__name__)
+            )
+        self._name = name
+        self._retry = retry
+        self._children: list[Item] = []
+
+    @property
+    def name(self) -> str:
+        """The flow's name, unique within the flow tree."""
+        return self._name
+
+    @property
+    def retry(self) -> Any:
+        """The retry controller attached to this flow, or None."""
+        return self._retry
+
+    def _check_items(self, items: tuple[Any, ...]) -> None:
+        for item in items:
+            if not isinstance(item, (Atom, Flow)):
+                raise TypeError(
+                    "flow %r can only contain tasks, retries and flows, got %r" % (self._name, item)
+                )
+            if item is self:
+                raise ValueError("flow %r cannot contain itself" % (self._name,))
+
+    def add(self, *items: Item) -> Flow:
+        """Add atoms or flows; returns the flow so calls can be chained."""
+        self._check_items(items)
+        self._children.extend(items)
+        return self
+
+    def __len__(self) -> int:
+        return len(self._children)
+
+    def __iter__(self) -> Iterator[Item]:
+        return iter(self._children)
+
+    def iter_nodes(self) -> Iterator[tuple[Item, dict[str, Any]]]:
+        """Yield ``(child, metadata)`` for each direct child."""
+        for child in self._children:
+            yield child, {}
+
+    def iter_links(self) -> Iterator[tuple[Item, Item, dict[str, Any]]]:
+        """Yield ``(u, v, metadata)`` for each explicit ordering between children."""
+        return iter(())
+
+    # -- the symbols the flow needs and offers, as seen from outside ----------
+
+    def _child_requires(self, child: Item) -> frozenset[str]:
+        return child.requires
+
+    @property
+    def provides(self) -> frozenset[str]:
+        """Every symbol some atom of this flow provides."""
+        names: set[str] = set()
+        if self._retry is not None:
+            names |= self._retry.provides
+        for child in self._children:
+            names |= child.provides
+        return frozenset(names)
+
+    @property
+    def requires(self) -> frozenset[str]:
+        """Symbols this flow needs from outside (not provided inside it)."""
+        raise NotImplementedError
+
+    def _retry_requires(self, inner: set[str]) -> frozenset[str]:
+        if self._retry is None:
+            return frozenset(inner)
+        return frozenset((inner - self._retry.provides) | self._retry.requires)
+
+    def __repr__(self) -> str:
+        return "%s(%r, %d items)" % (type(self).__module__ + "." + type(self).__name__, self._name, len(self))

@@ -1,0 +1,31 @@
+"""Job boards: flows posted as jobs, claimed under leases by conductors.
+
+:mod:`flowkit.jobs.base` states the contract (:class:`JobBoard`, :class:`Job`,
+:class:`Claim`); ``flowkit.jobs.backends.fetch(name, {"board": "sql"|"redis"|"memory"})``
+builds a board.  The SQL and Redis boards import SQLAlchemy / redis-py only
+when fetched.
+"""
+
+from flowkit.jobs.base import (
+    DEFAULT_LEASE_TTL,
+    CancelRequest,
+    Claim,
+    FencedBackend,
+    Job,
+    JobBoard,
+    JobPriority,
+    JobState,
+)
+
+__all__ = [
+    # the contract
+    "JobBoard",
+    "Job",
+    "Claim",
+    "CancelRequest",
+    "JobState",
+    "JobPriority",
+    "DEFAULT_LEASE_TTL",
+    # fencing
+    "FencedBackend",
+]

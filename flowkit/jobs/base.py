@@ -1,0 +1,622 @@
+"""The job board contract: post, claim (a lease), renew, consume, abandon, cancel.
+
+A *job* names a logbook (whose flow detail records how to rebuild the flow)
+plus ``details`` (e.g. ``{"store": {...}}``).  A *board* holds jobs; a
+conductor claims one, runs its flow, and consumes it.  The calls and their
+names are TaskFlow's (``post``, ``iterjobs``, ``claim``, ``consume``,
+``abandon``, ``trash``, ``find_owner``, ``wait``, ``job.state``,
+``job.wait()``); flowkit adds:
+
+Leases and fencing
+    :meth:`JobBoard.claim` returns a :class:`Claim` that expires ``ttl``
+    seconds later unless renewed with :meth:`JobBoard.renew`.  Once it
+    expires the job reads as UNCLAIMED and anyone may claim it again.  Every
+    claim of a job gets a strictly greater ``token`` than the claims before
+    it, and a claim is *current* while its token is the job's latest and it
+    has not expired.  :meth:`JobBoard.fenced_backend` wraps a persistence
+    backend so that a flush through it raises
+    :class:`~flowkit.exceptions.LeaseLost` (a ``StorageFailure``: the engine
+    stops at once) unless the claim is still current, so an owner that lost
+    its lease can never advance the logbook of a job another owner resumed.
+
+Idempotent posts
+    ``post(..., idempotency_key=K)`` returns the job already posted with
+    ``K`` (in any state) instead of posting a second one.
+
+Transactional posts (SQL board)
+    ``post(..., connection=conn)`` writes the job *and* its logbook through
+    the caller's own SQLAlchemy connection, inside the caller's
+    transaction: if it rolls back there is neither job nor logbook.
+
+Resource locks
+    ``post(..., resources=("volume:42",))``: at most one claimed job holds a
+    given key; a job whose keys are held stays UNCLAIMED and ``claim`` raises
+    :class:`~flowkit.exceptions.UnclaimableJob` until the holder finishes,
+    abandons, or loses its lease.
+
+Cancellation
+    :meth:`JobBoard.cancel` ends an unclaimed job at once (CANCELLED); for a
+    claimed job it records a :class:`CancelRequest` that the owner polls with
+    :meth:`JobBoard.cancel_requested` (the conductor then calls
+    ``engine.cancel()`` when ``revert`` is true, else ``engine.suspend()``)
+    and :meth:`JobBoard.consume` then ends the job CANCELLED, not COMPLETE.
+
+Time is the board's ``clock`` (``time.time`` unless injected; tests pass a
+fake clock to expire leases without sleeping).  ``Claim.expires_at`` is in
+that clock's seconds.  Boards shared between machines therefore assume their
+clocks agree to well within a lease's TTL.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import datetime
+import enum
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from flowkit import exceptions as exc
+from flowkit.persistence.base import Backend, Connection, FlowLock
+
+if TYPE_CHECKING:
+    from flowkit.persistence.models import AtomDetail, FlowDetail, LogBook
+
+__all__ = [
+    # values
+    "JobState",
+    "JobPriority",
+    "Claim",
+    "CancelRequest",
+    "Job",
+    # the contract
+    "JobBoard",
+    "DEFAULT_LEASE_TTL",
+    "TRANSITIONS",
+    "check_job_transition",
+    # fencing
+    "FencedBackend",
+    "FencedConnection",
+]
+
+_T = TypeVar("_T")
+
+#: Seconds a claim lasts unless the board or the claim call says otherwise.
+DEFAULT_LEASE_TTL = 30.0
+
+
+class JobState(str, enum.Enum):
+    """Where a job is in its life; the values equal TaskFlow's job state strings.
+
+    A claim whose lease expired reads as ``UNCLAIMED``.  ``COMPLETE``,
+    ``TRASHED`` and ``CANCELLED`` are final.
+    """
+
+    UNCLAIMED = "UNCLAIMED"
+    CLAIMED = "CLAIMED"
+    COMPLETE = "COMPLETE"
+    TRASHED = "TRASHED"
+    CANCELLED = "CANCELLED"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def final(self) -> bool:
+        """True for states a job never leaves."""
+        return self in (JobState.COMPLETE, JobState.TRASHED, JobState.CANCELLED)
+
+
+#: Allowed state changes (an expired lease is CLAIMED -> CLAIMED by a new owner).
+TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
+    JobState.UNCLAIMED: frozenset({JobState.CLAIMED, JobState.CANCELLED}),
+    JobState.CLAIMED: frozenset(
+        {JobState.CLAIMED, JobState.UNCLAIMED, JobState.COMPLETE, JobState.TRASHED, JobState.CANCELLED}
+    ),
+    JobState.COMPLETE: frozenset(),
+    JobState.TRASHED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+
+
+def check_job_transition(old: JobState, new: JobState) -> bool:
+    """Whether a job may go from ``old`` to ``new`` (see :data:`TRANSITIONS`)."""
+    return new in TRANSITIONS[old]
+
+
+class JobPriority(str, enum.Enum):
+    """How soon a job should run relative to others (TaskFlow's names and values)."""
+
+    VERY_HIGH = "VERY_HIGH"
+    HIGH = "HIGH"
+    NORMAL = "NORMAL"
+    LOW = "LOW"
+    VERY_LOW = "VERY_LOW"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def rank(self) -> int:
+        """0 for VERY_HIGH .. 4 for VERY_LOW: boards list jobs by rank, then by age."""
+        return _PRIORITY_RANK[self]
+
+    @classmethod
+    def convert(cls, value: JobPriority | str) -> JobPriority:
+        """``value`` as a JobPriority (accepts the names, any case); ValueError otherwise."""
+        if isinstance(value, JobPriority):
+            return value
+        try:
+            return cls(str(value).upper())
+        except ValueError:
+            raise ValueError(
+                "unknown job priority %r (expected one of %s)" % (value, ", ".join(p.value for p in cls))
+            ) from None
+
+
+_PRIORITY_RANK = {p: i for i, p in enumerate(JobPriority)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """A lease on a job: ``owner`` holds ``job_uuid`` until ``expires_at`` (board clock).
+
+    ``token`` is the fencing token: it grows with every claim of the job, so
+    a write carrying an older token is recognisably stale.
+    """
+
+    job_uuid: str
+    owner: str
+    token: int
+    expires_at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class CancelRequest:
+    """Someone asked to cancel a claimed job; ``revert`` says revert (True) or suspend (False)."""
+
+    job_uuid: str
+    revert: bool
+
+
+class Job:
+    """One posted job: a snapshot of what was posted plus live ``state``.
+
+    The posted fields never change; ``state``, ``wait()`` and ``book`` ask
+    the board.  Two Job objects are equal when they name the same job.
+    """
+
+    def __init__(
+        self,
+        board: JobBoard,
+        *,
+        uuid: str,
+        name: str,
+        details: Mapping[str, Any] | None,
+        book_uuid: str | None,
+        book_name: str | None,
+        priority: JobPriority,
+        created_on: datetime.datetime,
+        idempotency_key: str | None = None,
+        resources: Iterable[str] = (),
+    ) -> None:
+        self.board = board
+        self.uuid = uuid
+        self.name = name
+        self.details: dict[str, Any] = dict(details or {})
+        self.book_uuid = book_uuid
+        self.book_name = book_name
+        self.priority = priority
+        self.created_on = created_on
+        self.idempotency_key = idempotency_key
+        self.resources: tuple[str, ...] = tuple(resources)
+
+    @property
+    def state(self) -> JobState:
+        """The job's state now (asks the board)."""
+        return self.board.state_of(self)
+
+    @property
+    def book(self) -> LogBook | None:
+        """The job's logbook, read from the board's persistence backend (None if it has none)."""
+        return self.board.load_book(self)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job is final (COMPLETE, TRASHED or CANCELLED); False on timeout."""
+        return self.board.wait_for_job(self, timeout)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Job) and other.uuid == self.uuid
+
+    def __hash__(self) -> int:
+        return hash(self.uuid)
+
+    def __repr__(self) -> str:
+        return "<Job %s %r priority=%s>" % (self.uuid, self.name, self.priority.value)
+
+
+class JobBoard(abc.ABC):
+    """Where jobs are posted and claimed.  Every method is safe to call from any thread.
+
+    Implementations: :mod:`flowkit.jobs.impl_memory`, :mod:`flowkit.jobs.impl_sql`,
+    :mod:`flowkit.jobs.impl_redis`; :mod:`flowkit.testing.jobboards` is the
+    conformance suite they all pass.
+
+    ``persistence`` is where job logbooks live: ``post(book=...)`` saves the
+    book there, ``job.book`` reads it back.  ``lease_ttl`` is the default
+    claim TTL in seconds; ``clock`` returns the current time in seconds.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        persistence: Backend | None = None,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not name:
+            raise ValueError("a job board needs a non-empty name")
+        if lease_ttl <= 0:
+            raise ValueError("lease_ttl must be positive, got %r" % (lease_ttl,))
+        self.name = name
+        self.persistence = persistence
+        self.lease_ttl = float(lease_ttl)
+        self.clock = clock
+
+    # -- posting and reading --------------------------------------------------------
+
+    @abc.abstractmethod
+    def post(
+        self,
+        name: str,
+        book: LogBook | None = None,
+        details: Mapping[str, Any] | None = None,
+        priority: JobPriority | str = JobPriority.NORMAL,
+        *,
+        idempotency_key: str | None = None,
+        resources: Iterable[str] = (),
+        connection: Any = None,
+    ) -> Job:
+        """Post a new UNCLAIMED job and return it.
+
+        ``book`` (with its flow details) is saved to the board's persistence
+        backend before, or in the same transaction as, the job, so a job
+        never names a missing logbook.  ``details`` must be JSON.  With
+        ``idempotency_key`` an earlier job posted with the same key (in any
+        state) is returned instead and nothing is written.  ``resources``
+        are lock keys (see the module docs).  ``connection`` (SQL board
+        only; others raise TypeError) is a SQLAlchemy ``Connection`` whose
+        open transaction receives the job and logbook rows; the caller
+        commits or rolls back.
+        """
+
+    @abc.abstractmethod
+    def get_job(self, job_uuid: str) -> Job:
+        """The job ``job_uuid`` in any state; :class:`~flowkit.exceptions.NotFound` if absent."""
+
+    @abc.abstractmethod
+    def iterjobs(self, only_unclaimed: bool = False, ensure_fresh: bool = False) -> Iterator[Job]:
+        """Jobs not yet final, highest priority first, then oldest first.
+
+        ``only_unclaimed`` keeps those that read UNCLAIMED (including expired
+        claims).  ``ensure_fresh`` is accepted for TaskFlow compatibility:
+        every board here reads its store on each call.
+        """
+
+    @abc.abstractmethod
+    def state_of(self, job: Job | str) -> JobState:
+        """The job's state now; an expired claim reads UNCLAIMED.  NotFound if absent."""
+
+    @abc.abstractmethod
+    def find_owner(self, job: Job | str) -> str | None:
+        """The owner of the job's live claim, or None (unclaimed, expired or final)."""
+
+    @property
+    def job_count(self) -> int:
+        """How many jobs are not final."""
+        return sum(1 for _ in self.iterjobs())
+
+    # -- claims -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def claim(self, job: Job | str, who: str, *, ttl: float | None = None) -> Claim:
+        """Lease the job to ``who`` for ``ttl`` seconds (default ``lease_ttl``).
+
+        Atomic across processes: of concurrent claims exactly one wins.
+        Raises :class:`~flowkit.exceptions.UnclaimableJob` when the job is
+        claimed under a live lease (even by ``who``), final, or one of its
+        resources is held by another claimed job; NotFound if absent.
+        """
+
+    @abc.abstractmethod
+    def renew(self, claim: Claim, *, ttl: float | None = None) -> Claim:
+        """Extend a current claim to ``now + ttl``; the returned Claim has the same token.
+
+        Raises :class:`~flowkit.exceptions.LeaseLost` when the claim expired,
+        was superseded, or the job ended.
+        """
+
+    @abc.abstractmethod
+    def ensure_current(self, claim: Claim) -> None:
+        """Return if ``claim`` is current (latest token, not expired, job claimed); else LeaseLost."""
+
+    @abc.abstractmethod
+    def consume(self, job: Job | str, who: str, *, token: int | None = None) -> None:
+        """The owner finished the job: COMPLETE (CANCELLED if a cancel was requested).
+
+        Refused with :class:`~flowkit.exceptions.NotOwner` unless ``who``
+        holds the job's claim (and, with ``token``, that exact claim).  The
+        claim's resources are released.
+        """
+
+    @abc.abstractmethod
+    def abandon(self, job: Job | str, who: str, *, token: int | None = None) -> None:
+        """The owner gives the job back: UNCLAIMED, claimable at once.  NotOwner as for consume."""
+
+    @abc.abstractmethod
+    def trash(self, job: Job | str, who: str, *, token: int | None = None) -> None:
+        """The owner discards the job: TRASHED, never run again.  NotOwner as for consume."""
+
+    # -- cancellation -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def cancel(self, job: Job | str, *, revert: bool = True) -> JobState:
+        """Cancel the job and return its state afterwards.
+
+        UNCLAIMED -> CANCELLED at once.  CLAIMED: record a
+        :class:`CancelRequest` for the owner and stay CLAIMED until it
+        consumes (-> CANCELLED).  A final job is left as it is.  If the lease
+        of a job with a pending request expires, the next claimer sees the
+        request too.
+        """
+
+    @abc.abstractmethod
+    def cancel_requested(self, job: Job | str) -> CancelRequest | None:
+        """The pending cancel request of the job, or None."""
+
+    # -- waiting --------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def wait(self, timeout: float | None = None) -> Iterator[Job]:
+        """Block until some job is claimable (unclaimed and its resources free); return those jobs.
+
+        Raises :class:`~flowkit.exceptions.NotFound` on timeout (as TaskFlow
+        does).  Woken by posts, abandons, finishes and lease expiry; how
+        (a condition variable, Redis pub/sub, bounded polling for SQL) is the
+        board's business and is documented there.
+        """
+
+    @abc.abstractmethod
+    def wait_for_job(self, job: Job | str, timeout: float | None = None) -> bool:
+        """Block until the job is final; False on timeout (``Job.wait`` calls this)."""
+
+    # -- logbooks and fencing -------------------------------------------------------------
+
+    def load_book(self, job: Job) -> LogBook | None:
+        """The job's logbook from the board's persistence backend (None if the job has none)."""
+        if job.book_uuid is None:
+            return None
+        if self.persistence is None:
+            raise exc.JobFailure(
+                "job %s (%r) names logbook %s but board %r has no persistence backend"
+                % (job.uuid, job.name, job.book_uuid, self.name)
+            )
+        with self.persistence.get_connection() as conn:
+            return conn.get_logbook(job.book_uuid)
+
+    def fenced_backend(self, backend: Backend, claim: Claim) -> Backend:
+        """``backend`` with every flush gated on ``claim`` being current (else LeaseLost).
+
+        Hand it to the engine that runs the claimed job.  The default checks
+        the claim just before each flush; the SQL board, when ``backend``
+        shares its database, checks inside the flush's own transaction.
+        A fenced connection's ``lock_flow`` is the claim itself (the board
+        already guarantees one owner), so an owner whose process froze while
+        holding an OS-level flow lock cannot block the job's next owner.
+        """
+        return FencedBackend(backend, self, claim)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def connect(self) -> JobBoard:
+        """Open connections or create the schema if needed; returns the board (TaskFlow's call)."""
+        return self
+
+    def close(self) -> None:
+        """Release what the board holds; jobs stay on the board."""
+
+    def __enter__(self) -> JobBoard:
+        return self.connect()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- helpers for implementations ------------------------------------------------------
+
+    def _ttl(self, ttl: float | None) -> float:
+        if ttl is None:
+            return self.lease_ttl
+        if ttl <= 0:
+            raise ValueError("a claim's ttl must be positive, got %r" % (ttl,))
+        return float(ttl)
+
+    @staticmethod
+    def _uuid_of(job: Job | str) -> str:
+        return job.uuid if isinstance(job, Job) else job
+
+    @staticmethod
+    def _check_resources(resources: Iterable[str]) -> tuple[str, ...]:
+        keys = tuple(dict.fromkeys(resources))  # dedupe, keep order
+        for key in keys:
+            if not isinstance(key, str) or not key:
+                raise ValueError("resource keys are non-empty strings, got %r" % (key,))
+        return keys
+
+
+class _ClaimLock(FlowLock):
+    """The flow lock of a fenced connection: nothing to hold, the claim excludes others."""
+
+    def release(self) -> None:
+        """Nothing to release."""
+
+
+class FencedConnection(Connection):
+    """A persistence connection whose writes only land while a claim is current.
+
+    Reads pass straight through.  Writes are fenced where they become
+    durable: at ``flush`` for connections that buffer (the SQL backend),
+    at every write for those that write at once (any connection that does
+    not override :meth:`Connection.flush`, like the memory backend's), and
+    always for ``destroy_logbook``/``clear_all``.  A refused write raises
+    :class:`~flowkit.exceptions.LeaseLost`.
+    """
+
+    def __init__(self, backend: FencedBackend, inner: Connection) -> None:
+        self._backend = backend
+        self._inner = inner
+        self._check = backend.check
+        self._guard = threading.Lock()
+        # A connection without its own flush() writes on every call.
+        self._immediate = type(inner).flush is Connection.flush
+
+    @property
+    def backend(self) -> FencedBackend:
+        """The fenced backend this connection came from."""
+        return self._backend
+
+    @property
+    def inner(self) -> Connection:
+        """The wrapped connection."""
+        return self._inner
+
+    def upgrade(self) -> None:
+        """Upgrade the wrapped store's schema."""
+        self._inner.upgrade()
+
+    def validate(self) -> None:
+        """Validate the wrapped store."""
+        self._inner.validate()
+
+    def flush(self) -> None:
+        """Make buffered writes durable if the claim is still current; else LeaseLost, nothing written."""
+        with self._guard:
+            self._backend.flush_fenced(self._inner)
+
+    def lock_flow(self, flow_detail: FlowDetail) -> FlowLock:
+        """The claim stands in for the flow lock: LeaseLost if it is not current."""
+        self._check()
+        return _ClaimLock()
+
+    def save_logbook(self, book: LogBook) -> LogBook:
+        """Save ``book`` through the wrapped connection if the claim is current."""
+        # Backends that buffer still write a saved logbook at once.
+        return self._backend.fenced(lambda: self._inner.save_logbook(book))
+
+    def get_logbook(self, book_uuid: str, lazy: bool = False) -> LogBook:
+        """Read through the wrapped connection."""
+        return self._inner.get_logbook(book_uuid, lazy)
+
+    def get_logbooks(self, lazy: bool = False) -> Iterator[LogBook]:
+        """Read through the wrapped connection."""
+        return self._inner.get_logbooks(lazy)
+
+    def get_flows_for_book(self, book_uuid: str, lazy: bool = False) -> Iterator[FlowDetail]:
+        """Read through the wrapped connection."""
+        return self._inner.get_flows_for_book(book_uuid, lazy)
+
+    def get_flow_details(self, fd_uuid: str, lazy: bool = False) -> FlowDetail:
+        """Read through the wrapped connection."""
+        return self._inner.get_flow_details(fd_uuid, lazy)
+
+    def get_atom_details(self, ad_uuid: str) -> AtomDetail:
+        """Read through the wrapped connection."""
+        return self._inner.get_atom_details(ad_uuid)
+
+    def update_flow_details(self, flow_detail: FlowDetail) -> FlowDetail:
+        """Write through the wrapped connection; fenced here or at the next flush."""
+        if self._immediate:
+            return self._backend.fenced(lambda: self._inner.update_flow_details(flow_detail))
+        return self._inner.update_flow_details(flow_detail)
+
+    def update_atom_details(self, atom_detail: AtomDetail) -> AtomDetail:
+        """Write through the wrapped connection; fenced here or at the next flush."""
+        if self._immediate:
+            return self._backend.fenced(lambda: self._inner.update_atom_details(atom_detail))
+        return self._inner.update_atom_details(atom_detail)
+
+    def update_atom_details_many(self, atom_details: Iterable[AtomDetail]) -> None:
+        """Write through the wrapped connection; fenced here or at the next flush."""
+        if self._immediate:
+            details = list(atom_details)
+            self._backend.fenced(lambda: self._inner.update_atom_details_many(details))
+            return
+        self._inner.update_atom_details_many(atom_details)
+
+    def destroy_logbook(self, book_uuid: str) -> None:
+        """Delete a logbook if the claim is current."""
+        self._backend.fenced(lambda: self._inner.destroy_logbook(book_uuid))
+
+    def clear_all(self) -> None:
+        """Delete every logbook if the claim is current."""
+        self._backend.fenced(self._inner.clear_all)
+
+    def close(self) -> None:
+        """Flush (fenced), then close the wrapped connection.
+
+        If the claim is no longer current, whatever is still buffered is
+        stale: the wrapped connection is dropped unclosed (closing it would
+        flush those writes unfenced) and close returns quietly, since the
+        owner already learnt of the loss from a refused flush or ``renew``.
+        """
+        with self._guard:
+            if not self._immediate:
+                try:
+                    self._backend.flush_fenced(self._inner)
+                except exc.LeaseLost:
+                    return
+            self._inner.close()
+
+
+class FencedBackend(Backend):
+    """A persistence backend whose connections only write while ``claim`` is current.
+
+    Built by :meth:`JobBoard.fenced_backend`; closing it does not close the
+    wrapped backend (it belongs to the caller).
+    """
+
+    def __init__(self, inner: Backend, board: JobBoard, claim: Claim) -> None:
+        self.inner = inner
+        self.board = board
+        self.claim = claim
+
+    def check(self) -> None:
+        """LeaseLost unless the claim is current."""
+        self.board.ensure_current(self.claim)
+
+    def fenced(self, write: Callable[[], _T]) -> _T:
+        """Run ``write`` (a flush or delete of the wrapped connection) only if the claim is current.
+
+        This default checks, then writes: a lease lost during the write
+        itself is noticed at the next one.  Boards that can make check and
+        write one atomic step (the memory board under its lock, the SQL
+        board in one transaction) override it.
+        """
+        self.check()
+        return write()
+
+    def flush_fenced(self, conn: Connection) -> None:
+        """Flush ``conn`` (a connection of the wrapped backend) if the claim is current."""
+        self.fenced(conn.flush)
+
+    def get_connection(self) -> Connection:
+        """A fenced connection over a new connection of the wrapped backend."""
+        return FencedConnection(self, self.inner.get_connection())
+
+    def close(self) -> None:
+        """Nothing to release: the wrapped backend belongs to the caller."""
+
+    def __repr__(self) -> str:
+        return "<FencedBackend %r claim=%s token=%d>" % (self.inner, self.claim.job_uuid, self.claim.token)

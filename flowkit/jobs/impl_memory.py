@@ -1,0 +1,344 @@
+"""A job board in this process's memory: for tests and single-process applications.
+
+Every operation runs under one lock; ``wait()`` and ``Job.wait()`` sleep on a
+condition variable that each change notifies.  Lease expiry notifies nobody
+(nothing runs when a lease lapses), so while some job is claimed a waiter
+re-reads at least every :attr:`MemoryJobBoard.expiry_check` seconds of real
+time, or at the expiry itself when that comes sooner.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import itertools
+import json
+import threading
+import time
+import uuid as uuidlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
+
+from flowkit import exceptions as exc
+from flowkit.jobs.base import (
+    DEFAULT_LEASE_TTL,
+    CancelRequest,
+    Claim,
+    FencedBackend,
+    Job,
+    JobBoard,
+    JobPriority,
+    JobState,
+)
+from flowkit.persistence.base import Backend
+from flowkit.persistence.models import LogBook
+
+__all__ = ["MemoryJobBoard"]
+
+_T = TypeVar("_T")
+
+
+@dataclasses.dataclass
+class _Record:
+    job: Job
+    seq: int
+    state: JobState = JobState.UNCLAIMED
+    owner: str | None = None
+    token: int = 0
+    expires_at: float = 0.0
+    cancel: CancelRequest | None = None
+
+    def live_state(self, now: float) -> JobState:
+        if self.state is JobState.CLAIMED and self.expires_at <= now:
+            return JobState.UNCLAIMED
+        return self.state
+
+
+class _MemoryFencedBackend(FencedBackend):
+    """Checks the claim and writes under the board's lock, so no claim can slip in between."""
+
+    board: MemoryJobBoard
+
+    def fenced(self, write: Callable[[], _T]) -> _T:
+        """Check and write as one step under the board's lock."""
+        with self.board._cond:
+            self.board.ensure_current(self.claim)
+            return write()
+
+
+class MemoryJobBoard(JobBoard):
+    """Jobs in a dict guarded by one condition variable; see the module docs."""
+
+    #: Longest real-time sleep of a waiter while leases could expire (an injected clock may jump).
+    expiry_check = 0.05
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        persistence: Backend | None = None,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(name, persistence=persistence, lease_ttl=lease_ttl, clock=clock)
+        self._cond = threading.Condition(threading.RLock())
+        self._records: dict[str, _Record] = {}
+        self._by_key: dict[str, str] = {}
+        self._seq = itertools.count()
+
+    # -- reading ------------------------------------------------------------------------
+
+    def _get(self, job: Job | str) -> _Record:
+        uuid = self._uuid_of(job)
+        record = self._records.get(uuid)
+        if record is None:
+            raise exc.NotFound("no job %s on board %r" % (uuid, self.name))
+        return record
+
+    def _sorted(self, records: Iterable[_Record]) -> list[Job]:
+        return [r.job for r in sorted(records, key=lambda r: (r.job.priority.rank, r.seq))]
+
+    def post(
+        self,
+        name: str,
+        book: LogBook | None = None,
+        details: Mapping[str, Any] | None = None,
+        priority: JobPriority | str = JobPriority.NORMAL,
+        *,
+        idempotency_key: str | None = None,
+        resources: Iterable[str] = (),
+        connection: Any = None,
+    ) -> Job:
+        """Post a job (see :meth:`JobBoard.post`); ``connection`` is refused (SQL board only)."""
+        if connection is not None:
+            raise TypeError("post(connection=...) needs the SQL job board; board %r is in memory" % (self.name,))
+        prio = JobPriority.convert(priority)
+        keys = self._check_resources(resources)
+        details = dict(details or {})
+        json.dumps(details)  # refuse what no other board could store
+        with self._cond:
+            if idempotency_key is not None and idempotency_key in self._by_key:
+                return self._records[self._by_key[idempotency_key]].job
+            if book is not None and self.persistence is not None:
+                with self.persistence.get_connection() as conn:
+                    conn.save_logbook(book)
+                    conn.flush()
+            job = Job(
+                self,
+                uuid=str(uuidlib.uuid4()),
+                name=name,
+                details=details,
+                book_uuid=book.uuid if book is not None else None,
+                book_name=book.name if book is not None else None,
+                priority=prio,
+                created_on=datetime.datetime.fromtimestamp(self.clock(), datetime.timezone.utc),
+                idempotency_key=idempotency_key,
+                resources=keys,
+            )
+            self._records[job.uuid] = _Record(job, next(self._seq))
+            if idempotency_key is not None:
+                self._by_key[idempotency_key] = job.uuid
+            self._cond.notify_all()
+            return job
+
+    def get_job(self, job_uuid: str) -> Job:
+        """The job ``job_uuid``; NotFound if absent."""
+        with self._cond:
+            return self._get(job_uuid).job
+
+    def iterjobs(self, only_unclaimed: bool = False, ensure_fresh: bool = False) -> Iterator[Job]:
+        """Jobs not yet final, by priority then age (see :meth:`JobBoard.iterjobs`)."""
+        with self._cond:
+            now = self.clock()
+            wanted = [
+                r
+                for r in self._records.values()
+                if not r.state.final and (not only_unclaimed or r.live_state(now) is JobState.UNCLAIMED)
+            ]
+            return iter(self._sorted(wanted))
+
+    def state_of(self, job: Job | str) -> JobState:
+        """The job's state now."""
+        with self._cond:
+            return self._get(job).live_state(self.clock())
+
+    def find_owner(self, job: Job | str) -> str | None:
+        """The owner of the job's live claim, or None."""
+        with self._cond:
+            record = self._get(job)
+            return record.owner if record.live_state(self.clock()) is JobState.CLAIMED else None
+
+    # -- claims ---------------------------------------------------------------------------
+
+    def _held_keys(self, now: float, exclude: str | None = None) -> set[str]:
+        return {
+            key
+            for r in self._records.values()
+            if r.job.uuid != exclude and r.live_state(now) is JobState.CLAIMED
+            for key in r.job.resources
+        }
+
+    def claim(self, job: Job | str, who: str, *, ttl: float | None = None) -> Claim:
+        """Lease the job to ``who`` (see :meth:`JobBoard.claim`)."""
+        seconds = self._ttl(ttl)
+        with self._cond:
+            record = self._get(job)
+            now = self.clock()
+            state = record.live_state(now)
+            if state is JobState.CLAIMED:
+                raise exc.UnclaimableJob(
+                    "job %s (%r) is claimed by %r until %.3f"
+                    % (record.job.uuid, record.job.name, record.owner, record.expires_at)
+                )
+            if state.final:
+                raise exc.UnclaimableJob("job %s (%r) is %s" % (record.job.uuid, record.job.name, state.value))
+            if record.job.resources:
+                busy = sorted(set(record.job.resources) & self._held_keys(now, exclude=record.job.uuid))
+                if busy:
+                    raise exc.UnclaimableJob(
+                        "job %s (%r) needs resource(s) %s held by another claimed job"
+                        % (record.job.uuid, record.job.name, ", ".join(busy))
+                    )
+            record.state = JobState.CLAIMED
+            record.owner = who
+            record.token += 1
+            record.expires_at = now + seconds
+            return Claim(record.job.uuid, who, record.token, record.expires_at)
+
+    def _current(self, claim: Claim) -> _Record:
+        record = self._get(claim.job_uuid)
+        now = self.clock()
+        if record.state is not JobState.CLAIMED or record.token != claim.token:
+            raise exc.LeaseLost(
+                "the claim of %r on job %s (token %d) is gone: the job is %s with token %d"
+                % (claim.owner, claim.job_uuid, claim.token, record.live_state(now).value, record.token)
+            )
+        if record.expires_at <= now:
+            raise exc.LeaseLost(
+                "the claim of %r on job %s (token %d) expired %.3fs ago"
+                % (claim.owner, claim.job_uuid, claim.token, now - record.expires_at)
+            )
+        return record
+
+    def renew(self, claim: Claim, *, ttl: float | None = None) -> Claim:
+        """Extend a current claim (see :meth:`JobBoard.renew`)."""
+        seconds = self._ttl(ttl)
+        with self._cond:
+            record = self._current(claim)
+            record.expires_at = self.clock() + seconds
+            return dataclasses.replace(claim, expires_at=record.expires_at)
+
+    def ensure_current(self, claim: Claim) -> None:
+        """LeaseLost unless ``claim`` is current."""
+        with self._cond:
+            self._current(claim)
+
+    def _owned(self, job: Job | str, who: str, token: int | None, action: str) -> _Record:
+        record = self._get(job)
+        if record.state is not JobState.CLAIMED or record.owner != who or (token is not None and token != record.token):
+            holder = "%r (token %d)" % (record.owner, record.token) if record.state is JobState.CLAIMED else "nobody"
+            raise exc.NotOwner(
+                "%r cannot %s job %s (%r): it is %s, claimed by %s"
+                % (who, action, record.job.uuid, record.job.name, record.live_state(self.clock()).value, holder)
+            )
+        return record
+
+    def _finish(self, record: _Record, state: JobState) -> None:
+        record.state = state
+        record.owner = None
+        record.expires_at = 0.0
+        if state.final:
+            record.cancel = None
+        self._cond.notify_all()
+
+    def consume(self, job: Job | str, who: str, *, token: int | None = None) -> None:
+        """COMPLETE (CANCELLED if a cancel was requested); owner only."""
+        with self._cond:
+            record = self._owned(job, who, token, "consume")
+            self._finish(record, JobState.CANCELLED if record.cancel is not None else JobState.COMPLETE)
+
+    def abandon(self, job: Job | str, who: str, *, token: int | None = None) -> None:
+        """Back to UNCLAIMED; owner only."""
+        with self._cond:
+            self._finish(self._owned(job, who, token, "abandon"), JobState.UNCLAIMED)
+
+    def trash(self, job: Job | str, who: str, *, token: int | None = None) -> None:
+        """TRASHED; owner only."""
+        with self._cond:
+            self._finish(self._owned(job, who, token, "trash"), JobState.TRASHED)
+
+    # -- cancellation -----------------------------------------------------------------------
+
+    def cancel(self, job: Job | str, *, revert: bool = True) -> JobState:
+        """Cancel the job (see :meth:`JobBoard.cancel`)."""
+        with self._cond:
+            record = self._get(job)
+            state = record.live_state(self.clock())
+            if state is JobState.UNCLAIMED:
+                self._finish(record, JobState.CANCELLED)
+                return JobState.CANCELLED
+            if state is JobState.CLAIMED:
+                record.cancel = CancelRequest(record.job.uuid, bool(revert))
+            return state
+
+    def cancel_requested(self, job: Job | str) -> CancelRequest | None:
+        """The pending cancel request, or None."""
+        with self._cond:
+            return self._get(job).cancel
+
+    # -- waiting -----------------------------------------------------------------------------
+
+    def _claimable(self, now: float) -> list[Job]:
+        held = self._held_keys(now)
+        return self._sorted(
+            r
+            for r in self._records.values()
+            if r.live_state(now) is JobState.UNCLAIMED and not (held & set(r.job.resources))
+        )
+
+    def _sleep(self, deadline: float | None) -> bool:
+        # Called with the lock held; False once the deadline passed.
+        now = self.clock()
+        delay: float | None = None
+        if any(r.state is JobState.CLAIMED for r in self._records.values()):
+            delay = self.expiry_check
+            expiries = [r.expires_at - now for r in self._records.values() if r.state is JobState.CLAIMED]
+            delay = max(0.0, min([delay, *expiries]))
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            delay = left if delay is None else min(delay, left)
+        self._cond.wait(delay)
+        return True
+
+    def wait(self, timeout: float | None = None) -> Iterator[Job]:
+        """Block until some job is claimable and return those jobs; NotFound on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                jobs = self._claimable(self.clock())
+                if jobs:
+                    return iter(jobs)
+                if not self._sleep(deadline):
+                    raise exc.NotFound("no claimable job on board %r within %ss" % (self.name, timeout))
+
+    def wait_for_job(self, job: Job | str, timeout: float | None = None) -> bool:
+        """Block until the job is final; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._get(job).state.final:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    # -- fencing ---------------------------------------------------------------------------------
+
+    def fenced_backend(self, backend: Backend, claim: Claim) -> Backend:
+        """``backend`` whose flushes check ``claim`` and write under this board's lock."""
+        return _MemoryFencedBackend(backend, self, claim)
+
+    def __repr__(self) -> str:
+        return "<MemoryJobBoard %r jobs=%d>" % (self.name, len(self._records))

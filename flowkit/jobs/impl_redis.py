@@ -1,0 +1,513 @@
+"""A job board in Redis (redis-py); every state change is one Lua script, so it is atomic.
+
+Keys, all under ``flowkit:jobs:<board name>:``::
+
+    job:<uuid>       hash: name, details, book_uuid, book_name, priority, created_at,
+                     idempotency_key, resources, state, owner, token, expires_at, cancel
+    open             sorted set of jobs not yet final (score: priority rank, then post order)
+    seq              post counter (the order within a priority)
+    idem             hash: idempotency key -> job uuid
+    lock:<resource>  hash: holder (job uuid), token, expires
+    events           pub/sub channel: a message on every post, finish and cancel
+
+The scripts read the resource lock keys named inside the job, so the board
+needs a single Redis server (not Redis Cluster).
+
+``wait()`` subscribes to ``events`` and sleeps on the subscription (waking at
+the next lease expiry, when one is due sooner, since nothing is published
+when a lease lapses).  Fencing is the default of
+:meth:`~flowkit.jobs.base.JobBoard.fenced_backend`: the claim is checked
+just before each logbook flush, because the logbook lives elsewhere; a lease
+lost during that one flush is noticed at the next.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import time
+import uuid as uuidlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from flowkit import exceptions as exc
+from flowkit.jobs.base import (
+    DEFAULT_LEASE_TTL,
+    CancelRequest,
+    Claim,
+    Job,
+    JobBoard,
+    JobPriority,
+    JobState,
+)
+from flowkit.persistence.base import Backend
+from flowkit.persistence.models import LogBook
+
+__all__ = ["RedisJobBoard", "KEY_PREFIX"]
+
+#: Every key of a board named N starts with ``KEY_PREFIX + N + ":"``.
+KEY_PREFIX = "flowkit:jobs:"
+
+_PRIORITIES = list(JobPriority)
+
+# KEYS: job, open, seq, idem.  ARGV: idempotency key or "", rank, uuid, channel, field, value, ...
+_POST = """
+local idem = ARGV[1]
+if idem ~= '' then
+  local existing = redis.call('HGET', KEYS[4], idem)
+  if existing then return existing end
+end
+local seq = redis.call('INCR', KEYS[3])
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], 'seq', seq, 'token', 0, 'state', 'UNCLAIMED')
+redis.call('ZADD', KEYS[2], tonumber(ARGV[2]) * 1e12 + seq, ARGV[3])
+if idem ~= '' then redis.call('HSET', KEYS[4], idem, ARGV[3]) end
+redis.call('PUBLISH', ARGV[4], 'post')
+return ARGV[3]
+"""
+
+# KEYS: job.  ARGV: who, now, expires, lock prefix, uuid
+_CLAIM = """
+local j = KEYS[1]
+if redis.call('EXISTS', j) == 0 then return {'notfound'} end
+local st = redis.call('HGET', j, 'state')
+local now = tonumber(ARGV[2])
+if st == 'CLAIMED' and tonumber(redis.call('HGET', j, 'expires_at')) > now then
+  return {'claimed', redis.call('HGET', j, 'owner'), redis.call('HGET', j, 'expires_at')}
+end
+if st ~= 'UNCLAIMED' and st ~= 'CLAIMED' then return {'final', st} end
+local res = cjson.decode(redis.call('HGET', j, 'resources'))
+local busy = {}
+for _, key in ipairs(res) do
+  local lk = ARGV[4] .. key
+  local holder = redis.call('HGET', lk, 'holder')
+  if holder and holder ~= ARGV[5] and tonumber(redis.call('HGET', lk, 'expires')) > now then
+    table.insert(busy, key)
+  end
+end
+if #busy > 0 then return {'busy', table.concat(busy, ', ')} end
+local token = redis.call('HINCRBY', j, 'token', 1)
+redis.call('HSET', j, 'state', 'CLAIMED', 'owner', ARGV[1], 'expires_at', ARGV[3])
+for _, key in ipairs(res) do
+  redis.call('HSET', ARGV[4] .. key, 'holder', ARGV[5], 'token', token, 'expires', ARGV[3])
+end
+return {'ok', tostring(token)}
+"""
+
+# KEYS: job.  ARGV: token, now, expires, lock prefix, uuid
+_RENEW = """
+local j = KEYS[1]
+local st = redis.call('HGET', j, 'state')
+if not st then return {'notfound'} end
+local exp = tonumber(redis.call('HGET', j, 'expires_at') or '0')
+if st ~= 'CLAIMED' or redis.call('HGET', j, 'token') ~= ARGV[1] or exp <= tonumber(ARGV[2]) then
+  return {'lost'}
+end
+redis.call('HSET', j, 'expires_at', ARGV[3])
+for _, key in ipairs(cjson.decode(redis.call('HGET', j, 'resources'))) do
+  local lk = ARGV[4] .. key
+  if redis.call('HGET', lk, 'holder') == ARGV[5] then redis.call('HSET', lk, 'expires', ARGV[3]) end
+end
+return {'ok'}
+"""
+
+# KEYS: job, open.  ARGV: who, token or "", action, lock prefix, uuid, channel
+_FINISH = """
+local j = KEYS[1]
+local st = redis.call('HGET', j, 'state')
+if not st then return {'notfound'} end
+if st ~= 'CLAIMED' or redis.call('HGET', j, 'owner') ~= ARGV[1]
+   or (ARGV[2] ~= '' and redis.call('HGET', j, 'token') ~= ARGV[2]) then
+  return {'notowner'}
+end
+local new
+if ARGV[3] == 'consume' then
+  if redis.call('HEXISTS', j, 'cancel') == 1 then new = 'CANCELLED' else new = 'COMPLETE' end
+elseif ARGV[3] == 'abandon' then new = 'UNCLAIMED' else new = 'TRASHED' end
+redis.call('HSET', j, 'state', new)
+redis.call('HDEL', j, 'owner', 'expires_at')
+if new ~= 'UNCLAIMED' then
+  redis.call('HDEL', j, 'cancel')
+  redis.call('ZREM', KEYS[2], ARGV[5])
+end
+for _, key in ipairs(cjson.decode(redis.call('HGET', j, 'resources'))) do
+  local lk = ARGV[4] .. key
+  if redis.call('HGET', lk, 'holder') == ARGV[5] then redis.call('DEL', lk) end
+end
+redis.call('PUBLISH', ARGV[6], new)
+return {'ok', new}
+"""
+
+# KEYS: job, open.  ARGV: now, mode, lock prefix, uuid, channel
+_CANCEL = """
+local j = KEYS[1]
+local st = redis.call('HGET', j, 'state')
+if not st then return 'notfound' end
+local live = st
+if st == 'CLAIMED' and tonumber(redis.call('HGET', j, 'expires_at')) <= tonumber(ARGV[1]) then live = 'UNCLAIMED' end
+if live == 'UNCLAIMED' then
+  redis.call('HSET', j, 'state', 'CANCELLED')
+  redis.call('HDEL', j, 'owner', 'expires_at', 'cancel')
+  redis.call('ZREM', KEYS[2], ARGV[4])
+  for _, key in ipairs(cjson.decode(redis.call('HGET', j, 'resources'))) do
+    local lk = ARGV[3] .. key
+    if redis.call('HGET', lk, 'holder') == ARGV[4] then redis.call('DEL', lk) end
+  end
+  redis.call('PUBLISH', ARGV[5], 'CANCELLED')
+  return 'CANCELLED'
+end
+if live == 'CLAIMED' then redis.call('HSET', j, 'cancel', ARGV[2]) end
+return live
+"""
+
+
+class RedisJobBoard(JobBoard):
+    """Jobs in Redis; see the module docs.  ``url`` is a ``redis://`` URL."""
+
+    def __init__(
+        self,
+        name: str,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        persistence: Backend | None = None,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(name, persistence=persistence, lease_ttl=lease_ttl, clock=clock)
+        import redis
+
+        self.url = url
+        self.client = redis.Redis.from_url(url, decode_responses=True)
+        self.prefix = KEY_PREFIX + name + ":"
+        self._channel = self.prefix + "events"
+        self._open = self.prefix + "open"
+        self._post = self.client.register_script(_POST)
+        self._claim = self.client.register_script(_CLAIM)
+        self._renew = self.client.register_script(_RENEW)
+        self._finish_script = self.client.register_script(_FINISH)
+        self._cancel = self.client.register_script(_CANCEL)
+
+    def _key(self, uuid: str) -> str:
+        return self.prefix + "job:" + uuid
+
+    def _call(self, fn: Callable[[], Any], what: str) -> Any:
+        import redis
+
+        try:
+            return fn()
+        except redis.RedisError as error:
+            raise exc.JobFailure(
+                "could not %s on Redis board %r at %s: %s" % (what, self.name, self.url, error)
+            ) from error
+
+    # -- records ----------------------------------------------------------------------------
+
+    def _job(self, uuid: str, h: Mapping[str, str]) -> Job:
+        return Job(
+            self,
+            uuid=uuid,
+            name=h["name"],
+            details=json.loads(h.get("details") or "{}"),
+            book_uuid=h.get("book_uuid") or None,
+            book_name=h.get("book_name") or None,
+            priority=_PRIORITIES[int(h["priority"])],
+            created_on=datetime.datetime.fromtimestamp(float(h["created_at"]), datetime.timezone.utc),
+            idempotency_key=h.get("idempotency_key") or None,
+            resources=json.loads(h.get("resources") or "[]"),
+        )
+
+    def _hash(self, uuid: str) -> dict[str, str]:
+        h: dict[str, str] = self._call(lambda: self.client.hgetall(self._key(uuid)), "read job %s" % (uuid,))
+        if not h:
+            raise exc.NotFound("no job %s on board %r" % (uuid, self.name))
+        return h
+
+    @staticmethod
+    def _live(h: Mapping[str, str], now: float) -> JobState:
+        state = JobState(h["state"])
+        if state is JobState.CLAIMED and float(h["expires_at"]) <= now:
+            return JobState.UNCLAIMED
+        return state
+
+    # -- posting and reading ------------------------------------------------------------------
+
+    def post(
+        self,
+        name: str,
+        book: LogBook | None = None,
+        details: Mapping[str, Any] | None = None,
+        priority: JobPriority | str = JobPriority.NORMAL,
+        *,
+        idempotency_key: str | None = None,
+        resources: Iterable[str] = (),
+        connection: Any = None,
+    ) -> Job:
+        """Post a job (see :meth:`JobBoard.post`); ``connection`` is refused (SQL board only)."""
+        if connection is not None:
+            raise TypeError("post(connection=...) needs the SQL job board; board %r is in Redis" % (self.name,))
+        prio = JobPriority.convert(priority)
+        keys = self._check_resources(resources)
+        encoded = json.dumps(dict(details or {}))
+        if idempotency_key is not None:
+            existing = self._call(lambda: self.client.hget(self.prefix + "idem", idempotency_key), "post")
+            if existing:
+                return self.get_job(existing)
+        if book is not None and self.persistence is not None:
+            with self.persistence.get_connection() as conn:
+                conn.save_logbook(book)
+                conn.flush()
+        uuid = str(uuidlib.uuid4())
+        fields: list[str] = []
+        for key, value in (
+            ("name", name),
+            ("details", encoded),
+            ("book_uuid", book.uuid if book is not None else ""),
+            ("book_name", book.name if book is not None else ""),
+            ("priority", str(prio.rank)),
+            ("created_at", repr(self.clock())),
+            ("idempotency_key", idempotency_key or ""),
+            ("resources", json.dumps(list(keys))),
+        ):
+            fields += [key, value]
+        posted = self._call(
+            lambda: self._post(
+                keys=[self._key(uuid), self._open, self.prefix + "seq", self.prefix + "idem"],
+                args=[idempotency_key or "", prio.rank, uuid, self._channel, *fields],
+            ),
+            "post job %r" % (name,),
+        )
+        return self.get_job(posted)
+
+    def get_job(self, job_uuid: str) -> Job:
+        """The job ``job_uuid``; NotFound if absent."""
+        return self._job(job_uuid, self._hash(job_uuid))
+
+    def _open_hashes(self) -> list[tuple[str, dict[str, str]]]:
+        def read() -> list[tuple[str, dict[str, str]]]:
+            uuids: list[str] = list(self.client.zrange(self._open, 0, -1))  # type: ignore[arg-type]
+            pipe = self.client.pipeline(transaction=False)
+            for uuid in uuids:
+                pipe.hgetall(self._key(uuid))
+            return [(u, h) for u, h in zip(uuids, pipe.execute()) if h]
+
+        result: list[tuple[str, dict[str, str]]] = self._call(read, "list jobs")
+        return result
+
+    def iterjobs(self, only_unclaimed: bool = False, ensure_fresh: bool = False) -> Iterator[Job]:
+        """Jobs not yet final, by priority then age (see :meth:`JobBoard.iterjobs`)."""
+        now = self.clock()
+        return iter(
+            [
+                self._job(u, h)
+                for u, h in self._open_hashes()
+                if not only_unclaimed or self._live(h, now) is JobState.UNCLAIMED
+            ]
+        )
+
+    def state_of(self, job: Job | str) -> JobState:
+        """The job's state now."""
+        return self._live(self._hash(self._uuid_of(job)), self.clock())
+
+    def find_owner(self, job: Job | str) -> str | None:
+        """The owner of the job's live claim, or None."""
+        h = self._hash(self._uuid_of(job))
+        return h.get("owner") if self._live(h, self.clock()) is JobState.CLAIMED else None
+
+    # -- claims ---------------------------------------------------------------------------------
+
+    def claim(self, job: Job | str, who: str, *, ttl: float | None = None) -> Claim:
+        """Lease the job to ``who`` (see :meth:`JobBoard.claim`)."""
+        seconds = self._ttl(ttl)
+        uuid = self._uuid_of(job)
+        now = self.clock()
+        expires = now + seconds
+        out = self._call(
+            lambda: self._claim(
+                keys=[self._key(uuid)], args=[who, repr(now), repr(expires), self.prefix + "lock:", uuid]
+            ),
+            "claim job %s" % (uuid,),
+        )
+        if out[0] == "ok":
+            return Claim(uuid, who, int(out[1]), expires)
+        if out[0] == "notfound":
+            raise exc.NotFound("no job %s on board %r" % (uuid, self.name))
+        if out[0] == "claimed":
+            raise exc.UnclaimableJob("job %s is claimed by %r until %s" % (uuid, out[1], out[2]))
+        if out[0] == "busy":
+            raise exc.UnclaimableJob("job %s needs resource(s) %s held by another claimed job" % (uuid, out[1]))
+        raise exc.UnclaimableJob("job %s is %s" % (uuid, out[1]))
+
+    def _lost(self, claim: Claim, h: Mapping[str, str] | None) -> exc.LeaseLost:
+        now = self.clock()
+        if not h:
+            return exc.LeaseLost("the claim of %r on job %s: the job is gone" % (claim.owner, claim.job_uuid))
+        if h["state"] == "CLAIMED" and int(h["token"]) == claim.token:
+            return exc.LeaseLost(
+                "the claim of %r on job %s (token %d) expired %.3fs ago"
+                % (claim.owner, claim.job_uuid, claim.token, now - float(h["expires_at"]))
+            )
+        return exc.LeaseLost(
+            "the claim of %r on job %s (token %d) is gone: the job is %s with token %s"
+            % (claim.owner, claim.job_uuid, claim.token, self._live(h, now).value, h["token"])
+        )
+
+    def renew(self, claim: Claim, *, ttl: float | None = None) -> Claim:
+        """Extend a current claim (see :meth:`JobBoard.renew`)."""
+        seconds = self._ttl(ttl)
+        now = self.clock()
+        expires = now + seconds
+        uuid = claim.job_uuid
+        out = self._call(
+            lambda: self._renew(
+                keys=[self._key(uuid)], args=[str(claim.token), repr(now), repr(expires), self.prefix + "lock:", uuid]
+            ),
+            "renew the claim on job %s" % (uuid,),
+        )
+        if out[0] != "ok":
+            raise self._lost(claim, self.client.hgetall(self._key(uuid)))  # type: ignore[arg-type]
+        return dataclasses.replace(claim, expires_at=expires)
+
+    def ensure_current(self, claim: Claim) -> None:
+        """LeaseLost unless ``claim`` is current."""
+        h = self._call(lambda: self.client.hgetall(self._key(claim.job_uuid)), "check a claim")
+        if not h or h["state"] != "CLAIMED" or int(h["token"]) != claim.token or float(h["expires_at"]) <= self.clock():
+            raise self._lost(claim, h)
+
+    def _finish(self, job: Job | str, who: str, token: int | None, action: str) -> None:
+        uuid = self._uuid_of(job)
+        out = self._call(
+            lambda: self._finish_script(
+                keys=[self._key(uuid), self._open],
+                args=[who, "" if token is None else str(token), action, self.prefix + "lock:", uuid, self._channel],
+            ),
+            "%s job %s" % (action, uuid),
+        )
+        if out[0] == "notfound":
+            raise exc.NotFound("no job %s on board %r" % (uuid, self.name))
+        if out[0] != "ok":
+            h = self._hash(uuid)
+            holder = "%r (token %s)" % (h.get("owner"), h["token"]) if h["state"] == "CLAIMED" else "nobody"
+            raise exc.NotOwner(
+                "%r cannot %s job %s (%r): it is %s, claimed by %s"
+                % (who, action, uuid, h["name"], self._live(h, self.clock()).value, holder)
+            )
+
+    def consume(self, job: Job | str, who: str, *, token: int | None = None) -> None:
+        """COMPLETE (CANCELLED if a cancel was requested); owner only."""
+        self._finish(job, who, token, "consume")
+
+    def abandon(self, job: Job | str, who: str, *, token: int | None = None) -> None:
+        """Back to UNCLAIMED; owner only."""
+        self._finish(job, who, token, "abandon")
+
+    def trash(self, job: Job | str, who: str, *, token: int | None = None) -> None:
+        """TRASHED; owner only."""
+        self._finish(job, who, token, "trash")
+
+    # -- cancellation --------------------------------------------------------------------------------
+
+    def cancel(self, job: Job | str, *, revert: bool = True) -> JobState:
+        """Cancel the job (see :meth:`JobBoard.cancel`)."""
+        uuid = self._uuid_of(job)
+        out = self._call(
+            lambda: self._cancel(
+                keys=[self._key(uuid), self._open],
+                args=[
+                    repr(self.clock()),
+                    "revert" if revert else "suspend",
+                    self.prefix + "lock:",
+                    uuid,
+                    self._channel,
+                ],
+            ),
+            "cancel job %s" % (uuid,),
+        )
+        if out == "notfound":
+            raise exc.NotFound("no job %s on board %r" % (uuid, self.name))
+        return JobState(out)
+
+    def cancel_requested(self, job: Job | str) -> CancelRequest | None:
+        """The pending cancel request, or None."""
+        uuid = self._uuid_of(job)
+        mode = self._hash(uuid).get("cancel")
+        return None if not mode else CancelRequest(uuid, mode == "revert")
+
+    # -- waiting ----------------------------------------------------------------------------------------
+
+    def _claimable(self) -> tuple[list[Job], float | None]:
+        now = self.clock()
+        hashes = self._open_hashes()
+        keys = sorted({k for _, h in hashes for k in json.loads(h.get("resources") or "[]")})
+        held: set[str] = set()
+        if keys:
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hmget(self.prefix + "lock:" + key, "holder", "expires")
+            for key, (holder, expires) in zip(keys, self._call(pipe.execute, "read resource locks")):
+                if holder and float(expires) > now:
+                    held.add(key)
+        jobs = [
+            self._job(u, h)
+            for u, h in hashes
+            if self._live(h, now) is JobState.UNCLAIMED and not (held & set(json.loads(h.get("resources") or "[]")))
+        ]
+        expiries = [float(h["expires_at"]) - now for _, h in hashes if h["state"] == "CLAIMED"]
+        future = [e for e in expiries if e > 0]
+        return jobs, (min(future) if future else None)
+
+    def _wait_until(self, ready: Callable[[], tuple[bool, float | None]], timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            # Subscribe before looking, so nothing published in between is missed.
+            self._call(lambda: pubsub.subscribe(self._channel), "subscribe to board events")
+            while True:
+                done, next_expiry = ready()
+                if done:
+                    return True
+                delay = 1.0 if next_expiry is None else min(1.0, next_expiry)
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    delay = min(delay, left)
+                # Drain what arrived, then look again.
+                message = pubsub.get_message(timeout=max(delay, 0.001))
+                while message is not None:
+                    message = pubsub.get_message(timeout=0)
+        finally:
+            pubsub.close()
+
+    def wait(self, timeout: float | None = None) -> Iterator[Job]:
+        """Sleep on the board's pub/sub channel until a job is claimable; NotFound on timeout."""
+        found: list[Job] = []
+
+        def ready() -> tuple[bool, float | None]:
+            jobs, next_expiry = self._claimable()
+            found[:] = jobs
+            return bool(jobs), next_expiry
+
+        if not self._wait_until(ready, timeout):
+            raise exc.NotFound("no claimable job on board %r within %ss" % (self.name, timeout))
+        return iter(found)
+
+    def wait_for_job(self, job: Job | str, timeout: float | None = None) -> bool:
+        """Sleep on the board's pub/sub channel until the job is final; False on timeout."""
+        uuid = self._uuid_of(job)
+        return self._wait_until(lambda: (self.state_of(uuid).final, None), timeout)
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the Redis connection pool."""
+        self.client.close()
+
+    def clear(self) -> None:
+        """Delete every key of this board (tests, tear-down)."""
+        keys = list(self.client.scan_iter(match=self.prefix.replace("[", "\\[") + "*", count=500))
+        if keys:
+            self.client.delete(*keys)
+
+    def __repr__(self) -> str:
+        return "<RedisJobBoard %r %s>" % (self.name, self.url)

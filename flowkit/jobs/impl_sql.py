@@ -1,0 +1,703 @@
+"""A job board in SQL (SQLite, PostgreSQL, MySQL/MariaDB), beside the logbook.
+
+Tables (created by migration ``0002`` with the logbook's, same prefix)::
+
+    <prefix>jobs       id, uuid, board, name, details, book_uuid, book_name, priority,
+                       created_at, idempotency_key, resources, state, owner, token,
+                       expires_at, cancel            UNIQUE (board, idempotency_key)
+    <prefix>job_locks  (board, resource) PK, holder, holder_token, holder_expires
+
+How each guarantee is kept:
+
+- A claim is one conditional ``UPDATE ... SET state='CLAIMED', token=token+1
+  WHERE uuid=? AND (state='UNCLAIMED' OR expires_at <= now)``: of concurrent
+  claimers the database lets exactly one match (the others re-check the
+  WHERE against the committed row: PostgreSQL's read-committed re-check,
+  InnoDB's locking read, SQLite's single writer).
+- In the same transaction the claim takes each resource row with
+  ``UPDATE job_locks SET holder=... WHERE holder IS NULL OR holder_expires
+  <= now OR holder=<this job>`` in sorted key order (no deadlock between
+  claimers); if one is held the whole claim rolls back.
+- Renew, consume, abandon, trash and cancel are conditional UPDATEs on the
+  owner and token, releasing the job's resource rows in the same
+  transaction.
+- Fencing: when the persistence backend shares this database, every logbook
+  flush through :meth:`SQLJobBoard.fenced_backend` first reads the job row
+  ``FOR UPDATE`` (PostgreSQL, MySQL; SQLite's write transaction already
+  excludes everyone) inside the flush's own transaction and writes nothing
+  unless the claim is current.  A competing claim therefore commits either
+  before the check (and the flush is refused) or after the flush.
+- ``post(connection=conn)`` writes the job, its resource rows and its
+  logbook through the caller's connection, in the caller's transaction.
+
+``wait()`` and ``Job.wait()`` poll: SQL has no portable notification, so a
+waiter reads the board every ``poll_interval`` seconds (default 0.5; at a
+lease's expiry if that comes sooner).  That bounds the delay between a post
+and a waiting conductor noticing it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import json
+import threading
+import time
+import uuid as uuidlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+from flowkit import exceptions as exc
+from flowkit.jobs.base import (
+    DEFAULT_LEASE_TTL,
+    CancelRequest,
+    Claim,
+    FencedBackend,
+    FencedConnection,
+    Job,
+    JobBoard,
+    JobPriority,
+    JobState,
+)
+from flowkit.persistence import sql_schema
+from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend, normalize_url
+from flowkit.persistence.base import Backend, Connection
+from flowkit.persistence.models import LogBook
+from flowkit.persistence.sql_connection import SQLAlchemyConnection
+
+__all__ = ["SQLJobBoard", "JobTables", "make_job_tables", "DEFAULT_POLL_INTERVAL"]
+
+#: Longest time ``wait()`` goes without reading the board.
+DEFAULT_POLL_INTERVAL = 0.5
+
+_JSON_TEXT = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+_PRIORITIES = list(JobPriority)
+_T = TypeVar("_T")
+
+# Deadlock / serialization failure codes worth one more try (MySQL, PostgreSQL).
+_RETRY_CODES = {"1213", "1205", "40P01", "40001"}
+
+
+@dataclasses.dataclass(frozen=True)
+class JobTables:
+    """The job board's two tables for one prefix."""
+
+    metadata: sa.MetaData
+    jobs: sa.Table
+    locks: sa.Table
+
+
+def make_job_tables(prefix: str = sql_schema.DEFAULT_TABLE_PREFIX) -> JobTables:
+    """The job tables as migration 0002 creates them, named with ``prefix``."""
+    sql_schema.check_table_prefix(prefix)
+    metadata = sa.MetaData()
+    jobs = sa.Table(
+        prefix + "jobs",
+        metadata,
+        sa.Column("id", _ID, primary_key=True, autoincrement=True),
+        sa.Column("uuid", sa.String(36), nullable=False),
+        sa.Column("board", sa.String(190), nullable=False),
+        sa.Column("name", sa.String(255), nullable=False),
+        sa.Column("details", _JSON_TEXT),
+        sa.Column("book_uuid", sa.String(36)),
+        sa.Column("book_name", sa.String(255)),
+        sa.Column("priority", sa.Integer, nullable=False),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Column("idempotency_key", sa.String(190)),
+        sa.Column("resources", _JSON_TEXT),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("owner", sa.String(255)),
+        sa.Column("token", sa.BigInteger, nullable=False),
+        sa.Column("expires_at", sa.Double),
+        sa.Column("cancel", sa.String(16)),
+        sa.UniqueConstraint("uuid", name=prefix + "jobs_uuid_uq"),
+        sa.UniqueConstraint("board", "idempotency_key", name=prefix + "jobs_idem_uq"),
+    )
+    locks = sa.Table(
+        prefix + "job_locks",
+        metadata,
+        sa.Column("board", sa.String(190), primary_key=True),
+        sa.Column("resource", sa.String(190), primary_key=True),
+        sa.Column("holder", sa.String(36)),
+        sa.Column("holder_token", sa.BigInteger),
+        sa.Column("holder_expires", sa.Double),
+    )
+    return JobTables(metadata, jobs, locks)
+
+
+_UNCLAIMED = JobState.UNCLAIMED.value
+_CLAIMED = JobState.CLAIMED.value
+
+
+class _SQLFencedBackend(FencedBackend):
+    """Fencing inside the logbook flush's own transaction (the board and logbook share a database)."""
+
+    board: SQLJobBoard
+
+    def get_connection(self) -> Connection:
+        """A fenced connection whose flushes check the claim in their transaction."""
+        inner = self.inner.get_connection()
+        assert isinstance(inner, SQLAlchemyConnection)
+        inner.commit_guard = self.board._guard_for(self.claim)
+        return FencedConnection(self, inner)
+
+    def flush_fenced(self, conn: Connection) -> None:
+        """Flush; the guard inside the transaction refuses it if the claim is not current."""
+        conn.flush()
+
+
+class SQLJobBoard(JobBoard):
+    """Jobs in SQL tables next to the logbook; see the module docs.
+
+    ``url`` names the database; when None the board uses ``persistence``'s
+    database (a :class:`SQLAlchemyBackend`), else ``sqlite:///flowkit.db``.
+    When ``persistence`` is None the board's own database keeps the logbooks.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        url: str | sa.URL | None = None,
+        *,
+        persistence: Backend | None = None,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
+        clock: Callable[[], float] = time.time,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        table_prefix: str | None = None,
+    ) -> None:
+        super().__init__(name, persistence=persistence, lease_ttl=lease_ttl, clock=clock)
+        if len(name) > 190:
+            raise ValueError("a SQL job board's name is at most 190 characters")
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be positive, got %r" % (poll_interval,))
+        self.poll_interval = float(poll_interval)
+        shared = isinstance(persistence, SQLAlchemyBackend) and (
+            url is None
+            or (
+                normalize_url(url).render_as_string(hide_password=False)
+                == persistence.url.render_as_string(hide_password=False)
+                and table_prefix in (None, persistence.table_prefix)
+            )
+        )
+        self._owns_db = not shared
+        if shared:
+            assert isinstance(persistence, SQLAlchemyBackend)
+            self.db = persistence
+        else:
+            prefix = table_prefix if table_prefix is not None else sql_schema.DEFAULT_TABLE_PREFIX
+            from flowkit.jobs.backends import DEFAULT_SQLITE_URL
+
+            self.db = SQLAlchemyBackend(url or DEFAULT_SQLITE_URL, table_prefix=prefix)
+        if self.persistence is None:
+            self.persistence = self.db
+        #: True when the board and the logbook share a database (fencing in the flush's transaction).
+        self.shares_logbook = self.persistence is self.db
+        self.tables = make_job_tables(self.db.table_prefix)
+        self._ready = False
+        self._closed = threading.Event()
+        self._guard_sql: tuple[str, tuple[str, ...] | None] | None = None
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The SQLAlchemy engine of the board's database (for :meth:`begin`)."""
+        return self.db.engine
+
+    def connect(self) -> SQLJobBoard:
+        """Create or upgrade the tables (idempotent, safe across processes); returns the board."""
+        if not self._ready:
+            self.db.upgrade()
+            self._ready = True
+        return self
+
+    def close(self) -> None:
+        """Stop waiters; close the database if the board opened it."""
+        self._closed.set()
+        if self._owns_db:
+            self.db.close()
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[sa.Connection]:
+        """A connection in a write transaction, for ``post(..., connection=conn)`` with your own writes.
+
+        Commits when the block ends, rolls back if it raises.  On SQLite the
+        transaction takes the write lock up front (``BEGIN IMMEDIATE``).
+        """
+        self.connect()
+        with self.engine.connect().execution_options(flowkit_write=True) as conn, conn.begin():
+            yield conn
+
+    # -- transactions ---------------------------------------------------------------------
+
+    def _write(self, fn: Callable[[sa.Connection], _T], what: str) -> _T:
+        self.connect()
+        for attempt in range(5):
+            try:
+                return self.db.write_now(fn, what)
+            except exc.StorageFailure as failure:
+                orig = getattr(failure.__cause__, "orig", None)
+                code = getattr(orig, "sqlstate", None) or str(getattr(orig, "args", [""])[0] or "")
+                if attempt < 4 and str(code) in _RETRY_CODES:
+                    continue
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _read(self, fn: Callable[[sa.Connection], _T], what: str) -> _T:
+        self.connect()
+        return self.db.read(fn, what)
+
+    def _where(self, uuid: str) -> Any:
+        t = self.tables.jobs
+        return sa.and_(t.c.uuid == uuid, t.c.board == self.name)
+
+    def _row(self, conn: sa.Connection, uuid: str) -> Any:
+        row = conn.execute(sa.select(self.tables.jobs).where(self._where(uuid))).mappings().first()
+        if row is None:
+            raise exc.NotFound("no job %s on board %r" % (uuid, self.name))
+        return row
+
+    @staticmethod
+    def _live(row: Any, now: float) -> JobState:
+        state = JobState(row["state"])
+        if state is JobState.CLAIMED and row["expires_at"] <= now:
+            return JobState.UNCLAIMED
+        return state
+
+    def _job(self, row: Any) -> Job:
+        return Job(
+            self,
+            uuid=row["uuid"],
+            name=row["name"],
+            details=json.loads(row["details"]) if row["details"] else {},
+            book_uuid=row["book_uuid"],
+            book_name=row["book_name"],
+            priority=_PRIORITIES[row["priority"]],
+            created_on=datetime.datetime.fromtimestamp(row["created_at"], datetime.timezone.utc),
+            idempotency_key=row["idempotency_key"],
+            resources=json.loads(row["resources"]) if row["resources"] else (),
+        )
+
+    # -- posting ----------------------------------------------------------------------------
+
+    def _insert_ignoring(self, table: sa.Table) -> Any:
+        dialect = self.db.dialect
+        if dialect in ("sqlite", "postgresql"):
+            from sqlalchemy.dialects import postgresql, sqlite
+
+            insert: Any = sqlite.insert if dialect == "sqlite" else postgresql.insert
+            return insert(table).on_conflict_do_nothing()
+        if dialect in ("mysql", "mariadb"):
+            return sa.insert(table).prefix_with("IGNORE")
+        raise exc.JobFailure("the SQL job board does not support the %s dialect" % (dialect,))
+
+    def _post_rows(self, conn: sa.Connection, row: dict[str, Any], book: LogBook | None) -> Any:
+        """Write the job (unless its idempotency key exists) and, if it is new, its logbook; return the job row."""
+        t = self.tables.jobs
+        conn.execute(self._insert_ignoring(t), [row])
+        if row["idempotency_key"] is not None:
+            stored = (
+                conn.execute(sa.select(t).where(t.c.board == self.name, t.c.idempotency_key == row["idempotency_key"]))
+                .mappings()
+                .first()
+            )
+            assert stored is not None, "an insert that was ignored leaves the conflicting row"
+            if stored["uuid"] != row["uuid"]:
+                return stored
+        keys = json.loads(row["resources"])
+        if keys:
+            conn.execute(
+                self._insert_ignoring(self.tables.locks),
+                [{"board": self.name, "resource": key, "holder": None} for key in keys],
+            )
+        if book is not None and self.shares_logbook:
+            self.db.upsert_rows(conn, "books", [sql_schema.logbook_row(book)])
+            flows = [sql_schema.flow_row(fd, book.uuid, i) for i, fd in enumerate(book)]
+            if flows:
+                self.db.upsert_rows(conn, "flows", flows)
+            atoms = [sql_schema.atom_row(ad, fd.uuid, i) for fd in book for i, ad in enumerate(fd)]
+            if atoms:
+                self.db.upsert_rows(conn, "atoms", atoms)
+        return row
+
+    def post(
+        self,
+        name: str,
+        book: LogBook | None = None,
+        details: Mapping[str, Any] | None = None,
+        priority: JobPriority | str = JobPriority.NORMAL,
+        *,
+        idempotency_key: str | None = None,
+        resources: Iterable[str] = (),
+        connection: sa.Connection | None = None,
+    ) -> Job:
+        """Post a job (see :meth:`JobBoard.post`); with ``connection``, inside the caller's transaction."""
+        prio = JobPriority.convert(priority)
+        keys = self._check_resources(resources)
+        for key in keys:
+            if len(key) > 190:
+                raise ValueError("a resource key is at most 190 characters, got %r" % (key,))
+        if idempotency_key is not None and not (0 < len(idempotency_key) <= 190):
+            raise ValueError("an idempotency key is 1 to 190 characters, got %r" % (idempotency_key,))
+        row = {
+            "uuid": str(uuidlib.uuid4()),
+            "board": self.name,
+            "name": name,
+            "details": json.dumps(dict(details or {})),
+            "book_uuid": book.uuid if book is not None else None,
+            "book_name": book.name if book is not None else None,
+            "priority": prio.rank,
+            "created_at": self.clock(),
+            "idempotency_key": idempotency_key,
+            "resources": json.dumps(list(keys)),
+            "state": _UNCLAIMED,
+            "owner": None,
+            "token": 0,
+            "expires_at": None,
+            "cancel": None,
+        }
+        self.connect()
+        if book is not None and not self.shares_logbook:
+            if connection is not None:
+                raise exc.JobFailure(
+                    "post(connection=...) with a logbook needs board %r and its logbooks in one database" % (self.name,)
+                )
+            if idempotency_key is None or not self._existing_key(idempotency_key):
+                assert self.persistence is not None
+                with self.persistence.get_connection() as conn:
+                    conn.save_logbook(book)
+                    conn.flush()
+        if connection is not None:
+            if not isinstance(connection, sa.Connection):
+                raise TypeError("post(connection=...) takes a SQLAlchemy Connection, got %r" % (connection,))
+            if book is not None:
+                self.db.forget([fd.uuid for fd in book])
+            return self._job(self._post_rows(connection, row, book))
+        return self._job(self._write(lambda conn: self._post_rows(conn, row, book), "post job %r" % (name,)))
+
+    def _existing_key(self, key: str) -> bool:
+        t = self.tables.jobs
+
+        def read(conn: sa.Connection) -> bool:
+            found = conn.execute(sa.select(t.c.uuid).where(t.c.board == self.name, t.c.idempotency_key == key))
+            return found.first() is not None
+
+        return self._read(read, "idempotency key %r" % (key,))
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def get_job(self, job_uuid: str) -> Job:
+        """The job ``job_uuid``; NotFound if absent."""
+        return self._job(self._read(lambda conn: self._row(conn, job_uuid), "job %s" % (job_uuid,)))
+
+    def _open_rows(self, conn: sa.Connection) -> list[Any]:
+        t = self.tables.jobs
+        stmt = (
+            sa.select(t)
+            .where(t.c.board == self.name, t.c.state.in_([_UNCLAIMED, _CLAIMED]))
+            .order_by(t.c.priority, t.c.id)
+        )
+        return list(conn.execute(stmt).mappings())
+
+    def iterjobs(self, only_unclaimed: bool = False, ensure_fresh: bool = False) -> Iterator[Job]:
+        """Jobs not yet final, by priority then age (see :meth:`JobBoard.iterjobs`)."""
+        rows = self._read(self._open_rows, "the jobs of board %r" % (self.name,))
+        now = self.clock()
+        return iter([self._job(r) for r in rows if not only_unclaimed or self._live(r, now) is JobState.UNCLAIMED])
+
+    def state_of(self, job: Job | str) -> JobState:
+        """The job's state now."""
+        uuid = self._uuid_of(job)
+        row = self._read(lambda conn: self._row(conn, uuid), "job %s" % (uuid,))
+        return self._live(row, self.clock())
+
+    def find_owner(self, job: Job | str) -> str | None:
+        """The owner of the job's live claim, or None."""
+        uuid = self._uuid_of(job)
+        row = self._read(lambda conn: self._row(conn, uuid), "job %s" % (uuid,))
+        return row["owner"] if self._live(row, self.clock()) is JobState.CLAIMED else None
+
+    # -- claims -------------------------------------------------------------------------------
+
+    def claim(self, job: Job | str, who: str, *, ttl: float | None = None) -> Claim:
+        """Lease the job to ``who`` (see :meth:`JobBoard.claim`)."""
+        seconds = self._ttl(ttl)
+        uuid = self._uuid_of(job)
+        t, locks = self.tables.jobs, self.tables.locks
+
+        def claim(conn: sa.Connection) -> Claim:
+            now = self.clock()
+            expires = now + seconds
+            done = conn.execute(
+                sa.update(t)
+                .where(
+                    self._where(uuid),
+                    sa.or_(t.c.state == _UNCLAIMED, sa.and_(t.c.state == _CLAIMED, t.c.expires_at <= now)),
+                )
+                .values(state=_CLAIMED, owner=who, token=t.c.token + 1, expires_at=expires)
+            )
+            row = self._row(conn, uuid)
+            if done.rowcount != 1:
+                state = self._live(row, now)
+                if state is JobState.CLAIMED:
+                    raise exc.UnclaimableJob(
+                        "job %s (%r) is claimed by %r until %.3f" % (uuid, row["name"], row["owner"], row["expires_at"])
+                    )
+                raise exc.UnclaimableJob("job %s (%r) is %s" % (uuid, row["name"], state.value))
+            token = int(row["token"])
+            busy = []
+            for key in sorted(json.loads(row["resources"] or "[]")):
+                taken = conn.execute(
+                    sa.update(locks)
+                    .where(
+                        locks.c.board == self.name,
+                        locks.c.resource == key,
+                        sa.or_(locks.c.holder.is_(None), locks.c.holder_expires <= now, locks.c.holder == uuid),
+                    )
+                    .values(holder=uuid, holder_token=token, holder_expires=expires)
+                )
+                if taken.rowcount != 1:
+                    busy.append(key)
+            if busy:
+                # Raising rolls back the claim and every resource taken above.
+                raise exc.UnclaimableJob(
+                    "job %s (%r) needs resource(s) %s held by another claimed job"
+                    % (uuid, row["name"], ", ".join(busy))
+                )
+            return Claim(uuid, who, token, expires)
+
+        return self._write(claim, "claim job %s for %r" % (uuid, who))
+
+    @staticmethod
+    def _lost(claim: Claim, row: Any, now: float) -> exc.LeaseLost:
+        if row["state"] == _CLAIMED and int(row["token"]) == claim.token:
+            return exc.LeaseLost(
+                "the claim of %r on job %s (token %d) expired %.3fs ago"
+                % (claim.owner, claim.job_uuid, claim.token, now - row["expires_at"])
+            )
+        state = SQLJobBoard._live(row, now)
+        return exc.LeaseLost(
+            "the claim of %r on job %s (token %d) is gone: the job is %s with token %d"
+            % (claim.owner, claim.job_uuid, claim.token, state.value, int(row["token"]))
+        )
+
+    def renew(self, claim: Claim, *, ttl: float | None = None) -> Claim:
+        """Extend a current claim (see :meth:`JobBoard.renew`)."""
+        seconds = self._ttl(ttl)
+        t, locks = self.tables.jobs, self.tables.locks
+        uuid = claim.job_uuid
+
+        def renew(conn: sa.Connection) -> Claim:
+            now = self.clock()
+            expires = now + seconds
+            done = conn.execute(
+                sa.update(t)
+                .where(self._where(uuid), t.c.state == _CLAIMED, t.c.token == claim.token, t.c.expires_at > now)
+                .values(expires_at=expires)
+            )
+            if done.rowcount != 1:
+                raise self._lost(claim, self._row(conn, uuid), now)
+            conn.execute(
+                sa.update(locks)
+                .where(locks.c.board == self.name, locks.c.holder == uuid, locks.c.holder_token == claim.token)
+                .values(holder_expires=expires)
+            )
+            return dataclasses.replace(claim, expires_at=expires)
+
+        return self._write(renew, "renew the claim on job %s" % (uuid,))
+
+    def ensure_current(self, claim: Claim) -> None:
+        """LeaseLost unless ``claim`` is current."""
+        row = self._read(lambda conn: self._row(conn, claim.job_uuid), "job %s" % (claim.job_uuid,))
+        self._check_row(claim, row)
+
+    def _check_row(self, claim: Claim, row: Any) -> None:
+        now = self.clock()
+        if row is None:
+            raise exc.LeaseLost("the claim of %r on job %s: the job is gone" % (claim.owner, claim.job_uuid))
+        if row["state"] != _CLAIMED or int(row["token"]) != claim.token or row["expires_at"] <= now:
+            raise self._lost(claim, row, now)
+
+    def _finish(self, job: Job | str, who: str, token: int | None, action: str, values: dict[str, Any]) -> None:
+        uuid = self._uuid_of(job)
+        t = self.tables.jobs
+
+        def finish(conn: sa.Connection) -> None:
+            where = [self._where(uuid), t.c.state == _CLAIMED, t.c.owner == who]
+            if token is not None:
+                where.append(t.c.token == token)
+            # Ordered: MySQL evaluates SET left to right, and "state" reads "cancel".
+            ordered = list(values.items()) + [("owner", None), ("expires_at", None)]
+            done = conn.execute(sa.update(t).where(*where).ordered_values(*ordered))
+            if done.rowcount != 1:
+                row = self._row(conn, uuid)
+                now = self.clock()
+                holder = "%r (token %d)" % (row["owner"], int(row["token"])) if row["state"] == _CLAIMED else "nobody"
+                raise exc.NotOwner(
+                    "%r cannot %s job %s (%r): it is %s, claimed by %s"
+                    % (who, action, uuid, row["name"], self._live(row, now).value, holder)
+                )
+            self._release(conn, uuid)
+
+        self._write(finish, "%s job %s" % (action, uuid))
+
+    def _release(self, conn: sa.Connection, uuid: str) -> None:
+        locks = self.tables.locks
+        conn.execute(
+            sa.update(locks)
+            .where(locks.c.board == self.name, locks.c.holder == uuid)
+            .values(holder=None, holder_token=None, holder_expires=None)
+        )
+
+    def consume(self, job: Job | str, who: str, *, token: int | None = None) -> None:
+        """COMPLETE (CANCELLED if a cancel was requested); owner only."""
+        t = self.tables.jobs
+        state = sa.case(
+            (t.c.cancel.is_not(None), JobState.CANCELLED.value),
+            else_=JobState.COMPLETE.value,
+        )
+        self._finish(job, who, token, "consume", {"state": state, "cancel": None})
+
+    def abandon(self, job: Job | str, who: str, *, token: int | None = None) -> None:
+        """Back to UNCLAIMED; owner only."""
+        self._finish(job, who, token, "abandon", {"state": _UNCLAIMED})
+
+    def trash(self, job: Job | str, who: str, *, token: int | None = None) -> None:
+        """TRASHED; owner only."""
+        self._finish(job, who, token, "trash", {"state": JobState.TRASHED.value, "cancel": None})
+
+    # -- cancellation ---------------------------------------------------------------------------
+
+    def cancel(self, job: Job | str, *, revert: bool = True) -> JobState:
+        """Cancel the job (see :meth:`JobBoard.cancel`)."""
+        uuid = self._uuid_of(job)
+        t = self.tables.jobs
+
+        def cancel(conn: sa.Connection) -> JobState:
+            now = self.clock()
+            ended = conn.execute(
+                sa.update(t)
+                .where(
+                    self._where(uuid),
+                    sa.or_(t.c.state == _UNCLAIMED, sa.and_(t.c.state == _CLAIMED, t.c.expires_at <= now)),
+                )
+                .values(state=JobState.CANCELLED.value, owner=None, expires_at=None, cancel=None)
+            )
+            if ended.rowcount == 1:
+                self._release(conn, uuid)
+                return JobState.CANCELLED
+            asked = conn.execute(
+                sa.update(t)
+                .where(self._where(uuid), t.c.state == _CLAIMED)
+                .values(cancel="revert" if revert else "suspend")
+            )
+            if asked.rowcount == 1:
+                return JobState.CLAIMED
+            return self._live(self._row(conn, uuid), now)
+
+        return self._write(cancel, "cancel job %s" % (uuid,))
+
+    def cancel_requested(self, job: Job | str) -> CancelRequest | None:
+        """The pending cancel request, or None."""
+        uuid = self._uuid_of(job)
+        row = self._read(lambda conn: self._row(conn, uuid), "job %s" % (uuid,))
+        if row["cancel"] is None:
+            return None
+        return CancelRequest(uuid, row["cancel"] == "revert")
+
+    # -- waiting ----------------------------------------------------------------------------------
+
+    def _claimable(self) -> tuple[list[Job], float | None]:
+        locks = self.tables.locks
+
+        def read(conn: sa.Connection) -> tuple[list[Any], set[str], list[float]]:
+            rows = self._open_rows(conn)
+            now = self.clock()
+            held = {
+                r[0]
+                for r in conn.execute(
+                    sa.select(locks.c.resource).where(
+                        locks.c.board == self.name, locks.c.holder.is_not(None), locks.c.holder_expires > now
+                    )
+                )
+            }
+            return rows, held, [r["expires_at"] for r in rows if r["state"] == _CLAIMED]
+
+        rows, held, expiries = self._read(read, "the jobs of board %r" % (self.name,))
+        now = self.clock()
+        jobs = [
+            self._job(r)
+            for r in rows
+            if self._live(r, now) is JobState.UNCLAIMED and not (held & set(json.loads(r["resources"] or "[]")))
+        ]
+        future = [e - now for e in expiries if e > now]
+        return jobs, (min(future) if future else None)
+
+    def wait(self, timeout: float | None = None) -> Iterator[Job]:
+        """Poll until some job is claimable and return those jobs; NotFound on timeout (see module docs)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            jobs, next_expiry = self._claimable()
+            if jobs:
+                return iter(jobs)
+            delay = self.poll_interval if next_expiry is None else min(self.poll_interval, next_expiry)
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise exc.NotFound("no claimable job on board %r within %ss" % (self.name, timeout))
+                delay = min(delay, left)
+            if self._closed.wait(delay):
+                raise exc.NotFound("board %r was closed while waiting for jobs" % (self.name,))
+
+    def wait_for_job(self, job: Job | str, timeout: float | None = None) -> bool:
+        """Poll until the job is final; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.state_of(job).final:
+            delay = self.poll_interval
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                delay = min(delay, left)
+            if self._closed.wait(delay):
+                return False
+        return True
+
+    # -- fencing ------------------------------------------------------------------------------------
+
+    def fenced_backend(self, backend: Backend, claim: Claim) -> Backend:
+        """``backend`` fenced by ``claim``: inside each flush's transaction when it is this board's database."""
+        if backend is self.db:
+            self.connect()
+            return _SQLFencedBackend(backend, self, claim)
+        return FencedBackend(backend, self, claim)
+
+    def _guard_for(self, claim: Claim) -> Callable[[Any], None]:
+        if self._guard_sql is None:
+            t = self.tables.jobs
+            stmt = sa.select(t.c.state, t.c.token, t.c.expires_at).where(
+                t.c.uuid == sa.bindparam("job_uuid"), t.c.board == sa.bindparam("board_name")
+            )
+            if self.db.dialect != "sqlite":
+                # SQLite's write transaction (BEGIN IMMEDIATE) already excludes every other writer.
+                stmt = stmt.with_for_update()
+            compiled = stmt.compile(dialect=self.engine.dialect)
+            order = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
+            self._guard_sql = (str(compiled), order)
+        sql, order = self._guard_sql
+        params = {"job_uuid": claim.job_uuid, "board_name": self.name}
+        args: Any = tuple(params[k] for k in order) if order is not None else params
+
+        def guard(cursor: Any) -> None:
+            cursor.execute(sql, args)
+            found = cursor.fetchone()
+            row = None if found is None else {"state": found[0], "token": found[1], "expires_at": found[2]}
+            self._check_row(claim, row)
+
+        return guard
+
+    def __repr__(self) -> str:
+        return "<SQLJobBoard %r %s>" % (self.name, self.db.describe_url())

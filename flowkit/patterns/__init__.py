@@ -1,0 +1,3 @@
+"""Flow patterns: linear, unordered and graph flows (structure only)."""
+
+__all__ = ["linear_flow", "unordered_flow", "graph_flow"]

@@ -1,0 +1,84 @@
+"""A flow ordered by data: an item runs after the items providing what it requires."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from flowkit import flow
+
+__all__ = ["Flow", "Depth"]
+
+Decider = Callable[[Mapping[str, Any]], bool]
+
+
+class Depth(str, enum.Enum):
+    """How far a decider that said "no" reaches."""
+
+    #: The target and everything that runs after it (TaskFlow's default).
+    ALL = "ALL"
+    #: Only the target's own atoms; what follows still runs.
+    ATOM = "ATOM"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Flow(flow.Flow):
+    """Orders items by the data they require and provide, whatever the order added.
+
+    ``link(u, v)`` adds an explicit ordering; with ``decider=fn`` the engine
+    calls ``fn(history)`` once ``u`` is done (``history`` maps each atom name of
+    ``u`` to its result) and, if it returns False, ``v`` and what depends on it
+    are marked IGNORE instead of running; the flow still succeeds.
+    """
+
+    def __init__(self, name: str, retry: Any = None) -> None:
+        super().__init__(name, retry)
+        self._links: list[tuple[Any, Any, dict[str, Any]]] = []
+
+    def link(
+        self,
+        u: flow.Item,
+        v: flow.Item,
+        decider: Decider | None = None,
+        decider_depth: Depth | str | None = None,
+    ) -> Flow:
+        """Make ``v`` run after ``u`` (both already added); optionally guarded by ``decider``."""
+        for item in (u, v):
+            if not any(item is child for child in self._children):
+                raise ValueError(
+                    "graph flow %r: cannot link %r, it was not added to this flow"
+                    % (self._name, getattr(item, "name", item))
+                )
+        if u is v:
+            raise ValueError("graph flow %r: cannot link %r to itself" % (self._name, u.name))
+        meta: dict[str, Any] = {"manual": True}
+        if decider is not None:
+            if not callable(decider):
+                raise ValueError("graph flow %r: decider must be callable, got %r" % (self._name, decider))
+            try:
+                depth = Depth(str(decider_depth) if decider_depth is not None else "ALL")
+            except ValueError:
+                raise ValueError(
+                    "graph flow %r: decider_depth must be one of %s, got %r"
+                    % (self._name, ", ".join(d.value for d in Depth), decider_depth)
+                ) from None
+            meta["decider"] = decider
+            meta["decider_depth"] = depth
+        self._links.append((u, v, meta))
+        return self
+
+    def iter_links(self) -> Iterator[tuple[Any, Any, dict[str, Any]]]:
+        return iter(list(self._links))
+
+    @property
+    def requires(self) -> frozenset[str]:
+        provided: set[str] = set()
+        for child in self._children:
+            provided |= child.provides
+        needed: set[str] = set()
+        for child in self._children:
+            needed |= child.requires - (provided - child.provides)
+        return self._retry_requires(needed)

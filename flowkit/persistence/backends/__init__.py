@@ -1,0 +1,56 @@
+"""Choose a persistence backend from a URL: ``fetch({"connection": "memory://"})``.
+
+``memory://`` keeps logbooks in this process; ``sqlite:///path``,
+``postgresql://...`` (psycopg 3) and ``mysql://...`` (PyMySQL) keep them in SQL
+through :class:`~flowkit.persistence.backends.impl_sqlalchemy.SQLAlchemyBackend`,
+which is imported only when such a URL is used (SQLAlchemy is not loaded by
+in-memory runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flowkit.persistence.backends.impl_memory import MemoryBackend
+from flowkit.persistence.base import Backend
+
+__all__ = ["fetch", "Backend", "MemoryBackend", "SQLAlchemyBackend"]
+
+_SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
+
+
+def fetch(conf: Mapping[str, Any] | str) -> Backend:
+    """A backend for ``conf``: a URL, or a dict whose ``"connection"`` is a URL.
+
+    ``memory://`` keeps logbooks in this process; ``sqlite:///path``,
+    ``postgresql://...`` and ``mysql://...`` (optionally with a ``+driver``)
+    use the SQL backend.  A conf dict may also carry the SQL backend's
+    options: ``durability``, ``table_prefix``, ``create_schema``.
+    """
+    if isinstance(conf, str):
+        conf = {"connection": conf}
+    url = conf.get("connection")
+    if not isinstance(url, str) or "://" not in url:
+        raise ValueError("persistence conf needs a 'connection' URL like 'memory://', got %r" % (url,))
+    scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme == "memory":
+        return MemoryBackend(dict(conf))
+    if scheme in _SQL_SCHEMES:
+        from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend
+
+        options = {key: conf[key] for key in ("durability", "table_prefix", "create_schema") if key in conf}
+        return SQLAlchemyBackend(url, **options)
+    raise ValueError(
+        "no persistence backend for %r (known: memory://, sqlite:///path, postgresql://..., mysql://...)" % (url,)
+    )
+
+
+def __getattr__(name: str) -> Any:
+    # SQLAlchemyBackend is part of this module's surface but loads SQLAlchemy,
+    # so it is imported on first access only.
+    if name == "SQLAlchemyBackend":
+        from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend
+
+        return SQLAlchemyBackend
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))

@@ -1,0 +1,586 @@
+"""SQL backend: the logbook in SQLite (the embedded default), PostgreSQL or MySQL.
+
+``SQLAlchemyBackend("sqlite:////var/lib/app/flows.db")`` (or
+``postgresql://...``, ``mysql://...``) owns a SQLAlchemy engine and one
+*writer* connection; :class:`SQLAlchemyConnection` objects are cheap views
+that buffer writes.
+
+How a write travels (the engine's hot path):
+
+1. ``update_atom_details(ad)`` only remembers ``ad`` (keyed by uuid, so two
+   updates between durability points cost one row).
+2. ``flush()`` turns everything remembered into rows with
+   :func:`~flowkit.persistence.models.to_data` and upserts them in ONE
+   transaction on the writer connection (group commit).  If several
+   connections flush at once, whichever holds the writer commits every
+   waiting batch in the same transaction and the others just wait for it.
+3. A failed flush raises :class:`~flowkit.exceptions.StorageFailure`, rolls
+   the transaction back whole (nothing half-written) and keeps the buffer,
+   so a later flush writes it once the database is back.
+
+SQLite specifics: WAL journal, ``synchronous=NORMAL`` (``durability="full"``:
+``FULL``, i.e. an fsync per commit), a busy timeout, every write in
+``BEGIN IMMEDIATE`` (a deferred transaction that later wants to write fails
+at once with "database is locked" instead of waiting), and one writer
+connection per backend guarded by a lock.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from flowkit import exceptions as exc
+from flowkit.persistence import sql_schema as schema
+from flowkit.persistence.base import Backend, FlowLock
+from flowkit.persistence.models import (
+    FlowDetail,
+)
+from flowkit.persistence.sql_connection import SQLAlchemyConnection
+from flowkit.persistence.sql_locks import FileFlowLock, SessionFlowLock, upgrade_lock
+
+__all__ = ["SQLAlchemyBackend", "SQLAlchemyConnection", "DURABILITIES", "normalize_url"]
+
+#: ``durability=`` values: "normal" survives a process crash, "full" also a power loss.
+DURABILITIES = ("normal", "full")
+
+_MIGRATIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
+
+# Plain schemes map to maintained drivers (psycopg 3, PyMySQL).
+_DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+}
+
+_T = TypeVar("_T")
+
+
+def normalize_url(url: str | sa.URL) -> sa.URL:
+    """``url`` with the driver flowkit uses when none is named (and utf8mb4 on MySQL)."""
+    parsed = sa.make_url(url)
+    driver = _DRIVERS.get(parsed.drivername)
+    if driver is not None:
+        parsed = parsed.set(drivername=driver)
+    if parsed.get_backend_name() in ("mysql", "mariadb") and "charset" not in parsed.query:
+        # The server default (often latin1 or 3-byte utf8) cannot hold every str a task returns.
+        parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+    return parsed
+
+
+def _is_memory_sqlite(url: sa.URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+class _Batch:
+    """Rows one connection wants committed, and the outcome once they are."""
+
+    __slots__ = ("books", "flows", "atoms", "describe", "guard", "refused", "done", "error")
+
+    def __init__(
+        self,
+        books: list[dict[str, Any]],
+        flows: list[dict[str, Any]],
+        atoms: list[dict[str, Any]],
+        describe: Callable[[], str],
+        guard: Callable[[Any], None] | None = None,
+    ) -> None:
+        self.books = books
+        self.flows = flows
+        self.atoms = atoms
+        self.describe = describe
+        self.guard = guard
+        # What the guard raised: this batch is left out of the group's transaction.
+        self.refused: BaseException | None = None
+        self.done = False
+        self.error: BaseException | None = None
+
+
+class SQLAlchemyBackend(Backend):
+    """Logbooks in a SQL database through SQLAlchemy Core.
+
+    ``url_or_engine`` is a URL (``sqlite:///path``, ``sqlite://`` for an
+    in-memory database, ``postgresql://...``, ``mysql://...``) or an
+    existing :class:`sqlalchemy.Engine` (not disposed by :meth:`close`).
+    ``durability`` picks SQLite's ``synchronous`` level ("normal": survives a
+    process crash; "full": fsync on every commit, survives power loss);
+    PostgreSQL and MySQL keep the server's own setting.  ``table_prefix``
+    names the tables; ``create_schema`` runs :meth:`SQLAlchemyConnection.upgrade`
+    on first use; ``busy_timeout`` is how long SQLite waits for another
+    writer before failing.
+    """
+
+    def __init__(
+        self,
+        url_or_engine: str | sa.URL | sa.Engine,
+        *,
+        durability: str = "normal",
+        table_prefix: str = schema.DEFAULT_TABLE_PREFIX,
+        create_schema: bool = True,
+        busy_timeout: float = 60.0,
+    ) -> None:
+        if durability not in DURABILITIES:
+            raise ValueError("durability must be one of %s, got %r" % (", ".join(map(repr, DURABILITIES)), durability))
+        self.durability = durability
+        self.table_prefix = schema.check_table_prefix(table_prefix)
+        self.tables = schema.make_tables(table_prefix)
+        self._create_schema = create_schema
+        self._busy_timeout = float(busy_timeout)
+        if isinstance(url_or_engine, sa.Engine):
+            self.engine = url_or_engine
+            self._owns_engine = False
+            self.url = url_or_engine.url
+            if self.engine.dialect.name == "sqlite":
+                self._install_sqlite_events(self.engine)
+                # Pooled connections opened before the events lack the pragmas.
+                self.engine.dispose(close=False)
+        else:
+            self.url = normalize_url(url_or_engine)
+            self.engine = self._create_engine(self.url)
+            self._owns_engine = True
+        self.dialect = self.engine.dialect.name
+        self.memory = _is_memory_sqlite(self.url)
+        self._lock_engine: sa.Engine | None = None
+        self._write_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Batch] = []
+        self._writer: sa.Connection | None = None
+        self._schema_lock = threading.Lock()
+        self._schema_ready = False
+        self._closed = False
+        #: Write transactions committed so far (group commit makes this smaller than the flushes).
+        self.commits = 0
+        # Where each stored record hangs (uuid -> (parent uuid, position)), so an
+        # atom update needs no read before its write.
+        self._flow_parent: dict[str, tuple[str, int]] = {}
+        self._atom_parent: dict[str, tuple[str, int]] = {}
+        self._upserts = {
+            name: self._make_upsert(table, keep)
+            for name, table, keep in (
+                ("books", self.tables.logbooks, ("uuid", "created_at")),
+                ("flows", self.tables.flows, ("uuid", "parent_uuid", "position")),
+                ("atoms", self.tables.atoms, ("uuid", "parent_uuid", "position")),
+            )
+        }
+        self._hot_sql: dict[str, tuple[str, tuple[str, ...] | None]] | None = None
+        if all(stmt is not None for stmt in self._upserts.values()):
+            self._hot_sql = {}
+            for kind, stmt in self._upserts.items():
+                compiled = stmt.compile(dialect=self.engine.dialect)
+                order = tuple(compiled.positiontup) if compiled.positional else None
+                self._hot_sql[kind] = (str(compiled), order)
+        dbapi = self.engine.dialect.loaded_dbapi
+        # What a dead server or a failed statement raises on the driver's own cursor.
+        self._db_errors: tuple[type[BaseException], ...] = (sa.exc.SQLAlchemyError, dbapi.Error, OSError)
+
+    # -- engine set-up --------------------------------------------------------------
+
+    def _create_engine(self, url: sa.URL) -> sa.Engine:
+        backend = url.get_backend_name()
+        if backend == "sqlite":
+            args: dict[str, Any] = {"check_same_thread": False, "timeout": self._busy_timeout}
+            if _is_memory_sqlite(url):
+                # One shared connection: each new connection would be a new, empty database.
+                engine = sa.create_engine(url, connect_args=args, poolclass=sa.pool.StaticPool)
+            else:
+                engine = sa.create_engine(url, connect_args=args)
+            self._install_sqlite_events(engine)
+            return engine
+        if backend in ("postgresql", "mysql", "mariadb"):
+            # pre_ping: after an outage, pooled connections are dead; find out before using one.
+            return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        return sa.create_engine(url, pool_pre_ping=True)
+
+    def _install_sqlite_events(self, engine: sa.Engine) -> None:
+        synchronous = "FULL" if self.durability == "full" else "NORMAL"
+        busy_ms = int(self._busy_timeout * 1000)
+        memory = _is_memory_sqlite(engine.url)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, record: Any) -> None:
+            # Let SQLAlchemy's begin() (below) issue BEGIN, instead of pysqlite's
+            # implicit deferred BEGIN before the first DML statement.
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            try:
+                # The busy timeout first: switching a new file to WAL needs the
+                # write lock, which another process may be holding (an upgrade).
+                cursor.execute("PRAGMA busy_timeout=%d" % busy_ms)
+                if not memory:
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=%s" % synchronous)
+                cursor.execute("PRAGMA foreign_keys=ON")
+            finally:
+                cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: sa.Connection) -> None:
+            # Writers take the write lock up front, so they wait (busy_timeout)
+            # rather than fail when another process is writing.
+            if conn.get_execution_options().get("flowkit_write"):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.exec_driver_sql("BEGIN")
+
+    def _make_upsert(self, table: sa.Table, keep: tuple[str, ...]) -> Any:
+        update = [c.name for c in table.columns if c.name not in keep]
+        if self.dialect in ("sqlite", "postgresql"):
+            from sqlalchemy.dialects import postgresql, sqlite
+
+            insert: Any = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
+            stmt = insert(table)
+            return stmt.on_conflict_do_update(index_elements=["uuid"], set_={c: stmt.excluded[c] for c in update})
+        if self.dialect in ("mysql", "mariadb"):
+            from sqlalchemy.dialects.mysql import insert as my_insert
+
+            my_stmt = my_insert(table)
+            return my_stmt.on_duplicate_key_update({c: my_stmt.inserted[c] for c in update})
+        return None  # generic: update, then insert what did not exist
+
+    # -- public -------------------------------------------------------------------
+
+    def get_connection(self) -> SQLAlchemyConnection:
+        """A connection that buffers writes until :meth:`SQLAlchemyConnection.flush`."""
+        if self._closed:
+            raise exc.StorageFailure("the logbook backend for %s is closed" % (self.describe_url(),))
+        return SQLAlchemyConnection(self)
+
+    def describe_url(self) -> str:
+        """The database URL without its password, for messages."""
+        return self.url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        """Close the writer connection and, if this backend created it, the engine's pool."""
+        self._closed = True
+        with self._write_lock:
+            self._drop_writer(invalidate=False)
+        if self._lock_engine is not None:
+            self._lock_engine.dispose()
+            self._lock_engine = None
+        if self._owns_engine:
+            self.engine.dispose()
+
+    # -- schema ---------------------------------------------------------------------
+
+    def ensure_schema(self) -> None:
+        """Upgrade the schema once per backend if ``create_schema`` is on."""
+        if self._schema_ready or not self._create_schema:
+            return
+        self.upgrade()
+
+    def upgrade(self) -> None:
+        """Run the alembic migrations to head; serialized across processes by a database lock."""
+        from alembic import command
+        from alembic.config import Config
+
+        with self._schema_lock:
+            try:
+                with self._write_lock:
+                    if self.memory:
+                        conn = self._get_writer()
+                        own = False
+                    else:
+                        conn = self.engine.connect().execution_options(flowkit_write=True)
+                        own = True
+                    try:
+                        with upgrade_lock(conn, "flowkit-upgrade:" + self.table_prefix):
+                            with conn.begin():
+                                config = Config()
+                                config.set_main_option("script_location", _MIGRATIONS)
+                                config.attributes["connection"] = conn
+                                config.attributes["table_prefix"] = self.table_prefix
+                                command.upgrade(config, "head")
+                    finally:
+                        if own:
+                            conn.close()
+            except sa.exc.SQLAlchemyError as error:
+                if self.memory:
+                    self._drop_writer()
+                raise exc.StorageFailure(
+                    "could not create or upgrade the logbook schema (tables %s*) in %s: %s"
+                    % (self.table_prefix, self.describe_url(), error)
+                ) from error
+            self._schema_ready = True
+
+    def schema_revisions(self) -> tuple[set[str], set[str]]:
+        """``(current, head)`` alembic revisions of this backend's tables."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        head = set(ScriptDirectory(_MIGRATIONS).get_heads())
+
+        def current(conn: sa.Connection) -> set[str]:
+            context = MigrationContext.configure(conn, opts={"version_table": self.table_prefix + "alembic_version"})
+            return set(context.get_current_heads())
+
+        return self.read(current, "the schema version"), head
+
+    # -- writing ----------------------------------------------------------------------
+
+    def _get_writer(self) -> sa.Connection:
+        # Called with _write_lock held.
+        if self._writer is None:
+            self._writer = self.engine.connect().execution_options(flowkit_write=True)
+        return self._writer
+
+    def _drop_writer(self, invalidate: bool = True) -> None:
+        # Called with _write_lock held.  After an error the connection may be
+        # half-dead (e.g. the server went away); never reuse it.
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        try:
+            if invalidate:
+                writer.invalidate()
+            writer.close()
+        except sa.exc.SQLAlchemyError:
+            pass
+
+    def commit(
+        self,
+        books: list[dict[str, Any]],
+        flows: list[dict[str, Any]],
+        atoms: list[dict[str, Any]],
+        describe: Callable[[], str],
+        guard: Callable[[Any], None] | None = None,
+    ) -> None:
+        """Upsert rows durably in one transaction, shared with concurrent callers' rows.
+
+        Group commit: a caller queues its batch and then takes the writer; the
+        taker commits every queued batch in one transaction, so callers that
+        were waiting find theirs done and return without a commit of their own.
+
+        ``guard(cursor)``, if given, runs first inside that transaction on the
+        DBAPI cursor; if it raises a :class:`~flowkit.exceptions.FlowkitError`
+        this batch is left out (the others still commit) and the error is
+        raised here.  A job board uses it to check a claim's fencing token in
+        the same transaction as the logbook write.
+        """
+        batch = _Batch(books, flows, atoms, describe, guard)
+        with self._queue_lock:
+            self._queue.append(batch)
+        with self._write_lock:
+            if batch.done:
+                if batch.error is not None:
+                    raise batch.error
+                return
+            with self._queue_lock:
+                group, self._queue = self._queue, []
+            try:
+                self._commit_group(group)
+                error: BaseException | None = None
+            except exc.StorageFailure as failure:
+                error = failure
+            for other in group:
+                other.done = True
+                if error is None and other.refused is not None and other is not batch:
+                    other.error = other.refused
+                if other is not batch and error is not None:
+                    # Every batch in the failed transaction failed; each caller
+                    # gets a failure naming its own rows.
+                    other.error = exc.StorageFailure(
+                        "could not write %s to %s: %s" % (other.describe(), self.describe_url(), error.__cause__)
+                    )
+                    other.error.__cause__ = error.__cause__
+            if error is not None:
+                if len(group) > 1:
+                    raise exc.StorageFailure(
+                        "could not write %s to %s: %s" % (batch.describe(), self.describe_url(), error.__cause__)
+                    ) from error.__cause__
+                raise error
+            if batch.refused is not None:
+                raise batch.refused
+
+    @staticmethod
+    def _run_guards(cursor: Any, group: list[_Batch]) -> list[_Batch]:
+        # The batches whose guard lets them through.
+        live = []
+        for b in group:
+            b.refused = None
+            if b.guard is not None:
+                try:
+                    b.guard(cursor)
+                except exc.FlowkitError as refused:
+                    b.refused = refused
+                    continue
+            live.append(b)
+        return live
+
+    def _commit_group(self, group: list[_Batch]) -> None:
+        try:
+            conn = self._get_writer()
+            if self._hot_sql is None:
+                with conn.begin():
+                    if any(b.guard is not None for b in group):
+                        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                        try:
+                            group = self._run_guards(cursor, group)
+                        finally:
+                            cursor.close()
+                    for kind in ("books", "flows", "atoms"):
+                        rows = [row for b in group for row in getattr(b, kind)]
+                        if rows:
+                            self._upsert(conn, kind, rows)
+            else:
+                self._commit_raw(conn, group)
+            self.commits += 1
+        except self._db_errors as error:
+            self._drop_writer()
+            describe = group[0].describe() if len(group) == 1 else "; ".join(b.describe() for b in group)
+            raise exc.StorageFailure(
+                "could not write %s to %s (nothing of it was written): %s"
+                % (describe, self.describe_url(), _short(error))
+            ) from error
+        for b in group:
+            if b.refused is not None:
+                continue
+            for row in b.flows:
+                self._flow_parent[row["uuid"]] = (row["parent_uuid"], row["position"])
+            for row in b.atoms:
+                self._atom_parent[row["uuid"]] = (row["parent_uuid"], row["position"])
+
+    def _commit_raw(self, conn: sa.Connection, group: list[_Batch]) -> None:
+        # The hot path.  The upserts are SQLAlchemy Core statements compiled
+        # once for this dialect; running them on the driver's cursor skips
+        # SQLAlchemy's per-execution machinery, which costs more than the
+        # SQLite commit itself (a flush per atom makes that the engine's
+        # dominant cost).  SQLAlchemy never sees a transaction on this
+        # connection: each one is committed or rolled back here.
+        assert self._hot_sql is not None
+        raw: Any = conn.connection.dbapi_connection
+        cursor = raw.cursor()
+        try:
+            if self.dialect == "sqlite":
+                cursor.execute("BEGIN IMMEDIATE")
+            if any(b.guard is not None for b in group):
+                group = self._run_guards(cursor, group)
+            for kind in ("books", "flows", "atoms"):
+                rows = [row for b in group for row in getattr(b, kind)]
+                if not rows:
+                    continue
+                sql, order = self._hot_sql[kind]
+                if order is not None:
+                    cursor.executemany(sql, [tuple([row[k] for k in order]) for row in rows])
+                else:
+                    cursor.executemany(sql, rows)
+            raw.commit()
+        except BaseException:
+            try:
+                raw.rollback()
+            except Exception:  # the connection may be dead; it is dropped by the caller
+                pass
+            raise
+        finally:
+            try:
+                cursor.close()
+            except Exception:
+                pass
+
+    def upsert_rows(self, conn: sa.Connection, kind: str, rows: list[dict[str, Any]]) -> None:
+        """Upsert ``rows`` of ``kind`` ("books", "flows", "atoms") through ``conn``, in its transaction.
+
+        For callers that write logbook rows inside their own transaction (a
+        job board's transactional post); the rows come from
+        :mod:`flowkit.persistence.sql_schema`.
+        """
+        self._upsert(conn, kind, rows)
+
+    def _upsert(self, conn: sa.Connection, kind: str, rows: list[dict[str, Any]]) -> None:
+        stmt = self._upserts[kind]
+        if stmt is not None:
+            conn.execute(stmt, rows)
+            return
+        table = {"books": self.tables.logbooks, "flows": self.tables.flows, "atoms": self.tables.atoms}[kind]
+        for row in rows:
+            values = {k: v for k, v in row.items() if k not in ("uuid", "position", "created_at")}
+            done = conn.execute(sa.update(table).where(table.c.uuid == row["uuid"]).values(**values))
+            if not done.rowcount:
+                conn.execute(sa.insert(table).values(**row))
+
+    def write_now(self, fn: Callable[[sa.Connection], _T], what: str) -> _T:
+        """Run ``fn(conn)`` in its own write transaction (deletes, not the hot path)."""
+        with self._write_lock:
+            try:
+                conn = self._get_writer()
+                with conn.begin():
+                    return fn(conn)
+            except sa.exc.SQLAlchemyError as error:
+                self._drop_writer()
+                raise exc.StorageFailure(
+                    "could not %s in %s (nothing was changed): %s" % (what, self.describe_url(), _short(error))
+                ) from error
+
+    # -- reading ---------------------------------------------------------------------
+
+    def read(self, fn: Callable[[sa.Connection], _T], what: str) -> _T:
+        """Run ``fn(conn)`` in one read transaction (one consistent snapshot)."""
+        try:
+            if self.memory:
+                # One shared connection: reads queue behind the writer.
+                with self._write_lock:
+                    conn = self._get_writer()
+                    with conn.begin():
+                        return fn(conn)
+            with self.engine.connect() as conn, conn.begin():
+                return fn(conn)
+        except sa.exc.SQLAlchemyError as error:
+            if self.memory:
+                with self._write_lock:
+                    self._drop_writer()
+            raise exc.StorageFailure(
+                "could not read %s from %s: %s" % (what, self.describe_url(), _short(error))
+            ) from error
+
+    def forget(self, flow_uuids: Iterable[str] | None) -> None:
+        """Drop cached parents (all of them when ``flow_uuids`` is None)."""
+        if flow_uuids is None:
+            self._flow_parent.clear()
+            self._atom_parent.clear()
+            return
+        gone = set(flow_uuids)
+        for uuid in gone:
+            self._flow_parent.pop(uuid, None)
+        for uuid, (parent, _) in list(self._atom_parent.items()):
+            if parent in gone:
+                self._atom_parent.pop(uuid, None)
+
+    # -- locks -------------------------------------------------------------------------
+
+    def lock_flow(self, flow_detail: FlowDetail, what: str) -> FlowLock | None:
+        """The cross-process lock for ``flow_detail``; None where a process lock is enough."""
+        if self.memory:
+            return None
+        if self.dialect == "sqlite":
+            database = os.path.abspath(str(self.url.database))
+            return FileFlowLock(os.path.join(database + ".locks", flow_detail.uuid + ".lock"), what)
+        if self.dialect in ("postgresql", "mysql", "mariadb"):
+            if self._lock_engine is None:
+                # A session per held lock, outside the pool: a run holds it for
+                # its whole length, and many parallel runs must not drain the pool.
+                self._lock_engine = sa.create_engine(
+                    self.engine.url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 10}
+                )
+            try:
+                return SessionFlowLock(self._lock_engine, self.table_prefix + flow_detail.uuid, what)
+            except sa.exc.SQLAlchemyError as error:
+                raise exc.StorageFailure(
+                    "could not take the lock of %s in %s: %s" % (what, self.describe_url(), _short(error))
+                ) from error
+        return None
+
+    def __repr__(self) -> str:
+        return "<SQLAlchemyBackend %s durability=%s>" % (self.describe_url(), self.durability)
+
+
+def _short(error: BaseException) -> str:
+    """The driver's message without SQLAlchemy's statement dump and help links."""
+    orig = getattr(error, "orig", None)
+    if orig is not None:
+        return "%s: %s" % (type(orig).__name__, str(orig).strip().splitlines()[0] if str(orig).strip() else "")
+    return "%s: %s" % (type(error).__name__, str(error).splitlines()[0] if str(error) else "")

@@ -1,0 +1,158 @@
+"""The contract every persistence backend fulfils.
+
+A :class:`Backend` is configuration plus shared resources (an engine, a pool);
+a :class:`Connection` does the reads and writes.  The engine uses one
+connection per run and calls :meth:`Connection.flush` at each durability
+point: before an atom starts and before a successor may start, so a backend
+may buffer writes between flushes (group commit) but never across one.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from collections.abc import Iterable, Iterator
+
+from flowkit.exceptions import FlowDetailLocked
+from flowkit.persistence.models import AtomDetail, FlowDetail, LogBook
+
+__all__ = ["Backend", "Connection", "FlowLock", "ProcessFlowLock"]
+
+
+class FlowLock(abc.ABC):
+    """Held by the one engine driving a flow detail; released when it stops.
+
+    A lock must also be released when its holder's process dies (a crashed
+    engine must not block the resume), which is why backends use locks the
+    operating system or the database server drops with the process or
+    session, never a flag in a table.
+    """
+
+    @abc.abstractmethod
+    def release(self) -> None:
+        """Release the lock (idempotent)."""
+
+
+_PROCESS_LOCKS: set[str] = set()
+_PROCESS_LOCKS_GUARD = threading.Lock()
+
+
+class ProcessFlowLock(FlowLock):
+    """A lock that only excludes engines within this process."""
+
+    def __init__(self, key: str, what: str) -> None:
+        with _PROCESS_LOCKS_GUARD:
+            if key in _PROCESS_LOCKS:
+                raise FlowDetailLocked(
+                    "%s is being run by another engine in this process; wait for it to finish "
+                    "or suspend it before running it again" % (what,)
+                )
+            _PROCESS_LOCKS.add(key)
+        self._key: str | None = key
+
+    def release(self) -> None:
+        with _PROCESS_LOCKS_GUARD:
+            if self._key is not None:
+                _PROCESS_LOCKS.discard(self._key)
+                self._key = None
+
+
+class Connection(abc.ABC):
+    """Reads and writes logbooks, flow details and atom details."""
+
+    @property
+    @abc.abstractmethod
+    def backend(self) -> Backend:
+        """The backend this connection belongs to."""
+
+    def upgrade(self) -> None:
+        """Create or migrate the schema; safe to call repeatedly and concurrently."""
+
+    def validate(self) -> None:
+        """Check that the store is reachable and its schema current; raise StorageFailure if not."""
+
+    def flush(self) -> None:
+        """Make every write made so far durable before returning."""
+
+    def lock_flow(self, flow_detail: FlowDetail) -> FlowLock:
+        """Take the lock that lets one engine at a time drive ``flow_detail``.
+
+        Raises :class:`~flowkit.exceptions.FlowDetailLocked` when another
+        engine holds it.  The default excludes engines of this process only;
+        backends shared between processes override it.
+        """
+        return ProcessFlowLock("%s:%s" % (id(self.backend), flow_detail.uuid), "flow detail %r (%s)" % (
+            flow_detail.name,
+            flow_detail.uuid,
+        ))
+
+    @abc.abstractmethod
+    def save_logbook(self, book: LogBook) -> LogBook:
+        """Store ``book`` with its flow and atom details (insert or update); return it."""
+
+    @abc.abstractmethod
+    def get_logbook(self, book_uuid: str, lazy: bool = False) -> LogBook:
+        """The logbook ``book_uuid`` (with its flow details unless ``lazy``); NotFound if absent."""
+
+    @abc.abstractmethod
+    def get_logbooks(self, lazy: bool = False) -> Iterator[LogBook]:
+        """Every logbook."""
+
+    @abc.abstractmethod
+    def get_flows_for_book(self, book_uuid: str, lazy: bool = False) -> Iterator[FlowDetail]:
+        """The flow details of logbook ``book_uuid``."""
+
+    @abc.abstractmethod
+    def get_flow_details(self, fd_uuid: str, lazy: bool = False) -> FlowDetail:
+        """The flow detail ``fd_uuid`` (with its atom details unless ``lazy``); NotFound if absent."""
+
+    @abc.abstractmethod
+    def get_atom_details(self, ad_uuid: str) -> AtomDetail:
+        """The atom detail ``ad_uuid``; NotFound if absent."""
+
+    @abc.abstractmethod
+    def update_flow_details(self, flow_detail: FlowDetail) -> FlowDetail:
+        """Store the flow detail's state and meta and its atom details; it must already exist."""
+
+    @abc.abstractmethod
+    def update_atom_details(self, atom_detail: AtomDetail) -> AtomDetail:
+        """Store one atom detail; it must belong to a stored flow detail."""
+
+    def update_atom_details_many(self, atom_details: Iterable[AtomDetail]) -> None:
+        """Store several atom details (backends may do this in one transaction)."""
+        for detail in atom_details:
+            self.update_atom_details(detail)
+
+    @abc.abstractmethod
+    def destroy_logbook(self, book_uuid: str) -> None:
+        """Delete a logbook with everything in it; NotFound if absent."""
+
+    @abc.abstractmethod
+    def clear_all(self) -> None:
+        """Delete every logbook."""
+
+    def close(self) -> None:
+        """Release what this connection holds."""
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Backend(abc.ABC):
+    """A place where logbooks live."""
+
+    @abc.abstractmethod
+    def get_connection(self) -> Connection:
+        """A connection to read and write through."""
+
+    def close(self) -> None:
+        """Release shared resources (engines, pools, files)."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

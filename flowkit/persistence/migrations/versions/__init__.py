@@ -1,0 +1,3 @@
+"""Migration scripts, applied in order by alembic."""
+
+__all__: list[str] = []

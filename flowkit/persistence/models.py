@@ -1,0 +1,249 @@
+"""The logbook's records: LogBook -> FlowDetail -> AtomDetail.
+
+Records are plain mutable dataclasses (the engine updates them in place and
+writes them through a backend).  Converting to and from JSON-compatible dicts
+is generic (:func:`to_data` / :func:`from_data`), not hand-written per class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import uuid as uuidlib
+from collections.abc import Iterator
+from typing import Any
+
+from flowkit import states
+from flowkit.types.failure import Failure
+
+__all__ = [
+    "LogBook",
+    "FlowDetail",
+    "AtomDetail",
+    "TaskDetail",
+    "RetryDetail",
+    "to_data",
+    "atom_detail_from_data",
+    "flow_detail_from_data",
+    "logbook_from_data",
+]
+
+
+def _new_uuid() -> str:
+    return str(uuidlib.uuid4())
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class AtomDetail:
+    """The record of one atom in one flow run.
+
+    ``results`` is the task's result (for a retry controller: a list of
+    ``[result, {atom_name: Failure}]`` per attempt); ``failure`` the captured
+    failure of its execution; ``revert_results``/``revert_failure`` the same
+    for its revert; ``meta`` free-form data (progress, timings).
+    """
+
+    name: str
+    uuid: str = dataclasses.field(default_factory=_new_uuid)
+    atom_type: str = "task"
+    state: str = states.PENDING
+    intention: str = states.EXECUTE
+    results: Any = None
+    failure: Failure | None = None
+    revert_results: Any = None
+    revert_failure: Failure | None = None
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    version: tuple[int, int] | None = None
+
+    def reset(self, state: str = states.PENDING) -> None:
+        """Forget results and failures and set ``state`` (intention back to EXECUTE)."""
+        self.state = state
+        self.intention = states.EXECUTE
+        self.results = [] if self.atom_type == "retry" else None
+        self.failure = None
+        self.revert_results = None
+        self.revert_failure = None
+
+    def copy(self) -> AtomDetail:
+        """A copy whose containers are not shared with this one."""
+        return atom_detail_from_data(to_data(self))
+
+
+def TaskDetail(name: str, uuid: str | None = None) -> AtomDetail:
+    """An AtomDetail for a task (TaskFlow's name)."""
+    return AtomDetail(name=name, uuid=uuid or _new_uuid(), atom_type="task")
+
+
+def RetryDetail(name: str, uuid: str | None = None) -> AtomDetail:
+    """An AtomDetail for a retry controller (TaskFlow's name)."""
+    return AtomDetail(name=name, uuid=uuid or _new_uuid(), atom_type="retry", results=[])
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class FlowDetail:
+    """The record of one flow run: its state, metadata and atom details.
+
+    ``meta`` holds the injected store and, when the flow was loaded from a
+    factory, how to rebuild it (``factory``).
+    """
+
+    name: str
+    uuid: str = dataclasses.field(default_factory=_new_uuid)
+    state: str | None = None
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    _atoms: dict[str, AtomDetail] = dataclasses.field(default_factory=dict, repr=False)
+
+    def add(self, atom_detail: AtomDetail) -> None:
+        """Add (or replace) an atom detail, keyed by its uuid."""
+        self._atoms[atom_detail.uuid] = atom_detail
+
+    def find(self, uuid: str) -> AtomDetail | None:
+        """The atom detail with ``uuid``, or None."""
+        return self._atoms.get(uuid)
+
+    def find_by_name(self, name: str) -> AtomDetail | None:
+        """The atom detail named ``name``, or None."""
+        for detail in self._atoms.values():
+            if detail.name == name:
+                return detail
+        return None
+
+    def __iter__(self) -> Iterator[AtomDetail]:
+        return iter(list(self._atoms.values()))
+
+    def __len__(self) -> int:
+        return len(self._atoms)
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class LogBook:
+    """A named collection of flow details (usually one per job or request)."""
+
+    name: str
+    uuid: str = dataclasses.field(default_factory=_new_uuid)
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    created_at: datetime.datetime = dataclasses.field(default_factory=_now)
+    updated_at: datetime.datetime | None = None
+    _flows: dict[str, FlowDetail] = dataclasses.field(default_factory=dict, repr=False)
+
+    def add(self, flow_detail: FlowDetail) -> None:
+        """Add (or replace) a flow detail, keyed by its uuid."""
+        self._flows[flow_detail.uuid] = flow_detail
+
+    def find(self, uuid: str) -> FlowDetail | None:
+        """The flow detail with ``uuid``, or None."""
+        return self._flows.get(uuid)
+
+    def __iter__(self) -> Iterator[FlowDetail]:
+        return iter(list(self._flows.values()))
+
+    def __len__(self) -> int:
+        return len(self._flows)
+
+
+# -- generic data form -----------------------------------------------------------
+
+_FAILURE_KEY = "__failure__"
+
+
+_PLAIN = frozenset([str, int, float, bool, type(None)])
+_ENUMS = (states.State, states.Intention)
+
+
+def _encode(value: Any) -> Any:
+    if type(value) in _PLAIN:  # exact types: the State enum is a str subclass
+        return value
+    if isinstance(value, _ENUMS):
+        return value.value
+    if isinstance(value, Failure):
+        return {_FAILURE_KEY: value.to_dict()}
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if len(value) == 1 and _FAILURE_KEY in value:
+            return Failure.from_dict(value[_FAILURE_KEY])
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def to_data(record: AtomDetail | FlowDetail | LogBook) -> dict[str, Any]:
+    """A JSON-compatible dict of a record (failures become tagged dicts)."""
+    cls = type(record)
+    names = _FIELD_NAMES.get(cls)
+    if names is None:  # dataclasses.fields() is slow; this runs on every logbook write
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(record))
+    data: dict[str, Any] = {}
+    for name in names:
+        value = getattr(record, name)
+        if name == "_atoms":
+            data["atoms"] = [to_data(ad) for ad in value.values()]
+        elif name == "_flows":
+            data["flows"] = [to_data(fd) for fd in value.values()]
+        elif isinstance(value, datetime.datetime):
+            data[name] = value.isoformat()
+        else:
+            data[name] = _encode(value)
+    return data
+
+
+def atom_detail_from_data(data: dict[str, Any]) -> AtomDetail:
+    """Rebuild an AtomDetail from :func:`to_data` output."""
+    version = data.get("version")
+    return AtomDetail(
+        name=data["name"],
+        uuid=data["uuid"],
+        atom_type=data.get("atom_type", "task"),
+        state=states.State(data.get("state") or states.PENDING),
+        intention=states.Intention(data.get("intention") or states.EXECUTE),
+        results=_decode(data.get("results")),
+        failure=_decode(data.get("failure")),
+        revert_results=_decode(data.get("revert_results")),
+        revert_failure=_decode(data.get("revert_failure")),
+        meta=_decode(data.get("meta") or {}),
+        version=(int(version[0]), int(version[1])) if version else None,
+    )
+
+
+def flow_detail_from_data(data: dict[str, Any]) -> FlowDetail:
+    """Rebuild a FlowDetail (with its atom details) from :func:`to_data` output."""
+    state = data.get("state")
+    fd = FlowDetail(
+        name=data["name"],
+        uuid=data["uuid"],
+        state=states.State(state) if state else None,
+        meta=_decode(data.get("meta") or {}),
+    )
+    for ad in data.get("atoms", ()):
+        fd.add(atom_detail_from_data(ad))
+    return fd
+
+
+def logbook_from_data(data: dict[str, Any]) -> LogBook:
+    """Rebuild a LogBook (with its flow details) from :func:`to_data` output."""
+    created = data.get("created_at")
+    updated = data.get("updated_at")
+    book = LogBook(
+        name=data["name"],
+        uuid=data["uuid"],
+        meta=_decode(data.get("meta") or {}),
+        created_at=datetime.datetime.fromisoformat(created) if created else _now(),
+        updated_at=datetime.datetime.fromisoformat(updated) if updated else None,
+    )
+    for fd in data.get("flows", ()):
+        book.add(flow_detail_from_data(fd))
+    return book

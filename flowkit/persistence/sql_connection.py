@@ -1,0 +1,411 @@
+"""The connection half of the SQL backend: buffered writes, reads, flow locks.
+
+See :mod:`flowkit.persistence.backends.impl_sqlalchemy` for how a write
+travels; this module turns records into rows (through
+:mod:`flowkit.persistence.sql_schema`) and rows back into records, and
+hands batches to the backend's group commit.
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from flowkit import exceptions as exc
+from flowkit.persistence import sql_schema as schema
+from flowkit.persistence.base import Connection, FlowLock
+from flowkit.persistence.models import (
+    AtomDetail,
+    FlowDetail,
+    LogBook,
+    atom_detail_from_data,
+    flow_detail_from_data,
+    logbook_from_data,
+)
+
+if TYPE_CHECKING:
+    from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend
+
+__all__ = ["SQLAlchemyConnection"]
+
+
+class SQLAlchemyConnection(Connection):
+    """Reads and (buffered) writes through a :class:`SQLAlchemyBackend`.
+
+    Reads flush this connection's buffer first, so a connection always
+    reads its own writes.
+    """
+
+    def __init__(self, backend: SQLAlchemyBackend) -> None:
+        self._backend = backend
+        self._guard = threading.RLock()
+        self._books: dict[str, LogBook] = {}
+        self._flows: dict[str, FlowDetail] = {}
+        self._atoms: dict[str, AtomDetail] = {}
+        # uuid -> to_data() of what this connection last committed for that atom
+        # (lives as long as the connection, i.e. one engine).
+        self._written: dict[str, dict[str, Any]] = {}
+        #: Called with the DBAPI cursor inside each flush's transaction, before
+        #: any row is written; raising refuses the flush (a job board's fencing).
+        self.commit_guard: Callable[[Any], None] | None = None
+
+    @property
+    def backend(self) -> SQLAlchemyBackend:
+        """The backend this connection belongs to."""
+        return self._backend
+
+    # -- schema -------------------------------------------------------------------
+
+    def upgrade(self) -> None:
+        """Create or migrate the schema (alembic); idempotent and safe across processes."""
+        self._backend.upgrade()
+
+    def validate(self) -> None:
+        """Raise StorageFailure unless the database is reachable and its schema current."""
+        self._backend.ensure_schema()
+        current, head = self._backend.schema_revisions()
+        if current != head:
+            raise exc.StorageFailure(
+                "the logbook schema (tables %s*) in %s is at revision %s, not %s; call upgrade()"
+                % (
+                    self._backend.table_prefix,
+                    self._backend.describe_url(),
+                    ", ".join(sorted(current)) or "none",
+                    ", ".join(sorted(head)),
+                )
+            )
+
+    # -- writes ---------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Commit every buffered write in one transaction; StorageFailure if it fails.
+
+        On failure nothing of the batch is written and the buffer is kept, so
+        the next flush (e.g. once the database is back) writes it.
+        """
+        with self._guard:
+            if not (self._books or self._flows or self._atoms):
+                return
+            self._backend.ensure_schema()
+            books, flows, atoms, written, describe = self._rows()
+            self._backend.commit(books, flows, atoms, describe, guard=self.commit_guard)
+            self._written.update(written)
+            self._books.clear()
+            self._flows.clear()
+            self._atoms.clear()
+
+    def _rows(
+        self,
+    ) -> tuple[
+        list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], dict[str, dict[str, Any]], Callable[[], str]
+    ]:
+        parents = self._backend._atom_parent
+        flow_parents = self._backend._flow_parent
+        book_rows: list[dict[str, Any]] = []
+        flow_rows: list[dict[str, Any]] = []
+        atom_rows: list[dict[str, Any]] = []
+        written: set[str] = set()
+        last_written = self._written
+        new_written: dict[str, dict[str, Any]] = {}
+        current: Any = None
+        try:
+            for current in self._books.values():
+                book_rows.append(schema.logbook_row(current))
+            for fd in self._flows.values():
+                current = fd
+                book_uuid, position = flow_parents[fd.uuid]
+                flow_rows.append(schema.flow_row(fd, book_uuid, position))
+                for index, current in enumerate(fd):
+                    uuid = current.uuid
+                    written.add(uuid)
+                    last = last_written.get(uuid)
+                    # A flow's state changes rewrite its atoms only where they changed.
+                    if last is not None and uuid not in self._atoms and schema.unchanged(current, last):
+                        continue
+                    data, row = schema.atom_data(current, fd.uuid, index)
+                    atom_rows.append(row)
+                    new_written[uuid] = data
+                    parents.setdefault(uuid, (fd.uuid, index))
+            for current in self._atoms.values():
+                uuid = current.uuid
+                if uuid in written:
+                    if uuid not in new_written:
+                        data, row = schema.atom_data(current, *parents[uuid])
+                        atom_rows.append(row)
+                        new_written[uuid] = data
+                    continue
+                data, row = schema.atom_data(current, *parents[uuid])
+                atom_rows.append(row)
+                new_written[uuid] = data
+        except (TypeError, ValueError, RecursionError) as error:
+            raise exc.StorageFailure("could not encode %s as JSON: %s" % (_name_record(current), error)) from error
+        atoms = list(self._atoms.values())
+        flows = list(self._flows.values())
+
+        def describe() -> str:
+            # Built only when a write fails: names what was being written, and where.
+            parts = []
+            if book_rows:
+                parts.append("logbook %s" % ", ".join("%r (%s)" % (r["name"], r["uuid"]) for r in book_rows[:3]))
+            for fd in flows[:3]:
+                parts.append(
+                    "flow detail %r (%s) state %s with %d atom details" % (fd.name, fd.uuid, fd.state, len(fd))
+                )
+            if atoms:
+                shown = ", ".join("%r (%s) -> %s" % (ad.name, ad.uuid, ad.state) for ad in atoms[:4])
+                more = " and %d more" % (len(atoms) - 4) if len(atoms) > 4 else ""
+                owners = sorted({parents.get(ad.uuid, ("?", 0))[0] for ad in atoms})
+                parts.append("atom details %s%s of flow detail %s" % (shown, more, ", ".join(owners)))
+            return "; ".join(parts) or "nothing"
+
+        return book_rows, flow_rows, atom_rows, new_written, describe
+
+    def _known_flow(self, fd_uuid: str) -> tuple[str, int] | None:
+        found = self._backend._flow_parent.get(fd_uuid)
+        if found is not None:
+            return found
+        t = self._backend.tables
+
+        def lookup(conn: sa.Connection) -> tuple[str, int] | None:
+            row = conn.execute(
+                sa.select(t.flows.c.parent_uuid, t.flows.c.position).where(t.flows.c.uuid == fd_uuid)
+            ).first()
+            return None if row is None else (row[0], row[1])
+
+        self._backend.ensure_schema()
+        found = self._backend.read(lookup, "flow detail %s" % fd_uuid)
+        if found is not None:
+            self._backend._flow_parent[fd_uuid] = found
+        return found
+
+    def save_logbook(self, book: LogBook) -> LogBook:
+        """Store ``book``, its flow details and their atom details, durably, now."""
+        with self._guard:
+            book.updated_at = _utcnow()
+            self._books[book.uuid] = book
+            parents = self._backend._flow_parent
+            for index, fd in enumerate(book):
+                parents.setdefault(fd.uuid, (book.uuid, index))
+                self._flows[fd.uuid] = fd
+                # Saving a logbook writes every atom, whatever this connection
+                # wrote before (the rows may have been deleted since).
+                for ad in fd:
+                    self._written.pop(ad.uuid, None)
+            self.flush()
+        return book
+
+    def update_flow_details(self, flow_detail: FlowDetail) -> FlowDetail:
+        """Buffer the flow detail (state, meta) and all its atom details until :meth:`flush`."""
+        with self._guard:
+            if flow_detail.uuid not in self._flows and self._known_flow(flow_detail.uuid) is None:
+                raise exc.NotFound(
+                    "flow detail %r (%s) was never saved in a logbook" % (flow_detail.name, flow_detail.uuid)
+                )
+            self._flows[flow_detail.uuid] = flow_detail
+        return flow_detail
+
+    def update_atom_details(self, atom_detail: AtomDetail) -> AtomDetail:
+        """Buffer one atom detail until :meth:`flush` (the engine's hot path: no I/O here)."""
+        uuid = atom_detail.uuid
+        if uuid not in self._backend._atom_parent and not self._pending_atom(atom_detail):
+            t = self._backend.tables
+
+            def lookup(conn: sa.Connection) -> tuple[str, int] | None:
+                row = conn.execute(
+                    sa.select(t.atoms.c.parent_uuid, t.atoms.c.position).where(t.atoms.c.uuid == uuid)
+                ).first()
+                return None if row is None else (row[0], row[1])
+
+            self._backend.ensure_schema()
+            found = self._backend.read(lookup, "atom detail %s" % uuid)
+            if found is None:
+                raise exc.NotFound("atom detail %r (%s) belongs to no saved flow detail" % (atom_detail.name, uuid))
+            self._backend._atom_parent[uuid] = found
+        with self._guard:
+            self._atoms[uuid] = atom_detail
+        return atom_detail
+
+    def _pending_atom(self, atom_detail: AtomDetail) -> bool:
+        # An atom added to a flow detail that is buffered but not flushed yet.
+        with self._guard:
+            for fd in self._flows.values():
+                if fd.find(atom_detail.uuid) is atom_detail:
+                    return True
+        return False
+
+    def destroy_logbook(self, book_uuid: str) -> None:
+        """Delete logbook ``book_uuid`` and everything in it; NotFound if absent."""
+        self.flush()
+        self._backend.ensure_schema()
+        t = self._backend.tables
+
+        def delete(conn: sa.Connection) -> list[str]:
+            if conn.execute(sa.select(t.logbooks.c.uuid).where(t.logbooks.c.uuid == book_uuid)).first() is None:
+                raise exc.NotFound("no logbook with uuid %r" % (book_uuid,))
+            flows = [r[0] for r in conn.execute(sa.select(t.flows.c.uuid).where(t.flows.c.parent_uuid == book_uuid))]
+            # Children first, explicitly: SQLite enforces ON DELETE CASCADE only
+            # with its foreign_keys pragma, which an engine passed in may lack.
+            if flows:
+                conn.execute(sa.delete(t.atoms).where(t.atoms.c.parent_uuid.in_(flows)))
+                conn.execute(sa.delete(t.flows).where(t.flows.c.parent_uuid == book_uuid))
+            conn.execute(sa.delete(t.logbooks).where(t.logbooks.c.uuid == book_uuid))
+            return flows
+
+        self._backend.forget(self._backend.write_now(delete, "delete logbook %s" % book_uuid))
+        self._written.clear()
+
+    def clear_all(self) -> None:
+        """Delete every logbook (and drop this connection's unflushed writes)."""
+        with self._guard:
+            self._books.clear()
+            self._flows.clear()
+            self._atoms.clear()
+            self._written.clear()
+        self._backend.ensure_schema()
+        t = self._backend.tables
+
+        def delete(conn: sa.Connection) -> None:
+            conn.execute(sa.delete(t.atoms))
+            conn.execute(sa.delete(t.flows))
+            conn.execute(sa.delete(t.logbooks))
+
+        self._backend.write_now(delete, "delete every logbook")
+        self._backend.forget(None)
+
+    # -- reads -------------------------------------------------------------------------
+
+    def _prepare_read(self) -> None:
+        self.flush()
+        self._backend.ensure_schema()
+
+    def _books_where(self, conn: sa.Connection, where: Any, lazy: bool) -> list[LogBook]:
+        t = self._backend.tables
+        books = [
+            logbook_from_data(schema.row_data(row, schema.LOGBOOK_JSON))
+            for row in conn.execute(sa.select(t.logbooks).where(where).order_by(t.logbooks.c.created_at)).mappings()
+        ]
+        if lazy or not books:
+            return books
+        by_uuid = {b.uuid: b for b in books}
+        flow_where = t.flows.c.parent_uuid.in_(list(by_uuid)) if len(by_uuid) < 500 else sa.true()
+        for fd, book_uuid in self._flows_where(conn, flow_where, lazy):
+            book = by_uuid.get(book_uuid)
+            if book is not None:
+                book.add(fd)
+        return books
+
+    def _flows_where(self, conn: sa.Connection, where: Any, lazy: bool) -> list[tuple[FlowDetail, str]]:
+        t = self._backend.tables
+        found: list[tuple[FlowDetail, str]] = []
+        by_uuid: dict[str, FlowDetail] = {}
+        parents = self._backend._flow_parent
+        for row in conn.execute(
+            sa.select(t.flows).where(where).order_by(t.flows.c.parent_uuid, t.flows.c.position)
+        ).mappings():
+            fd = flow_detail_from_data(schema.row_data(row, schema.FLOW_JSON))
+            parents[fd.uuid] = (row["parent_uuid"], row["position"])
+            found.append((fd, row["parent_uuid"]))
+            by_uuid[fd.uuid] = fd
+        if lazy or not found:
+            return found
+        atom_rows = conn.execute(
+            sa.select(t.atoms)
+            .join(t.flows, t.atoms.c.parent_uuid == t.flows.c.uuid)
+            .where(where)
+            .order_by(t.atoms.c.parent_uuid, t.atoms.c.position)
+        ).mappings()
+        atom_parents = self._backend._atom_parent
+        for row in atom_rows:
+            owner = by_uuid.get(row["parent_uuid"])
+            if owner is not None:
+                owner.add(atom_detail_from_data(schema.row_data(row, schema.ATOM_JSON)))
+                atom_parents[row["uuid"]] = (row["parent_uuid"], row["position"])
+        return found
+
+    def get_logbook(self, book_uuid: str, lazy: bool = False) -> LogBook:
+        """The logbook ``book_uuid`` (with its flow and atom details unless ``lazy``)."""
+        self._prepare_read()
+        t = self._backend.tables
+        books = self._backend.read(
+            lambda conn: self._books_where(conn, t.logbooks.c.uuid == book_uuid, lazy), "logbook %s" % book_uuid
+        )
+        if not books:
+            raise exc.NotFound("no logbook with uuid %r in %s" % (book_uuid, self._backend.describe_url()))
+        return books[0]
+
+    def get_logbooks(self, lazy: bool = False) -> Iterator[LogBook]:
+        """Every logbook, oldest first."""
+        self._prepare_read()
+        yield from self._backend.read(lambda conn: self._books_where(conn, sa.true(), lazy), "every logbook")
+
+    def get_flows_for_book(self, book_uuid: str, lazy: bool = False) -> Iterator[FlowDetail]:
+        """The flow details of logbook ``book_uuid``; NotFound if there is no such logbook."""
+        self._prepare_read()
+        t = self._backend.tables
+
+        def read(conn: sa.Connection) -> list[tuple[FlowDetail, str]] | None:
+            if conn.execute(sa.select(t.logbooks.c.uuid).where(t.logbooks.c.uuid == book_uuid)).first() is None:
+                return None
+            return self._flows_where(conn, t.flows.c.parent_uuid == book_uuid, lazy)
+
+        found = self._backend.read(read, "the flow details of logbook %s" % book_uuid)
+        if found is None:
+            raise exc.NotFound("no logbook with uuid %r in %s" % (book_uuid, self._backend.describe_url()))
+        for fd, _ in found:
+            yield fd
+
+    def get_flow_details(self, fd_uuid: str, lazy: bool = False) -> FlowDetail:
+        """The flow detail ``fd_uuid`` (with its atom details unless ``lazy``)."""
+        self._prepare_read()
+        t = self._backend.tables
+        found = self._backend.read(
+            lambda conn: self._flows_where(conn, t.flows.c.uuid == fd_uuid, lazy), "flow detail %s" % fd_uuid
+        )
+        if not found:
+            raise exc.NotFound("no flow detail with uuid %r in %s" % (fd_uuid, self._backend.describe_url()))
+        return found[0][0]
+
+    def get_atom_details(self, ad_uuid: str) -> AtomDetail:
+        """The atom detail ``ad_uuid``."""
+        self._prepare_read()
+        t = self._backend.tables
+
+        def read(conn: sa.Connection) -> Mapping[Any, Any] | None:
+            return conn.execute(sa.select(t.atoms).where(t.atoms.c.uuid == ad_uuid)).mappings().first()
+
+        row = self._backend.read(read, "atom detail %s" % ad_uuid)
+        if row is None:
+            raise exc.NotFound("no atom detail with uuid %r in %s" % (ad_uuid, self._backend.describe_url()))
+        return atom_detail_from_data(schema.row_data(row, schema.ATOM_JSON))
+
+    # -- locks and lifetime ------------------------------------------------------------
+
+    def lock_flow(self, flow_detail: FlowDetail) -> FlowLock:
+        """One engine per flow detail, across processes; released if the holder dies."""
+        what = "flow detail %r (%s)" % (flow_detail.name, flow_detail.uuid)
+        lock = self._backend.lock_flow(flow_detail, what)
+        if lock is None:
+            return super().lock_flow(flow_detail)
+        return lock
+
+    def close(self) -> None:
+        """Flush what is buffered; the backend keeps the database connections."""
+        self.flush()
+
+
+def _name_record(record: Any) -> str:
+    if isinstance(record, AtomDetail):
+        return "atom detail %r (%s)" % (record.name, record.uuid)
+    if isinstance(record, FlowDetail):
+        return "flow detail %r (%s)" % (record.name, record.uuid)
+    if isinstance(record, LogBook):
+        return "logbook %r (%s)" % (record.name, record.uuid)
+    return "a record"
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)

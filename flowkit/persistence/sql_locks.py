@@ -1,0 +1,163 @@
+"""Flow-detail locks for the SQL backend, each dropped when its holder dies.
+
+- SQLite file: an exclusive ``flock`` on ``<db>.locks/<flow-detail-uuid>.lock``;
+  the kernel drops it when the process exits, however it exits.
+- PostgreSQL: ``pg_try_advisory_lock`` on a session held open for the run; the
+  server drops it when the session ends (including a killed client).
+- MySQL/MariaDB: ``GET_LOCK(name, 0)`` on a session held open, likewise.
+
+The same database-level primitives (blocking variants) serialize concurrent
+schema upgrades; see :func:`upgrade_lock`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+
+from flowkit.exceptions import FlowDetailLocked
+from flowkit.persistence.base import FlowLock
+
+__all__ = ["FileFlowLock", "SessionFlowLock", "lock_key", "upgrade_lock"]
+
+
+def lock_key(name: str) -> int:
+    """A signed 64-bit key for ``name`` (what ``pg_advisory_lock`` takes)."""
+    return int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "big", signed=True)
+
+
+def _mysql_lock_name(name: str) -> str:
+    # MySQL lock names are at most 64 characters.
+    return "flowkit-" + hashlib.blake2b(name.encode("utf-8"), digest_size=20).hexdigest()
+
+
+class FileFlowLock(FlowLock):
+    """An exclusive ``flock`` on a sidecar file, excluding other processes and other engines here."""
+
+    def __init__(self, path: str, what: str) -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                os.close(fd)
+                if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise FlowDetailLocked(
+                        "%s is being run by another engine (lock file %s is held); wait for it to "
+                        "finish or suspend it before running it again" % (what, path)
+                    ) from None
+                raise
+            # The previous holder unlinks the file when it releases; if that
+            # happened between our open() and flock(), we locked an orphan
+            # inode that a third engine cannot see, so start over.
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        self._fd: int | None = fd
+        self._path = path
+
+    def release(self) -> None:
+        fd = self._fd
+        if fd is None:
+            return
+        self._fd = None
+        # Unlink while still holding the lock so no one can lock this inode afterwards.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path)
+        os.close(fd)
+
+
+class SessionFlowLock(FlowLock):
+    """A server-side named lock held by a database session opened for the run."""
+
+    def __init__(self, engine: sa.Engine, name: str, what: str) -> None:
+        conn = engine.connect()
+        dialect = engine.dialect.name
+        try:
+            if dialect == "postgresql":
+                self._release_sql = sa.text("SELECT pg_advisory_unlock(:k)")
+                self._params: dict[str, Any] = {"k": lock_key(name)}
+                got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), self._params).scalar()
+            elif dialect in ("mysql", "mariadb"):
+                self._release_sql = sa.text("SELECT RELEASE_LOCK(:n)")
+                self._params = {"n": _mysql_lock_name(name)}
+                got = conn.execute(sa.text("SELECT GET_LOCK(:n, 0)"), self._params).scalar()
+            else:  # pragma: no cover - the backend only builds this lock for those two
+                raise ValueError("no session lock for dialect %r" % (dialect,))
+            # Leave no transaction open: the lock belongs to the session, and an
+            # idle-in-transaction session would hold back vacuum for the whole run.
+            conn.commit()
+        except BaseException:
+            conn.invalidate()
+            conn.close()
+            raise
+        if not got:
+            conn.close()
+            raise FlowDetailLocked(
+                "%s is being run by another engine (its database lock is held by another session); "
+                "wait for it to finish or suspend it before running it again" % (what,)
+            )
+        self._conn: sa.Connection | None = conn
+
+    def release(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        self._conn = None
+        try:
+            conn.execute(self._release_sql, self._params)
+            conn.commit()
+        except sa.exc.SQLAlchemyError:
+            # The session is gone (e.g. the database restarted), and the server
+            # dropped the lock with it: nothing left to release.
+            conn.invalidate()
+        finally:
+            conn.close()
+
+
+@contextlib.contextmanager
+def upgrade_lock(conn: sa.Connection, name: str) -> Iterator[None]:
+    """Hold a database-wide lock around a schema upgrade on ``conn``.
+
+    PostgreSQL and MySQL use a blocking session lock (so a second process
+    waits, then finds the schema current); SQLite needs nothing here because
+    the upgrade runs in a ``BEGIN IMMEDIATE`` transaction, which excludes
+    every other writer until it commits.
+    """
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        key = lock_key(name)
+        conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.rollback()
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            conn.commit()
+    elif dialect in ("mysql", "mariadb"):
+        lock_name = _mysql_lock_name(name)
+        got = conn.execute(sa.text("SELECT GET_LOCK(:n, 300)"), {"n": lock_name}).scalar()
+        conn.commit()
+        if not got:
+            raise TimeoutError("waited 300 s for another process's schema upgrade (lock %s)" % lock_name)
+        try:
+            yield
+        finally:
+            conn.rollback()
+            conn.execute(sa.text("SELECT RELEASE_LOCK(:n)"), {"n": lock_name})
+            conn.commit()
+    else:
+        yield

@@ -1,0 +1,257 @@
+"""The SQL logbook schema and the conversion between records and rows.
+
+Three tables (names carry a configurable prefix so several logbooks, or a
+TaskFlow logbook, can share one database)::
+
+    <prefix>logbooks     uuid PK, name, meta, created_at, updated_at
+    <prefix>flowdetails  uuid PK, parent_uuid -> logbooks, position, name, state, meta
+    <prefix>atomdetails  uuid PK, parent_uuid -> flowdetails, position, name, atom_type,
+                         state, intention, results, failure, revert_results,
+                         revert_failure, meta, version
+
+Values are JSON text (never pickle).  JSON columns use a type that holds
+megabytes on every server: TEXT on SQLite and PostgreSQL, LONGTEXT on MySQL
+and MariaDB (whose TEXT stops at 64 KB, the limit TaskFlow's users hit).
+
+Rows are built from :func:`flowkit.persistence.models.to_data` and read back
+with the models' ``*_from_data`` functions, so this module only knows which
+keys are JSON columns, not how each record is shaped.
+
+The migration in ``flowkit/persistence/migrations/versions`` creates the same
+tables; it keeps its own copy of the definitions because a migration must not
+change when this module does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+from flowkit.persistence.models import AtomDetail, FlowDetail, LogBook, to_data
+
+__all__ = [
+    "DEFAULT_TABLE_PREFIX",
+    "JSON_TEXT",
+    "Tables",
+    "make_tables",
+    "check_table_prefix",
+    "logbook_row",
+    "flow_row",
+    "atom_row",
+    "row_data",
+    "atom_data",
+    "unchanged",
+]
+
+#: Tables are named ``flowkit_logbooks`` etc. unless another prefix is chosen.
+DEFAULT_TABLE_PREFIX = "flowkit_"
+
+#: Text that holds megabytes on every supported server.
+JSON_TEXT = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+
+_PREFIX_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,29}$|^$")
+
+# Keys of to_data() output stored as JSON text; every other key is a plain column.
+LOGBOOK_JSON = frozenset({"meta"})
+FLOW_JSON = frozenset({"meta"})
+ATOM_JSON = frozenset({"results", "failure", "revert_results", "revert_failure", "meta", "version"})
+
+
+def check_table_prefix(prefix: str) -> str:
+    """Return ``prefix`` if it is a safe SQL identifier start, else raise ValueError."""
+    if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
+        raise ValueError(
+            "table_prefix must be letters, digits and '_' (at most 30, not starting with a digit), got %r" % (prefix,)
+        )
+    return prefix
+
+
+@dataclasses.dataclass(frozen=True)
+class Tables:
+    """The three logbook tables of one prefix, on their own MetaData."""
+
+    metadata: sa.MetaData
+    logbooks: sa.Table
+    flows: sa.Table
+    atoms: sa.Table
+    prefix: str
+
+
+def make_tables(prefix: str = DEFAULT_TABLE_PREFIX) -> Tables:
+    """The current schema's tables, named with ``prefix``."""
+    check_table_prefix(prefix)
+    metadata = sa.MetaData()
+    logbooks = sa.Table(
+        prefix + "logbooks",
+        metadata,
+        sa.Column("uuid", sa.String(36), primary_key=True),
+        sa.Column("name", sa.String(255), nullable=False),
+        sa.Column("meta", JSON_TEXT),
+        # ISO-8601 text keeps the time zone on every server (MySQL DATETIME drops it).
+        sa.Column("created_at", sa.String(40)),
+        sa.Column("updated_at", sa.String(40)),
+    )
+    flows = sa.Table(
+        prefix + "flowdetails",
+        metadata,
+        sa.Column("uuid", sa.String(36), primary_key=True),
+        sa.Column(
+            "parent_uuid",
+            sa.String(36),
+            sa.ForeignKey(prefix + "logbooks.uuid", ondelete="CASCADE", name=prefix + "fd_book_fk"),
+            nullable=False,
+        ),
+        sa.Column("position", sa.Integer, nullable=False, default=0),
+        sa.Column("name", sa.String(255), nullable=False),
+        sa.Column("state", sa.String(32)),
+        sa.Column("meta", JSON_TEXT),
+        sa.Index(prefix + "fd_parent_idx", "parent_uuid"),
+    )
+    atoms = sa.Table(
+        prefix + "atomdetails",
+        metadata,
+        sa.Column("uuid", sa.String(36), primary_key=True),
+        sa.Column(
+            "parent_uuid",
+            sa.String(36),
+            sa.ForeignKey(prefix + "flowdetails.uuid", ondelete="CASCADE", name=prefix + "ad_flow_fk"),
+            nullable=False,
+        ),
+        sa.Column("position", sa.Integer, nullable=False, default=0),
+        sa.Column("name", sa.String(255), nullable=False),
+        sa.Column("atom_type", sa.String(16), nullable=False),
+        sa.Column("state", sa.String(32)),
+        sa.Column("intention", sa.String(32)),
+        sa.Column("results", JSON_TEXT),
+        sa.Column("failure", JSON_TEXT),
+        sa.Column("revert_results", JSON_TEXT),
+        sa.Column("revert_failure", JSON_TEXT),
+        sa.Column("meta", JSON_TEXT),
+        sa.Column("version", sa.String(64)),
+        sa.Index(prefix + "ad_parent_idx", "parent_uuid"),
+    )
+    return Tables(metadata, logbooks, flows, atoms, prefix)
+
+
+def _row(data: Mapping[str, Any], json_keys: frozenset[str], skip: Iterable[str] = ()) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    dumps = json.dumps
+    for key, value in data.items():
+        if key in skip:
+            continue
+        if key in json_keys:
+            # NULL rather than "null": smaller, and readable by hand in the database.
+            row[key] = None if value is None else dumps(value)
+        else:
+            row[key] = value
+    return row
+
+
+def logbook_row(book: LogBook) -> dict[str, Any]:
+    """The ``logbooks`` row of ``book`` (without its flow details)."""
+    data = to_data(_shallow(book))
+    return _row(data, LOGBOOK_JSON, ("flows",))
+
+
+def flow_row(flow_detail: FlowDetail, book_uuid: str, position: int) -> dict[str, Any]:
+    """The ``flowdetails`` row of ``flow_detail`` (without its atom details)."""
+    data = to_data(_shallow(flow_detail))
+    row = _row(data, FLOW_JSON, ("atoms",))
+    row["parent_uuid"] = book_uuid
+    row["position"] = position
+    return row
+
+
+def atom_row(atom_detail: AtomDetail, flow_uuid: str, position: int) -> dict[str, Any]:
+    """The ``atomdetails`` row of ``atom_detail``."""
+    return atom_data(atom_detail, flow_uuid, position)[1]
+
+
+def atom_data(atom_detail: AtomDetail, flow_uuid: str, position: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(to_data(atom_detail), its row)``; keep the first to test :func:`unchanged` later."""
+    data = to_data(atom_detail)
+    row = _row(data, ATOM_JSON)
+    row["parent_uuid"] = flow_uuid
+    row["position"] = position
+    return data, row
+
+
+_ATOM_FIELDS = tuple(f.name for f in dataclasses.fields(AtomDetail))
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def unchanged(atom_detail: AtomDetail, data: Mapping[str, Any]) -> bool:
+    """True if ``atom_detail`` would encode to exactly ``data`` (a :func:`to_data` result).
+
+    Cheaper than encoding it again, which is what lets a flow's state change
+    skip its unchanged atoms.  "True" is only answered when the encodings are
+    certainly equal (types are compared too: ``1`` and ``1.0`` encode
+    differently); anything unusual (a Failure, a NaN) answers False, which
+    only costs a rewrite.
+    """
+    for name in _ATOM_FIELDS:
+        live = getattr(atom_detail, name)
+        stored = data.get(name)
+        # Names, uuids and None are usually the very objects to_data() kept.
+        if live is not stored and not _same(live, stored):
+            return False
+    return True
+
+
+def _same(live: Any, stored: Any) -> bool:
+    if isinstance(live, enum.Enum):
+        live = live.value
+    kind = type(live)
+    if kind in _SCALARS:
+        return kind is type(stored) and live == stored
+    if kind is list or kind is tuple:
+        if type(stored) is not list or len(live) != len(stored):
+            return False
+        return all(_same(a, b) for a, b in zip(live, stored))
+    if kind is dict:
+        if type(stored) is not dict or len(live) != len(stored):
+            return False
+        for key, value in live.items():
+            if key not in stored or type(key) is not str or not _same(value, stored[key]):
+                return False
+        return True
+    return False
+
+
+def row_data(row: Mapping[Any, Any], json_keys: frozenset[str]) -> dict[str, Any]:
+    """The :func:`to_data`-shaped dict of a row (JSON columns decoded)."""
+    data: dict[str, Any] = {}
+    loads = json.loads
+    for key, value in row.items():
+        if key in ("parent_uuid", "position"):
+            continue
+        if key in json_keys and value is not None:
+            data[key] = loads(value)
+        else:
+            data[key] = value
+    return data
+
+
+def _shallow(record: Any) -> Any:
+    """``record`` without its children, so to_data() does not serialize them.
+
+    A flow's row is written far more often (every flow state change) than its
+    atoms change, and serializing a 1,000-atom flow for one state column would
+    make the cost of a run grow with the square of its size.
+    """
+    if isinstance(record, FlowDetail):
+        return FlowDetail(name=record.name, uuid=record.uuid, state=record.state, meta=record.meta)
+    return LogBook(
+        name=record.name,
+        uuid=record.uuid,
+        meta=record.meta,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+    )

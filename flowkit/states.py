@@ -1,0 +1,201 @@
+"""States of flows and atoms, and the transitions allowed between them.
+
+States are members of :class:`State`, a ``str`` enum whose members compare
+equal to the plain strings TaskFlow uses (``states.SUCCESS == "SUCCESS"``), so
+code ported from TaskFlow that compares against strings keeps working.
+The transition tables are explicit: every state change the engine makes is
+checked against them, so an impossible transition is a bug found at once, not
+a corrupted logbook found later.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    # the enum and its members as module constants
+    "State",
+    "Intention",
+    "PENDING",
+    "RUNNING",
+    "SUCCESS",
+    "FAILURE",
+    "REVERTING",
+    "REVERTED",
+    "REVERT_FAILURE",
+    "SUSPENDED",
+    "SUSPENDING",
+    "RESUMING",
+    "RETRYING",
+    "IGNORE",
+    "SCHEDULING",
+    "WAITING",
+    "ANALYZING",
+    "GAME_OVER",
+    "UNDEFINED",
+    # intentions
+    "EXECUTE",
+    "REVERT",
+    "RETRY",
+    # transition checks
+    "check_flow_transition",
+    "check_atom_transition",
+    "check_task_transition",
+    "check_retry_transition",
+]
+
+
+class State(str, enum.Enum):
+    """A flow, atom or engine state; equal to its TaskFlow string."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    REVERTING = "REVERTING"
+    REVERTED = "REVERTED"
+    REVERT_FAILURE = "REVERT_FAILURE"
+    SUSPENDED = "SUSPENDED"
+    SUSPENDING = "SUSPENDING"
+    RESUMING = "RESUMING"
+    RETRYING = "RETRYING"
+    IGNORE = "IGNORE"
+    # engine-loop states yielded by Engine.run_iter()
+    SCHEDULING = "SCHEDULING"
+    WAITING = "WAITING"
+    ANALYZING = "ANALYZING"
+    GAME_OVER = "GAME_OVER"
+    UNDEFINED = "UNDEFINED"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Intention(str, enum.Enum):
+    """What the engine means to do with an atom next."""
+
+    EXECUTE = "EXECUTE"
+    REVERT = "REVERT"
+    RETRY = "RETRY"
+    IGNORE = "IGNORE"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+PENDING = State.PENDING
+RUNNING = State.RUNNING
+SUCCESS = State.SUCCESS
+FAILURE = State.FAILURE
+REVERTING = State.REVERTING
+REVERTED = State.REVERTED
+REVERT_FAILURE = State.REVERT_FAILURE
+SUSPENDED = State.SUSPENDED
+SUSPENDING = State.SUSPENDING
+RESUMING = State.RESUMING
+RETRYING = State.RETRYING
+IGNORE = State.IGNORE
+SCHEDULING = State.SCHEDULING
+WAITING = State.WAITING
+ANALYZING = State.ANALYZING
+GAME_OVER = State.GAME_OVER
+UNDEFINED = State.UNDEFINED
+
+EXECUTE = Intention.EXECUTE
+REVERT = Intention.REVERT
+RETRY = Intention.RETRY
+
+# Flow transitions.  A flow may be re-run after it ended (reset() or a resumed
+# logbook), hence the edges back to RUNNING/PENDING from terminal states.
+_FLOW_TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
+    [
+        (PENDING, RUNNING),
+        (PENDING, RESUMING),
+        (RESUMING, RUNNING),
+        (RUNNING, SUCCESS),
+        (RUNNING, FAILURE),
+        (RUNNING, REVERTING),
+        (RUNNING, SUSPENDING),
+        (RUNNING, SUSPENDED),
+        (REVERTING, REVERTED),
+        (REVERTING, FAILURE),
+        (REVERTING, SUSPENDING),
+        (REVERTING, SUSPENDED),
+        (SUSPENDING, SUSPENDED),
+        (SUSPENDING, SUCCESS),
+        (SUSPENDING, REVERTED),
+        (SUSPENDING, FAILURE),
+        (SUSPENDED, RUNNING),
+        (SUSPENDED, RESUMING),
+        (SUSPENDED, REVERTING),
+        (SUCCESS, RUNNING),
+        (SUCCESS, RESUMING),
+        (REVERTED, RUNNING),
+        (REVERTED, PENDING),
+        (FAILURE, RUNNING),
+        (FAILURE, RESUMING),
+        (FAILURE, REVERTING),
+        (SUCCESS, PENDING),
+        (FAILURE, PENDING),
+        (SUSPENDED, PENDING),
+        (RUNNING, RUNNING),
+        (REVERTING, RUNNING),
+        (RUNNING, PENDING),
+        (REVERTING, PENDING),
+    ]
+)
+
+_ATOM_TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
+    [
+        (PENDING, RUNNING),
+        (PENDING, IGNORE),
+        (PENDING, REVERTED),  # reverting something that never ran is a no-op
+        (PENDING, REVERTING),
+        (RUNNING, SUCCESS),
+        (RUNNING, FAILURE),
+        (RUNNING, RUNNING),  # re-run after a crash
+        (RUNNING, PENDING),
+        (SUCCESS, REVERTING),
+        (SUCCESS, RETRYING),
+        (SUCCESS, PENDING),
+        (SUCCESS, IGNORE),
+        (FAILURE, REVERTING),
+        (FAILURE, PENDING),
+        (FAILURE, RUNNING),
+        (REVERTING, REVERTED),
+        (REVERTING, REVERT_FAILURE),
+        (REVERTING, REVERTING),  # re-run of a revert after a crash
+        (REVERTING, PENDING),
+        (REVERTED, PENDING),
+        (REVERTED, REVERTING),
+        (REVERT_FAILURE, REVERTING),
+        (REVERT_FAILURE, PENDING),
+        (RETRYING, RUNNING),
+        (RETRYING, PENDING),
+        (RETRYING, REVERTING),
+        (IGNORE, PENDING),
+        (IGNORE, REVERTED),
+    ]
+)
+
+
+def check_flow_transition(old: State | str, new: State | str) -> bool:
+    """Return True if a flow may move from ``old`` to ``new``.
+
+    A transition to the same state is allowed but means nothing changed.
+    """
+    if old == new:
+        return True
+    return (State(old), State(new)) in _FLOW_TRANSITIONS
+
+
+def check_atom_transition(old: State | str, new: State | str) -> bool:
+    """Return True if an atom (task or retry) may move from ``old`` to ``new``."""
+    if old == new:
+        return True
+    return (State(old), State(new)) in _ATOM_TRANSITIONS
+
+
+# TaskFlow has one table per atom kind; flowkit's are the same table.
+check_task_transition = check_atom_transition
+check_retry_transition = check_atom_transition

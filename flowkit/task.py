@@ -1,0 +1,225 @@
+"""Tasks: atoms that do work (``execute``) and can undo it (``revert``)."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from flowkit.atom import Atom, ProvidesSpec, RebindSpec, RequiresSpec, signature_of
+from flowkit.types.notifier import RestrictedNotifier
+
+__all__ = ["Task", "FunctorTask", "EVENT_UPDATE_PROGRESS"]
+
+#: Event published on ``task.notifier`` when a task reports progress.
+EVENT_UPDATE_PROGRESS = "update_progress"
+
+
+class Task(Atom):
+    """A unit of work.
+
+    Subclass it and define ``execute(self, <args>)``; the arguments are filled
+    by name from the flow's storage and the return value is stored under
+    ``provides``.  Define ``revert(self, <args>, result, flow_failures)`` to
+    undo the work when the flow fails: ``result`` is what ``execute`` returned
+    (or the :class:`~flowkit.types.failure.Failure` if this task failed) and
+    ``flow_failures`` maps atom names to the failures that caused the revert.
+    Both should be idempotent: after a crash the engine may call them again.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        provides: ProvidesSpec = None,
+        requires: RequiresSpec = None,
+        auto_extract: bool = True,
+        rebind: RebindSpec = None,
+        inject: Mapping[str, Any] | None = None,
+        ignore_list: Iterable[str] | None = None,
+        revert_rebind: RebindSpec = None,
+        revert_requires: RequiresSpec = None,
+        priority: int = 0,
+    ) -> None:
+        super().__init__(
+            name=name,
+            provides=provides,
+            requires=requires,
+            auto_extract=auto_extract,
+            rebind=rebind,
+            inject=inject,
+            ignore_list=ignore_list,
+            priority=priority,
+        )
+        # Created on first use: most tasks are never watched, and a notifier
+        # per atom would dominate memory in large flows.
+        self._notifier: RestrictedNotifier | None = None
+        self._progress_sink: Callable[[float], None] | None = None
+
+    @property
+    def notifier(self) -> RestrictedNotifier:
+        """Task-level events (``EVENT_UPDATE_PROGRESS``)."""
+        if self._notifier is None:
+            self._notifier = RestrictedNotifier([EVENT_UPDATE_PROGRESS])
+        return self._notifier
+
+    def update_progress(self, progress: float) -> None:
+        """Report progress in [0.0, 1.0]; values outside are clamped."""
+        progress = float(progress)
+        if progress > 1.0:
+            progress = 1.0
+        elif progress < 0.0 or progress != progress:  # NaN counts as no progress
+            progress = 0.0
+        sink = self._progress_sink
+        if sink is not None:
+            sink(progress)  # to the engine: storage, or the engine's copy when remote
+        if self._notifier is not None:
+            self._notifier.notify(EVENT_UPDATE_PROGRESS, {"progress": progress})
+
+    def revert(self, *args: Any, **kwargs: Any) -> Any:
+        """Undo ``execute``; the default does nothing."""
+        return None
+
+    def pre_execute(self) -> None:
+        """Called just before ``execute`` (where it runs)."""
+
+    def post_execute(self) -> None:
+        """Called just after ``execute`` (where it runs), even if it failed."""
+
+    def pre_revert(self) -> None:
+        """Called just before ``revert``."""
+
+    def post_revert(self) -> None:
+        """Called just after ``revert``, even if it failed."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Listeners live in the engine's process; a copy shipped to a worker
+        # reports progress back through the executor instead.
+        state = self.__dict__.copy()
+        state["_notifier"] = None
+        state["_progress_sink"] = None
+        return state
+
+
+def _qualified_name(function: Callable[..., Any]) -> str:
+    module = getattr(function, "__module__", None)
+    qualname = getattr(function, "__qualname__", None) or getattr(function, "__name__", None)
+    if qualname is None:
+        qualname = type(function).__name__
+    return "%s.%s" % (module, qualname) if module else qualname
+
+
+class _FunctionRef:
+    """Pickles a function that a decorator replaced at its import path.
+
+    ``@as_task`` rebinds the function's module-level name to a factory, so
+    pickle's lookup by name would find the factory, not the function.  This
+    reference records where the factory lives and unwraps it on load.
+    """
+
+    def __init__(self, module: str, qualname: str) -> None:
+        self.module = module
+        self.qualname = qualname
+
+    def resolve(self) -> Callable[..., Any]:
+        obj: Any = importlib.import_module(self.module)
+        for part in self.qualname.split("."):
+            obj = getattr(obj, part)
+        return getattr(obj, "fn", obj)
+
+
+def _function_for_pickle(function: Callable[..., Any] | None) -> Any:
+    if function is None:
+        return None
+    module = getattr(function, "__module__", None)
+    qualname = getattr(function, "__qualname__", None)
+    if module and qualname and "<locals>" not in qualname:
+        try:
+            obj: Any = importlib.import_module(module)
+            for part in qualname.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError):
+            return function
+        if obj is not function and getattr(obj, "fn", None) is function:
+            return _FunctionRef(module, qualname)
+    return function
+
+
+def _function_from_pickle(value: Any) -> Any:
+    if isinstance(value, _FunctionRef):
+        return value.resolve()
+    return value
+
+
+class FunctorTask(Task):
+    """A task made from plain functions: ``FunctorTask(execute=fn, revert=undo)``.
+
+    The name defaults to the execute function's qualified name.  ``revert``
+    receives the same arguments as ``execute`` plus ``result`` and
+    ``flow_failures`` when its signature accepts them (or ``**kwargs``).
+    """
+
+    def __init__(
+        self,
+        execute: Callable[..., Any],
+        name: str | None = None,
+        provides: ProvidesSpec = None,
+        requires: RequiresSpec = None,
+        auto_extract: bool = True,
+        rebind: RebindSpec = None,
+        revert: Callable[..., Any] | None = None,
+        version: tuple[int, int] | None = None,
+        inject: Mapping[str, Any] | None = None,
+        priority: int = 0,
+    ) -> None:
+        if not callable(execute):
+            raise ValueError("FunctorTask execute must be callable, got %r" % (execute,))
+        if revert is not None and not callable(revert):
+            raise ValueError("FunctorTask revert must be callable, got %r" % (revert,))
+        self._execute = execute
+        self._revert = revert
+        if version is not None:
+            self.version = version  # type: ignore[misc]
+        super().__init__(
+            name=name if name is not None else _qualified_name(execute),
+            provides=provides,
+            requires=requires,
+            auto_extract=auto_extract,
+            rebind=rebind,
+            inject=inject,
+            priority=priority,
+        )
+
+    def _arg_source(self) -> Callable[..., Any]:
+        return self._execute
+
+    @property
+    def execute_function(self) -> Callable[..., Any]:
+        """The function run as ``execute``."""
+        return self._execute
+
+    @property
+    def revert_function(self) -> Callable[..., Any] | None:
+        """The function run as ``revert`` (None: nothing to undo)."""
+        return self._revert
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        return self._execute(*args, **kwargs)
+
+    def revert(self, *args: Any, **kwargs: Any) -> Any:
+        if self._revert is None:
+            return None
+        sig = signature_of(self._revert)
+        if not sig.var_kwargs:
+            kwargs = {k: v for k, v in kwargs.items() if k in sig.all_args}
+        return self._revert(*args, **kwargs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_execute"] = _function_for_pickle(self._execute)
+        state["_revert"] = _function_for_pickle(self._revert)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["_execute"] = _function_from_pickle(state["_execute"])
+        state["_revert"] = _function_from_pickle(state["_revert"])
+        self.__dict__.update(state)

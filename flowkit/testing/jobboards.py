@@ -1,0 +1,484 @@
+"""The job board contract as a pytest suite.
+
+Subclass :class:`JobBoardTests` and provide a ``make_board`` fixture: a
+callable ``make_board(clock=None, lease_ttl=30.0)`` returning a board
+(named the same on every call) over a fresh, empty store, with a
+persistence backend for the jobs' logbooks that keeps its own copy of what
+it stores (e.g. SQLite; the fencing tests read back what was written).  Boards made twice in one test
+must see the same jobs (for the memory board, return the same object)::
+
+    class TestMyBoard(JobBoardTests):
+        @pytest.fixture
+        def make_board(self):
+            boards = []
+            def make(clock=None, lease_ttl=30.0):
+                board = MyBoard("tests", clock=clock or time.time, lease_ttl=lease_ttl, ...)
+                boards.append(board)
+                return board
+            yield make
+            for board in boards:
+                board.close()
+
+Lease expiry is tested with :class:`FakeClock` (no test sleeps a TTL);
+waits are bounded by deadlines.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from flowkit import exceptions as exc
+from flowkit import states
+from flowkit.jobs.base import Job, JobBoard, JobPriority, JobState
+from flowkit.persistence.models import FlowDetail, LogBook, TaskDetail
+
+__all__ = ["JobBoardTests", "FakeClock", "MakeBoard"]
+
+#: ``make_board(clock=None, lease_ttl=30.0) -> JobBoard``
+MakeBoard = Callable[..., JobBoard]
+
+
+class FakeClock:
+    """A clock that only moves when told: ``clock()`` is the time, ``advance(s)`` moves it."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock ``seconds`` forward."""
+        with self._lock:
+            self._now += seconds
+
+
+def _state(job: Job) -> JobState:
+    # Through a call, so type checkers do not narrow job.state across board calls.
+    return job.state
+
+
+def _book(name: str = "job-book") -> LogBook:
+    book = LogBook(name=name)
+    fd = FlowDetail(name="flow")
+    fd.meta = {"factory": {"path": "tests.jobs:make_flow"}}
+    fd.add(TaskDetail("step"))
+    book.add(fd)
+    return book
+
+
+class JobBoardTests:
+    """The contract tests; subclass and provide ``make_board`` (see the module docs)."""
+
+    @pytest.fixture
+    def make_board(self) -> Iterator[MakeBoard]:
+        """Override: yield ``make(clock=None, lease_ttl=30.0) -> JobBoard`` over one fresh store."""
+        raise NotImplementedError("define a 'make_board' fixture in your subclass of JobBoardTests")
+        yield  # pragma: no cover
+
+    @pytest.fixture
+    def clock(self) -> FakeClock:
+        """A fake clock for lease tests."""
+        return FakeClock()
+
+    @pytest.fixture
+    def board(self, make_board: MakeBoard) -> JobBoard:
+        """A board on the real clock."""
+        return make_board()
+
+    @pytest.fixture
+    def timed(self, make_board: MakeBoard, clock: FakeClock) -> JobBoard:
+        """A board on the fake clock."""
+        return make_board(clock=clock)
+
+    # -- posting and reading ----------------------------------------------------------------
+
+    def test_post_makes_an_unclaimed_job_others_see(self, make_board: MakeBoard) -> None:
+        board = make_board()
+        job = board.post("resize", details={"store": {"size": 3}, "list": [1, "ü"]}, priority="high")
+        assert _state(job) is JobState.UNCLAIMED and job.state == "UNCLAIMED"
+        assert job.name == "resize" and job.priority is JobPriority.HIGH and job.book_uuid is None
+        other = make_board()
+        seen = other.get_job(job.uuid)
+        assert seen == job and seen.name == "resize"
+        assert seen.details == {"store": {"size": 3}, "list": [1, "ü"]}
+        assert seen.priority is JobPriority.HIGH
+        assert abs(seen.created_on.timestamp() - job.created_on.timestamp()) < 0.01
+        assert [j.uuid for j in other.iterjobs()] == [job.uuid]
+        assert [j.uuid for j in other.iterjobs(only_unclaimed=True, ensure_fresh=True)] == [job.uuid]
+        assert other.job_count == 1
+
+    def test_post_saves_the_book(self, board: JobBoard) -> None:
+        book = _book()
+        job = board.post("with-book", book=book)
+        assert job.book_uuid == book.uuid and job.book_name == book.name
+        stored = board.get_job(job.uuid).book
+        assert stored is not None and stored.uuid == book.uuid
+        assert [fd.name for fd in stored] == ["flow"]
+        assert list(stored)[0].meta["factory"] == {"path": "tests.jobs:make_flow"}
+
+    def test_jobs_listed_by_priority_then_age(self, board: JobBoard) -> None:
+        low = board.post("low", priority=JobPriority.LOW)
+        first = board.post("normal-1")
+        top = board.post("top", priority="VERY_HIGH")
+        second = board.post("normal-2")
+        assert [j.name for j in board.iterjobs()] == [top.name, first.name, second.name, low.name]
+
+    def test_bad_arguments_are_refused(self, board: JobBoard) -> None:
+        with pytest.raises(ValueError, match="priority"):
+            board.post("x", priority="urgent")
+        with pytest.raises(ValueError, match="resource"):
+            board.post("x", resources=[""])
+        with pytest.raises(TypeError):
+            board.post("x", details={"not-json": object()})
+        assert board.job_count == 0
+
+    def test_unknown_job_is_not_found(self, board: JobBoard) -> None:
+        for call in (
+            lambda: board.get_job("nope"),
+            lambda: board.state_of("nope"),
+            lambda: board.claim("nope", "me"),
+            lambda: board.find_owner("nope"),
+        ):
+            with pytest.raises(exc.NotFound):
+                call()
+
+    def test_idempotency_key_returns_the_existing_job(self, make_board: MakeBoard) -> None:
+        board = make_board()
+        job = board.post("charge", details={"n": 1}, idempotency_key="order-7")
+        again = make_board().post("charge", details={"n": 2}, idempotency_key="order-7")
+        assert again.uuid == job.uuid and again.details == {"n": 1}
+        other = board.post("charge", idempotency_key="order-8")
+        assert other.uuid != job.uuid
+        assert board.job_count == 2
+        # Still deduplicated once the first job is done.
+        claim = board.claim(job, "w")
+        board.consume(job, "w", token=claim.token)
+        assert board.post("charge", idempotency_key="order-7").uuid == job.uuid
+
+    # -- claims -----------------------------------------------------------------------------------
+
+    def test_claim_is_exclusive(self, make_board: MakeBoard) -> None:
+        board = make_board()
+        job = board.post("j")
+        claim = board.claim(job, "alice")
+        assert (claim.job_uuid, claim.owner) == (job.uuid, "alice") and claim.token >= 1
+        other = make_board()
+        assert other.state_of(job) is JobState.CLAIMED and _state(job) is JobState.CLAIMED
+        assert other.find_owner(job) == "alice"
+        assert list(other.iterjobs(only_unclaimed=True)) == []
+        assert [j.uuid for j in other.iterjobs()] == [job.uuid]
+        with pytest.raises(exc.UnclaimableJob, match="alice"):
+            other.claim(job, "bob")
+        with pytest.raises(exc.UnclaimableJob):
+            board.claim(job, "alice")
+
+    def test_only_the_owner_finishes_a_job(self, board: JobBoard) -> None:
+        job = board.post("j")
+        for action in (board.consume, board.abandon, board.trash):
+            with pytest.raises(exc.NotOwner):
+                action(job, "alice")  # nobody holds it
+        claim = board.claim(job, "alice")
+        for action in (board.consume, board.abandon, board.trash):
+            with pytest.raises(exc.NotOwner, match="bob"):
+                action(job, "bob")
+            with pytest.raises(exc.NotOwner):
+                action(job, "alice", token=claim.token + 1)
+        assert _state(job) is JobState.CLAIMED
+        board.consume(job, "alice", token=claim.token)
+        assert _state(job) is JobState.COMPLETE and board.find_owner(job) is None
+        assert list(board.iterjobs()) == [] and board.job_count == 0
+        with pytest.raises(exc.UnclaimableJob, match="COMPLETE"):
+            board.claim(job, "bob")
+        with pytest.raises(exc.NotOwner):
+            board.consume(job, "alice")
+
+    def test_abandon_makes_it_claimable_with_a_new_token(self, board: JobBoard) -> None:
+        job = board.post("j")
+        first = board.claim(job, "alice")
+        board.abandon(job, "alice")
+        assert _state(job) is JobState.UNCLAIMED and board.find_owner(job) is None
+        second = board.claim(job, "bob")
+        assert second.token > first.token
+        with pytest.raises(exc.LeaseLost):
+            board.ensure_current(first)
+        board.ensure_current(second)
+
+    def test_trash_ends_the_job(self, board: JobBoard) -> None:
+        job = board.post("j")
+        board.claim(job, "alice")
+        board.trash(job, "alice")
+        assert _state(job) is JobState.TRASHED and board.job_count == 0
+        with pytest.raises(exc.UnclaimableJob):
+            board.claim(job, "bob")
+
+    # -- leases -----------------------------------------------------------------------------------
+
+    def test_expired_claim_is_claimable_again_and_fenced(self, timed: JobBoard, clock: FakeClock) -> None:
+        job = timed.post("j")
+        first = timed.claim(job, "alice", ttl=10)
+        assert first.expires_at == pytest.approx(clock() + 10)
+        clock.advance(9.5)
+        assert _state(job) is JobState.CLAIMED
+        timed.ensure_current(first)
+        clock.advance(1)
+        assert timed.state_of(job) is JobState.UNCLAIMED and timed.find_owner(job) is None
+        assert [j.uuid for j in timed.iterjobs(only_unclaimed=True)] == [job.uuid]
+        with pytest.raises(exc.LeaseLost, match="expired"):
+            timed.ensure_current(first)
+        with pytest.raises(exc.LeaseLost):
+            timed.renew(first)
+        second = timed.claim(job, "bob", ttl=10)
+        assert second.token > first.token
+        with pytest.raises(exc.LeaseLost):
+            timed.renew(first)
+        with pytest.raises(exc.NotOwner):
+            timed.consume(job, "alice")
+        timed.consume(job, "bob")
+        assert _state(job) is JobState.COMPLETE
+
+    def test_renew_extends_the_lease(self, timed: JobBoard, clock: FakeClock) -> None:
+        job = timed.post("j")
+        claim = timed.claim(job, "alice", ttl=10)
+        for _ in range(3):
+            clock.advance(8)
+            renewed = timed.renew(claim, ttl=10)
+            assert renewed.token == claim.token and renewed.expires_at == pytest.approx(clock() + 10)
+            claim = renewed
+        clock.advance(8)
+        assert _state(job) is JobState.CLAIMED and timed.find_owner(job) == "alice"
+        with pytest.raises(exc.UnclaimableJob):
+            timed.claim(job, "bob")
+
+    def test_default_ttl_is_the_boards(self, make_board: MakeBoard, clock: FakeClock) -> None:
+        board = make_board(clock=clock, lease_ttl=5.0)
+        job = board.post("j")
+        claim = board.claim(job, "alice")
+        assert claim.expires_at == pytest.approx(clock() + 5.0)
+        with pytest.raises(ValueError):
+            board.claim(job, "alice", ttl=0)
+
+    def test_owner_may_finish_after_expiry_if_nobody_claimed(self, timed: JobBoard, clock: FakeClock) -> None:
+        job = timed.post("j")
+        claim = timed.claim(job, "alice", ttl=1)
+        clock.advance(5)
+        timed.consume(job, "alice", token=claim.token)
+        assert _state(job) is JobState.COMPLETE
+
+    def test_renew_after_the_job_ended_is_lease_lost(self, board: JobBoard) -> None:
+        job = board.post("j")
+        claim = board.claim(job, "alice")
+        board.consume(job, "alice")
+        with pytest.raises(exc.LeaseLost):
+            board.renew(claim)
+
+    # -- resources --------------------------------------------------------------------------------
+
+    def test_resource_held_by_one_claimed_job_at_a_time(self, timed: JobBoard, clock: FakeClock) -> None:
+        a = timed.post("a", resources=["volume:42", "host:1"])
+        b = timed.post("b", resources=["volume:42"])
+        c = timed.post("c", resources=["volume:43"])
+        timed.claim(a, "alice", ttl=10)
+        with pytest.raises(exc.UnclaimableJob, match="volume:42"):
+            timed.claim(b, "bob")
+        assert _state(b) is JobState.UNCLAIMED
+        assert [j.uuid for j in timed.wait(timeout=0)] == [c.uuid]
+        timed.claim(c, "carol")
+        # The holder's lease lapses: the resource is free again.
+        clock.advance(11)
+        b_claim = timed.claim(b, "bob", ttl=10)
+        with pytest.raises(exc.UnclaimableJob, match="volume:42"):
+            timed.claim(a, "alice")
+        timed.abandon(b, "bob", token=b_claim.token)
+        a_claim = timed.claim(a, "alice")
+        timed.consume(a, "alice", token=a_claim.token)
+        timed.claim(b, "bob")
+
+    def test_consume_and_trash_release_resources(self, board: JobBoard) -> None:
+        jobs = [board.post("j%d" % i, resources=["r"]) for i in range(3)]
+        board.claim(jobs[0], "w")
+        board.consume(jobs[0], "w")
+        board.claim(jobs[1], "w")
+        board.trash(jobs[1], "w")
+        board.claim(jobs[2], "w")
+
+    # -- cancellation -------------------------------------------------------------------------------
+
+    def test_cancel_unclaimed_job(self, board: JobBoard) -> None:
+        job = board.post("j")
+        assert board.cancel(job) is JobState.CANCELLED
+        assert _state(job) is JobState.CANCELLED and board.job_count == 0
+        with pytest.raises(exc.UnclaimableJob):
+            board.claim(job, "w")
+        assert board.cancel(job) is JobState.CANCELLED
+
+    @pytest.mark.parametrize("revert", [True, False])
+    def test_cancel_claimed_job_asks_the_owner(self, make_board: MakeBoard, revert: bool) -> None:
+        board = make_board()
+        job = board.post("j")
+        board.claim(job, "w")
+        assert board.cancel_requested(job) is None
+        assert make_board().cancel(job, revert=revert) == JobState.CLAIMED
+        request = board.cancel_requested(job)
+        assert request is not None and request.job_uuid == job.uuid and request.revert is revert
+        assert _state(job) is JobState.CLAIMED
+        board.consume(job, "w")
+        assert board.state_of(job) is JobState.CANCELLED
+
+    def test_cancel_after_the_lease_expired_ends_the_job(self, timed: JobBoard, clock: FakeClock) -> None:
+        job = timed.post("j")
+        timed.claim(job, "alice", ttl=5)
+        timed.cancel(job, revert=True)
+        clock.advance(6)
+        # Expired, so the job reads UNCLAIMED: a cancel now ends it at once.
+        assert timed.cancel(job) is JobState.CANCELLED
+
+    def test_cancel_request_seen_by_the_next_owner(self, board: JobBoard) -> None:
+        job = board.post("j")
+        board.claim(job, "alice")
+        board.cancel(job, revert=False)
+        board.abandon(job, "alice")
+        board.claim(job, "bob")
+        request = board.cancel_requested(job)
+        assert request is not None and request.revert is False
+
+    # -- waiting ----------------------------------------------------------------------------------------
+
+    def test_wait_times_out_with_not_found(self, board: JobBoard) -> None:
+        started = time.monotonic()
+        with pytest.raises(exc.NotFound):
+            board.wait(timeout=0.2)
+        assert 0.15 <= time.monotonic() - started < 10
+
+    def test_wait_wakes_on_post(self, make_board: MakeBoard) -> None:
+        waiter = make_board()
+        poster = make_board()
+        found: list[Job] = []
+        ready = threading.Event()
+
+        def wait() -> None:
+            ready.set()
+            found.extend(waiter.wait(timeout=20))
+
+        thread = threading.Thread(target=wait)
+        thread.start()
+        ready.wait(5)
+        job = poster.post("late")
+        thread.join(20)
+        assert not thread.is_alive()
+        assert [j.uuid for j in found] == [job.uuid]
+
+    def test_wait_wakes_when_a_job_is_abandoned(self, board: JobBoard) -> None:
+        job = board.post("j")
+        board.claim(job, "w")
+        with pytest.raises(exc.NotFound):
+            board.wait(timeout=0.05)
+        threading.Timer(0.05, board.abandon, args=(job, "w")).start()
+        assert [j.uuid for j in board.wait(timeout=20)] == [job.uuid]
+
+    def test_wait_sees_an_expired_lease(self, timed: JobBoard, clock: FakeClock) -> None:
+        job = timed.post("j")
+        timed.claim(job, "w", ttl=5)
+        with pytest.raises(exc.NotFound):
+            timed.wait(timeout=0.05)
+        threading.Timer(0.05, clock.advance, args=(6,)).start()
+        assert [j.uuid for j in timed.wait(timeout=20)] == [job.uuid]
+
+    def test_job_wait_until_final(self, make_board: MakeBoard) -> None:
+        board = make_board()
+        job = board.post("j")
+        assert job.wait(timeout=0.05) is False
+        worker = make_board()
+        worker.claim(job, "w")
+        threading.Timer(0.05, worker.consume, args=(job, "w")).start()
+        assert job.wait(timeout=20) is True
+        assert _state(job) is JobState.COMPLETE
+
+    # -- concurrency ------------------------------------------------------------------------------------
+
+    def test_concurrent_claims_each_job_once(self, make_board: MakeBoard) -> None:
+        board = make_board()
+        jobs = [board.post("j%d" % i) for i in range(30)]
+        won: dict[str, list[str]] = {j.uuid: [] for j in jobs}
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(6)
+
+        def worker(name: str) -> None:
+            mine = make_board()
+            barrier.wait(10)
+            for job in jobs:
+                try:
+                    claim = mine.claim(job.uuid, name)
+                except exc.UnclaimableJob:
+                    continue
+                except BaseException as error:  # pragma: no cover - reported below
+                    errors.append(error)
+                    continue
+                won[job.uuid].append(name)
+                mine.consume(job.uuid, name, token=claim.token)
+
+        threads = [threading.Thread(target=worker, args=("w%d" % i,)) for i in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not errors
+        assert all(len(owners) == 1 for owners in won.values()), won
+        assert board.job_count == 0
+
+    # -- fencing ----------------------------------------------------------------------------------------
+
+    def test_fenced_backend_refuses_writes_after_the_lease_is_lost(self, timed: JobBoard, clock: FakeClock) -> None:
+        assert timed.persistence is not None
+        book = _book()
+        job = timed.post("j", book=book)
+        claim = timed.claim(job, "alice", ttl=10)
+        fenced = timed.fenced_backend(timed.persistence, claim)
+        fd = list(book)[0]
+        atom = fd.find_by_name("step")
+        assert atom is not None
+        with fenced.get_connection() as conn:
+            conn.lock_flow(fd).release()
+            atom.state = states.RUNNING
+            conn.update_atom_details(atom)
+            conn.flush()
+            clock.advance(11)
+            timed.claim(job, "bob", ttl=10)
+            atom.state = states.SUCCESS
+            atom.results = "stale"
+            with pytest.raises(exc.LeaseLost) as caught:
+                # Refused at the write or at the flush, depending on whether the store buffers.
+                conn.update_atom_details(atom)
+                conn.flush()
+            assert isinstance(caught.value, exc.StorageFailure)
+            with pytest.raises(exc.LeaseLost):
+                conn.lock_flow(fd)
+        with timed.persistence.get_connection() as reader:
+            stored = reader.get_atom_details(atom.uuid)
+        assert stored.state == states.RUNNING and stored.results is None
+
+    def test_fenced_backend_writes_while_current(self, board: JobBoard) -> None:
+        assert board.persistence is not None
+        book = _book()
+        job = board.post("j", book=book)
+        claim = board.claim(job, "alice")
+        atom = list(book)[0].find_by_name("step")
+        assert atom is not None
+        with board.fenced_backend(board.persistence, claim).get_connection() as conn:
+            atom.state = states.SUCCESS
+            atom.results = {"ok": 1}
+            conn.update_atom_details(atom)
+            conn.flush()
+        with board.persistence.get_connection() as reader:
+            assert reader.get_atom_details(atom.uuid).results == {"ok": 1}
+        board.consume(job, "alice")
+        with board.fenced_backend(board.persistence, claim).get_connection() as conn:
+            with pytest.raises(exc.LeaseLost):
+                conn.update_atom_details(atom)
+                conn.flush()

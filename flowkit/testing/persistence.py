@@ -1,0 +1,396 @@
+"""The persistence backend contract as a pytest suite.
+
+Run it against a backend by subclassing :class:`PersistenceBackendTests` in
+a test module and providing a ``backend`` fixture that yields a fresh,
+empty backend and closes it afterwards::
+
+    import pytest
+    from flowkit.testing.persistence import PersistenceBackendTests
+
+    class TestMyBackend(PersistenceBackendTests):
+        @pytest.fixture
+        def backend(self, tmp_path):
+            backend = MyBackend(tmp_path / "store")
+            yield backend
+            backend.close()
+
+Every test reads through a *new* connection what another connection wrote,
+so a backend that only keeps records in one connection fails.  Records are
+compared through :func:`flowkit.persistence.models.to_data`, which is what a
+backend must store and give back unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from flowkit import exceptions as exc
+from flowkit import states
+from flowkit.persistence.base import Backend, Connection
+from flowkit.persistence.models import FlowDetail, LogBook, RetryDetail, TaskDetail, to_data
+from flowkit.task import Task
+from flowkit.types.failure import Failure
+
+__all__ = ["PersistenceBackendTests", "sample_logbook", "same_records"]
+
+
+class _SampleError(ValueError):
+    """The exception captured in the sample logbook's failures."""
+
+
+def _failure(message: str) -> Failure:
+    try:
+        raise _SampleError(message)
+    except _SampleError:
+        return Failure()
+
+
+def sample_logbook(name: str = "book") -> LogBook:
+    """A logbook with two flow details whose atoms use every field, including failures."""
+    book = LogBook(name=name)
+    book.meta = {"owner": "tests", "nested": {"list": [1, 2.5, None, True, "ü€"]}}
+    first = FlowDetail(name="first")
+    first.state = states.RUNNING
+    first.meta = {"store": {"x": 1, "y": [1, 2]}, "factory": {"path": "pkg.mod:make"}}
+    done = TaskDetail("done")
+    done.state = states.SUCCESS
+    done.results = {"answer": 42, "items": ["a", "b"], "ratio": 0.25}
+    done.version = (1, 2)
+    done.meta = {"progress": 1.0}
+    failed = TaskDetail("failed")
+    failed.state = states.FAILURE
+    failed.failure = _failure("it broke: x" * 3)
+    reverted = TaskDetail("reverted")
+    reverted.state = states.REVERT_FAILURE
+    reverted.intention = states.REVERT
+    reverted.results = "was here"
+    reverted.revert_results = {"undone": False}
+    reverted.revert_failure = _failure("revert broke")
+    retry = RetryDetail("retry")
+    retry.state = states.RETRYING
+    retry.results = [[1, {}], [2, {"failed": _failure("attempt 2")}]]
+    for detail in (done, failed, reverted, retry):
+        first.add(detail)
+    second = FlowDetail(name="second")
+    second.add(TaskDetail("pending"))
+    book.add(first)
+    book.add(second)
+    return book
+
+
+def same_records(left: Any, right: Any) -> None:
+    """Assert two records (with children) store the same data; Failures compared by what they keep."""
+    assert _comparable(to_data(left)) == _comparable(to_data(right))
+
+
+def _comparable(data: Any) -> Any:
+    # Children are compared by uuid, not by the order a backend returns them in;
+    # a logbook's updated_at is the backend's to set.
+    if isinstance(data, dict):
+        out = {k: _comparable(v) for k, v in data.items() if k != "updated_at"}
+        for key in ("atoms", "flows"):
+            if key in out:
+                out[key] = sorted(out[key], key=lambda d: d["uuid"])
+        return out
+    if isinstance(data, list):
+        return [_comparable(v) for v in data]
+    return data
+
+
+class PersistenceBackendTests:
+    """The contract tests; subclass and provide a ``backend`` fixture (fresh, empty, closed after)."""
+
+    @pytest.fixture
+    def backend(self) -> Iterator[Backend]:
+        """Override: yield a fresh, empty backend and close it afterwards."""
+        raise NotImplementedError("define a 'backend' fixture in your subclass of PersistenceBackendTests")
+        yield  # pragma: no cover
+
+    @pytest.fixture
+    def conn(self, backend: Backend) -> Iterator[Connection]:
+        """A connection with the schema in place."""
+        with backend.get_connection() as conn:
+            conn.upgrade()
+            yield conn
+
+    def reader(self, backend: Backend) -> Connection:
+        """A new connection, to check what was written is visible to others."""
+        return backend.get_connection()
+
+    # -- schema ---------------------------------------------------------------------
+
+    def test_upgrade_is_idempotent_and_validates(self, backend: Backend) -> None:
+        with backend.get_connection() as conn:
+            conn.upgrade()
+            conn.upgrade()
+            conn.validate()
+
+    # -- logbooks -------------------------------------------------------------------
+
+    def test_saved_logbook_reads_back_whole(self, backend: Backend, conn: Connection) -> None:
+        book = sample_logbook()
+        conn.save_logbook(book)
+        with self.reader(backend) as other:
+            same_records(other.get_logbook(book.uuid), book)
+
+    def test_failures_keep_type_names_message_and_traceback(self, backend: Backend, conn: Connection) -> None:
+        book = sample_logbook()
+        conn.save_logbook(book)
+        original = book.find(list(book)[0].uuid).find_by_name("failed").failure  # type: ignore[union-attr]
+        assert original is not None
+        with self.reader(backend) as other:
+            fd = other.get_flow_details(list(book)[0].uuid)
+        failure = fd.find_by_name("failed").failure  # type: ignore[union-attr]
+        assert isinstance(failure, Failure)
+        assert failure.exception_str == original.exception_str
+        assert "_SampleError" in failure.traceback_str and "raise _SampleError" in failure.traceback_str
+        assert failure.check(ValueError) is not None
+        assert failure.exc_type_names == original.exc_type_names
+        retry = fd.find_by_name("retry")
+        assert isinstance(retry.results[1][1]["failed"], Failure)  # type: ignore[union-attr]
+
+    def test_saving_again_updates(self, backend: Backend, conn: Connection) -> None:
+        book = sample_logbook()
+        conn.save_logbook(book)
+        book.meta["more"] = True
+        extra = FlowDetail(name="third")
+        extra.add(TaskDetail("new"))
+        book.add(extra)
+        conn.save_logbook(book)
+        with self.reader(backend) as other:
+            same_records(other.get_logbook(book.uuid), book)
+
+    def test_get_logbooks_lists_every_book(self, backend: Backend, conn: Connection) -> None:
+        books = [sample_logbook("a"), sample_logbook("b"), LogBook(name="empty")]
+        for book in books:
+            conn.save_logbook(book)
+        with self.reader(backend) as other:
+            found = {b.uuid: b for b in other.get_logbooks()}
+            assert set(found) == {b.uuid for b in books}
+            for book in books:
+                same_records(found[book.uuid], book)
+            assert {b.uuid for b in other.get_logbooks(lazy=True)} == set(found)
+
+    def test_flows_for_book(self, backend: Backend, conn: Connection) -> None:
+        book = sample_logbook()
+        conn.save_logbook(book)
+        with self.reader(backend) as other:
+            flows = {fd.uuid: fd for fd in other.get_flows_for_book(book.uuid)}
+        assert set(flows) == {fd.uuid for fd in book}
+        for fd in book:
+            same_records(flows[fd.uuid], fd)
+
+    def test_missing_things_raise_not_found(self, conn: Connection) -> None:
+        with pytest.raises(exc.NotFound):
+            conn.get_logbook("no-such-book")
+        with pytest.raises(exc.NotFound):
+            conn.get_flow_details("no-such-flow")
+        with pytest.raises(exc.NotFound):
+            conn.get_atom_details("no-such-atom")
+        with pytest.raises(exc.NotFound):
+            list(conn.get_flows_for_book("no-such-book"))
+        with pytest.raises(exc.NotFound):
+            conn.destroy_logbook("no-such-book")
+        with pytest.raises(exc.NotFound):
+            conn.update_flow_details(FlowDetail(name="never-saved"))
+        with pytest.raises(exc.NotFound):
+            conn.update_atom_details(TaskDetail("never-saved"))
+
+    # -- updates ----------------------------------------------------------------------
+
+    def test_atom_updates_are_visible_after_flush(self, backend: Backend, conn: Connection) -> None:
+        book = sample_logbook()
+        conn.save_logbook(book)
+        fd = list(book)[1]
+        ad = fd.find_by_name("pending")
+        assert ad is not None
+        ad.state = states.RUNNING
+        conn.update_atom_details(ad)
+        ad.state = states.SUCCESS
+        ad.results = {"n": 1}
+        conn.update_atom_details(ad)
+        conn.flush()
+        with self.reader(backend) as other:
+            same_records(other.get_atom_details(ad.uuid), ad)
+            same_records(other.get_flow_details(fd.uuid), fd)
+
+    def test_flow_updates_store_state_meta_and_new_atoms(self, backend: Backend, conn: Connection) -> None:
+        book = sample_logbook()
+        conn.save_logbook(book)
+        fd = list(book)[0]
+        fd.state = states.SUCCESS
+        fd.meta["regions"] = [{"retry": None, "outcome": "REVERT_ALL"}]
+        added = TaskDetail("added")
+        fd.add(added)
+        conn.update_flow_details(fd)
+        added.state = states.SUCCESS
+        conn.update_atom_details(added)
+        conn.flush()
+        with self.reader(backend) as other:
+            same_records(other.get_flow_details(fd.uuid), fd)
+
+    def test_flow_update_stores_atoms_changed_in_place(self, backend: Backend, conn: Connection) -> None:
+        book = sample_logbook()
+        conn.save_logbook(book)
+        fd = list(book)[0]
+        done = fd.find_by_name("done")
+        assert done is not None
+        done.results["items"].append("c")
+        done.meta["progress"] = 0.5
+        conn.update_flow_details(fd)
+        conn.flush()
+        with self.reader(backend) as other:
+            same_records(other.get_flow_details(fd.uuid), fd)
+
+    def test_large_values_round_trip(self, backend: Backend, conn: Connection) -> None:
+        book = LogBook(name="big")
+        fd = FlowDetail(name="big")
+        ad = TaskDetail("big")
+        fd.add(ad)
+        book.add(fd)
+        conn.save_logbook(book)
+        ad.state = states.FAILURE
+        ad.results = {"blob": "x" * (3 * 1024 * 1024), "rows": list(range(50_000))}
+        try:
+            raise RuntimeError("long\n" + "traceback line\n" * 20_000)
+        except RuntimeError:
+            ad.failure = Failure()
+        conn.update_atom_details(ad)
+        conn.flush()
+        with self.reader(backend) as other:
+            got = other.get_atom_details(ad.uuid)
+        assert got.results == ad.results
+        assert got.failure is not None and got.failure.exception_str == ad.failure.exception_str
+
+    # -- deleting ---------------------------------------------------------------------------
+
+    def test_destroy_logbook_removes_its_flows_and_atoms(self, backend: Backend, conn: Connection) -> None:
+        book, keep = sample_logbook("gone"), sample_logbook("kept")
+        conn.save_logbook(book)
+        conn.save_logbook(keep)
+        conn.destroy_logbook(book.uuid)
+        with self.reader(backend) as other:
+            with pytest.raises(exc.NotFound):
+                other.get_logbook(book.uuid)
+            for fd in book:
+                with pytest.raises(exc.NotFound):
+                    other.get_flow_details(fd.uuid)
+                for ad in fd:
+                    with pytest.raises(exc.NotFound):
+                        other.get_atom_details(ad.uuid)
+            same_records(other.get_logbook(keep.uuid), keep)
+
+    def test_clear_all(self, backend: Backend, conn: Connection) -> None:
+        for name in ("a", "b"):
+            conn.save_logbook(sample_logbook(name))
+        conn.clear_all()
+        with self.reader(backend) as other:
+            assert list(other.get_logbooks()) == []
+
+    def test_saving_a_destroyed_logbook_again_stores_it_whole(self, backend: Backend, conn: Connection) -> None:
+        book = sample_logbook()
+        conn.save_logbook(book)
+        conn.destroy_logbook(book.uuid)
+        conn.save_logbook(book)
+        with self.reader(backend) as other:
+            same_records(other.get_logbook(book.uuid), book)
+
+    # -- one engine per flow detail ----------------------------------------------------------
+
+    def test_flow_lock_excludes_a_second_engine(self, backend: Backend, conn: Connection) -> None:
+        book = sample_logbook()
+        conn.save_logbook(book)
+        fd = list(book)[0]
+        lock = conn.lock_flow(fd)
+        try:
+            with self.reader(backend) as other:
+                with pytest.raises(exc.FlowDetailLocked, match=fd.uuid):
+                    other.lock_flow(fd)
+                # Another flow detail is not affected.
+                other.lock_flow(list(book)[1]).release()
+        finally:
+            lock.release()
+        lock.release()  # idempotent
+        with self.reader(backend) as other:
+            other.lock_flow(fd).release()
+
+    def test_flow_lock_from_another_thread(self, backend: Backend, conn: Connection) -> None:
+        book = sample_logbook()
+        conn.save_logbook(book)
+        fd = list(book)[0]
+        outcome: list[BaseException | None] = []
+
+        def contend() -> None:
+            try:
+                with backend.get_connection() as other:
+                    other.lock_flow(fd).release()
+                outcome.append(None)
+            except BaseException as error:  # reported to the test thread
+                outcome.append(error)
+
+        lock = conn.lock_flow(fd)
+        try:
+            thread = threading.Thread(target=contend)
+            thread.start()
+            thread.join(30)
+        finally:
+            lock.release()
+        assert len(outcome) == 1 and isinstance(outcome[0], exc.FlowDetailLocked)
+
+    # -- through the engine -------------------------------------------------------------------
+
+    def test_engine_run_is_recorded(self, backend: Backend) -> None:
+        from flowkit import engines
+        from flowkit.patterns import linear_flow
+
+        flow = linear_flow.Flow("recorded").add(
+            _Plus("one", provides="a"), _Plus("two", provides="b", rebind={"x": "a"})
+        )
+        engine = engines.load(flow, store={"x": 1}, backend=backend)
+        engine.run()
+        with backend.get_connection() as other:
+            fd = other.get_flow_details(engine.flow_detail.uuid)
+        assert fd.state == states.SUCCESS
+        assert {ad.name: (ad.state, ad.results) for ad in fd} == {
+            "one": (states.SUCCESS, 2),
+            "two": (states.SUCCESS, 3),
+        }
+        assert fd.meta["store"] == {"x": 1}
+
+    def test_engine_resumes_from_the_logbook(self, backend: Backend) -> None:
+        from flowkit import engines
+        from flowkit.patterns import linear_flow
+
+        def make() -> Any:
+            return linear_flow.Flow("resumed").add(
+                _Plus("one", provides="a"), _Plus("two", provides="b", rebind={"x": "a"})
+            )
+
+        engine = engines.load(make(), store={"x": 1}, backend=backend)
+        engine.prepare()
+        first = engine.flow_detail.find_by_name("one")
+        assert first is not None
+        # As if a previous process finished "one" (with a result it could not
+        # have computed from x=1) and died: resuming must reuse it.
+        first.state = states.SUCCESS
+        first.results = 100
+        with backend.get_connection() as conn:
+            conn.update_atom_details(first)
+            conn.flush()
+        with backend.get_connection() as conn:
+            fd = conn.get_flow_details(engine.flow_detail.uuid)
+            book = next(b for b in conn.get_logbooks() if b.find(fd.uuid) is not None)
+        resumed = engines.load(make(), backend=backend, book=book, flow_detail=fd)
+        resumed.run()
+        assert resumed.storage.fetch("b") == 101
+
+
+class _Plus(Task):
+    """``x + 1``."""
+
+    def execute(self, x: int) -> int:
+        return x + 1

@@ -1,0 +1,177 @@
+"""Boards for the multi-process conductor tests, and conductor processes to race over them.
+
+Each test gets its own board name, so runs never see each other's jobs.
+PostgreSQL comes from ``FLOWKIT_TEST_POSTGRES_URL``, Redis from
+``FLOWKIT_TEST_REDIS_URL`` (defaults: the servers on this machine); an
+unreachable server skips its tests with the reason, or fails them under
+``CI=true``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowkit.conductors.cli import board_conf
+from flowkit.jobs.backends import fetch as fetch_board
+from flowkit.jobs.base import JobBoard
+from flowkit.persistence.backends import fetch as fetch_backend
+from flowkit.persistence.base import Backend
+from tests.persistence.conftest import POSTGRES_URL, server_url
+
+REDIS_URL = os.environ.get("FLOWKIT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+#: The board kinds the process tests run on.
+KINDS = ("sqlite", "postgres", "redis")
+
+
+def redis_url() -> str:
+    """``REDIS_URL`` if Redis answers; else skip (fail under CI=true) with the reason."""
+    try:
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as error:
+        message = "Redis at %s is unreachable (%s: %s); set FLOWKIT_TEST_REDIS_URL to a reachable server" % (
+            REDIS_URL,
+            type(error).__name__,
+            error,
+        )
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true: " + message)
+        pytest.skip(message)
+    return REDIS_URL
+
+
+@dataclasses.dataclass
+class Setup:
+    """Where one test's jobs and logbooks live, as URLs a conductor process is given."""
+
+    kind: str
+    board_url: str
+    persistence_url: str
+    board_name: str
+    tmp: Path
+
+    def persistence(self) -> Backend:
+        return fetch_backend(self.persistence_url)
+
+    def board(self, persistence: Backend) -> JobBoard:
+        return fetch_board(self.board_name, board_conf(self.board_url), persistence=persistence).connect()
+
+
+@pytest.fixture(params=KINDS)
+def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Setup:
+    """A fresh board (by name) of each kind, with a logbook backend next to it."""
+    kind = request.param
+    name = "t-%s" % uuid.uuid4().hex[:12]
+    if kind == "sqlite":
+        url = "sqlite:///%s" % (tmp_path / "flowkit.db")
+        return Setup(kind, url, url, name, tmp_path)
+    if kind == "postgres":
+        url = server_url(POSTGRES_URL, "PostgreSQL", "FLOWKIT_TEST_POSTGRES_URL")
+        return Setup(kind, url, url, name, tmp_path)
+    # Redis holds the jobs; the logbooks go to PostgreSQL when it is there (the
+    # production pairing), else to a SQLite file.
+    board = redis_url()
+    try:
+        persistence = server_url(POSTGRES_URL, "PostgreSQL", "FLOWKIT_TEST_POSTGRES_URL")
+    except pytest.skip.Exception:
+        persistence = "sqlite:///%s" % (tmp_path / "flowkit.db")
+    return Setup(kind, board, persistence, name, tmp_path)
+
+
+class ConductorProcess:
+    """``flowkit conductor`` in a child process; its event lines go to a file."""
+
+    def __init__(self, setup: Setup, name: str, *, ttl: float, hold: bool = False, extra: tuple[str, ...] = ()):
+        self.name = name
+        self.output = setup.tmp / ("%s.out" % name)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+        env.pop("PYTHONWARNINGS", None)
+        env.pop("FLOWKIT_TEST_HOLD", None)
+        if hold:
+            env["FLOWKIT_TEST_HOLD"] = "1"
+        command = [
+            sys.executable,
+            "-m",
+            "flowkit.cli",
+            "conductor",
+            "--board",
+            setup.board_url,
+            "--board-name",
+            setup.board_name,
+            "--persistence",
+            setup.persistence_url,
+            "--name",
+            name,
+            "--ttl",
+            str(ttl),
+            *extra,
+        ]
+        with open(self.output, "w") as out:
+            self.proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=setup.tmp, env=env)
+
+    def lines(self) -> list[str]:
+        return self.output.read_text().splitlines()
+
+    def events(self, event: str) -> list[str]:
+        """The job uuids of every ``event`` line this conductor printed."""
+        return [line.split()[1] for line in self.lines() if line.startswith(event + " ")]
+
+    def wait_for_line(self, prefix: str, deadline: float) -> None:
+        while not any(line.startswith(prefix) for line in self.lines()):
+            if self.proc.poll() is not None:
+                raise AssertionError("conductor %s exited (%s):\n%s" % (self.name, self.proc.returncode, self.text()))
+            if time.monotonic() > deadline:
+                raise AssertionError("conductor %s printed no %r line:\n%s" % (self.name, prefix, self.text()))
+            time.sleep(0.01)
+
+    def text(self) -> str:
+        return self.output.read_text()
+
+    def terminate(self, timeout: float) -> int:
+        """SIGTERM (drain) and wait for the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def conductors() -> Iterator[list[ConductorProcess]]:
+    """Conductor processes started by the test; any still alive are killed afterwards."""
+    started: list[ConductorProcess] = []
+    yield started
+    for process in started:
+        if process.proc.poll() is None:
+            os.kill(process.proc.pid, signal.SIGCONT)
+            process.kill()
+
+
+def wait_until(predicate: Any, what: str, deadline: float) -> None:
+    """Poll ``predicate`` until true; AssertionError naming ``what`` past ``deadline`` (monotonic)."""
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.01)

@@ -1,0 +1,90 @@
+"""Flow factories the conductor tests post as jobs (importable by name in any process).
+
+Each task appends one line to a file named by the store (``O_APPEND`` + fsync,
+so lines from concurrent processes never interleave and survive a SIGKILL):
+the files are the tests' record of what ran, how often, and where.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from flowkit.patterns import linear_flow
+from flowkit.task import Task
+
+__all__ = ["one_line", "two_steps", "failing", "append_line", "wait_for_file"]
+
+#: In a conductor process started with this variable set, ``Hold`` blocks
+#: until the release file exists (the first conductor in a crash test).
+HOLD_ENV = "FLOWKIT_TEST_HOLD"
+
+
+def append_line(path: str, text: str) -> None:
+    """Append ``text`` as one line, durably."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (text + "\n").encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def wait_for_file(path: str, timeout: float) -> None:
+    """Return once ``path`` exists; TimeoutError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError("%s did not appear within %.1f s" % (path, timeout))
+        time.sleep(0.01)
+
+
+class Append(Task):
+    """Appends ``"<tag> <job> <pid>"`` to ``log``."""
+
+    def execute(self, log: str, job: str) -> str:
+        append_line(log, "%s %s %d" % (self.name, job, os.getpid()))
+        return self.name
+
+
+class Hold(Task):
+    """Announces itself in ``log``; where HOLD_ENV is set, waits for the ``release`` file."""
+
+    def execute(self, log: str, job: str, release: str) -> str:
+        append_line(log, "%s %s %d" % (self.name, job, os.getpid()))
+        if os.environ.get(HOLD_ENV):
+            wait_for_file(release, 60.0)
+        return self.name
+
+
+class Fail(Task):
+    """Raises, so the flow reverts; its revert is recorded."""
+
+    def execute(self, log: str, job: str) -> None:
+        raise RuntimeError("job %s fails on purpose" % (job,))
+
+
+class Undo(Task):
+    """Records its execute and its revert."""
+
+    def execute(self, log: str, job: str) -> None:
+        append_line(log, "%s %s %d" % (self.name, job, os.getpid()))
+
+    def revert(self, log: str, job: str, **kwargs: Any) -> None:
+        append_line(log, "undo-%s %s %d" % (self.name, job, os.getpid()))
+
+
+def one_line() -> Any:
+    """One task: the job's single line."""
+    return Append("run")
+
+
+def two_steps() -> Any:
+    """``first`` (a line), ``hold`` (a line, then maybe waits), ``last`` (a line)."""
+    return linear_flow.Flow("two-steps").add(Append("first"), Hold("hold"), Append("last"))
+
+
+def failing() -> Any:
+    """``undo`` runs, ``boom`` fails, ``undo`` is reverted: the flow ends REVERTED."""
+    return linear_flow.Flow("failing").add(Undo("undo"), Fail("boom"))

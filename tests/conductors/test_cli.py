@@ -1,0 +1,53 @@
+"""``flowkit jobs`` and ``flowkit conductor`` on a SQLite board."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flowkit.cli import main
+from flowkit.conductors.cli import board_conf
+
+
+def test_board_conf_from_urls_and_kinds() -> None:
+    assert board_conf("redis://h:6379/0") == {"board": "redis", "url": "redis://h:6379/0"}
+    assert board_conf("postgresql://u@h/db") == {"board": "sql", "url": "postgresql://u@h/db"}
+    assert board_conf("sql") == {"board": "sql"}
+    assert board_conf("memory://") == {"board": "memory"}
+    with pytest.raises(ValueError, match="no job board"):
+        board_conf("ftp://x")
+
+
+def test_post_list_run_and_cancel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = "sqlite:///%s" % (tmp_path / "flowkit.db")
+    log = tmp_path / "log.txt"
+    where = ["--board", url, "--persistence", url, "--board-name", "cli"]
+    store = '{"log": "%s", "job": "from-cli"}' % log
+
+    assert main(["jobs", "post", "tests.conductors.flows:one_line", "--store", store, *where]) == 0
+    ran = capsys.readouterr().out.strip()
+    assert main(["jobs", "post", "tests.conductors.flows:one_line", "--name", "later", *where]) == 0
+    cancelled = capsys.readouterr().out.strip()
+    assert main(["jobs", "list", *where]) == 0
+    listing = capsys.readouterr().out
+    assert ran in listing and cancelled in listing and "UNCLAIMED" in listing
+
+    assert main(["jobs", "cancel", cancelled, *where]) == 0
+    assert capsys.readouterr().out.split() == [cancelled, "CANCELLED"]
+
+    assert main(["conductor", "--name", "c1", "--max-dispatches", "1", *where]) == 0
+    out = capsys.readouterr().out
+    assert "job_consumed %s tests.conductors.flows:one_line SUCCESS" % ran in out
+    assert log.read_text().split()[:2] == ["run", "from-cli"]
+    assert main(["jobs", "list", *where]) == 0
+    assert capsys.readouterr().out == "no jobs\n"
+
+
+def test_post_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = "sqlite:///%s" % (tmp_path / "flowkit.db")
+    where = ["--board", url, "--persistence", url]
+    assert main(["jobs", "post", "tests.conductors.flows:nothing_here", *where]) == 2
+    assert "cannot be imported" in capsys.readouterr().err
+    assert main(["jobs", "post", "tests.conductors.flows:one_line", "--args", "{}", *where]) == 2
+    assert "JSON list" in capsys.readouterr().err

@@ -1,0 +1,159 @@
+"""Engine notifier, atom notifier and task progress events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from flowkit import states
+from flowkit.patterns import linear_flow
+from flowkit.task import EVENT_UPDATE_PROGRESS
+from flowkit.types.failure import Failure
+from tests.support import BoomError, Capture, Const, Fail, FlowCapture, Name, Progress, Undoable
+
+
+def test_flow_notifier_details(load: Any) -> None:
+    flow = linear_flow.Flow("observed").add(Name(name="a"))
+    engine = load(flow)
+    flow_capture = FlowCapture(engine)
+    engine.run()
+    assert flow_capture.states[-1] == states.SUCCESS
+    assert states.RUNNING in flow_capture.states
+    for details in flow_capture.details:
+        assert details["flow_name"] == "observed"
+        assert details["flow_uuid"]
+    assert len({details["flow_uuid"] for details in flow_capture.details}) == 1
+    # each event's old_state is the state reported before it
+    previous = [details["old_state"] for details in flow_capture.details[1:]]
+    assert previous == flow_capture.states[:-1]
+
+
+def test_flow_notifier_for_a_specific_state(load: Any) -> None:
+    engine = load(linear_flow.Flow("f").add(Name(name="a")))
+    seen: list[Any] = []
+    engine.notifier.register(states.SUCCESS, lambda state, details: seen.append(state))
+    engine.run()
+    assert seen == [states.SUCCESS]
+
+
+def test_atom_notifier_star_sees_every_transition(load: Any) -> None:
+    engine = load(linear_flow.Flow("f").add(Name(name="a"), Name(name="b")))
+    capture = Capture(engine)
+    engine.run()
+    assert capture.events == [
+        ("a", states.RUNNING),
+        ("a", states.SUCCESS),
+        ("b", states.RUNNING),
+        ("b", states.SUCCESS),
+    ]
+
+
+def test_atom_event_details(load: Any) -> None:
+    engine = load(linear_flow.Flow("f").add(Const(name="a", provides="x", inject={"value": 7})))
+    capture = Capture(engine)
+    engine.run()
+    (running_state, running), (success_state, success) = capture.details
+    assert running_state == states.RUNNING
+    assert running["atom_name"] == "a"
+    assert running["old_state"] == states.PENDING
+    assert success_state == states.SUCCESS
+    assert success["atom_name"] == "a"
+    assert success["old_state"] == states.RUNNING
+    assert success["result"] == 7
+
+
+def test_failure_and_revert_event_details(load: Any) -> None:
+    engine = load(linear_flow.Flow("f").add(Undoable(name="a"), Fail(name="bad")))
+    capture = Capture(engine)
+    with pytest.raises(BoomError):
+        engine.run()
+    by_event = {(d["atom_name"], s): d for s, d in capture.details}
+    failure = by_event[("bad", states.FAILURE)]["result"]
+    assert isinstance(failure, Failure)
+    assert failure.check(BoomError) is BoomError
+    assert by_event[("bad", states.FAILURE)]["old_state"] == states.RUNNING
+    assert by_event[("a", states.REVERTING)]["old_state"] == states.SUCCESS
+    assert by_event[("a", states.REVERTED)]["old_state"] == states.REVERTING
+    # revert's return value is reported as the REVERTED result
+    assert by_event[("a", states.REVERTED)]["result"]["result"] == "a"
+
+
+def test_atom_notifier_for_a_specific_state(load: Any) -> None:
+    engine = load(linear_flow.Flow("f").add(Name(name="a"), Name(name="b")))
+    seen: list[str] = []
+    engine.atom_notifier.register(states.SUCCESS, lambda state, details: seen.append(details["atom_name"]))
+    engine.run()
+    assert seen == ["a", "b"]
+
+
+def test_deregistered_callback_is_not_called(load: Any) -> None:
+    engine = load(linear_flow.Flow("f").add(Name(name="a")))
+    seen: list[Any] = []
+
+    def callback(state: Any, details: dict[str, Any]) -> None:
+        seen.append(state)
+
+    engine.atom_notifier.register("*", callback)
+    engine.atom_notifier.deregister("*", callback)
+    engine.run()
+    assert seen == []
+
+
+def test_a_failing_callback_does_not_break_the_flow(load: Any) -> None:
+    engine = load(linear_flow.Flow("f").add(Const(name="a", provides="x", inject={"value": 1})))
+
+    def broken(state: Any, details: dict[str, Any]) -> None:
+        raise RuntimeError("listener bug")
+
+    engine.atom_notifier.register("*", broken)
+    engine.notifier.register("*", broken)
+    engine.run()
+    assert engine.storage.get_flow_state() == states.SUCCESS
+    assert engine.storage.fetch("x") == 1
+
+
+# --- progress -----------------------------------------------------------------------------
+
+
+def progress_task(steps: list[float]) -> Progress:
+    return Progress(name="worker", inject={"steps": steps})
+
+
+def test_task_progress_events_are_clamped(load: Any) -> None:
+    task = progress_task([0.5, 1.7, -3, 0.25])
+    seen: list[float] = []
+    task.notifier.register(EVENT_UPDATE_PROGRESS, lambda event_type, details: seen.append(details["progress"]))
+    engine = load(linear_flow.Flow("f").add(task))
+    engine.run()
+    reported = list(seen)
+    # the engine may add its own 0.0 at start and 1.0 at the end (TaskFlow does)
+    while reported and reported[0] == 0.0:
+        reported.pop(0)
+    assert reported[:4] == [0.5, 1.0, 0.0, 0.25]
+    assert all(0.0 <= p <= 1.0 for p in seen)
+
+
+def test_storage_keeps_task_progress(load: Any) -> None:
+    engine = load(linear_flow.Flow("f").add(progress_task([0.3])))
+    engine.compile()
+    engine.prepare()
+    assert engine.storage.get_task_progress("worker") == 0.0
+    engine.run()
+    # a task that succeeded is done
+    assert engine.storage.get_task_progress("worker") == 1.0
+
+
+def test_progress_events_are_delivered_to_the_engine_side_listener(load: Any) -> None:
+    task = progress_task([0.1, 0.2, 0.3])
+    seen: list[float] = []
+    task.notifier.register(EVENT_UPDATE_PROGRESS, lambda event_type, details: seen.append(details["progress"]))
+    engine = load(linear_flow.Flow("f").add(task))
+    engine.run()
+    assert [p for p in seen if p not in (0.0, 1.0)] == [0.1, 0.2, 0.3]
+
+
+def test_progress_of_a_silent_task_is_complete_after_success(load: Any) -> None:
+    engine = load(linear_flow.Flow("f").add(Name(name="quiet")))
+    engine.run()
+    assert engine.storage.get_task_progress("quiet") == 1.0

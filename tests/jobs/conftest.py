@@ -1,0 +1,48 @@
+"""Servers for the job board tests: PostgreSQL, MySQL (as in tests/persistence) and Redis.
+
+Redis comes from ``FLOWKIT_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``).  An
+unreachable server skips its tests with the reason, except under ``CI=true``, where it fails
+them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.persistence.conftest import mysql_url, postgres_url, server_url  # noqa: F401  (fixtures)
+
+REDIS_URL = os.environ.get("FLOWKIT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+_redis_reason: dict[str, str | None] = {}
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The Redis test server's URL (skips or fails when unreachable)."""
+    if REDIS_URL not in _redis_reason:
+        try:
+            import redis
+
+            client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5)
+            try:
+                client.ping()
+            finally:
+                client.close()
+            _redis_reason[REDIS_URL] = None
+        except Exception as error:
+            _redis_reason[REDIS_URL] = "%s: %s" % (
+                type(error).__name__,
+                str(error).splitlines()[0] if str(error) else "",
+            )
+    reason = _redis_reason[REDIS_URL]
+    if reason is not None:
+        message = "Redis at %s is unreachable (%s); set FLOWKIT_TEST_REDIS_URL to a reachable server" % (
+            REDIS_URL,
+            reason,
+        )
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true: " + message)
+        pytest.skip(message)
+    return REDIS_URL

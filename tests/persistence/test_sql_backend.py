@@ -1,0 +1,219 @@
+"""What only the SQL backend promises: URLs, SQLite settings, JSON storage, errors, group commit, concurrency."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from flowkit import engines, states
+from flowkit import exceptions as exc
+from flowkit.patterns import linear_flow, unordered_flow
+from flowkit.persistence.backends import MemoryBackend, fetch
+from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend, normalize_url
+from flowkit.persistence.models import FlowDetail, LogBook, TaskDetail
+from flowkit.task import Task
+
+
+class Echo(Task):
+    """Return the task's name."""
+
+    def execute(self) -> str:
+        return self.name
+
+
+def _book(atoms: int = 1) -> LogBook:
+    book = LogBook(name="b")
+    fd = FlowDetail(name="f")
+    for i in range(atoms):
+        fd.add(TaskDetail("a%d" % i))
+    book.add(fd)
+    return book
+
+
+def test_fetch_routes_urls(tmp_path: Path) -> None:
+    with fetch({"connection": "sqlite:///%s" % (tmp_path / "x.db"), "durability": "full"}) as backend:
+        assert isinstance(backend, SQLAlchemyBackend) and backend.durability == "full"
+    assert isinstance(fetch("memory://"), MemoryBackend)
+    with pytest.raises(ValueError, match="sqlite:///path"):
+        fetch("nosuch://x")
+
+
+def test_plain_schemes_use_maintained_drivers() -> None:
+    assert normalize_url("postgresql://u@h/db").drivername == "postgresql+psycopg"
+    mysql = normalize_url("mysql://u@h/db")
+    assert mysql.drivername == "mysql+pymysql" and mysql.query["charset"] == "utf8mb4"
+    assert normalize_url("postgresql+psycopg2://u@h/db").drivername == "postgresql+psycopg2"
+
+
+def test_durability_is_checked() -> None:
+    with pytest.raises(ValueError, match="durability"):
+        SQLAlchemyBackend("sqlite://", durability="fast")
+
+
+@pytest.mark.parametrize(("durability", "synchronous"), [("normal", 1), ("full", 2)])
+def test_sqlite_settings(tmp_path: Path, durability: str, synchronous: int) -> None:
+    with SQLAlchemyBackend("sqlite:///%s" % (tmp_path / "x.db"), durability=durability) as backend:
+        with backend.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == synchronous
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 60000
+
+
+def test_values_are_stored_as_json_text(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    book = _book()
+    ad = next(iter(next(iter(book))))
+    ad.results = {"k": [1, "two"]}
+    with SQLAlchemyBackend("sqlite:///%s" % path) as backend:
+        with backend.get_connection() as conn:
+            conn.save_logbook(book)
+    raw = sqlite3.connect(path)
+    try:
+        (results, meta) = raw.execute("SELECT results, meta FROM flowkit_atomdetails").fetchone()
+    finally:
+        raw.close()
+    assert json.loads(results) == {"k": [1, "two"]} and json.loads(meta) == {}
+
+
+@pytest.mark.mysql
+def test_mysql_json_columns_hold_megabytes(
+    mysql_url: str, sql_backend_factory: Callable[..., SQLAlchemyBackend]
+) -> None:
+    backend = sql_backend_factory(mysql_url)
+    backend.upgrade()
+    columns = {
+        c["name"]: c["type"] for c in sa.inspect(backend.engine).get_columns(backend.table_prefix + "atomdetails")
+    }
+    for name in ("results", "failure", "revert_results", "revert_failure", "meta"):
+        assert "LONGTEXT" in str(columns[name]).upper(), (name, columns[name])
+
+
+def test_failed_write_names_what_and_keeps_it_for_the_next_flush(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    with SQLAlchemyBackend("sqlite:///%s" % path, busy_timeout=0.05) as backend:
+        book = _book()
+        fd = next(iter(book))
+        ad = next(iter(fd))
+        conn = backend.get_connection()
+        conn.save_logbook(book)
+        ad.state = states.RUNNING
+        conn.update_atom_details(ad)
+        blocker = sqlite3.connect(path, isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+            with pytest.raises(exc.StorageFailure) as caught:
+                conn.flush()
+            message = str(caught.value)
+            assert "'a0'" in message and fd.uuid in message and "RUNNING" in message
+            assert isinstance(caught.value.__cause__, Exception)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        conn.flush()  # the database is writable again: the buffered write lands
+        with backend.get_connection() as other:
+            assert other.get_atom_details(ad.uuid).state == states.RUNNING
+
+
+def test_validate_reports_a_missing_schema(tmp_path: Path) -> None:
+    with SQLAlchemyBackend("sqlite:///%s" % (tmp_path / "x.db"), create_schema=False) as backend:
+        with backend.get_connection() as conn:
+            with pytest.raises(exc.StorageFailure, match="call upgrade"):
+                conn.validate()
+            conn.upgrade()
+            conn.validate()
+
+
+def test_unwritable_location_is_a_storage_failure(tmp_path: Path) -> None:
+    with SQLAlchemyBackend("sqlite:///%s" % (tmp_path / "missing-dir" / "x.db")) as backend:
+        with pytest.raises(exc.StorageFailure, match="missing-dir") as caught:
+            backend.get_connection().save_logbook(_book())
+    assert caught.value.__cause__ is not None
+
+
+def test_concurrent_flushes_share_one_commit(tmp_path: Path) -> None:
+    with SQLAlchemyBackend("sqlite:///%s" % (tmp_path / "x.db")) as backend:
+        books = [_book() for _ in range(3)]
+        conns = [backend.get_connection() for _ in books]
+        for conn, book in zip(conns, books):
+            conn.save_logbook(book)
+            ad = next(iter(next(iter(book))))
+            ad.state = states.SUCCESS
+            conn.update_atom_details(ad)
+        before = backend.commits
+        errors: list[BaseException] = []
+
+        def flush(conn: object) -> None:
+            try:
+                conn.flush()  # type: ignore[attr-defined]
+            except BaseException as error:
+                errors.append(error)
+
+        # Hold the writer as a commit in progress would; the three flushes queue behind it.
+        with backend._write_lock:
+            threads = [threading.Thread(target=flush, args=(c,)) for c in conns]
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + 30
+            while len(backend._queue) < 3:
+                assert time.monotonic() < deadline, "flushes never queued"
+                time.sleep(0.001)
+        for thread in threads:
+            thread.join(30)
+        assert not errors
+        assert backend.commits == before + 1
+        with backend.get_connection() as other:
+            for book in books:
+                assert all(ad.state == states.SUCCESS for fd in other.get_logbook(book.uuid) for ad in fd)
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["one-backend", "backend-per-engine"])
+def test_parallel_engines_on_one_sqlite_file(tmp_path: Path, shared: bool) -> None:
+    url = "sqlite:///%s" % (tmp_path / "x.db")
+    backends = [SQLAlchemyBackend(url)] if shared else [SQLAlchemyBackend(url) for _ in range(6)]
+    try:
+        backends[0].upgrade()
+        errors: list[BaseException] = []
+        done: list[str] = []
+
+        def run(i: int) -> None:
+            flow = unordered_flow.Flow("u%d" % i).add(*(Echo("u%d-%d" % (i, j)) for j in range(25)))
+            try:
+                engine = engines.load(flow, backend=backends[i % len(backends)], engine="parallel", max_workers=3)
+                engine.run()
+                done.append(engine.flow_detail.uuid)
+            except BaseException as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not errors, errors
+        with backends[0].get_connection() as conn:
+            for uuid in done:
+                fd = conn.get_flow_details(uuid)
+                assert fd.state == states.SUCCESS and all(ad.results == ad.name for ad in fd)
+        assert len(done) == 6
+    finally:
+        for backend in backends:
+            backend.close()
+
+
+def test_linear_flow_writes_one_transaction_per_step(tmp_path: Path) -> None:
+    # Group commit inside one engine: an atom's SUCCESS and its successor's
+    # RUNNING travel together, so a chain of N tasks costs about N commits.
+    with SQLAlchemyBackend("sqlite:///%s" % (tmp_path / "x.db")) as backend:
+        flow = linear_flow.Flow("chain").add(*(Echo("c%d" % i) for i in range(50)))
+        engine = engines.load(flow, backend=backend)
+        engine.prepare()
+        before = backend.commits
+        engine.run()
+        assert backend.commits - before <= 50 + 3

@@ -1,0 +1,207 @@
+"""Tasks and observers shared by the behaviour tests.
+
+Everything here is defined at module level so that it pickles: in process (and, later,
+distributed) mode a task runs somewhere else, so a task must never be the thing a test
+inspects. Tests look at what the engine reports instead: results in storage, atom and flow
+states, notifier events, and the exception ``run()`` raises. Where a test needs to know what a
+task *received*, the task returns it (``execute``) or returns a summary from ``revert`` (the
+engine reports a revert's return value as the ``result`` of the REVERTED event, as TaskFlow
+does).
+
+All results are plain JSON values (str, int, list, dict): persisted results are data.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+from flowkit import states
+from flowkit.task import Task
+from flowkit.types.failure import Failure
+
+
+class BoomError(Exception):
+    """A user exception type the engine must re-raise unchanged."""
+
+
+class OtherBoomError(Exception):
+    """A second user exception type, to tell failures apart."""
+
+
+# --- tasks -----------------------------------------------------------------------------
+
+
+class Const(Task):
+    """Return the injected ``value`` (use ``inject={"value": ...}``)."""
+
+    def execute(self, value: Any) -> Any:
+        return value
+
+
+class Name(Task):
+    """Return the task's own name; needs nothing."""
+
+    def execute(self) -> str:
+        return self.name
+
+
+class Add(Task):
+    """Return ``x + y``."""
+
+    def execute(self, x: Any, y: Any) -> Any:
+        return x + y
+
+
+class Double(Task):
+    """Return ``2 * x``."""
+
+    def execute(self, x: Any) -> Any:
+        return 2 * x
+
+
+class Fail(Task):
+    """Raise ``BoomError(<task name>)``; revert reports what it was given."""
+
+    def execute(self) -> None:
+        raise BoomError(self.name)
+
+    def revert(self, result: Any, flow_failures: dict[str, Failure], **kwargs: Any) -> Any:
+        return revert_summary(result, flow_failures)
+
+
+class FailOther(Task):
+    """Raise ``OtherBoomError(<task name>)``."""
+
+    def execute(self) -> None:
+        raise OtherBoomError(self.name)
+
+
+class Undoable(Task):
+    """Return its name; revert reports what it was given."""
+
+    def execute(self) -> str:
+        return self.name
+
+    def revert(self, result: Any, flow_failures: dict[str, Failure], **kwargs: Any) -> Any:
+        return revert_summary(result, flow_failures)
+
+
+class UndoableAdd(Task):
+    """Return ``x + y``; revert reports the arguments and result it was given."""
+
+    def execute(self, x: Any, y: Any) -> Any:
+        return x + y
+
+    def revert(self, x: Any, y: Any, result: Any, flow_failures: dict[str, Failure], **kwargs: Any) -> Any:
+        summary = revert_summary(result, flow_failures)
+        summary["args"] = [x, y]
+        return summary
+
+
+class BadRevert(Task):
+    """Succeed, but fail when asked to revert."""
+
+    def execute(self) -> str:
+        return self.name
+
+    def revert(self, **kwargs: Any) -> None:
+        raise OtherBoomError("revert of " + self.name)
+
+
+class FailUntil(Task):
+    """Fail with BoomError until the retry controller's value reaches ``good``.
+
+    Requires ``attempt`` (rebind it to whatever the controller provides) and the injected
+    ``good``; returns the value it succeeded with.
+    """
+
+    def execute(self, attempt: Any, good: Any) -> Any:
+        if attempt != good:
+            raise BoomError("attempt %r is not %r" % (attempt, good))
+        return attempt
+
+
+class Progress(Task):
+    """Report the injected progress values, in order."""
+
+    def execute(self, steps: list[float]) -> str:
+        for step in steps:
+            self.update_progress(step)
+        return self.name
+
+
+def revert_summary(result: Any, flow_failures: dict[str, Failure]) -> dict[str, Any]:
+    """What a revert was given, as JSON: its result (or failure) and the flow's failures."""
+    summary: dict[str, Any] = {
+        "flow_failures": {name: failure.exception_str for name, failure in flow_failures.items()},
+        "flow_failure_types": {
+            name: bool(failure.check(BoomError, OtherBoomError)) for name, failure in flow_failures.items()
+        },
+    }
+    if isinstance(result, Failure):
+        summary["failed"] = True
+        summary["result"] = result.exception_str
+    else:
+        summary["failed"] = False
+        summary["result"] = result
+    return summary
+
+
+# --- observers -------------------------------------------------------------------------
+
+
+class Capture:
+    """Record every atom state change an engine reports, engine-side.
+
+    ``events`` is a list of ``(atom_name, state)``; ``results`` maps ``(atom_name, state)``
+    to the last ``details["result"]`` reported with it; ``details`` keeps every details dict.
+    Attach before running: ``capture = Capture(engine)``.
+    """
+
+    def __init__(self, engine: Any) -> None:
+        self.events: list[tuple[str, str]] = []
+        self.results: dict[tuple[str, str], Any] = {}
+        self.details: list[tuple[str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+        engine.atom_notifier.register("*", self._on_event)
+
+    def _on_event(self, state: Any, details: dict[str, Any]) -> None:
+        name = details["atom_name"]
+        with self._lock:
+            self.events.append((name, state))
+            self.details.append((state, dict(details)))
+            if "result" in details:
+                self.results[(name, state)] = details["result"]
+
+    def states_of(self, name: str) -> list[str]:
+        """Every state ``name`` went through, in order."""
+        return [state for atom, state in self.events if atom == name]
+
+    def names_in(self, state: str) -> list[str]:
+        """The atoms that entered ``state``, in the order they did (repeats kept)."""
+        return [atom for atom, s in self.events if s == state]
+
+    def count(self, name: str, state: str) -> int:
+        return Counter(self.events)[(name, state)]
+
+    def executed(self, name: str) -> int:
+        """How many times ``name`` was started (atoms go RUNNING once per execution)."""
+        return self.count(name, states.RUNNING)
+
+    def reverted_result(self, name: str) -> Any:
+        return self.results[(name, states.REVERTED)]
+
+
+class FlowCapture:
+    """Record the flow state changes an engine's ``notifier`` reports."""
+
+    def __init__(self, engine: Any) -> None:
+        self.states: list[str] = []
+        self.details: list[dict[str, Any]] = []
+        engine.notifier.register("*", self._on_event)
+
+    def _on_event(self, state: Any, details: dict[str, Any]) -> None:
+        self.states.append(state)
+        self.details.append(dict(details))

@@ -1,0 +1,221 @@
+"""The ``flowkit`` command: ``logbooks``, ``show`` and ``resume`` against an SQLite logbook."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import flowkit
+from flowkit import states
+from flowkit.cli import main
+from flowkit.engines import load_from_factory
+from flowkit.patterns import linear_flow
+from flowkit.persistence.backends import fetch
+from flowkit.task import Task
+
+
+class Record(Task):
+    """Return ``[*trail, name]``."""
+
+    def execute(self, trail: list[str]) -> list[str]:
+        return [*trail, self.name]
+
+
+class Decline(Task):
+    """Always fail, like a card that is declined."""
+
+    def execute(self) -> None:
+        raise RuntimeError("card declined")
+
+
+def make_order(fail: bool = False) -> Any:
+    """reserve -> charge -> ship (-> decline when ``fail``)."""
+    flow = linear_flow.Flow("order").add(
+        Record(name="reserve", provides="reserved", rebind={"trail": "start"}),
+        Record(name="charge", provides="charged", rebind={"trail": "reserved"}),
+        Record(name="ship", provides="shipped", rebind={"trail": "charged"}),
+    )
+    if fail:
+        flow.add(Decline(name="decline"))
+    return flow
+
+
+def make_flow(url: str, fail: bool = False, suspend_after: str | None = None) -> str:
+    """Run an order flow into ``url`` (suspended after ``suspend_after``); return its uuid."""
+    with fetch(url) as backend:
+        engine = load_from_factory(
+            make_order, factory_kwargs={"fail": fail}, store={"start": []}, backend=backend
+        )
+
+        def suspend(state: Any, details: dict[str, Any]) -> None:
+            if details["atom_name"] == suspend_after and state == states.SUCCESS:
+                engine.suspend()
+
+        engine.atom_notifier.register("*", suspend)
+        try:
+            engine.run()
+        except RuntimeError:
+            pass
+        return engine.flow_detail.uuid
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return "sqlite:///%s" % (tmp_path / "cli.db",)
+
+
+def test_logbooks_lists_flow_details_and_states(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    done = make_flow(url)
+    reverted = make_flow(url, fail=True)
+    assert main(["logbooks", "--backend", url]) == 0
+    out = capsys.readouterr().out
+    header, *rows = out.splitlines()
+    assert header.split() == ["LOGBOOK", "NAME", "CREATED", "FLOW", "DETAIL", "FLOW", "STATE"]
+    assert any(done in row and row.endswith(" SUCCESS") for row in rows)
+    assert any(reverted in row and row.endswith(" REVERTED") for row in rows)
+
+
+def test_logbooks_on_an_empty_backend(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--backend", url, "logbooks"]) == 0
+    assert capsys.readouterr().out == "no logbooks\n"
+
+
+def test_show_prints_an_aligned_table_of_atoms(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    uuid = make_flow(url, fail=True)
+    with fetch(url) as backend, backend.get_connection() as conn:
+        detail = conn.get_flow_details(uuid)
+        ship = detail.find_by_name("ship")
+        assert ship is not None
+        ship.meta["duration"] = 0.25  # what a timing listener records
+        conn.update_atom_details(ship)
+        conn.flush()
+
+    assert main(["show", uuid, "--backend", url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:4] == [
+        "flow detail %s" % uuid,
+        "  flow:    order",
+        "  state:   REVERTED",
+        "  factory: tests.test_cli:make_order",
+    ]
+    table = lines[5 : lines.index("", 5)]  # a timeline follows the table after a blank line
+    header = table[0]
+    assert header.split() == ["ATOM", "TYPE", "STATE", "INTENTION", "RESULT", "FAILURE", "DURATION"]
+    rows = {line.split()[0]: line for line in table[1:]}
+    assert set(rows) == {"reserve", "charge", "ship", "decline"}
+    # Aligned: every column starts where its header does.
+    for column in ("STATE", "RESULT", "FAILURE"):
+        start = header.index(column)
+        assert all(row[start - 2 : start] == "  " and row[start] != " " for row in rows.values())
+    assert rows["ship"].split()[2:4] == ["REVERTED", "REVERT"]
+    assert '["reserve", "charge", "ship"]' in rows["ship"]
+    assert rows["ship"].endswith("0.250s")
+    assert "RuntimeError: card declined" in rows["decline"]
+    assert rows["decline"].split()[2] == "REVERTED"  # a failed task is reverted too
+
+
+def test_resume_runs_what_is_left(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    uuid = make_flow(url, suspend_after="reserve")
+    assert main(["resume", uuid, "--backend", url]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "resuming flow 'order' (%s) from SUSPENDED" % uuid,
+        "  charge: SUCCESS",
+        "  ship: SUCCESS",
+        "flow 'order' (%s): SUCCESS" % uuid,
+    ]
+    with fetch(url) as backend, backend.get_connection() as conn:
+        detail = conn.get_flow_details(uuid)
+        assert detail.state == states.SUCCESS
+        assert detail.find_by_name("ship").results == ["reserve", "charge", "ship"]  # type: ignore[union-attr]
+
+
+def test_resume_in_parallel_mode(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    uuid = make_flow(url, suspend_after="charge")
+    assert main(["resume", uuid, "--backend", url, "--engine", "parallel", "--max-workers", "2"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "flow 'order' (%s): SUCCESS" % uuid
+
+
+def test_resume_exits_non_zero_when_the_flow_reverts(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    uuid = make_flow(url, fail=True, suspend_after="charge")
+    assert main(["resume", uuid, "--backend", url]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:] == [
+        "  ship: SUCCESS",
+        "  decline: FAILURE",
+        "  decline: REVERTED",
+        "  ship: REVERTED",
+        "  charge: REVERTED",
+        "  reserve: REVERTED",
+        "flow 'order' (%s): REVERTED" % uuid,
+        "  failure: RuntimeError: card declined",
+    ]
+
+
+def test_resume_of_a_finished_flow_runs_nothing(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    done = make_flow(url)
+    reverted = make_flow(url, fail=True)
+    assert main(["resume", done, "--backend", url]) == 0
+    assert main(["resume", reverted, "--backend", url]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "flow 'order' (%s) already ended SUCCESS; nothing to resume" % done,
+        "flow 'order' (%s) already ended REVERTED; nothing to resume" % reverted,
+    ]
+
+
+def test_unknown_flow_detail_is_a_clear_error(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", "no-such-uuid", "--backend", url]) == 2
+    assert main(["resume", "no-such-uuid", "--backend", url]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["flowkit: no flow detail 'no-such-uuid' in this backend (try 'flowkit logbooks')"] * 2
+
+
+def test_a_flow_without_a_factory_cannot_be_resumed(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with fetch(url) as backend:
+        engine = flowkit.load(make_order(), store={"start": []}, backend=backend)
+        uuid = engine.flow_detail.uuid
+    assert main(["resume", uuid, "--backend", url]) == 2
+    assert "it has no factory record" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert main(["show"]) == 2
+    assert "usage: flowkit" in capsys.readouterr().err
+
+
+def test_backend_defaults_to_env_then_flowkit_db(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FLOWKIT_BACKEND", raising=False)
+    uuid = make_flow("sqlite:///flowkit.db")
+    assert main(["logbooks"]) == 0
+    assert uuid in capsys.readouterr().out
+
+    other = tmp_path / "other.db"
+    monkeypatch.setenv("FLOWKIT_BACKEND", "sqlite:///%s" % other)
+    assert main(["logbooks"]) == 0
+    assert capsys.readouterr().out == "no logbooks\n"
+
+
+def test_the_command_in_a_subprocess(url: str, tmp_path: Path) -> None:
+    uuid = make_flow(url, suspend_after="reserve")
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowkit.cli", "--backend", url, "resume", uuid],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "flow 'order' (%s): SUCCESS" % uuid
