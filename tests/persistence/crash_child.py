@@ -28,6 +28,15 @@ Crash points (``WHEN:ATOM`` or ``WHEN:ATOM@N`` for the N-th time in this process
 Every ``execute`` and ``revert`` appends ``execute NAME`` / ``revert NAME`` to the journal
 file (append mode, fsync'd before going on), in the child and, after the resume, in the
 parent, so the parent can count what ran before and after the crash.
+
+In the distributed mode the tasks run on Dask workers, not in the child, so a crash point
+inside a task (``start``, ``during``, ``sigkill``, ``revert``) cannot kill the child by
+exiting.  There the child *arms* the crash instead: it writes ``JOURNAL.crash`` (the
+crash point and its own pid), and the task that reaches that point on a worker claims the
+file (an atomic rename, so it fires once), SIGKILLs the child, waits until the child is
+gone and stops without journaling anything more.  The N-th occurrence is counted from
+the journal, since a worker process outlives the flow.  The in-engine points
+(``running``, ``success``, ``reverted``) fire in the child as in every other mode.
 """
 
 from __future__ import annotations
@@ -36,8 +45,10 @@ import argparse
 import collections
 import json
 import os
+import signal
 import sys
 import threading
+import time
 from typing import Any
 
 from flowkit import states
@@ -49,6 +60,9 @@ from flowkit.task import Task
 
 #: The exit status of a child that crashed where it was told to.
 CRASH_EXIT = 73
+
+#: Crash points inside execute()/revert(): on a Dask worker these are armed, not hit in-process.
+IN_TASK_CRASHES = ("start", "during", "sigkill", "revert")
 
 SCENARIOS = ("linear", "unordered", "revert", "retry")
 
@@ -107,7 +121,72 @@ def _die(when: str, name: str) -> None:
     os._exit(CRASH_EXIT)
 
 
+class EngineKilled(Exception):
+    """Raised on a worker by the task that killed the engine process, so it journals nothing more."""
+
+
+def _spec_path(journal: str) -> str:
+    return journal + ".crash"
+
+
+def arm_remote_crash(journal: str, crash: str) -> None:
+    """Arm ``crash`` (an in-task point) for whichever worker runs the task: see the module docs."""
+    when, atom, nth = parse_crash(crash)
+    with open(_spec_path(journal), "w", encoding="utf-8") as handle:
+        handle.write("%s %s %d %d\n" % (when, atom, nth, os.getpid()))
+
+
+def _armed(journal: str) -> tuple[str, str, int, int] | None:
+    try:
+        with open(_spec_path(journal), encoding="utf-8") as handle:
+            when, atom, nth, pid = handle.read().split()
+    except FileNotFoundError:
+        return None
+    return when, atom, int(nth), int(pid)
+
+
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie waiting for its parent counts as gone)."""
+    try:
+        with open("/proc/%d/stat" % pid, encoding="utf-8") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def _remote_hit(journal: str, when: str, action: str, name: str, done: int) -> None:
+    """Kill the engine process if the armed crash point is ``when`` for the ``done``-th ``action`` of ``name``."""
+    spec = _armed(journal)
+    if spec is None or spec[:2] != (when, name):
+        return
+    if read_journal(journal).count((action, name)) + done != spec[2]:
+        return
+    try:
+        os.rename(_spec_path(journal), _spec_path(journal) + ".fired")  # only one task fires
+    except FileNotFoundError:
+        return
+    pid = spec[3]
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30.0
+    while not _gone(pid):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the engine process %d survived SIGKILL for 30 s" % pid)
+        time.sleep(0.001)
+    raise EngineKilled("killed the engine process %d at %s:%s" % (pid, when, name))
+
+
+def _journal_remote(path: str, action: str, name: str) -> None:
+    if action == "execute":
+        _remote_hit(path, "start", action, name, 1)  # before the journal line: this is occurrence count + 1
+    _write_journal(path, action, name)
+    for when in ("during", "sigkill") if action == "execute" else ("revert",):
+        _remote_hit(path, when, action, name, 0)
+
+
 def _journal(path: str, action: str, name: str) -> None:
+    if _crash is None:  # not the child: a worker, or the parent resuming
+        _journal_remote(path, action, name)
+        return
     if action == "execute" and _hit("start", name):
         _die("start", name)
     _write_journal(path, action, name)
@@ -233,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _crash = parse_crash(args.crash)
     options = json.loads(args.engine_options)
+    if options.get("engine") == "distributed" and _crash[0] in IN_TASK_CRASHES:
+        arm_remote_crash(args.journal, args.crash)
     backend = fetch(json.loads(args.backend))
     engine = load_from_factory(
         make_flow,

@@ -38,7 +38,7 @@ from flowkit.engines import load_from_detail
 from flowkit.exceptions import WrappedFailure
 from flowkit.persistence.backends import fetch
 from tests.persistence.conftest import drop_tables, unique_prefix
-from tests.persistence.crash_child import CRASH_EXIT, CrashTestError, read_journal
+from tests.persistence.crash_child import CRASH_EXIT, IN_TASK_CRASHES, CrashTestError, read_journal
 
 CHILD_TIMEOUT = 60.0
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -91,21 +91,11 @@ class Crash:
         self.at_crash = at_crash  # atom name -> (state, intention) in the logbook after the crash
 
 
-# Crash points inside execute()/revert(): the child kills itself from within the task.
-_IN_TASK_CRASHES = ("start", "during", "sigkill", "revert")
-
-
-def _child_engine_options(engine_options: dict[str, Any], crash: str) -> dict[str, Any]:
+def _child_engine_options(engine_options: dict[str, Any]) -> dict[str, Any]:
     """The child's engine options as JSON data: a Dask client is passed by its scheduler's address."""
     client = engine_options.get("client")
     if client is None:
         return engine_options
-    if crash.split(":")[0] in _IN_TASK_CRASHES:
-        pytest.skip(
-            "this crash point is inside the task, which runs on a Dask worker: there it would kill "
-            "the worker (tests/engines/test_distributed.py covers that), not the engine process "
-            "whose crash this test resumes from"
-        )
     options = {k: v for k, v in engine_options.items() if k != "client"}
     options["address"] = client.scheduler.address
     return options
@@ -119,7 +109,9 @@ def crash_child(
     engine_options: dict[str, Any],
 ) -> Crash:
     """Run the scenario in a child process that dies at ``crash``; return what it left."""
-    engine_options = _child_engine_options(engine_options, crash)
+    engine_options = _child_engine_options(engine_options)
+    # On a Dask worker an in-task crash point SIGKILLs the engine process (see crash_child).
+    remote = engine_options.get("engine") == "distributed" and crash.split(":")[0] in IN_TASK_CRASHES
     argv = [
         sys.executable,
         "-m",
@@ -143,7 +135,7 @@ def crash_child(
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
-        if crash.startswith("sigkill:") and first.startswith("flow-detail "):
+        if crash.startswith("sigkill:") and not remote and first.startswith("flow-detail "):
             line = proc.stdout.readline()
             if line.startswith("ready "):
                 proc.send_signal(signal.SIGKILL)
@@ -155,7 +147,7 @@ def crash_child(
             proc.kill()
             proc.communicate()
     out = first + out
-    expected = -signal.SIGKILL if killed else CRASH_EXIT
+    expected = -signal.SIGKILL if killed or remote else CRASH_EXIT
     assert proc.returncode == expected, (
         "child did not crash at %s (exit %s)\n--- stdout ---\n%s\n--- stderr ---\n%s"
         % (crash, proc.returncode, out, err)
