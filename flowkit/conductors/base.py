@@ -36,11 +36,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import itertools
 import logging
-import random
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from flowkit import exceptions as exc
@@ -104,10 +102,6 @@ EVENTS = (
 #: Longest a conductor blocks in ``board.wait()`` before looking again
 #: (bounds how long ``stop()`` takes to be noticed while no job is posted).
 DEFAULT_WAIT_TIMEOUT = 0.5
-
-# Conductors that list the same jobs in the same order all race for the
-# first one; each tries a shuffled window of this many first.
-_CLAIM_WINDOW = 8
 
 _FINAL = (states.SUCCESS, states.REVERTED, states.FAILURE)
 
@@ -299,25 +293,27 @@ class Conductor(abc.ABC):
     # -- claiming -----------------------------------------------------------------------
 
     def _claim_one(self) -> tuple[Job, Claim] | None:
+        if self._stop is not None:
+            return None
         try:
-            candidates = _Candidates(self.board.iterjobs(only_unclaimed=True))
-            for job in candidates:
-                if self._stop is not None:
-                    return None
-                try:
-                    claim = self.board.claim(job, self.name, ttl=self.ttl)
-                except (exc.UnclaimableJob, exc.NotFound):
-                    candidates.collided()  # another conductor was faster, or it ended meanwhile
-                    continue
-                running = _Running(job, claim)
-                with self._cond:
-                    self._running[job.uuid] = running
-                self._notify(JOB_CLAIMED, job, claim=claim)
-                return job, claim
+            claimed = self.board.claim_next(self.name, ttl=self.ttl)
         except exc.StorageFailure as error:
             # The board is unreachable: wait and try again rather than die.
             LOG.warning("conductor %r could not list or claim jobs: %s", self.name, error)
-        return None
+            return None
+        if claimed is None:
+            return None
+        job, claim = claimed
+        running = _Running(job, claim)
+        with self._cond:
+            stopping = self._stop is not None
+            if not stopping:
+                self._running[job.uuid] = running
+        self._notify(JOB_CLAIMED, job, claim=claim)
+        if stopping:  # stop() came while the claim was on its way: hand the job straight back
+            self._give_back(running, "the conductor is stopping")
+            return None
+        return job, claim
 
     def _wait_for_jobs(self) -> None:
         try:
@@ -547,40 +543,3 @@ def _pick_flow_detail(book: LogBook, flow_uuid: Any, what: str) -> FlowDetail:
             % (what, len(details), book.uuid)
         )
     return details[0]
-
-
-class _Candidates:
-    """Jobs to try to claim, in the board's order until a claim collides.
-
-    Conductors that list the same jobs in the same order all race for the
-    first one.  After a lost race the rest of each window of jobs is tried
-    in random order (still highest priority first), so racing conductors
-    spread out, while a conductor alone keeps the board's order.
-    """
-
-    def __init__(self, jobs: Iterator[Job]) -> None:
-        self._jobs = iter(jobs)
-        self._window: list[Job] = []
-        self._shuffle = False
-
-    def collided(self) -> None:
-        """The last job was claimed by someone else: shuffle from now on."""
-        if not self._shuffle:
-            self._shuffle = True
-            self._mix()
-
-    def _mix(self) -> None:
-        random.shuffle(self._window)
-        self._window.sort(key=lambda job: job.priority.rank)  # stable: shuffled within a priority
-
-    def __iter__(self) -> Iterator[Job]:
-        return self
-
-    def __next__(self) -> Job:
-        if not self._window:
-            self._window = list(itertools.islice(self._jobs, _CLAIM_WINDOW))
-            if not self._window:
-                raise StopIteration
-            if self._shuffle:
-                self._mix()
-        return self._window.pop(0)

@@ -53,6 +53,8 @@ import abc
 import dataclasses
 import datetime
 import enum
+import itertools
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -74,6 +76,7 @@ __all__ = [
     # the contract
     "JobBoard",
     "DEFAULT_LEASE_TTL",
+    "CLAIM_WINDOW",
     "TRANSITIONS",
     "check_job_transition",
     # fencing
@@ -331,6 +334,25 @@ class JobBoard(abc.ABC):
         resources is held by another claimed job; NotFound if absent.
         """
 
+    def claim_next(self, who: str, *, ttl: float | None = None) -> tuple[Job, Claim] | None:
+        """Claim the first claimable job (highest priority, then oldest); None if there is none.
+
+        What a conductor calls: one call instead of listing the board and
+        claiming job by job.  Of conductors racing for the same jobs each
+        gets a different one.  The default lists the unclaimed jobs and
+        tries them in order; after losing a race it tries the rest of each
+        window of :data:`CLAIM_WINDOW` jobs in random order (still by
+        priority) so racing claimers spread out.  The Redis board does the
+        whole search in one atomic server-side step.
+        """
+        candidates = _Candidates(self.iterjobs(only_unclaimed=True))
+        for job in candidates:
+            try:
+                return job, self.claim(job, who, ttl=ttl)
+            except (exc.UnclaimableJob, exc.NotFound):
+                candidates.collided()  # another claimer was faster, or it ended meanwhile
+        return None
+
     @abc.abstractmethod
     def renew(self, claim: Claim, *, ttl: float | None = None) -> Claim:
         """Extend a current claim to ``now + ttl``; the returned Claim has the same token.
@@ -454,6 +476,47 @@ class JobBoard(abc.ABC):
             if not isinstance(key, str) or not key:
                 raise ValueError("resource keys are non-empty strings, got %r" % (key,))
         return keys
+
+
+#: How many listed jobs :meth:`JobBoard.claim_next` shuffles at a time after a lost race.
+CLAIM_WINDOW = 8
+
+
+class _Candidates:
+    """Jobs to try to claim, in the board's order until a claim collides.
+
+    Claimers that list the same jobs in the same order all race for the
+    first one.  After a lost race the rest of each window of jobs is tried
+    in random order (still highest priority first), so racing claimers
+    spread out, while a claimer alone keeps the board's order.
+    """
+
+    def __init__(self, jobs: Iterator[Job]) -> None:
+        self._jobs = iter(jobs)
+        self._window: list[Job] = []
+        self._shuffle = False
+
+    def collided(self) -> None:
+        """The last job was claimed by someone else: shuffle from now on."""
+        if not self._shuffle:
+            self._shuffle = True
+            self._mix()
+
+    def _mix(self) -> None:
+        random.shuffle(self._window)
+        self._window.sort(key=lambda job: job.priority.rank)  # stable: shuffled within a priority
+
+    def __iter__(self) -> Iterator[Job]:
+        return self
+
+    def __next__(self) -> Job:
+        if not self._window:
+            self._window = list(itertools.islice(self._jobs, CLAIM_WINDOW))
+            if not self._window:
+                raise StopIteration
+            if self._shuffle:
+                self._mix()
+        return self._window.pop(0)
 
 
 class _ClaimLock(FlowLock):

@@ -5,6 +5,8 @@ Keys, all under ``flowkit:jobs:<board name>:``::
     job:<uuid>       hash: name, details, book_uuid, book_name, priority, created_at,
                      idempotency_key, resources, state, owner, token, expires_at, cancel
     open             sorted set of jobs not yet final (score: priority rank, then post order)
+    ready            sorted set of the open jobs not under a claim (same score as ``open``)
+    leases           sorted set of claimed jobs (score: when the lease expires)
     seq              post counter (the order within a priority)
     idem             hash: idempotency key -> job uuid
     lock:<resource>  hash: holder (job uuid), token, expires
@@ -12,6 +14,12 @@ Keys, all under ``flowkit:jobs:<board name>:``::
 
 The scripts read the resource lock keys named inside the job, so the board
 needs a single Redis server (not Redis Cluster).
+
+``claim_next`` is one script: it first moves the jobs whose lease ran out
+from ``leases`` back to ``ready``, then claims the first job of ``ready``
+whose resources are free.  A conductor therefore gets a job in one round
+trip whatever the number of jobs on the board, and conductors racing for
+jobs never collide (the script runs atomically).
 
 ``wait()`` subscribes to ``events`` and sleeps on the subscription (waking at
 the next lease expiry, when one is due sooner, since nothing is published
@@ -51,7 +59,7 @@ KEY_PREFIX = "flowkit:jobs:"
 
 _PRIORITIES = list(JobPriority)
 
-# KEYS: job, open, seq, idem.  ARGV: idempotency key or "", rank, uuid, channel, field, value, ...
+# KEYS: job, open, seq, idem, ready.  ARGV: idempotency key or "", rank, uuid, channel, field, value, ...
 _POST = """
 local idem = ARGV[1]
 if idem ~= '' then
@@ -61,41 +69,77 @@ end
 local seq = redis.call('INCR', KEYS[3])
 for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', KEYS[1], 'seq', seq, 'token', 0, 'state', 'UNCLAIMED')
-redis.call('ZADD', KEYS[2], tonumber(ARGV[2]) * 1e12 + seq, ARGV[3])
+local score = tonumber(ARGV[2]) * 1e12 + seq
+redis.call('ZADD', KEYS[2], score, ARGV[3])
+redis.call('ZADD', KEYS[5], score, ARGV[3])
 if idem ~= '' then redis.call('HSET', KEYS[4], idem, ARGV[3]) end
 redis.call('PUBLISH', ARGV[4], 'post')
 return ARGV[3]
 """
 
-# KEYS: job.  ARGV: who, now, expires, lock prefix, uuid
-_CLAIM = """
-local j = KEYS[1]
-if redis.call('EXISTS', j) == 0 then return {'notfound'} end
-local st = redis.call('HGET', j, 'state')
-local now = tonumber(ARGV[2])
-if st == 'CLAIMED' and tonumber(redis.call('HGET', j, 'expires_at')) > now then
-  return {'claimed', redis.call('HGET', j, 'owner'), redis.call('HGET', j, 'expires_at')}
-end
-if st ~= 'UNCLAIMED' and st ~= 'CLAIMED' then return {'final', st} end
-local res = cjson.decode(redis.call('HGET', j, 'resources'))
-local busy = {}
-for _, key in ipairs(res) do
-  local lk = ARGV[4] .. key
-  local holder = redis.call('HGET', lk, 'holder')
-  if holder and holder ~= ARGV[5] and tonumber(redis.call('HGET', lk, 'expires')) > now then
-    table.insert(busy, key)
+# try_claim(job key, uuid, who, now, expires, lock prefix, ready, leases): one job, atomically.
+_TRY_CLAIM = """
+local function try_claim(j, uuid, who, now, expires, lockp, ready, leases)
+  if redis.call('EXISTS', j) == 0 then return {'notfound'} end
+  local st = redis.call('HGET', j, 'state')
+  if st == 'CLAIMED' and tonumber(redis.call('HGET', j, 'expires_at')) > now then
+    return {'claimed', redis.call('HGET', j, 'owner'), redis.call('HGET', j, 'expires_at')}
   end
+  if st ~= 'UNCLAIMED' and st ~= 'CLAIMED' then return {'final', st} end
+  local res = cjson.decode(redis.call('HGET', j, 'resources'))
+  local busy = {}
+  for _, key in ipairs(res) do
+    local lk = lockp .. key
+    local holder = redis.call('HGET', lk, 'holder')
+    if holder and holder ~= uuid and tonumber(redis.call('HGET', lk, 'expires')) > now then
+      table.insert(busy, key)
+    end
+  end
+  if #busy > 0 then return {'busy', table.concat(busy, ', ')} end
+  local token = redis.call('HINCRBY', j, 'token', 1)
+  redis.call('HSET', j, 'state', 'CLAIMED', 'owner', who, 'expires_at', expires)
+  redis.call('ZREM', ready, uuid)
+  redis.call('ZADD', leases, tonumber(expires), uuid)
+  for _, key in ipairs(res) do
+    redis.call('HSET', lockp .. key, 'holder', uuid, 'token', token, 'expires', expires)
+  end
+  return {'ok', tostring(token)}
 end
-if #busy > 0 then return {'busy', table.concat(busy, ', ')} end
-local token = redis.call('HINCRBY', j, 'token', 1)
-redis.call('HSET', j, 'state', 'CLAIMED', 'owner', ARGV[1], 'expires_at', ARGV[3])
-for _, key in ipairs(res) do
-  redis.call('HSET', ARGV[4] .. key, 'holder', ARGV[5], 'token', token, 'expires', ARGV[3])
-end
-return {'ok', tostring(token)}
 """
 
-# KEYS: job.  ARGV: token, now, expires, lock prefix, uuid
+# KEYS: job, ready, leases.  ARGV: who, now, expires, lock prefix, uuid
+_CLAIM = _TRY_CLAIM + """
+return try_claim(KEYS[1], ARGV[5], ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], KEYS[2], KEYS[3])
+"""
+
+# KEYS: ready, leases, open.  ARGV: who, now, expires, lock prefix, job key prefix
+# Returns {} when nothing is claimable, else {uuid, token, field, value, ...} (the job's hash).
+_CLAIM_NEXT = _TRY_CLAIM + """
+local now = tonumber(ARGV[2])
+for _, uuid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
+  redis.call('ZREM', KEYS[2], uuid)
+  local score = redis.call('ZSCORE', KEYS[3], uuid)
+  if score then redis.call('ZADD', KEYS[1], score, uuid) end
+end
+local start = 0
+while true do
+  local batch = redis.call('ZRANGE', KEYS[1], start, start + 99)
+  if #batch == 0 then return {} end
+  for _, uuid in ipairs(batch) do
+    local j = ARGV[5] .. uuid
+    local out = try_claim(j, uuid, ARGV[1], now, ARGV[3], ARGV[4], KEYS[1], KEYS[2])
+    if out[1] == 'ok' then
+      local reply = {uuid, out[2]}
+      for _, v in ipairs(redis.call('HGETALL', j)) do table.insert(reply, v) end
+      return reply
+    end
+    if out[1] ~= 'busy' then redis.call('ZREM', KEYS[1], uuid) start = start - 1 end
+  end
+  start = start + #batch
+end
+"""
+
+# KEYS: job, leases, ready.  ARGV: token, now, expires, lock prefix, uuid
 _RENEW = """
 local j = KEYS[1]
 local st = redis.call('HGET', j, 'state')
@@ -105,6 +149,8 @@ if st ~= 'CLAIMED' or redis.call('HGET', j, 'token') ~= ARGV[1] or exp <= tonumb
   return {'lost'}
 end
 redis.call('HSET', j, 'expires_at', ARGV[3])
+redis.call('ZADD', KEYS[2], tonumber(ARGV[3]), ARGV[5])
+redis.call('ZREM', KEYS[3], ARGV[5])
 for _, key in ipairs(cjson.decode(redis.call('HGET', j, 'resources'))) do
   local lk = ARGV[4] .. key
   if redis.call('HGET', lk, 'holder') == ARGV[5] then redis.call('HSET', lk, 'expires', ARGV[3]) end
@@ -112,7 +158,7 @@ end
 return {'ok'}
 """
 
-# KEYS: job, open.  ARGV: who, token or "", action, lock prefix, uuid, channel
+# KEYS: job, open, ready, leases.  ARGV: who, token or "", action, lock prefix, uuid, channel
 _FINISH = """
 local j = KEYS[1]
 local st = redis.call('HGET', j, 'state')
@@ -127,9 +173,13 @@ if ARGV[3] == 'consume' then
 elseif ARGV[3] == 'abandon' then new = 'UNCLAIMED' else new = 'TRASHED' end
 redis.call('HSET', j, 'state', new)
 redis.call('HDEL', j, 'owner', 'expires_at')
-if new ~= 'UNCLAIMED' then
+redis.call('ZREM', KEYS[4], ARGV[5])
+if new == 'UNCLAIMED' then
+  redis.call('ZADD', KEYS[3], redis.call('ZSCORE', KEYS[2], ARGV[5]), ARGV[5])
+else
   redis.call('HDEL', j, 'cancel')
   redis.call('ZREM', KEYS[2], ARGV[5])
+  redis.call('ZREM', KEYS[3], ARGV[5])
 end
 for _, key in ipairs(cjson.decode(redis.call('HGET', j, 'resources'))) do
   local lk = ARGV[4] .. key
@@ -139,7 +189,7 @@ redis.call('PUBLISH', ARGV[6], new)
 return {'ok', new}
 """
 
-# KEYS: job, open.  ARGV: now, mode, lock prefix, uuid, channel
+# KEYS: job, open, ready, leases.  ARGV: now, mode, lock prefix, uuid, channel
 _CANCEL = """
 local j = KEYS[1]
 local st = redis.call('HGET', j, 'state')
@@ -150,6 +200,8 @@ if live == 'UNCLAIMED' then
   redis.call('HSET', j, 'state', 'CANCELLED')
   redis.call('HDEL', j, 'owner', 'expires_at', 'cancel')
   redis.call('ZREM', KEYS[2], ARGV[4])
+  redis.call('ZREM', KEYS[3], ARGV[4])
+  redis.call('ZREM', KEYS[4], ARGV[4])
   for _, key in ipairs(cjson.decode(redis.call('HGET', j, 'resources'))) do
     local lk = ARGV[3] .. key
     if redis.call('HGET', lk, 'holder') == ARGV[4] then redis.call('DEL', lk) end
@@ -182,8 +234,11 @@ class RedisJobBoard(JobBoard):
         self.prefix = KEY_PREFIX + name + ":"
         self._channel = self.prefix + "events"
         self._open = self.prefix + "open"
+        self._ready = self.prefix + "ready"
+        self._leases = self.prefix + "leases"
         self._post = self.client.register_script(_POST)
         self._claim = self.client.register_script(_CLAIM)
+        self._claim_next = self.client.register_script(_CLAIM_NEXT)
         self._renew = self.client.register_script(_RENEW)
         self._finish_script = self.client.register_script(_FINISH)
         self._cancel = self.client.register_script(_CANCEL)
@@ -272,7 +327,7 @@ class RedisJobBoard(JobBoard):
             fields += [key, value]
         posted = self._call(
             lambda: self._post(
-                keys=[self._key(uuid), self._open, self.prefix + "seq", self.prefix + "idem"],
+                keys=[self._key(uuid), self._open, self.prefix + "seq", self.prefix + "idem", self._ready],
                 args=[idempotency_key or "", prio.rank, uuid, self._channel, *fields],
             ),
             "post job %r" % (name,),
@@ -324,7 +379,8 @@ class RedisJobBoard(JobBoard):
         expires = now + seconds
         out = self._call(
             lambda: self._claim(
-                keys=[self._key(uuid)], args=[who, repr(now), repr(expires), self.prefix + "lock:", uuid]
+                keys=[self._key(uuid), self._ready, self._leases],
+                args=[who, repr(now), repr(expires), self.prefix + "lock:", uuid],
             ),
             "claim job %s" % (uuid,),
         )
@@ -337,6 +393,30 @@ class RedisJobBoard(JobBoard):
         if out[0] == "busy":
             raise exc.UnclaimableJob("job %s needs resource(s) %s held by another claimed job" % (uuid, out[1]))
         raise exc.UnclaimableJob("job %s is %s" % (uuid, out[1]))
+
+    def claim_next(self, who: str, *, ttl: float | None = None) -> tuple[Job, Claim] | None:
+        """Claim the first claimable job in one server-side step (see :meth:`JobBoard.claim_next`)."""
+        seconds = self._ttl(ttl)
+        now = self.clock()
+        expires = now + seconds
+        out = self._call(
+            lambda: self._claim_next(
+                keys=[self._ready, self._leases, self._open],
+                args=[who, repr(now), repr(expires), self.prefix + "lock:", self.prefix + "job:"],
+            ),
+            "claim a job",
+        )
+        if not out:
+            return None
+        uuid, token, fields = out[0], int(out[1]), out[2:]
+        job = self._job(uuid, dict(zip(fields[::2], fields[1::2])))
+        return job, Claim(uuid, who, token, expires)
+
+    @property
+    def job_count(self) -> int:
+        """How many jobs are not final (one ZCARD)."""
+        count: int = self._call(lambda: self.client.zcard(self._open), "count jobs")
+        return count
 
     def _lost(self, claim: Claim, h: Mapping[str, str] | None) -> exc.LeaseLost:
         now = self.clock()
@@ -360,7 +440,8 @@ class RedisJobBoard(JobBoard):
         uuid = claim.job_uuid
         out = self._call(
             lambda: self._renew(
-                keys=[self._key(uuid)], args=[str(claim.token), repr(now), repr(expires), self.prefix + "lock:", uuid]
+                keys=[self._key(uuid), self._leases, self._ready],
+                args=[str(claim.token), repr(now), repr(expires), self.prefix + "lock:", uuid],
             ),
             "renew the claim on job %s" % (uuid,),
         )
@@ -378,7 +459,7 @@ class RedisJobBoard(JobBoard):
         uuid = self._uuid_of(job)
         out = self._call(
             lambda: self._finish_script(
-                keys=[self._key(uuid), self._open],
+                keys=[self._key(uuid), self._open, self._ready, self._leases],
                 args=[who, "" if token is None else str(token), action, self.prefix + "lock:", uuid, self._channel],
             ),
             "%s job %s" % (action, uuid),
@@ -412,7 +493,7 @@ class RedisJobBoard(JobBoard):
         uuid = self._uuid_of(job)
         out = self._call(
             lambda: self._cancel(
-                keys=[self._key(uuid), self._open],
+                keys=[self._key(uuid), self._open, self._ready, self._leases],
                 args=[
                     repr(self.clock()),
                     "revert" if revert else "suspend",

@@ -300,6 +300,88 @@ class JobBoardTests:
         timed.consume(a, "alice", token=a_claim.token)
         timed.claim(b, "bob")
 
+    # -- claim_next ----------------------------------------------------------------------------------
+
+    def test_claim_next_takes_priority_then_age(self, board: JobBoard) -> None:
+        assert board.claim_next("w") is None
+        low = board.post("low", priority=JobPriority.LOW)
+        first = board.post("normal-1", details={"store": {"n": 1}})
+        top = board.post("top", priority="VERY_HIGH")
+        second = board.post("normal-2")
+        order = []
+        for _ in range(4):
+            claimed = board.claim_next("w", ttl=60)
+            assert claimed is not None
+            job, claim = claimed
+            assert claim.job_uuid == job.uuid and claim.owner == "w" and board.find_owner(job) == "w"
+            order.append(job)
+        assert [j.uuid for j in order] == [top.uuid, first.uuid, second.uuid, low.uuid]
+        assert order[1].details == {"store": {"n": 1}} and order[1].name == "normal-1"
+        assert board.claim_next("w") is None
+
+    def test_claim_next_skips_busy_resources_and_finds_expired_leases(
+        self, timed: JobBoard, clock: FakeClock
+    ) -> None:
+        a = timed.post("a", resources=["volume:42"])
+        b = timed.post("b", resources=["volume:42"])
+        c = timed.post("c")
+        first = timed.claim_next("alice", ttl=10)
+        assert first is not None and first[0] == a
+        claimed = timed.claim_next("bob", ttl=10)
+        assert claimed is not None and claimed[0] == c  # b waits for volume:42
+        assert timed.claim_next("carol", ttl=10) is None
+        # Both leases lapse: a is claimable again (and first), then b once a is done.
+        clock.advance(11)
+        again = timed.claim_next("dave", ttl=10)
+        assert again is not None and again[0] == a and again[1].token > first[1].token
+        with pytest.raises(exc.LeaseLost):
+            timed.ensure_current(first[1])
+        assert timed.claim_next("erin", ttl=10) is not None  # c, whose lease lapsed too
+        assert timed.claim_next("frank", ttl=10) is None  # b: volume:42 is dave's
+        timed.consume(a, "dave", token=again[1].token)
+        last = timed.claim_next("frank", ttl=10)
+        assert last is not None and last[0] == b
+
+    def test_claim_next_after_abandon_and_cancel(self, board: JobBoard) -> None:
+        first = board.post("first")
+        second = board.post("second")
+        claimed = board.claim_next("w")
+        assert claimed is not None and claimed[0] == first
+        board.abandon(first, "w", token=claimed[1].token)
+        board.cancel(second)
+        again = board.claim_next("w")
+        assert again is not None and again[0] == first and again[1].token > claimed[1].token
+        assert board.claim_next("w") is None
+
+    def test_concurrent_claim_next_hands_out_each_job_once(self, make_board: MakeBoard) -> None:
+        board = make_board()
+        jobs = {board.post("j%d" % i).uuid for i in range(40)}
+        won: dict[str, list[str]] = {uuid: [] for uuid in jobs}
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(4)
+
+        def worker(name: str) -> None:
+            mine = make_board()
+            barrier.wait(10)
+            try:
+                while True:
+                    claimed = mine.claim_next(name)
+                    if claimed is None:
+                        return
+                    won[claimed[0].uuid].append(name)
+                    mine.consume(claimed[0], name, token=claimed[1].token)
+            except BaseException as error:  # pragma: no cover - reported below
+                errors.append(error)
+
+        threads = [threading.Thread(target=worker, args=("w%d" % i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not errors
+        assert all(len(owners) == 1 for owners in won.values()), won
+        assert board.job_count == 0
+
     def test_consume_and_trash_release_resources(self, board: JobBoard) -> None:
         jobs = [board.post("j%d" % i, resources=["r"]) for i in range(3)]
         board.claim(jobs[0], "w")
