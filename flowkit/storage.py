@@ -56,10 +56,17 @@ class Storage:
         return self._connection
 
     def attach(self, compilation: Compilation) -> list[AtomDetail]:
-        """Make sure every compiled atom has a detail; return them by atom index."""
+        """Make sure every compiled atom has a detail; return them by atom index.
+
+        A flow detail that never had a state gets PENDING.  What changed is
+        written through the connection (durable at its next flush).
+        """
         details: list[AtomDetail] = []
         created = False
         with self._lock:
+            if self._flow_detail.state is None:
+                self._flow_detail.state = states.PENDING
+                created = True
             for index, atom in enumerate(compilation.atoms):
                 detail = self._by_name.get(atom.name)
                 kind = "retry" if compilation.is_retry[index] else "task"
@@ -78,7 +85,7 @@ class Storage:
                 details.append(detail)
             self._compilation = compilation
             if created:
-                self._save_flow()
+                self._connection.update_flow_details(self._flow_detail)
         return details
 
     def save_flow(self) -> None:
@@ -100,10 +107,18 @@ class Storage:
         """Write one atom detail through the connection."""
         self._connection.update_atom_details(detail)
 
-    def set_flow_state(self, state: states.State) -> None:
-        """Record the flow's state durably."""
+    def set_flow_state(self, state: states.State, durable: bool = True) -> None:
+        """Record the flow's state, durably unless ``durable`` is False.
+
+        Without ``durable`` the state is only buffered, and becomes durable
+        with the connection's next flush (the engine uses this for RUNNING,
+        which its first atom's write-ahead record flushes anyway).
+        """
         self._flow_detail.state = state
-        self._save_flow()
+        if durable:
+            self._save_flow()
+        else:
+            self._connection.update_flow_details(self._flow_detail)
 
     # -- user-facing ------------------------------------------------------------
 

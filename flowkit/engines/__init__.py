@@ -104,7 +104,8 @@ def load(
         stored = book is None and flow_detail is not None and _is_stored(conn, flow_detail)
         book, flow_detail = make_flow_detail(flow, book, flow_detail, store)
         if stored:
-            conn.update_flow_details(flow_detail)
+            if store:  # the merged store; otherwise the stored detail is already what is here
+                conn.update_flow_details(flow_detail)
         else:
             conn.save_logbook(book)
     return Engine(flow, flow_detail, persistence, mode=mode, executor=executor, max_workers=max_workers)

@@ -159,10 +159,19 @@ class Engine:
         self._executor_checked = True
 
     def prepare(self) -> None:
-        """Compile, check the executor can run every atom, and create the atom details.
+        """Compile, check the executor can run every atom, and create the atom details durably.
 
         Idempotent.  Values may still be injected after ``prepare()``; missing
         requirements are reported by :meth:`validate` (and by ``run()``).
+        """
+        self._prepare()
+        self._connection.flush()
+
+    def _prepare(self) -> None:
+        """:meth:`prepare` with the new atom details only buffered.
+
+        ``run()`` uses this: its first write-ahead record flushes them in the
+        same transaction, and until then nothing has run that a crash could lose.
         """
         started = time.perf_counter()
         self.compile()
@@ -170,8 +179,6 @@ class Engine:
         self._check_executor()
         if self._details is None:
             self._details = self._storage.attach(self._compilation)
-            if self._flow_detail.state is None:
-                self._storage.set_flow_state(states.PENDING)
         self._times["prepare"] += time.perf_counter() - started
 
     # -- running --------------------------------------------------------------------------
@@ -190,7 +197,7 @@ class Engine:
         if not self._lock.acquire(blocking=False):
             raise exc.InvalidState("engine for flow %r is already running" % (self._flow.name,))
         try:
-            self.prepare()
+            self._prepare()
             self.validate()
             assert self._compilation is not None and self._details is not None
             runtime = Runtime(

@@ -233,6 +233,7 @@ def load_from_detail(
     flow = flow_from_detail(flow_detail)
     eng = _engines.load(flow, store=store, engine=engine, backend=backend, flow_detail=flow_detail, **options)
     # Attach the atom details now so that ``engine.storage`` answers questions
-    # (fetch_all, get) about a finished flow without running anything.
-    eng.prepare()
+    # (fetch_all, get) about a finished flow without running anything.  Any
+    # new detail is written by ``prepare()`` or by ``run()``'s first flush.
+    eng._prepare()
     return eng

@@ -166,7 +166,9 @@ class RuntimeBase:
         old = fd.state
         if old == state:
             return
-        self.storage.set_flow_state(state)
+        # RUNNING needs no transaction of its own: nothing runs before the
+        # next flush (an atom's write-ahead RUNNING record, or the flow's end).
+        self.storage.set_flow_state(state, durable=state != S.RUNNING)
         if self.notifier.has_listeners:
             self.notifier.notify(state, {"flow_name": fd.name, "flow_uuid": fd.uuid, "old_state": old})
 

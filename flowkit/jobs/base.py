@@ -76,7 +76,6 @@ __all__ = [
     # the contract
     "JobBoard",
     "DEFAULT_LEASE_TTL",
-    "CLAIM_WINDOW",
     "TRANSITIONS",
     "check_job_transition",
     # fencing
@@ -341,7 +340,7 @@ class JobBoard(abc.ABC):
         claiming job by job.  Of conductors racing for the same jobs each
         gets a different one.  The default lists the unclaimed jobs and
         tries them in order; after losing a race it tries the rest of each
-        window of :data:`CLAIM_WINDOW` jobs in random order (still by
+        window of 8 jobs in random order (still by
         priority) so racing claimers spread out.  The Redis board does the
         whole search in one atomic server-side step.
         """
@@ -478,8 +477,8 @@ class JobBoard(abc.ABC):
         return keys
 
 
-#: How many listed jobs :meth:`JobBoard.claim_next` shuffles at a time after a lost race.
-CLAIM_WINDOW = 8
+# How many listed jobs JobBoard.claim_next shuffles at a time after a lost race.
+_CLAIM_WINDOW = 8
 
 
 class _Candidates:
@@ -511,7 +510,7 @@ class _Candidates:
 
     def __next__(self) -> Job:
         if not self._window:
-            self._window = list(itertools.islice(self._jobs, CLAIM_WINDOW))
+            self._window = list(itertools.islice(self._jobs, _CLAIM_WINDOW))
             if not self._window:
                 raise StopIteration
             if self._shuffle:
@@ -566,7 +565,13 @@ class FencedConnection(Connection):
     def flush(self) -> None:
         """Make buffered writes durable if the claim is still current; else LeaseLost, nothing written."""
         with self._guard:
-            self._backend.flush_fenced(self._inner)
+            if self._immediate or self._inner.pending:
+                self._backend.flush_fenced(self._inner)
+
+    @property
+    def pending(self) -> bool:
+        """Whether the wrapped connection holds writes for the next flush."""
+        return self._inner.pending
 
     def lock_flow(self, flow_detail: FlowDetail) -> FlowLock:
         """The claim stands in for the flow lock: LeaseLost if it is not current."""
@@ -656,7 +661,7 @@ class FencedBackend(Backend):
         self.claim = claim
 
     def check(self) -> None:
-        """LeaseLost unless the claim is current."""
+        """LeaseLost unless the claim is current (asks the board)."""
         self.board.ensure_current(self.claim)
 
     def fenced(self, write: Callable[[], _T]) -> _T:

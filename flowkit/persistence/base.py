@@ -74,6 +74,11 @@ class Connection(abc.ABC):
     def flush(self) -> None:
         """Make every write made so far durable before returning."""
 
+    @property
+    def pending(self) -> bool:
+        """Whether writes are buffered, waiting for :meth:`flush` (never, for a connection that writes at once)."""
+        return False
+
     def lock_flow(self, flow_detail: FlowDetail) -> FlowLock:
         """Take the lock that lets one engine at a time drive ``flow_detail``.
 

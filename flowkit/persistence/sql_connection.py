@@ -98,6 +98,11 @@ class SQLAlchemyConnection(Connection):
             self._flows.clear()
             self._atoms.clear()
 
+    @property
+    def pending(self) -> bool:
+        """Whether writes wait in the buffer for :meth:`flush`."""
+        return bool(self._books or self._flows or self._atoms)
+
     def _rows(
         self,
     ) -> tuple[
