@@ -107,3 +107,18 @@ def run(engine_options: dict[str, Any]) -> LoadFn:
         return flowkit.engines.run(flow, store=store, **{**engine_options, **kw})
 
     return _run
+
+
+@pytest.fixture
+def dot_program() -> str:
+    """Graphviz's ``dot``: skips when it is not installed, except under ``CI=true``, where that fails."""
+    from flowkit import graphs
+
+    found = graphs.dot_program()
+    if found is None:
+        message = "Graphviz 'dot' is not installed (apt-get install graphviz)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true: " + message)
+        pytest.skip(message)
+    return found
+

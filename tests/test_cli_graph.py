@@ -17,9 +17,7 @@ from flowkit.patterns import linear_flow
 from flowkit.persistence.backends import fetch
 from tests.support import Name
 
-needs_dot = pytest.mark.skipif(
-    graphs.dot_program() is None, reason="Graphviz 'dot' is not installed (apt-get install graphviz)"
-)
+needs_dot = pytest.mark.usefixtures("dot_program")
 
 FACTORY = "tests.test_cli_graph:make_flow"
 

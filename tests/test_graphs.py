@@ -12,9 +12,7 @@ from flowkit.patterns import graph_flow, linear_flow, unordered_flow
 from flowkit.task import Task
 from tests.support import BoomError, Fail, Name
 
-needs_dot = pytest.mark.skipif(
-    graphs.dot_program() is None, reason="Graphviz 'dot' is not installed (apt-get install graphviz)"
-)
+needs_dot = pytest.mark.usefixtures("dot_program")
 
 
 class Check(Task):
