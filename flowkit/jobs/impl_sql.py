@@ -41,7 +41,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import functools
 import json
+import random
 import threading
 import time
 import uuid as uuidlib
@@ -132,6 +134,20 @@ def make_job_tables(prefix: str = sql_schema.DEFAULT_TABLE_PREFIX) -> JobTables:
 
 _UNCLAIMED = JobState.UNCLAIMED.value
 _CLAIMED = JobState.CLAIMED.value
+
+# Claimable jobs claim_next reads at a time.
+_CLAIM_WINDOW = 8
+
+
+def _rows_of(stmt: Any, conn: sa.Connection) -> list[Any]:
+    return list(conn.execute(stmt).mappings())
+
+
+def _shuffled_by_priority(rows: list[Any]) -> list[Any]:
+    """``rows`` in random order within each priority, highest priority first."""
+    mixed = random.sample(rows, len(rows))
+    mixed.sort(key=lambda row: row["priority"])  # stable: shuffled within a priority
+    return mixed
 
 
 class _SQLFencedBackend(FencedBackend):
@@ -470,6 +486,41 @@ class SQLJobBoard(JobBoard):
             return Claim(uuid, who, token, expires)
 
         return self._write(claim, "claim job %s for %r" % (uuid, who))
+
+    def claim_next(self, who: str, *, ttl: float | None = None) -> tuple[Job, Claim] | None:
+        """Claim the first claimable job (see :meth:`JobBoard.claim_next`).
+
+        Reads the claimable jobs a window of 8 at a time (by priority, then
+        post order) rather than the whole board, and claims the first it
+        can; after a lost race the rest of each window is tried in random
+        order, so racing conductors spread out.
+        """
+        seconds = self._ttl(ttl)
+        t = self.tables.jobs
+        after: tuple[int, int] | None = None  # (priority, id) of the last job looked at
+        collided = False
+        while True:
+            now = self.clock()
+            claimable = sa.or_(t.c.state == _UNCLAIMED, sa.and_(t.c.state == _CLAIMED, t.c.expires_at <= now))
+            stmt = sa.select(t).where(t.c.board == self.name, claimable)
+            if after is not None:
+                stmt = stmt.where(
+                    sa.or_(t.c.priority > after[0], sa.and_(t.c.priority == after[0], t.c.id > after[1]))
+                )
+            stmt = stmt.order_by(t.c.priority, t.c.id).limit(_CLAIM_WINDOW)
+            window: list[Any] = self._read(functools.partial(_rows_of, stmt), "claimable jobs")
+            if not window:
+                return None
+            after = (window[-1]["priority"], window[-1]["id"])
+            candidates = _shuffled_by_priority(window) if collided else window
+            while candidates:
+                row = candidates.pop(0)
+                try:
+                    return self._job(row), self.claim(row["uuid"], who, ttl=seconds)
+                except (exc.UnclaimableJob, exc.NotFound):
+                    if not collided:  # another claimer was faster: spread out from now on
+                        collided = True
+                        candidates = _shuffled_by_priority(candidates)
 
     @staticmethod
     def _lost(claim: Claim, row: Any, now: float) -> exc.LeaseLost:
