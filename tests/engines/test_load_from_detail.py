@@ -234,7 +234,9 @@ def test_resume_from_every_durable_image(tmp_path: Path, engine_options: dict[st
     except crash_child.CrashTestError:
         pass
     assert engine.storage.get_flow_state() == final_state
-    assert len(backend.images) > 5
+    # At least: the first atom's RUNNING record, a later round, the flow's end.  How many
+    # more depends on how completions batch (a parallel round is one flush).
+    assert len(backend.images) >= 3
     for number, image in enumerate(backend.images):
         resumed = _resume_image(image, engine_options)
         assert resumed.storage.get_flow_state() == final_state, "image %d: %r" % (number, image)
