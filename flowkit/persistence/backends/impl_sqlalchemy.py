@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -100,6 +101,27 @@ class _Batch:
         self.refused: BaseException | None = None
         self.done = False
         self.error: BaseException | None = None
+
+
+def _switch_to_wal(cursor: Any, timeout: float) -> None:
+    """``PRAGMA journal_mode=WAL``, retried while another process holds the lock it needs.
+
+    Switching a file to WAL needs an exclusive lock, and SQLite answers
+    "database is locked" at once, without its busy handler, when another
+    connection is switching it or writing; so wait here, up to ``timeout``.
+    Once the file is in WAL mode the pragma is a no-op that takes no lock.
+    """
+    import sqlite3
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.005)
 
 
 class SQLAlchemyBackend(Backend):
@@ -213,7 +235,7 @@ class SQLAlchemyBackend(Backend):
                 # write lock, which another process may be holding (an upgrade).
                 cursor.execute("PRAGMA busy_timeout=%d" % busy_ms)
                 if not memory:
-                    cursor.execute("PRAGMA journal_mode=WAL")
+                    _switch_to_wal(cursor, busy_ms / 1000.0)
                 cursor.execute("PRAGMA synchronous=%s" % synchronous)
                 cursor.execute("PRAGMA foreign_keys=ON")
             finally:
