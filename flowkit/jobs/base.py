@@ -338,19 +338,27 @@ class JobBoard(abc.ABC):
 
         What a conductor calls: one call instead of listing the board and
         claiming job by job.  Of conductors racing for the same jobs each
-        gets a different one.  The default lists the unclaimed jobs and
-        tries them in order; after losing a race it tries the rest of each
-        window of 8 jobs in random order (still by
-        priority) so racing claimers spread out.  The Redis board does the
-        whole search in one atomic server-side step.
+        gets a different one.  The default tries the jobs of
+        :meth:`_claim_candidates` in order; after losing a race it tries the
+        rest of each window of 8 jobs in random order (still by priority) so
+        racing claimers spread out.  The Redis board does the whole search
+        in one atomic server-side step.
         """
-        candidates = _Candidates(self.iterjobs(only_unclaimed=True))
+        candidates = _Candidates(self._claim_candidates())
         for job in candidates:
             try:
                 return job, self.claim(job, who, ttl=ttl)
             except (exc.UnclaimableJob, exc.NotFound):
                 candidates.collided()  # another claimer was faster, or it ended meanwhile
         return None
+
+    def _claim_candidates(self) -> Iterator[Job]:
+        """The jobs :meth:`claim_next` tries, in claim order; the default lists every unclaimed job.
+
+        Boards that can read them a window at a time override this (the SQL
+        board pages through them).
+        """
+        return self.iterjobs(only_unclaimed=True)
 
     @abc.abstractmethod
     def renew(self, claim: Claim, *, ttl: float | None = None) -> Claim:
@@ -477,7 +485,8 @@ class JobBoard(abc.ABC):
         return keys
 
 
-# How many listed jobs JobBoard.claim_next shuffles at a time after a lost race.
+# How many listed jobs JobBoard.claim_next shuffles at a time after a lost race
+# (and how many rows the SQL board reads per query of candidates).
 _CLAIM_WINDOW = 8
 
 

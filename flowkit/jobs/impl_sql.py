@@ -43,7 +43,6 @@ import dataclasses
 import datetime
 import functools
 import json
-import random
 import threading
 import time
 import uuid as uuidlib
@@ -55,6 +54,7 @@ from sqlalchemy.dialects import mysql
 
 from flowkit import exceptions as exc
 from flowkit.jobs.base import (
+    _CLAIM_WINDOW,
     DEFAULT_LEASE_TTL,
     CancelRequest,
     Claim,
@@ -135,19 +135,8 @@ def make_job_tables(prefix: str = sql_schema.DEFAULT_TABLE_PREFIX) -> JobTables:
 _UNCLAIMED = JobState.UNCLAIMED.value
 _CLAIMED = JobState.CLAIMED.value
 
-# Claimable jobs claim_next reads at a time.
-_CLAIM_WINDOW = 8
-
-
 def _rows_of(stmt: Any, conn: sa.Connection) -> list[Any]:
     return list(conn.execute(stmt).mappings())
-
-
-def _shuffled_by_priority(rows: list[Any]) -> list[Any]:
-    """``rows`` in random order within each priority, highest priority first."""
-    mixed = random.sample(rows, len(rows))
-    mixed.sort(key=lambda row: row["priority"])  # stable: shuffled within a priority
-    return mixed
 
 
 class _SQLFencedBackend(FencedBackend):
@@ -487,18 +476,15 @@ class SQLJobBoard(JobBoard):
 
         return self._write(claim, "claim job %s for %r" % (uuid, who))
 
-    def claim_next(self, who: str, *, ttl: float | None = None) -> tuple[Job, Claim] | None:
-        """Claim the first claimable job (see :meth:`JobBoard.claim_next`).
+    def _claim_candidates(self) -> Iterator[Job]:
+        """The claimable jobs, by priority then post order, read a window at a time.
 
-        Reads the claimable jobs a window of 8 at a time (by priority, then
-        post order) rather than the whole board, and claims the first it
-        can; after a lost race the rest of each window is tried in random
-        order, so racing conductors spread out.
+        ``claim_next`` usually claims one of the first few, so this reads
+        one claim window (8 rows) per query, keyset on priority and id,
+        rather than every open job of the board.
         """
-        seconds = self._ttl(ttl)
         t = self.tables.jobs
-        after: tuple[int, int] | None = None  # (priority, id) of the last job looked at
-        collided = False
+        after: tuple[int, int] | None = None  # (priority, id) of the last job read
         while True:
             now = self.clock()
             claimable = sa.or_(t.c.state == _UNCLAIMED, sa.and_(t.c.state == _CLAIMED, t.c.expires_at <= now))
@@ -508,19 +494,12 @@ class SQLJobBoard(JobBoard):
                     sa.or_(t.c.priority > after[0], sa.and_(t.c.priority == after[0], t.c.id > after[1]))
                 )
             stmt = stmt.order_by(t.c.priority, t.c.id).limit(_CLAIM_WINDOW)
-            window: list[Any] = self._read(functools.partial(_rows_of, stmt), "claimable jobs")
-            if not window:
-                return None
-            after = (window[-1]["priority"], window[-1]["id"])
-            candidates = _shuffled_by_priority(window) if collided else window
-            while candidates:
-                row = candidates.pop(0)
-                try:
-                    return self._job(row), self.claim(row["uuid"], who, ttl=seconds)
-                except (exc.UnclaimableJob, exc.NotFound):
-                    if not collided:  # another claimer was faster: spread out from now on
-                        collided = True
-                        candidates = _shuffled_by_priority(candidates)
+            rows: list[Any] = self._read(functools.partial(_rows_of, stmt), "claimable jobs")
+            if not rows:
+                return
+            after = (rows[-1]["priority"], rows[-1]["id"])
+            for row in rows:
+                yield self._job(row)
 
     @staticmethod
     def _lost(claim: Claim, row: Any, now: float) -> exc.LeaseLost:
