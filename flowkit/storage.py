@@ -85,17 +85,19 @@ class Storage:
                 details.append(detail)
             self._compilation = compilation
             if created:
-                self._connection.update_flow_details(self._flow_detail)
+                self._save_flow(durable=False)
         return details
 
     def save_flow(self) -> None:
         """Write the flow detail (state and meta) durably."""
         self._save_flow()
 
-    def _save_flow(self) -> None:
+    def _save_flow(self, durable: bool = True) -> None:
+        """Write the flow detail through the connection; flush it too if ``durable``."""
         try:
             self._connection.update_flow_details(self._flow_detail)
-            self._connection.flush()
+            if durable:
+                self._connection.flush()
         except exc.FlowkitError:
             raise
         except Exception as error:
@@ -115,10 +117,7 @@ class Storage:
         which its first atom's write-ahead record flushes anyway).
         """
         self._flow_detail.state = state
-        if durable:
-            self._save_flow()
-        else:
-            self._connection.update_flow_details(self._flow_detail)
+        self._save_flow(durable)
 
     # -- user-facing ------------------------------------------------------------
 
