@@ -13,9 +13,12 @@ All results are plain JSON values (str, int, list, dict): persisted results are 
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
-from typing import Any
+from typing import Any, NoReturn
+
+import pytest
 
 from flowkit import states
 from flowkit.task import Task
@@ -205,3 +208,10 @@ class FlowCapture:
     def _on_event(self, state: Any, details: dict[str, Any]) -> None:
         self.states.append(state)
         self.details.append(dict(details))
+
+
+def unavailable(message: str) -> NoReturn:
+    """Skip the test for a missing service or tool, naming it; under ``CI=true`` fail instead."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail("CI=true: " + message)
+    pytest.skip(message)

@@ -64,6 +64,15 @@ def _state(job: Job) -> JobState:
     return job.state
 
 
+def _race(worker: Callable[[str], None], count: int) -> None:
+    """Run ``worker("w0")`` ... ``worker("w<count-1>")`` on threads at once; wait for them (bounded)."""
+    threads = [threading.Thread(target=worker, args=("w%d" % i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+
 def _book(name: str = "job-book") -> LogBook:
     book = LogBook(name=name)
     fd = FlowDetail(name="flow")
@@ -373,11 +382,7 @@ class JobBoardTests:
             except BaseException as error:  # pragma: no cover - reported below
                 errors.append(error)
 
-        threads = [threading.Thread(target=worker, args=("w%d" % i,)) for i in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
+        _race(worker, 4)
         assert not errors
         assert all(len(owners) == 1 for owners in won.values()), won
         assert board.job_count == 0
@@ -505,11 +510,7 @@ class JobBoardTests:
                 won[job.uuid].append(name)
                 mine.consume(job.uuid, name, token=claim.token)
 
-        threads = [threading.Thread(target=worker, args=("w%d" % i,)) for i in range(6)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
+        _race(worker, 6)
         assert not errors
         assert all(len(owners) == 1 for owners in won.values()), won
         assert board.job_count == 0
