@@ -13,10 +13,9 @@ from typing import Any
 
 from flowkit.engines.engine import Engine, EngineStatistics, make_flow_detail
 from flowkit.engines.executors import make_executor
-from flowkit.exceptions import NotFound
 from flowkit.persistence.backends import fetch as fetch_backend
 from flowkit.persistence.backends.impl_memory import MemoryBackend
-from flowkit.persistence.base import Backend, Connection
+from flowkit.persistence.base import Backend
 from flowkit.persistence.models import FlowDetail, LogBook
 
 __all__ = [
@@ -46,14 +45,6 @@ def _backend_from(backend: Any) -> Backend:
     if isinstance(backend, (str, Mapping)):
         return fetch_backend(backend)
     raise TypeError("backend must be a Backend, a URL or a conf dict, got %r" % (backend,))
-
-
-def _is_stored(conn: Connection, flow_detail: FlowDetail) -> bool:
-    try:
-        conn.get_flow_details(flow_detail.uuid, lazy=True)
-    except NotFound:
-        return False
-    return True
 
 
 def load(
@@ -101,7 +92,7 @@ def load(
     with persistence.get_connection() as conn:
         # A flow detail already in the backend (one being resumed) stays in its
         # own logbook; saving it in a new one would move or copy it.
-        stored = book is None and flow_detail is not None and _is_stored(conn, flow_detail)
+        stored = book is None and flow_detail is not None and conn.has_flow_detail(flow_detail.uuid)
         book, flow_detail = make_flow_detail(flow, book, flow_detail, store)
         if stored:
             if store:  # the merged store; otherwise the stored detail is already what is here

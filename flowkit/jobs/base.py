@@ -608,6 +608,10 @@ class FencedConnection(Connection):
         """Read through the wrapped connection."""
         return self._inner.get_flow_details(fd_uuid, lazy)
 
+    def has_flow_detail(self, fd_uuid: str) -> bool:
+        """Read through the wrapped connection."""
+        return self._inner.has_flow_detail(fd_uuid)
+
     def get_atom_details(self, ad_uuid: str) -> AtomDetail:
         """Read through the wrapped connection."""
         return self._inner.get_atom_details(ad_uuid)
@@ -649,7 +653,7 @@ class FencedConnection(Connection):
         owner already learnt of the loss from a refused flush or ``renew``.
         """
         with self._guard:
-            if not self._immediate:
+            if not self._immediate and self._inner.pending:
                 try:
                     self._backend.flush_fenced(self._inner)
                 except exc.LeaseLost:

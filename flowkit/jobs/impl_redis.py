@@ -451,9 +451,12 @@ class RedisJobBoard(JobBoard):
 
     def ensure_current(self, claim: Claim) -> None:
         """LeaseLost unless ``claim`` is current."""
-        h = self._call(lambda: self.client.hgetall(self._key(claim.job_uuid)), "check a claim")
-        if not h or h["state"] != "CLAIMED" or int(h["token"]) != claim.token or float(h["expires_at"]) <= self.clock():
-            raise self._lost(claim, h)
+        # Three fields, not the whole hash: this runs before every logbook flush.
+        key = self._key(claim.job_uuid)
+        fields = self._call(lambda: self.client.hmget(key, "state", "token", "expires_at"), "check a claim")
+        state, token, expires = fields
+        if state != "CLAIMED" or int(token) != claim.token or float(expires) <= self.clock():
+            raise self._lost(claim, self._call(lambda: self.client.hgetall(key), "check a claim"))
 
     def _finish(self, job: Job | str, who: str, token: int | None, action: str) -> None:
         uuid = self._uuid_of(job)
@@ -511,7 +514,9 @@ class RedisJobBoard(JobBoard):
     def cancel_requested(self, job: Job | str) -> CancelRequest | None:
         """The pending cancel request, or None."""
         uuid = self._uuid_of(job)
-        mode = self._hash(uuid).get("cancel")
+        state, mode = self._call(lambda: self.client.hmget(self._key(uuid), "state", "cancel"), "read job %s" % (uuid,))
+        if state is None:
+            raise exc.NotFound("no job %s on board %r" % (uuid, self.name))
         return None if not mode else CancelRequest(uuid, mode == "revert")
 
     # -- waiting ----------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import abc
 import threading
 from collections.abc import Iterable, Iterator
 
-from flowkit.exceptions import FlowDetailLocked
+from flowkit.exceptions import FlowDetailLocked, NotFound
 from flowkit.persistence.models import AtomDetail, FlowDetail, LogBook
 
 __all__ = ["Backend", "Connection", "FlowLock", "ProcessFlowLock"]
@@ -110,6 +110,19 @@ class Connection(abc.ABC):
     @abc.abstractmethod
     def get_flow_details(self, fd_uuid: str, lazy: bool = False) -> FlowDetail:
         """The flow detail ``fd_uuid`` (with its atom details unless ``lazy``); NotFound if absent."""
+
+    def has_flow_detail(self, fd_uuid: str) -> bool:
+        """Whether flow detail ``fd_uuid`` is stored (in a logbook).
+
+        Backends that remember which flow details this process has read or
+        written answer from that memory without a round trip, as their writes
+        do; the default reads the flow detail.
+        """
+        try:
+            self.get_flow_details(fd_uuid, lazy=True)
+        except NotFound:
+            return False
+        return True
 
     @abc.abstractmethod
     def get_atom_details(self, ad_uuid: str) -> AtomDetail:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -305,16 +305,10 @@ class SQLAlchemyConnection(Connection):
 
     def _flows_where(self, conn: sa.Connection, where: Any, lazy: bool) -> list[tuple[FlowDetail, str]]:
         t = self._backend.tables
-        found: list[tuple[FlowDetail, str]] = []
-        by_uuid: dict[str, FlowDetail] = {}
-        parents = self._backend._flow_parent
-        for row in conn.execute(
+        rows = conn.execute(
             sa.select(t.flows).where(where).order_by(t.flows.c.parent_uuid, t.flows.c.position)
-        ).mappings():
-            fd = flow_detail_from_data(schema.row_data(row, schema.FLOW_JSON))
-            parents[fd.uuid] = (row["parent_uuid"], row["position"])
-            found.append((fd, row["parent_uuid"]))
-            by_uuid[fd.uuid] = fd
+        ).mappings()
+        found = [(self._flow_from_row(row), row["parent_uuid"]) for row in rows]
         if lazy or not found:
             return found
         atom_rows = conn.execute(
@@ -323,24 +317,49 @@ class SQLAlchemyConnection(Connection):
             .where(where)
             .order_by(t.atoms.c.parent_uuid, t.atoms.c.position)
         ).mappings()
+        self._attach_atoms([fd for fd, _ in found], atom_rows)
+        return found
+
+    def _flow_from_row(self, row: Mapping[Any, Any]) -> FlowDetail:
+        fd = flow_detail_from_data(schema.row_data(row, schema.FLOW_JSON))
+        self._backend._flow_parent[fd.uuid] = (row["parent_uuid"], row["position"])
+        return fd
+
+    def _attach_atoms(self, flows: list[FlowDetail], atom_rows: Iterable[Mapping[Any, Any]]) -> None:
+        by_uuid = {fd.uuid: fd for fd in flows}
         atom_parents = self._backend._atom_parent
         for row in atom_rows:
             owner = by_uuid.get(row["parent_uuid"])
             if owner is not None:
                 owner.add(atom_detail_from_data(schema.row_data(row, schema.ATOM_JSON)))
                 atom_parents[row["uuid"]] = (row["parent_uuid"], row["position"])
-        return found
+
+    def _book_tree(self, conn: sa.Connection, book_uuid: str) -> LogBook | None:
+        rows = self._backend.tree_rows(conn, book_uuid)
+        if not rows["books"]:
+            return None
+        book = logbook_from_data(schema.row_data(rows["books"][0], schema.LOGBOOK_JSON))
+        flows = [self._flow_from_row(row) for row in rows["flows"]]
+        self._attach_atoms(flows, rows["atoms"])
+        for fd in flows:
+            book.add(fd)
+        return book
 
     def get_logbook(self, book_uuid: str, lazy: bool = False) -> LogBook:
         """The logbook ``book_uuid`` (with its flow and atom details unless ``lazy``)."""
         self._prepare_read()
         t = self._backend.tables
-        books = self._backend.read(
-            lambda conn: self._books_where(conn, t.logbooks.c.uuid == book_uuid, lazy), "logbook %s" % book_uuid
-        )
-        if not books:
+        book: LogBook | None
+        if lazy:
+            found = self._backend.read(
+                lambda conn: self._books_where(conn, t.logbooks.c.uuid == book_uuid, True), "logbook %s" % book_uuid
+            )
+            book = found[0] if found else None
+        else:
+            book = self._backend.read(lambda conn: self._book_tree(conn, book_uuid), "logbook %s" % book_uuid)
+        if book is None:
             raise exc.NotFound("no logbook with uuid %r in %s" % (book_uuid, self._backend.describe_url()))
-        return books[0]
+        return book
 
     def get_logbooks(self, lazy: bool = False) -> Iterator[LogBook]:
         """Every logbook, oldest first."""
@@ -373,6 +392,10 @@ class SQLAlchemyConnection(Connection):
         if not found:
             raise exc.NotFound("no flow detail with uuid %r in %s" % (fd_uuid, self._backend.describe_url()))
         return found[0][0]
+
+    def has_flow_detail(self, fd_uuid: str) -> bool:
+        """Whether flow detail ``fd_uuid`` is stored; no round trip for one this process read or wrote."""
+        return self._known_flow(fd_uuid) is not None
 
     def get_atom_details(self, ad_uuid: str) -> AtomDetail:
         """The atom detail ``ad_uuid``."""

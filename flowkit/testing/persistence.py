@@ -284,6 +284,19 @@ class PersistenceBackendTests:
                         other.get_atom_details(ad.uuid)
             same_records(other.get_logbook(keep.uuid), keep)
 
+    def test_has_flow_detail_follows_saves_and_deletes(self, backend: Backend, conn: Connection) -> None:
+        book = sample_logbook()
+        fd = list(book)[0]
+        assert not conn.has_flow_detail(fd.uuid)
+        conn.save_logbook(book)
+        assert conn.has_flow_detail(fd.uuid)
+        with self.reader(backend) as other:
+            assert other.has_flow_detail(fd.uuid)
+            other.get_logbook(book.uuid)
+            conn.destroy_logbook(book.uuid)
+            assert not other.has_flow_detail(fd.uuid)
+        assert not conn.has_flow_detail(fd.uuid)
+
     def test_clear_all(self, backend: Backend, conn: Connection) -> None:
         for name in ("a", "b"):
             conn.save_logbook(sample_logbook(name))

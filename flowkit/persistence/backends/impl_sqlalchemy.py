@@ -27,6 +27,7 @@ connection per backend guarded by a lock.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -61,6 +62,8 @@ _DRIVERS = {
 }
 
 _T = TypeVar("_T")
+#: A statement compiled for the backend's driver: its SQL and, for positional paramstyles, its parameter order.
+_Compiled = tuple[str, tuple[str, ...] | None]
 
 
 def normalize_url(url: str | sa.URL) -> sa.URL:
@@ -190,16 +193,18 @@ class SQLAlchemyBackend(Backend):
                 ("atoms", self.tables.atoms, ("uuid", "parent_uuid", "position")),
             )
         }
-        self._hot_sql: dict[str, tuple[str, tuple[str, ...] | None]] | None = None
+        self._hot_sql: dict[str, _Compiled] | None = None
         if all(stmt is not None for stmt in self._upserts.values()):
-            self._hot_sql = {}
-            for kind, stmt in self._upserts.items():
-                compiled = stmt.compile(dialect=self.engine.dialect)
-                order = tuple(compiled.positiontup) if compiled.positional else None
-                self._hot_sql[kind] = (str(compiled), order)
+            self._hot_sql = {kind: self._compile(stmt) for kind, stmt in self._upserts.items()}
+        self._tree_sql = {kind: self._compile(stmt) for kind, stmt in _tree_selects(self.tables).items()}
         dbapi = self.engine.dialect.loaded_dbapi
         # What a dead server or a failed statement raises on the driver's own cursor.
         self._db_errors: tuple[type[BaseException], ...] = (sa.exc.SQLAlchemyError, dbapi.Error, OSError)
+
+    def _compile(self, stmt: Any) -> _Compiled:
+        # The driver-level SQL of ``stmt`` and, for positional paramstyles, the order of its parameters.
+        compiled = stmt.compile(dialect=self.engine.dialect)
+        return str(compiled), tuple(compiled.positiontup) if compiled.positional else None
 
     # -- engine set-up --------------------------------------------------------------
 
@@ -474,24 +479,27 @@ class SQLAlchemyBackend(Backend):
         # SQLite commit itself (a flush per atom makes that the engine's
         # dominant cost).  SQLAlchemy never sees a transaction on this
         # connection: each one is committed or rolled back here.
+        # psycopg 3 sends BEGIN, the upserts and COMMIT in one pipeline: one
+        # round trip to the server instead of one per statement.
         assert self._hot_sql is not None
         raw: Any = conn.connection.dbapi_connection
         cursor = raw.cursor()
         try:
-            if self.dialect == "sqlite":
-                cursor.execute("BEGIN IMMEDIATE")
-            if any(b.guard is not None for b in group):
-                group = self._run_guards(cursor, group)
-            for kind in ("books", "flows", "atoms"):
-                rows = [row for b in group for row in getattr(b, kind)]
-                if not rows:
-                    continue
-                sql, order = self._hot_sql[kind]
-                if order is not None:
-                    cursor.executemany(sql, [tuple([row[k] for k in order]) for row in rows])
-                else:
-                    cursor.executemany(sql, rows)
-            raw.commit()
+            with raw.pipeline() if hasattr(raw, "pipeline") else contextlib.nullcontext():
+                if self.dialect == "sqlite":
+                    cursor.execute("BEGIN IMMEDIATE")
+                if any(b.guard is not None for b in group):
+                    group = self._run_guards(cursor, group)
+                for kind in ("books", "flows", "atoms"):
+                    rows = [row for b in group for row in getattr(b, kind)]
+                    if not rows:
+                        continue
+                    sql, order = self._hot_sql[kind]
+                    if order is not None:
+                        cursor.executemany(sql, [tuple([row[k] for k in order]) for row in rows])
+                    else:
+                        cursor.executemany(sql, rows)
+                raw.commit()
         except BaseException:
             try:
                 raw.rollback()
@@ -503,6 +511,33 @@ class SQLAlchemyBackend(Backend):
                 cursor.close()
             except Exception:
                 pass
+
+    def tree_rows(self, conn: sa.Connection, book_uuid: str) -> dict[str, list[dict[str, Any]]]:
+        """The rows of logbook ``book_uuid``, its flow details and their atom details, in ``conn``'s transaction.
+
+        ``{"books": [row] or [], "flows": rows by position, "atoms": rows by
+        flow and position}``.  Loading a logbook to resume it is what a
+        conductor does for every job, so this is a hot path too: the three
+        queries are compiled once and run on the driver's cursors (psycopg 3
+        sends them in one pipeline), with no SQLAlchemy statement building
+        or result processing.
+        """
+        raw: Any = conn.connection.dbapi_connection
+        kinds = ("books", "flows", "atoms")
+        cursors = [raw.cursor() for _ in kinds]
+        try:
+            with raw.pipeline() if hasattr(raw, "pipeline") else contextlib.nullcontext():
+                for kind, cursor in zip(kinds, cursors):
+                    sql, order = self._tree_sql[kind]
+                    cursor.execute(sql, (book_uuid,) * len(order) if order is not None else {"book_uuid": book_uuid})
+            found: dict[str, list[dict[str, Any]]] = {}
+            for kind, cursor in zip(kinds, cursors):
+                names = [column[0] for column in cursor.description]
+                found[kind] = [dict(zip(names, row)) for row in cursor.fetchall()]
+            return found
+        finally:
+            for cursor in cursors:
+                cursor.close()
 
     def upsert_rows(self, conn: sa.Connection, kind: str, rows: list[dict[str, Any]]) -> None:
         """Upsert ``rows`` of ``kind`` ("books", "flows", "atoms") through ``conn``, in its transaction.
@@ -598,6 +633,19 @@ class SQLAlchemyBackend(Backend):
 
     def __repr__(self) -> str:
         return "<SQLAlchemyBackend %s durability=%s>" % (self.describe_url(), self.durability)
+
+
+def _tree_selects(t: schema.Tables) -> dict[str, Any]:
+    # The three queries of SQLAlchemyBackend.tree_rows, all on one bound parameter.
+    book: Any = sa.bindparam("book_uuid")
+    return {
+        "books": sa.select(t.logbooks).where(t.logbooks.c.uuid == book),
+        "flows": sa.select(t.flows).where(t.flows.c.parent_uuid == book).order_by(t.flows.c.position),
+        "atoms": sa.select(t.atoms)
+        .join(t.flows, t.atoms.c.parent_uuid == t.flows.c.uuid)
+        .where(t.flows.c.parent_uuid == book)
+        .order_by(t.atoms.c.parent_uuid, t.atoms.c.position),
+    }
 
 
 def _short(error: BaseException) -> str:
