@@ -13,7 +13,8 @@ one).  Running a job means:
    (:meth:`flowkit.jobs.base.JobBoard.fenced_backend`): once the claim is
    lost no write of this engine reaches the logbook;
 3. run it, while a heartbeat thread renews the claim every ``ttl / 3`` and
-   polls for a cancel request;
+   polls for a cancel request (the claim check before every logbook flush,
+   and before the first atom, reports one too);
 4. finish the job according to how the flow ended:
 
    - SUCCESS: consumed (COMPLETE);
@@ -353,10 +354,6 @@ class Conductor(abc.ABC):
         try:
             with running.lock:
                 running.engine = engine
-            try:
-                self._poll_cancel(running)
-            except exc.StorageFailure as error:
-                LOG.warning("conductor %r could not ask whether job %s was cancelled: %s", self.name, job.uuid, error)
             if engine.flow_detail.state in _FINAL:
                 # Finished by an owner that lost its claim before consuming:
                 # running it again would start it over.
@@ -366,6 +363,9 @@ class Conductor(abc.ABC):
             outcome: BaseException | None = None
             try:
                 for _ in engine.run_iter():
+                    # The claim check before each flush (and before the
+                    # first atom) also reports a cancel request.
+                    self._cancel_seen(running, running.fenced.cancel)
                     self._steer(running)
             except Exception as raised:
                 outcome = raised
@@ -484,11 +484,18 @@ class Conductor(abc.ABC):
 
     def _poll_cancel(self, running: _Running) -> None:
         if running.cancel is None:
-            request = self.board.cancel_requested(running.job)
-            if request is not None:
-                running.cancel = request
-                self._notify(JOB_CANCELLING, running.job, revert=request.revert)
+            self._cancel_seen(running, self.board.cancel_requested(running.job))
         self._steer(running)
+
+    def _cancel_seen(self, running: _Running, request: CancelRequest | None) -> None:
+        """Take note of a cancel request (from the heartbeat's poll or a claim check), once."""
+        if request is None:
+            return
+        with running.lock:
+            if running.cancel is not None:
+                return
+            running.cancel = request
+        self._notify(JOB_CANCELLING, running.job, revert=request.revert)
 
     def _heartbeat_loop(self) -> None:
         interval = self.ttl / 3.0

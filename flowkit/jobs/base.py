@@ -369,8 +369,12 @@ class JobBoard(abc.ABC):
         """
 
     @abc.abstractmethod
-    def ensure_current(self, claim: Claim) -> None:
-        """Return if ``claim`` is current (latest token, not expired, job claimed); else LeaseLost."""
+    def ensure_current(self, claim: Claim) -> CancelRequest | None:
+        """LeaseLost unless ``claim`` is current (latest token, not expired, job claimed).
+
+        Returns the job's pending cancel request, or None: the check that
+        fences every logbook flush doubles as a poll for cancellation.
+        """
 
     @abc.abstractmethod
     def consume(self, job: Job | str, who: str, *, token: int | None = None) -> None:
@@ -672,10 +676,17 @@ class FencedBackend(Backend):
         self.inner = inner
         self.board = board
         self.claim = claim
+        self.cancel: CancelRequest | None = None
+        """The cancel request a claim check found (checks run before every flush); None until one does."""
 
     def check(self) -> None:
-        """LeaseLost unless the claim is current (asks the board)."""
-        self.board.ensure_current(self.claim)
+        """LeaseLost unless the claim is current (asks the board); notes a pending cancel request."""
+        self.saw(self.board.ensure_current(self.claim))
+
+    def saw(self, request: CancelRequest | None) -> None:
+        """Note what a claim check said about cancellation (a request, once seen, stays)."""
+        if request is not None:
+            self.cancel = request
 
     def fenced(self, write: Callable[[], _T]) -> _T:
         """Run ``write`` (a flush or delete of the wrapped connection) only if the claim is current.

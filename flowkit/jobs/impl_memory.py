@@ -62,7 +62,7 @@ class _MemoryFencedBackend(FencedBackend):
     def fenced(self, write: Callable[[], _T]) -> _T:
         """Check and write as one step under the board's lock."""
         with self.board._cond:
-            self.board.ensure_current(self.claim)
+            self.saw(self.board.ensure_current(self.claim))
             return write()
 
 
@@ -228,10 +228,10 @@ class MemoryJobBoard(JobBoard):
             record.expires_at = self.clock() + seconds
             return dataclasses.replace(claim, expires_at=record.expires_at)
 
-    def ensure_current(self, claim: Claim) -> None:
-        """LeaseLost unless ``claim`` is current."""
+    def ensure_current(self, claim: Claim) -> CancelRequest | None:
+        """LeaseLost unless ``claim`` is current; the pending cancel request, or None."""
         with self._cond:
-            self._current(claim)
+            return self._current(claim).cancel
 
     def _owned(self, job: Job | str, who: str, token: int | None, action: str) -> _Record:
         record = self._get(job)

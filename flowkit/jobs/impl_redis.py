@@ -449,14 +449,15 @@ class RedisJobBoard(JobBoard):
             raise self._lost(claim, self.client.hgetall(self._key(uuid)))  # type: ignore[arg-type]
         return dataclasses.replace(claim, expires_at=expires)
 
-    def ensure_current(self, claim: Claim) -> None:
-        """LeaseLost unless ``claim`` is current."""
-        # Three fields, not the whole hash: this runs before every logbook flush.
+    def ensure_current(self, claim: Claim) -> CancelRequest | None:
+        """LeaseLost unless ``claim`` is current; the pending cancel request, or None."""
+        # The fields it needs, not the whole hash: this runs before every logbook flush.
         key = self._key(claim.job_uuid)
-        fields = self._call(lambda: self.client.hmget(key, "state", "token", "expires_at"), "check a claim")
-        state, token, expires = fields
+        fields = self._call(lambda: self.client.hmget(key, "state", "token", "expires_at", "cancel"), "check a claim")
+        state, token, expires, mode = fields
         if state != "CLAIMED" or int(token) != claim.token or float(expires) <= self.clock():
             raise self._lost(claim, self._call(lambda: self.client.hgetall(key), "check a claim"))
+        return None if not mode else CancelRequest(claim.job_uuid, mode == "revert")
 
     def _finish(self, job: Job | str, who: str, token: int | None, action: str) -> None:
         uuid = self._uuid_of(job)

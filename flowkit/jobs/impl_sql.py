@@ -148,7 +148,7 @@ class _SQLFencedBackend(FencedBackend):
         """A fenced connection whose flushes check the claim in their transaction."""
         inner = self.inner.get_connection()
         assert isinstance(inner, SQLAlchemyConnection)
-        inner.commit_guard = self.board._guard_for(self.claim)
+        inner.commit_guard = self.board._guard_for(self.claim, self.saw)
         return FencedConnection(self, inner)
 
     def flush_fenced(self, conn: Connection) -> None:
@@ -539,17 +539,18 @@ class SQLJobBoard(JobBoard):
 
         return self._write(renew, "renew the claim on job %s" % (uuid,))
 
-    def ensure_current(self, claim: Claim) -> None:
-        """LeaseLost unless ``claim`` is current."""
+    def ensure_current(self, claim: Claim) -> CancelRequest | None:
+        """LeaseLost unless ``claim`` is current; the pending cancel request, or None."""
         row = self._read(lambda conn: self._row(conn, claim.job_uuid), "job %s" % (claim.job_uuid,))
-        self._check_row(claim, row)
+        return self._check_row(claim, row)
 
-    def _check_row(self, claim: Claim, row: Any) -> None:
+    def _check_row(self, claim: Claim, row: Any) -> CancelRequest | None:
         now = self.clock()
         if row is None:
             raise exc.LeaseLost("the claim of %r on job %s: the job is gone" % (claim.owner, claim.job_uuid))
         if row["state"] != _CLAIMED or int(row["token"]) != claim.token or row["expires_at"] <= now:
             raise self._lost(claim, row, now)
+        return None if row["cancel"] is None else CancelRequest(claim.job_uuid, row["cancel"] == "revert")
 
     def _finish(self, job: Job | str, who: str, token: int | None, action: str, values: dict[str, Any]) -> None:
         uuid = self._uuid_of(job)
@@ -705,10 +706,10 @@ class SQLJobBoard(JobBoard):
             return _SQLFencedBackend(backend, self, claim)
         return FencedBackend(backend, self, claim)
 
-    def _guard_for(self, claim: Claim) -> Callable[[Any], None]:
+    def _guard_for(self, claim: Claim, saw: Callable[[CancelRequest | None], None]) -> Callable[[Any], None]:
         if self._guard_sql is None:
             t = self.tables.jobs
-            stmt = sa.select(t.c.state, t.c.token, t.c.expires_at).where(
+            stmt = sa.select(t.c.state, t.c.token, t.c.expires_at, t.c.cancel).where(
                 t.c.uuid == sa.bindparam("job_uuid"), t.c.board == sa.bindparam("board_name")
             )
             if self.db.dialect != "sqlite":
@@ -724,8 +725,8 @@ class SQLJobBoard(JobBoard):
         def guard(cursor: Any) -> None:
             cursor.execute(sql, args)
             found = cursor.fetchone()
-            row = None if found is None else {"state": found[0], "token": found[1], "expires_at": found[2]}
-            self._check_row(claim, row)
+            row = None if found is None else dict(zip(("state", "token", "expires_at", "cancel"), found))
+            saw(self._check_row(claim, row))
 
         return guard
 

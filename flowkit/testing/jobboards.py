@@ -33,7 +33,7 @@ import pytest
 
 from flowkit import exceptions as exc
 from flowkit import states
-from flowkit.jobs.base import Job, JobBoard, JobPriority, JobState
+from flowkit.jobs.base import FencedBackend, Job, JobBoard, JobPriority, JobState
 from flowkit.persistence.models import FlowDetail, LogBook, TaskDetail
 
 __all__ = ["JobBoardTests", "FakeClock", "MakeBoard"]
@@ -417,6 +417,31 @@ class JobBoardTests:
         assert _state(job) is JobState.CLAIMED
         board.consume(job, "w")
         assert board.state_of(job) is JobState.CANCELLED
+
+    @pytest.mark.parametrize("revert", [True, False])
+    def test_claim_checks_report_a_cancel_request(self, make_board: MakeBoard, revert: bool) -> None:
+        board = make_board()
+        assert board.persistence is not None
+        book = _book()
+        job = board.post("j", book=book)
+        claim = board.claim(job, "w")
+        assert board.ensure_current(claim) is None
+        fenced = board.fenced_backend(board.persistence, claim)
+        atom = list(book)[0].find_by_name("step")
+        assert atom is not None
+        with fenced.get_connection() as conn:
+            atom.state = states.RUNNING
+            conn.update_atom_details(atom)
+            conn.flush()
+            assert isinstance(fenced, FencedBackend) and fenced.cancel is None
+            make_board().cancel(job, revert=revert)
+            request = board.ensure_current(claim)
+            assert request is not None and request.job_uuid == job.uuid and request.revert is revert
+            # The check that fences a flush sees it too, whichever way the board fences.
+            atom.state = states.SUCCESS
+            conn.update_atom_details(atom)
+            conn.flush()
+            assert fenced.cancel == request
 
     def test_cancel_after_the_lease_expired_ends_the_job(self, timed: JobBoard, clock: FakeClock) -> None:
         job = timed.post("j")

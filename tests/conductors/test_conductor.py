@@ -184,6 +184,24 @@ def test_cancel_stops_a_running_job_at_the_next_atom(
     assert "last" not in [line.split()[0] for line in lines(log)]
 
 
+@pytest.mark.parametrize("revert", [True, False], ids=["revert", "suspend"])
+def test_cancel_between_claim_and_run_is_honoured_before_any_atom(
+    board: JobBoard, log: Path, engine_mode: str, revert: bool
+) -> None:
+    job = post_flow(board, flows.one_line, store={"log": str(log), "job": "x"})
+    # A lease so long the heartbeat never polls: the claim check that
+    # precedes the first atom is what sees the request.
+    conductor = fetch("blocking", "c1", board, ttl=600, engine=engine_mode)
+    events = Events(conductor)
+    conductor.notifier.register(JOB_CLAIMED, lambda event, details: board.cancel(details["job"], revert=revert))
+
+    conductor.run(max_dispatches=1)
+
+    assert job.state == JobState.CANCELLED
+    assert events.wait_for(JOB_CANCELLED)["state"] == (states.REVERTED if revert else states.SUSPENDED)
+    assert lines(log) == []
+
+
 def test_stop_with_drain_lets_the_running_job_finish(
     board: JobBoard, log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
