@@ -715,9 +715,7 @@ class SQLJobBoard(JobBoard):
             if self.db.dialect != "sqlite":
                 # SQLite's write transaction (BEGIN IMMEDIATE) already excludes every other writer.
                 stmt = stmt.with_for_update()
-            compiled = stmt.compile(dialect=self.engine.dialect)
-            order = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
-            self._guard_sql = (str(compiled), order)
+            self._guard_sql = self.db.driver_sql(stmt)
         sql, order = self._guard_sql
         params = {"job_uuid": claim.job_uuid, "board_name": self.name}
         args: Any = tuple(params[k] for k in order) if order is not None else params

@@ -195,14 +195,19 @@ class SQLAlchemyBackend(Backend):
         }
         self._hot_sql: dict[str, _Compiled] | None = None
         if all(stmt is not None for stmt in self._upserts.values()):
-            self._hot_sql = {kind: self._compile(stmt) for kind, stmt in self._upserts.items()}
-        self._tree_sql = {kind: self._compile(stmt) for kind, stmt in _tree_selects(self.tables).items()}
+            self._hot_sql = {kind: self.driver_sql(stmt) for kind, stmt in self._upserts.items()}
+        self._tree_sql = {kind: self.driver_sql(stmt) for kind, stmt in _tree_selects(self.tables).items()}
         dbapi = self.engine.dialect.loaded_dbapi
         # What a dead server or a failed statement raises on the driver's own cursor.
         self._db_errors: tuple[type[BaseException], ...] = (sa.exc.SQLAlchemyError, dbapi.Error, OSError)
 
-    def _compile(self, stmt: Any) -> _Compiled:
-        # The driver-level SQL of ``stmt`` and, for positional paramstyles, the order of its parameters.
+    def driver_sql(self, stmt: Any) -> _Compiled:
+        """``(sql, order)``: ``stmt`` compiled for this backend's driver, to run on its own cursor.
+
+        ``order`` names the parameters in the order a positional paramstyle
+        takes them; None means the driver takes them by name.  For hot paths
+        that skip SQLAlchemy's per-execution work.
+        """
         compiled = stmt.compile(dialect=self.engine.dialect)
         return str(compiled), tuple(compiled.positiontup) if compiled.positional else None
 
@@ -485,7 +490,7 @@ class SQLAlchemyBackend(Backend):
         raw: Any = conn.connection.dbapi_connection
         cursor = raw.cursor()
         try:
-            with raw.pipeline() if hasattr(raw, "pipeline") else contextlib.nullcontext():
+            with _pipeline(raw):
                 if self.dialect == "sqlite":
                     cursor.execute("BEGIN IMMEDIATE")
                 if any(b.guard is not None for b in group):
@@ -526,7 +531,7 @@ class SQLAlchemyBackend(Backend):
         kinds = ("books", "flows", "atoms")
         cursors = [raw.cursor() for _ in kinds]
         try:
-            with raw.pipeline() if hasattr(raw, "pipeline") else contextlib.nullcontext():
+            with _pipeline(raw):
                 for kind, cursor in zip(kinds, cursors):
                     sql, order = self._tree_sql[kind]
                     cursor.execute(sql, (book_uuid,) * len(order) if order is not None else {"book_uuid": book_uuid})
@@ -633,6 +638,11 @@ class SQLAlchemyBackend(Backend):
 
     def __repr__(self) -> str:
         return "<SQLAlchemyBackend %s durability=%s>" % (self.describe_url(), self.durability)
+
+
+def _pipeline(raw: Any) -> contextlib.AbstractContextManager[Any]:
+    # psycopg 3 queues what runs inside and sends it in one go; other drivers run each statement at once.
+    return raw.pipeline() if hasattr(raw, "pipeline") else contextlib.nullcontext()
 
 
 def _tree_selects(t: schema.Tables) -> dict[str, Any]:
