@@ -34,6 +34,7 @@ from flowkit.engines.runtime_base import (
     RuntimeBase,
     S,
 )
+from flowkit.persistence import codec
 from flowkit.retry import Decision, History
 from flowkit.types.failure import Failure
 
@@ -241,15 +242,20 @@ class Reverter(RuntimeBase):
     def _reverted(self, index: int, ok: bool, value: Any) -> None:
         detail = self.details[index]
         region = self._region_of(index)
+        if ok and value is not None:
+            # An unstorable revert result is a failed revert (REVERT_FAILURE,
+            # the flow ends FAILURE), never a revert left to run again.
+            try:
+                value = codec.canonical(
+                    value, what="revert result", max_bytes=self.storage.connection.backend.result_limit
+                )
+            except exc.ResultNotStorable as error:
+                ok, value = False, self._unstorable(index, "returned from revert() a value", error)
         if ok:
             detail.state = _REVERTED
             detail.revert_results = value
             detail.revert_failure = None
-            try:
-                self._save(detail)
-            except exc.ResultNotStorable:
-                detail.revert_results = None
-                self._save(detail)
+            self._save(detail)
             self.counters["atoms_reverted"] += 1
             self._notify_atom(index, _REVERTED, _REVERTING, value)
         else:
@@ -276,6 +282,15 @@ class Reverter(RuntimeBase):
                         self.revert_ready.append(p)
         if region.remaining == 0 and not self.fatal:
             self._finish_region(region)
+
+    def _unstorable(self, index: int, what: str, error: exc.ResultNotStorable) -> Failure:
+        """The Failure of atom ``index`` whose value (``what`` it did) the codec refused."""
+        wrapped = exc.ResultNotStorable(
+            "atom %r of flow %r %s that cannot be stored: %s"
+            % (self.c.atoms[index].name, self.storage.flow_detail.name, what, error)
+        )
+        wrapped.__cause__ = error
+        return Failure.from_exception(wrapped)
 
     def _finish_region(self, region: Region) -> None:
         self.regions.remove(region)

@@ -45,7 +45,7 @@ from flowkit.engines.runtime_base import (
     Region,
     S,
 )
-from flowkit.persistence.values import unstorable_part
+from flowkit.persistence import codec
 from flowkit.retry import History
 from flowkit.task import EVENT_UPDATE_PROGRESS
 from flowkit.types.failure import Failure
@@ -416,19 +416,18 @@ class Runtime(Reverter):
     def _executed(self, index: int, ok: bool, value: Any) -> None:
         detail = self.details[index]
         c = self.c
+        if ok and value is not None:
+            # Canonical before anyone sees it: successors, listeners and the
+            # logbook get the value a resumed run would read back.
+            try:
+                value = codec.canonical(value, max_bytes=self.storage.connection.backend.result_limit)
+            except exc.ResultNotStorable as error:
+                ok, value = False, self._unstorable(index, "returned a result", error)
         if ok and not c.is_retry[index] and c.atoms[index].save_as:
             try:
                 self._check_provides(index, value)
             except exc.ExecutionFailure:
                 ok, value = False, Failure()
-        if ok and value is not None:
-            problem = unstorable_part(value)
-            if problem is not None:
-                error = exc.ResultNotStorable(
-                    "atom %r returned a result that cannot be stored: %s; return JSON data "
-                    "(dicts with str keys, lists, str, numbers, bool, None)" % (c.atoms[index].name, problem)
-                )
-                ok, value = False, Failure.from_exception(error)
         if ok:
             if c.is_retry[index]:
                 if detail.results is None:
@@ -439,14 +438,7 @@ class Runtime(Reverter):
                 detail.meta["progress"] = 1.0
             detail.failure = None
             detail.state = _SUCCESS
-            try:
-                self._save(detail)
-            except exc.ResultNotStorable:
-                ok, value = False, Failure()
-                if c.is_retry[index]:
-                    detail.results.pop()
-                else:
-                    detail.results = None
+            self._save(detail)
         self.counters["atoms_executed"] += 1
         if ok:
             self._notify_atom(index, _SUCCESS, _RUNNING, value)

@@ -679,6 +679,11 @@ class FencedBackend(Backend):
         self.cancel: CancelRequest | None = None
         """The cancel request a claim check found (checks run before every flush); None until one does."""
 
+    @property
+    def result_limit(self) -> int | None:
+        """The wrapped backend's cap on a result: fencing changes where writes land, not what fits."""
+        return self.inner.result_limit
+
     def check(self) -> None:
         """LeaseLost unless the claim is current (asks the board); notes a pending cancel request."""
         self.saw(self.board.ensure_current(self.claim))

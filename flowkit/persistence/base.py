@@ -16,7 +16,22 @@ from collections.abc import Iterable, Iterator
 from flowkit.exceptions import FlowDetailLocked, NotFound
 from flowkit.persistence.models import AtomDetail, FlowDetail, LogBook
 
-__all__ = ["Backend", "Connection", "FlowLock", "ProcessFlowLock"]
+__all__ = ["Backend", "Connection", "FlowLock", "ProcessFlowLock", "DEFAULT_MAX_RESULT_BYTES", "check_max_result_bytes"]
+
+#: The default ``max_result_bytes`` of every backend: 16 MiB of JSON.  A result
+#: is kept in memory, handed to its successors and rewritten with its atom's
+#: every state change, so megabytes are fine and gigabytes are not; 16 MiB is
+#: also what MySQL and MariaDB accept in one packet by default
+#: (``max_allowed_packet``).  Larger data belongs in a file or an object store,
+#: with its address as the result.
+DEFAULT_MAX_RESULT_BYTES = 16 * 1024 * 1024
+
+
+def check_max_result_bytes(value: int | None) -> int | None:
+    """``value`` if it is a valid ``max_result_bytes`` (a positive int, or None for no limit); else ValueError."""
+    if value is not None and (type(value) is not int or value < 1):
+        raise ValueError("max_result_bytes must be a positive int (bytes) or None, got %r" % (value,))
+    return value
 
 
 class FlowLock(abc.ABC):
@@ -160,7 +175,40 @@ class Connection(abc.ABC):
 
 
 class Backend(abc.ABC):
-    """A place where logbooks live."""
+    """A place where logbooks live.
+
+    ``max_result_bytes`` caps the JSON size of one atom's result (and of one
+    revert's result): the engine checks it when the atom returns, before
+    anything is written, and fails the atom with
+    :class:`~flowkit.exceptions.ResultNotStorable` when it is over.  Backends
+    take it as a keyword-only constructor option; None means no limit of its
+    own.  :attr:`result_limit` is what the engine enforces: the smaller of it
+    and :attr:`storable_bytes`, what the store itself can take.
+    """
+
+    #: The configured cap on an encoded result, in bytes (None: no cap of its own).
+    max_result_bytes: int | None = DEFAULT_MAX_RESULT_BYTES
+
+    @property
+    def storable_bytes(self) -> int | None:
+        """The largest encoded value the store itself can write, when it knows one (else None).
+
+        A backend whose server limits a row or a packet (MySQL's
+        ``max_allowed_packet``) overrides this, so that an over-size result
+        fails its atom cleanly instead of failing the write.
+        """
+        return None
+
+    @property
+    def result_limit(self) -> int | None:
+        """The cap the engine checks results against: ``min(max_result_bytes, storable_bytes)``."""
+        configured = self.max_result_bytes
+        storable = self.storable_bytes
+        if configured is None:
+            return storable
+        if storable is None:
+            return configured
+        return min(configured, storable)
 
     @abc.abstractmethod
     def get_connection(self) -> Connection:

@@ -25,7 +25,8 @@ def fetch(conf: Mapping[str, Any] | str) -> Backend:
 
     ``memory://`` keeps logbooks in this process; ``sqlite:///path``,
     ``postgresql://...`` and ``mysql://...`` (optionally with a ``+driver``)
-    use the SQL backend.  A conf dict may also carry the SQL backend's
+    use the SQL backend.  A conf dict may also carry ``max_result_bytes``
+    (see :class:`~flowkit.persistence.base.Backend`) and the SQL backend's
     options: ``durability``, ``table_prefix``, ``create_schema``.
     """
     if isinstance(conf, str):
@@ -34,13 +35,14 @@ def fetch(conf: Mapping[str, Any] | str) -> Backend:
     if not isinstance(url, str) or "://" not in url:
         raise ValueError("persistence conf needs a 'connection' URL like 'memory://', got %r" % (url,))
     scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
+    limit = {"max_result_bytes": conf["max_result_bytes"]} if "max_result_bytes" in conf else {}
     if scheme == "memory":
-        return MemoryBackend(dict(conf))
+        return MemoryBackend(dict(conf), **limit)
     if scheme in _SQL_SCHEMES:
         from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend
 
         options = {key: conf[key] for key in ("durability", "table_prefix", "create_schema") if key in conf}
-        return SQLAlchemyBackend(url, **options)
+        return SQLAlchemyBackend(url, **options, **limit)
     raise ValueError(
         "no persistence backend for %r (known: memory://, sqlite:///path, postgresql://..., mysql://...)" % (url,)
     )

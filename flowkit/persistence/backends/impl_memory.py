@@ -1,8 +1,11 @@
 """In-memory backend: logbooks live in this process only.
 
-It keeps the very objects it is given (no copies), which is what makes an
+It keeps the very records it is given (no copies), which is what makes an
 in-memory run cheap; use it for tests and for flows that need no resumption
-after a crash.
+after a crash.  Results in those records are never the task's own objects:
+the engine stores the canonical copy :func:`flowkit.persistence.codec.canonical`
+makes (lists for tuples, fresh containers), the same value a SQL backend
+reads back, so a run in memory sees what a resumed run would.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from flowkit.exceptions import NotFound
-from flowkit.persistence.base import Backend, Connection
+from flowkit.persistence.base import DEFAULT_MAX_RESULT_BYTES, Backend, Connection, check_max_result_bytes
 from flowkit.persistence.models import AtomDetail, FlowDetail, LogBook
 
 __all__ = ["MemoryBackend"]
@@ -21,8 +24,11 @@ __all__ = ["MemoryBackend"]
 class MemoryBackend(Backend):
     """Logbooks kept in a dict, shared by all connections of this backend."""
 
-    def __init__(self, conf: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, conf: dict[str, Any] | None = None, *, max_result_bytes: int | None = DEFAULT_MAX_RESULT_BYTES
+    ) -> None:
         self.conf = dict(conf or {})
+        self.max_result_bytes = check_max_result_bytes(max_result_bytes)
         self.lock = threading.RLock()
         self.books: dict[str, LogBook] = {}
         self.flows: dict[str, tuple[str, FlowDetail]] = {}  # fd uuid -> (book uuid, fd)

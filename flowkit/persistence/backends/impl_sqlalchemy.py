@@ -39,7 +39,7 @@ from sqlalchemy import event
 
 from flowkit import exceptions as exc
 from flowkit.persistence import sql_schema as schema
-from flowkit.persistence.base import Backend, FlowLock
+from flowkit.persistence.base import DEFAULT_MAX_RESULT_BYTES, Backend, FlowLock, check_max_result_bytes
 from flowkit.persistence.models import (
     FlowDetail,
 )
@@ -138,7 +138,8 @@ class SQLAlchemyBackend(Backend):
     PostgreSQL and MySQL keep the server's own setting.  ``table_prefix``
     names the tables; ``create_schema`` runs :meth:`SQLAlchemyConnection.upgrade`
     on first use; ``busy_timeout`` is how long SQLite waits for another
-    writer before failing.
+    writer before failing; ``max_result_bytes`` caps an atom's encoded
+    result (see :class:`~flowkit.persistence.base.Backend`).
     """
 
     def __init__(
@@ -149,7 +150,9 @@ class SQLAlchemyBackend(Backend):
         table_prefix: str = schema.DEFAULT_TABLE_PREFIX,
         create_schema: bool = True,
         busy_timeout: float = 60.0,
+        max_result_bytes: int | None = DEFAULT_MAX_RESULT_BYTES,
     ) -> None:
+        self.max_result_bytes = check_max_result_bytes(max_result_bytes)
         if durability not in DURABILITIES:
             raise ValueError("durability must be one of %s, got %r" % (", ".join(map(repr, DURABILITIES)), durability))
         self.durability = durability
