@@ -13,6 +13,8 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Union
 
+from flowkit._names import check_name
+
 __all__ = ["Atom", "ProvidesSpec", "RebindSpec", "RequiresSpec"]
 
 ProvidesSpec = Union[str, Sequence[str], "set[str]", "frozenset[str]", None]  # noqa: UP007 (string members)
@@ -219,9 +221,7 @@ class Atom:
         if name is None:
             cls = type(self)
             name = "%s.%s" % (cls.__module__, cls.__qualname__)
-        if not isinstance(name, str) or not name:
-            raise TypeError("atom name must be a non-empty str, got %r" % (name,))
-        self.name = name
+        self.name = check_name(name, "atom name")
         if provides is None:
             provides = self.default_provides
         self.save_as = _save_as(name, provides)

@@ -8,6 +8,7 @@
     │   ├── DependencyFailure         the order of atoms cannot be worked out
     │   │   └── MissingDependencies   an atom requires a symbol nothing provides
     │   ├── AmbiguousDependency       two atoms in one scope provide a symbol
+    │   ├── InvalidName               a name that cannot be stored (too long, a NUL, not Unicode)
     │   └── AtomNotPicklable          a process executor cannot ship the atom
     ├── NotFound                      a name (atom, symbol, detail) does not exist
     ├── InvalidState                  an operation that the current state forbids
@@ -44,6 +45,7 @@ __all__ = [
     "DependencyFailure",
     "MissingDependencies",
     "AmbiguousDependency",
+    "InvalidName",
     "AtomNotPicklable",
     # run-time errors
     "NotFound",
@@ -106,6 +108,15 @@ class MissingDependencies(DependencyFailure):
 
 class AmbiguousDependency(DefinitionError):
     """Several atoms in one scope provide a symbol that another atom requires."""
+
+
+class InvalidName(DefinitionError):
+    """An atom, flow, logbook or flow detail name that the logbook cannot store.
+
+    Longer than 255 characters, or holding a NUL character or a lone
+    surrogate: raised when the atom or flow is built (or the engine loaded),
+    the same on every backend, before anything is written.
+    """
 
 
 class AtomNotPicklable(DefinitionError):

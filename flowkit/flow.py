@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Union
 
+from flowkit._names import check_name
 from flowkit.atom import Atom
 
 __all__ = ["Flow", "Item"]
@@ -26,8 +27,7 @@ class Flow:
     def __init__(self, name: str, retry: Any = None) -> None:
         from flowkit.retry import Retry
 
-        if not isinstance(name, str) or not name:
-            raise TypeError("flow name must be a non-empty str, got %r" % (name,))
+        check_name(name, "flow name")
         if retry is not None and not isinstance(retry, Retry):
             raise TypeError(
                 "flow %r: retry must be a flowkit.retry.Retry, got %s" % (name, type(retry).__name__)

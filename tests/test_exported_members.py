@@ -86,6 +86,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "DependencyFailure",
         "MissingDependencies",
         "AmbiguousDependency",
+        "InvalidName",
         "AtomNotPicklable",
         "NotFound",
         "InvalidState",
@@ -123,6 +124,15 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "check_job_transition",
         "FencedBackend",
         "FencedConnection",
+    },
+    "flowkit.persistence.codec": {"canonical", "encode", "encoded_size", "MAX_DEPTH", "FAILURE_KEY"},
+    "flowkit.persistence.base": {
+        "Backend",
+        "Connection",
+        "FlowLock",
+        "ProcessFlowLock",
+        "DEFAULT_MAX_RESULT_BYTES",
+        "check_max_result_bytes",
     },
     "flowkit.jobs.backends": {"fetch", "KINDS", "DEFAULT_REDIS_URL", "DEFAULT_SQLITE_URL"},
     "flowkit.jobs.impl_memory": {"MemoryJobBoard"},
@@ -251,5 +261,6 @@ def test_exception_tree() -> None:
     assert issubclass(exc.DependencyFailure, exc.DefinitionError)
     assert issubclass(exc.MissingDependencies, exc.DependencyFailure)
     assert issubclass(exc.AmbiguousDependency, exc.DefinitionError)
+    assert issubclass(exc.InvalidName, exc.DefinitionError)
     assert not issubclass(exc.NotFound, exc.DefinitionError)
     assert not issubclass(exc.WrappedFailure, exc.DefinitionError)

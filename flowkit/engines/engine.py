@@ -15,6 +15,7 @@ from typing import Any
 
 from flowkit import exceptions as exc
 from flowkit import states
+from flowkit._names import MAX_NAME_LENGTH, check_name
 from flowkit.engines import compiler
 from flowkit.engines.executors import AtomExecutor, make_executor
 from flowkit.engines.runtime import Runtime
@@ -320,11 +321,18 @@ class Engine:
 def make_flow_detail(
     flow: Any, book: LogBook | None, flow_detail: FlowDetail | None, store: Mapping[str, Any] | None
 ) -> tuple[LogBook, FlowDetail]:
-    """The logbook and flow detail an engine for ``flow`` should use."""
+    """The logbook and flow detail an engine for ``flow`` should use.
+
+    Their names are checked like atom names (:class:`~flowkit.exceptions.InvalidName`)
+    before anything is written.
+    """
     if flow_detail is None:
         flow_detail = FlowDetail(name=flow.name)
     if book is None:
-        book = LogBook(name="%s-book" % flow.name)
+        # Within the name columns' width even for the longest flow name.
+        book = LogBook(name="%s-book" % flow.name[: MAX_NAME_LENGTH - len("-book")])
+    check_name(book.name, "logbook name")
+    check_name(flow_detail.name, "flow detail name")
     if book.find(flow_detail.uuid) is None:
         book.add(flow_detail)
     if store:
