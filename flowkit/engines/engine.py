@@ -43,6 +43,10 @@ class EngineStatistics:
     run_seconds: float
 
 
+#: The key of ``FlowDetail.meta`` that records ``load(..., defer_reverts=True)``.
+DEFER_REVERTS_KEY = "defer_reverts"
+
+
 def _new_counters() -> dict[str, int]:
     return {"atoms_executed": 0, "atoms_failed": 0, "atoms_reverted": 0, "atoms_ignored": 0, "retries": 0}
 
@@ -111,8 +115,18 @@ class Engine:
 
     @property
     def mode(self) -> str:
-        """``"serial"`` or ``"parallel"``."""
+        """``"serial"``, ``"parallel"`` or ``"distributed"``."""
         return self._mode
+
+    @property
+    def defer_reverts(self) -> bool:
+        """Whether a REVERT decision defers to the enclosing scope (``load(..., defer_reverts=True)``).
+
+        Recorded in the flow detail, so a resumed run (``load_from_detail``,
+        ``flowkit resume``, a conductor) reverts the same atoms as the run it
+        continues.
+        """
+        return self._flow_detail.meta.get(DEFER_REVERTS_KEY) is True
 
     # -- before running ---------------------------------------------------------------
 
@@ -208,6 +222,7 @@ class Engine:
                 self.notifier,
                 self.atom_notifier,
                 self._counters,
+                defer_reverts=self.defer_reverts,
             )
             flow_lock = self._connection.lock_flow(self._flow_detail)
             self._runtime = runtime
@@ -318,9 +333,17 @@ class Engine:
 
 
 def make_flow_detail(
-    flow: Any, book: LogBook | None, flow_detail: FlowDetail | None, store: Mapping[str, Any] | None
+    flow: Any,
+    book: LogBook | None,
+    flow_detail: FlowDetail | None,
+    store: Mapping[str, Any] | None,
+    defer_reverts: bool | None = None,
 ) -> tuple[LogBook, FlowDetail]:
-    """The logbook and flow detail an engine for ``flow`` should use."""
+    """The logbook and flow detail an engine for ``flow`` should use.
+
+    ``defer_reverts`` True or False is recorded in the flow detail; None keeps
+    what it records (False for a new one).
+    """
     if flow_detail is None:
         flow_detail = FlowDetail(name=flow.name)
     if book is None:
@@ -331,4 +354,8 @@ def make_flow_detail(
         current = dict(flow_detail.meta.get("store") or {})
         current.update(store)
         flow_detail.meta["store"] = current
+    if defer_reverts:
+        flow_detail.meta[DEFER_REVERTS_KEY] = True
+    elif defer_reverts is not None:
+        flow_detail.meta.pop(DEFER_REVERTS_KEY, None)
     return book, flow_detail
