@@ -287,6 +287,58 @@ class Engine:
         except exc.Cancelled:
             runtime.cancel_requested = Failure()
 
+    def retry_reverts(self) -> None:
+        """Let the next ``run()`` try again the reverts that failed.
+
+        For a flow that ended FAILURE because a ``revert()`` raised (the atom
+        is REVERT_FAILURE, the atoms before it still SUCCESS): once the cause
+        is fixed, call this, then ``run()``.  The run reverts the atoms whose
+        revert failed again, then carries on as if they had succeeded the first
+        time: the earlier atoms are reverted and the flow ends REVERTED,
+        re-raising the failure that made it revert (or, inside a retry scope
+        that was retrying, the scope runs again).  The change is written to the
+        logbook at once, so a later resume in another process (``flowkit
+        resume``) carries on from it; ``flowkit resume --retry-reverts UUID``
+        does both steps.
+
+        Raises :class:`~flowkit.exceptions.InvalidState` when the flow did not
+        end FAILURE with a failed revert, or while the engine runs.
+        """
+        if self._runtime is not None:
+            raise exc.InvalidState("cannot retry the reverts of flow %r while it runs" % (self._flow.name,))
+        self.prepare()
+        assert self._details is not None
+        fd = self._flow_detail
+        failed = [d for d in self._details if d.state == states.REVERT_FAILURE]
+        if fd.state != states.FAILURE or not failed:
+            raise exc.InvalidState(
+                "flow %r (%s) has no failed revert to retry: it is %s%s"
+                % (
+                    self._flow.name,
+                    fd.uuid,
+                    fd.state,
+                    "" if fd.state != states.FAILURE else " without any atom in REVERT_FAILURE",
+                )
+            )
+        # With the lock, so that no other engine is driving the flow detail
+        # while its atoms change state.
+        flow_lock = self._connection.lock_flow(fd)
+        try:
+            for detail in failed:
+                # REVERTING is what an interrupted revert looks like: every
+                # run, in this process or another, reverts it again.
+                detail.state = states.REVERTING
+                detail.intention = states.REVERT
+                detail.revert_failure = None
+                self._storage.save_atom(detail)
+            regions = fd.meta.get("regions") or ()
+            whole = not regions or any(
+                isinstance(r, Mapping) and r.get("retry") is None for r in regions
+            )
+            self._storage.set_flow_state(states.REVERTING if whole else states.RUNNING)
+        finally:
+            flow_lock.release()
+
     def reset(self) -> None:
         """Put every atom and the flow back to PENDING so the flow can run from the start."""
         if self._runtime is not None:
