@@ -5,6 +5,7 @@
     flowkit logbooks                 every logbook and its flow details
     flowkit show FLOW_DETAIL_UUID    a flow detail's atoms: states, results, failures, timings
     flowkit resume FLOW_DETAIL_UUID  rebuild the flow and run it to its end
+                                     (--retry-reverts: revert again after a failed revert)
     flowkit graph module:factory     draw a flow (Graphviz DOT, SVG or PNG)
 
 Every command takes ``--backend URL``; the default is ``$FLOWKIT_BACKEND`` or,
@@ -309,9 +310,13 @@ def _cmd_resume(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
     from flowkit.engines import load_from_detail
 
     fd = _find_flow_detail(backend, args.flow_detail)
-    if fd.state in (states.SUCCESS, states.REVERTED, states.FAILURE):
+    retry_reverts = bool(args.retry_reverts)
+    if fd.state in (states.SUCCESS, states.REVERTED, states.FAILURE) and not retry_reverts:
         # Running a finished flow again would start it over; that is not a resume.
-        out.write("flow %r (%s) already ended %s; nothing to resume\n" % (fd.name, fd.uuid, fd.state))
+        hint = ""
+        if fd.state == states.FAILURE and any(ad.state == states.REVERT_FAILURE for ad in fd):
+            hint = " (a revert failed: 'flowkit resume --retry-reverts %s' tries the reverts again)" % (fd.uuid,)
+        out.write("flow %r (%s) already ended %s; nothing to resume%s\n" % (fd.name, fd.uuid, fd.state, hint))
         return EXIT_CODES[states.State(fd.state)]
     options: dict[str, Any] = {"engine": args.engine}
     if args.max_workers is not None:
@@ -320,6 +325,9 @@ def _cmd_resume(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
         engine = load_from_detail(fd, backend=backend, **options)
     except ValueError as problem:
         raise _CommandError(str(problem)) from problem
+    if retry_reverts:
+        engine.retry_reverts()  # InvalidState (exit 2) unless a revert failed
+        out.write("retrying the failed reverts of flow %r (%s)\n" % (fd.name, fd.uuid))
     out.write("resuming flow %r (%s) from %s\n" % (fd.name, fd.uuid, _state(fd.state)))
 
     def report(state: Any, details: dict[str, Any]) -> None:
@@ -359,6 +367,11 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
     resume.add_argument("--engine", choices=("serial", "parallel"), default="serial", help="engine mode")
     resume.add_argument("--max-workers", type=int, default=None, help="pool size of a parallel engine")
+    resume.add_argument(
+        "--retry-reverts",
+        action="store_true",
+        help="for a flow that ended FAILURE because a revert failed: revert those atoms again, then the rest",
+    )
     graph = commands.add_parser("graph", parents=[common], help="draw a flow's execution graph")
     graph.add_argument(
         "factory", nargs="?", metavar="MODULE:FACTORY", help="function returning the flow (default: the flow detail's)"

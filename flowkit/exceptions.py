@@ -22,7 +22,8 @@
     ├── JobFailure                    a job board operation failed
     │   ├── UnclaimableJob            the job is claimed, final, or its resources are held
     │   └── NotOwner                  consume/abandon/trash by someone not holding the claim
-    └── WrappedFailure                several atoms failed at once (iterable of Failure)
+    └── WrappedFailure                several atoms failed at once (iterable of Failure,
+                                      atom_failures() names each failure's atom)
 
 The exception a task raised is never wrapped when it is the only failure: the
 engine re-raises it with its own type, as TaskFlow does.
@@ -185,16 +186,38 @@ class LeaseLost(StorageFailure):
 
 
 class WrappedFailure(FlowkitError):
-    """Several failures at once; iterate over it to see each :class:`Failure`."""
+    """Several failures at once; iterate over it to see each :class:`Failure`.
 
-    def __init__(self, causes: Iterable[Failure]) -> None:
-        self._causes: list[Failure] = []
-        for cause in causes:
+    Iterating yields the :class:`Failure` objects, as in TaskFlow.  The engine
+    also records which atom each failure belongs to: :meth:`atom_failures`
+    returns ``(atom name, Failure)`` pairs (the name is None for a failure
+    that belongs to no atom, such as a cancellation), and ``str()`` shows the
+    names.
+    """
+
+    def __init__(
+        self,
+        causes: Iterable[Failure],
+        *,
+        atom_names: Iterable[str | None] | None = None,
+        flow_name: str | None = None,
+    ) -> None:
+        causes = list(causes)
+        names: list[str | None] = list(atom_names) if atom_names is not None else [None] * len(causes)
+        if len(names) != len(causes):
+            raise ValueError("WrappedFailure got %d atom names for %d failures" % (len(names), len(causes)))
+        self._pairs: list[tuple[str | None, Failure]] = []
+        for name, cause in zip(names, causes):
             nested = cause.exception
             if isinstance(nested, WrappedFailure):
-                self._causes.extend(nested)  # flatten nested wraps
+                # Flatten nested wraps; their own names are more precise.
+                for inner_name, inner in nested.atom_failures():
+                    self._pairs.append((inner_name if inner_name is not None else name, inner))
             else:
-                self._causes.append(cause)
+                self._pairs.append((name, cause))
+        self._causes: list[Failure] = [cause for _name, cause in self._pairs]
+        self.flow_name = flow_name
+        """The flow whose run raised this, when the engine knows it."""
         super().__init__(self._causes)
 
     def __iter__(self) -> Iterator[Failure]:
@@ -206,6 +229,10 @@ class WrappedFailure(FlowkitError):
     def __getitem__(self, index: int) -> Failure:
         return self._causes[index]
 
+    def atom_failures(self) -> list[tuple[str | None, Failure]]:
+        """``(atom name, Failure)`` for each failure, in order; the name is None when no atom failed."""
+        return list(self._pairs)
+
     def check(self, *exc_classes: Any) -> Any:
         """Return the first of ``exc_classes`` that any wrapped failure matches, else None."""
         for cause in self._causes:
@@ -214,6 +241,17 @@ class WrappedFailure(FlowkitError):
                 return matched
         return None
 
+    def __reduce__(self) -> Any:
+        # Keyword-only arguments do not survive the default exception pickling.
+        return (_rebuild_wrapped, ([c for _n, c in self._pairs], [n for n, _c in self._pairs], self.flow_name))
+
     def __str__(self) -> str:
-        parts = ", ".join(str(c) for c in self._causes)
-        return "WrappedFailure(%d failures: %s)" % (len(self._causes), parts)
+        parts = "; ".join(
+            ("atom %r: %s" % (name, cause)) if name is not None else str(cause) for name, cause in self._pairs
+        )
+        where = " in flow %r" % (self.flow_name,) if self.flow_name is not None else ""
+        return "WrappedFailure(%d failures%s: %s)" % (len(self._causes), where, parts)
+
+
+def _rebuild_wrapped(causes: list[Failure], names: list[str | None], flow_name: str | None) -> WrappedFailure:
+    return WrappedFailure(causes, atom_names=names, flow_name=flow_name)

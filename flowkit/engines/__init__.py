@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flowkit.engines.engine import Engine, EngineStatistics, make_flow_detail
+from flowkit.engines.engine import DEFER_REVERTS_KEY, Engine, EngineStatistics, make_flow_detail
 from flowkit.engines.executors import make_executor
 from flowkit.persistence.backends import fetch as fetch_backend
 from flowkit.persistence.backends.impl_memory import MemoryBackend
@@ -60,6 +60,7 @@ def load(
     address: str | None = None,
     client: Any = None,
     security: Any = None,
+    defer_reverts: bool | None = None,
 ) -> Engine:
     """Build an engine for ``flow`` (a flow or a single atom).
 
@@ -73,7 +74,18 @@ def load(
     ``LocalCluster`` started for each run; needs ``pip install flowkit[distributed]``).
     ``backend`` is where the logbook is written (default: in memory);
     ``book``/``flow_detail`` pick an existing logbook and flow detail.
+
+    ``defer_reverts=True`` is TaskFlow's option of that name: a retry
+    controller that says REVERT (``Times`` out of attempts, ``AlwaysRevert``)
+    always passes the failure to the enclosing controller, and when no
+    enclosing controller retries, the whole flow is reverted, atoms outside
+    the retry scope included.  By default only the innermost scope that said
+    REVERT is reverted and the atoms outside it stay SUCCESS.  The choice is
+    recorded in the flow detail, so a resumed run keeps it; None (the default)
+    keeps what the flow detail records (False for a new one).
     """
+    if defer_reverts is not None and not isinstance(defer_reverts, bool):
+        raise TypeError("defer_reverts must be True, False or None, got %r" % (defer_reverts,))
     try:
         mode = _ALIASES[engine]
     except (KeyError, TypeError):
@@ -93,9 +105,11 @@ def load(
         # A flow detail already in the backend (one being resumed) stays in its
         # own logbook; saving it in a new one would move or copy it.
         stored = book is None and flow_detail is not None and conn.has_flow_detail(flow_detail.uuid)
-        book, flow_detail = make_flow_detail(flow, book, flow_detail, store)
+        deferring = flow_detail is not None and flow_detail.meta.get(DEFER_REVERTS_KEY) is True
+        book, flow_detail = make_flow_detail(flow, book, flow_detail, store, defer_reverts)
         if stored:
-            if store:  # the merged store; otherwise the stored detail is already what is here
+            changed = deferring != (flow_detail.meta.get(DEFER_REVERTS_KEY) is True)
+            if store or changed:  # otherwise the stored detail is already what is here
                 conn.update_flow_details(flow_detail)
         else:
             conn.save_logbook(book)

@@ -44,6 +44,10 @@ class EngineStatistics:
     run_seconds: float
 
 
+#: The key of ``FlowDetail.meta`` that records ``load(..., defer_reverts=True)``.
+DEFER_REVERTS_KEY = "defer_reverts"
+
+
 def _new_counters() -> dict[str, int]:
     return {"atoms_executed": 0, "atoms_failed": 0, "atoms_reverted": 0, "atoms_ignored": 0, "retries": 0}
 
@@ -112,8 +116,18 @@ class Engine:
 
     @property
     def mode(self) -> str:
-        """``"serial"`` or ``"parallel"``."""
+        """``"serial"``, ``"parallel"`` or ``"distributed"``."""
         return self._mode
+
+    @property
+    def defer_reverts(self) -> bool:
+        """Whether a REVERT decision defers to the enclosing scope (``load(..., defer_reverts=True)``).
+
+        Recorded in the flow detail, so a resumed run (``load_from_detail``,
+        ``flowkit resume``, a conductor) reverts the same atoms as the run it
+        continues.
+        """
+        return self._flow_detail.meta.get(DEFER_REVERTS_KEY) is True
 
     # -- before running ---------------------------------------------------------------
 
@@ -209,6 +223,7 @@ class Engine:
                 self.notifier,
                 self.atom_notifier,
                 self._counters,
+                defer_reverts=self.defer_reverts,
             )
             flow_lock = self._connection.lock_flow(self._flow_detail)
             self._runtime = runtime
@@ -273,6 +288,58 @@ class Engine:
         except exc.Cancelled:
             runtime.cancel_requested = Failure()
 
+    def retry_reverts(self) -> None:
+        """Let the next ``run()`` try again the reverts that failed.
+
+        For a flow that ended FAILURE because a ``revert()`` raised (the atom
+        is REVERT_FAILURE, the atoms before it still SUCCESS): once the cause
+        is fixed, call this, then ``run()``.  The run reverts the atoms whose
+        revert failed again, then carries on as if they had succeeded the first
+        time: the earlier atoms are reverted and the flow ends REVERTED,
+        re-raising the failure that made it revert (or, inside a retry scope
+        that was retrying, the scope runs again).  The change is written to the
+        logbook at once, so a later resume in another process (``flowkit
+        resume``) carries on from it; ``flowkit resume --retry-reverts UUID``
+        does both steps.
+
+        Raises :class:`~flowkit.exceptions.InvalidState` when the flow did not
+        end FAILURE with a failed revert, or while the engine runs.
+        """
+        if self._runtime is not None:
+            raise exc.InvalidState("cannot retry the reverts of flow %r while it runs" % (self._flow.name,))
+        self.prepare()
+        assert self._details is not None
+        fd = self._flow_detail
+        failed = [d for d in self._details if d.state == states.REVERT_FAILURE]
+        if fd.state != states.FAILURE or not failed:
+            raise exc.InvalidState(
+                "flow %r (%s) has no failed revert to retry: it is %s%s"
+                % (
+                    self._flow.name,
+                    fd.uuid,
+                    fd.state,
+                    "" if fd.state != states.FAILURE else " without any atom in REVERT_FAILURE",
+                )
+            )
+        # With the lock, so that no other engine is driving the flow detail
+        # while its atoms change state.
+        flow_lock = self._connection.lock_flow(fd)
+        try:
+            for detail in failed:
+                # REVERTING is what an interrupted revert looks like: every
+                # run, in this process or another, reverts it again.
+                detail.state = states.REVERTING
+                detail.intention = states.REVERT
+                detail.revert_failure = None
+                self._storage.save_atom(detail)
+            regions = fd.meta.get("regions") or ()
+            whole = not regions or any(
+                isinstance(r, Mapping) and r.get("retry") is None for r in regions
+            )
+            self._storage.set_flow_state(states.REVERTING if whole else states.RUNNING)
+        finally:
+            flow_lock.release()
+
     def reset(self) -> None:
         """Put every atom and the flow back to PENDING so the flow can run from the start."""
         if self._runtime is not None:
@@ -319,12 +386,17 @@ class Engine:
 
 
 def make_flow_detail(
-    flow: Any, book: LogBook | None, flow_detail: FlowDetail | None, store: Mapping[str, Any] | None
+    flow: Any,
+    book: LogBook | None,
+    flow_detail: FlowDetail | None,
+    store: Mapping[str, Any] | None,
+    defer_reverts: bool | None = None,
 ) -> tuple[LogBook, FlowDetail]:
     """The logbook and flow detail an engine for ``flow`` should use.
 
     Their names are checked like atom names (:class:`~flowkit.exceptions.InvalidName`)
-    before anything is written.
+    before anything is written.  ``defer_reverts`` True or False is recorded in
+    the flow detail; None keeps what it records (False for a new one).
     """
     if flow_detail is None:
         flow_detail = FlowDetail(name=flow.name)
@@ -339,4 +411,8 @@ def make_flow_detail(
         current = dict(flow_detail.meta.get("store") or {})
         current.update(store)
         flow_detail.meta["store"] = current
+    if defer_reverts:
+        flow_detail.meta[DEFER_REVERTS_KEY] = True
+    elif defer_reverts is not None:
+        flow_detail.meta.pop(DEFER_REVERTS_KEY, None)
     return book, flow_detail

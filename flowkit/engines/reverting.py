@@ -110,13 +110,14 @@ class Reverter(RuntimeBase):
         """Ask the failed atom's controllers, innermost first, what to revert."""
         c = self.c
         name = self.details[index].name
+        key = name  # whose failure this controller's history records
         r = c.parent_retry[index] if c.is_retry[index] else c.owner[index]
         revert_scope = comp_mod.NO_RETRY
         while r != comp_mod.NO_RETRY:
             detail = self.details[r]
             if not detail.results:
                 detail.results = [[None, {}]]
-            detail.results[-1][1][name] = failure
+            detail.results[-1][1][key] = failure
             self._save(detail)
             retry = c.atoms[r]
             try:
@@ -140,9 +141,13 @@ class Reverter(RuntimeBase):
                 break
             # REVERT: the enclosing controller may still choose RETRY or
             # REVERT_ALL; if none does, only the innermost scope that said
-            # REVERT is reverted (TaskFlow's rule).
-            if revert_scope == comp_mod.NO_RETRY:
+            # REVERT is reverted (TaskFlow's rule), or with defer_reverts the
+            # whole flow (TaskFlow's option: REVERT always defers outward).
+            if revert_scope == comp_mod.NO_RETRY and not self.defer_reverts:
                 revert_scope = r
+            # The enclosing controller hears of the failure under the name of
+            # the controller that passed it on, as in TaskFlow.
+            key = retry.name
             r = c.parent_retry[r]
         if revert_scope != comp_mod.NO_RETRY:
             return Region(revert_scope, c.scope_end[revert_scope], revert_scope, _REVERT_SCOPE)

@@ -174,15 +174,23 @@ class Runtime(Reverter):
         if self.fatal:
             self._set_flow_state(S.FAILURE)
             yield S.FAILURE
-            failures = list(self.engine_failures)
-            failures += [d.failure for d in details if d.failure is not None and d.state != _SUCCESS]
-            failures += [d.revert_failure for d in details if d.revert_failure is not None]
-            Failure.reraise_if_any([f for f in failures if f is not None])
+            # What stopped the flow is what is raised: the reverts that failed
+            # (TaskFlow's rule: the execute failures they were undoing are not
+            # re-raised), else what made the engine give up.
+            named: list[tuple[str | None, Failure]] = [
+                (d.name, d.revert_failure) for d in details if d.revert_failure is not None
+            ]
+            if not named:
+                named = [(None, f) for f in self.engine_failures]
+                named += [(d.name, d.failure) for d in details if d.failure is not None and d.state != _SUCCESS]
+            self._reraise(named)
             return
         if self.reverted:
             self._set_flow_state(S.REVERTED)
             yield S.REVERTED
-            Failure.reraise_if_any(self.engine_failures + list(self.final_failures.values()))
+            named = [(None, f) for f in self.engine_failures]
+            named += list(self.final_failures.items())
+            self._reraise(named)
             return
         if all(d.state in _DONE for d in details):
             self._set_flow_state(S.SUCCESS)
@@ -196,6 +204,18 @@ class Runtime(Reverter):
         raise exc.ExecutionFailure(
             "flow %r stopped with atoms that can neither run nor revert: %s"
             % (self.storage.flow_detail.name, ", ".join(repr(n) for n in stuck))
+        )
+
+    def _reraise(self, named: list[tuple[str | None, Failure]]) -> None:
+        """Raise one failure as itself, several (or one without its exception object) wrapped; none: return."""
+        if not named:
+            return
+        if len(named) == 1 and named[0][1].exception is not None:
+            named[0][1].reraise()
+        raise exc.WrappedFailure(
+            [failure for _name, failure in named],
+            atom_names=[name for name, _failure in named],
+            flow_name=self.storage.flow_detail.name,
         )
 
     def _schedule(self) -> None:

@@ -116,8 +116,13 @@ class RuntimeBase:
         notifier: Notifier,
         atom_notifier: Notifier,
         counters: dict[str, int],
+        *,
+        defer_reverts: bool = False,
     ) -> None:
         self.c = compilation
+        # A REVERT decision defers to the enclosing controller even when that
+        # one says REVERT too, so an exhausted scope reverts the whole flow.
+        self.defer_reverts = defer_reverts
         self.details = details
         self.storage = storage
         self.executor = executor
