@@ -88,6 +88,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "AmbiguousDependency",
         "AtomNotPicklable",
         "NotFound",
+        "UnknownFactory",
         "InvalidState",
         "StorageFailure",
         "ExecutionFailure",
@@ -174,6 +175,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "flow_from_detail",
         "save_factory_details",
     },
+    "flowkit.factories": {"register", "flow_factory", "FactoryRegistry", "default_registry", "ENTRY_POINT_GROUP"},
     "flowkit.conductors": {
         "Conductor",
         "BlockingConductor",

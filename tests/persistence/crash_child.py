@@ -9,11 +9,12 @@
 ``{"connection": "sqlite:///crash.db"}``.)
 
 It loads the scenario's flow with ``load_from_factory`` (the parent imports this module,
-which registers ``make_flow``, so it can rebuild the flow with ``load_from_detail``), prints ``flow-detail <uuid>``, and runs it. The crash is
-deterministic: the task itself (or an atom-state callback in the engine) calls
-``os._exit(CRASH_EXIT)`` when it reaches the chosen point, or, for ``sigkill``, prints
-``ready`` and blocks until the parent kills it. A child that reaches the end of the flow
-exits 0, which the parent treats as "the crash point was never reached".
+which registers ``make_flow``, so it can rebuild the flow with ``load_from_detail``),
+prints ``flow-detail <uuid>``, and runs it. The crash is deterministic: the task itself
+(or an atom-state callback in the engine) calls ``os._exit(CRASH_EXIT)`` when it reaches
+the chosen point, or, for ``sigkill``, prints ``ready`` and blocks until the parent kills
+it. A child that reaches the end of the flow exits 0, which the parent treats as "the
+crash point was never reached".
 
 Crash points (``WHEN:ATOM`` or ``WHEN:ATOM@N`` for the N-th time in this process):
 
