@@ -49,7 +49,7 @@ DEFAULT_POSTGRES = os.environ.get("FLOWKIT_TEST_POSTGRES_URL", "postgresql://pos
 CONDUCTORS = 4
 
 
-# -- the flows (importable by name in the conductor processes) -------------------------
+# -- the flows (registered by name in the conductor processes) -------------------------
 
 
 def one_task_flow() -> Any:
@@ -133,8 +133,12 @@ class _Flowkit(_Side):
 
     def conductor(self, name: str) -> tuple[Callable[[], None], Callable[[], None]]:
         from flowkit.conductors import fetch
+        from flowkit.factories import FactoryRegistry
 
-        conductor = fetch("blocking", name, self.board, persistence=self.persistence)
+        # A conductor runs only the factories it is given: here, the one the jobs name.
+        factories = FactoryRegistry(entry_points=False)
+        factories.register(one_task_flow)
+        conductor = fetch("blocking", name, self.board, persistence=self.persistence, factories=factories)
         return conductor.run, conductor.stop
 
     def close(self) -> None:

@@ -1,9 +1,11 @@
 """Post flows as jobs on a job board; a conductor claims them, runs them, consumes them.
 
-The producer never runs a flow: it posts a *job* naming a factory (an
-importable function that builds the flow) and the values the flow needs.  A
-conductor claims each job under a lease, rebuilds the flow from the factory
-recorded in the job's logbook, runs it, and consumes the job.  A flow that
+The producer never runs a flow: it posts a *job* naming a factory (a
+function registered with ``@flow_factory`` that builds the flow) and the
+values the flow needs.  A conductor claims each job under a lease, rebuilds
+the flow with the registered factory the job's logbook names (a conductor in
+another process imports this module, ``flowkit conductor --import
+jobboard_conductor``, to know it), runs it, and consumes the job.  A flow that
 fails reverts, and its job is done too: the outcome is in the logbook.
 
 Here everything is in one process (a memory board, a SQLite logbook) so the
@@ -19,6 +21,7 @@ import tempfile
 
 from flowkit import LinearFlow, Task
 from flowkit.conductors import EVENTS, fetch, post_flow
+from flowkit.factories import flow_factory
 from flowkit.jobs.backends import fetch as fetch_board
 from flowkit.persistence.backends import fetch as fetch_backend
 
@@ -47,6 +50,7 @@ class Attach(Task):
         print(f"    attach {volume} to {host}")
 
 
+@flow_factory
 def make_provision_flow(name: str) -> LinearFlow:
     """The factory each job names; a conductor calls it to rebuild the flow."""
     return LinearFlow(f"provision-{name}").add(Allocate("allocate"), Attach("attach"))

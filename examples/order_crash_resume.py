@@ -4,16 +4,18 @@ Each order runs in a child process (reserve stock, charge the card, ship, notify
 customer) that writes every step to the SQLite logbook ``flowkit.db`` in the current
 directory, flowkit's default. The child dies with ``os._exit`` while booking the courier,
 as if the machine lost power. This process then reads the logbook, rebuilds the flow
-from the factory recorded in it and resumes (what ``flowkit resume <uuid>`` does):
+from the factory named in it and resumes (what ``flowkit resume <uuid>`` does):
 
 - order 1042: the stock and the charge are taken from the logbook, not done again (the
   card is not charged twice); shipping runs again and the order completes;
 - order 1043: shipping is refused on the resumed run, so flowkit undoes the reservation
   and the charge that the dead process made, using the results it had logged.
 
-The flow is built by ``make_order_flow``, which the child records in the logbook as
-``order_crash_resume:make_order_flow``, so ``PYTHONPATH=examples flowkit resume <uuid>``
-can resume a crashed order too.
+The flow is built by ``make_order_flow``, registered with ``@flow_factory`` as
+``order_crash_resume:make_order_flow``: the name the child records in the logbook. The
+logbook only *names* the factory; flowkit never imports what a logbook says. This process
+knows the factory because it imported this module, and so does
+``PYTHONPATH=examples flowkit resume --import order_crash_resume <uuid>``.
 """
 
 import os
@@ -24,6 +26,7 @@ from flowkit import LinearFlow, as_task
 from flowkit.cli import DEFAULT_BACKEND
 from flowkit.cli import main as flowkit_command
 from flowkit.engines import load_from_detail, load_from_factory
+from flowkit.factories import flow_factory
 from flowkit.persistence.backends import fetch
 
 # Set only in the child process: the step that "loses power" part-way through.
@@ -88,8 +91,9 @@ def notify_customer(order, tracking):
     return message
 
 
+@flow_factory
 def make_order_flow():
-    """The order flow; the logbook records this factory so the flow can be rebuilt."""
+    """The order flow; the logbook records this factory's name so the flow can be rebuilt."""
     return LinearFlow("order").add(reserve_stock(), charge_card(), ship(), notify_customer())
 
 

@@ -13,6 +13,14 @@ when that is unset, the SQLite file ``flowkit.db`` in the current directory.
 ``resume`` exits 0 when the flow ends SUCCESS, 1 when it ends REVERTED or
 FAILURE, 3 when it ends SUSPENDED; usage errors and missing records exit 2.
 ``graph`` needs no backend unless ``--flow-detail`` asks for a run's states.
+
+``resume``, ``graph`` and ``conductor`` rebuild flows from what a logbook
+records, which is data: the factory it names must be registered in this
+process (see :mod:`flowkit.factories`).  Installed ``flowkit.factories`` entry
+points are known; ``--import MODULE`` (repeatable) imports a module of yours
+whose factories register themselves with ``@flow_factory``; ``--allow-module
+PREFIX`` (repeatable) lets factories under that module be imported by name.
+What is given on the command line is trusted; what the logbook says is not.
 """
 
 from __future__ import annotations
@@ -260,6 +268,47 @@ def _import_factory(name: str) -> Any:
     return obj
 
 
+def _factory_options() -> argparse.ArgumentParser:
+    """The options saying which factories a command may rebuild flows from."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(
+        "--import",
+        dest="import_modules",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first, so the flow factories it decorates with @flow_factory are registered "
+        "(repeatable)",
+    )
+    parser.add_argument(
+        "--allow-module",
+        dest="allow_modules",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="let factories named 'PREFIX...:name' in the logbook be imported (repeatable; "
+        "prefer --import or entry points)",
+    )
+    return parser
+
+
+def _prepare_factories(args: argparse.Namespace) -> tuple[str, ...]:
+    """Import the ``--import`` modules; return the ``--allow-module`` prefixes."""
+    import importlib
+
+    from flowkit.factories import _prefixes
+
+    for module in args.import_modules:
+        try:
+            importlib.import_module(module)
+        except Exception as error:
+            raise _CommandError("--import %s: %s: %s" % (module, type(error).__name__, error)) from error
+    try:
+        return _prefixes(args.allow_modules)
+    except ValueError as error:
+        raise _CommandError("--allow-module: %s" % (error,)) from error
+
+
 def _cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
     from flowkit import graphs
 
@@ -267,6 +316,7 @@ def _cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
     if fmt is None:
         suffix = os.path.splitext(args.output or "")[1].lstrip(".").lower()
         fmt = suffix if suffix in graphs.FORMATS else "dot"
+    allowed = _prepare_factories(args)
     fd: FlowDetail | None = None
     if args.flow_detail is not None:
         with fetch({"connection": args.backend}) as backend:
@@ -280,7 +330,7 @@ def _cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
     elif fd is not None:
         from flowkit.engines import flow_from_detail
 
-        flow = flow_from_detail(fd)
+        flow = flow_from_detail(fd, allowed_modules=allowed)
     else:
         raise _CommandError("give a flow factory ('module:factory') or --flow-detail UUID")
     text = graphs.to_dot(flow, flow_detail=fd)
@@ -309,6 +359,7 @@ def _cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
 def _cmd_resume(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
     from flowkit.engines import load_from_detail
 
+    allowed = _prepare_factories(args)
     fd = _find_flow_detail(backend, args.flow_detail)
     retry_reverts = bool(args.retry_reverts)
     if fd.state in (states.SUCCESS, states.REVERTED, states.FAILURE) and not retry_reverts:
@@ -322,7 +373,7 @@ def _cmd_resume(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
     if args.max_workers is not None:
         options["max_workers"] = args.max_workers
     try:
-        engine = load_from_detail(fd, backend=backend, **options)
+        engine = load_from_detail(fd, backend=backend, allowed_modules=allowed, **options)
     except ValueError as problem:
         raise _CommandError(str(problem)) from problem
     if retry_reverts:
@@ -363,7 +414,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("logbooks", parents=[common], help="list logbooks and their flow details")
     show = commands.add_parser("show", parents=[common], help="show a flow detail's atoms")
     show.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
-    resume = commands.add_parser("resume", parents=[common], help="resume a flow from its logbook")
+    factories = _factory_options()
+    resume = commands.add_parser("resume", parents=[common, factories], help="resume a flow from its logbook")
     resume.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
     resume.add_argument("--engine", choices=("serial", "parallel"), default="serial", help="engine mode")
     resume.add_argument("--max-workers", type=int, default=None, help="pool size of a parallel engine")
@@ -372,7 +424,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="for a flow that ended FAILURE because a revert failed: revert those atoms again, then the rest",
     )
-    graph = commands.add_parser("graph", parents=[common], help="draw a flow's execution graph")
+    graph = commands.add_parser("graph", parents=[common, factories], help="draw a flow's execution graph")
     graph.add_argument(
         "factory", nargs="?", metavar="MODULE:FACTORY", help="function returning the flow (default: the flow detail's)"
     )

@@ -11,6 +11,7 @@
     │   ├── InvalidName               a name that cannot be stored (too long, a NUL, not Unicode)
     │   └── AtomNotPicklable          a process executor cannot ship the atom
     ├── NotFound                      a name (atom, symbol, detail) does not exist
+    │   └── UnknownFactory            a flow detail names a factory this process does not know
     ├── InvalidState                  an operation that the current state forbids
     │   └── FlowDetailLocked          another engine is driving that flow detail
     ├── StorageFailure                the logbook could not be read or written
@@ -50,6 +51,7 @@ __all__ = [
     "AtomNotPicklable",
     # run-time errors
     "NotFound",
+    "UnknownFactory",
     "InvalidState",
     "FlowDetailLocked",
     "StorageFailure",
@@ -126,6 +128,33 @@ class AtomNotPicklable(DefinitionError):
 
 class NotFound(FlowkitError):
     """A named atom, symbol or detail does not exist."""
+
+
+class UnknownFactory(NotFound):
+    """A flow detail names a flow factory that is not registered here; nothing was imported or called.
+
+    Stored data never names code to import (see :mod:`flowkit.factories`):
+    register the factory, install it as an entry point, or allow its module.
+    ``factory_name`` is the name read from storage; ``flow_detail_name`` and
+    ``flow_detail_uuid`` say which flow detail holds it (None when resolved
+    without one).
+    """
+
+    def __init__(self, message: str, factory_name: object = None, flow_detail: Any = None) -> None:
+        super().__init__(message)
+        self.factory_name = factory_name
+        self.flow_detail_name: str | None = getattr(flow_detail, "name", None)
+        self.flow_detail_uuid: str | None = getattr(flow_detail, "uuid", None)
+
+    def __reduce__(self) -> Any:
+        # Keeps the attributes across pickling (a conductor on a process pool).
+        return (_unknown_factory, (str(self), self.factory_name, self.flow_detail_name, self.flow_detail_uuid))
+
+
+def _unknown_factory(message: str, factory_name: object, name: str | None, uuid: str | None) -> UnknownFactory:
+    error = UnknownFactory(message, factory_name)
+    error.flow_detail_name, error.flow_detail_uuid = name, uuid
+    return error
 
 
 class InvalidState(FlowkitError):

@@ -14,6 +14,7 @@ import flowkit
 from flowkit import states
 from flowkit.cli import main
 from flowkit.engines import load_from_factory
+from flowkit.factories import flow_factory
 from flowkit.patterns import linear_flow
 from flowkit.persistence.backends import fetch
 from flowkit.task import Task
@@ -33,6 +34,7 @@ class Decline(Task):
         raise RuntimeError("card declined")
 
 
+@flow_factory
 def make_order(fail: bool = False) -> Any:
     """reserve -> charge -> ship (-> decline when ``fail``)."""
     flow = linear_flow.Flow("order").add(
@@ -209,7 +211,8 @@ def test_the_command_in_a_subprocess(url: str, tmp_path: Path) -> None:
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     proc = subprocess.run(
-        [sys.executable, "-m", "flowkit.cli", "--backend", url, "resume", uuid],
+        # The child knows make_order because it imports the module that registers it.
+        [sys.executable, "-m", "flowkit.cli", "--backend", url, "resume", uuid, "--import", "tests.test_cli"],
         capture_output=True,
         text=True,
         env=env,

@@ -12,6 +12,7 @@ import pytest
 from flowkit import graphs
 from flowkit.cli import main
 from flowkit.engines import load_from_factory
+from flowkit.factories import flow_factory
 from flowkit.listeners import DurationListener
 from flowkit.patterns import linear_flow
 from flowkit.persistence.backends import fetch
@@ -22,8 +23,9 @@ needs_dot = pytest.mark.usefixtures("dot_program")
 FACTORY = "tests.test_cli_graph:make_flow"
 
 
+@flow_factory
 def make_flow() -> Any:
-    """a -> b, importable by name."""
+    """a -> b, registered under its import path."""
     return linear_flow.Flow("pair").add(Name(name="a"), Name(name="b"))
 
 

@@ -89,6 +89,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "InvalidName",
         "AtomNotPicklable",
         "NotFound",
+        "UnknownFactory",
         "InvalidState",
         "StorageFailure",
         "ExecutionFailure",
@@ -184,6 +185,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "flow_from_detail",
         "save_factory_details",
     },
+    "flowkit.factories": {"register", "flow_factory", "FactoryRegistry", "default_registry", "ENTRY_POINT_GROUP"},
     "flowkit.conductors": {
         "Conductor",
         "BlockingConductor",

@@ -7,8 +7,9 @@ one).  Running a job means:
 
 1. read the job's logbook and pick its flow detail (``details["flow_uuid"]``,
    or the logbook's only flow detail);
-2. rebuild the flow from the factory recorded there
-   (:func:`flowkit.engines.load_from_detail`), with the job's
+2. rebuild the flow from the factory recorded there, found by name among
+   the conductor's registered factories, never imported from the record
+   (:func:`flowkit.engines.load_from_detail`, :mod:`flowkit.factories`), with the job's
    ``details["store"]`` merged into the flow's store, on a *fenced* backend
    (:meth:`flowkit.jobs.base.JobBoard.fenced_backend`): once the claim is
    lost no write of this engine reaches the logbook;
@@ -27,8 +28,8 @@ one).  Running a job means:
    - a storage failure or a lost executor: abandoned;
    - the claim was lost (renewal refused, or a fenced write): left alone, it
      is no longer ours to finish;
-   - the flow cannot be rebuilt (no logbook, no factory record, the factory
-     fails): trashed, since no conductor could ever run it.
+   - the flow cannot be rebuilt (no logbook, no factory record, a factory
+     this conductor does not know, the factory fails): trashed.
 
 Each step is announced on :attr:`Conductor.notifier` (see :data:`EVENTS`).
 """
@@ -39,12 +40,13 @@ import abc
 import dataclasses
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from flowkit import exceptions as exc
 from flowkit import states
 from flowkit.engines.engine import Engine
+from flowkit.factories import FactoryRegistry, _prefixes
 from flowkit.jobs.base import CancelRequest, Claim, Job, JobBoard
 from flowkit.persistence.base import Backend
 from flowkit.persistence.models import FlowDetail, LogBook
@@ -136,6 +138,10 @@ class Conductor(abc.ABC):
     :func:`flowkit.engines.load_from_detail`.  ``ttl`` is the claim lease in
     seconds (default: the board's ``lease_ttl``); the claim is renewed every
     ``ttl / 3``.  ``wait_timeout`` bounds each ``board.wait()``.
+    ``factories`` is the :class:`~flowkit.factories.FactoryRegistry` the
+    jobs' flows are rebuilt from (default: the process-wide one) and
+    ``allowed_modules`` adds module prefixes whose factories may be imported;
+    a job naming any other factory is not run (see :mod:`flowkit.factories`).
     """
 
     def __init__(
@@ -149,6 +155,8 @@ class Conductor(abc.ABC):
         max_simultaneous_jobs: int = 1,
         ttl: float | None = None,
         wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
+        factories: FactoryRegistry | None = None,
+        allowed_modules: Iterable[str] | None = None,
     ) -> None:
         if not name:
             raise ValueError("a conductor needs a non-empty name (its claims are made under it)")
@@ -168,6 +176,10 @@ class Conductor(abc.ABC):
         self.persistence = persistence
         self.engine = engine
         self.engine_options = dict(engine_options or {})
+        self.factories = factories
+        """The registry flows are rebuilt from (None: the process-wide default)."""
+        self.allowed_modules = _prefixes(allowed_modules)
+        """Module prefixes whose ``"module:qualname"`` factories may be imported."""
         self.max_simultaneous_jobs = max_simultaneous_jobs
         self.ttl = float(ttl) if ttl is not None else board.lease_ttl
         self.wait_timeout = float(wait_timeout)
@@ -398,9 +410,15 @@ class Conductor(abc.ABC):
             raise _Unbuildable("%s has details['store'] of type %s; it must be a dict" % (what, type(store).__name__))
         try:
             return load_from_detail(
-                flow_detail, store=store, backend=running.fenced, engine=self.engine, **self.engine_options
+                flow_detail,
+                store=store,
+                backend=running.fenced,
+                engine=self.engine,
+                factories=self.factories,
+                allowed_modules=self.allowed_modules,
+                **self.engine_options,
             )
-        except (ValueError, TypeError, exc.DefinitionError) as error:
+        except (ValueError, TypeError, exc.DefinitionError, exc.UnknownFactory) as error:
             raise _Unbuildable("%s: %s" % (what, error)) from error
 
     def _conclude(self, running: _Running, state: states.State | None, error: BaseException | None) -> None:

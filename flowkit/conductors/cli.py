@@ -2,7 +2,8 @@
 
 ::
 
-    flowkit conductor [--board URL] [--persistence URL] [--engine serial|parallel] ...
+    flowkit conductor [--board URL] [--persistence URL] [--engine serial|parallel]
+                      [--import MODULE] [--allow-module PREFIX] ...
     flowkit jobs list   [--board URL]
     flowkit jobs post   FACTORY [--args JSON] [--kwargs JSON] [--store JSON] ...
     flowkit jobs cancel JOB_UUID [--no-revert]
@@ -14,7 +15,10 @@ defaults to the global ``--backend``.  ``flowkit conductor`` prints one line
 per conductor event and runs until SIGTERM or SIGINT, which drain it (no new
 claims; running jobs finish); a second signal suspends the running jobs and
 gives them back to the board.  Only this command installs signal handlers:
-the library never does.
+the library never does.  A conductor runs only jobs whose factory it knows:
+installed ``flowkit.factories`` entry points, factories registered by the
+modules given with ``--import``, and (the escape hatch) factories under a
+``--allow-module`` prefix; see :mod:`flowkit.factories`.
 """
 
 from __future__ import annotations
@@ -74,7 +78,11 @@ def _board_options(parser: argparse.ArgumentParser) -> None:
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> dict[str, Handler]:
     """Add ``conductor`` and ``jobs`` to the ``flowkit`` command's subparsers."""
-    conductor = commands.add_parser("conductor", parents=[common], help="claim jobs from a board and run them")
+    from flowkit.cli import _factory_options
+
+    conductor = commands.add_parser(
+        "conductor", parents=[common, _factory_options()], help="claim jobs from a board and run them"
+    )
     _board_options(conductor)
     conductor.add_argument("--name", default=None, help="owner name of its claims (default: host-pid)")
     conductor.add_argument("--kind", choices=("blocking", "nonblocking"), default="blocking")
@@ -127,8 +135,10 @@ def _board(args: argparse.Namespace, persistence: Backend) -> Any:
 
 
 def _cmd_conductor(args: argparse.Namespace, out: TextIO) -> int:
+    from flowkit.cli import _prepare_factories
     from flowkit.conductors import EVENTS, fetch
 
+    allowed = _prepare_factories(args)
     name = args.name or "%s-%d" % (socket.gethostname(), os.getpid())
     with _persistence(args) as persistence:
         board = _board(args, persistence)
@@ -141,6 +151,7 @@ def _cmd_conductor(args: argparse.Namespace, out: TextIO) -> int:
                 engine=args.engine,
                 max_simultaneous_jobs=args.max_simultaneous_jobs,
                 ttl=args.ttl,
+                allowed_modules=allowed,
             )
 
             def report(event: str, details: Mapping[str, Any]) -> None:

@@ -2,29 +2,34 @@
 
 A flow is code, and code is not stored in the logbook (persisted values are
 JSON, never pickles).  What the logbook stores instead is *how to build* the
-flow: the import path of a factory function and the JSON arguments it was
-called with, in the flow detail's ``meta["factory"]``::
+flow: the name of a registered factory function and the JSON arguments it
+was called with, in the flow detail's ``meta["factory"]``::
 
     {"name": "myapp.flows:make_order_flow", "args": [...], "kwargs": {...}}
 
-:func:`load_from_factory` calls the factory, records that, and returns an
-engine.  After a crash, :func:`load_from_detail` imports the factory again,
-rebuilds the same flow and returns an engine that resumes the flow detail:
-the runtime rebuilds its state from the atom details, so atoms whose results
-are in the logbook are not run again.
+:func:`load_from_factory` calls the factory, registers it (see
+:mod:`flowkit.factories`), records that, and returns an engine.  After a
+crash, :func:`load_from_detail` looks the name up among the factories this
+process knows -- registered ones, installed entry points, modules explicitly
+allowed -- never importing what the record names; it rebuilds the same flow
+and returns an engine that resumes the flow detail: the runtime rebuilds its
+state from the atom details, so atoms whose results are in the logbook are
+not run again.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 # Imported as a module: flowkit.engines imports this file while it initialises.
 from flowkit import engines as _engines
 from flowkit.atom import Atom
 from flowkit.engines.engine import Engine
+from flowkit.factories import FactoryRegistry, _natural_name, default_registry
 from flowkit.flow import Flow
 from flowkit.persistence.models import FlowDetail, LogBook
 
@@ -32,13 +37,17 @@ __all__ = ["load_from_factory", "flow_from_detail", "load_from_detail", "save_fa
 
 #: The key of ``FlowDetail.meta`` that records how to rebuild the flow.
 FACTORY_KEY = "factory"
+# The key of ``FlowDetail.meta`` holding the injected values (the engine's storage keeps it).
+_STORE_KEY = "store"
+# Deeper JSON than this in a factory record is refused rather than walked.
+_MAX_DEPTH = 64
 
 
 # -- naming a factory ----------------------------------------------------------------
 
 
 def _resolve(name: str) -> Any:
-    """Import ``"module:qualname"`` and return the object it names."""
+    """Import ``"module:qualname"``, a name the caller's own code produced, and return it."""
     module_name, sep, qualname = name.partition(":")
     if not sep or not module_name or not qualname:
         raise ValueError("%r is not a 'module:qualname' factory name" % (name,))
@@ -48,38 +57,16 @@ def _resolve(name: str) -> Any:
     return obj
 
 
-def _module_name(factory: Any) -> str | None:
-    module = getattr(factory, "__module__", None)
-    if module == "__main__":
-        # A script run with ``python -m pkg.mod`` knows its real module name;
-        # recording that lets another process (or ``flowkit resume``) import it.
-        import sys
-
-        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-        if spec is not None and spec.name and spec.name != "__main__":
-            return str(spec.name)
-    return module
-
-
 def factory_name(factory: Callable[..., Any]) -> str:
-    """The ``"module:qualname"`` under which ``factory`` can be imported again.
+    """The ``"module:qualname"`` under which ``factory`` can be found again.
 
     Raises ValueError when the name would not lead back to ``factory``: a
     lambda, a function defined inside another function, a bound method of an
-    instance, or anything without a module-level name.
+    instance, or anything without a module-level name.  (Importing here is
+    safe: ``factory`` is the caller's code, already running.)
     """
-    if not callable(factory):
-        raise ValueError("flow factory must be callable, got %r" % (factory,))
-    module = _module_name(factory)
-    qualname = getattr(factory, "__qualname__", None)
-    if not module or not qualname or "<" in qualname:
-        # "<lambda>" and "<locals>" mark callables no import can reach.
-        raise ValueError(
-            "flow factory %r cannot be imported by name (qualified name %r in module %r); "
-            "use a function defined at the top level of an importable module so the flow can be "
-            "rebuilt from the logbook" % (factory, qualname, module)
-        )
-    name = "%s:%s" % (module, qualname)
+    name = _natural_name(factory)
+    module = name.partition(":")[0]
     try:
         found = _resolve(name)
     except (ImportError, AttributeError, ValueError) as error:
@@ -107,6 +94,16 @@ def _code_location(func: Any) -> tuple[str, int] | None:
     return None if code is None else (code.co_filename, code.co_firstlineno)
 
 
+def _registered_name(factory: Callable[..., Any], factories: FactoryRegistry | None) -> str:
+    """The name ``factory`` is recorded under, registering it in ``factories`` if it is new there."""
+    registry = factories if factories is not None else default_registry
+    name = registry.name_of(factory)
+    if name is None:
+        name = factory_name(factory)
+        registry.register(factory, name)
+    return name
+
+
 def _json_copy(value: Any, what: str) -> Any:
     """``value`` as it will read back from the logbook, or ValueError if it is not JSON."""
     try:
@@ -118,6 +115,32 @@ def _json_copy(value: Any, what: str) -> Any:
         ) from error
 
 
+def _not_json(value: Any) -> str | None:
+    """Why ``value`` (read from storage) is not plain JSON data, or None if it is."""
+    pending: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while pending:
+        item, where, depth = pending.pop()
+        if depth > _MAX_DEPTH:
+            return "nested deeper than %d at %s" % (_MAX_DEPTH, where or "the top")
+        if item is None or isinstance(item, (bool, str, int)):
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return "%r at %s is not a JSON number" % (item, where or "the top")
+            continue
+        if isinstance(item, list):
+            pending.extend((v, "%s[%d]" % (where, i), depth + 1) for i, v in enumerate(item))
+            continue
+        if isinstance(item, dict):
+            for key, v in item.items():
+                if not isinstance(key, str):
+                    return "key %r at %s is not a str" % (key, where or "the top")
+                pending.append((v, "%s[%r]" % (where, key), depth + 1))
+            continue
+        return "a %s at %s is not JSON data" % (type(item).__name__, where or "the top")
+    return None
+
+
 def _build(factory: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any], name: str) -> Any:
     flow = factory(*args, **kwargs)
     if not isinstance(flow, (Flow, Atom)):
@@ -125,6 +148,56 @@ def _build(factory: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str
             "flow factory %r returned %r, not a flow or an atom" % (name, type(flow).__name__)
         )
     return flow
+
+
+def _what(flow_detail: FlowDetail) -> str:
+    name = repr(flow_detail.name)
+    return "flow detail %s (%s)" % (name if len(name) <= 120 else name[:116] + "...'", flow_detail.uuid)
+
+
+def _stored_record(flow_detail: FlowDetail) -> tuple[str, list[Any], dict[str, Any]]:
+    """The factory record of ``flow_detail``, checked to be what load_from_factory writes."""
+    what = _what(flow_detail)
+    record = flow_detail.meta.get(FACTORY_KEY)
+    if not isinstance(record, Mapping) or not isinstance(record.get("name"), str):
+        raise ValueError(
+            "cannot rebuild the flow of %s: it has no factory record (meta[%r]); only flows loaded "
+            "with load_from_factory() can be rebuilt" % (what, FACTORY_KEY)
+        )
+    args = record.get("args", [])
+    kwargs = record.get("kwargs", {})
+    if not isinstance(args, list):
+        raise ValueError(
+            "cannot rebuild the flow of %s: its factory record's args must be a JSON list, got %s"
+            % (what, type(args).__name__)
+        )
+    if not isinstance(kwargs, dict):
+        raise ValueError(
+            "cannot rebuild the flow of %s: its factory record's kwargs must be a JSON object, got %s"
+            % (what, type(kwargs).__name__)
+        )
+    for part, value in (("args", args), ("kwargs", kwargs)):
+        problem = _not_json(value)
+        if problem is not None:
+            raise ValueError(
+                "cannot rebuild the flow of %s: its factory record's %s are not JSON data: %s" % (what, part, problem)
+            )
+    return record["name"], args, kwargs
+
+
+def _check_stored_store(flow_detail: FlowDetail) -> None:
+    stored = flow_detail.meta.get(_STORE_KEY)
+    if stored is None:
+        return
+    if isinstance(stored, dict):
+        problem = _not_json(stored)
+    else:
+        problem = "a %s, not a JSON object" % (type(stored).__name__,)
+    if problem is not None:
+        raise ValueError(
+            "cannot resume %s: its stored values (meta[%r]) are not JSON data: %s"
+            % (_what(flow_detail), _STORE_KEY, problem)
+        )
 
 
 # -- the public helpers ------------------------------------------------------------
@@ -138,19 +211,26 @@ def load_from_factory(
     book: LogBook | None = None,
     backend: Any = None,
     engine: str = "serial",
+    *,
+    factories: FactoryRegistry | None = None,
     **options: Any,
 ) -> Engine:
     """Build a flow with ``flow_factory(*factory_args, **factory_kwargs)`` and load it.
 
-    The flow detail records the factory's import path and arguments in
+    The flow detail records the factory's name and arguments in
     ``meta["factory"]``, so :func:`load_from_detail` can rebuild the flow in
-    another process and resume it.  The factory must be importable by name
-    and its arguments must be JSON data; otherwise ValueError is raised
-    before anything is written.  ``store``, ``book``, ``backend``, ``engine``
-    and ``options`` (``executor``, ``max_workers``) are as for
-    :func:`flowkit.engines.load`.
+    another process and resume it.  The factory is registered in
+    ``factories`` (default: :data:`flowkit.factories.default_registry`) for
+    this process, under the name it already has there or else its
+    ``"module:qualname"``; another process resuming the flow must register it
+    too (importing a module whose factory is decorated with
+    :func:`flowkit.factories.flow_factory` does).  An unregistered factory
+    must be importable by that name, and the arguments must be JSON data;
+    otherwise ValueError is raised before anything is written.  ``store``,
+    ``book``, ``backend``, ``engine`` and ``options`` (``executor``,
+    ``max_workers``) are as for :func:`flowkit.engines.load`.
     """
-    name = factory_name(flow_factory)
+    name = _registered_name(flow_factory, factories)
     args = _json_copy(list(factory_args or ()), "factory_args of %r" % (name,))
     kwargs = _json_copy(dict(factory_kwargs or {}), "factory_kwargs of %r" % (name,))
     flow = _build(flow_factory, tuple(factory_args or ()), dict(factory_kwargs or {}), name)
@@ -166,51 +246,51 @@ def save_factory_details(
     flow_factory: Callable[..., Any],
     factory_args: Sequence[Any] | None = None,
     factory_kwargs: Mapping[str, Any] | None = None,
+    *,
+    factories: FactoryRegistry | None = None,
 ) -> FlowDetail:
     """Record in ``flow_detail`` how to build its flow, without building or running it.
 
     This is what posting a job needs: the conductor that claims the job calls
-    :func:`load_from_detail`, which imports ``flow_factory`` again and calls it
-    with these arguments.  The same checks as :func:`load_from_factory` apply
-    (an importable factory, JSON arguments), raising ValueError before
-    anything is recorded.  The flow detail is changed in place and returned;
-    saving it (in a logbook) is the caller's business.
+    :func:`load_from_detail`, which finds ``flow_factory`` by its registered
+    name and calls it with these arguments.  The factory is registered as
+    :func:`load_from_factory` does, and the same checks apply (JSON
+    arguments), raising ValueError before anything is recorded.  The flow
+    detail is changed in place and returned; saving it (in a logbook) is the
+    caller's business.
     """
-    name = factory_name(flow_factory)
+    name = _registered_name(flow_factory, factories)
     args = _json_copy(list(factory_args or ()), "factory_args of %r" % (name,))
     kwargs = _json_copy(dict(factory_kwargs or {}), "factory_kwargs of %r" % (name,))
     flow_detail.meta[FACTORY_KEY] = {"name": name, "args": args, "kwargs": kwargs}
     return flow_detail
 
 
-def flow_from_detail(flow_detail: FlowDetail) -> Any:
+def flow_from_detail(
+    flow_detail: FlowDetail,
+    *,
+    factories: FactoryRegistry | None = None,
+    allowed_modules: Iterable[str] | None = None,
+) -> Any:
     """Rebuild the flow that ``flow_detail`` was loaded from (see :func:`load_from_factory`).
 
-    Raises ValueError naming the flow detail when it has no factory record or
-    the factory cannot be imported or called.
+    The factory is looked up by the name recorded in the flow detail in
+    ``factories`` (default: :data:`flowkit.factories.default_registry`);
+    ``allowed_modules`` adds module prefixes whose factories may be imported
+    (see :mod:`flowkit.factories`).  A name it does not know raises
+    :class:`~flowkit.exceptions.UnknownFactory` before anything is imported or
+    called.  Raises ValueError naming the flow detail when it has no factory
+    record, the record's arguments are not JSON data, or the factory fails.
     """
-    what = "flow detail %r (%s)" % (flow_detail.name, flow_detail.uuid)
-    record = flow_detail.meta.get(FACTORY_KEY)
-    if not isinstance(record, Mapping) or not isinstance(record.get("name"), str):
-        raise ValueError(
-            "cannot rebuild the flow of %s: it has no factory record (meta[%r]); only flows loaded "
-            "with load_from_factory() can be rebuilt" % (what, FACTORY_KEY)
-        )
-    name = record["name"]
-    args = record.get("args") or []
-    kwargs = record.get("kwargs") or {}
-    try:
-        factory = _resolve(name)
-    except (ImportError, AttributeError, ValueError) as error:
-        raise ValueError(
-            "cannot rebuild the flow of %s: factory %r cannot be imported (%s: %s)"
-            % (what, name, type(error).__name__, error)
-        ) from error
+    name, args, kwargs = _stored_record(flow_detail)
+    registry = factories if factories is not None else default_registry
+    factory = registry.resolve(name, flow_detail=flow_detail, allowed_modules=allowed_modules)
     try:
         return _build(factory, args, kwargs, name)
     except Exception as error:
         raise ValueError(
-            "cannot rebuild the flow of %s: factory %r failed (%s: %s)" % (what, name, type(error).__name__, error)
+            "cannot rebuild the flow of %s: factory %r failed (%s: %s)"
+            % (_what(flow_detail), name, type(error).__name__, error)
         ) from error
 
 
@@ -219,6 +299,9 @@ def load_from_detail(
     store: Mapping[str, Any] | None = None,
     backend: Any = None,
     engine: str = "serial",
+    *,
+    factories: FactoryRegistry | None = None,
+    allowed_modules: Iterable[str] | None = None,
     **options: Any,
 ) -> Engine:
     """Rebuild ``flow_detail``'s flow and load an engine that continues it.
@@ -228,9 +311,12 @@ def load_from_detail(
     that was reverting goes on reverting.  A flow detail that ended (SUCCESS,
     REVERTED) or was SUSPENDED can also just be inspected through
     ``engine.storage``.  ``backend`` should be the backend the flow detail was
-    read from; ``store`` adds injected values.
+    read from.  The values injected when the flow was loaded or posted as a
+    job are in the flow detail; ``store`` adds to them and overrides them.
+    ``factories`` and ``allowed_modules`` are as for :func:`flow_from_detail`.
     """
-    flow = flow_from_detail(flow_detail)
+    flow = flow_from_detail(flow_detail, factories=factories, allowed_modules=allowed_modules)
+    _check_stored_store(flow_detail)
     eng = _engines.load(flow, store=store, engine=engine, backend=backend, flow_detail=flow_detail, **options)
     # Attach the atom details now so that ``engine.storage`` answers questions
     # (fetch_all, get) about a finished flow without running anything.  Any

@@ -122,6 +122,9 @@ class ConductorProcess:
             name,
             "--ttl",
             str(ttl),
+            # The jobs' factories: registered by this module's decorators.
+            "--import",
+            "tests.conductors.flows",
             *extra,
         ]
         with open(self.output, "w") as out:

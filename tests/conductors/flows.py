@@ -1,4 +1,4 @@
-"""Flow factories the conductor tests post as jobs (importable by name in any process).
+"""Flow factories the conductor tests post as jobs (registered in any process that imports this module).
 
 Each task appends one line to a file named by the store (``O_APPEND`` + fsync,
 so lines from concurrent processes never interleave and survive a SIGKILL):
@@ -11,6 +11,7 @@ import os
 import time
 from typing import Any
 
+from flowkit.factories import flow_factory
 from flowkit.patterns import linear_flow
 from flowkit.task import Task
 
@@ -75,16 +76,19 @@ class Undo(Task):
         append_line(log, "undo-%s %s %d" % (self.name, job, os.getpid()))
 
 
+@flow_factory
 def one_line() -> Any:
     """One task: the job's single line."""
     return Append("run")
 
 
+@flow_factory
 def two_steps() -> Any:
     """``first`` (a line), ``hold`` (a line, then maybe waits), ``last`` (a line)."""
     return linear_flow.Flow("two-steps").add(Append("first"), Hold("hold"), Append("last"))
 
 
+@flow_factory
 def failing() -> Any:
     """``undo`` runs, ``boom`` fails, ``undo`` is reverted: the flow ends REVERTED."""
     return linear_flow.Flow("failing").add(Undo("undo"), Fail("boom"))

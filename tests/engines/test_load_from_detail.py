@@ -13,7 +13,8 @@ import pytest
 
 from flowkit import states
 from flowkit.engines import flow_from_detail, load_from_detail, load_from_factory
-from flowkit.exceptions import WrappedFailure
+from flowkit.exceptions import UnknownFactory, WrappedFailure
+from flowkit.factories import flow_factory
 from flowkit.patterns import linear_flow
 from flowkit.persistence.backends import MemoryBackend
 from flowkit.persistence.backends.impl_memory import MemoryConnection
@@ -21,6 +22,7 @@ from flowkit.persistence.models import FlowDetail, LogBook, flow_detail_from_dat
 from tests.support import BoomError, Capture, Const, Double, Fail, Undoable
 
 
+@flow_factory
 def make_chain(start: int, fail: bool = False) -> Any:
     """a -> b -> c doubling ``start``; with ``fail``, a failing last task reverts it all."""
     flow = linear_flow.Flow("chain").add(
@@ -37,6 +39,7 @@ class Factories:
     """Holds a static factory, which is importable by its qualified name."""
 
     @staticmethod
+    @flow_factory
     def chain(start: int) -> Any:
         return make_chain(start)
 
@@ -92,11 +95,14 @@ def test_flow_from_detail_without_a_record_names_the_flow_detail() -> None:
 def test_flow_from_detail_with_a_factory_that_is_gone() -> None:
     detail = FlowDetail(name="gone")
     detail.meta["factory"] = {"name": "tests.no_such_module:make", "args": [], "kwargs": {}}
-    with pytest.raises(ValueError, match="flow detail 'gone'.*'tests.no_such_module:make' cannot be imported"):
+    with pytest.raises(UnknownFactory, match="flow detail 'gone'.*'tests.no_such_module:make' is not registered"):
         flow_from_detail(detail)
     detail.meta["factory"] = {"name": "tests.engines.test_load_from_detail:missing", "args": [], "kwargs": {}}
-    with pytest.raises(ValueError, match="cannot be imported .AttributeError"):
+    with pytest.raises(UnknownFactory, match="'tests.engines.test_load_from_detail:missing' is not registered"):
         flow_from_detail(detail)
+    # Allowed to be imported, but not there.
+    with pytest.raises(UnknownFactory, match="has no 'missing'"):
+        flow_from_detail(detail, allowed_modules=["tests.engines"])
 
 
 def test_flow_from_detail_when_the_factory_fails() -> None:

@@ -8,12 +8,13 @@
 (``CONF_JSON`` is what ``flowkit.persistence.backends.fetch`` takes, e.g.
 ``{"connection": "sqlite:///crash.db"}``.)
 
-It loads the scenario's flow with ``load_from_factory`` (so the parent can rebuild it
-with ``load_from_detail``), prints ``flow-detail <uuid>``, and runs it. The crash is
-deterministic: the task itself (or an atom-state callback in the engine) calls
-``os._exit(CRASH_EXIT)`` when it reaches the chosen point, or, for ``sigkill``, prints
-``ready`` and blocks until the parent kills it. A child that reaches the end of the flow
-exits 0, which the parent treats as "the crash point was never reached".
+It loads the scenario's flow with ``load_from_factory`` (the parent imports this module,
+which registers ``make_flow``, so it can rebuild the flow with ``load_from_detail``),
+prints ``flow-detail <uuid>``, and runs it. The crash is deterministic: the task itself
+(or an atom-state callback in the engine) calls ``os._exit(CRASH_EXIT)`` when it reaches
+the chosen point, or, for ``sigkill``, prints ``ready`` and blocks until the parent kills
+it. A child that reaches the end of the flow exits 0, which the parent treats as "the
+crash point was never reached".
 
 Crash points (``WHEN:ATOM`` or ``WHEN:ATOM@N`` for the N-th time in this process):
 
@@ -53,6 +54,7 @@ from typing import Any
 
 from flowkit import states
 from flowkit.engines import load_from_factory
+from flowkit.factories import flow_factory
 from flowkit.patterns import linear_flow, unordered_flow
 from flowkit.persistence.backends import fetch
 from flowkit.retry import Times
@@ -249,6 +251,7 @@ def _step(cls: type[Task], name: str, journal: str, trail: str | None) -> Task:
     return cls(name=name, provides="after_" + name, rebind=rebind, inject={"journal": journal})
 
 
+@flow_factory
 def make_flow(scenario: str, journal: str) -> Any:
     """The flow of ``scenario`` (see SCENARIOS); every task journals to ``journal``.
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from flowkit.conductors.backends.impl_blocking import BlockingConductor
 from flowkit.conductors.backends.impl_nonblocking import NonBlockingConductor
 from flowkit.conductors.base import DEFAULT_WAIT_TIMEOUT, Conductor
+from flowkit.factories import FactoryRegistry
 from flowkit.jobs.base import JobBoard
 from flowkit.persistence.base import Backend
 
@@ -31,6 +32,8 @@ def fetch(
     max_simultaneous_jobs: int | None = None,
     ttl: float | None = None,
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
+    factories: FactoryRegistry | None = None,
+    allowed_modules: Iterable[str] | None = None,
 ) -> Conductor:
     """A conductor of ``kind`` named ``name`` working ``board``.
 
@@ -40,7 +43,9 @@ def fetch(
     default: the board's) is where the jobs' logbooks are.  ``engine`` and
     ``engine_options`` choose how each flow runs (as for
     :func:`flowkit.engines.load`).  ``ttl`` is the claim lease (default: the
-    board's), renewed every ``ttl / 3`` while a job runs.
+    board's), renewed every ``ttl / 3`` while a job runs.  ``factories``
+    and ``allowed_modules`` say which flow factories its jobs may name (see
+    :class:`~flowkit.conductors.Conductor`).
     """
     try:
         cls = CONDUCTORS[kind]
@@ -58,6 +63,8 @@ def fetch(
         "engine_options": engine_options,
         "ttl": ttl,
         "wait_timeout": wait_timeout,
+        "factories": factories,
+        "allowed_modules": allowed_modules,
     }
     if max_simultaneous_jobs is not None:
         options["max_simultaneous_jobs"] = max_simultaneous_jobs
