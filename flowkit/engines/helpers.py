@@ -24,6 +24,7 @@ from typing import Any
 # Imported as a module: flowkit.engines imports this file while it initialises.
 from flowkit import engines as _engines
 from flowkit.atom import Atom
+from flowkit.engines import _consistency
 from flowkit.engines.engine import Engine
 from flowkit.flow import Flow
 from flowkit.persistence.models import FlowDetail, LogBook
@@ -219,6 +220,8 @@ def load_from_detail(
     store: Mapping[str, Any] | None = None,
     backend: Any = None,
     engine: str = "serial",
+    *,
+    repair: bool = False,
     **options: Any,
 ) -> Engine:
     """Rebuild ``flow_detail``'s flow and load an engine that continues it.
@@ -229,9 +232,18 @@ def load_from_detail(
     REVERTED) or was SUSPENDED can also just be inspected through
     ``engine.storage``.  ``backend`` should be the backend the flow detail was
     read from; ``store`` adds injected values.
+
+    The flow detail is checked first: one whose logbook is inconsistent (an
+    atom row that could not be read, an atom detail that must exist but does
+    not) raises :class:`~flowkit.exceptions.InconsistentLogbook` naming each
+    problem, before anything is written.  ``repair=True`` instead re-runs the
+    atoms concerned, recording that in ``flow_detail.meta["repairs"]`` (see
+    :mod:`flowkit.engines._consistency` for the rules).
     """
     flow = flow_from_detail(flow_detail)
+    compilation = _consistency.check_resumable(flow, flow_detail, backend, repair=repair)
     eng = _engines.load(flow, store=store, engine=engine, backend=backend, flow_detail=flow_detail, **options)
+    eng._compilation = compilation  # compiled once, by the check
     # Attach the atom details now so that ``engine.storage`` answers questions
     # (fetch_all, get) about a finished flow without running anything.  Any
     # new detail is written by ``prepare()`` or by ``run()``'s first flush.
