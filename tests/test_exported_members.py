@@ -100,6 +100,8 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "UnclaimableJob",
         "NotOwner",
         "LeaseLost",
+        "CorruptLogbook",
+        "InconsistentLogbook",
     },
     "flowkit.jobs": {
         "JobBoard",

@@ -93,7 +93,9 @@ class SQLAlchemyConnection(Connection):
                 return
             if self._backend.read_only:
                 # Refused for good: keeping the buffer would only refuse it again at close().
-                what = "write %d logbook records" % (len(self._books) + len(self._flows) + len(self._atoms),)
+                records = [*self._books.values(), *self._flows.values(), *self._atoms.values()]
+                shown = ", ".join(_name_record(r) for r in records[:3])
+                what = "write %s%s" % (shown, " and %d more" % (len(records) - 3) if len(records) > 3 else "")
                 self._books.clear()
                 self._flows.clear()
                 self._atoms.clear()
