@@ -5,11 +5,15 @@
     flowkit logbooks                 every logbook and its flow details
     flowkit show FLOW_DETAIL_UUID    a flow detail's atoms: states, results, failures, timings
     flowkit resume FLOW_DETAIL_UUID  rebuild the flow and run it to its end
-                                     (--retry-reverts: revert again after a failed revert)
+                                     (--retry-reverts: revert again after a failed revert;
+                                     --repair: re-run atoms whose records are lost or unreadable)
     flowkit graph module:factory     draw a flow (Graphviz DOT, SVG or PNG)
 
 Every command takes ``--backend URL``; the default is ``$FLOWKIT_BACKEND`` or,
 when that is unset, the SQLite file ``flowkit.db`` in the current directory.
+``logbooks``, ``show`` and ``graph --flow-detail`` open the backend read-only:
+they never create a database or a schema ("no database at PATH", "not a
+flowkit database (schema version none)" instead) and never write.
 ``resume`` exits 0 when the flow ends SUCCESS, 1 when it ends REVERTED or
 FAILURE, 3 when it ends SUSPENDED; usage errors and missing records exit 2.
 ``graph`` needs no backend unless ``--flow-detail`` asks for a run's states.
@@ -21,6 +25,9 @@ points are known; ``--import MODULE`` (repeatable) imports a module of yours
 whose factories register themselves with ``@flow_factory``; ``--allow-module
 PREFIX`` (repeatable) lets factories under that module be imported by name.
 What is given on the command line is trusted; what the logbook says is not.
+
+``logbooks`` and ``show`` exit 1 when they found rows they could not read
+(listed after the table).
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from flowkit import states
-from flowkit.exceptions import FlowkitError, NotFound
+from flowkit.exceptions import CorruptLogbook, FlowkitError, NotFound
+from flowkit.persistence._integrity import ATOM_COUNT_KEY, REPAIRS_KEY, UNREADABLE_KEY, unreadable_problems
 from flowkit.persistence.backends import fetch
 from flowkit.persistence.base import Backend
 from flowkit.persistence.models import AtomDetail, FlowDetail
@@ -176,9 +184,19 @@ def _state(value: Any) -> str:
 # -- commands ---------------------------------------------------------------------
 
 
-def _find_flow_detail(backend: Backend, uuid: str) -> FlowDetail:
+def _open(url: str, *, read_only: bool) -> Backend:
+    return fetch({"connection": url, "read_only": read_only})
+
+
+def _find_flow_detail(backend: Backend, uuid: str, *, salvage: bool = False) -> FlowDetail:
+    """The flow detail; with ``salvage``, undecodable atom rows come back as marked stand-ins (SQL only)."""
+    import inspect
+
     with backend.get_connection() as conn:
         try:
+            if salvage and "salvage" in inspect.signature(conn.get_flow_details).parameters:
+                found: FlowDetail = conn.get_flow_details(uuid, salvage=True)  # type: ignore[call-arg]
+                return found
             return conn.get_flow_details(uuid)
         except NotFound:
             raise _CommandError("no flow detail %r in this backend (try 'flowkit logbooks')" % (uuid,)) from None
@@ -186,10 +204,18 @@ def _find_flow_detail(backend: Backend, uuid: str) -> FlowDetail:
 
 def _cmd_logbooks(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
     rows = []
+    problems: list[str] = []
     with backend.get_connection() as conn:
-        books = sorted(conn.get_logbooks(), key=lambda book: book.created_at)
+        # Lazily: the listing needs no atom details, so an unreadable one does not hide it.
+        books = sorted(conn.get_logbooks(lazy=True), key=lambda book: book.created_at)
         for book in books:
-            flows: list[FlowDetail | None] = [*book] or [None]
+            try:
+                flows: list[FlowDetail | None] = [*conn.get_flows_for_book(book.uuid, lazy=True)] or [None]
+            except CorruptLogbook as bad:
+                problems.append(str(bad))
+                rows.append([book.uuid, _cut(book.name, 32), book.created_at.strftime("%Y-%m-%d %H:%M:%S")]
+                            + ["?", "?", "UNREADABLE"])
+                continue
             for fd in flows:
                 rows.append(
                     [
@@ -205,11 +231,23 @@ def _cmd_logbooks(backend: Backend, args: argparse.Namespace, out: TextIO) -> in
         out.write("no logbooks\n")
         return 0
     out.write(_table(["LOGBOOK", "NAME", "CREATED", "FLOW DETAIL", "FLOW", "STATE"], rows) + "\n")
-    return 0
+    return _report_problems(problems, out)
+
+
+def _report_problems(problems: Sequence[str], out: TextIO) -> int:
+    if not problems:
+        return 0
+    out.write("\nproblems:\n")
+    for problem in problems:
+        out.write("  %s\n" % (problem,))
+    return 1
 
 
 def _cmd_show(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
-    fd = _find_flow_detail(backend, args.flow_detail)
+    fd = _find_flow_detail(backend, args.flow_detail, salvage=True)
+    unreadable = unreadable_problems(fd)
+    unreadable_uuids = {p.uuid for p in unreadable}
+    fd.meta.pop(UNREADABLE_KEY, None)
     factory = fd.meta.get("factory")
     out.write("flow detail %s\n" % (fd.uuid,))
     out.write("  flow:    %s\n" % (fd.name,))
@@ -232,7 +270,7 @@ def _cmd_show(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
             [
                 ad.name,
                 ad.atom_type,
-                _state(ad.state),
+                "UNREADABLE" if ad.uuid in unreadable_uuids else _state(ad.state),
                 str(ad.intention),
                 _value(result),
                 _failure(failure),
@@ -250,7 +288,14 @@ def _cmd_show(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
     timeline = _timeline(fd)
     if timeline:
         out.write("\n" + "\n".join(timeline) + "\n")
-    return 0
+    problems = [str(p) for p in unreadable]
+    recorded = fd.meta.get(ATOM_COUNT_KEY)
+    if isinstance(recorded, int) and recorded > len(fd):
+        problems.append(
+            "flow detail %s recorded %d atom details but has %d: %d lost (resuming it is refused "
+            "unless 'flowkit resume --repair')" % (fd.uuid, recorded, len(fd), recorded - len(fd))
+        )
+    return _report_problems(problems, out)
 
 
 def _import_factory(name: str) -> Any:
@@ -319,7 +364,7 @@ def _cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
     allowed = _prepare_factories(args)
     fd: FlowDetail | None = None
     if args.flow_detail is not None:
-        with fetch({"connection": args.backend}) as backend:
+        with _open(args.backend, read_only=True) as backend:
             fd = _find_flow_detail(backend, args.flow_detail)
     if args.factory is not None:
         factory = _import_factory(args.factory)
@@ -356,11 +401,18 @@ def _cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _repairs(fd: FlowDetail) -> list[dict[str, Any]]:
+    found = fd.meta.get(REPAIRS_KEY)
+    return list(found) if isinstance(found, list) else []
+
+
 def _cmd_resume(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
     from flowkit.engines import load_from_detail
 
     allowed = _prepare_factories(args)
-    fd = _find_flow_detail(backend, args.flow_detail)
+    # Salvaged: an unreadable atom row is then one of the problems the check
+    # before resuming names (and --repair re-runs), not a bare decoding error.
+    fd = _find_flow_detail(backend, args.flow_detail, salvage=True)
     retry_reverts = bool(args.retry_reverts)
     if fd.state in (states.SUCCESS, states.REVERTED, states.FAILURE) and not retry_reverts:
         # Running a finished flow again would start it over; that is not a resume.
@@ -372,10 +424,15 @@ def _cmd_resume(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
     options: dict[str, Any] = {"engine": args.engine}
     if args.max_workers is not None:
         options["max_workers"] = args.max_workers
+    before = _repairs(fd)
     try:
-        engine = load_from_detail(fd, backend=backend, allowed_modules=allowed, **options)
+        engine = load_from_detail(fd, backend=backend, allowed_modules=allowed, repair=args.repair, **options)
     except ValueError as problem:
         raise _CommandError(str(problem)) from problem
+    for record in _repairs(fd)[len(before) :]:
+        out.write("repairing flow %r (%s): re-running %s\n" % (fd.name, fd.uuid, ", ".join(map(repr, record["atoms"]))))
+        for text in record["problems"]:
+            out.write("  %s\n" % (text,))
     if retry_reverts:
         engine.retry_reverts()  # InvalidState (exit 2) unless a revert failed
         out.write("retrying the failed reverts of flow %r (%s)\n" % (fd.name, fd.uuid))
@@ -424,6 +481,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="for a flow that ended FAILURE because a revert failed: revert those atoms again, then the rest",
     )
+    resume.add_argument(
+        "--repair",
+        action="store_true",
+        help="resume even if atom records are lost or unreadable: re-run those atoms (prints them)",
+    )
     graph = commands.add_parser("graph", parents=[common, factories], help="draw a flow's execution graph")
     graph.add_argument(
         "factory", nargs="?", metavar="MODULE:FACTORY", help="function returning the flow (default: the flow detail's)"
@@ -435,6 +497,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _COMMANDS = {"logbooks": _cmd_logbooks, "show": _cmd_show, "resume": _cmd_resume}
+#: Commands that only read: their backend is opened with ``read_only=True``.
+_READ_ONLY = frozenset({"logbooks", "show"})
 
 #: Modules that add subcommands of their own: each has ``add_commands(commands,
 #: common)`` returning ``{name: handler(args, out) -> exit status}``.  Their
@@ -467,7 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return extra[args.command](args, sys.stdout)
         if args.command == "graph":  # opens a backend only for --flow-detail
             return _cmd_graph(args, sys.stdout)
-        with fetch({"connection": args.backend}) as backend:
+        with _open(args.backend, read_only=args.command in _READ_ONLY) as backend:
             return _COMMANDS[args.command](backend, args, sys.stdout)
     except (_CommandError, FlowkitError, ValueError, OSError) as error:
         sys.stderr.write("flowkit: %s\n" % (error,))

@@ -15,7 +15,9 @@
     ├── InvalidState                  an operation that the current state forbids
     │   └── FlowDetailLocked          another engine is driving that flow detail
     ├── StorageFailure                the logbook could not be read or written
-    │   └── LeaseLost                 a job's claim expired or was taken over; writes refused
+    │   ├── LeaseLost                 a job's claim expired or was taken over; writes refused
+    │   └── CorruptLogbook            a stored row cannot be decoded, or the logbook contradicts itself
+    │       └── InconsistentLogbook   a flow detail cannot be resumed as stored (lists each problem)
     ├── ResultNotStorable             an atom's result cannot be stored (fails that atom)
     ├── ExecutionFailure              running the engine itself went wrong
     │   └── ExecutorLost              the pool or cluster went away; run() again resumes
@@ -32,7 +34,7 @@ engine re-raises it with its own type, as TaskFlow does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -65,6 +67,9 @@ __all__ = [
     "UnclaimableJob",
     "NotOwner",
     "LeaseLost",
+    # logbook integrity
+    "CorruptLogbook",
+    "InconsistentLogbook",
 ]
 
 
@@ -212,6 +217,108 @@ class LeaseLost(StorageFailure):
     Raised by ``renew`` and by fenced logbook writes; being a StorageFailure,
     it stops an engine at once, so a stale owner never advances the job.
     """
+
+
+class CorruptLogbook(StorageFailure):
+    """A logbook row cannot be decoded, or the logbook contradicts itself.
+
+    Raised when reading a row whose JSON is invalid, whose state is unknown
+    or whose shape is wrong, and by ``load_from_detail`` for a flow detail
+    that lacks an atom detail it must have had.  The attributes say where:
+    ``table`` (None when not known, e.g. the memory backend), ``uuid`` of the
+    row (for a missing atom detail: of its flow detail), ``column`` (None for
+    a missing row), ``atom`` (the atom's name, when the row is an atom's) and
+    ``flow_detail`` (the flow detail's uuid, when known).
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        table: str | None = None,
+        uuid: str | None = None,
+        column: str | None = None,
+        atom: str | None = None,
+        flow_detail: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.table = table
+        self.uuid = uuid
+        self.column = column
+        self.atom = atom
+        self.flow_detail = flow_detail
+        where = []
+        if table is not None:
+            where.append("table %s" % (table,))
+        if uuid is not None:
+            where.append("uuid %s" % (uuid,))
+        if column is not None:
+            where.append("column %r" % (column,))
+        if atom is not None:
+            where.append("atom %r" % (atom,))
+        if flow_detail is not None and flow_detail != uuid:
+            where.append("of flow detail %s" % (flow_detail,))
+        self._where = ", ".join(where) or "unknown row"
+        super().__init__("corrupt logbook row (%s): %s" % (self._where, reason))
+
+    def __reduce__(self) -> Any:
+        # Keyword-only fields: rebuild from them, so the error survives pickling (process executors).
+        return (
+            _rebuild_corrupt,
+            (type(self), self.reason, self.table, self.uuid, self.column, self.atom, self.flow_detail),
+        )
+
+    def located_text(self) -> str:
+        """``"<where>: <reason>"``, for listing several problems in one message."""
+        return "%s: %s" % (self._where, self.reason)
+
+    def located(self, table: str, *, atom: str | None = None, flow_detail: str | None = None) -> CorruptLogbook:
+        """The same problem, also naming what a reader knows and the decoder did not (table, atom, flow)."""
+        return CorruptLogbook(
+            self.reason,
+            table=table,
+            uuid=self.uuid,
+            column=self.column,
+            atom=self.atom if self.atom is not None else atom,
+            flow_detail=self.flow_detail if self.flow_detail is not None else flow_detail,
+        )
+
+
+class InconsistentLogbook(CorruptLogbook):
+    """A flow detail's logbook contradicts itself; resuming it is refused.
+
+    ``problems`` holds one :class:`CorruptLogbook` per problem found (an
+    unreadable atom row, an atom detail that must exist but does not).
+    ``load_from_detail(..., repair=True)`` / ``flowkit resume --repair``
+    re-run the atoms concerned instead.
+    """
+
+    def __init__(self, flow_name: str, flow_uuid: str, problems: Sequence[CorruptLogbook]) -> None:
+        self.problems = tuple(problems)
+        self.flow_name = flow_name
+        listed = "; ".join(p.located_text() for p in self.problems)
+        reason = "%d problem%s: %s" % (len(self.problems), "" if len(self.problems) == 1 else "s", listed)
+        super().__init__(reason, uuid=flow_uuid, flow_detail=flow_uuid)
+        # Not "corrupt logbook row": the message is about the flow detail as a whole.
+        self.args = (
+            "flow %r (%s) cannot be resumed from its logbook: %s; load_from_detail(..., repair=True) "
+            "or 'flowkit resume --repair %s' re-runs the atoms concerned" % (flow_name, flow_uuid, reason, flow_uuid),
+        )
+
+    def __reduce__(self) -> Any:
+        return (InconsistentLogbook, (self.flow_name, self.uuid, self.problems))
+
+
+def _rebuild_corrupt(
+    cls: type[CorruptLogbook],
+    reason: str,
+    table: str | None,
+    uuid: str | None,
+    column: str | None,
+    atom: str | None,
+    flow_detail: str | None,
+) -> CorruptLogbook:
+    return cls(reason, table=table, uuid=uuid, column=column, atom=atom, flow_detail=flow_detail)
 
 
 class WrappedFailure(FlowkitError):

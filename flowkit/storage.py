@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowkit import exceptions as exc
 from flowkit import states
+from flowkit.persistence._integrity import ATOM_COUNT_KEY
 from flowkit.persistence.base import Connection
 from flowkit.persistence.models import AtomDetail, FlowDetail
 from flowkit.types.failure import Failure
@@ -85,6 +86,12 @@ class Storage:
                 details.append(detail)
             self._compilation = compilation
             if created:
+                # Written with the new details, in one transaction: a reader that finds
+                # fewer details than this knows rows were lost (see persistence._integrity).
+                recorded = self._flow_detail.meta.get(ATOM_COUNT_KEY)
+                count = len(self._flow_detail)
+                if not isinstance(recorded, int) or recorded < count:
+                    self._flow_detail.meta[ATOM_COUNT_KEY] = count
                 self._save_flow(durable=False)
         return details
 

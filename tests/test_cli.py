@@ -83,6 +83,8 @@ def test_logbooks_lists_flow_details_and_states(url: str, capsys: pytest.Capture
 
 
 def test_logbooks_on_an_empty_backend(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with fetch(url) as backend, backend.get_connection() as conn:
+        conn.upgrade()  # a flowkit database with no logbook in it (the command itself creates nothing)
     assert main(["--backend", url, "logbooks"]) == 0
     assert capsys.readouterr().out == "no logbooks\n"
 
@@ -170,6 +172,7 @@ def test_resume_of_a_finished_flow_runs_nothing(url: str, capsys: pytest.Capture
 
 
 def test_unknown_flow_detail_is_a_clear_error(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    make_flow(url)
     assert main(["show", "no-such-uuid", "--backend", url]) == 2
     assert main(["resume", "no-such-uuid", "--backend", url]) == 2
     err = capsys.readouterr().err.splitlines()
@@ -201,8 +204,9 @@ def test_backend_defaults_to_env_then_flowkit_db(
 
     other = tmp_path / "other.db"
     monkeypatch.setenv("FLOWKIT_BACKEND", "sqlite:///%s" % other)
-    assert main(["logbooks"]) == 0
-    assert capsys.readouterr().out == "no logbooks\n"
+    assert main(["logbooks"]) == 2
+    assert capsys.readouterr().err == "flowkit: no database at %s\n" % (other,)
+    assert not other.exists()
 
 
 def test_the_command_in_a_subprocess(url: str, tmp_path: Path) -> None:

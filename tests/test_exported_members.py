@@ -102,6 +102,8 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "UnclaimableJob",
         "NotOwner",
         "LeaseLost",
+        "CorruptLogbook",
+        "InconsistentLogbook",
     },
     "flowkit.jobs": {
         "JobBoard",

@@ -115,11 +115,11 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> dict[str, Ha
 # -- opening things ---------------------------------------------------------------------
 
 
-def _persistence(args: argparse.Namespace) -> Backend:
+def _persistence(args: argparse.Namespace, *, read_only: bool = False) -> Backend:
     from flowkit.persistence.backends import fetch
 
     url = args.persistence or args.backend
-    return fetch({"connection": url})
+    return fetch({"connection": url, "read_only": read_only})
 
 
 def _board(args: argparse.Namespace, persistence: Backend) -> Any:
@@ -199,7 +199,8 @@ def _restore_signals(previous: Mapping[int, Any]) -> None:
 
 
 def _cmd_jobs(args: argparse.Namespace, out: TextIO) -> int:
-    with _persistence(args) as persistence:
+    # Listing only reads: it must not create a database (or tables) where there was none.
+    with _persistence(args, read_only=args.jobs_command == "list") as persistence:
         board = _board(args, persistence)
         try:
             action: Callable[[argparse.Namespace, Any, TextIO], int] = {

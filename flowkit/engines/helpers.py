@@ -28,6 +28,7 @@ from typing import Any
 # Imported as a module: flowkit.engines imports this file while it initialises.
 from flowkit import engines as _engines
 from flowkit.atom import Atom
+from flowkit.engines import _consistency
 from flowkit.engines.engine import Engine
 from flowkit.factories import FactoryRegistry, _natural_name, default_registry
 from flowkit.flow import Flow
@@ -302,6 +303,7 @@ def load_from_detail(
     *,
     factories: FactoryRegistry | None = None,
     allowed_modules: Iterable[str] | None = None,
+    repair: bool = False,
     **options: Any,
 ) -> Engine:
     """Rebuild ``flow_detail``'s flow and load an engine that continues it.
@@ -314,10 +316,19 @@ def load_from_detail(
     read from.  The values injected when the flow was loaded or posted as a
     job are in the flow detail; ``store`` adds to them and overrides them.
     ``factories`` and ``allowed_modules`` are as for :func:`flow_from_detail`.
+
+    The flow detail is checked first: one whose logbook is inconsistent (an
+    atom row that could not be read, an atom detail that must exist but does
+    not) raises :class:`~flowkit.exceptions.InconsistentLogbook` naming each
+    problem, before anything is written.  ``repair=True`` instead re-runs the
+    atoms concerned, recording that in ``flow_detail.meta["repairs"]`` (see
+    :mod:`flowkit.engines._consistency` for the rules).
     """
     flow = flow_from_detail(flow_detail, factories=factories, allowed_modules=allowed_modules)
     _check_stored_store(flow_detail)
+    compilation = _consistency.check_resumable(flow, flow_detail, backend, repair=repair)
     eng = _engines.load(flow, store=store, engine=engine, backend=backend, flow_detail=flow_detail, **options)
+    eng._compilation = compilation  # compiled once, by the check
     # Attach the atom details now so that ``engine.storage`` answers questions
     # (fetch_all, get) about a finished flow without running anything.  Any
     # new detail is written by ``prepare()`` or by ``run()``'s first flush.

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from flowkit import states
+from flowkit.exceptions import CorruptLogbook
 from flowkit.types.failure import Failure
 
 __all__ = [
@@ -201,32 +202,131 @@ def to_data(record: AtomDetail | FlowDetail | LogBook) -> dict[str, Any]:
     return data
 
 
+_REASON_WIDTH = 200
+
+
+def _bad(column: str, data: dict[str, Any], reason: str, atom: bool) -> CorruptLogbook:
+    if len(reason) > _REASON_WIDTH:  # a decoder's message may quote the whole bad value
+        reason = reason[: _REASON_WIDTH - 3] + "..."
+    uuid = data.get("uuid")
+    name = data.get("name")
+    return CorruptLogbook(
+        reason,
+        uuid=uuid if isinstance(uuid, str) else None,
+        column=column,
+        atom=name if atom and isinstance(name, str) else None,
+    )
+
+
+def _text(data: dict[str, Any], column: str, atom: bool) -> str:
+    value = data.get(column)
+    if not isinstance(value, str):
+        raise _bad(column, data, "expected text, found %s" % (type(value).__name__,), atom)
+    return value
+
+
+def _field(data: dict[str, Any], column: str, atom: bool, decode: Any) -> Any:
+    # A value that decodes to the wrong shape is as corrupt as invalid JSON: name where it is.
+    try:
+        return decode(data.get(column))
+    except CorruptLogbook:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError) as error:
+        raise _bad(column, data, "%s: %s" % (type(error).__name__, error), atom) from error
+
+
+def _state(value: Any) -> states.State:
+    if value is None or value == "":
+        return states.State(states.PENDING)
+    if not isinstance(value, str) or value not in _STATE_VALUES:
+        raise ValueError("unknown state %r" % (value,))
+    return states.State(value)
+
+
+def _intention(value: Any) -> states.Intention:
+    if value is None or value == "":
+        return states.Intention(states.EXECUTE)
+    if not isinstance(value, str) or value not in _INTENTION_VALUES:
+        raise ValueError("unknown intention %r" % (value,))
+    return states.Intention(value)
+
+
+def _meta(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError("meta must be an object, found %s" % (type(value).__name__,))
+    decoded: dict[str, Any] = _decode(value)
+    return decoded
+
+
+def _failure(value: Any) -> Failure | None:
+    decoded = _decode(value)
+    if decoded is not None and not isinstance(decoded, Failure):
+        raise ValueError("expected a captured failure, found %s" % (type(decoded).__name__,))
+    return decoded
+
+
+def _version(value: Any) -> tuple[int, int] | None:
+    if not value:
+        return None
+    if not isinstance(value, list) or len(value) != 2:
+        raise ValueError("expected [major, minor], found %r" % (value,))
+    return (int(value[0]), int(value[1]))
+
+
+def _when(value: Any) -> datetime.datetime | None:
+    if not value:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("expected an ISO-8601 time, found %s" % (type(value).__name__,))
+    return datetime.datetime.fromisoformat(value)
+
+
+_STATE_VALUES = frozenset(s.value for s in states.State)
+_INTENTION_VALUES = frozenset(i.value for i in states.Intention)
+_ATOM_TYPES = frozenset(("task", "retry"))
+
+
 def atom_detail_from_data(data: dict[str, Any]) -> AtomDetail:
-    """Rebuild an AtomDetail from :func:`to_data` output."""
-    version = data.get("version")
+    """Rebuild an AtomDetail from :func:`to_data` output.
+
+    Raises :class:`~flowkit.exceptions.CorruptLogbook` naming the uuid, the
+    field and the atom when a field cannot be what an atom detail holds (an
+    unknown state, a malformed failure, meta that is not an object).
+    """
+    name = _text(data, "name", True)
+    uuid = _text(data, "uuid", True)
+    atom_type = data.get("atom_type") or "task"
+    if atom_type not in _ATOM_TYPES:
+        raise _bad("atom_type", data, "unknown atom type %r" % (atom_type,), True)
     return AtomDetail(
-        name=data["name"],
-        uuid=data["uuid"],
-        atom_type=data.get("atom_type", "task"),
-        state=states.State(data.get("state") or states.PENDING),
-        intention=states.Intention(data.get("intention") or states.EXECUTE),
-        results=_decode(data.get("results")),
-        failure=_decode(data.get("failure")),
-        revert_results=_decode(data.get("revert_results")),
-        revert_failure=_decode(data.get("revert_failure")),
-        meta=_decode(data.get("meta") or {}),
-        version=(int(version[0]), int(version[1])) if version else None,
+        name=name,
+        uuid=uuid,
+        atom_type=atom_type,
+        state=_field(data, "state", True, _state),
+        intention=_field(data, "intention", True, _intention),
+        results=_field(data, "results", True, _decode),
+        failure=_field(data, "failure", True, _failure),
+        revert_results=_field(data, "revert_results", True, _decode),
+        revert_failure=_field(data, "revert_failure", True, _failure),
+        meta=_field(data, "meta", True, _meta),
+        version=_field(data, "version", True, _version),
     )
 
 
 def flow_detail_from_data(data: dict[str, Any]) -> FlowDetail:
-    """Rebuild a FlowDetail (with its atom details) from :func:`to_data` output."""
+    """Rebuild a FlowDetail (with its atom details) from :func:`to_data` output.
+
+    Raises :class:`~flowkit.exceptions.CorruptLogbook` naming the uuid and
+    the field when a field cannot be what a flow detail holds.
+    """
     state = data.get("state")
     fd = FlowDetail(
-        name=data["name"],
-        uuid=data["uuid"],
-        state=states.State(state) if state else None,
-        meta=_decode(data.get("meta") or {}),
+        name=_text(data, "name", False),
+        uuid=_text(data, "uuid", False),
+        state=_field(data, "state", False, _state) if state else None,
+        meta=_field(data, "meta", False, _meta),
     )
     for ad in data.get("atoms", ()):
         fd.add(atom_detail_from_data(ad))
@@ -234,15 +334,17 @@ def flow_detail_from_data(data: dict[str, Any]) -> FlowDetail:
 
 
 def logbook_from_data(data: dict[str, Any]) -> LogBook:
-    """Rebuild a LogBook (with its flow details) from :func:`to_data` output."""
-    created = data.get("created_at")
-    updated = data.get("updated_at")
+    """Rebuild a LogBook (with its flow details) from :func:`to_data` output.
+
+    Raises :class:`~flowkit.exceptions.CorruptLogbook` naming the uuid and
+    the field when a field cannot be what a logbook holds.
+    """
     book = LogBook(
-        name=data["name"],
-        uuid=data["uuid"],
-        meta=_decode(data.get("meta") or {}),
-        created_at=datetime.datetime.fromisoformat(created) if created else _now(),
-        updated_at=datetime.datetime.fromisoformat(updated) if updated else None,
+        name=_text(data, "name", False),
+        uuid=_text(data, "uuid", False),
+        meta=_field(data, "meta", False, _meta),
+        created_at=_field(data, "created_at", False, _when) or _now(),
+        updated_at=_field(data, "updated_at", False, _when),
     )
     for fd in data.get("flows", ()):
         book.add(flow_detail_from_data(fd))

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from flowkit import exceptions as exc
 from flowkit.persistence import sql_schema as schema
+from flowkit.persistence._integrity import mark_unreadable
 from flowkit.persistence.base import Connection, FlowLock
 from flowkit.persistence.models import (
     AtomDetail,
@@ -90,6 +91,15 @@ class SQLAlchemyConnection(Connection):
         with self._guard:
             if not (self._books or self._flows or self._atoms):
                 return
+            if self._backend.read_only:
+                # Refused for good: keeping the buffer would only refuse it again at close().
+                records = [*self._books.values(), *self._flows.values(), *self._atoms.values()]
+                shown = ", ".join(_name_record(r) for r in records[:3])
+                what = "write %s%s" % (shown, " and %d more" % (len(records) - 3) if len(records) > 3 else "")
+                self._books.clear()
+                self._flows.clear()
+                self._atoms.clear()
+                self._backend._refuse_write(what)
             self._backend.ensure_schema()
             books, flows, atoms, written, describe = self._rows()
             self._backend.commit(books, flows, atoms, describe, guard=self.commit_guard)
@@ -290,7 +300,7 @@ class SQLAlchemyConnection(Connection):
     def _books_where(self, conn: sa.Connection, where: Any, lazy: bool) -> list[LogBook]:
         t = self._backend.tables
         books = [
-            logbook_from_data(schema.row_data(row, schema.LOGBOOK_JSON))
+            self._book_from_row(row)
             for row in conn.execute(sa.select(t.logbooks).where(where).order_by(t.logbooks.c.created_at)).mappings()
         ]
         if lazy or not books:
@@ -303,7 +313,9 @@ class SQLAlchemyConnection(Connection):
                 book.add(fd)
         return books
 
-    def _flows_where(self, conn: sa.Connection, where: Any, lazy: bool) -> list[tuple[FlowDetail, str]]:
+    def _flows_where(
+        self, conn: sa.Connection, where: Any, lazy: bool, salvage: bool = False
+    ) -> list[tuple[FlowDetail, str]]:
         t = self._backend.tables
         rows = conn.execute(
             sa.select(t.flows).where(where).order_by(t.flows.c.parent_uuid, t.flows.c.position)
@@ -317,28 +329,58 @@ class SQLAlchemyConnection(Connection):
             .where(where)
             .order_by(t.atoms.c.parent_uuid, t.atoms.c.position)
         ).mappings()
-        self._attach_atoms([fd for fd, _ in found], atom_rows)
+        self._attach_atoms([fd for fd, _ in found], atom_rows, salvage)
         return found
 
+    # Decoding a row names where a bad value is: table, uuid, column and, for
+    # an atom detail, the atom and its flow detail (CorruptLogbook).
+
+    def _book_from_row(self, row: Mapping[Any, Any]) -> LogBook:
+        try:
+            return logbook_from_data(schema.row_data(row, schema.LOGBOOK_JSON))
+        except exc.CorruptLogbook as bad:
+            raise bad.located(self._backend.tables.logbooks.name) from bad
+
     def _flow_from_row(self, row: Mapping[Any, Any]) -> FlowDetail:
-        fd = flow_detail_from_data(schema.row_data(row, schema.FLOW_JSON))
+        try:
+            fd = flow_detail_from_data(schema.row_data(row, schema.FLOW_JSON))
+        except exc.CorruptLogbook as bad:
+            raise bad.located(self._backend.tables.flows.name) from bad
         self._backend._flow_parent[fd.uuid] = (row["parent_uuid"], row["position"])
         return fd
 
-    def _attach_atoms(self, flows: list[FlowDetail], atom_rows: Iterable[Mapping[Any, Any]]) -> None:
+    def _atom_from_row(self, row: Mapping[Any, Any]) -> AtomDetail:
+        try:
+            return atom_detail_from_data(schema.row_data(row, schema.ATOM_JSON))
+        except exc.CorruptLogbook as bad:
+            name = row.get("name")
+            raise bad.located(
+                self._backend.tables.atoms.name,
+                atom=name if isinstance(name, str) else None,
+                flow_detail=row.get("parent_uuid"),
+            ) from bad
+
+    def _attach_atoms(
+        self, flows: list[FlowDetail], atom_rows: Iterable[Mapping[Any, Any]], salvage: bool = False
+    ) -> None:
         by_uuid = {fd.uuid: fd for fd in flows}
         atom_parents = self._backend._atom_parent
         for row in atom_rows:
             owner = by_uuid.get(row["parent_uuid"])
             if owner is not None:
-                owner.add(atom_detail_from_data(schema.row_data(row, schema.ATOM_JSON)))
+                try:
+                    owner.add(self._atom_from_row(row))
+                except exc.CorruptLogbook as bad:
+                    if not salvage:
+                        raise
+                    mark_unreadable(owner, _placeholder(row), bad)
                 atom_parents[row["uuid"]] = (row["parent_uuid"], row["position"])
 
     def _book_tree(self, conn: sa.Connection, book_uuid: str) -> LogBook | None:
         rows = self._backend.tree_rows(conn, book_uuid)
         if not rows["books"]:
             return None
-        book = logbook_from_data(schema.row_data(rows["books"][0], schema.LOGBOOK_JSON))
+        book = self._book_from_row(rows["books"][0])
         flows = [self._flow_from_row(row) for row in rows["flows"]]
         self._attach_atoms(flows, rows["atoms"])
         for fd in flows:
@@ -382,12 +424,21 @@ class SQLAlchemyConnection(Connection):
         for fd, _ in found:
             yield fd
 
-    def get_flow_details(self, fd_uuid: str, lazy: bool = False) -> FlowDetail:
-        """The flow detail ``fd_uuid`` (with its atom details unless ``lazy``)."""
+    def get_flow_details(self, fd_uuid: str, lazy: bool = False, *, salvage: bool = False) -> FlowDetail:
+        """The flow detail ``fd_uuid`` (with its atom details unless ``lazy``).
+
+        A row that cannot be decoded raises
+        :class:`~flowkit.exceptions.CorruptLogbook` naming the table, uuid,
+        column and atom.  With ``salvage``, an undecodable *atom* row comes
+        back instead as a fresh PENDING atom detail with the row's uuid and
+        name, and the problem is recorded in the flow detail's
+        ``meta["unreadable"]``: ``load_from_detail`` refuses to resume it
+        unless ``repair=True``, which re-runs that atom and overwrites the row.
+        """
         self._prepare_read()
         t = self._backend.tables
         found = self._backend.read(
-            lambda conn: self._flows_where(conn, t.flows.c.uuid == fd_uuid, lazy), "flow detail %s" % fd_uuid
+            lambda conn: self._flows_where(conn, t.flows.c.uuid == fd_uuid, lazy, salvage), "flow detail %s" % fd_uuid
         )
         if not found:
             raise exc.NotFound("no flow detail with uuid %r in %s" % (fd_uuid, self._backend.describe_url()))
@@ -408,7 +459,7 @@ class SQLAlchemyConnection(Connection):
         row = self._backend.read(read, "atom detail %s" % ad_uuid)
         if row is None:
             raise exc.NotFound("no atom detail with uuid %r in %s" % (ad_uuid, self._backend.describe_url()))
-        return atom_detail_from_data(schema.row_data(row, schema.ATOM_JSON))
+        return self._atom_from_row(row)
 
     # -- locks and lifetime ------------------------------------------------------------
 
@@ -433,6 +484,20 @@ def _name_record(record: Any) -> str:
     if isinstance(record, LogBook):
         return "logbook %r (%s)" % (record.name, record.uuid)
     return "a record"
+
+
+def _placeholder(row: Mapping[Any, Any]) -> AtomDetail:
+    """A fresh atom detail standing for an undecodable row: same uuid (so a write replaces the row) and name."""
+    name = row.get("name")
+    atom_type = row.get("atom_type")
+    detail = AtomDetail(
+        name=name if isinstance(name, str) else str(row["uuid"]),
+        uuid=str(row["uuid"]),
+        atom_type=atom_type if atom_type in ("task", "retry") else "task",
+    )
+    if detail.atom_type == "retry":
+        detail.results = []
+    return detail
 
 
 def _utcnow() -> datetime.datetime:

@@ -34,6 +34,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
+from flowkit.exceptions import CorruptLogbook
 from flowkit.persistence.models import AtomDetail, FlowDetail, LogBook, to_data
 
 __all__ = [
@@ -226,17 +227,35 @@ def _same(live: Any, stored: Any) -> bool:
 
 
 def row_data(row: Mapping[Any, Any], json_keys: frozenset[str]) -> dict[str, Any]:
-    """The :func:`to_data`-shaped dict of a row (JSON columns decoded)."""
+    """The :func:`to_data`-shaped dict of a row (JSON columns decoded).
+
+    A JSON column that does not decode raises
+    :class:`~flowkit.exceptions.CorruptLogbook` naming the row's uuid and the
+    column (the reader adds the table, see ``CorruptLogbook.located``).
+    """
     data: dict[str, Any] = {}
     loads = json.loads
     for key, value in row.items():
         if key in ("parent_uuid", "position"):
             continue
         if key in json_keys and value is not None:
-            data[key] = loads(value)
+            try:
+                data[key] = loads(value)
+            except (TypeError, ValueError, RecursionError) as error:
+                uuid = row.get("uuid")
+                raise CorruptLogbook(
+                    "invalid JSON: %s" % (_first_line(error),),
+                    uuid=uuid if isinstance(uuid, str) else None,
+                    column=key,
+                ) from error
         else:
             data[key] = value
     return data
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__
 
 
 def _shallow(record: Any) -> Any:

@@ -18,6 +18,7 @@ from flowkit.persistence.base import Backend
 __all__ = ["fetch", "Backend", "MemoryBackend", "SQLAlchemyBackend"]
 
 _SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
+_SQL_OPTIONS = ("durability", "table_prefix", "create_schema", "read_only")
 
 
 def fetch(conf: Mapping[str, Any] | str) -> Backend:
@@ -27,7 +28,7 @@ def fetch(conf: Mapping[str, Any] | str) -> Backend:
     ``postgresql://...`` and ``mysql://...`` (optionally with a ``+driver``)
     use the SQL backend.  A conf dict may also carry ``max_result_bytes``
     (see :class:`~flowkit.persistence.base.Backend`) and the SQL backend's
-    options: ``durability``, ``table_prefix``, ``create_schema``.
+    options: ``durability``, ``table_prefix``, ``create_schema``, ``read_only``.
     """
     if isinstance(conf, str):
         conf = {"connection": conf}
@@ -41,7 +42,7 @@ def fetch(conf: Mapping[str, Any] | str) -> Backend:
     if scheme in _SQL_SCHEMES:
         from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend
 
-        options = {key: conf[key] for key in ("durability", "table_prefix", "create_schema") if key in conf}
+        options = {key: conf[key] for key in _SQL_OPTIONS if key in conf}
         return SQLAlchemyBackend(url, **options, **limit)
     raise ValueError(
         "no persistence backend for %r (known: memory://, sqlite:///path, postgresql://..., mysql://...)" % (url,)

@@ -140,6 +140,15 @@ class SQLAlchemyBackend(Backend):
     on first use; ``busy_timeout`` is how long SQLite waits for another
     writer before failing; ``max_result_bytes`` caps an atom's encoded
     result (see :class:`~flowkit.persistence.base.Backend`).
+
+    ``read_only=True`` opens the database for reading only, for tools that
+    must not change it (``flowkit logbooks``, ``flowkit show``): an SQLite
+    file is opened with ``mode=ro`` and never created (a missing one is
+    "no database at PATH"), PostgreSQL and MySQL sessions are read-only, no
+    schema is created or upgraded (a database without flowkit's tables is
+    "not a flowkit database (schema version none)", one at another revision
+    is reported with its revision), and every write, upgrade or flow lock
+    raises :class:`~flowkit.exceptions.InvalidState`.
     """
 
     def __init__(
@@ -151,6 +160,7 @@ class SQLAlchemyBackend(Backend):
         create_schema: bool = True,
         busy_timeout: float = 60.0,
         max_result_bytes: int | None = DEFAULT_MAX_RESULT_BYTES,
+        read_only: bool = False,
     ) -> None:
         self.max_result_bytes = check_max_result_bytes(max_result_bytes)
         if durability not in DURABILITIES:
@@ -159,6 +169,8 @@ class SQLAlchemyBackend(Backend):
         self.table_prefix = schema.check_table_prefix(table_prefix)
         self.tables = schema.make_tables(table_prefix)
         self._create_schema = create_schema
+        #: True when this backend only reads (see the class docstring).
+        self.read_only = bool(read_only)
         self._busy_timeout = float(busy_timeout)
         if isinstance(url_or_engine, sa.Engine):
             self.engine = url_or_engine
@@ -220,7 +232,9 @@ class SQLAlchemyBackend(Backend):
         backend = url.get_backend_name()
         if backend == "sqlite":
             args: dict[str, Any] = {"check_same_thread": False, "timeout": self._busy_timeout}
-            if _is_memory_sqlite(url):
+            if self.read_only and not _is_memory_sqlite(url):
+                engine = sa.create_engine(url, creator=_read_only_sqlite(str(url.database), args))
+            elif _is_memory_sqlite(url):
                 # One shared connection: each new connection would be a new, empty database.
                 engine = sa.create_engine(url, connect_args=args, poolclass=sa.pool.StaticPool)
             else:
@@ -229,13 +243,21 @@ class SQLAlchemyBackend(Backend):
             return engine
         if backend in ("postgresql", "mysql", "mariadb"):
             # pre_ping: after an outage, pooled connections are dead; find out before using one.
-            return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+            connect_args: dict[str, Any] = {"connect_timeout": 10}
+            if self.read_only:
+                # The server refuses writes too, whatever a caller does with the engine.
+                if backend == "postgresql":
+                    connect_args["options"] = "-c default_transaction_read_only=on"
+                else:
+                    connect_args["init_command"] = "SET SESSION TRANSACTION READ ONLY"
+            return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
         return sa.create_engine(url, pool_pre_ping=True)
 
     def _install_sqlite_events(self, engine: sa.Engine) -> None:
         synchronous = "FULL" if self.durability == "full" else "NORMAL"
         busy_ms = int(self._busy_timeout * 1000)
         memory = _is_memory_sqlite(engine.url)
+        read_only = self.read_only
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, record: Any) -> None:
@@ -247,9 +269,11 @@ class SQLAlchemyBackend(Backend):
                 # The busy timeout first: switching a new file to WAL needs the
                 # write lock, which another process may be holding (an upgrade).
                 cursor.execute("PRAGMA busy_timeout=%d" % busy_ms)
-                if not memory:
+                # A reader changes nothing about the file: not even its journal mode.
+                if not memory and not read_only:
                     _switch_to_wal(cursor, busy_ms / 1000.0)
-                cursor.execute("PRAGMA synchronous=%s" % synchronous)
+                if not read_only:
+                    cursor.execute("PRAGMA synchronous=%s" % synchronous)
                 cursor.execute("PRAGMA foreign_keys=ON")
             finally:
                 cursor.close()
@@ -304,15 +328,29 @@ class SQLAlchemyBackend(Backend):
     # -- schema ---------------------------------------------------------------------
 
     def ensure_schema(self) -> None:
-        """Upgrade the schema once per backend if ``create_schema`` is on."""
-        if self._schema_ready or not self._create_schema:
+        """Upgrade the schema once per backend if ``create_schema`` is on (read-only: check it)."""
+        if self._schema_ready:
+            return
+        if self.read_only:
+            self._check_schema()
+            return
+        if not self._create_schema:
             return
         self.upgrade()
 
     def upgrade(self) -> None:
-        """Run the alembic migrations to head; serialized across processes by a database lock."""
+        """Run the alembic migrations to head; serialized across processes by a database lock.
+
+        On a read-only backend this only checks that the schema is current
+        (StorageFailure naming what it found if not), so a reader that calls
+        it (a job board's ``connect()``) works on a current database.
+        """
         from alembic import command
         from alembic.config import Config
+
+        if self.read_only:
+            self._check_schema()
+            return
 
         with self._schema_lock:
             try:
@@ -342,6 +380,50 @@ class SQLAlchemyBackend(Backend):
                     % (self.table_prefix, self.describe_url(), error)
                 ) from error
             self._schema_ready = True
+
+    def _check_schema(self) -> None:
+        # Read-only: report a missing or foreign schema instead of creating one.
+        where = self.describe_url()
+        if self.dialect == "sqlite" and not self.memory:
+            path = os.path.abspath(str(self.url.database))
+            if not os.path.exists(path):
+                raise exc.StorageFailure("no database at %s" % (path,))
+            where = path
+        try:
+            current, head = self.schema_revisions()
+        except exc.StorageFailure as failure:
+            raise exc.StorageFailure(
+                "not a flowkit database (cannot read a schema version from %s: %s)"
+                % (where, _short(failure.__cause__) if failure.__cause__ is not None else failure)
+            ) from failure
+        if not current:
+            raise exc.StorageFailure(
+                "not a flowkit database (schema version none): %s has no flowkit tables %s*"
+                % (where, self.table_prefix)
+            )
+        if current != head:
+            from alembic.script import ScriptDirectory
+
+            known = {rev.revision for rev in ScriptDirectory(_MIGRATIONS).walk_revisions()}
+            found = ", ".join(sorted(current))
+            if current <= known:
+                raise exc.StorageFailure(
+                    "the flowkit database %s (tables %s*) is at schema version %s, older than this flowkit's %s; "
+                    "opening it for writing upgrades it (any flowkit writer does on first use, or "
+                    "SQLAlchemyConnection.upgrade())" % (where, self.table_prefix, found, ", ".join(sorted(head)))
+                )
+            raise exc.StorageFailure(
+                "the flowkit database %s (tables %s*) is at schema version %s, which this flowkit does not know "
+                "(its newest is %s); was it written by a newer flowkit?"
+                % (where, self.table_prefix, found, ", ".join(sorted(head)))
+            )
+        self._schema_ready = True
+
+    def _refuse_write(self, what: str) -> None:
+        if self.read_only:
+            raise exc.InvalidState(
+                "cannot %s: the logbook backend for %s was opened read-only" % (what, self.describe_url())
+            )
 
     def schema_revisions(self) -> tuple[set[str], set[str]]:
         """``(current, head)`` alembic revisions of this backend's tables."""
@@ -397,6 +479,7 @@ class SQLAlchemyBackend(Backend):
         raised here.  A job board uses it to check a claim's fencing token in
         the same transaction as the logbook write.
         """
+        self._refuse_write("write %s" % (describe(),))
         batch = _Batch(books, flows, atoms, describe, guard)
         with self._queue_lock:
             self._queue.append(batch)
@@ -570,6 +653,7 @@ class SQLAlchemyBackend(Backend):
 
     def write_now(self, fn: Callable[[sa.Connection], _T], what: str) -> _T:
         """Run ``fn(conn)`` in its own write transaction (deletes, not the hot path)."""
+        self._refuse_write(what)
         with self._write_lock:
             try:
                 conn = self._get_writer()
@@ -619,6 +703,7 @@ class SQLAlchemyBackend(Backend):
 
     def lock_flow(self, flow_detail: FlowDetail, what: str) -> FlowLock | None:
         """The cross-process lock for ``flow_detail``; None where a process lock is enough."""
+        self._refuse_write("lock %s to run it" % (what,))
         if self.memory:
             return None
         if self.dialect == "sqlite":
@@ -640,7 +725,21 @@ class SQLAlchemyBackend(Backend):
         return None
 
     def __repr__(self) -> str:
-        return "<SQLAlchemyBackend %s durability=%s>" % (self.describe_url(), self.durability)
+        mode = " read-only" if self.read_only else ""
+        return "<SQLAlchemyBackend %s durability=%s%s>" % (self.describe_url(), self.durability, mode)
+
+
+def _read_only_sqlite(database: str, args: dict[str, Any]) -> Callable[[], Any]:
+    """A connection factory opening ``database`` with ``mode=ro``: SQLite then never creates or writes the file."""
+    import sqlite3
+    import urllib.parse
+
+    uri = "file:%s?mode=ro" % (urllib.parse.quote(os.path.abspath(database)),)
+
+    def connect() -> Any:
+        return sqlite3.connect(uri, uri=True, **args)
+
+    return connect
 
 
 def _pipeline(raw: Any) -> contextlib.AbstractContextManager[Any]:
