@@ -678,6 +678,9 @@ class FencedBackend(Backend):
         self.claim = claim
         self.cancel: CancelRequest | None = None
         """The cancel request a claim check found (checks run before every flush); None until one does."""
+        self.on_cancel: Callable[[CancelRequest], None] | None = None
+        """Called (once, in the thread of the check, inside the write) when a check first finds a
+        cancel request: the owner stops its engine there, before the atoms being written ahead start."""
 
     def check(self) -> None:
         """LeaseLost unless the claim is current (asks the board); notes a pending cancel request."""
@@ -685,8 +688,10 @@ class FencedBackend(Backend):
 
     def saw(self, request: CancelRequest | None) -> None:
         """Note what a claim check said about cancellation (a request, once seen, stays)."""
-        if request is not None:
+        if request is not None and self.cancel is None:
             self.cancel = request
+            if self.on_cancel is not None:
+                self.on_cancel(request)
 
     def fenced(self, write: Callable[[], _T]) -> _T:
         """Run ``write`` (a flush or delete of the wrapped connection) only if the claim is current.
