@@ -1,6 +1,8 @@
 """A job board in Redis (redis-py); every state change is one Lua script, so it is atomic.
 
-Keys, all under ``flowkit:jobs:<board name>:``::
+Keys, all under ``flowkit:jobs:<board name>:`` (with ``%`` and ``:`` in the
+name written ``%25`` and ``%3A``, so no board's keys lie inside another's
+namespace: board ``a`` never owns ``flowkit:jobs:a:b:...``)::
 
     job:<uuid>       hash: name, details, book_uuid, book_name, priority, created_at,
                      idempotency_key, resources, state, owner, token, expires_at, cancel
@@ -54,8 +56,21 @@ from flowkit.persistence.models import LogBook
 
 __all__ = ["RedisJobBoard", "KEY_PREFIX"]
 
-#: Every key of a board named N starts with ``KEY_PREFIX + N + ":"``.
+#: Every key of a board named N starts with ``KEY_PREFIX + N + ":"`` (``%`` and ``:`` of N percent-encoded).
 KEY_PREFIX = "flowkit:jobs:"
+
+# What SCAN's MATCH pattern treats as special: each is matched literally once backslash-escaped.
+_GLOB_SPECIAL = frozenset("*?[]\\")
+
+
+def _namespace(name: str) -> str:
+    """The key prefix of board ``name``: the name cannot contain the ``:`` that ends it."""
+    return KEY_PREFIX + name.replace("%", "%25").replace(":", "%3A") + ":"
+
+
+def _literal_pattern(text: str) -> str:
+    """A SCAN MATCH pattern that matches exactly ``text``."""
+    return "".join("\\" + ch if ch in _GLOB_SPECIAL else ch for ch in text)
 
 _PRIORITIES = list(JobPriority)
 
@@ -231,7 +246,7 @@ class RedisJobBoard(JobBoard):
 
         self.url = url
         self.client = redis.Redis.from_url(url, decode_responses=True)
-        self.prefix = KEY_PREFIX + name + ":"
+        self.prefix = _namespace(name)
         self._channel = self.prefix + "events"
         self._open = self.prefix + "open"
         self._ready = self.prefix + "ready"
@@ -591,8 +606,8 @@ class RedisJobBoard(JobBoard):
         self.client.close()
 
     def clear(self) -> None:
-        """Delete every key of this board (tests, tear-down)."""
-        keys = list(self.client.scan_iter(match=self.prefix.replace("[", "\\[") + "*", count=500))
+        """Delete every key of this board, and no other board's (tests, tear-down)."""
+        keys = list(self.client.scan_iter(match=_literal_pattern(self.prefix) + "*", count=500))
         if keys:
             self.client.delete(*keys)
 
