@@ -109,6 +109,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "JobState",
         "JobPriority",
         "DEFAULT_LEASE_TTL",
+        "DEFAULT_MAX_DETAILS_BYTES",
         "FencedBackend",
     },
     "flowkit.jobs.base": {
@@ -119,6 +120,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "Job",
         "JobBoard",
         "DEFAULT_LEASE_TTL",
+        "DEFAULT_MAX_DETAILS_BYTES",
         "TRANSITIONS",
         "check_job_transition",
         "FencedBackend",

@@ -54,6 +54,7 @@ import dataclasses
 import datetime
 import enum
 import itertools
+import json
 import random
 import threading
 import time
@@ -76,6 +77,7 @@ __all__ = [
     # the contract
     "JobBoard",
     "DEFAULT_LEASE_TTL",
+    "DEFAULT_MAX_DETAILS_BYTES",
     "TRANSITIONS",
     "check_job_transition",
     # fencing
@@ -87,6 +89,9 @@ _T = TypeVar("_T")
 
 #: Seconds a claim lasts unless the board or the claim call says otherwise.
 DEFAULT_LEASE_TTL = 30.0
+
+#: The largest ``details`` a board accepts unless told otherwise: 1 MiB of JSON.
+DEFAULT_MAX_DETAILS_BYTES = 1 << 20
 
 
 class JobState(str, enum.Enum):
@@ -249,6 +254,8 @@ class JobBoard(abc.ABC):
     ``persistence`` is where job logbooks live: ``post(book=...)`` saves the
     book there, ``job.book`` reads it back.  ``lease_ttl`` is the default
     claim TTL in seconds; ``clock`` returns the current time in seconds.
+    ``max_details_bytes`` caps a job's ``details`` (the bytes of their JSON
+    encoding): a bigger post is refused before anything is written.
     """
 
     def __init__(
@@ -258,15 +265,19 @@ class JobBoard(abc.ABC):
         persistence: Backend | None = None,
         lease_ttl: float = DEFAULT_LEASE_TTL,
         clock: Callable[[], float] = time.time,
+        max_details_bytes: int = DEFAULT_MAX_DETAILS_BYTES,
     ) -> None:
         if not name:
             raise ValueError("a job board needs a non-empty name")
         if lease_ttl <= 0:
             raise ValueError("lease_ttl must be positive, got %r" % (lease_ttl,))
+        if isinstance(max_details_bytes, bool) or not isinstance(max_details_bytes, int) or max_details_bytes < 2:
+            raise ValueError("max_details_bytes must be an int of at least 2 (for '{}'), got %r" % (max_details_bytes,))
         self.name = name
         self.persistence = persistence
         self.lease_ttl = float(lease_ttl)
         self.clock = clock
+        self.max_details_bytes = max_details_bytes
 
     # -- posting and reading --------------------------------------------------------
 
@@ -286,7 +297,10 @@ class JobBoard(abc.ABC):
 
         ``book`` (with its flow details) is saved to the board's persistence
         backend before, or in the same transaction as, the job, so a job
-        never names a missing logbook.  ``details`` must be JSON.  With
+        never names a missing logbook.  ``details`` must be JSON (TypeError
+        or ValueError otherwise; NaN and infinities are refused) of at most
+        ``max_details_bytes`` (:class:`~flowkit.exceptions.JobFailure`
+        naming the job and both sizes otherwise).  With
         ``idempotency_key`` an earlier job posted with the same key (in any
         state) is returned instead and nothing is written.  ``resources``
         are lock keys (see the module docs).  ``connection`` (SQL board
@@ -475,6 +489,18 @@ class JobBoard(abc.ABC):
         if ttl <= 0:
             raise ValueError("a claim's ttl must be positive, got %r" % (ttl,))
         return float(ttl)
+
+    def _encode_details(self, name: str, details: Mapping[str, Any] | None) -> str:
+        """``details`` as the JSON every board stores; refused when not JSON or over ``max_details_bytes``."""
+        encoded = json.dumps(dict(details or {}), allow_nan=False)
+        size = len(encoded.encode("utf-8"))
+        if size > self.max_details_bytes:
+            raise exc.JobFailure(
+                "job %r: its details are %d bytes of JSON, over the limit of %d bytes of board %r "
+                "(max_details_bytes); keep large data elsewhere and put a reference in the details"
+                % (name, size, self.max_details_bytes, self.name)
+            )
+        return encoded
 
     @staticmethod
     def _uuid_of(job: Job | str) -> str:

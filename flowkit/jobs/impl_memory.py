@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from flowkit import exceptions as exc
 from flowkit.jobs.base import (
     DEFAULT_LEASE_TTL,
+    DEFAULT_MAX_DETAILS_BYTES,
     CancelRequest,
     Claim,
     FencedBackend,
@@ -79,8 +80,11 @@ class MemoryJobBoard(JobBoard):
         persistence: Backend | None = None,
         lease_ttl: float = DEFAULT_LEASE_TTL,
         clock: Callable[[], float] = time.time,
+        max_details_bytes: int = DEFAULT_MAX_DETAILS_BYTES,
     ) -> None:
-        super().__init__(name, persistence=persistence, lease_ttl=lease_ttl, clock=clock)
+        super().__init__(
+            name, persistence=persistence, lease_ttl=lease_ttl, clock=clock, max_details_bytes=max_details_bytes
+        )
         self._cond = threading.Condition(threading.RLock())
         self._records: dict[str, _Record] = {}
         self._by_key: dict[str, str] = {}
@@ -114,8 +118,8 @@ class MemoryJobBoard(JobBoard):
             raise TypeError("post(connection=...) needs the SQL job board; board %r is in memory" % (self.name,))
         prio = JobPriority.convert(priority)
         keys = self._check_resources(resources)
-        details = dict(details or {})
-        json.dumps(details)  # refuse what no other board could store
+        # Stored as a copy of what the other boards would store: refused the same way.
+        details = json.loads(self._encode_details(name, details))
         with self._cond:
             if idempotency_key is not None and idempotency_key in self._by_key:
                 return self._records[self._by_key[idempotency_key]].job

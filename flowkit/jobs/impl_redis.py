@@ -44,6 +44,7 @@ from typing import Any
 from flowkit import exceptions as exc
 from flowkit.jobs.base import (
     DEFAULT_LEASE_TTL,
+    DEFAULT_MAX_DETAILS_BYTES,
     CancelRequest,
     Claim,
     Job,
@@ -240,8 +241,11 @@ class RedisJobBoard(JobBoard):
         persistence: Backend | None = None,
         lease_ttl: float = DEFAULT_LEASE_TTL,
         clock: Callable[[], float] = time.time,
+        max_details_bytes: int = DEFAULT_MAX_DETAILS_BYTES,
     ) -> None:
-        super().__init__(name, persistence=persistence, lease_ttl=lease_ttl, clock=clock)
+        super().__init__(
+            name, persistence=persistence, lease_ttl=lease_ttl, clock=clock, max_details_bytes=max_details_bytes
+        )
         import redis
 
         self.url = url
@@ -318,7 +322,7 @@ class RedisJobBoard(JobBoard):
             raise TypeError("post(connection=...) needs the SQL job board; board %r is in Redis" % (self.name,))
         prio = JobPriority.convert(priority)
         keys = self._check_resources(resources)
-        encoded = json.dumps(dict(details or {}))
+        encoded = self._encode_details(name, details)
         if idempotency_key is not None:
             existing = self._call(lambda: self.client.hget(self.prefix + "idem", idempotency_key), "post")
             if existing:

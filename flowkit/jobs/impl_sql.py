@@ -56,6 +56,7 @@ from flowkit import exceptions as exc
 from flowkit.jobs.base import (
     _CLAIM_WINDOW,
     DEFAULT_LEASE_TTL,
+    DEFAULT_MAX_DETAILS_BYTES,
     CancelRequest,
     Claim,
     FencedBackend,
@@ -172,10 +173,13 @@ class SQLJobBoard(JobBoard):
         persistence: Backend | None = None,
         lease_ttl: float = DEFAULT_LEASE_TTL,
         clock: Callable[[], float] = time.time,
+        max_details_bytes: int = DEFAULT_MAX_DETAILS_BYTES,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         table_prefix: str | None = None,
     ) -> None:
-        super().__init__(name, persistence=persistence, lease_ttl=lease_ttl, clock=clock)
+        super().__init__(
+            name, persistence=persistence, lease_ttl=lease_ttl, clock=clock, max_details_bytes=max_details_bytes
+        )
         if len(name) > 190:
             raise ValueError("a SQL job board's name is at most 190 characters")
         if poll_interval <= 0:
@@ -347,11 +351,12 @@ class SQLJobBoard(JobBoard):
                 raise ValueError("a resource key is at most 190 characters, got %r" % (key,))
         if idempotency_key is not None and not (0 < len(idempotency_key) <= 190):
             raise ValueError("an idempotency key is 1 to 190 characters, got %r" % (idempotency_key,))
+        encoded = self._encode_details(name, details)
         row = {
             "uuid": str(uuidlib.uuid4()),
             "board": self.name,
             "name": name,
-            "details": json.dumps(dict(details or {})),
+            "details": encoded,
             "book_uuid": book.uuid if book is not None else None,
             "book_name": book.name if book is not None else None,
             "priority": prio.rank,

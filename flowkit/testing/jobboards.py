@@ -25,6 +25,7 @@ waits are bounded by deadlines.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +34,7 @@ import pytest
 
 from flowkit import exceptions as exc
 from flowkit import states
-from flowkit.jobs.base import FencedBackend, Job, JobBoard, JobPriority, JobState
+from flowkit.jobs.base import DEFAULT_MAX_DETAILS_BYTES, FencedBackend, Job, JobBoard, JobPriority, JobState
 from flowkit.persistence.models import FlowDetail, LogBook, TaskDetail
 
 __all__ = ["JobBoardTests", "FakeClock", "MakeBoard"]
@@ -146,6 +147,35 @@ class JobBoardTests:
             board.post("x", resources=[""])
         with pytest.raises(TypeError):
             board.post("x", details={"not-json": object()})
+        assert board.job_count == 0
+
+    def test_details_over_the_size_limit_are_refused_before_writing(self, board: JobBoard) -> None:
+        assert board.max_details_bytes == DEFAULT_MAX_DETAILS_BYTES
+        huge = {"blob": "x" * DEFAULT_MAX_DETAILS_BYTES}
+        with pytest.raises(exc.JobFailure, match=r"'huge'.* %d bytes.* %d bytes" % (
+            len(json.dumps(huge)), DEFAULT_MAX_DETAILS_BYTES
+        )):
+            board.post("huge", book=_book("huge-book"), details=huge)
+        assert board.job_count == 0
+        assert list(board.iterjobs()) == []
+        if board.persistence is not None:
+            with board.persistence.get_connection() as conn:
+                assert [b.name for b in conn.get_logbooks()] == []  # not even the logbook was written
+
+        board.max_details_bytes = 100
+        # The limit counts the bytes of the JSON: {"s": "..."} is 9 bytes around the text.
+        fits = {"s": "x" * 91}
+        job = board.post("fits", details=fits)
+        assert board.get_job(job.uuid).details == fits
+        with pytest.raises(exc.JobFailure, match="'over'.* 101 bytes.*limit of 100 bytes"):
+            board.post("over", details={"s": "x" * 92})
+        assert [j.name for j in board.iterjobs()] == ["fits"]
+
+    def test_details_must_be_standard_json(self, board: JobBoard) -> None:
+        with pytest.raises(ValueError):
+            board.post("nan", details={"x": float("nan")})
+        with pytest.raises(ValueError):
+            board.post("inf", details={"x": float("inf")})
         assert board.job_count == 0
 
     def test_unknown_job_is_not_found(self, board: JobBoard) -> None:
