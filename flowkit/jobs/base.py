@@ -34,6 +34,17 @@ Resource locks
     :class:`~flowkit.exceptions.UnclaimableJob` until the holder finishes,
     abandons, or loses its lease.
 
+Failed attempts
+    An owner that cannot run a job for a reason that is not the job's fault
+    (its flow cannot be built here: a missing module, an unregistered
+    factory) calls :meth:`JobBoard.fail`: the job goes back UNCLAIMED with
+    the error, one more attempt, the owner's name among ``failed_by``, and a
+    due time before which nobody can claim it.  ``trash(..., error=...)``
+    records the same before trashing.  :meth:`JobBoard.failures_of` reads
+    the record; :meth:`JobBoard.restore` puts a TRASHED job back to
+    UNCLAIMED with a fresh count; ``iterjobs(include_final=True)`` lists
+    finished jobs too.
+
 Cancellation
     :meth:`JobBoard.cancel` ends an unclaimed job at once (CANCELLED); for a
     claimed job it records a :class:`CancelRequest` that the owner polls with
@@ -73,11 +84,13 @@ __all__ = [
     "JobPriority",
     "Claim",
     "CancelRequest",
+    "FailureRecord",
     "Job",
     # the contract
     "JobBoard",
     "DEFAULT_LEASE_TTL",
     "DEFAULT_MAX_DETAILS_BYTES",
+    "MAX_ERROR_CHARS",
     "TRANSITIONS",
     "check_job_transition",
     # fencing
@@ -93,12 +106,16 @@ DEFAULT_LEASE_TTL = 30.0
 #: The largest ``details`` a board accepts unless told otherwise: 1 MiB of JSON.
 DEFAULT_MAX_DETAILS_BYTES = 1 << 20
 
+#: A recorded ``last_error`` is cut to this many characters (the rest is elided).
+MAX_ERROR_CHARS = 2000
+
 
 class JobState(str, enum.Enum):
     """Where a job is in its life; the values equal TaskFlow's job state strings.
 
     A claim whose lease expired reads as ``UNCLAIMED``.  ``COMPLETE``,
-    ``TRASHED`` and ``CANCELLED`` are final.
+    ``TRASHED`` and ``CANCELLED`` are final: nothing runs them again,
+    except that an operator may :meth:`~JobBoard.restore` a TRASHED job.
     """
 
     UNCLAIMED = "UNCLAIMED"
@@ -112,18 +129,19 @@ class JobState(str, enum.Enum):
 
     @property
     def final(self) -> bool:
-        """True for states a job never leaves."""
+        """True for states in which a job is done (a TRASHED one leaves only by ``restore``)."""
         return self in (JobState.COMPLETE, JobState.TRASHED, JobState.CANCELLED)
 
 
-#: Allowed state changes (an expired lease is CLAIMED -> CLAIMED by a new owner).
+#: Allowed state changes (an expired lease is CLAIMED -> CLAIMED by a new owner;
+#: TRASHED -> UNCLAIMED is :meth:`JobBoard.restore`).
 TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
     JobState.UNCLAIMED: frozenset({JobState.CLAIMED, JobState.CANCELLED}),
     JobState.CLAIMED: frozenset(
         {JobState.CLAIMED, JobState.UNCLAIMED, JobState.COMPLETE, JobState.TRASHED, JobState.CANCELLED}
     ),
     JobState.COMPLETE: frozenset(),
-    JobState.TRASHED: frozenset(),
+    JobState.TRASHED: frozenset({JobState.UNCLAIMED}),
     JobState.CANCELLED: frozenset(),
 }
 
@@ -188,6 +206,30 @@ class CancelRequest:
     revert: bool
 
 
+@dataclasses.dataclass(frozen=True)
+class FailureRecord:
+    """What owners that could not run a job recorded (:meth:`JobBoard.fail`).
+
+    ``attempts`` counts the failed attempts since the job was posted or
+    restored; ``failed_by`` names the distinct owners that failed it, in
+    the order they first did; ``due_at`` (board clock) is when the job may
+    be claimed again, None when it may be at once.
+    """
+
+    attempts: int = 0
+    last_error: str | None = None
+    failed_by: tuple[str, ...] = ()
+    due_at: float | None = None
+
+
+def _clip_error(error: str) -> str:
+    """``error`` cut to MAX_ERROR_CHARS: a recorded error is bounded, whatever raised it."""
+    text = str(error)
+    if len(text) <= MAX_ERROR_CHARS:
+        return text
+    return text[: MAX_ERROR_CHARS - 20] + " ... (%d chars)" % len(text)
+
+
 class Job:
     """One posted job: a snapshot of what was posted plus live ``state``.
 
@@ -224,6 +266,11 @@ class Job:
     def state(self) -> JobState:
         """The job's state now (asks the board)."""
         return self.board.state_of(self)
+
+    @property
+    def failures(self) -> FailureRecord:
+        """The job's failed attempts now (asks the board)."""
+        return self.board.failures_of(self)
 
     @property
     def book(self) -> LogBook | None:
@@ -314,13 +361,21 @@ class JobBoard(abc.ABC):
         """The job ``job_uuid`` in any state; :class:`~flowkit.exceptions.NotFound` if absent."""
 
     @abc.abstractmethod
-    def iterjobs(self, only_unclaimed: bool = False, ensure_fresh: bool = False) -> Iterator[Job]:
+    def iterjobs(
+        self, only_unclaimed: bool = False, ensure_fresh: bool = False, *, include_final: bool = False
+    ) -> Iterator[Job]:
         """Jobs not yet final, highest priority first, then oldest first.
 
         ``only_unclaimed`` keeps those that read UNCLAIMED (including expired
-        claims).  ``ensure_fresh`` is accepted for TaskFlow compatibility:
-        every board here reads its store on each call.
+        claims, and jobs not due yet after a failed attempt).
+        ``include_final`` lists COMPLETE, TRASHED and CANCELLED jobs too.
+        ``ensure_fresh`` is accepted for TaskFlow compatibility: every board
+        here reads its store on each call.
         """
+
+    @abc.abstractmethod
+    def failures_of(self, job: Job | str) -> FailureRecord:
+        """The job's failed attempts (see :class:`FailureRecord`); NotFound if absent."""
 
     @abc.abstractmethod
     def state_of(self, job: Job | str) -> JobState:
@@ -343,8 +398,9 @@ class JobBoard(abc.ABC):
 
         Atomic across processes: of concurrent claims exactly one wins.
         Raises :class:`~flowkit.exceptions.UnclaimableJob` when the job is
-        claimed under a live lease (even by ``who``), final, or one of its
-        resources is held by another claimed job; NotFound if absent.
+        claimed under a live lease (even by ``who``), final, not due yet
+        after a failed attempt, or one of its resources is held by another
+        claimed job; NotFound if absent.
         """
 
     def claim_next(self, who: str, *, ttl: float | None = None) -> tuple[Job, Claim] | None:
@@ -404,8 +460,31 @@ class JobBoard(abc.ABC):
         """The owner gives the job back: UNCLAIMED, claimable at once.  NotOwner as for consume."""
 
     @abc.abstractmethod
-    def trash(self, job: Job | str, who: str, *, token: int | None = None) -> None:
-        """The owner discards the job: TRASHED, never run again.  NotOwner as for consume."""
+    def trash(self, job: Job | str, who: str, *, token: int | None = None, error: str | None = None) -> None:
+        """The owner discards the job: TRASHED, not run again unless restored.  NotOwner as for consume.
+
+        With ``error``, the attempt is recorded first, as :meth:`fail` does.
+        """
+
+    @abc.abstractmethod
+    def fail(self, job: Job | str, who: str, error: str, *, token: int | None = None, delay: float = 0.0) -> None:
+        """The owner could not run the job, not by the job's fault: give it back with the error.
+
+        UNCLAIMED again, but claimable only ``delay`` seconds (board clock)
+        from now; ``attempts`` grows by one, ``last_error`` becomes
+        ``error`` (cut to :data:`MAX_ERROR_CHARS`) and ``who`` joins
+        ``failed_by``.  The claim's resources are released.  NotOwner as for
+        consume.
+        """
+
+    @abc.abstractmethod
+    def restore(self, job: Job | str) -> JobState:
+        """Put a TRASHED job back to UNCLAIMED, claimable at once, with no attempts or failed_by.
+
+        ``last_error`` is kept, for the record.  Returns the new state;
+        :class:`~flowkit.exceptions.InvalidState` if the job is not TRASHED,
+        NotFound if absent.
+        """
 
     # -- cancellation -------------------------------------------------------------------
 
@@ -482,6 +561,17 @@ class JobBoard(abc.ABC):
         self.close()
 
     # -- helpers for implementations ------------------------------------------------------
+
+    @staticmethod
+    def _check_delay(delay: float) -> float:
+        if not delay >= 0:  # also refuses NaN
+            raise ValueError("a retry delay is a number of seconds >= 0, got %r" % (delay,))
+        return float(delay)
+
+    def _not_restorable(self, uuid: str, name: str, state: JobState) -> exc.InvalidState:
+        return exc.InvalidState(
+            "job %s (%r) on board %r is %s; only a TRASHED job can be restored" % (uuid, name, self.name, state.value)
+        )
 
     def _ttl(self, ttl: float | None) -> float:
         if ttl is None:
