@@ -113,6 +113,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "JobState",
         "JobPriority",
         "DEFAULT_LEASE_TTL",
+        "DEFAULT_MAX_DETAILS_BYTES",
         "FencedBackend",
     },
     "flowkit.jobs.base": {
@@ -123,6 +124,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "Job",
         "JobBoard",
         "DEFAULT_LEASE_TTL",
+        "DEFAULT_MAX_DETAILS_BYTES",
         "TRANSITIONS",
         "check_job_transition",
         "FencedBackend",

@@ -47,7 +47,7 @@ from flowkit import exceptions as exc
 from flowkit import states
 from flowkit.engines.engine import Engine
 from flowkit.factories import FactoryRegistry, _prefixes
-from flowkit.jobs.base import CancelRequest, Claim, Job, JobBoard
+from flowkit.jobs.base import CancelRequest, Claim, FencedBackend, Job, JobBoard
 from flowkit.persistence.base import Backend
 from flowkit.persistence.models import FlowDetail, LogBook
 from flowkit.types.notifier import RestrictedNotifier
@@ -125,6 +125,7 @@ class _Running:
     lost: str | None = None  # why the claim was lost
     cancel: CancelRequest | None = None
     cancel_applied: bool = False
+    cancel_announced: bool = False
     suspend: bool = False  # stop(drain=False)
 
 
@@ -355,6 +356,10 @@ class Conductor(abc.ABC):
     def _run_claimed(self, running: _Running) -> None:
         job = running.job
         running.fenced = self.board.fenced_backend(self.persistence, running.claim)
+        if isinstance(running.fenced, FencedBackend):
+            # Inside a write-ahead flush: stop the engine before the atoms it writes ahead start;
+            # the run loop announces the request after that write.
+            running.fenced.on_cancel = lambda request: self._cancel_seen(running, request, announce=False)
         try:
             engine = self._engine_for(running)
         except _Unbuildable as problem:
@@ -381,6 +386,7 @@ class Conductor(abc.ABC):
                     self._steer(running)
             except Exception as raised:
                 outcome = raised
+            self._cancel_seen(running, running.fenced.cancel)  # one seen by the last flush
             state = engine.storage.get_flow_state()
             self._notify(RUNNING_END, job, engine=engine, state=state, error=outcome)
             self._conclude(running, state, outcome)
@@ -505,14 +511,23 @@ class Conductor(abc.ABC):
             self._cancel_seen(running, self.board.cancel_requested(running.job))
         self._steer(running)
 
-    def _cancel_seen(self, running: _Running, request: CancelRequest | None) -> None:
-        """Take note of a cancel request (from the heartbeat's poll or a claim check), once."""
+    def _cancel_seen(self, running: _Running, request: CancelRequest | None, *, announce: bool = True) -> None:
+        """Take note of a cancel request (from the heartbeat's poll or a claim check).
+
+        The engine is told first, so once JOB_CANCELLING is announced (once
+        per job) no new atom starts.
+        """
         if request is None:
             return
         with running.lock:
-            if running.cancel is not None:
+            if running.cancel is None:
+                running.cancel = request
+            request = running.cancel
+        self._steer(running)
+        with running.lock:
+            if not announce or running.cancel_announced:
                 return
-            running.cancel = request
+            running.cancel_announced = True
         self._notify(JOB_CANCELLING, running.job, revert=request.revert)
 
     def _heartbeat_loop(self) -> None:

@@ -273,24 +273,56 @@ class Runtime(Reverter):
             return
         if self.executor.inline:
             # Inline (serial): announce, persist and run one atom at a time, so
-            # an atom that suspends the engine stops the rest of its round.
+            # an atom that suspends or cancels the engine stops the rest of its round.
             for index, kind, kwargs in to_submit:
+                old = None
                 if kind == _EXEC:
-                    if self.suspending:
+                    if self._stopping():
                         self.ready.push(index)
                         continue
+                    old = details[index].state
                     self._mark_running(index)
+                # A stop requested while the atom was announced lets it run (it is
+                # in flight); one that the write-ahead flush itself finds holds it back.
+                announced = self._stopping()
                 self.storage.connection.flush()
+                if old is not None and not announced and self._stopping():
+                    self._hold_back(index, old)
+                    continue
                 self._submit(index, kind, kwargs)
             return
+        olds: dict[int, Any] = {}
         for index, kind, _kwargs in to_submit:
             if kind == _EXEC:
+                olds[index] = details[index].state
                 self._mark_running(index)
+        announced = self._stopping()
         # Write ahead, in one commit: every RUNNING/REVERTING record is durable
         # before its atom starts.
         self.storage.connection.flush()
+        stopping = not announced and self._stopping()
         for index, kind, kwargs in to_submit:
+            if stopping and kind == _EXEC:
+                self._hold_back(index, olds[index])
+                continue
             self._submit(index, kind, kwargs)
+
+    def _stopping(self) -> bool:
+        """Whether a suspend or cancel arrived, so no new atom may start.
+
+        Either can also arrive during a write-ahead flush, after its atoms
+        were marked RUNNING: a job's claim check reports a cancel request
+        there, and those atoms are then held back (:meth:`_hold_back`).
+        """
+        return self.suspending or self.cancel_requested is not None
+
+    def _hold_back(self, index: int, old: Any) -> None:
+        """Undo ``_mark_running`` of an atom that was not started after all; it is ready again."""
+        detail = self.details[index]
+        detail.state = old
+        self._save(detail)
+        self._notify_atom(index, old, _RUNNING)
+        self.ready.push(index)
 
     def _submit(self, index: int, kind: int, kwargs: dict[str, Any]) -> None:
         self.running.add(index)

@@ -8,6 +8,7 @@ when fetched.
 
 from flowkit.jobs.base import (
     DEFAULT_LEASE_TTL,
+    DEFAULT_MAX_DETAILS_BYTES,
     CancelRequest,
     Claim,
     FencedBackend,
@@ -26,6 +27,7 @@ __all__ = [
     "JobState",
     "JobPriority",
     "DEFAULT_LEASE_TTL",
+    "DEFAULT_MAX_DETAILS_BYTES",
     # fencing
     "FencedBackend",
 ]

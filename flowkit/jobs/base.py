@@ -34,6 +34,17 @@ Resource locks
     :class:`~flowkit.exceptions.UnclaimableJob` until the holder finishes,
     abandons, or loses its lease.
 
+Failed attempts
+    An owner that cannot run a job for a reason that is not the job's fault
+    (its flow cannot be built here: a missing module, an unregistered
+    factory) calls :meth:`JobBoard.fail`: the job goes back UNCLAIMED with
+    the error, one more attempt, the owner's name among ``failed_by``, and a
+    due time before which nobody can claim it.  ``trash(..., error=...)``
+    records the same before trashing.  :meth:`JobBoard.failures_of` reads
+    the record; :meth:`JobBoard.restore` puts a TRASHED job back to
+    UNCLAIMED with a fresh count; ``iterjobs(include_final=True)`` lists
+    finished jobs too.
+
 Cancellation
     :meth:`JobBoard.cancel` ends an unclaimed job at once (CANCELLED); for a
     claimed job it records a :class:`CancelRequest` that the owner polls with
@@ -54,6 +65,7 @@ import dataclasses
 import datetime
 import enum
 import itertools
+import json
 import random
 import threading
 import time
@@ -72,10 +84,13 @@ __all__ = [
     "JobPriority",
     "Claim",
     "CancelRequest",
+    "FailureRecord",
     "Job",
     # the contract
     "JobBoard",
     "DEFAULT_LEASE_TTL",
+    "DEFAULT_MAX_DETAILS_BYTES",
+    "MAX_ERROR_CHARS",
     "TRANSITIONS",
     "check_job_transition",
     # fencing
@@ -88,12 +103,19 @@ _T = TypeVar("_T")
 #: Seconds a claim lasts unless the board or the claim call says otherwise.
 DEFAULT_LEASE_TTL = 30.0
 
+#: The largest ``details`` a board accepts unless told otherwise: 1 MiB of JSON.
+DEFAULT_MAX_DETAILS_BYTES = 1 << 20
+
+#: A recorded ``last_error`` is cut to this many characters (the rest is elided).
+MAX_ERROR_CHARS = 2000
+
 
 class JobState(str, enum.Enum):
     """Where a job is in its life; the values equal TaskFlow's job state strings.
 
     A claim whose lease expired reads as ``UNCLAIMED``.  ``COMPLETE``,
-    ``TRASHED`` and ``CANCELLED`` are final.
+    ``TRASHED`` and ``CANCELLED`` are final: nothing runs them again,
+    except that an operator may :meth:`~JobBoard.restore` a TRASHED job.
     """
 
     UNCLAIMED = "UNCLAIMED"
@@ -107,18 +129,19 @@ class JobState(str, enum.Enum):
 
     @property
     def final(self) -> bool:
-        """True for states a job never leaves."""
+        """True for states in which a job is done (a TRASHED one leaves only by ``restore``)."""
         return self in (JobState.COMPLETE, JobState.TRASHED, JobState.CANCELLED)
 
 
-#: Allowed state changes (an expired lease is CLAIMED -> CLAIMED by a new owner).
+#: Allowed state changes (an expired lease is CLAIMED -> CLAIMED by a new owner;
+#: TRASHED -> UNCLAIMED is :meth:`JobBoard.restore`).
 TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
     JobState.UNCLAIMED: frozenset({JobState.CLAIMED, JobState.CANCELLED}),
     JobState.CLAIMED: frozenset(
         {JobState.CLAIMED, JobState.UNCLAIMED, JobState.COMPLETE, JobState.TRASHED, JobState.CANCELLED}
     ),
     JobState.COMPLETE: frozenset(),
-    JobState.TRASHED: frozenset(),
+    JobState.TRASHED: frozenset({JobState.UNCLAIMED}),
     JobState.CANCELLED: frozenset(),
 }
 
@@ -183,6 +206,30 @@ class CancelRequest:
     revert: bool
 
 
+@dataclasses.dataclass(frozen=True)
+class FailureRecord:
+    """What owners that could not run a job recorded (:meth:`JobBoard.fail`).
+
+    ``attempts`` counts the failed attempts since the job was posted or
+    restored; ``failed_by`` names the distinct owners that failed it, in
+    the order they first did; ``due_at`` (board clock) is when the job may
+    be claimed again, None when it may be at once.
+    """
+
+    attempts: int = 0
+    last_error: str | None = None
+    failed_by: tuple[str, ...] = ()
+    due_at: float | None = None
+
+
+def _clip_error(error: str) -> str:
+    """``error`` cut to MAX_ERROR_CHARS: a recorded error is bounded, whatever raised it."""
+    text = str(error)
+    if len(text) <= MAX_ERROR_CHARS:
+        return text
+    return text[: MAX_ERROR_CHARS - 20] + " ... (%d chars)" % len(text)
+
+
 class Job:
     """One posted job: a snapshot of what was posted plus live ``state``.
 
@@ -221,6 +268,11 @@ class Job:
         return self.board.state_of(self)
 
     @property
+    def failures(self) -> FailureRecord:
+        """The job's failed attempts now (asks the board)."""
+        return self.board.failures_of(self)
+
+    @property
     def book(self) -> LogBook | None:
         """The job's logbook, read from the board's persistence backend (None if it has none)."""
         return self.board.load_book(self)
@@ -249,6 +301,8 @@ class JobBoard(abc.ABC):
     ``persistence`` is where job logbooks live: ``post(book=...)`` saves the
     book there, ``job.book`` reads it back.  ``lease_ttl`` is the default
     claim TTL in seconds; ``clock`` returns the current time in seconds.
+    ``max_details_bytes`` caps a job's ``details`` (the bytes of their JSON
+    encoding): a bigger post is refused before anything is written.
     """
 
     def __init__(
@@ -258,15 +312,19 @@ class JobBoard(abc.ABC):
         persistence: Backend | None = None,
         lease_ttl: float = DEFAULT_LEASE_TTL,
         clock: Callable[[], float] = time.time,
+        max_details_bytes: int = DEFAULT_MAX_DETAILS_BYTES,
     ) -> None:
         if not name:
             raise ValueError("a job board needs a non-empty name")
         if lease_ttl <= 0:
             raise ValueError("lease_ttl must be positive, got %r" % (lease_ttl,))
+        if isinstance(max_details_bytes, bool) or not isinstance(max_details_bytes, int) or max_details_bytes < 2:
+            raise ValueError("max_details_bytes must be an int of at least 2 (for '{}'), got %r" % (max_details_bytes,))
         self.name = name
         self.persistence = persistence
         self.lease_ttl = float(lease_ttl)
         self.clock = clock
+        self.max_details_bytes = max_details_bytes
 
     # -- posting and reading --------------------------------------------------------
 
@@ -286,7 +344,10 @@ class JobBoard(abc.ABC):
 
         ``book`` (with its flow details) is saved to the board's persistence
         backend before, or in the same transaction as, the job, so a job
-        never names a missing logbook.  ``details`` must be JSON.  With
+        never names a missing logbook.  ``details`` must be JSON (TypeError
+        or ValueError otherwise; NaN and infinities are refused) of at most
+        ``max_details_bytes`` (:class:`~flowkit.exceptions.JobFailure`
+        naming the job and both sizes otherwise).  With
         ``idempotency_key`` an earlier job posted with the same key (in any
         state) is returned instead and nothing is written.  ``resources``
         are lock keys (see the module docs).  ``connection`` (SQL board
@@ -300,13 +361,21 @@ class JobBoard(abc.ABC):
         """The job ``job_uuid`` in any state; :class:`~flowkit.exceptions.NotFound` if absent."""
 
     @abc.abstractmethod
-    def iterjobs(self, only_unclaimed: bool = False, ensure_fresh: bool = False) -> Iterator[Job]:
+    def iterjobs(
+        self, only_unclaimed: bool = False, ensure_fresh: bool = False, *, include_final: bool = False
+    ) -> Iterator[Job]:
         """Jobs not yet final, highest priority first, then oldest first.
 
         ``only_unclaimed`` keeps those that read UNCLAIMED (including expired
-        claims).  ``ensure_fresh`` is accepted for TaskFlow compatibility:
-        every board here reads its store on each call.
+        claims, and jobs not due yet after a failed attempt).
+        ``include_final`` lists COMPLETE, TRASHED and CANCELLED jobs too.
+        ``ensure_fresh`` is accepted for TaskFlow compatibility: every board
+        here reads its store on each call.
         """
+
+    @abc.abstractmethod
+    def failures_of(self, job: Job | str) -> FailureRecord:
+        """The job's failed attempts (see :class:`FailureRecord`); NotFound if absent."""
 
     @abc.abstractmethod
     def state_of(self, job: Job | str) -> JobState:
@@ -329,8 +398,9 @@ class JobBoard(abc.ABC):
 
         Atomic across processes: of concurrent claims exactly one wins.
         Raises :class:`~flowkit.exceptions.UnclaimableJob` when the job is
-        claimed under a live lease (even by ``who``), final, or one of its
-        resources is held by another claimed job; NotFound if absent.
+        claimed under a live lease (even by ``who``), final, not due yet
+        after a failed attempt, or one of its resources is held by another
+        claimed job; NotFound if absent.
         """
 
     def claim_next(self, who: str, *, ttl: float | None = None) -> tuple[Job, Claim] | None:
@@ -390,8 +460,31 @@ class JobBoard(abc.ABC):
         """The owner gives the job back: UNCLAIMED, claimable at once.  NotOwner as for consume."""
 
     @abc.abstractmethod
-    def trash(self, job: Job | str, who: str, *, token: int | None = None) -> None:
-        """The owner discards the job: TRASHED, never run again.  NotOwner as for consume."""
+    def trash(self, job: Job | str, who: str, *, token: int | None = None, error: str | None = None) -> None:
+        """The owner discards the job: TRASHED, not run again unless restored.  NotOwner as for consume.
+
+        With ``error``, the attempt is recorded first, as :meth:`fail` does.
+        """
+
+    @abc.abstractmethod
+    def fail(self, job: Job | str, who: str, error: str, *, token: int | None = None, delay: float = 0.0) -> None:
+        """The owner could not run the job, not by the job's fault: give it back with the error.
+
+        UNCLAIMED again, but claimable only ``delay`` seconds (board clock)
+        from now; ``attempts`` grows by one, ``last_error`` becomes
+        ``error`` (cut to :data:`MAX_ERROR_CHARS`) and ``who`` joins
+        ``failed_by``.  The claim's resources are released.  NotOwner as for
+        consume.
+        """
+
+    @abc.abstractmethod
+    def restore(self, job: Job | str) -> JobState:
+        """Put a TRASHED job back to UNCLAIMED, claimable at once, with no attempts or failed_by.
+
+        ``last_error`` is kept, for the record.  Returns the new state;
+        :class:`~flowkit.exceptions.InvalidState` if the job is not TRASHED,
+        NotFound if absent.
+        """
 
     # -- cancellation -------------------------------------------------------------------
 
@@ -469,12 +562,35 @@ class JobBoard(abc.ABC):
 
     # -- helpers for implementations ------------------------------------------------------
 
+    @staticmethod
+    def _check_delay(delay: float) -> float:
+        if not delay >= 0:  # also refuses NaN
+            raise ValueError("a retry delay is a number of seconds >= 0, got %r" % (delay,))
+        return float(delay)
+
+    def _not_restorable(self, uuid: str, name: str, state: JobState) -> exc.InvalidState:
+        return exc.InvalidState(
+            "job %s (%r) on board %r is %s; only a TRASHED job can be restored" % (uuid, name, self.name, state.value)
+        )
+
     def _ttl(self, ttl: float | None) -> float:
         if ttl is None:
             return self.lease_ttl
         if ttl <= 0:
             raise ValueError("a claim's ttl must be positive, got %r" % (ttl,))
         return float(ttl)
+
+    def _encode_details(self, name: str, details: Mapping[str, Any] | None) -> str:
+        """``details`` as the JSON every board stores; refused when not JSON or over ``max_details_bytes``."""
+        encoded = json.dumps(dict(details or {}), allow_nan=False)
+        size = len(encoded.encode("utf-8"))
+        if size > self.max_details_bytes:
+            raise exc.JobFailure(
+                "job %r: its details are %d bytes of JSON, over the limit of %d bytes of board %r "
+                "(max_details_bytes); keep large data elsewhere and put a reference in the details"
+                % (name, size, self.max_details_bytes, self.name)
+            )
+        return encoded
 
     @staticmethod
     def _uuid_of(job: Job | str) -> str:
@@ -678,6 +794,9 @@ class FencedBackend(Backend):
         self.claim = claim
         self.cancel: CancelRequest | None = None
         """The cancel request a claim check found (checks run before every flush); None until one does."""
+        self.on_cancel: Callable[[CancelRequest], None] | None = None
+        """Called (once, in the thread of the check, inside the write) when a check first finds a
+        cancel request: the owner stops its engine there, before the atoms being written ahead start."""
 
     @property
     def result_limit(self) -> int | None:
@@ -690,8 +809,10 @@ class FencedBackend(Backend):
 
     def saw(self, request: CancelRequest | None) -> None:
         """Note what a claim check said about cancellation (a request, once seen, stays)."""
-        if request is not None:
+        if request is not None and self.cancel is None:
             self.cancel = request
+            if self.on_cancel is not None:
+                self.on_cancel(request)
 
     def fenced(self, write: Callable[[], _T]) -> _T:
         """Run ``write`` (a flush or delete of the wrapped connection) only if the claim is current.

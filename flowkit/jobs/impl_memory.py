@@ -22,13 +22,16 @@ from typing import Any, TypeVar
 from flowkit import exceptions as exc
 from flowkit.jobs.base import (
     DEFAULT_LEASE_TTL,
+    DEFAULT_MAX_DETAILS_BYTES,
     CancelRequest,
     Claim,
+    FailureRecord,
     FencedBackend,
     Job,
     JobBoard,
     JobPriority,
     JobState,
+    _clip_error,
 )
 from flowkit.persistence.base import Backend
 from flowkit.persistence.models import LogBook
@@ -47,11 +50,24 @@ class _Record:
     token: int = 0
     expires_at: float = 0.0
     cancel: CancelRequest | None = None
+    attempts: int = 0
+    last_error: str | None = None
+    failed_by: list[str] = dataclasses.field(default_factory=list)
+    due_at: float | None = None
 
     def live_state(self, now: float) -> JobState:
         if self.state is JobState.CLAIMED and self.expires_at <= now:
             return JobState.UNCLAIMED
         return self.state
+
+    def due(self, now: float) -> bool:
+        return self.due_at is None or self.due_at <= now
+
+    def record_failure(self, who: str, error: str) -> None:
+        self.attempts += 1
+        self.last_error = _clip_error(error)
+        if who not in self.failed_by:
+            self.failed_by.append(who)
 
 
 class _MemoryFencedBackend(FencedBackend):
@@ -79,8 +95,11 @@ class MemoryJobBoard(JobBoard):
         persistence: Backend | None = None,
         lease_ttl: float = DEFAULT_LEASE_TTL,
         clock: Callable[[], float] = time.time,
+        max_details_bytes: int = DEFAULT_MAX_DETAILS_BYTES,
     ) -> None:
-        super().__init__(name, persistence=persistence, lease_ttl=lease_ttl, clock=clock)
+        super().__init__(
+            name, persistence=persistence, lease_ttl=lease_ttl, clock=clock, max_details_bytes=max_details_bytes
+        )
         self._cond = threading.Condition(threading.RLock())
         self._records: dict[str, _Record] = {}
         self._by_key: dict[str, str] = {}
@@ -114,8 +133,8 @@ class MemoryJobBoard(JobBoard):
             raise TypeError("post(connection=...) needs the SQL job board; board %r is in memory" % (self.name,))
         prio = JobPriority.convert(priority)
         keys = self._check_resources(resources)
-        details = dict(details or {})
-        json.dumps(details)  # refuse what no other board could store
+        # Stored as a copy of what the other boards would store: refused the same way.
+        details = json.loads(self._encode_details(name, details))
         with self._cond:
             if idempotency_key is not None and idempotency_key in self._by_key:
                 return self._records[self._by_key[idempotency_key]].job
@@ -146,16 +165,25 @@ class MemoryJobBoard(JobBoard):
         with self._cond:
             return self._get(job_uuid).job
 
-    def iterjobs(self, only_unclaimed: bool = False, ensure_fresh: bool = False) -> Iterator[Job]:
-        """Jobs not yet final, by priority then age (see :meth:`JobBoard.iterjobs`)."""
+    def iterjobs(
+        self, only_unclaimed: bool = False, ensure_fresh: bool = False, *, include_final: bool = False
+    ) -> Iterator[Job]:
+        """Jobs not yet final (or all), by priority then age (see :meth:`JobBoard.iterjobs`)."""
         with self._cond:
             now = self.clock()
             wanted = [
                 r
                 for r in self._records.values()
-                if not r.state.final and (not only_unclaimed or r.live_state(now) is JobState.UNCLAIMED)
+                if (include_final or not r.state.final)
+                and (not only_unclaimed or r.live_state(now) is JobState.UNCLAIMED)
             ]
             return iter(self._sorted(wanted))
+
+    def failures_of(self, job: Job | str) -> FailureRecord:
+        """The job's failed attempts."""
+        with self._cond:
+            r = self._get(job)
+            return FailureRecord(r.attempts, r.last_error, tuple(r.failed_by), r.due_at)
 
     def state_of(self, job: Job | str) -> JobState:
         """The job's state now."""
@@ -192,6 +220,11 @@ class MemoryJobBoard(JobBoard):
                 )
             if state.final:
                 raise exc.UnclaimableJob("job %s (%r) is %s" % (record.job.uuid, record.job.name, state.value))
+            if record.due_at is not None and record.due_at > now:
+                raise exc.UnclaimableJob(
+                    "job %s (%r) is not due until %.3f (%d failed attempt(s), last: %s)"
+                    % (record.job.uuid, record.job.name, record.due_at, record.attempts, record.last_error)
+                )
             if record.job.resources:
                 busy = sorted(set(record.job.resources) & self._held_keys(now, exclude=record.job.uuid))
                 if busy:
@@ -260,12 +293,39 @@ class MemoryJobBoard(JobBoard):
     def abandon(self, job: Job | str, who: str, *, token: int | None = None) -> None:
         """Back to UNCLAIMED; owner only."""
         with self._cond:
-            self._finish(self._owned(job, who, token, "abandon"), JobState.UNCLAIMED)
+            record = self._owned(job, who, token, "abandon")
+            record.due_at = None
+            self._finish(record, JobState.UNCLAIMED)
 
-    def trash(self, job: Job | str, who: str, *, token: int | None = None) -> None:
-        """TRASHED; owner only."""
+    def fail(self, job: Job | str, who: str, error: str, *, token: int | None = None, delay: float = 0.0) -> None:
+        """Back to UNCLAIMED after ``delay``, the failure recorded; owner only."""
+        seconds = self._check_delay(delay)
         with self._cond:
-            self._finish(self._owned(job, who, token, "trash"), JobState.TRASHED)
+            record = self._owned(job, who, token, "fail")
+            record.record_failure(who, error)
+            record.due_at = self.clock() + seconds
+            self._finish(record, JobState.UNCLAIMED)
+
+    def trash(self, job: Job | str, who: str, *, token: int | None = None, error: str | None = None) -> None:
+        """TRASHED (the failure recorded, with ``error``); owner only."""
+        with self._cond:
+            record = self._owned(job, who, token, "trash")
+            if error is not None:
+                record.record_failure(who, error)
+            record.due_at = None
+            self._finish(record, JobState.TRASHED)
+
+    def restore(self, job: Job | str) -> JobState:
+        """TRASHED -> UNCLAIMED with a fresh count (see :meth:`JobBoard.restore`)."""
+        with self._cond:
+            record = self._get(job)
+            if record.state is not JobState.TRASHED:
+                raise self._not_restorable(record.job.uuid, record.job.name, record.state)
+            record.attempts = 0
+            record.failed_by = []
+            record.due_at = None
+            self._finish(record, JobState.UNCLAIMED)
+            return JobState.UNCLAIMED
 
     # -- cancellation -----------------------------------------------------------------------
 
@@ -293,17 +353,22 @@ class MemoryJobBoard(JobBoard):
         return self._sorted(
             r
             for r in self._records.values()
-            if r.live_state(now) is JobState.UNCLAIMED and not (held & set(r.job.resources))
+            if r.live_state(now) is JobState.UNCLAIMED and r.due(now) and not (held & set(r.job.resources))
         )
 
     def _sleep(self, deadline: float | None) -> bool:
         # Called with the lock held; False once the deadline passed.
         now = self.clock()
         delay: float | None = None
-        if any(r.state is JobState.CLAIMED for r in self._records.values()):
-            delay = self.expiry_check
-            expiries = [r.expires_at - now for r in self._records.values() if r.state is JobState.CLAIMED]
-            delay = max(0.0, min([delay, *expiries]))
+        # Nothing notifies when a lease lapses or a failed job comes due: look again by then.
+        expiries = [r.expires_at - now for r in self._records.values() if r.state is JobState.CLAIMED]
+        expiries += [
+            r.due_at - now
+            for r in self._records.values()
+            if r.state is JobState.UNCLAIMED and r.due_at is not None and r.due_at > now
+        ]
+        if expiries:
+            delay = max(0.0, min([self.expiry_check, *expiries]))
         if deadline is not None:
             left = deadline - time.monotonic()
             if left <= 0:

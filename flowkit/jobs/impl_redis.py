@@ -1,12 +1,16 @@
 """A job board in Redis (redis-py); every state change is one Lua script, so it is atomic.
 
-Keys, all under ``flowkit:jobs:<board name>:``::
+Keys, all under ``flowkit:jobs:<board name>:`` (with ``%`` and ``:`` in the
+name written ``%25`` and ``%3A``, so no board's keys lie inside another's
+namespace: board ``a`` never owns ``flowkit:jobs:a:b:...``)::
 
     job:<uuid>       hash: name, details, book_uuid, book_name, priority, created_at,
-                     idempotency_key, resources, state, owner, token, expires_at, cancel
+                     idempotency_key, resources, state, owner, token, expires_at, cancel,
+                     attempts, last_error, failed_by, due_at
     open             sorted set of jobs not yet final (score: priority rank, then post order)
     ready            sorted set of the open jobs not under a claim (same score as ``open``)
     leases           sorted set of claimed jobs (score: when the lease expires)
+    delayed          sorted set of unclaimed jobs not due yet after a failed attempt (score: due time)
     seq              post counter (the order within a priority)
     idem             hash: idempotency key -> job uuid
     lock:<resource>  hash: holder (job uuid), token, expires
@@ -42,20 +46,36 @@ from typing import Any
 from flowkit import exceptions as exc
 from flowkit.jobs.base import (
     DEFAULT_LEASE_TTL,
+    DEFAULT_MAX_DETAILS_BYTES,
     CancelRequest,
     Claim,
+    FailureRecord,
     Job,
     JobBoard,
     JobPriority,
     JobState,
+    _clip_error,
 )
 from flowkit.persistence.base import Backend
 from flowkit.persistence.models import LogBook
 
 __all__ = ["RedisJobBoard", "KEY_PREFIX"]
 
-#: Every key of a board named N starts with ``KEY_PREFIX + N + ":"``.
+#: Every key of a board named N starts with ``KEY_PREFIX + N + ":"`` (``%`` and ``:`` of N percent-encoded).
 KEY_PREFIX = "flowkit:jobs:"
+
+# What SCAN's MATCH pattern treats as special: each is matched literally once backslash-escaped.
+_GLOB_SPECIAL = frozenset("*?[]\\")
+
+
+def _namespace(name: str) -> str:
+    """The key prefix of board ``name``: the name cannot contain the ``:`` that ends it."""
+    return KEY_PREFIX + name.replace("%", "%25").replace(":", "%3A") + ":"
+
+
+def _literal_pattern(text: str) -> str:
+    """A SCAN MATCH pattern that matches exactly ``text``."""
+    return "".join("\\" + ch if ch in _GLOB_SPECIAL else ch for ch in text)
 
 _PRIORITIES = list(JobPriority)
 
@@ -86,6 +106,8 @@ local function try_claim(j, uuid, who, now, expires, lockp, ready, leases)
     return {'claimed', redis.call('HGET', j, 'owner'), redis.call('HGET', j, 'expires_at')}
   end
   if st ~= 'UNCLAIMED' and st ~= 'CLAIMED' then return {'final', st} end
+  local due = redis.call('HGET', j, 'due_at')
+  if st == 'UNCLAIMED' and due and tonumber(due) > now then return {'notdue', due} end
   local res = cjson.decode(redis.call('HGET', j, 'resources'))
   local busy = {}
   for _, key in ipairs(res) do
@@ -112,14 +134,16 @@ _CLAIM = _TRY_CLAIM + """
 return try_claim(KEYS[1], ARGV[5], ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], KEYS[2], KEYS[3])
 """
 
-# KEYS: ready, leases, open.  ARGV: who, now, expires, lock prefix, job key prefix
+# KEYS: ready, leases, open, delayed.  ARGV: who, now, expires, lock prefix, job key prefix
 # Returns {} when nothing is claimable, else {uuid, token, field, value, ...} (the job's hash).
 _CLAIM_NEXT = _TRY_CLAIM + """
 local now = tonumber(ARGV[2])
-for _, uuid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
-  redis.call('ZREM', KEYS[2], uuid)
-  local score = redis.call('ZSCORE', KEYS[3], uuid)
-  if score then redis.call('ZADD', KEYS[1], score, uuid) end
+for _, set in ipairs({KEYS[2], KEYS[4]}) do
+  for _, uuid in ipairs(redis.call('ZRANGEBYSCORE', set, '-inf', now)) do
+    redis.call('ZREM', set, uuid)
+    local score = redis.call('ZSCORE', KEYS[3], uuid)
+    if score then redis.call('ZADD', KEYS[1], score, uuid) end
+  end
 end
 local start = 0
 while true do
@@ -158,7 +182,8 @@ end
 return {'ok'}
 """
 
-# KEYS: job, open, ready, leases.  ARGV: who, token or "", action, lock prefix, uuid, channel
+# KEYS: job, open, ready, leases, delayed.
+# ARGV: who, token or "", action, lock prefix, uuid, channel, error or "", due time (fail)
 _FINISH = """
 local j = KEYS[1]
 local st = redis.call('HGET', j, 'state')
@@ -170,11 +195,26 @@ end
 local new
 if ARGV[3] == 'consume' then
   if redis.call('HEXISTS', j, 'cancel') == 1 then new = 'CANCELLED' else new = 'COMPLETE' end
-elseif ARGV[3] == 'abandon' then new = 'UNCLAIMED' else new = 'TRASHED' end
+elseif ARGV[3] == 'abandon' or ARGV[3] == 'fail' then new = 'UNCLAIMED' else new = 'TRASHED' end
+if ARGV[7] ~= '' then
+  redis.call('HINCRBY', j, 'attempts', 1)
+  redis.call('HSET', j, 'last_error', ARGV[7])
+  local failed = {}
+  local stored = redis.call('HGET', j, 'failed_by')
+  if stored then failed = cjson.decode(stored) end
+  local seen = false
+  for _, name in ipairs(failed) do if name == ARGV[1] then seen = true end end
+  if not seen then table.insert(failed, ARGV[1]) end
+  redis.call('HSET', j, 'failed_by', cjson.encode(failed))
+end
 redis.call('HSET', j, 'state', new)
-redis.call('HDEL', j, 'owner', 'expires_at')
+redis.call('HDEL', j, 'owner', 'expires_at', 'due_at')
 redis.call('ZREM', KEYS[4], ARGV[5])
-if new == 'UNCLAIMED' then
+redis.call('ZREM', KEYS[5], ARGV[5])
+if ARGV[3] == 'fail' then
+  redis.call('HSET', j, 'due_at', ARGV[8])
+  redis.call('ZADD', KEYS[5], tonumber(ARGV[8]), ARGV[5])
+elseif new == 'UNCLAIMED' then
   redis.call('ZADD', KEYS[3], redis.call('ZSCORE', KEYS[2], ARGV[5]), ARGV[5])
 else
   redis.call('HDEL', j, 'cancel')
@@ -189,7 +229,23 @@ redis.call('PUBLISH', ARGV[6], new)
 return {'ok', new}
 """
 
-# KEYS: job, open, ready, leases.  ARGV: now, mode, lock prefix, uuid, channel
+# KEYS: job, open, ready, delayed.  ARGV: uuid, channel
+_RESTORE = """
+local j = KEYS[1]
+local st = redis.call('HGET', j, 'state')
+if not st then return {'notfound'} end
+if st ~= 'TRASHED' then return {'nottrashed', st} end
+redis.call('HSET', j, 'state', 'UNCLAIMED', 'attempts', 0)
+redis.call('HDEL', j, 'owner', 'expires_at', 'failed_by', 'due_at', 'cancel')
+local score = tonumber(redis.call('HGET', j, 'priority')) * 1e12 + tonumber(redis.call('HGET', j, 'seq'))
+redis.call('ZADD', KEYS[2], score, ARGV[1])
+redis.call('ZADD', KEYS[3], score, ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('PUBLISH', ARGV[2], 'UNCLAIMED')
+return {'ok'}
+"""
+
+# KEYS: job, open, ready, leases, delayed.  ARGV: now, mode, lock prefix, uuid, channel
 _CANCEL = """
 local j = KEYS[1]
 local st = redis.call('HGET', j, 'state')
@@ -202,6 +258,7 @@ if live == 'UNCLAIMED' then
   redis.call('ZREM', KEYS[2], ARGV[4])
   redis.call('ZREM', KEYS[3], ARGV[4])
   redis.call('ZREM', KEYS[4], ARGV[4])
+  redis.call('ZREM', KEYS[5], ARGV[4])
   for _, key in ipairs(cjson.decode(redis.call('HGET', j, 'resources'))) do
     local lk = ARGV[3] .. key
     if redis.call('HGET', lk, 'holder') == ARGV[4] then redis.call('DEL', lk) end
@@ -225,23 +282,28 @@ class RedisJobBoard(JobBoard):
         persistence: Backend | None = None,
         lease_ttl: float = DEFAULT_LEASE_TTL,
         clock: Callable[[], float] = time.time,
+        max_details_bytes: int = DEFAULT_MAX_DETAILS_BYTES,
     ) -> None:
-        super().__init__(name, persistence=persistence, lease_ttl=lease_ttl, clock=clock)
+        super().__init__(
+            name, persistence=persistence, lease_ttl=lease_ttl, clock=clock, max_details_bytes=max_details_bytes
+        )
         import redis
 
         self.url = url
         self.client = redis.Redis.from_url(url, decode_responses=True)
-        self.prefix = KEY_PREFIX + name + ":"
+        self.prefix = _namespace(name)
         self._channel = self.prefix + "events"
         self._open = self.prefix + "open"
         self._ready = self.prefix + "ready"
         self._leases = self.prefix + "leases"
+        self._delayed = self.prefix + "delayed"
         self._post = self.client.register_script(_POST)
         self._claim = self.client.register_script(_CLAIM)
         self._claim_next = self.client.register_script(_CLAIM_NEXT)
         self._renew = self.client.register_script(_RENEW)
         self._finish_script = self.client.register_script(_FINISH)
         self._cancel = self.client.register_script(_CANCEL)
+        self._restore = self.client.register_script(_RESTORE)
 
     def _key(self, uuid: str) -> str:
         return self.prefix + "job:" + uuid
@@ -303,7 +365,7 @@ class RedisJobBoard(JobBoard):
             raise TypeError("post(connection=...) needs the SQL job board; board %r is in Redis" % (self.name,))
         prio = JobPriority.convert(priority)
         keys = self._check_resources(resources)
-        encoded = json.dumps(dict(details or {}))
+        encoded = self._encode_details(name, details)
         if idempotency_key is not None:
             existing = self._call(lambda: self.client.hget(self.prefix + "idem", idempotency_key), "post")
             if existing:
@@ -349,15 +411,29 @@ class RedisJobBoard(JobBoard):
         result: list[tuple[str, dict[str, str]]] = self._call(read, "list jobs")
         return result
 
-    def iterjobs(self, only_unclaimed: bool = False, ensure_fresh: bool = False) -> Iterator[Job]:
-        """Jobs not yet final, by priority then age (see :meth:`JobBoard.iterjobs`)."""
+    def _all_hashes(self) -> list[tuple[str, dict[str, str]]]:
+        """Every job of the board, final ones too, by priority then post order (a SCAN: for operators)."""
+        job_prefix = self.prefix + "job:"
+
+        def read() -> list[tuple[str, dict[str, str]]]:
+            keys = sorted(self.client.scan_iter(match=_literal_pattern(job_prefix) + "*", count=500))
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hgetall(key)
+            found = [(k[len(job_prefix) :], h) for k, h in zip(keys, pipe.execute()) if h]
+            return sorted(found, key=lambda item: (int(item[1]["priority"]), int(item[1].get("seq") or 0)))
+
+        result: list[tuple[str, dict[str, str]]] = self._call(read, "list every job")
+        return result
+
+    def iterjobs(
+        self, only_unclaimed: bool = False, ensure_fresh: bool = False, *, include_final: bool = False
+    ) -> Iterator[Job]:
+        """Jobs not yet final (or all), by priority then age (see :meth:`JobBoard.iterjobs`)."""
         now = self.clock()
+        hashes = self._all_hashes() if include_final else self._open_hashes()
         return iter(
-            [
-                self._job(u, h)
-                for u, h in self._open_hashes()
-                if not only_unclaimed or self._live(h, now) is JobState.UNCLAIMED
-            ]
+            [self._job(u, h) for u, h in hashes if not only_unclaimed or self._live(h, now) is JobState.UNCLAIMED]
         )
 
     def state_of(self, job: Job | str) -> JobState:
@@ -392,6 +468,12 @@ class RedisJobBoard(JobBoard):
             raise exc.UnclaimableJob("job %s is claimed by %r until %s" % (uuid, out[1], out[2]))
         if out[0] == "busy":
             raise exc.UnclaimableJob("job %s needs resource(s) %s held by another claimed job" % (uuid, out[1]))
+        if out[0] == "notdue":
+            record = self.failures_of(uuid)
+            raise exc.UnclaimableJob(
+                "job %s is not due until %s (%d failed attempt(s), last: %s)"
+                % (uuid, out[1], record.attempts, record.last_error)
+            )
         raise exc.UnclaimableJob("job %s is %s" % (uuid, out[1]))
 
     def claim_next(self, who: str, *, ttl: float | None = None) -> tuple[Job, Claim] | None:
@@ -401,7 +483,7 @@ class RedisJobBoard(JobBoard):
         expires = now + seconds
         out = self._call(
             lambda: self._claim_next(
-                keys=[self._ready, self._leases, self._open],
+                keys=[self._ready, self._leases, self._open, self._delayed],
                 args=[who, repr(now), repr(expires), self.prefix + "lock:", self.prefix + "job:"],
             ),
             "claim a job",
@@ -459,12 +541,16 @@ class RedisJobBoard(JobBoard):
             raise self._lost(claim, self._call(lambda: self.client.hgetall(key), "check a claim"))
         return None if not mode else CancelRequest(claim.job_uuid, mode == "revert")
 
-    def _finish(self, job: Job | str, who: str, token: int | None, action: str) -> None:
+    def _finish(
+        self, job: Job | str, who: str, token: int | None, action: str, error: str | None = None, due: float = 0.0
+    ) -> None:
         uuid = self._uuid_of(job)
+        args = [who, "" if token is None else str(token), action, self.prefix + "lock:", uuid, self._channel]
+        # An empty error would read as "no failure" in the script.
+        args += ["" if error is None else (_clip_error(error) or "?"), repr(due)]
         out = self._call(
             lambda: self._finish_script(
-                keys=[self._key(uuid), self._open, self._ready, self._leases],
-                args=[who, "" if token is None else str(token), action, self.prefix + "lock:", uuid, self._channel],
+                keys=[self._key(uuid), self._open, self._ready, self._leases, self._delayed], args=args
             ),
             "%s job %s" % (action, uuid),
         )
@@ -486,9 +572,46 @@ class RedisJobBoard(JobBoard):
         """Back to UNCLAIMED; owner only."""
         self._finish(job, who, token, "abandon")
 
-    def trash(self, job: Job | str, who: str, *, token: int | None = None) -> None:
-        """TRASHED; owner only."""
-        self._finish(job, who, token, "trash")
+    def fail(self, job: Job | str, who: str, error: str, *, token: int | None = None, delay: float = 0.0) -> None:
+        """Back to UNCLAIMED after ``delay``, the failure recorded; owner only."""
+        due = self.clock() + self._check_delay(delay)
+        self._finish(job, who, token, "fail", error, due)
+
+    def trash(self, job: Job | str, who: str, *, token: int | None = None, error: str | None = None) -> None:
+        """TRASHED (the failure recorded, with ``error``); owner only."""
+        self._finish(job, who, token, "trash", error)
+
+    def restore(self, job: Job | str) -> JobState:
+        """TRASHED -> UNCLAIMED with a fresh count (see :meth:`JobBoard.restore`)."""
+        uuid = self._uuid_of(job)
+        out = self._call(
+            lambda: self._restore(
+                keys=[self._key(uuid), self._open, self._ready, self._delayed], args=[uuid, self._channel]
+            ),
+            "restore job %s" % (uuid,),
+        )
+        if out[0] == "notfound":
+            raise exc.NotFound("no job %s on board %r" % (uuid, self.name))
+        if out[0] != "ok":
+            h = self._hash(uuid)
+            raise self._not_restorable(uuid, h["name"], self._live(h, self.clock()))
+        return JobState.UNCLAIMED
+
+    def failures_of(self, job: Job | str) -> FailureRecord:
+        """The job's failed attempts."""
+        uuid = self._uuid_of(job)
+        state, attempts, error, failed_by, due = self._call(
+            lambda: self.client.hmget(self._key(uuid), "state", "attempts", "last_error", "failed_by", "due_at"),
+            "read job %s" % (uuid,),
+        )
+        if state is None:
+            raise exc.NotFound("no job %s on board %r" % (uuid, self.name))
+        return FailureRecord(
+            int(attempts or 0),
+            error or None,
+            tuple(json.loads(failed_by)) if failed_by else (),
+            float(due) if due else None,
+        )
 
     # -- cancellation --------------------------------------------------------------------------------
 
@@ -497,7 +620,7 @@ class RedisJobBoard(JobBoard):
         uuid = self._uuid_of(job)
         out = self._call(
             lambda: self._cancel(
-                keys=[self._key(uuid), self._open, self._ready, self._leases],
+                keys=[self._key(uuid), self._open, self._ready, self._leases, self._delayed],
                 args=[
                     repr(self.clock()),
                     "revert" if revert else "suspend",
@@ -537,9 +660,12 @@ class RedisJobBoard(JobBoard):
         jobs = [
             self._job(u, h)
             for u, h in hashes
-            if self._live(h, now) is JobState.UNCLAIMED and not (held & set(json.loads(h.get("resources") or "[]")))
+            if self._live(h, now) is JobState.UNCLAIMED
+            and float(h.get("due_at") or 0) <= now
+            and not (held & set(json.loads(h.get("resources") or "[]")))
         ]
         expiries = [float(h["expires_at"]) - now for _, h in hashes if h["state"] == "CLAIMED"]
+        expiries += [float(h["due_at"]) - now for _, h in hashes if h["state"] == "UNCLAIMED" and h.get("due_at")]
         future = [e for e in expiries if e > 0]
         return jobs, (min(future) if future else None)
 
@@ -591,8 +717,8 @@ class RedisJobBoard(JobBoard):
         self.client.close()
 
     def clear(self) -> None:
-        """Delete every key of this board (tests, tear-down)."""
-        keys = list(self.client.scan_iter(match=self.prefix.replace("[", "\\[") + "*", count=500))
+        """Delete every key of this board, and no other board's (tests, tear-down)."""
+        keys = list(self.client.scan_iter(match=_literal_pattern(self.prefix) + "*", count=500))
         if keys:
             self.client.delete(*keys)
 

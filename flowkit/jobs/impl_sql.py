@@ -5,6 +5,7 @@ Tables (created by migration ``0002`` with the logbook's, same prefix)::
     <prefix>jobs       id, uuid, board, name, details, book_uuid, book_name, priority,
                        created_at, idempotency_key, resources, state, owner, token,
                        expires_at, cancel            UNIQUE (board, idempotency_key)
+                       attempts, last_error, failed_by, due_at   (migration 0003)
     <prefix>job_locks  (board, resource) PK, holder, holder_token, holder_expires
 
 How each guarantee is kept:
@@ -56,14 +57,17 @@ from flowkit import exceptions as exc
 from flowkit.jobs.base import (
     _CLAIM_WINDOW,
     DEFAULT_LEASE_TTL,
+    DEFAULT_MAX_DETAILS_BYTES,
     CancelRequest,
     Claim,
+    FailureRecord,
     FencedBackend,
     FencedConnection,
     Job,
     JobBoard,
     JobPriority,
     JobState,
+    _clip_error,
 )
 from flowkit.persistence import sql_schema
 from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend, normalize_url
@@ -95,7 +99,7 @@ class JobTables:
 
 
 def make_job_tables(prefix: str = sql_schema.DEFAULT_TABLE_PREFIX) -> JobTables:
-    """The job tables as migration 0002 creates them, named with ``prefix``."""
+    """The job tables as migrations 0002 and 0003 make them, named with ``prefix``."""
     sql_schema.check_table_prefix(prefix)
     metadata = sa.MetaData()
     jobs = sa.Table(
@@ -117,6 +121,10 @@ def make_job_tables(prefix: str = sql_schema.DEFAULT_TABLE_PREFIX) -> JobTables:
         sa.Column("token", sa.BigInteger, nullable=False),
         sa.Column("expires_at", sa.Double),
         sa.Column("cancel", sa.String(16)),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("last_error", _JSON_TEXT),
+        sa.Column("failed_by", _JSON_TEXT),
+        sa.Column("due_at", sa.Double),
         sa.UniqueConstraint("uuid", name=prefix + "jobs_uuid_uq"),
         sa.UniqueConstraint("board", "idempotency_key", name=prefix + "jobs_idem_uq"),
     )
@@ -134,6 +142,7 @@ def make_job_tables(prefix: str = sql_schema.DEFAULT_TABLE_PREFIX) -> JobTables:
 
 _UNCLAIMED = JobState.UNCLAIMED.value
 _CLAIMED = JobState.CLAIMED.value
+_TRASHED = JobState.TRASHED.value
 
 def _rows_of(stmt: Any, conn: sa.Connection) -> list[Any]:
     return list(conn.execute(stmt).mappings())
@@ -172,10 +181,13 @@ class SQLJobBoard(JobBoard):
         persistence: Backend | None = None,
         lease_ttl: float = DEFAULT_LEASE_TTL,
         clock: Callable[[], float] = time.time,
+        max_details_bytes: int = DEFAULT_MAX_DETAILS_BYTES,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         table_prefix: str | None = None,
     ) -> None:
-        super().__init__(name, persistence=persistence, lease_ttl=lease_ttl, clock=clock)
+        super().__init__(
+            name, persistence=persistence, lease_ttl=lease_ttl, clock=clock, max_details_bytes=max_details_bytes
+        )
         if len(name) > 190:
             raise ValueError("a SQL job board's name is at most 190 characters")
         if poll_interval <= 0:
@@ -347,11 +359,12 @@ class SQLJobBoard(JobBoard):
                 raise ValueError("a resource key is at most 190 characters, got %r" % (key,))
         if idempotency_key is not None and not (0 < len(idempotency_key) <= 190):
             raise ValueError("an idempotency key is 1 to 190 characters, got %r" % (idempotency_key,))
+        encoded = self._encode_details(name, details)
         row = {
             "uuid": str(uuidlib.uuid4()),
             "board": self.name,
             "name": name,
-            "details": json.dumps(dict(details or {})),
+            "details": encoded,
             "book_uuid": book.uuid if book is not None else None,
             "book_name": book.name if book is not None else None,
             "priority": prio.rank,
@@ -363,6 +376,10 @@ class SQLJobBoard(JobBoard):
             "token": 0,
             "expires_at": None,
             "cancel": None,
+            "attempts": 0,
+            "last_error": None,
+            "failed_by": None,
+            "due_at": None,
         }
         self.connect()
         if book is not None and not self.shares_logbook:
@@ -398,20 +415,37 @@ class SQLJobBoard(JobBoard):
         """The job ``job_uuid``; NotFound if absent."""
         return self._job(self._read(lambda conn: self._row(conn, job_uuid), "job %s" % (job_uuid,)))
 
-    def _open_rows(self, conn: sa.Connection) -> list[Any]:
+    def _open_rows(self, conn: sa.Connection, include_final: bool = False) -> list[Any]:
         t = self.tables.jobs
-        stmt = (
-            sa.select(t)
-            .where(t.c.board == self.name, t.c.state.in_([_UNCLAIMED, _CLAIMED]))
-            .order_by(t.c.priority, t.c.id)
-        )
-        return list(conn.execute(stmt).mappings())
+        stmt = sa.select(t).where(t.c.board == self.name)
+        if not include_final:
+            stmt = stmt.where(t.c.state.in_([_UNCLAIMED, _CLAIMED]))
+        return list(conn.execute(stmt.order_by(t.c.priority, t.c.id)).mappings())
 
-    def iterjobs(self, only_unclaimed: bool = False, ensure_fresh: bool = False) -> Iterator[Job]:
-        """Jobs not yet final, by priority then age (see :meth:`JobBoard.iterjobs`)."""
-        rows = self._read(self._open_rows, "the jobs of board %r" % (self.name,))
+    def iterjobs(
+        self, only_unclaimed: bool = False, ensure_fresh: bool = False, *, include_final: bool = False
+    ) -> Iterator[Job]:
+        """Jobs not yet final (or all), by priority then age (see :meth:`JobBoard.iterjobs`)."""
+        rows = self._read(
+            functools.partial(self._open_rows, include_final=include_final), "the jobs of board %r" % (self.name,)
+        )
         now = self.clock()
         return iter([self._job(r) for r in rows if not only_unclaimed or self._live(r, now) is JobState.UNCLAIMED])
+
+    def failures_of(self, job: Job | str) -> FailureRecord:
+        """The job's failed attempts."""
+        uuid = self._uuid_of(job)
+        row = self._read(lambda conn: self._row(conn, uuid), "job %s" % (uuid,))
+        return FailureRecord(
+            int(row["attempts"] or 0),
+            row["last_error"],
+            tuple(json.loads(row["failed_by"])) if row["failed_by"] else (),
+            row["due_at"],
+        )
+
+    def _due(self, now: float) -> Any:
+        t = self.tables.jobs
+        return sa.or_(t.c.due_at.is_(None), t.c.due_at <= now)
 
     def state_of(self, job: Job | str) -> JobState:
         """The job's state now."""
@@ -441,6 +475,7 @@ class SQLJobBoard(JobBoard):
                 .where(
                     self._where(uuid),
                     sa.or_(t.c.state == _UNCLAIMED, sa.and_(t.c.state == _CLAIMED, t.c.expires_at <= now)),
+                    self._due(now),
                 )
                 .values(state=_CLAIMED, owner=who, token=t.c.token + 1, expires_at=expires)
             )
@@ -450,6 +485,11 @@ class SQLJobBoard(JobBoard):
                 if state is JobState.CLAIMED:
                     raise exc.UnclaimableJob(
                         "job %s (%r) is claimed by %r until %.3f" % (uuid, row["name"], row["owner"], row["expires_at"])
+                    )
+                if state is JobState.UNCLAIMED:
+                    raise exc.UnclaimableJob(
+                        "job %s (%r) is not due until %.3f (%d failed attempt(s), last: %s)"
+                        % (uuid, row["name"], row["due_at"], row["attempts"], row["last_error"])
                     )
                 raise exc.UnclaimableJob("job %s (%r) is %s" % (uuid, row["name"], state.value))
             token = int(row["token"])
@@ -488,7 +528,7 @@ class SQLJobBoard(JobBoard):
         while True:
             now = self.clock()
             claimable = sa.or_(t.c.state == _UNCLAIMED, sa.and_(t.c.state == _CLAIMED, t.c.expires_at <= now))
-            stmt = sa.select(t).where(t.c.board == self.name, claimable)
+            stmt = sa.select(t).where(t.c.board == self.name, claimable, self._due(now))
             if after is not None:
                 stmt = stmt.where(
                     sa.or_(t.c.priority > after[0], sa.and_(t.c.priority == after[0], t.c.id > after[1]))
@@ -552,7 +592,15 @@ class SQLJobBoard(JobBoard):
             raise self._lost(claim, row, now)
         return None if row["cancel"] is None else CancelRequest(claim.job_uuid, row["cancel"] == "revert")
 
-    def _finish(self, job: Job | str, who: str, token: int | None, action: str, values: dict[str, Any]) -> None:
+    def _finish(
+        self,
+        job: Job | str,
+        who: str,
+        token: int | None,
+        action: str,
+        values: dict[str, Any],
+        failure: str | None = None,
+    ) -> None:
         uuid = self._uuid_of(job)
         t = self.tables.jobs
 
@@ -562,6 +610,17 @@ class SQLJobBoard(JobBoard):
                 where.append(t.c.token == token)
             # Ordered: MySQL evaluates SET left to right, and "state" reads "cancel".
             ordered = list(values.items()) + [("owner", None), ("expires_at", None)]
+            if failure is not None:
+                # Read in this transaction; the UPDATE below writes only if ``who`` still owns the job.
+                found = conn.execute(sa.select(t.c.failed_by).where(self._where(uuid))).first()
+                failed_by = json.loads(found[0]) if found is not None and found[0] else []
+                if who not in failed_by:
+                    failed_by.append(who)
+                ordered += [
+                    ("attempts", t.c.attempts + 1),
+                    ("last_error", _clip_error(failure)),
+                    ("failed_by", json.dumps(failed_by)),
+                ]
             done = conn.execute(sa.update(t).where(*where).ordered_values(*ordered))
             if done.rowcount != 1:
                 row = self._row(conn, uuid)
@@ -594,11 +653,34 @@ class SQLJobBoard(JobBoard):
 
     def abandon(self, job: Job | str, who: str, *, token: int | None = None) -> None:
         """Back to UNCLAIMED; owner only."""
-        self._finish(job, who, token, "abandon", {"state": _UNCLAIMED})
+        self._finish(job, who, token, "abandon", {"state": _UNCLAIMED, "due_at": None})
 
-    def trash(self, job: Job | str, who: str, *, token: int | None = None) -> None:
-        """TRASHED; owner only."""
-        self._finish(job, who, token, "trash", {"state": JobState.TRASHED.value, "cancel": None})
+    def fail(self, job: Job | str, who: str, error: str, *, token: int | None = None, delay: float = 0.0) -> None:
+        """Back to UNCLAIMED after ``delay``, the failure recorded; owner only."""
+        due = self.clock() + self._check_delay(delay)
+        self._finish(job, who, token, "fail", {"state": _UNCLAIMED, "due_at": due}, failure=error)
+
+    def trash(self, job: Job | str, who: str, *, token: int | None = None, error: str | None = None) -> None:
+        """TRASHED (the failure recorded, with ``error``); owner only."""
+        self._finish(job, who, token, "trash", {"state": _TRASHED, "cancel": None, "due_at": None}, failure=error)
+
+    def restore(self, job: Job | str) -> JobState:
+        """TRASHED -> UNCLAIMED with a fresh count (see :meth:`JobBoard.restore`)."""
+        uuid = self._uuid_of(job)
+        t = self.tables.jobs
+
+        def restore(conn: sa.Connection) -> JobState:
+            done = conn.execute(
+                sa.update(t)
+                .where(self._where(uuid), t.c.state == _TRASHED)
+                .values(state=_UNCLAIMED, attempts=0, failed_by=None, due_at=None, owner=None, expires_at=None)
+            )
+            if done.rowcount != 1:
+                row = self._row(conn, uuid)
+                raise self._not_restorable(uuid, row["name"], self._live(row, self.clock()))
+            return JobState.UNCLAIMED
+
+        return self._write(restore, "restore job %s" % (uuid,))
 
     # -- cancellation ---------------------------------------------------------------------------
 
@@ -662,8 +744,11 @@ class SQLJobBoard(JobBoard):
         jobs = [
             self._job(r)
             for r in rows
-            if self._live(r, now) is JobState.UNCLAIMED and not (held & set(json.loads(r["resources"] or "[]")))
+            if self._live(r, now) is JobState.UNCLAIMED
+            and (r["due_at"] is None or r["due_at"] <= now)
+            and not (held & set(json.loads(r["resources"] or "[]")))
         ]
+        expiries += [r["due_at"] for r in rows if r["state"] == _UNCLAIMED and r["due_at"] is not None]
         future = [e - now for e in expiries if e > now]
         return jobs, (min(future) if future else None)
 

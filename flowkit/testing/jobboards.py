@@ -25,6 +25,7 @@ waits are bounded by deadlines.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +34,16 @@ import pytest
 
 from flowkit import exceptions as exc
 from flowkit import states
-from flowkit.jobs.base import FencedBackend, Job, JobBoard, JobPriority, JobState
+from flowkit.jobs.base import (
+    DEFAULT_MAX_DETAILS_BYTES,
+    MAX_ERROR_CHARS,
+    FailureRecord,
+    FencedBackend,
+    Job,
+    JobBoard,
+    JobPriority,
+    JobState,
+)
 from flowkit.persistence.models import FlowDetail, LogBook, TaskDetail
 
 __all__ = ["JobBoardTests", "FakeClock", "MakeBoard"]
@@ -146,6 +156,35 @@ class JobBoardTests:
             board.post("x", resources=[""])
         with pytest.raises(TypeError):
             board.post("x", details={"not-json": object()})
+        assert board.job_count == 0
+
+    def test_details_over_the_size_limit_are_refused_before_writing(self, board: JobBoard) -> None:
+        assert board.max_details_bytes == DEFAULT_MAX_DETAILS_BYTES
+        huge = {"blob": "x" * DEFAULT_MAX_DETAILS_BYTES}
+        with pytest.raises(exc.JobFailure, match=r"'huge'.* %d bytes.* %d bytes" % (
+            len(json.dumps(huge)), DEFAULT_MAX_DETAILS_BYTES
+        )):
+            board.post("huge", book=_book("huge-book"), details=huge)
+        assert board.job_count == 0
+        assert list(board.iterjobs()) == []
+        if board.persistence is not None:
+            with board.persistence.get_connection() as conn:
+                assert [b.name for b in conn.get_logbooks()] == []  # not even the logbook was written
+
+        board.max_details_bytes = 100
+        # The limit counts the bytes of the JSON: {"s": "..."} is 9 bytes around the text.
+        fits = {"s": "x" * 91}
+        job = board.post("fits", details=fits)
+        assert board.get_job(job.uuid).details == fits
+        with pytest.raises(exc.JobFailure, match="'over'.* 101 bytes.*limit of 100 bytes"):
+            board.post("over", details={"s": "x" * 92})
+        assert [j.name for j in board.iterjobs()] == ["fits"]
+
+    def test_details_must_be_standard_json(self, board: JobBoard) -> None:
+        with pytest.raises(ValueError):
+            board.post("nan", details={"x": float("nan")})
+        with pytest.raises(ValueError):
+            board.post("inf", details={"x": float("inf")})
         assert board.job_count == 0
 
     def test_unknown_job_is_not_found(self, board: JobBoard) -> None:
@@ -394,6 +433,100 @@ class JobBoardTests:
         board.claim(jobs[1], "w")
         board.trash(jobs[1], "w")
         board.claim(jobs[2], "w")
+
+    # -- failed attempts, trash and restore ---------------------------------------------------------
+
+    def test_fail_gives_the_job_back_with_its_error_and_a_backoff(
+        self, make_board: MakeBoard, clock: FakeClock
+    ) -> None:
+        board = make_board(clock=clock)
+        job = board.post("env-problem")
+        assert job.failures == FailureRecord()
+        claim = board.claim(job, "c1")
+        with pytest.raises(exc.NotOwner):
+            board.fail(job, "c2", "not mine")
+        board.fail(job, "c1", "cannot build the flow: no module named 'app'", token=claim.token, delay=10.0)
+
+        seen = make_board(clock=clock).get_job(job.uuid)
+        assert seen.state == JobState.UNCLAIMED and board.find_owner(job) is None
+        error = "cannot build the flow: no module named 'app'"
+        assert seen.failures == FailureRecord(1, error, ("c1",), clock() + 10.0)
+        # Not claimable before its due time, by any route.
+        with pytest.raises(exc.UnclaimableJob, match="not due"):
+            board.claim(job, "c2")
+        assert board.claim_next("c2") is None
+        with pytest.raises(exc.NotFound):
+            list(board.wait(timeout=0.05))
+
+        clock.advance(10.0)
+        assert [j.uuid for j in board.wait(timeout=5.0)] == [job.uuid]
+        claimed = board.claim_next("c2")
+        assert claimed is not None and claimed[0] == job
+        board.fail(job, "c2", "again", token=claimed[1].token)  # no delay: claimable at once
+        claim = board.claim(job, "c1")
+        board.fail(job, "c1", "and again", token=claim.token, delay=0.0)
+        record = board.failures_of(job)
+        assert (record.attempts, record.last_error, record.failed_by) == (3, "and again", ("c1", "c2"))
+        # A plain abandon is no failed attempt.
+        claim = board.claim(job, "c3")
+        board.abandon(job, "c3", token=claim.token)
+        assert board.failures_of(job).attempts == 3 and board.failures_of(job).due_at is None
+        with pytest.raises(ValueError, match="delay"):
+            claim = board.claim(job, "c3")
+            board.fail(job, "c3", "x", token=claim.token, delay=-1.0)
+
+    def test_a_recorded_error_is_bounded(self, board: JobBoard) -> None:
+        job = board.post("noisy")
+        claim = board.claim(job, "c1")
+        board.fail(job, "c1", "x" * 100_000, token=claim.token)
+        error = board.failures_of(job).last_error
+        assert error is not None and error.startswith("xxx") and len(error) <= MAX_ERROR_CHARS
+        assert "100000" in error
+
+    def test_trashed_jobs_are_listed_and_restorable(self, make_board: MakeBoard) -> None:
+        board = make_board()
+        trashed = board.post("trashed", resources=["vol:1"])
+        done = board.post("done")
+        cancelled = board.post("cancelled")
+        claim = board.claim(trashed, "c1")
+        board.trash(trashed, "c1", token=claim.token, error="unknown factory 'app:flow'")
+        claim = board.claim(done, "c1")
+        board.consume(done, "c1", token=claim.token)
+        board.cancel(cancelled)
+
+        assert list(board.iterjobs()) == [] and board.job_count == 0
+        listed = {j.uuid: board.state_of(j) for j in make_board().iterjobs(include_final=True)}
+        assert listed == {
+            trashed.uuid: JobState.TRASHED,
+            done.uuid: JobState.COMPLETE,
+            cancelled.uuid: JobState.CANCELLED,
+        }
+        assert [j.name for j in board.iterjobs(include_final=True)] == ["trashed", "done", "cancelled"]
+        assert board.failures_of(trashed) == FailureRecord(1, "unknown factory 'app:flow'", ("c1",), None)
+
+        assert make_board().restore(trashed.uuid) == JobState.UNCLAIMED
+        assert _state(trashed) is JobState.UNCLAIMED
+        # A fresh count, the last error kept for the record.
+        assert board.failures_of(trashed) == FailureRecord(0, "unknown factory 'app:flow'", (), None)
+        assert [j.uuid for j in board.iterjobs(only_unclaimed=True)] == [trashed.uuid]
+        claimed = board.claim_next("c2")
+        assert claimed is not None and claimed[0] == trashed
+        board.consume(trashed, "c2", token=claimed[1].token)
+
+        for job in (trashed, done, cancelled):
+            with pytest.raises(exc.InvalidState, match="only a TRASHED job"):
+                board.restore(job)
+        with pytest.raises(exc.NotFound):
+            board.restore("nope")
+
+    def test_restore_wakes_a_waiter(self, board: JobBoard) -> None:
+        job = board.post("j")
+        claim = board.claim(job, "c1")
+        board.trash(job, "c1", token=claim.token)
+        with pytest.raises(exc.NotFound):
+            list(board.wait(timeout=0.05))
+        board.restore(job)
+        assert [j.uuid for j in board.wait(timeout=5.0)] == [job.uuid]
 
     # -- cancellation -------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from flowkit.factories import flow_factory
 from flowkit.patterns import linear_flow
 from flowkit.task import Task
 
-__all__ = ["one_line", "two_steps", "failing", "append_line", "wait_for_file"]
+__all__ = ["one_line", "two_steps", "failing", "gated_steps", "append_line", "wait_for_file"]
 
 #: In a conductor process started with this variable set, ``Hold`` blocks
 #: until the release file exists (the first conductor in a crash test).
@@ -76,6 +76,17 @@ class Undo(Task):
         append_line(log, "undo-%s %s %d" % (self.name, job, os.getpid()))
 
 
+class Gate(Task):
+    """Records its execute (then waits for the ``release`` file) and its revert."""
+
+    def execute(self, log: str, job: str, release: str) -> None:
+        append_line(log, "%s %s %d" % (self.name, job, os.getpid()))
+        wait_for_file(release, 60.0)
+
+    def revert(self, log: str, job: str, **kwargs: Any) -> None:
+        append_line(log, "undo-%s %s %d" % (self.name, job, os.getpid()))
+
+
 @flow_factory
 def one_line() -> Any:
     """One task: the job's single line."""
@@ -92,3 +103,9 @@ def two_steps() -> Any:
 def failing() -> Any:
     """``undo`` runs, ``boom`` fails, ``undo`` is reverted: the flow ends REVERTED."""
     return linear_flow.Flow("failing").add(Undo("undo"), Fail("boom"))
+
+
+@flow_factory
+def gated_steps() -> Any:
+    """``first`` (a line, then waits for the release file), ``second`` and ``third`` (a line each)."""
+    return linear_flow.Flow("gated-steps").add(Gate("first"), Undo("second"), Undo("third"))

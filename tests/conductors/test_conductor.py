@@ -342,3 +342,95 @@ def test_run_twice_at_once_is_refused(board: JobBoard) -> None:
     conductor.stop()
     thread.join(DEADLINE)
     assert conductor.wait(0)
+
+
+@pytest.fixture
+def conductor_engine(engine_mode: str, engine_options: dict[str, Any]) -> dict[str, Any]:
+    """``engine=`` and ``engine_options=`` for a conductor running flows in ``engine_mode``."""
+    options = dict(engine_options)
+    return {"engine": options.pop("engine"), "engine_options": options}
+
+
+def test_cancel_seen_during_an_atom_starts_no_other_atom(
+    board: JobBoard, log: Path, tmp_path: Path, conductor_engine: dict[str, Any]
+) -> None:
+    release = tmp_path / "release"
+    job = post_flow(board, flows.gated_steps, store={"log": str(log), "job": "x", "release": str(release)})
+    # A short lease: the heartbeat (every ttl / 3) is what sees the request while "first" runs.
+    conductor = fetch("blocking", "c1", board, ttl=0.3, **conductor_engine)
+    events = Events(conductor)
+    transitions: list[tuple[str, str]] = []
+
+    def watch(event: str, details: dict[str, Any]) -> None:
+        details["engine"].atom_notifier.register(
+            "*", lambda state, details: transitions.append((details["atom_name"], str(state)))
+        )
+
+    conductor.notifier.register(RUNNING_START, watch)
+    thread = start(conductor, max_dispatches=1)
+    wait_until(lambda: len(lines(log)) == 1, "the first task to start")
+
+    assert board.cancel(job) == JobState.CLAIMED
+    events.wait_for(JOB_CANCELLING)
+    release.touch()  # "first" returns only once the conductor has seen the request
+    thread.join(DEADLINE)
+
+    assert job.state == JobState.CANCELLED
+    assert events.wait_for(JOB_CANCELLED)["state"] == states.REVERTED
+    assert [line.split()[0] for line in lines(log)] == ["first", "undo-first"]
+    assert ("first", states.RUNNING) in transitions and ("first", states.REVERTED) in transitions
+    assert not [state for name, state in transitions if name != "first"]
+    book = board.load_book(job)
+    assert book is not None
+    (fd,) = book
+    assert {ad.name: ad.state for ad in fd} == {
+        "first": states.REVERTED,
+        "second": states.PENDING,
+        "third": states.PENDING,
+    }
+
+
+def test_cancel_seen_by_a_write_ahead_check_starts_no_atom(
+    clock: FakeClock, log: Path, tmp_path: Path, conductor_engine: dict[str, Any]
+) -> None:
+    from flowkit.jobs.impl_memory import MemoryJobBoard
+    from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend
+
+    # A SQL logbook buffers writes: "first"'s result and "second"'s RUNNING go in one flush.
+    persistence = SQLAlchemyBackend("sqlite:///%s" % (tmp_path / "logbook.db"))
+    board = MemoryJobBoard("tests", persistence=persistence, clock=clock)
+    release = tmp_path / "release"
+    job = post_flow(board, flows.gated_steps, store={"log": str(log), "job": "x", "release": str(release)})
+    # A lease so long the heartbeat never polls: the claim check of the flush
+    # that writes "second" ahead (RUNNING) is the first to see the request.
+    conductor = fetch("blocking", "c1", board, ttl=600, **conductor_engine)
+    events = Events(conductor)
+    executed: list[str] = []
+
+    def watch(event: str, details: dict[str, Any]) -> None:
+        details["engine"].atom_notifier.register(
+            states.SUCCESS, lambda state, details: executed.append(details["atom_name"])
+        )
+
+    conductor.notifier.register(RUNNING_START, watch)
+    thread = start(conductor, max_dispatches=1)
+    wait_until(lambda: len(lines(log)) == 1, "the first task to start")
+
+    assert board.cancel(job) == JobState.CLAIMED
+    release.touch()
+    thread.join(DEADLINE)
+
+    assert job.state == JobState.CANCELLED
+    assert events.wait_for(JOB_CANCELLED)["state"] == states.REVERTED
+    assert events.names(job.uuid).count(JOB_CANCELLING) == 1
+    assert executed == ["first"]
+    assert [line.split()[0] for line in lines(log)] == ["first", "undo-first"]
+    book = board.load_book(job)
+    assert book is not None
+    (fd,) = book
+    assert {ad.name: ad.state for ad in fd} == {
+        "first": states.REVERTED,
+        "second": states.PENDING,
+        "third": states.PENDING,
+    }
+    persistence.close()

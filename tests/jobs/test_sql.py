@@ -164,3 +164,52 @@ def test_boards_with_different_names_do_not_share_jobs(tmp_path: Path) -> None:
     b.claim(b.post("y", resources=["r"]), "w")  # the same key on another board is another resource
     a.close()
     b.close()
+
+
+@pytest.mark.parametrize(
+    "server",
+    ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), pytest.param("mysql", marks=pytest.mark.mysql)],
+)
+def test_a_board_made_before_migration_0003_is_upgraded(
+    server: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from flowkit.jobs.base import FailureRecord
+    from flowkit.persistence.backends import impl_sqlalchemy
+
+    if server == "sqlite":
+        url, prefix = "sqlite:///%s" % (tmp_path / "old.db"), "flowkit_"
+    else:
+        url, prefix = request.getfixturevalue(server + "_url"), unique_prefix()
+    # The schema as flowkit 0.1 left it (migrations up to 0002), with a job on it.
+    engine = sa.create_engine(impl_sqlalchemy.normalize_url(url))
+    try:
+        with engine.begin() as conn:
+            config = Config()
+            config.set_main_option("script_location", impl_sqlalchemy._MIGRATIONS)
+            config.attributes["connection"] = conn
+            config.attributes["table_prefix"] = prefix
+            command.upgrade(config, "0002")
+            conn.execute(
+                sa.text(
+                    "INSERT INTO %sjobs (uuid, board, name, details, priority, created_at, resources, state, token)"
+                    " VALUES ('old-job', 'tests', 'old', '{}', 2, 1.0, '[]', 'UNCLAIMED', 0)" % prefix
+                )
+            )
+            columns = {c["name"] for c in sa.inspect(conn).get_columns(prefix + "jobs")}
+            assert "attempts" not in columns
+        board = SQLJobBoard("tests", url, table_prefix=prefix).connect()
+        try:
+            assert board.db.schema_revisions()[0] == board.db.schema_revisions()[1]
+            assert board.failures_of("old-job") == FailureRecord()
+            claim = board.claim("old-job", "c1")
+            board.fail("old-job", "c1", "no module named 'app'", token=claim.token, delay=5.0)
+            assert board.failures_of("old-job").attempts == 1
+        finally:
+            board.close()
+    finally:
+        engine.dispose()
+        if server != "sqlite":
+            drop_tables(url, prefix)

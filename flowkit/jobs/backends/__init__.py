@@ -12,7 +12,8 @@
 ``"redis"``
     jobs in Redis; ``conf["url"]`` defaults to ``redis://127.0.0.1:6379/0``.
 
-Common options: ``lease_ttl`` (seconds, default 30).  SQL: ``poll_interval``
+Common options: ``lease_ttl`` (seconds, default 30), ``max_details_bytes``
+(the largest job ``details`` accepted, as UTF-8 JSON; default 1 MiB).  SQL: ``poll_interval``
 (the longest ``wait()`` sleeps between reads, default 0.5), ``table_prefix``.
 """
 
@@ -36,9 +37,9 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_SQLITE_URL = "sqlite:///flowkit.db"
 
 _OPTIONS = {
-    "memory": ("lease_ttl",),
-    "sql": ("lease_ttl", "poll_interval", "table_prefix"),
-    "redis": ("lease_ttl",),
+    "memory": ("lease_ttl", "max_details_bytes"),
+    "sql": ("lease_ttl", "max_details_bytes", "poll_interval", "table_prefix"),
+    "redis": ("lease_ttl", "max_details_bytes"),
 }
 
 
