@@ -66,7 +66,11 @@ def canonical(value: Any, *, what: str = "result", max_bytes: int | None = None)
     is refused too, with its size and the limit in the message.
     """
     walker = _Walker()
-    result = walker.copy(value, what, 0)
+    try:
+        result = walker.copy(value, 0)
+    except _Refused as refused:
+        error = ResultNotStorable("%s%s %s" % (what, "".join(reversed(refused.path)), refused.reason))
+        raise error from refused.__cause__
     if max_bytes is not None and walker.bound > max_bytes:
         # The bound is generous (it assumes every character needs an escape),
         # so only a value near the limit pays for an exact encoding.
@@ -95,6 +99,18 @@ def _tag_failure(value: Any) -> Any:
     raise TypeError("%s is not JSON data" % (type(value).__qualname__,))
 
 
+class _Refused(Exception):
+    """Why a part cannot be stored; the path to it is collected on the way out (it costs nothing otherwise)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.path: list[str] = []
+
+
+_SMALL_INT = 2**64
+
+
 class _Walker:
     """One walk over a value: copies it into canonical form and bounds its encoded size."""
 
@@ -103,7 +119,7 @@ class _Walker:
     def __init__(self) -> None:
         self.bound = 0
 
-    def copy(self, value: Any, path: str, depth: int) -> Any:
+    def copy(self, value: Any, depth: int) -> Any:
         kind = type(value)
         if kind is str:
             self.bound += 2 + _STR_BYTES_PER_CHAR * len(value)
@@ -112,68 +128,93 @@ class _Walker:
             self.bound += 5
             return value
         if kind is int:
-            self.bound += _NUMBER_BYTES if -(2**64) < value < 2**64 else self._int_size(value, path)
+            self.bound += _NUMBER_BYTES if -_SMALL_INT < value < _SMALL_INT else _int_size(value)
             return value
         if kind is float:
             if not math.isfinite(value):
-                raise ResultNotStorable("%s is %r, which JSON cannot represent" % (path, value))
+                raise _Refused("is %r, which JSON cannot represent" % (value,))
             self.bound += _NUMBER_BYTES
             return value
         if kind is list or kind is tuple:
-            if depth >= MAX_DEPTH:
-                raise ResultNotStorable("%s is nested more than %d levels deep" % (path, MAX_DEPTH))
-            self.bound += 2 + _SEPARATOR_BYTES * len(value)
-            copy = self.copy
-            return [copy(item, "%s[%d]" % (path, i), depth + 1) for i, item in enumerate(value)]
+            return self._list(value, depth)
         if kind is dict:
-            return self._dict(value, path, depth)
+            return self._dict(value, depth)
         if isinstance(value, Failure):
             self.bound += encoded_size(value)
             return value
         # Subclasses of the plain types (enums among them) read back as the plain type.
         if isinstance(value, str):
-            return self.copy(str.__str__(value), path, depth)
+            return self.copy(str.__str__(value), depth)
         if isinstance(value, int):
-            return self.copy(int(value), path, depth)
+            return self.copy(int(value), depth)
         if isinstance(value, float):
-            return self.copy(float(value), path, depth)
+            return self.copy(float(value), depth)
         if isinstance(value, (list, tuple)):
-            return self.copy(list(value), path, depth)
+            return self._list(value, depth)
         if isinstance(value, dict):
-            return self._dict(value, path, depth)
-        raise ResultNotStorable(
-            "%s is a %s.%s, which is not JSON data (store dicts with str keys, lists, str, "
-            "finite numbers, bool and None)" % (path, kind.__module__, kind.__qualname__)
+            return self._dict(value, depth)
+        raise _Refused(
+            "is a %s.%s, which is not JSON data (store dicts with str keys, lists, str, "
+            "finite numbers, bool and None)" % (kind.__module__, kind.__qualname__)
         )
 
-    def _dict(self, value: dict[Any, Any], path: str, depth: int) -> dict[str, Any]:
+    def _list(self, value: list[Any] | tuple[Any, ...], depth: int) -> list[Any]:
         if depth >= MAX_DEPTH:
-            raise ResultNotStorable("%s is nested more than %d levels deep" % (path, MAX_DEPTH))
+            raise _Refused("is nested more than %d levels deep" % (MAX_DEPTH,))
+        bound = 2 + _SEPARATOR_BYTES * len(value)
+        result: list[Any] = []
+        append = result.append
+        copy = self.copy
+        for index, item in enumerate(value):
+            kind = type(item)
+            # Plain strings and small ints inline: they are most of what lists hold.
+            if kind is str:
+                bound += 2 + _STR_BYTES_PER_CHAR * len(item)
+                append(item)
+            elif kind is int and -_SMALL_INT < item < _SMALL_INT:
+                bound += _NUMBER_BYTES
+                append(item)
+            else:
+                try:
+                    append(copy(item, depth + 1))
+                except _Refused as refused:
+                    refused.path.append("[%d]" % index)
+                    raise
+        self.bound += bound
+        return result
+
+    def _dict(self, value: dict[Any, Any], depth: int) -> dict[str, Any]:
+        if depth >= MAX_DEPTH:
+            raise _Refused("is nested more than %d levels deep" % (MAX_DEPTH,))
         if len(value) == 1 and FAILURE_KEY in value:
-            raise ResultNotStorable(
-                "%s is a dict whose only key is %r, which would read back as a captured Failure"
-                % (path, FAILURE_KEY)
+            raise _Refused(
+                "is a dict whose only key is %r, which would read back as a captured Failure" % (FAILURE_KEY,)
             )
-        self.bound += 2 + 2 * _SEPARATOR_BYTES * len(value)
+        bound = 2 + 2 * _SEPARATOR_BYTES * len(value)
         result: dict[str, Any] = {}
         copy = self.copy
         for key, item in value.items():
             if type(key) is not str:
                 if not isinstance(key, str):
-                    raise ResultNotStorable(
-                        "%s has a key %s of type %s (only str keys can be stored)"
-                        % (path, _short(key), type(key).__qualname__)
+                    raise _Refused(
+                        "has a key %s of type %s (only str keys can be stored)" % (_short(key), type(key).__qualname__)
                     )
                 key = str.__str__(key)
-            self.bound += 2 + _STR_BYTES_PER_CHAR * len(key)
-            result[key] = copy(item, "%s[%s]" % (path, _short(key)), depth + 1)
+            bound += 2 + _STR_BYTES_PER_CHAR * len(key)
+            try:
+                result[key] = copy(item, depth + 1)
+            except _Refused as refused:
+                refused.path.append("[%s]" % _short(key))
+                raise
+        self.bound += bound
         return result
 
-    def _int_size(self, value: int, path: str) -> int:
-        try:
-            return len(repr(value))
-        except ValueError as error:  # more digits than sys.get_int_max_str_digits()
-            raise ResultNotStorable("%s is an int too large to write as JSON: %s" % (path, error)) from error
+
+def _int_size(value: int) -> int:
+    try:
+        return len(repr(value))
+    except ValueError as error:  # more digits than sys.get_int_max_str_digits()
+        raise _Refused("is an int too large to write as JSON: %s" % (error,)) from error
 
 
 def _short(value: Any, limit: int = 40) -> str:

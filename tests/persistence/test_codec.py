@@ -171,3 +171,22 @@ def test_the_limit_is_the_smaller_of_configured_and_storable(configured: int | N
     assert backend.result_limit == effective
     conn: Connection = backend.get_connection()
     assert conn.backend.result_limit == effective
+
+
+def test_a_job_runs_under_its_backends_limit(run: Any) -> None:
+    # A conductor runs a claimed job on the board's fenced view of the backend:
+    # the limit configured on the backend must hold there too.
+    from flowkit.jobs.impl_memory import MemoryJobBoard
+    from flowkit.patterns import linear_flow
+    from tests.support import Const
+
+    persistence = MemoryBackend(max_result_bytes=100)
+    board = MemoryJobBoard("limits", persistence=persistence)
+    job = board.post("j")
+    claim = board.claim(job, "alice")
+    fenced = board.fenced_backend(persistence, claim)
+    assert fenced.result_limit == 100
+    flow = linear_flow.Flow("f").add(Const(name="big", inject={"value": "x" * 200}))
+    with pytest.raises(exceptions.ResultNotStorable, match="'big'.*202 bytes.*limit of 100 bytes"):
+        run(flow, backend=fenced)
+    board.close()
