@@ -8,6 +8,8 @@ How the package is layered (data flows down, nothing calls up):
 - ``flowkit/engines/``: ``compiler`` (flatten + validate), ``runtime``
   (schedule, revert, retry), ``executors`` (serial, threads, processes),
   ``engine`` (the only place that joins the others).
+- ``flowkit/factories.py``: the registry of flow factories, the only way
+  a name read from a logbook reaches code.
 - ``flowkit/storage.py``: name -> value lookup over a flow's logbook.
 - ``flowkit/persistence/``: logbook models and backends.
 - ``flowkit/types/``: captured failures and notifiers.

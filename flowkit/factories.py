@@ -242,14 +242,17 @@ class FactoryRegistry:
         message names ``flow_detail`` when given.
         """
         extra = _prefixes(allowed_modules)
+        entry = None
         with self._lock:
             found = self._factories.get(name) if isinstance(name, str) else None
             if found is not None:
                 return found
             if isinstance(name, str):
                 entry = self._discovered().get(name)
-                if entry is not None:
-                    return self._load_entry_point(entry, flow_detail)
+        if entry is not None:
+            # Loaded outside the lock: importing the package may register
+            # factories (here or in another registry) from its decorators.
+            return self._load_entry_point(entry, flow_detail)
         prefixes = self.allowed_modules + extra
         module, _, qualname = name.partition(":") if isinstance(name, str) else ("", "", "")
         if prefixes and _DOTTED.match(module) and _DOTTED.match(qualname) and _allowed(module, prefixes):
@@ -288,8 +291,11 @@ class FactoryRegistry:
                 entry.name,
                 flow_detail,
             )
-        self.register(factory, entry.name)
-        return factory
+        with self._lock:
+            # Two threads may have loaded it at once; the first to register wins.
+            if entry.name not in self._factories:
+                self.register(factory, entry.name)
+            return self._factories[entry.name]
 
     def _import(
         self, name: str, module: str, qualname: str, prefixes: tuple[str, ...], flow_detail: FlowDetail | None

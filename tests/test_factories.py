@@ -216,6 +216,7 @@ def distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             [%s]
             test.entry = tests.factory_modules.entry_a:make_entry
             test.taken = tests.factory_modules.entry_b:make_other
+            tests.factory_modules.entry_a:make_entry = tests.factory_modules.entry_a:make_entry
             """
             % ENTRY_POINT_GROUP
         )
@@ -238,6 +239,8 @@ def test_entry_points_are_found_lazily_and_loaded_once() -> None:
     assert registry.resolve("test.entry") is entry_a.make_entry
     assert registry.name_of(entry_a.make_entry) == "test.entry"
     assert entry_a.LOADS == [1]
+    # Named like what load_from_factory records, as a package declaring its factories would.
+    assert registry.resolve("tests.factory_modules.entry_a:make_entry") is entry_a.make_entry
     # A registered name wins over an entry point: that one is never loaded.
     assert registry.resolve("test.taken") is make_custom
     assert "tests.factory_modules.entry_b" not in sys.modules
