@@ -213,8 +213,8 @@ def _cmd_logbooks(backend: Backend, args: argparse.Namespace, out: TextIO) -> in
                 flows: list[FlowDetail | None] = [*conn.get_flows_for_book(book.uuid, lazy=True)] or [None]
             except CorruptLogbook as bad:
                 problems.append(str(bad))
-                rows.append([book.uuid, _cut(book.name, 32), book.created_at.strftime("%Y-%m-%d %H:%M:%S")]
-                            + ["?", "?", "UNREADABLE"])
+                created = book.created_at.strftime("%Y-%m-%d %H:%M:%S")
+                rows.append([book.uuid, _cut(book.name, 32), created, "?", "?", "UNREADABLE"])
                 continue
             for fd in flows:
                 rows.append(

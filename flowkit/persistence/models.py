@@ -205,7 +205,7 @@ def to_data(record: AtomDetail | FlowDetail | LogBook) -> dict[str, Any]:
 _REASON_WIDTH = 200
 
 
-def _bad(column: str, data: dict[str, Any], reason: str, atom: bool) -> CorruptLogbook:
+def _bad(column: str | None, data: dict[str, Any], reason: str, atom: bool) -> CorruptLogbook:
     if len(reason) > _REASON_WIDTH:  # a decoder's message may quote the whole bad value
         reason = reason[: _REASON_WIDTH - 3] + "..."
     uuid = data.get("uuid")
@@ -225,13 +225,16 @@ def _text(data: dict[str, Any], column: str, atom: bool) -> str:
     return value
 
 
+_DECODE_ERRORS = (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError)
+
+
 def _field(data: dict[str, Any], column: str, atom: bool, decode: Any) -> Any:
     # A value that decodes to the wrong shape is as corrupt as invalid JSON: name where it is.
     try:
         return decode(data.get(column))
     except CorruptLogbook:
         raise
-    except (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError) as error:
+    except _DECODE_ERRORS as error:
         raise _bad(column, data, "%s: %s" % (type(error).__name__, error), atom) from error
 
 
@@ -288,6 +291,19 @@ _INTENTION_VALUES = frozenset(i.value for i in states.Intention)
 _ATOM_TYPES = frozenset(("task", "retry"))
 
 
+# The atom detail fields decoded from data, in order, with their decoders.
+_ATOM_DECODERS = (
+    ("state", _state),
+    ("intention", _intention),
+    ("results", _decode),
+    ("failure", _failure),
+    ("revert_results", _decode),
+    ("revert_failure", _failure),
+    ("meta", _meta),
+    ("version", _version),
+)
+
+
 def atom_detail_from_data(data: dict[str, Any]) -> AtomDetail:
     """Rebuild an AtomDetail from :func:`to_data` output.
 
@@ -300,19 +316,27 @@ def atom_detail_from_data(data: dict[str, Any]) -> AtomDetail:
     atom_type = data.get("atom_type") or "task"
     if atom_type not in _ATOM_TYPES:
         raise _bad("atom_type", data, "unknown atom type %r" % (atom_type,), True)
-    return AtomDetail(
-        name=name,
-        uuid=uuid,
-        atom_type=atom_type,
-        state=_field(data, "state", True, _state),
-        intention=_field(data, "intention", True, _intention),
-        results=_field(data, "results", True, _decode),
-        failure=_field(data, "failure", True, _failure),
-        revert_results=_field(data, "revert_results", True, _decode),
-        revert_failure=_field(data, "revert_failure", True, _failure),
-        meta=_field(data, "meta", True, _meta),
-        version=_field(data, "version", True, _version),
-    )
+    get = data.get
+    try:
+        # The hot path (a conductor loads every job's logbook): no per-field bookkeeping.
+        return AtomDetail(
+            name=name,
+            uuid=uuid,
+            atom_type=atom_type,
+            state=_state(get("state")),
+            intention=_intention(get("intention")),
+            results=_decode(get("results")),
+            failure=_failure(get("failure")),
+            revert_results=_decode(get("revert_results")),
+            revert_failure=_failure(get("revert_failure")),
+            meta=_meta(get("meta")),
+            version=_version(get("version")),
+        )
+    except _DECODE_ERRORS as error:
+        # Decode again field by field, only to name the one that is wrong.
+        for column, decoder in _ATOM_DECODERS:
+            _field(data, column, True, decoder)
+        raise _bad(None, data, "%s: %s" % (type(error).__name__, error), True) from error
 
 
 def flow_detail_from_data(data: dict[str, Any]) -> FlowDetail:

@@ -134,7 +134,11 @@ ATOM_CASES = [
     ("atom_type", "gizmo", "unknown atom type 'gizmo'"),
 ]
 
-FLOW_CASES = [("meta", "{", "invalid JSON"), ("state", "MELTED", "unknown state 'MELTED'"), ("meta", "3", "meta must be")]
+FLOW_CASES = [
+    ("meta", "{", "invalid JSON"),
+    ("state", "MELTED", "unknown state 'MELTED'"),
+    ("meta", "3", "meta must be"),
+]
 
 
 def _stored(backend: SQLAlchemyBackend, table: sa.Table, uuid: str, column: str) -> Any:
@@ -207,6 +211,34 @@ def test_show_lists_the_readable_atoms_and_names_the_unreadable_one(
     assert fd.uuid in capsys.readouterr().out
 
 
+def test_logbooks_lists_what_it_can_read_and_names_what_it_cannot(
+    tmp_path: Path, sql_backend_factory: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = "sqlite:///%s" % (tmp_path / "flows.db")
+    backend = sql_backend_factory(url, table_prefix="flowkit_")
+    good_book, good = saved_book(backend)
+    bad_book, bad = saved_book(backend)
+    tamper(backend, backend.tables.flows, bad.uuid, meta="{")
+    assert main(["logbooks", "--backend", url]) == 1
+    out = capsys.readouterr().out
+    table, problems = out.split("\nproblems:\n")
+    assert any(good.uuid in row and row.endswith(" SUSPENDED") for row in table.splitlines())
+    assert any(row.startswith(bad_book.uuid) and row.endswith(" UNREADABLE") for row in table.splitlines())
+    assert "table flowkit_flowdetails, uuid %s, column 'meta'" % bad.uuid in problems
+
+
+def test_show_reports_lost_atom_details(
+    tmp_path: Path, sql_backend_factory: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = "sqlite:///%s" % (tmp_path / "flows.db")
+    backend = sql_backend_factory(url, table_prefix="flowkit_")
+    fd = run_until_b(backend, tmp_path / "journal.txt", {"engine": "serial"})
+    delete(backend, backend.tables.atoms, _uuid_of(fd, "b"))
+    assert main(["show", fd.uuid, "--backend", url]) == 1
+    problems = capsys.readouterr().out.split("problems:\n", 1)[1]
+    assert "flow detail %s recorded 3 atom details but has 2: 1 lost" % fd.uuid in problems
+
+
 # -- resuming ----------------------------------------------------------------------------------
 
 
@@ -265,7 +297,8 @@ def test_an_unreadable_atom_row_is_refused_then_repaired(
         conn.get_flow_details(fd.uuid)
     assert ran(journal) == ["a", "b"]
 
-    engine = load_from_detail(conn.get_flow_details(fd.uuid, salvage=True), backend=backend, repair=True, **engine_options)
+    salvaged = conn.get_flow_details(fd.uuid, salvage=True)
+    engine = load_from_detail(salvaged, backend=backend, repair=True, **engine_options)
     _resume_to_success(engine)
     assert ran(journal) == ["a", "b", "b", "c"]  # b's result was lost, so b ran again; a did not
     stored = conn.get_flow_details(fd.uuid)  # the row was overwritten: readable again

@@ -147,8 +147,9 @@ class SQLAlchemyBackend(Backend):
     "no database at PATH"), PostgreSQL and MySQL sessions are read-only, no
     schema is created or upgraded (a database without flowkit's tables is
     "not a flowkit database (schema version none)", one at another revision
-    is reported with its revision), and every write, upgrade or flow lock
-    raises :class:`~flowkit.exceptions.InvalidState`.
+    is reported with its revision), every write or flow lock raises
+    :class:`~flowkit.exceptions.InvalidState`, and :meth:`upgrade` only
+    checks that the schema is current.
     """
 
     def __init__(
