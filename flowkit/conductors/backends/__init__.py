@@ -7,7 +7,13 @@ from typing import Any
 
 from flowkit.conductors.backends.impl_blocking import BlockingConductor
 from flowkit.conductors.backends.impl_nonblocking import NonBlockingConductor
-from flowkit.conductors.base import DEFAULT_WAIT_TIMEOUT, Conductor
+from flowkit.conductors.base import (
+    DEFAULT_BACKOFF,
+    DEFAULT_MAX_BACKOFF,
+    DEFAULT_MAX_CONDUCTOR_FAILURES,
+    DEFAULT_WAIT_TIMEOUT,
+    Conductor,
+)
 from flowkit.jobs.base import JobBoard
 from flowkit.persistence.base import Backend
 
@@ -31,6 +37,9 @@ def fetch(
     max_simultaneous_jobs: int | None = None,
     ttl: float | None = None,
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
+    max_conductor_failures: int = DEFAULT_MAX_CONDUCTOR_FAILURES,
+    backoff: float = DEFAULT_BACKOFF,
+    max_backoff: float = DEFAULT_MAX_BACKOFF,
 ) -> Conductor:
     """A conductor of ``kind`` named ``name`` working ``board``.
 
@@ -41,6 +50,8 @@ def fetch(
     ``engine_options`` choose how each flow runs (as for
     :func:`flowkit.engines.load`).  ``ttl`` is the claim lease (default: the
     board's), renewed every ``ttl / 3`` while a job runs.
+    ``max_conductor_failures``, ``backoff`` and ``max_backoff`` govern jobs
+    whose flow cannot be built (see :class:`~flowkit.conductors.base.Conductor`).
     """
     try:
         cls = CONDUCTORS[kind]
@@ -58,6 +69,9 @@ def fetch(
         "engine_options": engine_options,
         "ttl": ttl,
         "wait_timeout": wait_timeout,
+        "max_conductor_failures": max_conductor_failures,
+        "backoff": backoff,
+        "max_backoff": max_backoff,
     }
     if max_simultaneous_jobs is not None:
         options["max_simultaneous_jobs"] = max_simultaneous_jobs
