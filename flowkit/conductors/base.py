@@ -552,8 +552,10 @@ class Conductor(abc.ABC):
                 running.cancel_applied = True
 
     def _poll_cancel(self, running: _Running) -> None:
-        if running.cancel is None:
-            self._cancel_seen(running, self.board.cancel_requested(running.job))
+        request = running.cancel
+        if request is None:
+            request = self.board.cancel_requested(running.job)
+        self._cancel_seen(running, request)  # also announces one a claim check noted but could not
         self._steer(running)
 
     def _cancel_seen(self, running: _Running, request: CancelRequest | None, *, announce: bool = True) -> None:

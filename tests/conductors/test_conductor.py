@@ -381,9 +381,14 @@ def test_fetch_checks_its_arguments(board: JobBoard) -> None:
         fetch("blocking", "c", board, max_simultaneous_jobs=2)
     with pytest.raises(ValueError, match="needs a persistence backend"):
         fetch("blocking", "c", fetch_board("nopersist", "memory"))
+    with pytest.raises(ValueError, match="max_conductor_failures"):
+        fetch("blocking", "c", board, max_conductor_failures=0)
+    with pytest.raises(ValueError, match="backoff"):
+        fetch("blocking", "c", board, backoff=10.0, max_backoff=5.0)
     conductor = fetch("nonblocking", "c", board, persistence="memory://", max_simultaneous_jobs=3)
     assert conductor.max_simultaneous_jobs == 3
     assert conductor.ttl == board.lease_ttl
+    assert (conductor.max_conductor_failures, conductor.backoff, conductor.max_backoff) == (3, 5.0, 600.0)
 
 
 def test_run_twice_at_once_is_refused(board: JobBoard) -> None:
@@ -487,3 +492,4 @@ def test_cancel_seen_by_a_write_ahead_check_starts_no_atom(
         "third": states.PENDING,
     }
     persistence.close()
+
