@@ -98,7 +98,16 @@ def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Setup:
 class ConductorProcess:
     """``flowkit conductor`` in a child process; its event lines go to a file."""
 
-    def __init__(self, setup: Setup, name: str, *, ttl: float, hold: bool = False, extra: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        setup: Setup,
+        name: str,
+        *,
+        ttl: float,
+        hold: bool = False,
+        extra: tuple[str, ...] = (),
+        cwd: Path | str | None = None,
+    ):
         self.name = name
         self.output = setup.tmp / ("%s.out" % name)
         env = dict(os.environ)
@@ -125,7 +134,10 @@ class ConductorProcess:
             *extra,
         ]
         with open(self.output, "w") as out:
-            self.proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=setup.tmp, env=env)
+            # ``python -m`` puts the working directory first on sys.path: what it can import depends on it.
+            self.proc = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, cwd=cwd if cwd is not None else setup.tmp, env=env
+            )
 
     def lines(self) -> list[str]:
         return self.output.read_text().splitlines()
