@@ -28,8 +28,15 @@ one).  Running a job means:
    - a storage failure or a lost executor: abandoned;
    - the claim was lost (renewal refused, or a fenced write): left alone, it
      is no longer ours to finish;
-   - the flow cannot be rebuilt (no logbook, no factory record, a factory
-     this conductor does not know, the factory fails): trashed.
+   - the flow cannot be built here (no logbook or flow detail, the factory
+     cannot be found, imported or called): given back with the error
+     (:meth:`flowkit.jobs.base.JobBoard.fail`), claimable again after a
+     backoff that doubles with each failed attempt (``backoff`` seconds
+     first, at most ``max_backoff``).  That is usually this conductor's
+     environment (a module missing from ``sys.path``, a factory not
+     registered), not the job: only once ``max_conductor_failures``
+     distinct conductors failed it is it trashed, and an operator can
+     still restore it (``flowkit jobs retry``).
 
 Each step is announced on :attr:`Conductor.notifier` (see :data:`EVENTS`).
 """
@@ -66,6 +73,9 @@ __all__ = [
     "JOB_TRASHED",
     "EVENTS",
     "DEFAULT_WAIT_TIMEOUT",
+    "DEFAULT_MAX_CONDUCTOR_FAILURES",
+    "DEFAULT_BACKOFF",
+    "DEFAULT_MAX_BACKOFF",
 ]
 
 LOG = logging.getLogger(__name__)
@@ -82,11 +92,13 @@ JOB_CONSUMED = "job_consumed"
 JOB_CANCELLING = "job_cancelling"
 #: A cancel request was honoured and the job consumed as CANCELLED (details: ``job``, ``state``, ``revert``).
 JOB_CANCELLED = "job_cancelled"
-#: The job was given back to the board (details: ``job``, ``reason``).
+#: The job was given back to the board (details: ``job``, ``reason``; when its flow could not be built
+#: here also ``attempts``, ``failed_by`` and ``delay``, the seconds before it may be claimed again).
 JOB_ABANDONED = "job_abandoned"
 #: The claim was lost: the job was stopped and left for its next owner (details: ``job``, ``reason``).
 JOB_LOST = "job_lost"
-#: The job cannot ever run and was trashed (details: ``job``, ``reason``).
+#: The job was trashed: enough distinct conductors could not build its flow (details: ``job``, ``reason``,
+#: ``attempts``, ``failed_by``).
 JOB_TRASHED = "job_trashed"
 
 #: Every event a conductor publishes.
@@ -106,11 +118,18 @@ EVENTS = (
 #: (bounds how long ``stop()`` takes to be noticed while no job is posted).
 DEFAULT_WAIT_TIMEOUT = 0.5
 
+#: How many distinct conductors must fail to build a job's flow before one trashes it.
+DEFAULT_MAX_CONDUCTOR_FAILURES = 3
+#: Seconds a job whose flow could not be built waits before its next claim (doubling each attempt) ...
+DEFAULT_BACKOFF = 5.0
+#: ... up to this many.
+DEFAULT_MAX_BACKOFF = 600.0
+
 _FINAL = (states.SUCCESS, states.REVERTED, states.FAILURE)
 
 
 class _Unbuildable(Exception):
-    """The job's flow cannot be rebuilt; the job is trashed."""
+    """The job's flow cannot be built here; the job is given back with a backoff (or trashed)."""
 
 
 @dataclasses.dataclass(eq=False)
@@ -143,6 +162,10 @@ class Conductor(abc.ABC):
     jobs' flows are rebuilt from (default: the process-wide one) and
     ``allowed_modules`` adds module prefixes whose factories may be imported;
     a job naming any other factory is not run (see :mod:`flowkit.factories`).
+    A job whose flow cannot be built waits ``backoff * 2 ** attempts`` seconds
+    (at most ``max_backoff``, on the board's clock) before its next claim,
+    and is trashed once ``max_conductor_failures`` distinct conductors
+    (by name: give each its own) failed it.
     """
 
     def __init__(
@@ -158,6 +181,9 @@ class Conductor(abc.ABC):
         wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
         factories: FactoryRegistry | None = None,
         allowed_modules: Iterable[str] | None = None,
+        max_conductor_failures: int = DEFAULT_MAX_CONDUCTOR_FAILURES,
+        backoff: float = DEFAULT_BACKOFF,
+        max_backoff: float = DEFAULT_MAX_BACKOFF,
     ) -> None:
         if not name:
             raise ValueError("a conductor needs a non-empty name (its claims are made under it)")
@@ -167,6 +193,12 @@ class Conductor(abc.ABC):
             raise ValueError("ttl must be positive, got %r" % (ttl,))
         if wait_timeout <= 0:
             raise ValueError("wait_timeout must be positive, got %r" % (wait_timeout,))
+        if isinstance(max_conductor_failures, bool) or not isinstance(max_conductor_failures, int):
+            raise ValueError("max_conductor_failures must be a positive int, got %r" % (max_conductor_failures,))
+        if max_conductor_failures < 1:
+            raise ValueError("max_conductor_failures must be a positive int, got %r" % (max_conductor_failures,))
+        if not 0 <= backoff <= max_backoff:
+            raise ValueError("need 0 <= backoff <= max_backoff, got %r and %r" % (backoff, max_backoff))
         persistence = persistence if persistence is not None else board.persistence
         if persistence is None:
             raise ValueError(
@@ -184,6 +216,9 @@ class Conductor(abc.ABC):
         self.max_simultaneous_jobs = max_simultaneous_jobs
         self.ttl = float(ttl) if ttl is not None else board.lease_ttl
         self.wait_timeout = float(wait_timeout)
+        self.max_conductor_failures = max_conductor_failures
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
         self.notifier = RestrictedNotifier(EVENTS)
         """Conductor events (:data:`EVENTS`): ``callback(event, details=...)``."""
         self._cond = threading.Condition()
@@ -363,7 +398,7 @@ class Conductor(abc.ABC):
         try:
             engine = self._engine_for(running)
         except _Unbuildable as problem:
-            self._trash(running, str(problem))
+            self._cannot_build(running, str(problem))
             return
         except exc.StorageFailure as error:
             self._after_storage_failure(running, error)
@@ -424,8 +459,13 @@ class Conductor(abc.ABC):
                 allowed_modules=self.allowed_modules,
                 **self.engine_options,
             )
-        except (ValueError, TypeError, exc.DefinitionError, exc.UnknownFactory) as error:
-            raise _Unbuildable("%s: %s" % (what, error)) from error
+        except exc.StorageFailure:
+            raise
+        except Exception as error:
+            # Whatever building the flow raised (an unknown factory, an import
+            # error, the factory itself failing) says nothing about the job
+            # until other conductors fail it too.
+            raise _Unbuildable("%s: %s: %s" % (what, type(error).__name__, error)) from error
 
     def _conclude(self, running: _Running, state: states.State | None, error: BaseException | None) -> None:
         job = running.job
@@ -473,17 +513,40 @@ class Conductor(abc.ABC):
             return
         self._notify(JOB_ABANDONED, running.job, reason=reason)
 
-    def _trash(self, running: _Running, reason: str) -> None:
-        LOG.error("conductor %r trashes job %s: %s", self.name, running.job.uuid, reason)
+    def _cannot_build(self, running: _Running, reason: str) -> None:
+        """Give the job back with a backoff, or trash it if enough distinct conductors failed it."""
+        job = running.job
         try:
-            self.board.trash(running.job, self.name, token=running.claim.token)
-        except exc.StorageFailure as failure:  # includes a lost lease
-            self._lost(running, "%s; trashing failed: %s" % (reason, failure))
+            record = self.board.failures_of(job)
+        except exc.FlowkitError as error:
+            self._lost(running, "%s; reading its failed attempts failed: %s" % (reason, error))
             return
-        except exc.NotOwner as lost:
-            self._lost(running, "%s; trashing failed: %s" % (reason, lost))
+        failed_by = tuple(dict.fromkeys((*record.failed_by, self.name)))
+        attempts = record.attempts + 1
+        if len(failed_by) >= self.max_conductor_failures:
+            LOG.error(
+                "conductor %r trashes job %s (%r): %d conductor(s) could not build its flow (%s); last: %s",
+                self.name, job.uuid, job.name, len(failed_by), ", ".join(failed_by), reason,
+            )  # fmt: skip
+            try:
+                self.board.trash(job, self.name, token=running.claim.token, error=reason)
+            except (exc.StorageFailure, exc.NotOwner) as failure:  # StorageFailure includes a lost lease
+                self._lost(running, "%s; trashing failed: %s" % (reason, failure))
+                return
+            self._notify(JOB_TRASHED, job, reason=reason, attempts=attempts, failed_by=failed_by)
             return
-        self._notify(JOB_TRASHED, running.job, reason=reason)
+        delay = min(self.max_backoff, self.backoff * 2.0 ** min(record.attempts, 64))
+        LOG.warning(
+            "conductor %r cannot build the flow of job %s (%r), attempt %d; claimable again in %.1fs: %s",
+            self.name, job.uuid, job.name, attempts, delay, reason,
+        )  # fmt: skip
+        try:
+            self.board.fail(job, self.name, reason, token=running.claim.token, delay=delay)
+        except (exc.StorageFailure, exc.NotOwner) as failure:
+            # The lease runs out on its own; then the job is claimable again.
+            self._lost(running, "%s; giving it back failed: %s" % (reason, failure))
+            return
+        self._notify(JOB_ABANDONED, job, reason=reason, attempts=attempts, failed_by=failed_by, delay=delay)
 
     def _lost(self, running: _Running, reason: str) -> None:
         LOG.warning("conductor %r lost job %s (%r): %s", self.name, running.job.uuid, running.job.name, reason)
@@ -507,8 +570,10 @@ class Conductor(abc.ABC):
                 running.cancel_applied = True
 
     def _poll_cancel(self, running: _Running) -> None:
-        if running.cancel is None:
-            self._cancel_seen(running, self.board.cancel_requested(running.job))
+        request = running.cancel
+        if request is None:
+            request = self.board.cancel_requested(running.job)
+        self._cancel_seen(running, request)  # also announces one a claim check noted but could not
         self._steer(running)
 
     def _cancel_seen(self, running: _Running, request: CancelRequest | None, *, announce: bool = True) -> None:

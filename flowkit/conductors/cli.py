@@ -4,9 +4,15 @@
 
     flowkit conductor [--board URL] [--persistence URL] [--engine serial|parallel]
                       [--import MODULE] [--allow-module PREFIX] ...
-    flowkit jobs list   [--board URL]
+    flowkit jobs list   [--board URL] [--all]
     flowkit jobs post   FACTORY [--args JSON] [--kwargs JSON] [--store JSON] ...
     flowkit jobs cancel JOB_UUID [--no-revert]
+    flowkit jobs retry  JOB_UUID
+
+``jobs list`` shows the jobs not finished, with their failed attempts and
+last error; ``--all`` adds finished ones (COMPLETE, CANCELLED, TRASHED).
+``jobs retry`` puts a TRASHED job back to UNCLAIMED with a fresh count of
+attempts (:meth:`~flowkit.jobs.base.JobBoard.restore`).
 
 ``--board`` is a job board URL (``redis://...``, ``postgresql://...``,
 ``sqlite:///...``, ``memory://``) or just a kind (``sql``, ``redis``); the
@@ -32,6 +38,7 @@ import socket
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
+from flowkit.conductors.base import DEFAULT_BACKOFF, DEFAULT_MAX_BACKOFF, DEFAULT_MAX_CONDUCTOR_FAILURES
 from flowkit.persistence.base import Backend
 
 __all__ = ["add_commands", "board_conf", "DEFAULT_BOARD_NAME"]
@@ -90,11 +97,27 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> dict[str, Ha
     conductor.add_argument("--max-simultaneous-jobs", type=int, default=None, help="jobs at once (nonblocking)")
     conductor.add_argument("--ttl", type=float, default=None, help="claim lease in seconds (default: the board's)")
     conductor.add_argument("--max-dispatches", type=int, default=None, help="stop after this many jobs")
+    conductor.add_argument(
+        "--max-conductor-failures",
+        type=int,
+        default=DEFAULT_MAX_CONDUCTOR_FAILURES,
+        metavar="N",
+        help="trash a job once N distinct conductors could not build its flow (default %(default)s)",
+    )
+    conductor.add_argument(
+        "--backoff", type=float, default=DEFAULT_BACKOFF, metavar="S",
+        help="first wait before such a job is claimable again; doubles each attempt (default %(default)s)",
+    )  # fmt: skip
+    conductor.add_argument(
+        "--max-backoff", type=float, default=DEFAULT_MAX_BACKOFF, metavar="S",
+        help="longest such wait (default %(default)s)",
+    )  # fmt: skip
 
     jobs = commands.add_parser("jobs", parents=[common], help="list, post and cancel jobs")
     actions = jobs.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
-    listing = actions.add_parser("list", help="jobs that are not finished")
+    listing = actions.add_parser("list", help="jobs that are not finished (--all: every job)")
     _board_options(listing)
+    listing.add_argument("--all", action="store_true", help="also finished jobs: COMPLETE, CANCELLED, TRASHED")
     post = actions.add_parser("post", help="post a flow factory as a job; prints the job's uuid")
     _board_options(post)
     post.add_argument("factory", metavar="FACTORY", help="'module:function' returning the flow")
@@ -109,6 +132,9 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> dict[str, Ha
     _board_options(cancel)
     cancel.add_argument("job", metavar="JOB_UUID")
     cancel.add_argument("--no-revert", action="store_true", help="suspend the flow instead of reverting it")
+    retry = actions.add_parser("retry", help="put a TRASHED job back to UNCLAIMED (attempts start again)")
+    _board_options(retry)
+    retry.add_argument("job", metavar="JOB_UUID")
     return {"conductor": _cmd_conductor, "jobs": _cmd_jobs}
 
 
@@ -152,6 +178,9 @@ def _cmd_conductor(args: argparse.Namespace, out: TextIO) -> int:
                 max_simultaneous_jobs=args.max_simultaneous_jobs,
                 ttl=args.ttl,
                 allowed_modules=allowed,
+                max_conductor_failures=args.max_conductor_failures,
+                backoff=args.backoff,
+                max_backoff=args.max_backoff,
             )
 
             def report(event: str, details: Mapping[str, Any]) -> None:
@@ -207,6 +236,7 @@ def _cmd_jobs(args: argparse.Namespace, out: TextIO) -> int:
                 "list": _jobs_list,
                 "post": _jobs_post,
                 "cancel": _jobs_cancel,
+                "retry": _jobs_retry,
             }[args.jobs_command]
             return action(args, board, out)
         finally:
@@ -217,7 +247,11 @@ def _jobs_list(args: argparse.Namespace, board: Any, out: TextIO) -> int:
     from flowkit.cli import _table
 
     rows = []
-    for job in board.iterjobs():
+    for job in board.iterjobs(include_final=args.all):
+        failures = board.failures_of(job)
+        error = " ".join((failures.last_error or "-").split())  # one line per job
+        if len(error) > _ERROR_WIDTH:
+            error = error[: _ERROR_WIDTH - 3] + "..."
         rows.append(
             [
                 job.uuid,
@@ -226,13 +260,20 @@ def _jobs_list(args: argparse.Namespace, board: Any, out: TextIO) -> int:
                 board.find_owner(job) or "-",
                 str(job.priority),
                 job.created_on.strftime("%Y-%m-%d %H:%M:%S"),
+                str(failures.attempts),
+                error,
             ]
         )
     if not rows:
-        out.write("no jobs\n")
+        out.write("no jobs\n" if args.all else "no unfinished jobs (--all lists finished ones too)\n")
         return 0
-    out.write(_table(["JOB", "NAME", "STATE", "OWNER", "PRIORITY", "POSTED"], rows) + "\n")
+    headers = ["JOB", "NAME", "STATE", "OWNER", "PRIORITY", "POSTED", "ATTEMPTS", "LAST ERROR"]
+    out.write(_table(headers, rows) + "\n")
     return 0
+
+
+# How much of a job's last error ``jobs list`` shows (``board.failures_of`` has all of it).
+_ERROR_WIDTH = 100
 
 
 def _resolve_factory(name: str) -> Any:
@@ -274,5 +315,11 @@ def _jobs_post(args: argparse.Namespace, board: Any, out: TextIO) -> int:
 
 def _jobs_cancel(args: argparse.Namespace, board: Any, out: TextIO) -> int:
     state = board.cancel(args.job, revert=not args.no_revert)
+    out.write("%s %s\n" % (args.job, state))
+    return 0
+
+
+def _jobs_retry(args: argparse.Namespace, board: Any, out: TextIO) -> int:
+    state = board.restore(args.job)
     out.write("%s %s\n" % (args.job, state))
     return 0

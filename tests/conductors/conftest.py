@@ -98,7 +98,16 @@ def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Setup:
 class ConductorProcess:
     """``flowkit conductor`` in a child process; its event lines go to a file."""
 
-    def __init__(self, setup: Setup, name: str, *, ttl: float, hold: bool = False, extra: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        setup: Setup,
+        name: str,
+        *,
+        ttl: float,
+        hold: bool = False,
+        extra: tuple[str, ...] = (),
+        cwd: Path | str | None = None,
+    ):
         self.name = name
         self.output = setup.tmp / ("%s.out" % name)
         env = dict(os.environ)
@@ -128,7 +137,10 @@ class ConductorProcess:
             *extra,
         ]
         with open(self.output, "w") as out:
-            self.proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=setup.tmp, env=env)
+            # ``python -m`` puts the working directory first on sys.path: what it can import depends on it.
+            self.proc = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, cwd=cwd if cwd is not None else setup.tmp, env=env
+            )
 
     def lines(self) -> list[str]:
         return self.output.read_text().splitlines()
@@ -177,3 +189,41 @@ def wait_until(predicate: Any, what: str, deadline: float) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for " + what)
         time.sleep(0.01)
+
+
+class AppModule:
+    """A flow factory (``make``) in a module of its own, whose folder can leave sys.path and come back.
+
+    The job is posted while the module is importable; then ``hide()``: a
+    conductor that runs now is one started where the module is not, as in
+    the field.
+    """
+
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        import importlib
+
+        self.name = "app_flows_%s" % (tmp_path.name.replace("-", "_"),)
+        self.folder = str(tmp_path / "app")
+        os.mkdir(self.folder)
+        with open(os.path.join(self.folder, self.name + ".py"), "w") as out:
+            out.write("from tests.conductors import flows\n\n\ndef make():\n    return flows.one_line()\n")
+        self._monkeypatch = monkeypatch
+        monkeypatch.syspath_prepend(self.folder)
+        self.make = importlib.import_module(self.name).make
+
+    def hide(self) -> None:
+        import importlib
+        import sys
+
+        sys.path.remove(self.folder)
+        del sys.modules[self.name]
+        importlib.invalidate_caches()
+
+    def put_back(self) -> None:
+        self._monkeypatch.syspath_prepend(self.folder)
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppModule:
+    """A flow factory module of this test's own (see :class:`AppModule`)."""
+    return AppModule(tmp_path, monkeypatch)

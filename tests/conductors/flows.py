@@ -109,3 +109,4 @@ def failing() -> Any:
 def gated_steps() -> Any:
     """``first`` (a line, then waits for the release file), ``second`` and ``third`` (a line each)."""
     return linear_flow.Flow("gated-steps").add(Gate("first"), Undo("second"), Undo("third"))
+

@@ -8,6 +8,7 @@ import pytest
 
 from flowkit.cli import main
 from flowkit.conductors.cli import board_conf
+from tests.conductors.conftest import AppModule
 
 
 def test_board_conf_from_urls_and_kinds() -> None:
@@ -41,7 +42,7 @@ def test_post_list_run_and_cancel(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "job_consumed %s tests.conductors.flows:one_line SUCCESS" % ran in out
     assert log.read_text().split()[:2] == ["run", "from-cli"]
     assert main(["jobs", "list", *where]) == 0
-    assert capsys.readouterr().out == "no jobs\n"
+    assert capsys.readouterr().out == "no unfinished jobs (--all lists finished ones too)\n"
 
 
 def test_post_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -51,3 +52,40 @@ def test_post_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "cannot be imported" in capsys.readouterr().err
     assert main(["jobs", "post", "tests.conductors.flows:one_line", "--args", "{}", *where]) == 2
     assert "JSON list" in capsys.readouterr().err
+
+
+def test_a_trashed_job_is_listed_with_its_error_and_retried(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], app: AppModule
+) -> None:
+    url = "sqlite:///%s" % (tmp_path / "flowkit.db")
+    log = tmp_path / "log.txt"
+    where = ["--board", url, "--persistence", url, "--board-name", "cli"]
+    store = '{"log": "%s", "job": "j"}' % log
+    assert main(["jobs", "post", "%s:make" % app.name, "--store", store, *where]) == 0
+    job = capsys.readouterr().out.strip()
+    app.hide()  # the conductor below runs where the factory's module is not importable
+
+    run = ["conductor", "--max-dispatches", "1", "--max-conductor-failures", "1", *where]
+    assert main([*run, "--name", "c1"]) == 0
+    assert "job_trashed %s" % job in capsys.readouterr().out
+
+    assert main(["jobs", "list", *where]) == 0
+    assert job not in capsys.readouterr().out  # finished: not listed by default
+    assert main(["jobs", "list", "--all", *where]) == 0
+    listing = capsys.readouterr().out
+    (row,) = [line for line in listing.splitlines() if line.startswith(job)]
+    assert "TRASHED" in row and app.name in row and " 1 " in row
+    assert "ATTEMPTS" in listing and "LAST ERROR" in listing
+
+    assert main(["jobs", "retry", job, *where]) == 0
+    assert capsys.readouterr().out.split() == [job, "UNCLAIMED"]
+    assert main(["jobs", "retry", job, *where]) == 2  # only a trashed job can be retried
+    assert "only a TRASHED job" in capsys.readouterr().err
+
+    app.put_back()
+    assert main([*run, "--name", "c2"]) == 0
+    assert "job_consumed %s" % job in capsys.readouterr().out
+    assert log.read_text().split()[:2] == ["run", "j"]
+    assert main(["jobs", "list", "--all", *where]) == 0
+    (row,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith(job)]
+    assert "COMPLETE" in row

@@ -31,6 +31,7 @@ from flowkit.jobs.base import Claim, JobBoard, JobState
 from flowkit.persistence.backends.impl_memory import MemoryBackend
 from flowkit.persistence.models import FlowDetail, LogBook
 from tests.conductors import flows
+from tests.conductors.conftest import AppModule
 
 DEADLINE = 20.0
 
@@ -147,17 +148,69 @@ def test_store_of_the_job_reaches_the_flow(board: JobBoard, persistence: MemoryB
     assert [fd.state for fd in book] == [states.SUCCESS]
 
 
-def test_unbuildable_job_is_trashed(board: JobBoard, log: Path) -> None:
+def test_unbuildable_job_is_given_back_not_trashed(board: JobBoard, clock: FakeClock, log: Path) -> None:
     book = LogBook(name="no-factory")
     book.add(FlowDetail(name="no-factory"))
     job = board.post("no-factory", book=book)
-    conductor = fetch("blocking", "c1", board)
+    conductor = fetch("blocking", "c1", board, backoff=7.0)
     events = Events(conductor)
 
     conductor.run(max_dispatches=1)
 
+    assert job.state == JobState.UNCLAIMED
+    abandoned = events.wait_for(JOB_ABANDONED)
+    assert "factory record" in abandoned["reason"] and abandoned["delay"] == 7.0
+    failures = job.failures
+    assert failures.attempts == 1 and failures.failed_by == ("c1",) and failures.due_at == clock.now + 7.0
+    assert failures.last_error is not None and "factory record" in failures.last_error
+    assert JOB_TRASHED not in events.names()
+
+
+def test_a_factory_missing_here_is_retried_with_backoff_trashed_by_three_conductors_then_restored(
+    board: JobBoard, clock: FakeClock, log: Path, app: AppModule
+) -> None:
+    job = post_flow(board, app.make, store={"log": str(log), "job": "j"})
+    app.hide()
+    options: dict[str, Any] = {"backoff": 10.0, "max_backoff": 25.0, "max_conductor_failures": 3}
+    c1, c2, c3 = (fetch("blocking", name, board, **options) for name in ("c1", "c2", "c3"))
+    events = [Events(c) for c in (c1, c2, c3)]
+
+    c1.run(max_dispatches=1)
+    first = job.failures
+    assert job.state == JobState.UNCLAIMED
+    assert (first.attempts, first.failed_by, first.due_at) == (1, ("c1",), clock.now + 10.0)
+    assert first.last_error is not None and app.name in first.last_error
+    assert board.claim_next("probe") is None  # not claimable before its due time
+
+    clock.now += 10.0
+    c1.run(max_dispatches=1)  # the same conductor again: one more attempt, still one conductor
+    assert (job.failures.attempts, job.failures.failed_by) == (2, ("c1",))
+    assert job.failures.due_at == clock.now + 20.0  # the backoff doubled
+    assert events[0].wait_for(JOB_ABANDONED, 2)["delay"] == 20.0
+
+    clock.now += 20.0
+    c2.run(max_dispatches=1)
+    assert (job.failures.attempts, job.failures.failed_by) == (3, ("c1", "c2"))
+    assert job.failures.due_at == clock.now + 25.0  # capped by max_backoff
+    assert job.state == JobState.UNCLAIMED
+
+    clock.now += 25.0
+    c3.run(max_dispatches=1)  # the third distinct conductor: trashed
     assert job.state == JobState.TRASHED
-    assert "factory record" in events.wait_for(JOB_TRASHED)["reason"]
+    trashed = events[2].wait_for(JOB_TRASHED)
+    assert trashed["failed_by"] == ("c1", "c2", "c3") and trashed["attempts"] == 4
+    assert (job.failures.attempts, job.failures.failed_by) == (4, ("c1", "c2", "c3"))
+    assert list(board.iterjobs()) == []
+    assert [j.uuid for j in board.iterjobs(include_final=True)] == [job.uuid]
+    assert lines(log) == []
+
+    assert board.restore(job) == JobState.UNCLAIMED
+    assert job.failures.attempts == 0 and job.failures.failed_by == ()
+    app.put_back()  # a conductor that can build the flow
+    c4 = fetch("blocking", "c4", board, **options)
+    c4.run(max_dispatches=1)
+    assert job.state == JobState.COMPLETE
+    assert [line.split()[:2] for line in lines(log)] == [["run", "j"]]
 
 
 @pytest.mark.parametrize("revert", [True, False], ids=["revert", "suspend"])
@@ -328,9 +381,14 @@ def test_fetch_checks_its_arguments(board: JobBoard) -> None:
         fetch("blocking", "c", board, max_simultaneous_jobs=2)
     with pytest.raises(ValueError, match="needs a persistence backend"):
         fetch("blocking", "c", fetch_board("nopersist", "memory"))
+    with pytest.raises(ValueError, match="max_conductor_failures"):
+        fetch("blocking", "c", board, max_conductor_failures=0)
+    with pytest.raises(ValueError, match="backoff"):
+        fetch("blocking", "c", board, backoff=10.0, max_backoff=5.0)
     conductor = fetch("nonblocking", "c", board, persistence="memory://", max_simultaneous_jobs=3)
     assert conductor.max_simultaneous_jobs == 3
     assert conductor.ttl == board.lease_ttl
+    assert (conductor.max_conductor_failures, conductor.backoff, conductor.max_backoff) == (3, 5.0, 600.0)
 
 
 def test_run_twice_at_once_is_refused(board: JobBoard) -> None:
@@ -434,3 +492,4 @@ def test_cancel_seen_by_a_write_ahead_check_starts_no_atom(
         "third": states.PENDING,
     }
     persistence.close()
+

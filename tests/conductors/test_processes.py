@@ -20,7 +20,7 @@ from flowkit import states
 from flowkit.conductors import post_flow
 from flowkit.jobs.base import JobState
 from tests.conductors import flows
-from tests.conductors.conftest import ConductorProcess, Setup, wait_until
+from tests.conductors.conftest import AppModule, ConductorProcess, Setup, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -184,3 +184,44 @@ def postgres_url() -> str:
     from tests.persistence.conftest import POSTGRES_URL, server_url
 
     return server_url(POSTGRES_URL, "PostgreSQL", "FLOWKIT_TEST_POSTGRES_URL")
+
+
+@pytest.mark.timeout(180)
+def test_conductors_started_without_the_factory_module_keep_the_job(
+    setup: Setup, conductors: list[ConductorProcess], app: AppModule, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flowkit.cli import main
+
+    log = str(setup.tmp / "ran.txt")
+    with setup.persistence() as persistence:
+        board = setup.board(persistence)
+        job = post_flow(board, app.make, store={"log": log, "job": "j"})
+        # Conductors started in setup.tmp cannot import the module; no backoff, so each claims at once.
+        for i, name in enumerate(("c1", "c2", "c3")):
+            process = ConductorProcess(setup, name, ttl=10.0, extra=("--max-dispatches", "1", "--backoff", "0"))
+            conductors.append(process)
+            assert process.proc.wait(60) == 0, process.text()
+            failures = board.failures_of(job)
+            assert failures.attempts == i + 1 and failures.failed_by[-1] == name, process.text()
+            assert failures.last_error is not None and app.name in failures.last_error
+            if i < 2:
+                assert board.state_of(job) == JobState.UNCLAIMED and process.events("job_abandoned") == [job.uuid]
+        assert board.state_of(job) == JobState.TRASHED and conductors[-1].events("job_trashed") == [job.uuid]
+        assert not os.path.exists(log)
+
+        where = ["--board", setup.board_url, "--board-name", setup.board_name, "--persistence", setup.persistence_url]
+        capsys.readouterr()
+        assert main(["jobs", "list", "--all", *where]) == 0
+        (row,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith(job.uuid)]
+        assert "TRASHED" in row and " 3 " in row and app.name in row
+        assert main(["jobs", "retry", job.uuid, *where]) == 0
+        assert capsys.readouterr().out.split() == [job.uuid, "UNCLAIMED"]
+
+        # Started in the module's folder, a conductor can build the flow.
+        fixed = ConductorProcess(setup, "c4", ttl=10.0, extra=("--max-dispatches", "1"), cwd=app.folder)
+        conductors.append(fixed)
+        assert fixed.proc.wait(60) == 0, fixed.text()
+        assert fixed.events("job_consumed") == [job.uuid]
+        assert board.state_of(job) == JobState.COMPLETE
+        assert [line[:2] for line in _lines(log)] == [["run", "j"]]
+        board.close()

@@ -7,7 +7,13 @@ from typing import Any
 
 from flowkit.conductors.backends.impl_blocking import BlockingConductor
 from flowkit.conductors.backends.impl_nonblocking import NonBlockingConductor
-from flowkit.conductors.base import DEFAULT_WAIT_TIMEOUT, Conductor
+from flowkit.conductors.base import (
+    DEFAULT_BACKOFF,
+    DEFAULT_MAX_BACKOFF,
+    DEFAULT_MAX_CONDUCTOR_FAILURES,
+    DEFAULT_WAIT_TIMEOUT,
+    Conductor,
+)
 from flowkit.factories import FactoryRegistry
 from flowkit.jobs.base import JobBoard
 from flowkit.persistence.base import Backend
@@ -34,6 +40,9 @@ def fetch(
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
     factories: FactoryRegistry | None = None,
     allowed_modules: Iterable[str] | None = None,
+    max_conductor_failures: int = DEFAULT_MAX_CONDUCTOR_FAILURES,
+    backoff: float = DEFAULT_BACKOFF,
+    max_backoff: float = DEFAULT_MAX_BACKOFF,
 ) -> Conductor:
     """A conductor of ``kind`` named ``name`` working ``board``.
 
@@ -45,7 +54,9 @@ def fetch(
     :func:`flowkit.engines.load`).  ``ttl`` is the claim lease (default: the
     board's), renewed every ``ttl / 3`` while a job runs.  ``factories``
     and ``allowed_modules`` say which flow factories its jobs may name (see
-    :class:`~flowkit.conductors.Conductor`).
+    :class:`~flowkit.conductors.Conductor`).  ``max_conductor_failures``,
+    ``backoff`` and ``max_backoff`` govern jobs whose flow cannot be built
+    (see :class:`~flowkit.conductors.base.Conductor`).
     """
     try:
         cls = CONDUCTORS[kind]
@@ -65,6 +76,9 @@ def fetch(
         "wait_timeout": wait_timeout,
         "factories": factories,
         "allowed_modules": allowed_modules,
+        "max_conductor_failures": max_conductor_failures,
+        "backoff": backoff,
+        "max_backoff": max_backoff,
     }
     if max_simultaneous_jobs is not None:
         options["max_simultaneous_jobs"] = max_simultaneous_jobs
