@@ -434,13 +434,13 @@ class Fuzz:
         for action, name, label in set(journal):
             if action != "execute":
                 continue
-            ad = snap.atoms.get(name)
+            found = snap.atoms.get(name)
             if snap.current(name, label):
                 # Write ahead: RUNNING was durable before execute began.
                 self.check(
-                    ad is not None and ad.state != states.PENDING,
+                    found is not None and found.state != states.PENDING,
                     "%s: %s executed (attempt %s) but the logbook has it %s: its RUNNING record was not "
-                    "durable before it started", where, name, label, "missing" if ad is None else ad.state,
+                    "durable before it started", where, name, label, "missing" if found is None else found.state,
                 )
             if name in SCOPE:
                 self.check(
