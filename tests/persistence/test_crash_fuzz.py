@@ -67,10 +67,12 @@ from flowkit.types.failure import Failure
 from tests.persistence.conftest import drop_tables, unique_prefix
 from tests.persistence.fuzz_child import CRASH_EXIT, DEPS, RETRY_NAME, SCOPE, VARIANTS, read_journal
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KILLS = int(os.environ.get("FLOWKIT_FUZZ_KILLS", "28"))
+
+# A few seconds of CPU on a quiet machine; the timeout leaves room for a busy one
+# (and grows with FLOWKIT_FUZZ_KILLS for a longer hunt).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(max(240, 8 * KILLS))]
 MAX_KILLS_PER_FLOW = 4
 #: How long one run of the child may take (generous: the machine may be busy).
 RUN_DEADLINE = 60.0
