@@ -46,6 +46,7 @@ from typing import Any
 
 from flowkit.engines import load_from_detail, load_from_factory
 from flowkit.exceptions import FlowDetailLocked, WrappedFailure
+from flowkit.flow import Flow
 from flowkit.patterns import graph_flow
 from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend
 from flowkit.persistence.sql_connection import SQLAlchemyConnection
@@ -155,7 +156,7 @@ def _task(name: str, journal: str) -> Task:
     return cls(name=name, provides=name, requires=list(DEPS[name]), inject={"journal": journal})
 
 
-def make_flow(journal: str, attempts: int, revert_all: bool) -> graph_flow.Flow:
+def make_flow(journal: str, attempts: int, revert_all: bool) -> Flow:
     """The fuzzed flow: fan-out, fan-in, and a retry scope whose ``flaky`` fails at first.
 
     ``src`` fans out to ``b1..b4``, ``c1``/``c2`` join pairs of them, ``join``
@@ -178,7 +179,8 @@ class _Plan:
     """Where this run dies; counts durable writes and atom state changes."""
 
     def __init__(self, kill: list[Any] | None) -> None:
-        self.kind, self.at = (kill[0], int(kill[1])) if kill else (None, 0)
+        self.kind: str | None = kill[0] if kill else None
+        self.at = int(kill[1]) if kill else 0
         self.writes = 0
         self.events = 0
         self.armed = False  # counting starts once the flow detail is durable

@@ -29,7 +29,8 @@ retry attempt):
 Then a new child resumes the flow with ``load_from_detail`` until it ends,
 and its final logbook (the flow's state, every atom's state, intention,
 results, failure and revert outcome, and ``storage.fetch_all()``) must equal
-an uninterrupted run's.
+an uninterrupted run's, and so must the set of executions and reverts done
+(every attempt of every atom ran and was undone as without the kills).
 
 A failure names the seed; ``FLOWKIT_FUZZ_SEED=N`` replays the same choices
 (the timing of the parent's SIGKILLs stays the machine's).
@@ -66,10 +67,12 @@ from flowkit.types.failure import Failure
 from tests.persistence.conftest import drop_tables, unique_prefix
 from tests.persistence.fuzz_child import CRASH_EXIT, DEPS, RETRY_NAME, SCOPE, VARIANTS, read_journal
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KILLS = int(os.environ.get("FLOWKIT_FUZZ_KILLS", "28"))
+
+# A few seconds of CPU on a quiet machine; the timeout leaves room for a busy one
+# (and grows with FLOWKIT_FUZZ_KILLS for a longer hunt).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(max(240, 8 * KILLS))]
 MAX_KILLS_PER_FLOW = 4
 #: How long one run of the child may take (generous: the machine may be busy).
 RUN_DEADLINE = 60.0
@@ -198,11 +201,14 @@ class ForkServer:
                 pid = int(words[1])
             elif words and words[0] == "e" and kill_after is not None and not sigkilled:
                 if int(words[1]) >= kill_after:
-                    # The run is still going (it reports and carries on); the fork
-                    # server reaps it only after this, so the pid is still ours.
+                    # The run reports and carries on, so it is usually still going.
+                    # If it has just ended, the fork server has reaped it: no kill.
                     assert pid is not None
-                    os.kill(pid, signal.SIGKILL)
-                    sigkilled = True
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                        sigkilled = True
+                    except ProcessLookupError:
+                        pass
 
     def stderr_tail(self) -> str:
         self._stderr.flush()
@@ -293,9 +299,13 @@ def fetch_all(backend: Backend, fd_uuid: str) -> dict[str, Any]:
 class Baseline:
     """How an uninterrupted run ends, and how many writes and atom events it took per engine."""
 
-    def __init__(self, normal: dict[str, Any], results: dict[str, Any]) -> None:
+    def __init__(self, normal: dict[str, Any], results: dict[str, Any], lines: set[Line]) -> None:
         self.normal = normal
         self.results = results
+        #: Every (action, atom, attempt) the run journaled.  The flow is built so that
+        #: this set does not depend on the schedule: when ``flaky`` fails, every other
+        #: atom of its attempt has run, and nothing after the scope has started.
+        self.lines = lines
         self.writes: dict[str, int] = {}
         self.events: dict[str, int] = {}
 
@@ -312,6 +322,7 @@ class Fuzz:
         self.tmp_path = tmp_path
         self.trail: list[str] = []
         self.kills: Counter[str] = Counter()
+        self.lock_waits = 0
         self.baselines: dict[str, Baseline] = {}
 
     # -- reporting
@@ -355,6 +366,7 @@ class Fuzz:
             )
             if run.code == 0 and run.value("locked") is not None and time.monotonic() < deadline:
                 # The server has not yet ended the killed run's session, which holds the flow's lock.
+                self.lock_waits += 1
                 threading.Event().wait(0.05)
                 continue
             return run
@@ -369,17 +381,17 @@ class Fuzz:
             fd_uuid = (run.value("flow-detail") or [""])[0]
             end = Snapshot(self.reader, fd_uuid)
             done = run.value("finished") or []
-            seen[engine] = Baseline(end.normal(), fetch_all(self.reader, fd_uuid))
-            seen[engine].writes[engine], seen[engine].events[engine] = int(done[1]), int(done[2])
             self.check(
                 end.flow_state in ENDED, "the uninterrupted %s run ended %s", variant, end.flow_state
             )
-            journal_lines = read_journal(str(journal))
-            self.check_journal_once(journal_lines, "the uninterrupted %s run (%s)" % (variant, engine))
+            lines = read_journal(str(journal))
+            self.check_journal_once(lines, "the uninterrupted %s run (%s)" % (variant, engine))
+            seen[engine] = Baseline(end.normal(), fetch_all(self.reader, fd_uuid), set(lines))
+            seen[engine].writes[engine], seen[engine].events[engine] = int(done[1]), int(done[2])
         first = seen["serial"]
         for engine, other in seen.items():
             self.check(
-                other.normal == first.normal and other.results == first.results,
+                other.normal == first.normal and other.results == first.results and other.lines == first.lines,
                 "the %s flow ends differently on the %s engine:\n%s\nthan on the serial one:\n%s",
                 variant, engine, other.normal, first.normal,
             )
@@ -424,13 +436,13 @@ class Fuzz:
         for action, name, label in set(journal):
             if action != "execute":
                 continue
-            ad = snap.atoms.get(name)
+            found = snap.atoms.get(name)
             if snap.current(name, label):
                 # Write ahead: RUNNING was durable before execute began.
                 self.check(
-                    ad is not None and ad.state != states.PENDING,
+                    found is not None and found.state != states.PENDING,
                     "%s: %s executed (attempt %s) but the logbook has it %s: its RUNNING record was not "
-                    "durable before it started", where, name, label, "missing" if ad is None else ad.state,
+                    "durable before it started", where, name, label, "missing" if found is None else found.state,
                 )
             if name in SCOPE:
                 self.check(
@@ -477,8 +489,13 @@ class Fuzz:
                         where, name, label,
                     )
 
-    def check_end(self, variant: str, fd_uuid: str, snap: Snapshot) -> None:
+    def check_end(self, variant: str, fd_uuid: str, snap: Snapshot, journal: list[Line]) -> None:
         baseline = self.baselines[variant]
+        self.check(
+            set(journal) == baseline.lines,
+            "flow %s (%s) never ran %s, and ran %s, which an uninterrupted run does not",
+            fd_uuid, variant, sorted(baseline.lines - set(journal)), sorted(set(journal) - baseline.lines),
+        )
         self.check(
             snap.normal() == baseline.normal,
             "flow %s (%s) ended as\n%s\nbut an uninterrupted run ends as\n%s",
@@ -526,7 +543,7 @@ class Fuzz:
             if run.finished:
                 end = Snapshot(self.reader, fd_uuid)
                 self.check_snapshot(end, journal, earlier, "at the end of flow %d" % (index,))
-                self.check_end(variant, fd_uuid, end)
+                self.check_end(variant, fd_uuid, end, journal)
                 return kills
             self.check(
                 run.died,
@@ -548,7 +565,7 @@ class Fuzz:
             earlier.append((len(journal), snap))
             if snap.flow_state in ENDED:
                 # Killed after its end was durable: there is nothing left to resume.
-                self.check_end(variant, fd_uuid, snap)
+                self.check_end(variant, fd_uuid, snap, journal)
                 return kills
 
 
@@ -567,7 +584,11 @@ def test_kills_at_random_points_never_redo_completed_atoms(fuzz_conf: dict[str, 
         while kills < KILLS:
             kills += fuzz.flow(index, KILLS - kills)
             index += 1
-        # Every way of dying was tried (28 kills choosing among 3 makes a miss unlikely).
+        print(
+            "crash fuzz, seed %d: %d flows, kills %s, %d waits for a killed run's lock"
+            % (seed, index, dict(sorted(fuzz.kills.items())), fuzz.lock_waits)
+        )
+        # Every way of dying was tried (28 kills choosing among 3 make a miss very unlikely).
         if KILLS >= 12:
             assert set(fuzz.kills) == {"after", "before", "events"}, (seed, fuzz.kills)
     finally:
