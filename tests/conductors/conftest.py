@@ -194,9 +194,11 @@ def wait_until(predicate: Any, what: str, deadline: float) -> None:
 class AppModule:
     """A flow factory (``make``) in a module of its own, whose folder can leave sys.path and come back.
 
-    The job is posted while the module is importable; then ``hide()``: a
-    conductor that runs now is one started where the module is not, as in
-    the field.
+    The job is posted while the module is importable (posting registers
+    ``make`` in this process); then ``hide()``: the module leaves sys.path and
+    ``make`` the default factory registry, so a conductor that runs now is one
+    started where the module is not, as in the field.  ``put_back()`` undoes
+    both.
     """
 
     def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -215,12 +217,24 @@ class AppModule:
         import importlib
         import sys
 
+        from flowkit.factories import default_registry
+
         sys.path.remove(self.folder)
         del sys.modules[self.name]
         importlib.invalidate_caches()
+        if self.factory_name in default_registry:
+            default_registry.unregister(self.factory_name)
 
     def put_back(self) -> None:
+        from flowkit.factories import register
+
         self._monkeypatch.syspath_prepend(self.folder)
+        register(self.make)
+
+    @property
+    def factory_name(self) -> str:
+        """The name the job's flow detail records for ``make``."""
+        return "%s:make" % (self.name,)
 
 
 @pytest.fixture

@@ -196,9 +196,11 @@ def test_conductors_started_without_the_factory_module_keep_the_job(
     with setup.persistence() as persistence:
         board = setup.board(persistence)
         job = post_flow(board, app.make, store={"log": log, "job": "j"})
-        # Conductors started in setup.tmp cannot import the module; no backoff, so each claims at once.
+        # The operator allows the module's factories, but conductors started in setup.tmp cannot
+        # import it; no backoff, so each claims at once.
+        allow = ("--allow-module", app.name)
         for i, name in enumerate(("c1", "c2", "c3")):
-            process = ConductorProcess(setup, name, ttl=10.0, extra=("--max-dispatches", "1", "--backoff", "0"))
+            process = ConductorProcess(setup, name, ttl=10.0, extra=("--max-dispatches", "1", "--backoff", "0", *allow))
             conductors.append(process)
             assert process.proc.wait(60) == 0, process.text()
             failures = board.failures_of(job)
@@ -218,7 +220,7 @@ def test_conductors_started_without_the_factory_module_keep_the_job(
         assert capsys.readouterr().out.split() == [job.uuid, "UNCLAIMED"]
 
         # Started in the module's folder, a conductor can build the flow.
-        fixed = ConductorProcess(setup, "c4", ttl=10.0, extra=("--max-dispatches", "1"), cwd=app.folder)
+        fixed = ConductorProcess(setup, "c4", ttl=10.0, extra=("--max-dispatches", "1", *allow), cwd=app.folder)
         conductors.append(fixed)
         assert fixed.proc.wait(60) == 0, fixed.text()
         assert fixed.events("job_consumed") == [job.uuid]
