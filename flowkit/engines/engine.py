@@ -17,6 +17,7 @@ from flowkit import exceptions as exc
 from flowkit import states
 from flowkit.engines import compiler
 from flowkit.engines.executors import AtomExecutor, make_executor
+from flowkit.engines.reverting import ENGINE_FAILURES_KEY, REVERTED_SCOPES_KEY
 from flowkit.engines.runtime import Runtime
 from flowkit.persistence.base import Backend
 from flowkit.persistence.models import FlowDetail, LogBook
@@ -350,6 +351,9 @@ class Engine:
             detail.meta.pop("progress", None)
             detail.meta.pop("ignore_depth", None)
             self._storage.save_atom(detail)
+        self._flow_detail.meta.pop("regions", None)
+        self._flow_detail.meta.pop(ENGINE_FAILURES_KEY, None)
+        self._flow_detail.meta.pop(REVERTED_SCOPES_KEY, None)
         self._storage.set_flow_state(states.PENDING)
 
     def statistics(self) -> EngineStatistics:

@@ -180,7 +180,7 @@ def test_wrapped_failure_keeps_names_through_pickle_and_nesting() -> None:
     # TaskFlow's spelling still works: positional failures, no names
     plain = exceptions.WrappedFailure([caught(BoomError("x"))])
     assert plain.atom_failures()[0][0] is None
-    assert str(plain) == "WrappedFailure(1 failures: Failure: tests.support.BoomError: x)"
+    assert str(plain) == "WrappedFailure(1 failure: Failure: tests.support.BoomError: x)"
     with pytest.raises(ValueError, match="2 atom names for 1 failures"):
         exceptions.WrappedFailure([caught(BoomError("x"))], atom_names=["a", "b"])
 
@@ -334,4 +334,27 @@ def test_retry_reverts_in_a_new_process_from_the_logbook(load: Any, tmp_path: Pa
         with backend.get_connection() as conn:
             final = conn.get_flow_details(uuid)
         assert final.state == states.REVERTED
-        assert {ad.name: ad.state for ad in final} == {name: states.REVERTED for name in ("first", "stubborn", "a", "bad")}
+        everything = ("first", "stubborn", "a", "bad")
+        assert {ad.name: ad.state for ad in final} == dict.fromkeys(everything, states.REVERTED)
+
+
+def test_retry_reverts_of_a_cancelled_flow_raises_cancelled(load: Any, tmp_path: Path) -> None:
+    flow = linear_flow.Flow("order").add(
+        Undoable(name="first"), stubborn(tmp_path), Undoable(name="a"), Undoable(name="never")
+    )
+    engine = load(flow)
+
+    def cancel(state: Any, details: dict[str, Any]) -> None:
+        if details["atom_name"] == "a" and state == states.SUCCESS:
+            engine.cancel("operator said stop")
+
+    engine.atom_notifier.register(states.SUCCESS, cancel)
+    with pytest.raises(OtherBoomError):
+        engine.run()
+    engine.atom_notifier.deregister(states.SUCCESS, cancel)
+    engine.retry_reverts()
+    with pytest.raises(exceptions.Cancelled, match="operator said stop"):
+        engine.run()
+    assert engine.storage.get_flow_state() == states.REVERTED
+    assert engine.storage.get_atom_state("first") == states.REVERTED
+    assert engine.storage.get_atom_state("never") == states.PENDING
