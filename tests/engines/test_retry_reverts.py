@@ -358,3 +358,16 @@ def test_retry_reverts_of_a_cancelled_flow_raises_cancelled(load: Any, tmp_path:
     assert engine.storage.get_flow_state() == states.REVERTED
     assert engine.storage.get_atom_state("first") == states.REVERTED
     assert engine.storage.get_atom_state("never") == states.PENDING
+
+
+def test_reset_after_a_failed_revert_runs_the_flow_from_the_start(load: Any, tmp_path: Path) -> None:
+    engine = load(order_flow(tmp_path))
+    with pytest.raises(OtherBoomError):
+        engine.run()
+    engine.reset()
+    capture = Capture(engine)
+    with pytest.raises(BoomError):  # the revert of stubborn succeeds this time
+        engine.run()
+    assert capture.executed("first") == 1 and capture.executed("bad") == 1
+    assert engine.storage.get_flow_state() == states.REVERTED
+    assert engine.storage.get_atom_state("first") == states.REVERTED
