@@ -202,7 +202,9 @@ class Engine:
         """Run the flow to its end (SUCCESS, REVERTED, FAILURE or SUSPENDED).
 
         A flow that reverted re-raises the failure that caused it (several at
-        once as :class:`~flowkit.exceptions.WrappedFailure`).
+        once as :class:`~flowkit.exceptions.WrappedFailure`, which names the
+        atom of each).  A flow that ended FAILURE because a ``revert()`` raised
+        raises what the revert raised (see :meth:`retry_reverts`).
         """
         for _ in self.run_iter():
             pass

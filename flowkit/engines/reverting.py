@@ -37,7 +37,7 @@ from flowkit.engines.runtime_base import (
 from flowkit.retry import Decision, History
 from flowkit.types.failure import Failure
 
-__all__ = ["Reverter", "ENGINE_FAILURES_KEY", "REVERTED_SCOPES_KEY"]
+__all__ = ["Reverter"]
 
 #: The key of ``FlowDetail.meta`` holding failures that belong to no atom (a
 #: cancellation) while the revert they caused is not over.

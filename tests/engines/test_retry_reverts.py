@@ -25,7 +25,7 @@ import pytest
 
 import flowkit.engines
 from flowkit import exceptions, retry, states
-from flowkit.patterns import linear_flow, unordered_flow
+from flowkit.patterns import graph_flow, linear_flow, unordered_flow
 from flowkit.persistence.backends import fetch
 from flowkit.task import Task
 from flowkit.types.failure import Failure
@@ -371,3 +371,24 @@ def test_reset_after_a_failed_revert_runs_the_flow_from_the_start(load: Any, tmp
     assert capture.executed("first") == 1 and capture.executed("bad") == 1
     assert engine.storage.get_flow_state() == states.REVERTED
     assert engine.storage.get_atom_state("first") == states.REVERTED
+
+
+def test_retry_reverts_of_a_scope_beside_a_branch_that_carries_on(load: Any, tmp_path: Path) -> None:
+    # default options: the scope that gave up is reverted, the branch beside it finishes,
+    # and the flow ends REVERTED once both are done
+    scope = linear_flow.Flow("scope", retry=retry.AlwaysRevert(name="give_up")).add(
+        stubborn(tmp_path), Fail(name="bad")
+    )
+    chain = linear_flow.Flow("chain").add(Undoable(name="c1"), Undoable(name="c2"), Undoable(name="c3"))
+    engine = load(graph_flow.Flow("g").add(scope, chain))
+    with pytest.raises(OtherBoomError):
+        engine.run()
+    engine.retry_reverts()
+    assert engine.storage.get_flow_state() == states.RUNNING
+    with pytest.raises(BoomError):
+        engine.run()
+    assert engine.storage.get_flow_state() == states.REVERTED
+    for name in ("give_up", "stubborn", "bad"):
+        assert engine.storage.get_atom_state(name) == states.REVERTED
+    for name in ("c1", "c2", "c3"):
+        assert engine.storage.get_atom_state(name) == states.SUCCESS
