@@ -386,7 +386,8 @@ class WrappedFailure(FlowkitError):
             ("atom %r: %s" % (name, cause)) if name is not None else str(cause) for name, cause in self._pairs
         )
         where = " in flow %r" % (self.flow_name,) if self.flow_name is not None else ""
-        return "WrappedFailure(%d failures%s: %s)" % (len(self._causes), where, parts)
+        count = len(self._causes)
+        return "WrappedFailure(%d failure%s%s: %s)" % (count, "" if count == 1 else "s", where, parts)
 
 
 def _rebuild_wrapped(causes: list[Failure], names: list[str | None], flow_name: str | None) -> WrappedFailure:

@@ -226,3 +226,94 @@ def test_the_command_in_a_subprocess(url: str, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1] == "flow 'order' (%s): SUCCESS" % uuid
+
+
+# --- resume --retry-reverts ------------------------------------------------------------
+
+
+class Refund(Task):
+    """Succeed; the first revert fails (counted in the file ``tally``), as if the bank were down."""
+
+    def execute(self, tally: str) -> str:
+        return "charged"
+
+    def revert(self, tally: str, **kwargs: Any) -> None:
+        with open(tally, "a+", encoding="utf-8") as handle:
+            handle.seek(0)
+            before = len(handle.read().splitlines())
+            handle.write("refund\n")
+        if before == 0:
+            raise ConnectionError("bank unreachable")
+
+
+def make_refund_order() -> Any:
+    """reserve -> charge (first revert fails) -> decline."""
+    return linear_flow.Flow("order").add(
+        Record(name="reserve", provides="reserved", rebind={"trail": "start"}),
+        Refund(name="charge"),
+        Decline(name="decline"),
+    )
+
+
+def make_failed_revert(url: str, tally: Path) -> str:
+    """Run the refund order into ``url``: it ends FAILURE, its revert of charge failing; return its uuid."""
+    with fetch(url) as backend:
+        engine = load_from_factory(make_refund_order, store={"start": [], "tally": str(tally)}, backend=backend)
+        with pytest.raises(ConnectionError, match="bank unreachable"):
+            engine.run()
+        assert engine.storage.get_flow_state() == states.FAILURE
+        return engine.flow_detail.uuid
+
+
+def test_resume_of_a_failed_revert_says_how_to_retry_it(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uuid = make_failed_revert(url, tmp_path / "tally")
+    assert main(["resume", uuid, "--backend", url]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "flow 'order' (%s) already ended FAILURE; nothing to resume (a revert failed: "
+        "'flowkit resume --retry-reverts %s' tries the reverts again)" % (uuid, uuid)
+    ]
+
+
+def test_resume_retry_reverts_in_a_subprocess(url: str, tmp_path: Path) -> None:
+    uuid = make_failed_revert(url, tmp_path / "tally")
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowkit.cli", "--backend", url, "resume", "--retry-reverts", uuid],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr  # REVERTED
+    assert proc.stdout.splitlines() == [
+        "retrying the failed reverts of flow 'order' (%s)" % uuid,
+        "resuming flow 'order' (%s) from REVERTING" % uuid,
+        "  charge: REVERTED",
+        "  reserve: REVERTED",
+        "flow 'order' (%s): REVERTED" % uuid,
+        "  failure: WrappedFailure: WrappedFailure(1 failure in flow 'order': atom 'decline': "
+        "Failure: builtins.RuntimeError: card declined)",
+    ]
+    assert (tmp_path / "tally").read_text().splitlines() == ["refund", "refund"]
+    with fetch(url) as backend, backend.get_connection() as conn:
+        detail = conn.get_flow_details(uuid)
+        assert detail.state == states.REVERTED
+        assert {ad.name: ad.state for ad in detail} == {
+            "reserve": states.REVERTED, "charge": states.REVERTED, "decline": states.REVERTED
+        }
+
+
+def test_resume_retry_reverts_of_a_flow_without_a_failed_revert_is_an_error(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    done = make_flow(url)
+    assert main(["resume", "--retry-reverts", done, "--backend", url]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "flowkit: flow 'order' (%s) has no failed revert to retry: it is SUCCESS" % done
+    ]

@@ -18,6 +18,7 @@ from flowkit import states
 from flowkit._names import MAX_NAME_LENGTH, check_name
 from flowkit.engines import compiler
 from flowkit.engines.executors import AtomExecutor, make_executor
+from flowkit.engines.reverting import ENGINE_FAILURES_KEY, REVERTED_SCOPES_KEY
 from flowkit.engines.runtime import Runtime
 from flowkit.persistence.base import Backend
 from flowkit.persistence.models import FlowDetail, LogBook
@@ -202,7 +203,9 @@ class Engine:
         """Run the flow to its end (SUCCESS, REVERTED, FAILURE or SUSPENDED).
 
         A flow that reverted re-raises the failure that caused it (several at
-        once as :class:`~flowkit.exceptions.WrappedFailure`).
+        once as :class:`~flowkit.exceptions.WrappedFailure`, which names the
+        atom of each).  A flow that ended FAILURE because a ``revert()`` raised
+        raises what the revert raised (see :meth:`retry_reverts`).
         """
         for _ in self.run_iter():
             pass
@@ -351,6 +354,9 @@ class Engine:
             detail.meta.pop("progress", None)
             detail.meta.pop("ignore_depth", None)
             self._storage.save_atom(detail)
+        self._flow_detail.meta.pop("regions", None)
+        self._flow_detail.meta.pop(ENGINE_FAILURES_KEY, None)
+        self._flow_detail.meta.pop(REVERTED_SCOPES_KEY, None)
         self._storage.set_flow_state(states.PENDING)
 
     def statistics(self) -> EngineStatistics:

@@ -40,6 +40,13 @@ from flowkit.types.failure import Failure
 
 __all__ = ["Reverter"]
 
+#: The key of ``FlowDetail.meta`` holding failures that belong to no atom (a
+#: cancellation) while the revert they caused is not over.
+ENGINE_FAILURES_KEY = "engine_failures"
+#: The key of ``FlowDetail.meta`` naming the retry controllers whose scope was
+#: reverted (REVERT) while the rest of the flow went on.
+REVERTED_SCOPES_KEY = "reverted_scopes"
+
 
 class Reverter(RuntimeBase):
     """Opens, reverts and closes regions; the scheduler subclasses it."""
@@ -53,6 +60,8 @@ class Reverter(RuntimeBase):
                 detail.meta.pop("ignore_depth", None)
                 self._save(detail)
         self.storage.flow_detail.meta.pop("regions", None)
+        self.storage.flow_detail.meta.pop(ENGINE_FAILURES_KEY, None)
+        self.storage.flow_detail.meta.pop(REVERTED_SCOPES_KEY, None)
         for index in range(len(details)):
             self.waiting[index] = sum(1 for p in c.preds[index] if details[p].state not in _DONE)
             if self.waiting[index] == 0 and details[index].state == _PENDING:
@@ -90,6 +99,10 @@ class Reverter(RuntimeBase):
         if any(region.outcome == _REVERT_ALL for region in self.regions) or self.reverted:
             return
         self.engine_failures.append(failure)
+        # Recorded (the region's write below saves it) so that a run that
+        # finishes this revert later, after a crash or retry_reverts(), still
+        # raises Cancelled.
+        self.storage.flow_detail.meta[ENGINE_FAILURES_KEY] = [f.to_dict() for f in self.engine_failures]
         self._open_region(Region(0, len(self.details), -1, _REVERT_ALL), {})
 
     def _handle_failure(self, index: int, failure: Failure) -> None:
@@ -300,6 +313,15 @@ class Reverter(RuntimeBase):
     def _finish_region(self, region: Region) -> None:
         self.regions.remove(region)
         if region.outcome != _RETRY_SCOPE:
+            if region.retry != -1:
+                # A scope reverted while the rest of the flow runs on: recorded
+                # (in the same write that drops the region), so that a run
+                # resumed after a crash still ends REVERTED.
+                fd = self.storage.flow_detail
+                done = [n for n in fd.meta.get(REVERTED_SCOPES_KEY) or () if isinstance(n, str)]
+                name = self.c.atoms[region.retry].name
+                if name not in done:
+                    fd.meta[REVERTED_SCOPES_KEY] = done + [name]
             self._save_regions()
             # The flow ends REVERTED once whatever else can still run has run.
             self.reverted = True

@@ -26,7 +26,7 @@ from typing import Any
 from flowkit import exceptions as exc
 from flowkit import states
 from flowkit.engines.executors import run_execute, run_revert
-from flowkit.engines.reverting import Reverter
+from flowkit.engines.reverting import ENGINE_FAILURES_KEY, REVERTED_SCOPES_KEY, Reverter
 from flowkit.engines.runtime_base import (
     _DONE,
     _EXEC,
@@ -77,6 +77,28 @@ class Runtime(Reverter):
             # Running a reverted flow again runs what was reverted again.
             self._rerun_reverted()
             return unhandled
+        records = fd.meta.get(ENGINE_FAILURES_KEY) or []
+        for data in records if isinstance(records, list) else [records]:
+            try:
+                stored = Failure.from_dict(data)
+            except ValueError as error:
+                raise exc.StorageFailure(
+                    "flow detail %r (%s): meta[%r] holds something that is not a failure: %s"
+                    % (fd.name, fd.uuid, ENGINE_FAILURES_KEY, error)
+                ) from error
+            if stored.check(exc.Cancelled):
+                # flowkit's own exception: raise it as itself again, not as data.
+                stored = Failure.from_exception(exc.Cancelled(stored.exception_str))
+            self.engine_failures.append(stored)
+        for name in fd.meta.get(REVERTED_SCOPES_KEY) or ():
+            r = c.names.get(name) if isinstance(name, str) else None
+            if r is None or r not in c.scope_end:
+                continue  # a scope the flow no longer has
+            self.reverted = True
+            for index in range(r, c.scope_end[r]):
+                reverted_failure = details[index].failure
+                if reverted_failure is not None:
+                    self.final_failures.setdefault(details[index].name, reverted_failure)
         for record in fd.meta.get("regions") or ():
             retry_name = record.get("retry")
             outcome = record.get("outcome", _REVERT_ALL)

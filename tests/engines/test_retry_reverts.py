@@ -25,7 +25,7 @@ import pytest
 
 import flowkit.engines
 from flowkit import exceptions, retry, states
-from flowkit.patterns import linear_flow, unordered_flow
+from flowkit.patterns import graph_flow, linear_flow, unordered_flow
 from flowkit.persistence.backends import fetch
 from flowkit.task import Task
 from flowkit.types.failure import Failure
@@ -180,7 +180,7 @@ def test_wrapped_failure_keeps_names_through_pickle_and_nesting() -> None:
     # TaskFlow's spelling still works: positional failures, no names
     plain = exceptions.WrappedFailure([caught(BoomError("x"))])
     assert plain.atom_failures()[0][0] is None
-    assert str(plain) == "WrappedFailure(1 failures: Failure: tests.support.BoomError: x)"
+    assert str(plain) == "WrappedFailure(1 failure: Failure: tests.support.BoomError: x)"
     with pytest.raises(ValueError, match="2 atom names for 1 failures"):
         exceptions.WrappedFailure([caught(BoomError("x"))], atom_names=["a", "b"])
 
@@ -334,4 +334,61 @@ def test_retry_reverts_in_a_new_process_from_the_logbook(load: Any, tmp_path: Pa
         with backend.get_connection() as conn:
             final = conn.get_flow_details(uuid)
         assert final.state == states.REVERTED
-        assert {ad.name: ad.state for ad in final} == {name: states.REVERTED for name in ("first", "stubborn", "a", "bad")}
+        everything = ("first", "stubborn", "a", "bad")
+        assert {ad.name: ad.state for ad in final} == dict.fromkeys(everything, states.REVERTED)
+
+
+def test_retry_reverts_of_a_cancelled_flow_raises_cancelled(load: Any, tmp_path: Path) -> None:
+    flow = linear_flow.Flow("order").add(
+        Undoable(name="first"), stubborn(tmp_path), Undoable(name="a"), Undoable(name="never")
+    )
+    engine = load(flow)
+
+    def cancel(state: Any, details: dict[str, Any]) -> None:
+        if details["atom_name"] == "a" and state == states.SUCCESS:
+            engine.cancel("operator said stop")
+
+    engine.atom_notifier.register(states.SUCCESS, cancel)
+    with pytest.raises(OtherBoomError):
+        engine.run()
+    engine.atom_notifier.deregister(states.SUCCESS, cancel)
+    engine.retry_reverts()
+    with pytest.raises(exceptions.Cancelled, match="operator said stop"):
+        engine.run()
+    assert engine.storage.get_flow_state() == states.REVERTED
+    assert engine.storage.get_atom_state("first") == states.REVERTED
+    assert engine.storage.get_atom_state("never") == states.PENDING
+
+
+def test_reset_after_a_failed_revert_runs_the_flow_from_the_start(load: Any, tmp_path: Path) -> None:
+    engine = load(order_flow(tmp_path))
+    with pytest.raises(OtherBoomError):
+        engine.run()
+    engine.reset()
+    capture = Capture(engine)
+    with pytest.raises(BoomError):  # the revert of stubborn succeeds this time
+        engine.run()
+    assert capture.executed("first") == 1 and capture.executed("bad") == 1
+    assert engine.storage.get_flow_state() == states.REVERTED
+    assert engine.storage.get_atom_state("first") == states.REVERTED
+
+
+def test_retry_reverts_of_a_scope_beside_a_branch_that_carries_on(load: Any, tmp_path: Path) -> None:
+    # default options: the scope that gave up is reverted, the branch beside it finishes,
+    # and the flow ends REVERTED once both are done
+    scope = linear_flow.Flow("scope", retry=retry.AlwaysRevert(name="give_up")).add(
+        stubborn(tmp_path), Fail(name="bad")
+    )
+    chain = linear_flow.Flow("chain").add(Undoable(name="c1"), Undoable(name="c2"), Undoable(name="c3"))
+    engine = load(graph_flow.Flow("g").add(scope, chain))
+    with pytest.raises(OtherBoomError):
+        engine.run()
+    engine.retry_reverts()
+    assert engine.storage.get_flow_state() == states.RUNNING
+    with pytest.raises(BoomError):
+        engine.run()
+    assert engine.storage.get_flow_state() == states.REVERTED
+    for name in ("give_up", "stubborn", "bad"):
+        assert engine.storage.get_atom_state(name) == states.REVERTED
+    for name in ("c1", "c2", "c3"):
+        assert engine.storage.get_atom_state(name) == states.SUCCESS
