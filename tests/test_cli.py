@@ -246,6 +246,7 @@ class Refund(Task):
             raise ConnectionError("bank unreachable")
 
 
+@flow_factory
 def make_refund_order() -> Any:
     """reserve -> charge (first revert fails) -> decline."""
     return linear_flow.Flow("order").add(
@@ -282,7 +283,8 @@ def test_resume_retry_reverts_in_a_subprocess(url: str, tmp_path: Path) -> None:
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     proc = subprocess.run(
-        [sys.executable, "-m", "flowkit.cli", "--backend", url, "resume", "--retry-reverts", uuid],
+        [sys.executable, "-m", "flowkit.cli", "--backend", url, "resume", "--retry-reverts", uuid]
+        + ["--import", "tests.test_cli"],
         capture_output=True,
         text=True,
         env=env,
