@@ -100,6 +100,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "UnclaimableJob",
         "NotOwner",
         "LeaseLost",
+        "LockLost",
     },
     "flowkit.jobs": {
         "JobBoard",

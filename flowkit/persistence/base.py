@@ -166,6 +166,17 @@ class Backend(abc.ABC):
     def get_connection(self) -> Connection:
         """A connection to read and write through."""
 
+    @property
+    def max_value_bytes(self) -> int | None:
+        """The largest value one atom detail can hold, in bytes of UTF-8 JSON; None if only memory limits it.
+
+        A value is an atom's result or failure.  The engine may refuse a larger
+        result before anything is written; a backend that finds a result it
+        cannot store raises :class:`~flowkit.exceptions.ResultNotStorable`
+        from :meth:`Connection.update_atom_details`, which fails that atom.
+        """
+        return None
+
     def close(self) -> None:
         """Release shared resources (engines, pools, files)."""
 
