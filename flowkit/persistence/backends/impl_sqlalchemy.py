@@ -622,7 +622,7 @@ class SQLAlchemyBackend(Backend):
                 lost = exc.LockLost(
                     "could not write %s to %s: the database session holding the lock of %s ended (%s); "
                     "another engine may be running it now, so this engine stops and writes nothing more "
-                    "(nothing of this write was committed; resume the flow detail with a new engine)"
+                    "(resume the flow detail with a new engine; it reads what was committed)"
                     % (describe, self.describe_url(), lock.what, _short(error))
                 )
                 lock.mark_lost(lost)
