@@ -85,6 +85,8 @@ def fits(backend: Backend, size: int) -> bool:
     ],
 )
 @pytest.mark.timeout(180)
+# Dask's advice when a task's arguments are this large; the distributed mode still runs it.
+@pytest.mark.filterwarnings("ignore:Sending large graph:UserWarning")
 def test_large_result_is_stored_or_refused_cleanly(
     backend: Backend, size: int, engine_options: dict[str, Any]
 ) -> None:

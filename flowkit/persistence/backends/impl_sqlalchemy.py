@@ -595,22 +595,22 @@ class SQLAlchemyBackend(Backend):
         if self._file_broken is not None:
             raise self._file_broken
         try:
-            conn = self._get_writer() if lock is None else lock.connection
-            assert conn is not None
-            if self._hot_sql is None:
-                with conn.begin():
-                    if any(b.guard is not None for b in group):
-                        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-                        try:
-                            group = self._run_guards(cursor, group)
-                        finally:
-                            cursor.close()
-                    for kind in ("books", "flows", "atoms"):
-                        rows = [row for b in group for row in getattr(b, kind)]
-                        if rows:
-                            self._upsert(conn, kind, rows)
+            if lock is not None:
+                assert lock.connection is not None
+                self._write_group(lock.connection, group)
             else:
-                self._commit_raw(conn, group)
+                reused = self._writer
+                try:
+                    self._write_group(self._get_writer(), group)
+                except self._db_errors as error:
+                    if reused is None or not self._disconnected(error, reused):
+                        raise
+                    # The writer sat idle through an outage (an engine writes
+                    # through its lock's session): once more on a new
+                    # connection.  Safe even if the first COMMIT went through:
+                    # the upserts are idempotent and the guards run again.
+                    self._drop_writer()
+                    self._write_group(self._get_writer(), group)
             self.commits += 1
             if lock is None and self._file_id is not None:
                 self._check_file()
@@ -638,6 +638,32 @@ class SQLAlchemyBackend(Backend):
                 self._flow_parent[row["uuid"]] = (row["parent_uuid"], row["position"])
             for row in b.atoms:
                 self._atom_parent[row["uuid"]] = (row["parent_uuid"], row["position"])
+
+    def _write_group(self, conn: sa.Connection, group: list[_Batch]) -> None:
+        if self._hot_sql is not None:
+            self._commit_raw(conn, group)
+            return
+        with conn.begin():
+            if any(b.guard is not None for b in group):
+                cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                try:
+                    group = self._run_guards(cursor, group)
+                finally:
+                    cursor.close()
+            for kind in ("books", "flows", "atoms"):
+                rows = [row for b in group for row in getattr(b, kind)]
+                if rows:
+                    self._upsert(conn, kind, rows)
+
+    def _disconnected(self, error: BaseException, conn: sa.Connection) -> bool:
+        # Whether ``error`` says the connection is gone (not that a statement failed).
+        if isinstance(error, sa.exc.DBAPIError):
+            return bool(error.connection_invalidated)
+        try:
+            raw = conn.connection.dbapi_connection
+        except sa.exc.SQLAlchemyError:
+            return True
+        return bool(self.engine.dialect.is_disconnect(error, raw, None))  # type: ignore[arg-type]
 
     def _commit_raw(self, conn: sa.Connection, group: list[_Batch]) -> None:
         # The hot path.  The upserts are SQLAlchemy Core statements compiled
