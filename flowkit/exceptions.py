@@ -16,6 +16,7 @@
     │   └── FlowDetailLocked          another engine is driving that flow detail
     ├── StorageFailure                the logbook could not be read or written
     │   ├── LeaseLost                 a job's claim expired or was taken over; writes refused
+    │   ├── LockLost                  an engine's flow lock is gone (its session ended); writes refused
     │   └── CorruptLogbook            a stored row cannot be decoded, or the logbook contradicts itself
     │       └── InconsistentLogbook   a flow detail cannot be resumed as stored (lists each problem)
     ├── ResultNotStorable             an atom's result cannot be stored (fails that atom)
@@ -67,6 +68,7 @@ __all__ = [
     "UnclaimableJob",
     "NotOwner",
     "LeaseLost",
+    "LockLost",
     # logbook integrity
     "CorruptLogbook",
     "InconsistentLogbook",
@@ -216,6 +218,17 @@ class LeaseLost(StorageFailure):
 
     Raised by ``renew`` and by fenced logbook writes; being a StorageFailure,
     it stops an engine at once, so a stale owner never advances the job.
+    """
+
+
+class LockLost(StorageFailure):
+    """The lock an engine holds on its flow detail is gone, so it may no longer write.
+
+    A database session lock ends with its session (killed by an operator, an
+    idle timeout, a network cut), and then another engine may take it.  The
+    engine notices at its next write, which is refused; being a StorageFailure,
+    it stops the engine at that atom boundary with nothing more written, and
+    the flow is resumed like after a crash (atoms that were in flight run again).
     """
 
 

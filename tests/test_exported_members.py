@@ -102,6 +102,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "UnclaimableJob",
         "NotOwner",
         "LeaseLost",
+        "LockLost",
         "CorruptLogbook",
         "InconsistentLogbook",
     },

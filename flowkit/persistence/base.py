@@ -183,27 +183,18 @@ class Backend(abc.ABC):
     :class:`~flowkit.exceptions.ResultNotStorable` when it is over.  Backends
     take it as a keyword-only constructor option; None means no limit of its
     own.  :attr:`result_limit` is what the engine enforces: the smaller of it
-    and :attr:`storable_bytes`, what the store itself can take.
+    and :attr:`max_value_bytes`, what the store itself can take (on
+    MySQL/MariaDB the server's ``max_allowed_packet``).
     """
 
     #: The configured cap on an encoded result, in bytes (None: no cap of its own).
     max_result_bytes: int | None = DEFAULT_MAX_RESULT_BYTES
 
     @property
-    def storable_bytes(self) -> int | None:
-        """The largest encoded value the store itself can write, when it knows one (else None).
-
-        A backend whose server limits a row or a packet (MySQL's
-        ``max_allowed_packet``) overrides this, so that an over-size result
-        fails its atom cleanly instead of failing the write.
-        """
-        return None
-
-    @property
     def result_limit(self) -> int | None:
-        """The cap the engine checks results against: ``min(max_result_bytes, storable_bytes)``."""
+        """The cap the engine checks results against: ``min(max_result_bytes, max_value_bytes)``."""
         configured = self.max_result_bytes
-        storable = self.storable_bytes
+        storable = self.max_value_bytes
         if configured is None:
             return storable
         if storable is None:
@@ -213,6 +204,17 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def get_connection(self) -> Connection:
         """A connection to read and write through."""
+
+    @property
+    def max_value_bytes(self) -> int | None:
+        """The largest value one atom detail can hold, in bytes of UTF-8 JSON; None if only memory limits it.
+
+        A value is an atom's result or failure.  The engine may refuse a larger
+        result before anything is written; a backend that finds a result it
+        cannot store raises :class:`~flowkit.exceptions.ResultNotStorable`
+        from :meth:`Connection.update_atom_details`, which fails that atom.
+        """
+        return None
 
     def close(self) -> None:
         """Release shared resources (engines, pools, files)."""

@@ -9,6 +9,7 @@ hands batches to the backend's group commit.
 from __future__ import annotations
 
 import datetime
+import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from flowkit.persistence.models import (
     flow_detail_from_data,
     logbook_from_data,
 )
+from flowkit.persistence.sql_locks import SessionFlowLock
 
 if TYPE_CHECKING:
     from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend
@@ -53,6 +55,11 @@ class SQLAlchemyConnection(Connection):
         #: Called with the DBAPI cursor inside each flush's transaction, before
         #: any row is written; raising refuses the flush (a job board's fencing).
         self.commit_guard: Callable[[Any], None] | None = None
+        # The session lock taken through this connection: while it is held,
+        # flushes write through its session (see flowkit.persistence.sql_locks).
+        self._session_lock: SessionFlowLock | None = None
+        # Set once a flush found that lock gone: this connection writes nothing more.
+        self._lost: exc.LockLost | None = None
 
     @property
     def backend(self) -> SQLAlchemyBackend:
@@ -100,13 +107,32 @@ class SQLAlchemyConnection(Connection):
                 self._flows.clear()
                 self._atoms.clear()
                 self._backend._refuse_write(what)
+            if self._lost is not None:
+                self._refuse()
+            lock = self._session_lock
+            if lock is not None and lock.released:
+                self._session_lock = lock = None
             self._backend.ensure_schema()
             books, flows, atoms, written, describe = self._rows()
-            self._backend.commit(books, flows, atoms, describe, guard=self.commit_guard)
+            try:
+                self._backend.commit(books, flows, atoms, describe, guard=self.commit_guard, lock=lock)
+            except exc.LockLost as lost:
+                self._lost = lost
+                self._refuse()
             self._written.update(written)
             self._books.clear()
             self._flows.clear()
             self._atoms.clear()
+
+    def _refuse(self) -> None:
+        # What was buffered was refused for good: another engine may own the
+        # flow detail now, so dropping it is all that is left to do with it.
+        assert self._lost is not None
+        self._books.clear()
+        self._flows.clear()
+        self._atoms.clear()
+        again = exc.LockLost(str(self._lost))
+        raise again from self._lost.__cause__
 
     @property
     def pending(self) -> bool:
@@ -240,9 +266,37 @@ class SQLAlchemyConnection(Connection):
             if found is None:
                 raise exc.NotFound("atom detail %r (%s) belongs to no saved flow detail" % (atom_detail.name, uuid))
             self._backend._atom_parent[uuid] = found
+        if self._backend.checks_value_size:
+            self._check_value_size(atom_detail)
         with self._guard:
             self._atoms[uuid] = atom_detail
         return atom_detail
+
+    def _check_value_size(self, atom_detail: AtomDetail) -> None:
+        # Before the atom's outcome is accepted, so that a result the server
+        # cannot take fails the atom (and the flow reverts) instead of every
+        # later flush.  Only backends with a limit a result can reach pay the
+        # extra encoding (MySQL/MariaDB: max_allowed_packet).
+        limit = self._backend.max_value_bytes
+        for field in ("results", "revert_results"):
+            value = getattr(atom_detail, field)
+            if value is None or isinstance(value, (bool, int, float)):
+                continue
+            try:
+                text = json.dumps(value)
+            except (TypeError, ValueError, RecursionError):
+                continue  # reported as not JSON data where the row is built
+            if len(text) * 2 <= limit:
+                continue
+            size = self._backend.sent_size(text)
+            if size > limit:
+                owner = self._backend._atom_parent.get(atom_detail.uuid, ("?", 0))[0]
+                raise exc.ResultNotStorable(
+                    "atom %r (%s) of flow detail %s returned a result of %d bytes as stored (%d as JSON), more "
+                    "than %s can hold in one value (%d bytes); return a smaller result, e.g. store the data "
+                    "elsewhere and return where it is"
+                    % (atom_detail.name, atom_detail.uuid, owner, size, len(text), self._backend.describe_url(), limit)
+                )
 
     def _pending_atom(self, atom_detail: AtomDetail) -> bool:
         # An atom added to a flow detail that is buffered but not flushed yet.
@@ -294,7 +348,14 @@ class SQLAlchemyConnection(Connection):
     # -- reads -------------------------------------------------------------------------
 
     def _prepare_read(self) -> None:
-        self.flush()
+        if self._lost is not None:
+            # Refused for good (see _refuse); reads show what the database holds.
+            with self._guard:
+                self._books.clear()
+                self._flows.clear()
+                self._atoms.clear()
+        else:
+            self.flush()
         self._backend.ensure_schema()
 
     def _books_where(self, conn: sa.Connection, where: Any, lazy: bool) -> list[LogBook]:
@@ -466,9 +527,19 @@ class SQLAlchemyConnection(Connection):
     def lock_flow(self, flow_detail: FlowDetail) -> FlowLock:
         """One engine per flow detail, across processes; released if the holder dies."""
         what = "flow detail %r (%s)" % (flow_detail.name, flow_detail.uuid)
+        if self._lost is not None:
+            # Its in-memory records may be behind what the new owner wrote.
+            raise exc.LockLost(
+                "%s: this connection lost its lock on a flow detail before (%s); resume with a new engine"
+                % (what, self._lost)
+            )
         lock = self._backend.lock_flow(flow_detail, what)
         if lock is None:
             return super().lock_flow(flow_detail)
+        if isinstance(lock, SessionFlowLock):
+            with self._guard:
+                # Whatever was buffered before the lock was taken is written under it.
+                self._session_lock = lock
         return lock
 
     def close(self) -> None:

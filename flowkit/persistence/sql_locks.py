@@ -6,6 +6,14 @@
   server drops it when the session ends (including a killed client).
 - MySQL/MariaDB: ``GET_LOCK(name, 0)`` on a session held open, likewise.
 
+A session lock can also end while its holder lives on (an operator's
+``pg_terminate_backend`` or ``KILL``, an idle timeout, a network cut), and then
+another engine may take it.  So the holder writes through the lock's own
+session (:attr:`SessionFlowLock.connection`): a write commits only on a
+session that still holds the lock, and a session that ended has rolled back
+whatever it had not committed.  That fences every write at no extra cost: no
+statement checks the lock, the transaction itself cannot outlive it.
+
 The same database-level primitives (blocking variants) serialize concurrent
 schema upgrades; see :func:`upgrade_lock`.
 """
@@ -17,15 +25,16 @@ import errno
 import fcntl
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
 
-from flowkit.exceptions import FlowDetailLocked
+from flowkit.exceptions import FlowDetailLocked, LockLost
 from flowkit.persistence.base import FlowLock
 
-__all__ = ["FileFlowLock", "SessionFlowLock", "lock_key", "upgrade_lock"]
+__all__ = ["FileFlowLock", "SessionFlowLock", "lock_key", "mysql_lock_name", "upgrade_lock"]
 
 
 def lock_key(name: str) -> int:
@@ -33,8 +42,8 @@ def lock_key(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "big", signed=True)
 
 
-def _mysql_lock_name(name: str) -> str:
-    # MySQL lock names are at most 64 characters.
+def mysql_lock_name(name: str) -> str:
+    """The ``GET_LOCK`` name for ``name`` (MySQL lock names are at most 64 characters)."""
     return "flowkit-" + hashlib.blake2b(name.encode("utf-8"), digest_size=20).hexdigest()
 
 
@@ -80,9 +89,20 @@ class FileFlowLock(FlowLock):
 
 
 class SessionFlowLock(FlowLock):
-    """A server-side named lock held by a database session opened for the run."""
+    """A server-side named lock held by a database session opened for the run.
+
+    The holder's writes go through :attr:`connection` under :attr:`mutex`
+    (see the module docs); once a write finds the session gone, :attr:`lost`
+    says why and the lock refuses every later write.
+    """
 
     def __init__(self, engine: sa.Engine, name: str, what: str) -> None:
+        #: Names the flow detail, for messages.
+        self.what = what
+        #: Held around each use of :attr:`connection` (a session serves one statement at a time).
+        self.mutex = threading.Lock()
+        #: Set when the session was found gone: the error every later write raises.
+        self.lost: LockLost | None = None
         conn = engine.connect()
         dialect = engine.dialect.name
         try:
@@ -92,7 +112,7 @@ class SessionFlowLock(FlowLock):
                 got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), self._params).scalar()
             elif dialect in ("mysql", "mariadb"):
                 self._release_sql = sa.text("SELECT RELEASE_LOCK(:n)")
-                self._params = {"n": _mysql_lock_name(name)}
+                self._params = {"n": mysql_lock_name(name)}
                 got = conn.execute(sa.text("SELECT GET_LOCK(:n, 0)"), self._params).scalar()
             else:  # pragma: no cover - the backend only builds this lock for those two
                 raise ValueError("no session lock for dialect %r" % (dialect,))
@@ -111,20 +131,63 @@ class SessionFlowLock(FlowLock):
             )
         self._conn: sa.Connection | None = conn
 
-    def release(self) -> None:
+    @property
+    def connection(self) -> sa.Connection | None:
+        """The session holding the lock (None once released or lost); use it under :attr:`mutex`."""
+        return None if self.lost is not None else self._conn
+
+    @property
+    def released(self) -> bool:
+        """Whether :meth:`release` was called."""
+        return self._conn is None
+
+    def alive(self) -> bool:
+        """Whether the session still answers (so it still holds the lock); call under :attr:`mutex`.
+
+        A session lock is dropped only with its session or by this object's
+        :meth:`release`, so a session that answers a query still holds it.
+        """
         conn = self._conn
-        if conn is None:
-            return
-        self._conn = None
+        if conn is None or self.lost is not None:
+            return False
         try:
-            conn.execute(self._release_sql, self._params)
-            conn.commit()
-        except sa.exc.SQLAlchemyError:
-            # The session is gone (e.g. the database restarted), and the server
-            # dropped the lock with it: nothing left to release.
-            conn.invalidate()
-        finally:
-            conn.close()
+            raw: Any = conn.connection.dbapi_connection
+            raw.rollback()
+            cursor = raw.cursor()
+            try:
+                cursor.execute("SELECT 1")
+                cursor.fetchall()
+            finally:
+                cursor.close()
+            raw.rollback()
+            return True
+        except Exception:  # any failure to answer means the session is unusable
+            return False
+
+    def mark_lost(self, error: LockLost) -> None:
+        """Record that the session is gone; every later write raises ``error``."""
+        self.lost = error
+
+    def release(self) -> None:
+        with self.mutex:
+            conn = self._conn
+            if conn is None:
+                return
+            self._conn = None
+            if self.lost is not None:
+                # The session ended and the server dropped the lock with it.
+                conn.invalidate()
+                conn.close()
+                return
+            try:
+                conn.execute(self._release_sql, self._params)
+                conn.commit()
+            except sa.exc.SQLAlchemyError:
+                # The session is gone (e.g. the database restarted), and the server
+                # dropped the lock with it: nothing left to release.
+                conn.invalidate()
+            finally:
+                conn.close()
 
 
 @contextlib.contextmanager
@@ -148,7 +211,7 @@ def upgrade_lock(conn: sa.Connection, name: str) -> Iterator[None]:
             conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
             conn.commit()
     elif dialect in ("mysql", "mariadb"):
-        lock_name = _mysql_lock_name(name)
+        lock_name = mysql_lock_name(name)
         got = conn.execute(sa.text("SELECT GET_LOCK(:n, 300)"), {"n": lock_name}).scalar()
         conn.commit()
         if not got:

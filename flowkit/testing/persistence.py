@@ -266,6 +266,33 @@ class PersistenceBackendTests:
         assert got.results == ad.results
         assert got.failure is not None and got.failure.exception_str == ad.failure.exception_str
 
+    def test_max_value_bytes_is_kept(self, backend: Backend, conn: Connection) -> None:
+        limit = backend.max_value_bytes
+        assert limit is None or (type(limit) is int and limit > 0), limit
+        book = LogBook(name="limit")
+        fd = FlowDetail(name="limit")
+        ad = TaskDetail("limit")
+        fd.add(ad)
+        book.add(fd)
+        conn.save_logbook(book)
+        # A value within the limit (capped so the suite stays quick) is stored whole.
+        fitting = min(limit - 2, 2 * 1024 * 1024) if limit is not None else 2 * 1024 * 1024
+        ad.state = states.SUCCESS
+        ad.results = "v" * fitting
+        conn.update_atom_details(ad)
+        conn.flush()
+        with self.reader(backend) as other:
+            assert other.get_atom_details(ad.uuid).results == ad.results
+        if limit is None or limit > 64 * 1024 * 1024:
+            return
+        # One over the limit is refused when it is handed over, before anything is written.
+        ad.results = "w" * (limit - 1)
+        with pytest.raises(exc.ResultNotStorable, match="limit"):
+            conn.update_atom_details(ad)
+        conn.flush()
+        with self.reader(backend) as other:
+            assert other.get_atom_details(ad.uuid).results == "v" * fitting
+
     # -- deleting ---------------------------------------------------------------------------
 
     def test_destroy_logbook_removes_its_flows_and_atoms(self, backend: Backend, conn: Connection) -> None:

@@ -62,6 +62,18 @@ _DRIVERS = {
 }
 
 _T = TypeVar("_T")
+
+# A PostgreSQL batch up to this many characters commits inside its pipeline
+# (one round trip); a larger one after it (see _commit_raw).  Well under the
+# smallest send buffer a TCP socket starts with (16 KiB), so the kernel takes
+# such a batch whole and nothing is left unsent.
+_PIPELINE_COMMIT_CHARS = 8 * 1024
+
+# Room left in a MySQL statement for its SQL text and the other columns of the row.
+_STATEMENT_HEADROOM = 64 * 1024
+
+# What PostgreSQL takes in one field or one protocol message (1 GB), less headroom.
+_POSTGRES_MAX_VALUE = (1 << 30) - _STATEMENT_HEADROOM
 #: A statement compiled for the backend's driver: its SQL and, for positional paramstyles, its parameter order.
 _Compiled = tuple[str, tuple[str, ...] | None]
 
@@ -195,6 +207,12 @@ class SQLAlchemyBackend(Backend):
         self._schema_lock = threading.Lock()
         self._schema_ready = False
         self._closed = False
+        self._max_value: int | None = None
+        self._max_packet: int | None = None
+        # The SQLite file the writer has open: (st_dev, st_ino) of it and of its -wal.
+        self._file_id: tuple[int, int] | None = None
+        self._wal_id: tuple[int, int] | None = None
+        self._file_broken: exc.StorageFailure | None = None
         #: Write transactions committed so far (group commit makes this smaller than the flushes).
         self.commits = 0
         # Where each stored record hangs (uuid -> (parent uuid, position)), so an
@@ -314,6 +332,47 @@ class SQLAlchemyBackend(Backend):
     def describe_url(self) -> str:
         """The database URL without its password, for messages."""
         return self.url.render_as_string(hide_password=True)
+
+    @property
+    def max_value_bytes(self) -> int:
+        """The largest value (a result or failure as UTF-8 JSON) one atom detail can hold, in bytes.
+
+        MySQL/MariaDB: the server's ``max_allowed_packet`` less 64 KiB for the
+        rest of the statement (read from the server once).  The MySQL driver
+        escapes quotes and backslashes on the way, so what it sends can be
+        larger than the JSON: :meth:`SQLAlchemyConnection.update_atom_details`
+        checks that size and raises ResultNotStorable when it does not fit.
+        PostgreSQL: 1 GB (what one field and one protocol message can hold)
+        less 64 KiB.  SQLite: its ``SQLITE_LIMIT_LENGTH`` (1 GB by default).
+        """
+        if self._max_value is None:
+            if self.dialect in ("mysql", "mariadb"):
+                self._max_value = self.max_packet_bytes() - _STATEMENT_HEADROOM
+            elif self.dialect == "sqlite":
+                self._max_value = self.read(_sqlite_length_limit, "SQLite's length limit")
+            else:
+                self._max_value = _POSTGRES_MAX_VALUE
+        return self._max_value
+
+    @property
+    def checks_value_size(self) -> bool:
+        """Whether a result can reach :attr:`max_value_bytes` in practice (MySQL/MariaDB), so writes check it."""
+        return self.dialect in ("mysql", "mariadb")
+
+    def max_packet_bytes(self) -> int:
+        """MySQL/MariaDB: the server's ``max_allowed_packet`` (the largest statement it takes)."""
+        if self._max_packet is None:
+            query = sa.text("SELECT @@max_allowed_packet")
+            self._max_packet = self.read(lambda conn: int(conn.execute(query).scalar_one()), "max_allowed_packet")
+        return self._max_packet
+
+    def sent_size(self, text: str) -> int:
+        """How many bytes the driver sends for ``text`` as a statement parameter (its escaped UTF-8)."""
+        data = text.encode("utf-8")
+        if self.dialect not in ("mysql", "mariadb"):
+            return len(data)
+        # PyMySQL escapes these with a backslash (the server's default sql_mode).
+        return len(data) + sum(data.count(c) for c in (b"\\", b'"', b"'", b"\0", b"\n", b"\r", b"\x1a"))
 
     def close(self) -> None:
         """Close the writer connection and, if this backend created it, the engine's pool."""
@@ -445,7 +504,50 @@ class SQLAlchemyBackend(Backend):
         # Called with _write_lock held.
         if self._writer is None:
             self._writer = self.engine.connect().execution_options(flowkit_write=True)
+            if self.dialect == "sqlite" and not self.memory:
+                # The file this connection has just opened: a later commit that
+                # finds another file (or none) at the path went nowhere durable.
+                try:
+                    self._file_id = _identity(self._database_path())
+                except OSError:
+                    self._file_id = None
+                self._wal_id = None
         return self._writer
+
+    def _database_path(self) -> str:
+        return os.path.abspath(str(self.url.database))
+
+    def _check_file(self) -> None:
+        """StorageFailure if the SQLite file the writer has open is no longer the one at its path."""
+        path = self._database_path()
+        problem = None
+        try:
+            now = _identity(path)
+        except FileNotFoundError:
+            problem = "was deleted"
+        else:
+            if now != self._file_id:
+                problem = "was replaced by another file"
+        if problem is None:
+            # In WAL mode the last commits live in the -wal file until a checkpoint.
+            try:
+                wal = _identity(path + "-wal")
+            except FileNotFoundError:
+                if self._wal_id is not None:
+                    problem = "lost its -wal file"
+            else:
+                if self._wal_id is None:
+                    self._wal_id = wal
+                elif wal != self._wal_id:
+                    problem = "had its -wal file replaced"
+        if problem is None:
+            return
+        self._file_broken = exc.StorageFailure(
+            "the SQLite database %s %s while this process had it open: what was written since is not "
+            "durable, so nothing more is written through this backend (restore the file and resume the "
+            "flows from what it holds)" % (path, problem)
+        )
+        raise self._file_broken
 
     def _drop_writer(self, invalidate: bool = True) -> None:
         # Called with _write_lock held.  After an error the connection may be
@@ -467,6 +569,7 @@ class SQLAlchemyBackend(Backend):
         atoms: list[dict[str, Any]],
         describe: Callable[[], str],
         guard: Callable[[Any], None] | None = None,
+        lock: SessionFlowLock | None = None,
     ) -> None:
         """Upsert rows durably in one transaction, shared with concurrent callers' rows.
 
@@ -479,9 +582,20 @@ class SQLAlchemyBackend(Backend):
         this batch is left out (the others still commit) and the error is
         raised here.  A job board uses it to check a claim's fencing token in
         the same transaction as the logbook write.
+
+        ``lock``, if given, is the flow lock the writer holds: the rows are
+        written through the lock's own session instead (not grouped with
+        others), so they commit only while the lock is held.  If that session
+        turns out to be gone, :class:`~flowkit.exceptions.LockLost` is raised,
+        now and for every later write under that lock.
         """
         self._refuse_write("write %s" % (describe(),))
+        if self.dialect in ("mysql", "mariadb"):
+            self._check_row_sizes(books, flows, atoms)
         batch = _Batch(books, flows, atoms, describe, guard)
+        if lock is not None:
+            self._commit_locked(batch, lock)
+            return
         with self._queue_lock:
             self._queue.append(batch)
         with self._write_lock:
@@ -516,6 +630,26 @@ class SQLAlchemyBackend(Backend):
             if batch.refused is not None:
                 raise batch.refused
 
+    def _check_row_sizes(self, *kinds: list[dict[str, Any]]) -> None:
+        # MySQL refuses a statement over max_allowed_packet and drops the
+        # session with it (a flow lock too): refuse such a row before sending.
+        budget: int | None = None
+        for rows in kinds:
+            for row in rows:
+                chars = sum(len(v) for v in row.values() if isinstance(v, str))
+                # 4 bytes a character at most, doubled by escaping at most.
+                if chars * 8 + _STATEMENT_HEADROOM <= 1 << 20:
+                    continue
+                if budget is None:
+                    budget = self.max_packet_bytes() - _STATEMENT_HEADROOM
+                size = sum(self.sent_size(v) for v in row.values() if isinstance(v, str))
+                if size > budget:
+                    raise exc.StorageFailure(
+                        "could not write %s to %s (nothing was written): its row takes %d bytes as sent, more than "
+                        "the server takes in one statement (max_allowed_packet %d bytes, less 64 KiB for the rest)"
+                        % (_describe_row(row), self.describe_url(), size, budget + _STATEMENT_HEADROOM)
+                    )
+
     @staticmethod
     def _run_guards(cursor: Any, group: list[_Batch]) -> list[_Batch]:
         # The batches whose guard lets them through.
@@ -531,27 +665,55 @@ class SQLAlchemyBackend(Backend):
             live.append(b)
         return live
 
-    def _commit_group(self, group: list[_Batch]) -> None:
+    def _commit_locked(self, batch: _Batch, lock: SessionFlowLock) -> None:
+        with lock.mutex:
+            if lock.lost is not None:
+                again = exc.LockLost(str(lock.lost))
+                raise again from lock.lost.__cause__
+            conn = lock.connection
+            if conn is None:
+                raise exc.InvalidState("the lock of %s was released; nothing is written under it" % (lock.what,))
+            self._commit_group([batch], lock)
+        if batch.refused is not None:
+            raise batch.refused
+
+    def _commit_group(self, group: list[_Batch], lock: SessionFlowLock | None = None) -> None:
+        # With ``lock``: through its session, else through the shared writer (called with _write_lock held).
+        if self._file_broken is not None:
+            raise self._file_broken
         try:
-            conn = self._get_writer()
-            if self._hot_sql is None:
-                with conn.begin():
-                    if any(b.guard is not None for b in group):
-                        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-                        try:
-                            group = self._run_guards(cursor, group)
-                        finally:
-                            cursor.close()
-                    for kind in ("books", "flows", "atoms"):
-                        rows = [row for b in group for row in getattr(b, kind)]
-                        if rows:
-                            self._upsert(conn, kind, rows)
+            if lock is not None:
+                assert lock.connection is not None
+                self._write_group(lock.connection, group)
             else:
-                self._commit_raw(conn, group)
+                reused = self._writer
+                try:
+                    self._write_group(self._get_writer(), group)
+                except self._db_errors as error:
+                    if reused is None or not self._disconnected(error, reused):
+                        raise
+                    # The writer sat idle through an outage (an engine writes
+                    # through its lock's session): once more on a new
+                    # connection.  Safe even if the first COMMIT went through:
+                    # the upserts are idempotent and the guards run again.
+                    self._drop_writer()
+                    self._write_group(self._get_writer(), group)
             self.commits += 1
+            if lock is None and self._file_id is not None:
+                self._check_file()
         except self._db_errors as error:
-            self._drop_writer()
             describe = group[0].describe() if len(group) == 1 else "; ".join(b.describe() for b in group)
+            if lock is None:
+                self._drop_writer()
+            elif not lock.alive():
+                lost = exc.LockLost(
+                    "could not write %s to %s: the database session holding the lock of %s ended (%s); "
+                    "another engine may be running it now, so this engine stops and writes nothing more "
+                    "(resume the flow detail with a new engine; it reads what was committed)"
+                    % (describe, self.describe_url(), lock.what, _short(error))
+                )
+                lock.mark_lost(lost)
+                raise lost from error
             raise exc.StorageFailure(
                 "could not write %s to %s (nothing of it was written): %s"
                 % (describe, self.describe_url(), _short(error))
@@ -564,6 +726,32 @@ class SQLAlchemyBackend(Backend):
             for row in b.atoms:
                 self._atom_parent[row["uuid"]] = (row["parent_uuid"], row["position"])
 
+    def _write_group(self, conn: sa.Connection, group: list[_Batch]) -> None:
+        if self._hot_sql is not None:
+            self._commit_raw(conn, group)
+            return
+        with conn.begin():
+            if any(b.guard is not None for b in group):
+                cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                try:
+                    group = self._run_guards(cursor, group)
+                finally:
+                    cursor.close()
+            for kind in ("books", "flows", "atoms"):
+                rows = [row for b in group for row in getattr(b, kind)]
+                if rows:
+                    self._upsert(conn, kind, rows)
+
+    def _disconnected(self, error: BaseException, conn: sa.Connection) -> bool:
+        # Whether ``error`` says the connection is gone (not that a statement failed).
+        if isinstance(error, sa.exc.DBAPIError):
+            return bool(error.connection_invalidated)
+        try:
+            raw = conn.connection.dbapi_connection
+        except sa.exc.SQLAlchemyError:
+            return True
+        return bool(self.engine.dialect.is_disconnect(error, raw, None))  # type: ignore[arg-type]
+
     def _commit_raw(self, conn: sa.Connection, group: list[_Batch]) -> None:
         # The hot path.  The upserts are SQLAlchemy Core statements compiled
         # once for this dialect; running them on the driver's cursor skips
@@ -573,9 +761,18 @@ class SQLAlchemyBackend(Backend):
         # connection: each one is committed or rolled back here.
         # psycopg 3 sends BEGIN, the upserts and COMMIT in one pipeline: one
         # round trip to the server instead of one per statement.
+        #
+        # Except for a large batch: psycopg (3.3) stops flushing its output
+        # buffer once the last queued command is handed to libpq, so a COMMIT
+        # inside the pipeline can leave the tail of a large parameter unsent
+        # and then wait for a reply the server, still reading, never sends
+        # (both sides wait for ever; from 16 MB on loopback, much less on a
+        # slow link).  Leaving the pipeline flushes everything first, so a
+        # large batch commits after it, for one more round trip.
         assert self._hot_sql is not None
         raw: Any = conn.connection.dbapi_connection
         cursor = raw.cursor()
+        commit_inside = self.dialect != "postgresql" or _batch_chars(group) <= _PIPELINE_COMMIT_CHARS
         try:
             with _pipeline(raw):
                 if self.dialect == "sqlite":
@@ -591,6 +788,9 @@ class SQLAlchemyBackend(Backend):
                         cursor.executemany(sql, [tuple([row[k] for k in order]) for row in rows])
                     else:
                         cursor.executemany(sql, rows)
+                if commit_inside:
+                    raw.commit()
+            if not commit_inside:
                 raw.commit()
         except BaseException:
             try:
@@ -741,6 +941,38 @@ def _read_only_sqlite(database: str, args: dict[str, Any]) -> Callable[[], Any]:
         return sqlite3.connect(uri, uri=True, **args)
 
     return connect
+
+
+def _identity(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _batch_chars(group: list[_Batch]) -> int:
+    # The characters of text the batches send (JSON text is ASCII: about their bytes).
+    total = 0
+    for b in group:
+        for rows in (b.books, b.flows, b.atoms):
+            for row in rows:
+                for value in row.values():
+                    if type(value) is str:
+                        total += len(value)
+    return total
+
+
+def _describe_row(row: dict[str, Any]) -> str:
+    kind = "atom detail" if "intention" in row else "flow detail" if "parent_uuid" in row else "logbook"
+    return "%s %r (%s)" % (kind, row.get("name"), row.get("uuid"))
+
+
+def _sqlite_length_limit(conn: sa.Connection) -> int:
+    import sqlite3
+
+    raw: Any = conn.connection.dbapi_connection
+    getlimit = getattr(raw, "getlimit", None)
+    if getlimit is None:  # Python < 3.11: SQLite's compiled-in default
+        return 1_000_000_000
+    return int(getlimit(getattr(sqlite3, "SQLITE_LIMIT_LENGTH", 0)))
 
 
 def _pipeline(raw: Any) -> contextlib.AbstractContextManager[Any]:
