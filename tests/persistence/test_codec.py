@@ -161,12 +161,12 @@ class _SmallStore(MemoryBackend):
     """A backend whose store takes at most 500 bytes a value (as a server's packet limit would)."""
 
     @property
-    def storable_bytes(self) -> int | None:
+    def max_value_bytes(self) -> int | None:
         return 500
 
 
 @pytest.mark.parametrize(("configured", "effective"), [(100, 100), (1000, 500), (None, 500)])
-def test_the_limit_is_the_smaller_of_configured_and_storable(configured: int | None, effective: int) -> None:
+def test_the_limit_is_the_smaller_of_configured_and_what_the_store_takes(configured: int | None, effective: int) -> None:
     backend: Backend = _SmallStore(max_result_bytes=configured)
     assert backend.result_limit == effective
     conn: Connection = backend.get_connection()
