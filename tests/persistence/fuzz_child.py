@@ -46,6 +46,7 @@ from typing import Any
 
 from flowkit.engines import load_from_detail, load_from_factory
 from flowkit.exceptions import FlowDetailLocked, WrappedFailure
+from flowkit.factories import flow_factory
 from flowkit.flow import Flow
 from flowkit.patterns import graph_flow
 from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend
@@ -156,6 +157,7 @@ def _task(name: str, journal: str) -> Task:
     return cls(name=name, provides=name, requires=list(DEPS[name]), inject={"journal": journal})
 
 
+@flow_factory
 def make_flow(journal: str, attempts: int, revert_all: bool) -> Flow:
     """The fuzzed flow: fan-out, fan-in, and a retry scope whose ``flaky`` fails at first.
 
