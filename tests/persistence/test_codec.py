@@ -166,7 +166,7 @@ class _SmallStore(MemoryBackend):
 
 
 @pytest.mark.parametrize(("configured", "effective"), [(100, 100), (1000, 500), (None, 500)])
-def test_the_limit_is_the_smaller_of_configured_and_what_the_store_takes(configured: int | None, effective: int) -> None:
+def test_the_limit_is_the_smaller_of_configured_and_storable(configured: int | None, effective: int) -> None:
     backend: Backend = _SmallStore(max_result_bytes=configured)
     assert backend.result_limit == effective
     conn: Connection = backend.get_connection()
