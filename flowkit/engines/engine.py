@@ -229,6 +229,11 @@ class Engine:
                 defer_reverts=self.defer_reverts,
             )
             flow_lock = self._connection.lock_flow(self._flow_detail)
+            try:
+                self._check_not_stale()
+            except BaseException:
+                flow_lock.release()
+                raise
             self._runtime = runtime
             self._runs += 1
             started = time.perf_counter()
@@ -251,6 +256,49 @@ class Engine:
                 flow_lock.release()
         finally:
             self._lock.release()
+
+    def _check_not_stale(self) -> None:
+        """Refuse to run from a flow detail that another engine changed since this one read it.
+
+        The lock is taken when ``run()`` starts, but the flow detail was read
+        when the engine was loaded: an engine loaded while another was driving
+        the flow (or before another ran it) would otherwise run again atoms the
+        other one finished.  With the lock held, the stored atom details must
+        still be the ones this engine holds.  While writes of this engine's own
+        wait in the buffer (new atom details, a reset, a flush an outage
+        refused), only the atoms' identities are compared: its states are then
+        newer than the stored ones.
+        """
+        fd = self._flow_detail
+        conn = self._connection
+        if not conn.has_flow_detail(fd.uuid):
+            return
+        try:
+            stored = conn.get_flow_details(fd.uuid)
+        except exc.CorruptLogbook:
+            # Rows that cannot be decoded were checked when the flow detail was
+            # loaded (load_from_detail refuses them unless repairing, and a
+            # repair rewrites them as the atoms run again): nothing to compare.
+            return
+        if stored is fd:
+            return
+        buffered = conn.pending
+        mine = {ad.name: ad for ad in fd}
+        for theirs in stored:
+            own = mine.get(theirs.name)
+            if own is None:
+                continue
+            if own.uuid != theirs.uuid:
+                why = "atom %r has another atom detail there (%s, not %s)" % (theirs.name, theirs.uuid, own.uuid)
+            elif not buffered and (own.state, own.intention) != (theirs.state, theirs.intention):
+                why = "atom %r is %s there, %s here" % (theirs.name, theirs.state, own.state)
+            else:
+                continue
+            raise exc.InvalidState(
+                "flow %r (flow detail %s) was changed in the logbook by another engine since this engine "
+                "read it (%s); load it again (load_from_detail, flowkit resume) to continue from what is "
+                "stored" % (self._flow.name, fd.uuid, why)
+            )
 
     def suspend(self) -> None:
         """Stop starting atoms; in-flight ones finish and the flow ends SUSPENDED.
