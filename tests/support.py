@@ -14,8 +14,11 @@ All results are plain JSON values (str, int, list, dict): persisted results are 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from collections import Counter
+from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
@@ -215,3 +218,25 @@ def unavailable(message: str) -> NoReturn:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail("CI=true: " + message)
     pytest.skip(message)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_flowkit(*args: str, cwd: Path | str) -> subprocess.CompletedProcess[str]:
+    """Run the ``flowkit`` command with ``args`` in a fresh process that imports this checkout.
+
+    The child knows only what it imports itself (pass ``--import MODULE`` for factories),
+    and what the database holds.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    return subprocess.run(
+        [sys.executable, "-m", "flowkit.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +15,7 @@ from flowkit.factories import flow_factory
 from flowkit.patterns import linear_flow
 from flowkit.persistence.backends import fetch
 from flowkit.task import Task
+from tests.support import run_flowkit
 
 
 class Record(Task):
@@ -211,19 +209,8 @@ def test_backend_defaults_to_env_then_flowkit_db(
 
 def test_the_command_in_a_subprocess(url: str, tmp_path: Path) -> None:
     uuid = make_flow(url, suspend_after="reserve")
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
-    proc = subprocess.run(
-        # The child knows make_order because it imports the module that registers it.
-        [sys.executable, "-m", "flowkit.cli", "--backend", url, "resume", uuid, "--import", "tests.test_cli"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
+    # The child knows make_order because it imports the module that registers it.
+    proc = run_flowkit("--backend", url, "resume", uuid, "--import", "tests.test_cli", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1] == "flow 'order' (%s): SUCCESS" % uuid
 
@@ -279,19 +266,7 @@ def test_resume_of_a_failed_revert_says_how_to_retry_it(
 
 def test_resume_retry_reverts_in_a_subprocess(url: str, tmp_path: Path) -> None:
     uuid = make_failed_revert(url, tmp_path / "tally")
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
-    proc = subprocess.run(
-        [sys.executable, "-m", "flowkit.cli", "--backend", url, "resume", "--retry-reverts", uuid]
-        + ["--import", "tests.test_cli"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
+    proc = run_flowkit("--backend", url, "resume", "--retry-reverts", uuid, "--import", "tests.test_cli", cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr  # REVERTED
     assert proc.stdout.splitlines() == [
         "retrying the failed reverts of flow 'order' (%s)" % uuid,

@@ -11,11 +11,8 @@ never appear; the flow detail and the factory name are reported instead.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +26,7 @@ from flowkit.jobs.backends import fetch as fetch_board
 from flowkit.persistence.backends import fetch as fetch_backend
 from flowkit.persistence.models import FlowDetail, LogBook
 from tests.conductors import flows
+from tests.support import run_flowkit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,17 +98,7 @@ def test_flowkit_resume_runs_nothing(url: str, db: Path, marker: Path, capsys: p
 
 def test_flowkit_resume_in_a_fresh_process_runs_nothing(url: str, db: Path, marker: Path, tmp_path: Path) -> None:
     uuid = tampered_flow_detail(url, db, marker)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
-    proc = subprocess.run(
-        [sys.executable, "-m", "flowkit.cli", "resume", uuid, "--backend", url],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
+    proc = run_flowkit("resume", uuid, "--backend", url, cwd=tmp_path)
     assert not marker.exists(), "flowkit resume ran a shell command"
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "factory 'os:system' is not registered" in proc.stderr

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +13,7 @@ from flowkit.engines import load_from_detail
 from flowkit.jobs.backends import fetch as fetch_board
 from flowkit.persistence.backends import fetch as fetch_backend
 from tests.conductors import flows
+from tests.support import run_flowkit
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -35,18 +33,8 @@ def test_flowkit_resume_of_a_posted_job_uses_its_store(tmp_path: Path) -> None:
     url = "sqlite:///%s" % (tmp_path / "flowkit.db")
     log = tmp_path / "log.txt"
     uuid = post(url, {"log": str(log), "job": "from-the-flow-detail"})
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     # A fresh process: what it knows of the store can only come from the database.
-    proc = subprocess.run(
-        [sys.executable, "-m", "flowkit.cli", "resume", uuid, "--backend", url, "--import", "tests.conductors.flows"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
+    proc = run_flowkit("resume", uuid, "--backend", url, "--import", "tests.conductors.flows", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.splitlines()[-1] == "flow 'one_line' (%s): SUCCESS" % uuid
     assert log.read_text().split()[:2] == ["run", "from-the-flow-detail"]
