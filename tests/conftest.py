@@ -5,6 +5,12 @@ engine mode, so the whole behaviour suite runs once per mode. ``FLOWKIT_ENGINE_M
 one mode (``tox -e serial`` / ``tox -e parallel`` / ``tox -e distributed``); unset, every mode
 runs (``distributed`` only where Dask is installed).
 
+A test that does not take the mode fixture (a job board contract, a CLI message, a process
+race whose conductors pick their own engine) does not depend on the mode, so with one mode
+selected it runs in one env only: in ``distributed`` if it needs a Dask cluster (the
+``dask_client`` or ``distributed`` fixtures), else in ``serial``. ``tox -e parallel`` thus runs
+the tests that take the mode fixture; ``tox`` (every env) runs each test at least once.
+
 Adding a mode is one entry in ``ENGINE_MODES``: the options that ``flowkit.engines.load``
 needs to run a flow that way. The distributed mode also gets ``client=``: one LocalCluster of
 worker processes (``dask_client``), started once per test session and shared by every test.
@@ -46,6 +52,34 @@ def selected_modes() -> list[str]:
             "%s=%r is not a known engine mode (known: %s)" % (ENV_VAR, wanted, ", ".join(sorted(ENGINE_MODES)))
         )
     return [wanted]
+
+
+#: Fixtures that start or need a Dask cluster: a test taking one without the mode fixture
+#: belongs to the distributed mode.
+_DASK_FIXTURES = frozenset({"dask_client", "distributed"})
+
+
+def _home_mode(item: pytest.Item) -> str | None:
+    """The one mode a mode-independent test runs in (None: it runs in every mode)."""
+    names = set(getattr(item, "fixturenames", ()))
+    if "engine_mode" in names:
+        return None
+    return "distributed" if names & _DASK_FIXTURES else next(iter(ENGINE_MODES))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With one mode selected, leave out the mode-independent tests that run in another."""
+    wanted = os.environ.get(ENV_VAR, "").strip()
+    if not wanted:
+        return
+    kept: list[pytest.Item] = []
+    elsewhere: list[pytest.Item] = []
+    for item in items:
+        home = _home_mode(item)
+        (kept if home is None or home == wanted else elsewhere).append(item)
+    if elsewhere:
+        config.hook.pytest_deselected(items=elsewhere)
+        items[:] = kept
 
 
 def pytest_report_header(config: pytest.Config) -> str:
