@@ -20,8 +20,6 @@ not run again.
 from __future__ import annotations
 
 import importlib
-import json
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -30,8 +28,10 @@ from flowkit import engines as _engines
 from flowkit.atom import Atom
 from flowkit.engines import _consistency
 from flowkit.engines.engine import Engine
+from flowkit.exceptions import ResultNotStorable
 from flowkit.factories import FactoryRegistry, _natural_name, default_registry
 from flowkit.flow import Flow
+from flowkit.persistence import codec
 from flowkit.persistence.models import FlowDetail, LogBook
 
 __all__ = ["load_from_factory", "flow_from_detail", "load_from_detail", "save_factory_details", "FACTORY_KEY"]
@@ -40,8 +40,6 @@ __all__ = ["load_from_factory", "flow_from_detail", "load_from_detail", "save_fa
 FACTORY_KEY = "factory"
 # The key of ``FlowDetail.meta`` holding the injected values (the engine's storage keeps it).
 _STORE_KEY = "store"
-# Deeper JSON than this in a factory record is refused rather than walked.
-_MAX_DEPTH = 64
 
 
 # -- naming a factory ----------------------------------------------------------------
@@ -106,39 +104,22 @@ def _registered_name(factory: Callable[..., Any], factories: FactoryRegistry | N
 
 
 def _json_copy(value: Any, what: str) -> Any:
-    """``value`` as it will read back from the logbook, or ValueError if it is not JSON."""
+    """``value`` as it will read back from the logbook, or ValueError if it cannot be stored."""
     try:
-        return json.loads(json.dumps(value, allow_nan=False))
-    except (TypeError, ValueError) as error:
+        return codec.canonical(value, what=what)
+    except ResultNotStorable as error:
         raise ValueError(
             "%s must be JSON data (dicts with str keys, lists, str, numbers, bool, None) so the flow "
             "can be rebuilt from the logbook: %s" % (what, error)
         ) from error
 
 
-def _not_json(value: Any) -> str | None:
-    """Why ``value`` (read from storage) is not plain JSON data, or None if it is."""
-    pending: list[tuple[Any, str, int]] = [(value, "", 0)]
-    while pending:
-        item, where, depth = pending.pop()
-        if depth > _MAX_DEPTH:
-            return "nested deeper than %d at %s" % (_MAX_DEPTH, where or "the top")
-        if item is None or isinstance(item, (bool, str, int)):
-            continue
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                return "%r at %s is not a JSON number" % (item, where or "the top")
-            continue
-        if isinstance(item, list):
-            pending.extend((v, "%s[%d]" % (where, i), depth + 1) for i, v in enumerate(item))
-            continue
-        if isinstance(item, dict):
-            for key, v in item.items():
-                if not isinstance(key, str):
-                    return "key %r at %s is not a str" % (key, where or "the top")
-                pending.append((v, "%s[%r]" % (where, key), depth + 1))
-            continue
-        return "a %s at %s is not JSON data" % (type(item).__name__, where or "the top")
+def _not_json(value: Any, what: str) -> str | None:
+    """Why ``value`` (read from storage, named ``what``) cannot be stored, or None if it can."""
+    try:
+        codec.canonical(value, what=what)
+    except ResultNotStorable as error:
+        return str(error)
     return None
 
 
@@ -178,10 +159,11 @@ def _stored_record(flow_detail: FlowDetail) -> tuple[str, list[Any], dict[str, A
             % (what, type(kwargs).__name__)
         )
     for part, value in (("args", args), ("kwargs", kwargs)):
-        problem = _not_json(value)
+        problem = _not_json(value, part)
         if problem is not None:
             raise ValueError(
-                "cannot rebuild the flow of %s: its factory record's %s are not JSON data: %s" % (what, part, problem)
+                "cannot rebuild the flow of %s: its factory record's %s are not JSON data: %s"
+                % (what, part, problem)
             )
     return record["name"], args, kwargs
 
@@ -190,15 +172,13 @@ def _check_stored_store(flow_detail: FlowDetail) -> None:
     stored = flow_detail.meta.get(_STORE_KEY)
     if stored is None:
         return
+    where = "meta[%r]" % (_STORE_KEY,)
     if isinstance(stored, dict):
-        problem = _not_json(stored)
+        problem = _not_json(stored, where)
     else:
-        problem = "a %s, not a JSON object" % (type(stored).__name__,)
+        problem = "%s is a %s, not a JSON object" % (where, type(stored).__name__)
     if problem is not None:
-        raise ValueError(
-            "cannot resume %s: its stored values (meta[%r]) are not JSON data: %s"
-            % (_what(flow_detail), _STORE_KEY, problem)
-        )
+        raise ValueError("cannot resume %s: its stored values are not JSON data: %s" % (_what(flow_detail), problem))
 
 
 # -- the public helpers ------------------------------------------------------------

@@ -2,19 +2,25 @@
 
 Records are plain mutable dataclasses (the engine updates them in place and
 writes them through a backend).  Converting to and from JSON-compatible dicts
-is generic (:func:`to_data` / :func:`from_data`), not hand-written per class.
+is generic (:func:`to_data` and the ``*_from_data`` functions), not
+hand-written per class: the values a record holds (results, failures, meta)
+become stored data through :mod:`flowkit.persistence.codec`, the one place
+that tags and untags Failures and registered types; an enum field becomes
+its ``.value``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import enum
 import uuid as uuidlib
 from collections.abc import Iterator
 from typing import Any
 
 from flowkit import states
 from flowkit.exceptions import CorruptLogbook
+from flowkit.persistence import codec
 from flowkit.types.failure import Failure
 
 __all__ = [
@@ -71,7 +77,19 @@ class AtomDetail:
 
     def copy(self) -> AtomDetail:
         """A copy whose containers are not shared with this one."""
-        return atom_detail_from_data(to_data(self))
+        return AtomDetail(
+            name=self.name,
+            uuid=self.uuid,
+            atom_type=self.atom_type,
+            state=self.state,
+            intention=self.intention,
+            results=codec.copy(self.results),
+            failure=self.failure,
+            revert_results=codec.copy(self.revert_results),
+            revert_failure=self.revert_failure,
+            meta=codec.copy(self.meta),
+            version=self.version,
+        )
 
 
 def TaskDetail(name: str, uuid: str | None = None) -> AtomDetail:
@@ -148,42 +166,15 @@ class LogBook:
 
 # -- generic data form -----------------------------------------------------------
 
-_FAILURE_KEY = "__failure__"
-
-
-_PLAIN = frozenset([str, int, float, bool, type(None)])
-_ENUMS = (states.State, states.Intention)
-
-
-def _encode(value: Any) -> Any:
-    if type(value) in _PLAIN:  # exact types: the State enum is a str subclass
-        return value
-    if isinstance(value, _ENUMS):
-        return value.value
-    if isinstance(value, Failure):
-        return {_FAILURE_KEY: value.to_dict()}
-    if isinstance(value, dict):
-        return {k: _encode(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_encode(v) for v in value]
-    return value
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, dict):
-        if len(value) == 1 and _FAILURE_KEY in value:
-            return Failure.from_dict(value[_FAILURE_KEY])
-        return {k: _decode(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_decode(v) for v in value]
-    return value
-
-
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 def to_data(record: AtomDetail | FlowDetail | LogBook) -> dict[str, Any]:
-    """A JSON-compatible dict of a record (failures become tagged dicts)."""
+    """A JSON-compatible dict of a record (values as :func:`flowkit.persistence.codec.to_data` stores them).
+
+    The dict shares no container with the record, so it stays what was
+    written when the engine later changes the record in place.
+    """
     cls = type(record)
     names = _FIELD_NAMES.get(cls)
     if names is None:  # dataclasses.fields() is slow; this runs on every logbook write
@@ -195,10 +186,12 @@ def to_data(record: AtomDetail | FlowDetail | LogBook) -> dict[str, Any]:
             data["atoms"] = [to_data(ad) for ad in value.values()]
         elif name == "_flows":
             data["flows"] = [to_data(fd) for fd in value.values()]
+        elif isinstance(value, enum.Enum):
+            data[name] = value.value
         elif isinstance(value, datetime.datetime):
             data[name] = value.isoformat()
         else:
-            data[name] = _encode(value)
+            data[name] = codec.to_data(value)
     return data
 
 
@@ -259,12 +252,12 @@ def _meta(value: Any) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         raise ValueError("meta must be an object, found %s" % (type(value).__name__,))
-    decoded: dict[str, Any] = _decode(value)
+    decoded: dict[str, Any] = codec.from_data(value)
     return decoded
 
 
 def _failure(value: Any) -> Failure | None:
-    decoded = _decode(value)
+    decoded = codec.from_data(value)
     if decoded is not None and not isinstance(decoded, Failure):
         raise ValueError("expected a captured failure, found %s" % (type(decoded).__name__,))
     return decoded
@@ -295,9 +288,9 @@ _ATOM_TYPES = frozenset(("task", "retry"))
 _ATOM_DECODERS = (
     ("state", _state),
     ("intention", _intention),
-    ("results", _decode),
+    ("results", codec.from_data),
     ("failure", _failure),
-    ("revert_results", _decode),
+    ("revert_results", codec.from_data),
     ("revert_failure", _failure),
     ("meta", _meta),
     ("version", _version),
@@ -325,9 +318,9 @@ def atom_detail_from_data(data: dict[str, Any]) -> AtomDetail:
             atom_type=atom_type,
             state=_state(get("state")),
             intention=_intention(get("intention")),
-            results=_decode(get("results")),
+            results=codec.from_data(get("results")),
             failure=_failure(get("failure")),
-            revert_results=_decode(get("revert_results")),
+            revert_results=codec.from_data(get("revert_results")),
             revert_failure=_failure(get("revert_failure")),
             meta=_meta(get("meta")),
             version=_version(get("version")),
