@@ -207,10 +207,13 @@ def copy(value: Any) -> Any:
     kind = type(value)
     if kind in _PLAIN:
         return value
+    # Plain items inline: a call per item would cost more than the copy itself.
     if kind is dict:
-        return {k if type(k) is str else _plain_key(k): copy(v) for k, v in value.items()}
+        return {
+            k if type(k) is str else _plain_key(k): v if type(v) in _PLAIN else copy(v) for k, v in value.items()
+        }
     if kind is list or kind is tuple:
-        return [copy(v) for v in value]
+        return [v if type(v) in _PLAIN else copy(v) for v in value]
     return _plain_scalar(value, copy)
 
 

@@ -173,8 +173,8 @@ class _FlushSnapshots(MemoryConnection):
     """
 
     def flush(self) -> None:
-        for _, detail in list(self.backend.flows.values()):
-            self.backend.images.append(to_data(detail))  # type: ignore[attr-defined]
+        for fd_uuid in list(self.backend.flows):
+            self.backend.images.append(to_data(self.get_flow_details(fd_uuid)))  # type: ignore[attr-defined]
 
 
 class _SnapshotBackend(MemoryBackend):

@@ -1,11 +1,17 @@
 """In-memory backend: logbooks live in this process only.
 
-It keeps the very records it is given (no copies), which is what makes an
-in-memory run cheap; use it for tests and for flows that need no resumption
-after a crash.  Results in those records are never the task's own objects:
-the engine stores the canonical copy :func:`flowkit.persistence.codec.canonical`
-makes (lists for tuples, fresh containers), the same value a SQL backend
-reads back, so a run in memory sees what a resumed run would.
+Use it for tests and for flows that need no resumption after a crash.  It
+keeps its own copies of the records it is given and hands out copies of
+what it keeps, so it isolates the engine the way a database does: what it
+stores does not change when the engine later changes its records in place
+(until they are written again), and changing a record read from it changes
+nothing stored.
+
+The copies are cheap because the values are canonical already
+(:func:`flowkit.persistence.codec.canonical` made them when their atom
+returned): an atom detail is kept as a tuple of its fields, in which only
+containers are rebuilt (:func:`flowkit.persistence.codec.copy`) and nothing
+is encoded, and a record is only built again when it is read.
 """
 
 from __future__ import annotations
@@ -15,14 +21,18 @@ from collections.abc import Iterator
 from typing import Any
 
 from flowkit.exceptions import NotFound
+from flowkit.persistence import codec
 from flowkit.persistence.base import DEFAULT_MAX_RESULT_BYTES, Backend, Connection, check_max_result_bytes
 from flowkit.persistence.models import AtomDetail, FlowDetail, LogBook
 
 __all__ = ["MemoryBackend"]
 
+# An atom detail as stored: its fields in AtomDetail's order (see _snapshot).
+_Snapshot = tuple[Any, ...]
+
 
 class MemoryBackend(Backend):
-    """Logbooks kept in a dict, shared by all connections of this backend."""
+    """Logbooks kept in dicts, shared by all connections of this backend."""
 
     def __init__(
         self, conf: dict[str, Any] | None = None, *, max_result_bytes: int | None = DEFAULT_MAX_RESULT_BYTES
@@ -30,12 +40,71 @@ class MemoryBackend(Backend):
         self.conf = dict(conf or {})
         self.max_result_bytes = check_max_result_bytes(max_result_bytes)
         self.lock = threading.RLock()
+        # The backend's own copies, which nothing outside this module holds.
+        # Logbooks and flow details are kept without their children; the
+        # children's uuids, in the order they were added, are kept beside them.
         self.books: dict[str, LogBook] = {}
+        self.book_flows: dict[str, dict[str, None]] = {}  # book uuid -> its fd uuids
         self.flows: dict[str, tuple[str, FlowDetail]] = {}  # fd uuid -> (book uuid, fd)
-        self.atoms: dict[str, tuple[str, AtomDetail]] = {}  # ad uuid -> (fd uuid, ad)
+        self.flow_atoms: dict[str, dict[str, None]] = {}  # fd uuid -> its ad uuids
+        self.atoms: dict[str, tuple[str, _Snapshot]] = {}  # ad uuid -> (fd uuid, ad)
 
     def get_connection(self) -> MemoryConnection:
         return MemoryConnection(self)
+
+
+_PLAIN = frozenset([str, int, float, bool, type(None)])
+
+
+def _snapshot(ad: AtomDetail) -> _Snapshot:
+    """``ad``'s fields, sharing no container with it (states, versions and Failures are immutable)."""
+    results = ad.results
+    if type(results) not in _PLAIN:
+        results = codec.copy(results)
+    revert_results = ad.revert_results
+    if type(revert_results) not in _PLAIN:
+        revert_results = codec.copy(revert_results)
+    meta = ad.meta
+    meta = codec.copy(meta) if meta else {}
+    return (
+        ad.name,
+        ad.uuid,
+        ad.atom_type,
+        ad.state,
+        ad.intention,
+        results,
+        ad.failure,
+        revert_results,
+        ad.revert_failure,
+        meta,
+        ad.version,
+    )
+
+
+def _atom(snapshot: _Snapshot) -> AtomDetail:
+    """A new AtomDetail of a snapshot, sharing no container with it."""
+    name, uuid, atom_type, state, intention, results, failure, revert_results, revert_failure, meta, version = (
+        snapshot
+    )
+    return AtomDetail(
+        name=name,
+        uuid=uuid,
+        atom_type=atom_type,
+        state=state,
+        intention=intention,
+        results=codec.copy(results),
+        failure=failure,
+        revert_results=codec.copy(revert_results),
+        revert_failure=revert_failure,
+        meta=codec.copy(meta),
+        version=version,
+    )
+
+
+def _meta(meta: dict[str, Any]) -> dict[str, Any]:
+    # Not a shallow copy: that would share the store dict and the factory record.
+    copied: dict[str, Any] = codec.copy(meta)
+    return copied
 
 
 class MemoryConnection(Connection):
@@ -48,76 +117,126 @@ class MemoryConnection(Connection):
     def backend(self) -> MemoryBackend:
         return self._backend
 
-    def _index_flow(self, book_uuid: str, fd: FlowDetail) -> None:
-        b = self._backend
-        b.flows[fd.uuid] = (book_uuid, fd)
-        for ad in fd:
-            b.atoms[ad.uuid] = (fd.uuid, ad)
+    # -- reading: always new records ---------------------------------------------------
 
-    def save_logbook(self, book: LogBook) -> LogBook:
-        with self._backend.lock:
-            self._backend.books[book.uuid] = book
-            for fd in book:
-                self._index_flow(book.uuid, fd)
+    def _flow(self, fd_uuid: str) -> FlowDetail:
+        b = self._backend
+        stored = b.flows[fd_uuid][1]
+        fd = FlowDetail(name=stored.name, uuid=stored.uuid, state=stored.state, meta=_meta(stored.meta))
+        atoms = b.atoms
+        for ad_uuid in b.flow_atoms[fd_uuid]:
+            fd.add(_atom(atoms[ad_uuid][1]))
+        return fd
+
+    def _book(self, book_uuid: str) -> LogBook:
+        b = self._backend
+        stored = b.books[book_uuid]
+        book = LogBook(
+            name=stored.name,
+            uuid=stored.uuid,
+            meta=_meta(stored.meta),
+            created_at=stored.created_at,
+            updated_at=stored.updated_at,
+        )
+        for fd_uuid in b.book_flows[book_uuid]:
+            book.add(self._flow(fd_uuid))
         return book
 
     def get_logbook(self, book_uuid: str, lazy: bool = False) -> LogBook:
-        try:
-            return self._backend.books[book_uuid]
-        except KeyError:
-            raise NotFound("no logbook with uuid %r" % (book_uuid,)) from None
+        with self._backend.lock:
+            if book_uuid not in self._backend.books:
+                raise NotFound("no logbook with uuid %r" % (book_uuid,))
+            return self._book(book_uuid)
 
     def get_logbooks(self, lazy: bool = False) -> Iterator[LogBook]:
-        yield from list(self._backend.books.values())
+        with self._backend.lock:
+            books = [self._book(book_uuid) for book_uuid in self._backend.books]
+        yield from books
 
     def get_flows_for_book(self, book_uuid: str, lazy: bool = False) -> Iterator[FlowDetail]:
         yield from self.get_logbook(book_uuid)
 
     def get_flow_details(self, fd_uuid: str, lazy: bool = False) -> FlowDetail:
-        try:
-            return self._backend.flows[fd_uuid][1]
-        except KeyError:
-            raise NotFound("no flow detail with uuid %r" % (fd_uuid,)) from None
+        with self._backend.lock:
+            if fd_uuid not in self._backend.flows:
+                raise NotFound("no flow detail with uuid %r" % (fd_uuid,))
+            return self._flow(fd_uuid)
+
+    def has_flow_detail(self, fd_uuid: str) -> bool:
+        return fd_uuid in self._backend.flows
 
     def get_atom_details(self, ad_uuid: str) -> AtomDetail:
-        try:
-            return self._backend.atoms[ad_uuid][1]
-        except KeyError:
-            raise NotFound("no atom detail with uuid %r" % (ad_uuid,)) from None
-
-    def update_flow_details(self, flow_detail: FlowDetail) -> FlowDetail:
         with self._backend.lock:
             try:
-                book_uuid = self._backend.flows[flow_detail.uuid][0]
+                return _atom(self._backend.atoms[ad_uuid][1])
+            except KeyError:
+                raise NotFound("no atom detail with uuid %r" % (ad_uuid,)) from None
+
+    # -- writing: always copies --------------------------------------------------------
+
+    def _store_flow(self, book_uuid: str, fd: FlowDetail) -> None:
+        """Store a copy of ``fd`` and its atom details in logbook ``book_uuid``; hold the lock."""
+        b = self._backend
+        b.flows[fd.uuid] = (book_uuid, FlowDetail(name=fd.name, uuid=fd.uuid, state=fd.state, meta=_meta(fd.meta)))
+        b.book_flows[book_uuid][fd.uuid] = None
+        order = b.flow_atoms.setdefault(fd.uuid, {})
+        atoms = b.atoms
+        for ad in fd:
+            order[ad.uuid] = None
+            atoms[ad.uuid] = (fd.uuid, _snapshot(ad))
+
+    def save_logbook(self, book: LogBook) -> LogBook:
+        b = self._backend
+        with b.lock:
+            b.books[book.uuid] = LogBook(
+                name=book.name,
+                uuid=book.uuid,
+                meta=_meta(book.meta),
+                created_at=book.created_at,
+                updated_at=book.updated_at,
+            )
+            b.book_flows.setdefault(book.uuid, {})
+            for fd in book:
+                self._store_flow(book.uuid, fd)
+        return book
+
+    def update_flow_details(self, flow_detail: FlowDetail) -> FlowDetail:
+        b = self._backend
+        with b.lock:
+            try:
+                book_uuid = b.flows[flow_detail.uuid][0]
             except KeyError:
                 raise NotFound(
                     "flow detail %r (%s) was never saved in a logbook" % (flow_detail.name, flow_detail.uuid)
                 ) from None
-            self._index_flow(book_uuid, flow_detail)
+            self._store_flow(book_uuid, flow_detail)
         return flow_detail
 
     def update_atom_details(self, atom_detail: AtomDetail) -> AtomDetail:
-        # The hot path of an in-memory run: the detail is already the stored
-        # object once its flow detail was saved, so there is nothing to do.
-        atoms = self._backend.atoms
-        if atom_detail.uuid not in atoms:
-            raise NotFound(
-                "atom detail %r (%s) belongs to no saved flow detail" % (atom_detail.name, atom_detail.uuid)
-            )
+        # The hot path of an in-memory run: one snapshot of one atom detail.
+        b = self._backend
+        snapshot = _snapshot(atom_detail)
+        with b.lock:
+            stored = b.atoms.get(atom_detail.uuid)
+            if stored is None:
+                raise NotFound(
+                    "atom detail %r (%s) belongs to no saved flow detail" % (atom_detail.name, atom_detail.uuid)
+                )
+            b.atoms[atom_detail.uuid] = (stored[0], snapshot)
         return atom_detail
 
     def destroy_logbook(self, book_uuid: str) -> None:
-        with self._backend.lock:
-            book = self._backend.books.pop(book_uuid, None)
-            if book is None:
+        b = self._backend
+        with b.lock:
+            if b.books.pop(book_uuid, None) is None:
                 raise NotFound("no logbook with uuid %r" % (book_uuid,))
-            for fd in book:
-                self._backend.flows.pop(fd.uuid, None)
-                for ad in fd:
-                    self._backend.atoms.pop(ad.uuid, None)
+            for fd_uuid in b.book_flows.pop(book_uuid, {}):
+                b.flows.pop(fd_uuid, None)
+                for ad_uuid in b.flow_atoms.pop(fd_uuid, {}):
+                    b.atoms.pop(ad_uuid, None)
 
     def clear_all(self) -> None:
-        with self._backend.lock:
-            self._backend.books.clear()
-            self._backend.flows.clear()
-            self._backend.atoms.clear()
+        b = self._backend
+        with b.lock:
+            for table in (b.books, b.book_flows, b.flows, b.flow_atoms, b.atoms):
+                table.clear()
