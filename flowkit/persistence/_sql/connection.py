@@ -1,9 +1,8 @@
 """The connection half of the SQL backend: buffered writes, reads, flow locks.
 
-See :mod:`flowkit.persistence.backends.impl_sqlalchemy` for how a write
-travels; this module turns records into rows (through
-:mod:`flowkit.persistence.sql_schema`) and rows back into records, and
-hands batches to the backend's group commit.
+See :mod:`flowkit.persistence._sql.store` for how a write travels; this
+module turns records into rows (through :mod:`flowkit.persistence._sql.schema`)
+and rows back into records, and hands batches to the store's group commit.
 """
 
 from __future__ import annotations
@@ -12,13 +11,15 @@ import datetime
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
 from flowkit import exceptions as exc
-from flowkit.persistence import sql_schema as schema
 from flowkit.persistence._integrity import mark_unreadable
+from flowkit.persistence._sql import schema
+from flowkit.persistence._sql.locks import SessionFlowLock
+from flowkit.persistence._sql.store import SQLStore
 from flowkit.persistence.base import Connection, FlowLock
 from flowkit.persistence.models import (
     AtomDetail,
@@ -28,22 +29,18 @@ from flowkit.persistence.models import (
     flow_detail_from_data,
     logbook_from_data,
 )
-from flowkit.persistence.sql_locks import SessionFlowLock
-
-if TYPE_CHECKING:
-    from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend
 
 __all__ = ["SQLAlchemyConnection"]
 
 
 class SQLAlchemyConnection(Connection):
-    """Reads and (buffered) writes through a :class:`SQLAlchemyBackend`.
+    """Reads and (buffered) writes through a :class:`SQLStore`.
 
     Reads flush this connection's buffer first, so a connection always
     reads its own writes.
     """
 
-    def __init__(self, backend: SQLAlchemyBackend) -> None:
+    def __init__(self, backend: SQLStore) -> None:
         self._backend = backend
         self._guard = threading.RLock()
         self._books: dict[str, LogBook] = {}
@@ -56,13 +53,13 @@ class SQLAlchemyConnection(Connection):
         #: any row is written; raising refuses the flush (a job board's fencing).
         self.commit_guard: Callable[[Any], None] | None = None
         # The session lock taken through this connection: while it is held,
-        # flushes write through its session (see flowkit.persistence.sql_locks).
+        # flushes write through its session (see flowkit.persistence._sql.locks).
         self._session_lock: SessionFlowLock | None = None
         # Set once a flush found that lock gone: this connection writes nothing more.
         self._lost: exc.LockLost | None = None
 
     @property
-    def backend(self) -> SQLAlchemyBackend:
+    def backend(self) -> SQLStore:
         """The backend this connection belongs to."""
         return self._backend
 
