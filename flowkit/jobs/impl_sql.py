@@ -61,7 +61,6 @@ from flowkit.jobs.base import (
     Claim,
     FailureRecord,
     FencedBackend,
-    FencedConnection,
     Job,
     JobBoard,
     JobPriority,
@@ -69,11 +68,10 @@ from flowkit.jobs.base import (
     _clip_error,
 )
 from flowkit.persistence._sql import DEFAULT_SQLITE_URL
-from flowkit.persistence._sql.connection import SQLAlchemyConnection
 from flowkit.persistence._sql.jobs_schema import JobTables, make_job_tables
 from flowkit.persistence._sql.schema import DEFAULT_TABLE_PREFIX
 from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend, normalize_url
-from flowkit.persistence.base import Backend, Connection
+from flowkit.persistence.base import Backend
 from flowkit.persistence.models import LogBook
 
 __all__ = ["SQLJobBoard", "JobTables", "make_job_tables", "DEFAULT_POLL_INTERVAL"]
@@ -101,16 +99,9 @@ class _SQLFencedBackend(FencedBackend):
 
     board: SQLJobBoard
 
-    def get_connection(self) -> Connection:
-        """A fenced connection whose flushes check the claim in their transaction."""
-        inner = self.inner.get_connection()
-        assert isinstance(inner, SQLAlchemyConnection)
-        inner.commit_guard = self.board._guard_for(self.claim, self.saw)
-        return FencedConnection(self, inner)
-
-    def flush_fenced(self, conn: Connection) -> None:
-        """Flush; the guard inside the transaction refuses it if the claim is not current."""
-        conn.flush()
+    def transaction_check(self) -> Callable[[Any], None]:
+        """Read the job row in the flush's transaction; refuse the flush unless the claim is current."""
+        return self.board._guard_for(self.claim, self.saw)
 
 
 class SQLJobBoard(JobBoard):

@@ -40,6 +40,8 @@ class SQLAlchemyConnection(Connection):
     reads its own writes.
     """
 
+    writes_immediately = False
+
     def __init__(self, backend: SQLStore) -> None:
         self._backend = backend
         self._guard = threading.RLock()
@@ -49,9 +51,8 @@ class SQLAlchemyConnection(Connection):
         # uuid -> to_data() of what this connection last committed for that atom
         # (lives as long as the connection, i.e. one engine).
         self._written: dict[str, dict[str, Any]] = {}
-        #: Called with the DBAPI cursor inside each flush's transaction, before
-        #: any row is written; raising refuses the flush (a job board's fencing).
-        self.commit_guard: Callable[[Any], None] | None = None
+        # What fence() gave: run inside every flush's transaction before any row.
+        self._precondition: Callable[[Any], None] | None = None
         # The session lock taken through this connection: while it is held,
         # flushes write through its session (see flowkit.persistence._sql.locks).
         self._session_lock: SessionFlowLock | None = None
@@ -90,7 +91,9 @@ class SQLAlchemyConnection(Connection):
         """Commit every buffered write in one transaction; StorageFailure if it fails.
 
         On failure nothing of the batch is written and the buffer is kept, so
-        the next flush (e.g. once the database is back) writes it.
+        the next flush (e.g. once the database is back) writes it.  The
+        precondition given to :meth:`fence` runs first in that transaction;
+        what it raises refuses the flush the same way.
         """
         with self._guard:
             if not (self._books or self._flows or self._atoms):
@@ -112,7 +115,7 @@ class SQLAlchemyConnection(Connection):
             self._backend.ensure_schema()
             books, flows, atoms, written, describe = self._rows()
             try:
-                self._backend.commit(books, flows, atoms, describe, guard=self.commit_guard, lock=lock)
+                self._backend.commit(books, flows, atoms, describe, precondition=self._precondition, lock=lock)
             except exc.LockLost as lost:
                 self._lost = lost
                 self._refuse()
@@ -130,6 +133,11 @@ class SQLAlchemyConnection(Connection):
         self._atoms.clear()
         again = exc.LockLost(str(self._lost))
         raise again from self._lost.__cause__
+
+    def fence(self, precondition: Callable[[Any], None]) -> None:
+        """Run ``precondition(cursor)`` inside every later flush's transaction (see :meth:`Connection.fence`)."""
+        with self._guard:
+            self._precondition = precondition
 
     @property
     def pending(self) -> bool:

@@ -100,7 +100,7 @@ def _is_memory_sqlite(url: sa.URL) -> bool:
 class _Batch:
     """Rows one connection wants committed, and the outcome once they are."""
 
-    __slots__ = ("books", "flows", "atoms", "describe", "guard", "refused", "done", "error")
+    __slots__ = ("books", "flows", "atoms", "describe", "precondition", "refused", "done", "error")
 
     def __init__(
         self,
@@ -108,14 +108,14 @@ class _Batch:
         flows: list[dict[str, Any]],
         atoms: list[dict[str, Any]],
         describe: Callable[[], str],
-        guard: Callable[[Any], None] | None = None,
+        precondition: Callable[[Any], None] | None = None,
     ) -> None:
         self.books = books
         self.flows = flows
         self.atoms = atoms
         self.describe = describe
-        self.guard = guard
-        # What the guard raised: this batch is left out of the group's transaction.
+        self.precondition = precondition
+        # What the precondition raised: this batch is left out of the group's transaction.
         self.refused: BaseException | None = None
         self.done = False
         self.error: BaseException | None = None
@@ -552,7 +552,7 @@ class SQLStore(Backend):
         flows: list[dict[str, Any]],
         atoms: list[dict[str, Any]],
         describe: Callable[[], str],
-        guard: Callable[[Any], None] | None = None,
+        precondition: Callable[[Any], None] | None = None,
         lock: SessionFlowLock | None = None,
     ) -> None:
         """Upsert rows durably in one transaction, shared with concurrent callers' rows.
@@ -561,11 +561,11 @@ class SQLStore(Backend):
         taker commits every queued batch in one transaction, so callers that
         were waiting find theirs done and return without a commit of their own.
 
-        ``guard(cursor)``, if given, runs first inside that transaction on the
-        DBAPI cursor; if it raises a :class:`~flowkit.exceptions.FlowkitError`
-        this batch is left out (the others still commit) and the error is
-        raised here.  A job board uses it to check a claim's fencing token in
-        the same transaction as the logbook write.
+        ``precondition(cursor)``, if given, runs first inside that transaction
+        on the DBAPI cursor; if it raises a
+        :class:`~flowkit.exceptions.FlowkitError` this batch is left out (the
+        others still commit) and the error is raised here (see
+        :meth:`flowkit.persistence.base.Connection.flush`).
 
         ``lock``, if given, is the flow lock the writer holds: the rows are
         written through the lock's own session instead (not grouped with
@@ -576,7 +576,7 @@ class SQLStore(Backend):
         self._refuse_write("write %s" % (describe(),))
         if self.dialect in ("mysql", "mariadb"):
             self._check_row_sizes(books, flows, atoms)
-        batch = _Batch(books, flows, atoms, describe, guard)
+        batch = _Batch(books, flows, atoms, describe, precondition)
         if lock is not None:
             self._commit_locked(batch, lock)
             return
@@ -635,14 +635,14 @@ class SQLStore(Backend):
                     )
 
     @staticmethod
-    def _run_guards(cursor: Any, group: list[_Batch]) -> list[_Batch]:
-        # The batches whose guard lets them through.
+    def _check_preconditions(cursor: Any, group: list[_Batch]) -> list[_Batch]:
+        # The batches whose precondition lets them through.
         live = []
         for b in group:
             b.refused = None
-            if b.guard is not None:
+            if b.precondition is not None:
                 try:
-                    b.guard(cursor)
+                    b.precondition(cursor)
                 except exc.FlowkitError as refused:
                     b.refused = refused
                     continue
@@ -679,7 +679,7 @@ class SQLStore(Backend):
                     # The writer sat idle through an outage (an engine writes
                     # through its lock's session): once more on a new
                     # connection.  Safe even if the first COMMIT went through:
-                    # the upserts are idempotent and the guards run again.
+                    # the upserts are idempotent and the preconditions run again.
                     self._drop_writer()
                     self._write_group(self._get_writer(), group)
             self.commits += 1
@@ -715,10 +715,10 @@ class SQLStore(Backend):
             self._commit_raw(conn, group)
             return
         with conn.begin():
-            if any(b.guard is not None for b in group):
+            if any(b.precondition is not None for b in group):
                 cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
                 try:
-                    group = self._run_guards(cursor, group)
+                    group = self._check_preconditions(cursor, group)
                 finally:
                     cursor.close()
             self._upsert_all(
@@ -763,8 +763,8 @@ class SQLStore(Backend):
             with _pipeline(raw):
                 if self.dialect == "sqlite":
                     cursor.execute("BEGIN IMMEDIATE")
-                if any(b.guard is not None for b in group):
-                    group = self._run_guards(cursor, group)
+                if any(b.precondition is not None for b in group):
+                    group = self._check_preconditions(cursor, group)
                 for kind in ("books", "flows", "atoms"):
                     rows = [row for b in group for row in getattr(b, kind)]
                     if not rows:
