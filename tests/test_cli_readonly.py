@@ -91,13 +91,13 @@ def test_an_older_schema_is_reported_with_its_version(tmp_path: Path, capsys: py
     from alembic import command
     from alembic.config import Config
 
-    from flowkit.persistence.backends import impl_sqlalchemy
+    from flowkit.persistence._sql.store import MIGRATIONS
 
     path = tmp_path / "old.db"
     engine = sa.create_engine("sqlite:///%s" % path)
     with engine.begin() as conn:
         config = Config()
-        config.set_main_option("script_location", impl_sqlalchemy._MIGRATIONS)
+        config.set_main_option("script_location", MIGRATIONS)
         config.attributes["connection"] = conn
         config.attributes["table_prefix"] = "flowkit_"
         command.upgrade(config, "0001")  # the logbook tables, before the job board's migration

@@ -658,11 +658,14 @@ class FencedConnection(Connection):
     """A persistence connection whose writes only land while a claim is current.
 
     Reads pass straight through.  Writes are fenced where they become
-    durable: at ``flush`` for connections that buffer (the SQL backend),
-    at every write for those that write at once (any connection that does
-    not override :meth:`Connection.flush`, like the memory backend's), and
+    durable: at each flush for connections that buffer (the SQL backend),
+    inside the flush's own transaction when the board provides a
+    :meth:`FencedBackend.transaction_check` (:meth:`Connection.fence`); at
+    every write for those that write at once
+    (:attr:`Connection.writes_immediately`, like the memory backend's); and
     always for ``destroy_logbook``/``clear_all``.  A refused write raises
-    :class:`~flowkit.exceptions.LeaseLost`.
+    :class:`~flowkit.exceptions.LeaseLost`.  The claim stands in for the
+    flow lock (:meth:`lock_flow`).
     """
 
     def __init__(self, backend: FencedBackend, inner: Connection) -> None:
@@ -670,8 +673,12 @@ class FencedConnection(Connection):
         self._inner = inner
         self._check = backend.check
         self._guard = threading.Lock()
-        # A connection without its own flush() writes on every call.
-        self._immediate = type(inner).flush is Connection.flush
+        self._immediate = inner.writes_immediately
+        check = None if self._immediate else backend.transaction_check()
+        if check is not None:
+            inner.fence(check)
+        # Whether the inner connection's flushes check the claim themselves.
+        self._checks_inside = check is not None
 
     @property
     def backend(self) -> FencedBackend:
@@ -695,7 +702,13 @@ class FencedConnection(Connection):
         """Make buffered writes durable if the claim is still current; else LeaseLost, nothing written."""
         with self._guard:
             if self._immediate or self._inner.pending:
-                self._backend.flush_fenced(self._inner)
+                self._flush_fenced()
+
+    def _flush_fenced(self) -> None:
+        if self._checks_inside:
+            self._inner.flush()
+        else:
+            self._backend.fenced(self._inner.flush)
 
     @property
     def pending(self) -> bool:
@@ -775,7 +788,7 @@ class FencedConnection(Connection):
         with self._guard:
             if not self._immediate and self._inner.pending:
                 try:
-                    self._backend.flush_fenced(self._inner)
+                    self._flush_fenced()
                 except exc.LeaseLost:
                     return
             self._inner.close()
@@ -825,9 +838,15 @@ class FencedBackend(Backend):
         self.check()
         return write()
 
-    def flush_fenced(self, conn: Connection) -> None:
-        """Flush ``conn`` (a connection of the wrapped backend) if the claim is current."""
-        self.fenced(conn.flush)
+    def transaction_check(self) -> Callable[[Any], None] | None:
+        """The claim check a buffering connection runs inside each flush's transaction; None by default.
+
+        A board whose claims live in the logbook's own database returns a
+        precondition for :meth:`Connection.fence` (the SQL board reads the
+        job row in the flush's transaction), so check and write commit
+        together.  With None, each flush runs inside :meth:`fenced`.
+        """
+        return None
 
     def get_connection(self) -> Connection:
         """A fenced connection over a new connection of the wrapped backend."""

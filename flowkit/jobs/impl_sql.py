@@ -51,7 +51,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
 
 from flowkit import exceptions as exc
 from flowkit.jobs.base import (
@@ -62,82 +61,29 @@ from flowkit.jobs.base import (
     Claim,
     FailureRecord,
     FencedBackend,
-    FencedConnection,
     Job,
     JobBoard,
     JobPriority,
     JobState,
     _clip_error,
 )
-from flowkit.persistence import sql_schema
+from flowkit.persistence._sql import DEFAULT_SQLITE_URL
+from flowkit.persistence._sql.jobs_schema import JobTables, make_job_tables
+from flowkit.persistence._sql.schema import DEFAULT_TABLE_PREFIX
 from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend, normalize_url
-from flowkit.persistence.base import Backend, Connection
+from flowkit.persistence.base import Backend
 from flowkit.persistence.models import LogBook
-from flowkit.persistence.sql_connection import SQLAlchemyConnection
 
 __all__ = ["SQLJobBoard", "JobTables", "make_job_tables", "DEFAULT_POLL_INTERVAL"]
 
 #: Longest time ``wait()`` goes without reading the board.
 DEFAULT_POLL_INTERVAL = 0.5
 
-_JSON_TEXT = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
-_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 _PRIORITIES = list(JobPriority)
 _T = TypeVar("_T")
 
 # Deadlock / serialization failure codes worth one more try (MySQL, PostgreSQL).
 _RETRY_CODES = {"1213", "1205", "40P01", "40001"}
-
-
-@dataclasses.dataclass(frozen=True)
-class JobTables:
-    """The job board's two tables for one prefix."""
-
-    metadata: sa.MetaData
-    jobs: sa.Table
-    locks: sa.Table
-
-
-def make_job_tables(prefix: str = sql_schema.DEFAULT_TABLE_PREFIX) -> JobTables:
-    """The job tables as migrations 0002 and 0003 make them, named with ``prefix``."""
-    sql_schema.check_table_prefix(prefix)
-    metadata = sa.MetaData()
-    jobs = sa.Table(
-        prefix + "jobs",
-        metadata,
-        sa.Column("id", _ID, primary_key=True, autoincrement=True),
-        sa.Column("uuid", sa.String(36), nullable=False),
-        sa.Column("board", sa.String(190), nullable=False),
-        sa.Column("name", sa.String(255), nullable=False),
-        sa.Column("details", _JSON_TEXT),
-        sa.Column("book_uuid", sa.String(36)),
-        sa.Column("book_name", sa.String(255)),
-        sa.Column("priority", sa.Integer, nullable=False),
-        sa.Column("created_at", sa.Double, nullable=False),
-        sa.Column("idempotency_key", sa.String(190)),
-        sa.Column("resources", _JSON_TEXT),
-        sa.Column("state", sa.String(16), nullable=False),
-        sa.Column("owner", sa.String(255)),
-        sa.Column("token", sa.BigInteger, nullable=False),
-        sa.Column("expires_at", sa.Double),
-        sa.Column("cancel", sa.String(16)),
-        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-        sa.Column("last_error", _JSON_TEXT),
-        sa.Column("failed_by", _JSON_TEXT),
-        sa.Column("due_at", sa.Double),
-        sa.UniqueConstraint("uuid", name=prefix + "jobs_uuid_uq"),
-        sa.UniqueConstraint("board", "idempotency_key", name=prefix + "jobs_idem_uq"),
-    )
-    locks = sa.Table(
-        prefix + "job_locks",
-        metadata,
-        sa.Column("board", sa.String(190), primary_key=True),
-        sa.Column("resource", sa.String(190), primary_key=True),
-        sa.Column("holder", sa.String(36)),
-        sa.Column("holder_token", sa.BigInteger),
-        sa.Column("holder_expires", sa.Double),
-    )
-    return JobTables(metadata, jobs, locks)
 
 
 _UNCLAIMED = JobState.UNCLAIMED.value
@@ -153,16 +99,9 @@ class _SQLFencedBackend(FencedBackend):
 
     board: SQLJobBoard
 
-    def get_connection(self) -> Connection:
-        """A fenced connection whose flushes check the claim in their transaction."""
-        inner = self.inner.get_connection()
-        assert isinstance(inner, SQLAlchemyConnection)
-        inner.commit_guard = self.board._guard_for(self.claim, self.saw)
-        return FencedConnection(self, inner)
-
-    def flush_fenced(self, conn: Connection) -> None:
-        """Flush; the guard inside the transaction refuses it if the claim is not current."""
-        conn.flush()
+    def transaction_check(self) -> Callable[[Any], None]:
+        """Read the job row in the flush's transaction; refuse the flush unless the claim is current."""
+        return self.board._guard_for(self.claim, self.saw)
 
 
 class SQLJobBoard(JobBoard):
@@ -206,9 +145,7 @@ class SQLJobBoard(JobBoard):
             assert isinstance(persistence, SQLAlchemyBackend)
             self.db = persistence
         else:
-            prefix = table_prefix if table_prefix is not None else sql_schema.DEFAULT_TABLE_PREFIX
-            from flowkit.jobs.backends import DEFAULT_SQLITE_URL
-
+            prefix = table_prefix if table_prefix is not None else DEFAULT_TABLE_PREFIX
             self.db = SQLAlchemyBackend(url or DEFAULT_SQLITE_URL, table_prefix=prefix)
         if self.persistence is None:
             self.persistence = self.db
@@ -331,13 +268,7 @@ class SQLJobBoard(JobBoard):
                 [{"board": self.name, "resource": key, "holder": None} for key in keys],
             )
         if book is not None and self.shares_logbook:
-            self.db.upsert_rows(conn, "books", [sql_schema.logbook_row(book)])
-            flows = [sql_schema.flow_row(fd, book.uuid, i) for i, fd in enumerate(book)]
-            if flows:
-                self.db.upsert_rows(conn, "flows", flows)
-            atoms = [sql_schema.atom_row(ad, fd.uuid, i) for fd in book for i, ad in enumerate(fd)]
-            if atoms:
-                self.db.upsert_rows(conn, "atoms", atoms)
+            self.db.write_logbook(conn, book)
         return row
 
     def post(

@@ -5,13 +5,20 @@ a :class:`Connection` does the reads and writes.  The engine uses one
 connection per run and calls :meth:`Connection.flush` at each durability
 point: before an atom starts and before a successor may start, so a backend
 may buffer writes between flushes (group commit) but never across one.
+
+Fencing (a job board's claim, see :mod:`flowkit.jobs.base`) hooks in where
+writes become durable: :meth:`Connection.fence` gives a buffering connection
+a precondition that each flush runs inside the transaction that commits it;
+:attr:`Connection.writes_immediately` tells the fence when there is no such
+transaction, so that it guards every write call instead.
 """
 
 from __future__ import annotations
 
 import abc
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, ClassVar
 
 from flowkit.exceptions import FlowDetailLocked, NotFound
 from flowkit.persistence.models import AtomDetail, FlowDetail, LogBook
@@ -75,6 +82,12 @@ class ProcessFlowLock(FlowLock):
 class Connection(abc.ABC):
     """Reads and writes logbooks, flow details and atom details."""
 
+    #: True when every write call is durable once it returns, so :meth:`flush`
+    #: has nothing to do (the default).  A connection that buffers writes until
+    #: :meth:`flush` sets it False; a fence then checks at each flush instead
+    #: of at every write.
+    writes_immediately: ClassVar[bool] = True
+
     @property
     @abc.abstractmethod
     def backend(self) -> Backend:
@@ -88,6 +101,26 @@ class Connection(abc.ABC):
 
     def flush(self) -> None:
         """Make every write made so far durable before returning."""
+
+    def fence(self, precondition: Callable[[Any], None]) -> None:
+        """Make every later flush run ``precondition`` first, inside the transaction that commits it.
+
+        ``precondition`` is what entitles the writer to write (a job claim,
+        see :meth:`flowkit.jobs.base.JobBoard.fenced_backend`).  It is called
+        with that transaction's DBAPI cursor, before any buffered write is
+        written; if it raises, nothing is written, the writes stay buffered
+        and its exception propagates from the flush (and from whatever
+        flushed: a read, ``save_logbook``, ``close``).  Because the check and
+        the writes share one transaction, a writer that loses its entitlement
+        meanwhile is either refused or had committed first.
+
+        Only a connection that buffers (:attr:`writes_immediately` False)
+        has such a transaction; the default raises TypeError, and a fence
+        checks each write of such a connection where it is made instead.
+        """
+        raise TypeError(
+            "%s writes immediately: it has no flush transaction to run a precondition in" % (type(self).__name__,)
+        )
 
     @property
     def pending(self) -> bool:

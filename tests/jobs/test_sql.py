@@ -177,18 +177,18 @@ def test_a_board_made_before_migration_0003_is_upgraded(
     from alembic.config import Config
 
     from flowkit.jobs.base import FailureRecord
-    from flowkit.persistence.backends import impl_sqlalchemy
+    from flowkit.persistence._sql.store import MIGRATIONS, normalize_url
 
     if server == "sqlite":
         url, prefix = "sqlite:///%s" % (tmp_path / "old.db"), "flowkit_"
     else:
         url, prefix = request.getfixturevalue(server + "_url"), unique_prefix()
     # The schema as flowkit 0.1 left it (migrations up to 0002), with a job on it.
-    engine = sa.create_engine(impl_sqlalchemy.normalize_url(url))
+    engine = sa.create_engine(normalize_url(url))
     try:
         with engine.begin() as conn:
             config = Config()
-            config.set_main_option("script_location", impl_sqlalchemy._MIGRATIONS)
+            config.set_main_option("script_location", MIGRATIONS)
             config.attributes["connection"] = conn
             config.attributes["table_prefix"] = prefix
             command.upgrade(config, "0002")

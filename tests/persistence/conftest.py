@@ -76,7 +76,7 @@ def unique_prefix() -> str:
 
 def drop_tables(url: str, prefix: str) -> None:
     """Drop every table a backend (or job board) with ``prefix`` created in ``url``."""
-    from flowkit.persistence.sql_schema import make_tables
+    from flowkit.persistence._sql.schema import make_tables
 
     engine = sa.create_engine(normalize_url(url), poolclass=sa.pool.NullPool)
     try:

@@ -49,8 +49,8 @@ from flowkit.exceptions import FlowDetailLocked, WrappedFailure
 from flowkit.factories import flow_factory
 from flowkit.flow import Flow
 from flowkit.patterns import graph_flow
+from flowkit.persistence._sql.connection import SQLAlchemyConnection
 from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend
-from flowkit.persistence.sql_connection import SQLAlchemyConnection
 from flowkit.retry import Times
 from flowkit.task import Task
 

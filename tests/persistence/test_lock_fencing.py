@@ -32,9 +32,9 @@ import sqlalchemy as sa
 from flowkit import engines, states
 from flowkit.exceptions import FlowDetailLocked, LockLost, StorageFailure
 from flowkit.patterns import linear_flow
+from flowkit.persistence._sql.locks import lock_key, mysql_lock_name
 from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend, normalize_url
 from flowkit.persistence.models import FlowDetail, LogBook
-from flowkit.persistence.sql_locks import lock_key, mysql_lock_name
 from flowkit.task import Task
 
 DEADLINE = 60.0

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flowkit.jobs.base import JobBoard
+from flowkit.persistence._sql import DEFAULT_SQLITE_URL
 from flowkit.persistence.base import Backend
 
 __all__ = ["fetch", "KINDS", "DEFAULT_REDIS_URL", "DEFAULT_SQLITE_URL"]
@@ -32,9 +33,6 @@ KINDS = ("memory", "sql", "redis")
 
 #: Where the Redis board connects when the conf names no URL.
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-
-#: Where the SQL board keeps jobs when neither the conf nor the persistence backend names a database.
-DEFAULT_SQLITE_URL = "sqlite:///flowkit.db"
 
 _OPTIONS = {
     "memory": ("lease_ttl", "max_details_bytes"),

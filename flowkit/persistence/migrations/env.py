@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import context
 
-from flowkit.persistence.sql_schema import DEFAULT_TABLE_PREFIX, check_table_prefix, make_tables
+from flowkit.persistence._sql.schema import DEFAULT_TABLE_PREFIX, check_table_prefix, make_tables
 
 config = context.config
 prefix = check_table_prefix(

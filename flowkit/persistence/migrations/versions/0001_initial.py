@@ -15,7 +15,7 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-# A frozen copy of the definitions (not imported from sql_schema): a migration
+# A frozen copy of the definitions (not imported from _sql.schema): a migration
 # must keep creating what it created on the day it was written.
 _JSON_TEXT = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 

@@ -46,6 +46,7 @@ __all__ = [
     "logbook_row",
     "flow_row",
     "atom_row",
+    "logbook_rows",
     "row_data",
     "atom_data",
     "unchanged",
@@ -182,6 +183,13 @@ def atom_data(atom_detail: AtomDetail, flow_uuid: str, position: int) -> tuple[d
     row["parent_uuid"] = flow_uuid
     row["position"] = position
     return data, row
+
+
+def logbook_rows(book: LogBook) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(logbook rows, flow detail rows, atom detail rows)`` of ``book`` and everything in it."""
+    flows = [flow_row(fd, book.uuid, i) for i, fd in enumerate(book)]
+    atoms = [atom_row(ad, fd.uuid, i) for fd in book for i, ad in enumerate(fd)]
+    return [logbook_row(book)], flows, atoms
 
 
 _ATOM_FIELDS = tuple(f.name for f in dataclasses.fields(AtomDetail))

@@ -1,9 +1,8 @@
 """The connection half of the SQL backend: buffered writes, reads, flow locks.
 
-See :mod:`flowkit.persistence.backends.impl_sqlalchemy` for how a write
-travels; this module turns records into rows (through
-:mod:`flowkit.persistence.sql_schema`) and rows back into records, and
-hands batches to the backend's group commit.
+See :mod:`flowkit.persistence._sql.store` for how a write travels; this
+module turns records into rows (through :mod:`flowkit.persistence._sql.schema`)
+and rows back into records, and hands batches to the store's group commit.
 """
 
 from __future__ import annotations
@@ -12,13 +11,15 @@ import datetime
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
 from flowkit import exceptions as exc
-from flowkit.persistence import sql_schema as schema
 from flowkit.persistence._integrity import mark_unreadable
+from flowkit.persistence._sql import schema
+from flowkit.persistence._sql.locks import SessionFlowLock
+from flowkit.persistence._sql.store import SQLStore
 from flowkit.persistence.base import Connection, FlowLock
 from flowkit.persistence.models import (
     AtomDetail,
@@ -28,22 +29,20 @@ from flowkit.persistence.models import (
     flow_detail_from_data,
     logbook_from_data,
 )
-from flowkit.persistence.sql_locks import SessionFlowLock
-
-if TYPE_CHECKING:
-    from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend
 
 __all__ = ["SQLAlchemyConnection"]
 
 
 class SQLAlchemyConnection(Connection):
-    """Reads and (buffered) writes through a :class:`SQLAlchemyBackend`.
+    """Reads and (buffered) writes through a :class:`SQLStore`.
 
     Reads flush this connection's buffer first, so a connection always
     reads its own writes.
     """
 
-    def __init__(self, backend: SQLAlchemyBackend) -> None:
+    writes_immediately = False
+
+    def __init__(self, backend: SQLStore) -> None:
         self._backend = backend
         self._guard = threading.RLock()
         self._books: dict[str, LogBook] = {}
@@ -52,17 +51,16 @@ class SQLAlchemyConnection(Connection):
         # uuid -> to_data() of what this connection last committed for that atom
         # (lives as long as the connection, i.e. one engine).
         self._written: dict[str, dict[str, Any]] = {}
-        #: Called with the DBAPI cursor inside each flush's transaction, before
-        #: any row is written; raising refuses the flush (a job board's fencing).
-        self.commit_guard: Callable[[Any], None] | None = None
+        # What fence() gave: run inside every flush's transaction before any row.
+        self._precondition: Callable[[Any], None] | None = None
         # The session lock taken through this connection: while it is held,
-        # flushes write through its session (see flowkit.persistence.sql_locks).
+        # flushes write through its session (see flowkit.persistence._sql.locks).
         self._session_lock: SessionFlowLock | None = None
         # Set once a flush found that lock gone: this connection writes nothing more.
         self._lost: exc.LockLost | None = None
 
     @property
-    def backend(self) -> SQLAlchemyBackend:
+    def backend(self) -> SQLStore:
         """The backend this connection belongs to."""
         return self._backend
 
@@ -93,7 +91,9 @@ class SQLAlchemyConnection(Connection):
         """Commit every buffered write in one transaction; StorageFailure if it fails.
 
         On failure nothing of the batch is written and the buffer is kept, so
-        the next flush (e.g. once the database is back) writes it.
+        the next flush (e.g. once the database is back) writes it.  The
+        precondition given to :meth:`fence` runs first in that transaction;
+        what it raises refuses the flush the same way.
         """
         with self._guard:
             if not (self._books or self._flows or self._atoms):
@@ -115,7 +115,7 @@ class SQLAlchemyConnection(Connection):
             self._backend.ensure_schema()
             books, flows, atoms, written, describe = self._rows()
             try:
-                self._backend.commit(books, flows, atoms, describe, guard=self.commit_guard, lock=lock)
+                self._backend.commit(books, flows, atoms, describe, precondition=self._precondition, lock=lock)
             except exc.LockLost as lost:
                 self._lost = lost
                 self._refuse()
@@ -133,6 +133,11 @@ class SQLAlchemyConnection(Connection):
         self._atoms.clear()
         again = exc.LockLost(str(self._lost))
         raise again from self._lost.__cause__
+
+    def fence(self, precondition: Callable[[Any], None]) -> None:
+        """Run ``precondition(cursor)`` inside every later flush's transaction (see :meth:`Connection.fence`)."""
+        with self._guard:
+            self._precondition = precondition
 
     @property
     def pending(self) -> bool:
