@@ -42,7 +42,7 @@ from flowkit.engines._state import (
     RunState,
     S,
 )
-from flowkit.engines.executors import run_execute, run_revert
+from flowkit.engines.executors import Outcome, run_execute, run_revert
 from flowkit.persistence import codec
 from flowkit.retry import History
 from flowkit.task import EVENT_UPDATE_PROGRESS
@@ -368,7 +368,7 @@ class Scheduler:
             failure = Failure.from_exception(
                 exc.ExecutionFailure("atom %r could not be submitted to the executor: %s" % (atom.name, error))
             )
-            st.completions.put((index, kind, _Done(False, failure)))
+            st.completions.put((index, kind, Outcome(False, failure)))
             return
         if st.executor.inline:
             # Done already.  A success is recorded at once: holding a whole
@@ -379,16 +379,16 @@ class Scheduler:
             try:
                 outcome = future.result()
             except BaseException as error:
-                st.completions.put((index, kind, _Failed(error)))
+                st.completions.put((index, kind, error))
                 return
-            if outcome[0] and not outcome[2]:
+            if outcome.ok and not outcome.progress:
                 st.running.discard(index)
                 if kind == EXEC:
-                    self._executed(index, True, outcome[1])
+                    self._executed(index, True, outcome.value)
                 else:
-                    self.reverter.revert_done(index, True, outcome[1])
+                    self.reverter.revert_done(index, True, outcome.value)
             else:
-                st.completions.put((index, kind, _Done(*outcome)))
+                st.completions.put((index, kind, outcome))
             return
         future.add_done_callback(_Completion(st.completions.put, index, kind))
 
@@ -466,34 +466,35 @@ class Scheduler:
         self._executed(index, True, result)
 
     def _process(self, item: tuple[int, int, Any]) -> None:
+        """Handle one completion: an atom's Outcome, what its executor raised, or live progress."""
         st = self.state
-        index, kind, future = item
+        index, kind, payload = item
         if kind == PROGRESS:
-            self._progress(index, future)
+            self._progress(index, payload)
             return
         st.running.discard(index)
-        try:
-            ok, value, events = future.result()
-        except exc.ExecutorLost as error:
-            # Nobody knows whether the atom ran: keep it RUNNING for the resume.
-            if st.lost is None:
-                st.lost = error
-            return
-        except BaseException as error:  # the executor itself failed (lost process, bad pickle)
-            ok, events = False, None
-            value = Failure.from_exception(
-                exc.ExecutionFailure(
-                    "atom %r could not run on the executor: %s: %s"
-                    % (st.c.atoms[index].name, type(error).__name__, error)
-                )
+        if isinstance(payload, BaseException):
+            if isinstance(payload, exc.ExecutorLost):
+                # Nobody knows whether the atom ran: keep it RUNNING for the resume.
+                if st.lost is None:
+                    st.lost = payload
+                return
+            # The executor itself failed (lost process, bad pickle).
+            payload = Outcome(
+                False,
+                Failure.from_exception(
+                    exc.ExecutionFailure(
+                        "atom %r could not run on the executor: %s: %s"
+                        % (st.c.atoms[index].name, type(payload).__name__, payload)
+                    )
+                ),
             )
-        if events:
-            for progress in events:
-                self._progress(index, progress)
+        for progress in payload.progress:
+            self._progress(index, progress)
         if kind == EXEC:
-            self._executed(index, ok, value)
+            self._executed(index, payload.ok, payload.value)
         else:
-            self.reverter.revert_done(index, ok, value)
+            self.reverter.revert_done(index, payload.ok, payload.value)
 
     def _progress(self, index: int, progress: float) -> None:
         st = self.state
@@ -569,7 +570,7 @@ class Scheduler:
 
 
 class _Completion:
-    """Future callback that hands a finished atom to the engine's loop."""
+    """Future callback that hands a finished atom's Outcome (or what its executor raised) to the engine's loop."""
 
     __slots__ = ("put", "index", "kind")
 
@@ -579,31 +580,11 @@ class _Completion:
         self.kind = kind
 
     def __call__(self, future: Any) -> None:
-        self.put((self.index, self.kind, future))
-
-
-class _Done:
-    """A future-like, already known outcome (inline runs, or a failed submit)."""
-
-    __slots__ = ("outcome",)
-
-    def __init__(self, ok: bool, value: Any, events: Any = None) -> None:
-        self.outcome = (ok, value, events)
-
-    def result(self) -> Any:
-        return self.outcome
-
-
-class _Failed:
-    """A future-like error raised by the executor itself."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-    def result(self) -> Any:
-        raise self.error
+        try:
+            payload = future.result()
+        except BaseException as error:
+            payload = error
+        self.put((self.index, self.kind, payload))
 
 
 class _ProgressSink:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowkit import exceptions as exc
 from flowkit import states
-from flowkit.engines import compiler as comp_mod
+from flowkit.engines.compiler import ArgSource
 from flowkit.engines.executors import AtomExecutor
 from flowkit.types.failure import Failure
 
@@ -62,6 +62,12 @@ REVERT = 1  # a revert finished
 PROGRESS = 2  # a task running in this process reported progress
 
 _MISSING = object()
+
+# Module globals: ``arguments()`` runs once per atom and compares by identity.
+_FROM_ATOM = ArgSource.ATOM
+_FROM_ATOM_OPTIONAL = ArgSource.ATOM_OPTIONAL
+_FROM_STORE = ArgSource.STORE
+_FROM_INJECT = ArgSource.INJECT
 
 # ``RunState.ignore_flag`` values.
 IGNORE_ATOM = 1  # ignored, what follows still runs
@@ -225,46 +231,46 @@ class RunState:
         return False, None
 
     def arguments(self, index: int, lenient: bool = False) -> dict[str, Any]:
-        """Fetch ``execute``'s keyword arguments for atom ``index``."""
+        """Fetch ``execute``'s keyword arguments for atom ``index`` (``lenient``: leave out what is missing)."""
         kwargs: dict[str, Any] = {}
         store: Any = None
         atom = self.c.atoms[index]
         for step in self.c.arg_plans[index]:
-            kind = step[0]
-            if kind == comp_mod.ARG_ATOM or kind == comp_mod.ARG_ATOM_OPTIONAL:
+            source = step.source
+            if source is _FROM_ATOM or source is _FROM_ATOM_OPTIONAL:
                 # Injected values win over atom results (TaskFlow's precedence).
                 if store is None:
                     store = self.storage.injected
-                if store and step[4] in store:
-                    kwargs[step[1]] = store[step[4]]
+                if store and step.symbol in store:
+                    kwargs[step.arg] = store[step.symbol]
                     continue
-                found, value = self.result_of(step[2])
+                found, value = self.result_of(step.provider)
                 if found:
-                    where = step[3]
+                    where = step.where
                     if where is not None:
                         try:
                             value = value[where]
                         except (LookupError, TypeError):
                             found = False
                 if found:
-                    kwargs[step[1]] = value
-                elif kind == comp_mod.ARG_ATOM and not lenient:
-                    provider = self.c.atoms[step[2]].name
+                    kwargs[step.arg] = value
+                elif source is _FROM_ATOM and not lenient:
+                    provider = self.c.atoms[step.provider].name
                     raise exc.NotFound(
                         "atom %r needs %r (argument %r) from atom %r, which has no such result (it is %s)"
-                        % (atom.name, step[4], step[1], provider, self.details[step[2]].state)
+                        % (atom.name, step.symbol, step.arg, provider, self.details[step.provider].state)
                     )
-            elif kind == comp_mod.ARG_INJECT:
-                kwargs[step[1]] = atom.inject[step[2]]
+            elif source is _FROM_INJECT:
+                kwargs[step.arg] = atom.inject[step.symbol]
             else:
                 if store is None:
                     store = self.storage.injected
-                if step[2] in store:
-                    kwargs[step[1]] = store[step[2]]
-                elif kind == comp_mod.ARG_STORE and not lenient:
+                if step.symbol in store:
+                    kwargs[step.arg] = store[step.symbol]
+                elif source is _FROM_STORE and not lenient:
                     raise exc.NotFound(
                         "atom %r needs %r (argument %r) from the store, which does not have it"
-                        % (atom.name, step[2], step[1])
+                        % (atom.name, step.symbol, step.arg)
                     )
         return kwargs
 
