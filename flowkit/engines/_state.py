@@ -22,6 +22,7 @@ from flowkit import exceptions as exc
 from flowkit import states
 from flowkit.engines.compiler import ArgSource
 from flowkit.engines.executors import AtomExecutor
+from flowkit.storage import provided_result
 from flowkit.types.failure import Failure
 
 if TYPE_CHECKING:
@@ -220,15 +221,8 @@ class RunState:
         self.storage.save_atom(detail)
 
     def result_of(self, index: int) -> tuple[bool, Any]:
-        """``(True, result)`` of atom ``index``, or ``(False, None)`` while it has none."""
-        detail = self.details[index]
-        if self.c.is_retry[index]:
-            if detail.results and detail.state in (S.SUCCESS, S.RETRYING, S.RUNNING):
-                return True, detail.results[-1][0]
-            return False, None
-        if detail.state is S.SUCCESS or detail.state == S.SUCCESS or detail.state == S.REVERTING:
-            return True, detail.results
-        return False, None
+        """``(True, result)`` of atom ``index``, or ``(False, None)`` while it has none (see provided_result)."""
+        return provided_result(self.details[index])
 
     def arguments(self, index: int, lenient: bool = False) -> dict[str, Any]:
         """Fetch ``execute``'s keyword arguments for atom ``index`` (``lenient``: leave out what is missing)."""
@@ -244,7 +238,7 @@ class RunState:
                 if store and step.symbol in store:
                     kwargs[step.arg] = store[step.symbol]
                     continue
-                found, value = self.result_of(step.provider)
+                found, value = provided_result(self.details[step.provider])
                 if found:
                     where = step.where
                     if where is not None:
