@@ -22,7 +22,7 @@ from flowkit.types.failure import Failure
 if TYPE_CHECKING:
     from flowkit.engines.compiler import Compilation
 
-__all__ = ["Storage", "extract_result"]
+__all__ = ["Storage", "extract_result", "provided_result"]
 
 _STORE_KEY = "store"
 
@@ -32,6 +32,33 @@ def extract_result(result: Any, where: Any) -> Any:
     if where is None:
         return result
     return result[where]
+
+
+_SUCCESS = states.SUCCESS
+_REVERTING = states.REVERTING
+_RUNNING = states.RUNNING
+_RETRYING = states.RETRYING
+
+
+def provided_result(detail: AtomDetail) -> tuple[bool, Any]:
+    """``(True, result)`` when the atom of ``detail`` has a result others may read, else ``(False, None)``.
+
+    The one rule for "does this atom have a result": the engine applies it
+    to an atom's arguments and a decider's history, :meth:`Storage.fetch` to
+    what it returns.  A task's result stands from SUCCESS until its revert
+    is over (it still does while REVERTING).  A retry controller's result is
+    its latest attempt's, while the controller stands (SUCCESS), is asked
+    again (RUNNING, RETRYING) or is being reverted (REVERTING).
+    """
+    state = detail.state
+    if detail.atom_type == "retry":
+        results = detail.results
+        if results and (state is _SUCCESS or state is _RETRYING or state is _RUNNING or state is _REVERTING):
+            return True, results[-1][0]
+        return False, None
+    if state is _SUCCESS or state is _REVERTING:
+        return True, detail.results
+    return False, None
 
 
 class Storage:
@@ -212,14 +239,11 @@ class Storage:
         return {ad.name: ad.revert_failure for ad in self._flow_detail if ad.revert_failure is not None}
 
     def _provided_value(self, detail: AtomDetail, where: Any) -> tuple[bool, Any]:
-        if detail.atom_type == "retry":
-            if not detail.results or detail.state in (states.PENDING, states.REVERTED):
-                return False, None
-            return True, extract_result(detail.results[-1][0], where)
-        if detail.state != states.SUCCESS:
+        found, result = provided_result(detail)
+        if not found:
             return False, None
         try:
-            return True, extract_result(detail.results, where)
+            return True, extract_result(result, where)
         except (LookupError, TypeError):
             return False, None
 

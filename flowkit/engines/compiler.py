@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -29,16 +30,30 @@ from flowkit.flow import Flow
 from flowkit.patterns import graph_flow, unordered_flow
 from flowkit.retry import Retry
 
-__all__ = ["Compilation", "DeciderLink", "compile_flow", "ARG_ATOM", "ARG_STORE", "ARG_STORE_OPTIONAL", "ARG_INJECT"]
-
-# How an argument gets its value at run time (first element of an ArgPlan entry).
-ARG_ATOM = 0  # result of another atom: (ARG_ATOM, arg, provider index, result index, symbol)
-ARG_STORE = 1  # injected store value that must exist: (ARG_STORE, arg, symbol)
-ARG_STORE_OPTIONAL = 2  # injected store value, passed only if present
-ARG_INJECT = 3  # the atom's own inject=: (ARG_INJECT, arg, symbol)
-ARG_ATOM_OPTIONAL = 4  # like ARG_ATOM, skipped when the provider has no result
+__all__ = ["Compilation", "DeciderLink", "compile_flow", "ArgSource", "ArgStep"]
 
 NO_RETRY = -1
+
+
+class ArgSource(enum.Enum):
+    """Where an argument gets its value at run time."""
+
+    ATOM = "atom"  # the result of another atom (or an injected value of that name, which wins)
+    ATOM_OPTIONAL = "atom-optional"  # like ATOM, left out when the provider has no result
+    STORE = "store"  # an injected store value that must exist
+    STORE_OPTIONAL = "store-optional"  # an injected store value, passed only if present
+    INJECT = "inject"  # the atom's own ``inject=``
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ArgStep:
+    """How one keyword argument of an atom's ``execute`` is filled (one step of its plan)."""
+
+    source: ArgSource
+    arg: str  # the parameter's name
+    symbol: str  # the symbol it is bound to
+    provider: int = -1  # ATOM*: the index of the atom providing ``symbol``
+    where: Any = None  # ATOM*: the part of the provider's result (None: all of it)
 
 # A provider entry in a scope table: (atom index, result index, owner token).
 _Provider = tuple[int, Any, int]
@@ -77,7 +92,7 @@ class Compilation:
         self.owner: list[int] = []
         self.parent_retry: dict[int, int] = {}
         self.scope_end: dict[int, int] = {}
-        self.arg_plans: list[tuple[tuple[Any, ...], ...]] = []
+        self.arg_plans: list[tuple[ArgStep, ...]] = []
         self.store_requires: dict[str, list[int]] = {}  # symbol -> atoms needing it from the store
         self.deciders: list[DeciderLink] = []
         self.incoming_deciders: dict[int, list[int]] = {}  # atom -> decider idents
@@ -223,27 +238,27 @@ class _Compiler:
         c.owner.append(owner)
         if atom.priority:
             c.has_priorities = True
-        plan: list[tuple[Any, ...]] = []
+        plan: list[ArgStep] = []
         inject = atom.inject
         for arg, symbol in atom.rebind.items():
             if symbol in inject:
-                plan.append((ARG_INJECT, arg, symbol))
+                plan.append(ArgStep(ArgSource.INJECT, arg, symbol))
                 continue
             provider = self._resolve(atom, symbol, scope, optional=False)
             if provider is not None:
-                plan.append((ARG_ATOM, arg, provider[0], provider[1], symbol))
+                plan.append(ArgStep(ArgSource.ATOM, arg, symbol, provider[0], provider[1]))
             else:
-                plan.append((ARG_STORE, arg, symbol))
+                plan.append(ArgStep(ArgSource.STORE, arg, symbol))
                 c.store_requires.setdefault(symbol, []).append(index)
         for arg, symbol in atom.optional_args.items():
             if symbol in inject:
-                plan.append((ARG_INJECT, arg, symbol))
+                plan.append(ArgStep(ArgSource.INJECT, arg, symbol))
                 continue
             provider = self._resolve(atom, symbol, scope, optional=True)
             if provider is not None:
-                plan.append((ARG_ATOM_OPTIONAL, arg, provider[0], provider[1], symbol))
+                plan.append(ArgStep(ArgSource.ATOM_OPTIONAL, arg, symbol, provider[0], provider[1]))
             else:
-                plan.append((ARG_STORE_OPTIONAL, arg, symbol))
+                plan.append(ArgStep(ArgSource.STORE_OPTIONAL, arg, symbol))
         c.arg_plans.append(tuple(plan))
         for symbol, where in atom.save_as.items():
             c.providers.setdefault(symbol, []).append((index, where))

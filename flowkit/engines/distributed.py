@@ -3,7 +3,7 @@
 The engine process keeps the logbook and every scheduling decision; the
 cluster only runs :func:`~flowkit.engines.executors.run_execute` /
 :func:`~flowkit.engines.executors.run_revert` on a pickled copy of the atom
-and sends back the outcome tuple (result or captured
+and sends back the :class:`~flowkit.engines.executors.Outcome` (result or captured
 :class:`~flowkit.types.failure.Failure`, plus the progress the task reported,
 which the engine replays on the task's notifier).
 

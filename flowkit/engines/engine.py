@@ -17,9 +17,9 @@ from flowkit import exceptions as exc
 from flowkit import states
 from flowkit._names import MAX_NAME_LENGTH, check_name
 from flowkit.engines import compiler
+from flowkit.engines._scheduler import Scheduler
+from flowkit.engines._state import ENGINE_FAILURES_KEY, REGIONS_KEY, REVERTED_SCOPES_KEY, RunState
 from flowkit.engines.executors import AtomExecutor, make_executor
-from flowkit.engines.reverting import ENGINE_FAILURES_KEY, REVERTED_SCOPES_KEY
-from flowkit.engines.runtime import Runtime
 from flowkit.persistence.base import Backend
 from flowkit.persistence.models import FlowDetail, LogBook
 from flowkit.storage import Storage
@@ -79,7 +79,7 @@ class Engine:
         """Atom state events: ``callback(state, details)`` with atom_name, old_state, result."""
         self._compilation: compiler.Compilation | None = None
         self._details: list[Any] | None = None
-        self._runtime: Runtime | None = None
+        self._run_state: RunState | None = None
         self._lock = threading.Lock()
         self._counters = _new_counters()
         self._times = {"compile": 0.0, "prepare": 0.0, "run": 0.0}
@@ -218,7 +218,7 @@ class Engine:
             self._prepare()
             self.validate()
             assert self._compilation is not None and self._details is not None
-            runtime = Runtime(
+            run_state = RunState(
                 self._compilation,
                 self._details,
                 self._storage,
@@ -234,16 +234,16 @@ class Engine:
             except BaseException:
                 flow_lock.release()
                 raise
-            self._runtime = runtime
+            self._run_state = run_state
             self._runs += 1
             started = time.perf_counter()
             try:
                 self._executor.start()
                 try:
-                    yield from runtime.run_iter()
+                    yield from Scheduler(run_state).run_iter()
                 finally:
                     self._executor.stop()
-                    self._runtime = None
+                    self._run_state = None
                     self._times["run"] += time.perf_counter() - started
                     try:
                         self._connection.flush()
@@ -306,10 +306,10 @@ class Engine:
         Safe to call from any thread, including from inside a task or a
         notifier callback.  ``run()`` again continues where it stopped.
         """
-        runtime = self._runtime
-        if runtime is None or runtime.suspending:
+        run_state = self._run_state
+        if run_state is None or run_state.suspending:
             return
-        runtime.suspending = True
+        run_state.suspending = True
         if self.notifier.has_listeners:
             self.notifier.notify(
                 states.SUSPENDING,
@@ -331,13 +331,13 @@ class Engine:
         if not revert:
             self.suspend()
             return
-        runtime = self._runtime
-        if runtime is None:
+        run_state = self._run_state
+        if run_state is None:
             raise exc.InvalidState("flow %r is not running; there is nothing to cancel" % (self._flow.name,))
         try:
             raise exc.Cancelled("flow %r was cancelled: %s" % (self._flow.name, reason))
         except exc.Cancelled:
-            runtime.cancel_requested = Failure()
+            run_state.cancel_requested = Failure()
 
     def retry_reverts(self) -> None:
         """Let the next ``run()`` try again the reverts that failed.
@@ -356,7 +356,7 @@ class Engine:
         Raises :class:`~flowkit.exceptions.InvalidState` when the flow did not
         end FAILURE with a failed revert, or while the engine runs.
         """
-        if self._runtime is not None:
+        if self._run_state is not None:
             raise exc.InvalidState("cannot retry the reverts of flow %r while it runs" % (self._flow.name,))
         self.prepare()
         assert self._details is not None
@@ -383,7 +383,7 @@ class Engine:
                 detail.intention = states.REVERT
                 detail.revert_failure = None
                 self._storage.save_atom(detail)
-            regions = fd.meta.get("regions") or ()
+            regions = fd.meta.get(REGIONS_KEY) or ()
             whole = not regions or any(
                 isinstance(r, Mapping) and r.get("retry") is None for r in regions
             )
@@ -393,7 +393,7 @@ class Engine:
 
     def reset(self) -> None:
         """Put every atom and the flow back to PENDING so the flow can run from the start."""
-        if self._runtime is not None:
+        if self._run_state is not None:
             raise exc.InvalidState("cannot reset flow %r while it runs" % (self._flow.name,))
         self.prepare()
         assert self._details is not None
@@ -402,7 +402,7 @@ class Engine:
             detail.meta.pop("progress", None)
             detail.meta.pop("ignore_depth", None)
             self._storage.save_atom(detail)
-        self._flow_detail.meta.pop("regions", None)
+        self._flow_detail.meta.pop(REGIONS_KEY, None)
         self._flow_detail.meta.pop(ENGINE_FAILURES_KEY, None)
         self._flow_detail.meta.pop(REVERTED_SCOPES_KEY, None)
         self._storage.set_flow_state(states.PENDING)
@@ -425,7 +425,7 @@ class Engine:
 
     def close(self) -> None:
         """Release the engine's persistence connection (the backend stays open)."""
-        if self._runtime is not None:
+        if self._run_state is not None:
             raise exc.InvalidState("cannot close the engine of flow %r while it runs" % (self._flow.name,))
         self._connection.close()
 

@@ -7,7 +7,7 @@ parallel on a futurist thread or process pool, or any
 ``concurrent.futures.Executor`` the user passes, distributed on a Dask
 cluster (:mod:`flowkit.engines.distributed`, imported only when asked for).  What runs on the other side
 is :func:`run_execute` / :func:`run_revert`: they never raise, they return an
-outcome tuple, so a failure crosses a thread or process as a
+:class:`Outcome`, so a failure crosses a thread or process as a
 :class:`~flowkit.types.failure.Failure` with its traceback text.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import concurrent.futures
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from flowkit.types.failure import Failure
 
 __all__ = [
     "AtomExecutor",
+    "Outcome",
     "SerialExecutor",
     "ThreadExecutor",
     "ProcessExecutor",
@@ -33,8 +35,22 @@ __all__ = [
     "make_executor",
 ]
 
-# Outcome of running an atom: (succeeded, result_or_failure, progress_events).
-Outcome = tuple[bool, Any, "list[float] | None"]
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    """What running an atom's ``execute`` or ``revert`` came to, wherever it ran.
+
+    It travels back from a worker thread, process or Dask worker as it is,
+    so it holds data only.
+    """
+
+    #: Whether the function returned (True) or raised (False).
+    ok: bool
+    #: What it returned, or the :class:`~flowkit.types.failure.Failure` of what it raised.
+    value: Any
+    #: The progress the task reported where the engine could not hear it live
+    #: (another process or machine), in order; the engine replays it.
+    progress: tuple[float, ...] = ()
 
 
 def _collect_progress(task: Any) -> list[float] | None:
@@ -57,11 +73,11 @@ def run_execute(task: Any, kwargs: dict[str, Any]) -> Outcome:
         finally:
             task.post_execute()
     except Exception:
-        return False, Failure(), events
+        return Outcome(False, Failure(), tuple(events) if events else ())
     finally:
         if events is not None:
             task._progress_sink = None
-    return True, result, events
+    return Outcome(True, result, tuple(events) if events else ())
 
 
 def run_revert(task: Any, kwargs: dict[str, Any]) -> Outcome:
@@ -74,11 +90,11 @@ def run_revert(task: Any, kwargs: dict[str, Any]) -> Outcome:
         finally:
             task.post_revert()
     except Exception:
-        return False, Failure(), events
+        return Outcome(False, Failure(), tuple(events) if events else ())
     finally:
         if events is not None:
             task._progress_sink = None
-    return True, result, events
+    return Outcome(True, result, tuple(events) if events else ())
 
 
 class AtomExecutor(abc.ABC):

@@ -127,6 +127,21 @@ def test_reverted_results_are_no_longer_fetchable(load: Any) -> None:
         engine.storage.fetch("x")
 
 
+def test_a_result_is_fetchable_until_its_revert_is_over(load: Any) -> None:
+    # The engine hands a REVERTING atom's result to what still needs it; storage answers the same.
+    engine = load(linear_flow.Flow("f").add(Const(name="make_x", provides="x", inject={"value": 1}), Fail(name="bad")))
+    seen: dict[str, Any] = {}
+
+    def on_state(state: Any, details: dict[str, Any]) -> None:
+        if details["atom_name"] == "make_x":
+            seen[str(state)] = engine.storage.fetch_all().get("x")
+
+    engine.atom_notifier.register("*", on_state)
+    with pytest.raises(BoomError):
+        engine.run()
+    assert seen == {"RUNNING": None, "SUCCESS": 1, "REVERTING": 1, "REVERTED": None}
+
+
 def test_inject_before_running(load: Any) -> None:
     engine = load(linear_flow.Flow("f").add(Add(name="add", provides="sum")))
     engine.compile()

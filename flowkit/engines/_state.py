@@ -1,10 +1,14 @@
-"""What every part of the runtime shares: the atoms' state and how to read and record it.
+"""The state of one run: what the scheduler and the reverter are both handed.
 
-:class:`RuntimeBase` holds the per-run state (counters of unfinished
-predecessors, ready queues, revert regions) and the small operations the
-scheduler (:mod:`flowkit.engines.runtime`) and the reverter
-(:mod:`flowkit.engines.reverting`) both use: saving a detail, announcing a
-state change, fetching an atom's arguments.
+:class:`RunState` holds everything about one ``run()`` of a compiled flow:
+the atom details, the counters of unfinished predecessors, the ready queues,
+the revert regions, and the small operations on them that the scheduler
+(:mod:`flowkit.engines._scheduler`) and the reverter
+(:mod:`flowkit.engines._reverter`) both use: saving a detail, announcing a
+state change, fetching an atom's arguments.  Neither keeps run state of its
+own, so what a run knows is in one place (the way trio's ``Runner`` is).
+
+The constants both use live here too, public within the package.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from flowkit import exceptions as exc
 from flowkit import states
-from flowkit.engines import compiler as comp_mod
+from flowkit.engines.compiler import ArgSource
 from flowkit.engines.executors import AtomExecutor
+from flowkit.storage import provided_result
 from flowkit.types.failure import Failure
 
 if TYPE_CHECKING:
@@ -26,34 +31,63 @@ if TYPE_CHECKING:
     from flowkit.storage import Storage
     from flowkit.types.notifier import Notifier
 
-__all__ = ["RuntimeBase", "Region"]
+__all__ = [
+    "RunState",
+    "Region",
+    "ReadyQueue",
+    "short",
+    "DONE",
+    "NEEDS_REVERT",
+    "EXEC",
+    "REVERT",
+    "PROGRESS",
+    "IGNORE_ATOM",
+    "IGNORE_ALL",
+    "RETRY_SCOPE",
+    "REVERT_SCOPE",
+    "REVERT_ALL",
+    "ENGINE_FAILURES_KEY",
+    "REVERTED_SCOPES_KEY",
+    "REGIONS_KEY",
+]
 
 S = states.State
-_SUCCESS = S.SUCCESS
-_IGNORE = S.IGNORE
-_RUNNING = S.RUNNING
-_PENDING = S.PENDING
-_FAILURE = S.FAILURE
-_REVERTING = S.REVERTING
-_REVERTED = S.REVERTED
-_RETRYING = S.RETRYING
-_DONE = frozenset([_SUCCESS, _IGNORE])
-_NEEDS_REVERT = frozenset([_SUCCESS, _FAILURE, _REVERTING, S.REVERT_FAILURE])
+#: States whose atom counts as finished for its successors.
+DONE = frozenset([S.SUCCESS, S.IGNORE])
+#: States whose atom has something to revert when its region is reverted.
+NEEDS_REVERT = frozenset([S.SUCCESS, S.FAILURE, S.REVERTING, S.REVERT_FAILURE])
 
-_EXEC = 0
-_REVERT = 1
-_PROGRESS = 2
+# What a completion on the run's queue is about.
+EXEC = 0  # an execute finished
+REVERT = 1  # a revert finished
+PROGRESS = 2  # a task running in this process reported progress
 
 _MISSING = object()
 
-_IGNORE_ATOM = 1  # ignored, what follows still runs
-_IGNORE_ALL = 2  # ignored, and so is everything after it
+# Module globals: ``arguments()`` runs once per atom and compares by identity.
+_FROM_ATOM = ArgSource.ATOM
+_FROM_ATOM_OPTIONAL = ArgSource.ATOM_OPTIONAL
+_FROM_STORE = ArgSource.STORE
+_FROM_INJECT = ArgSource.INJECT
 
+# ``RunState.ignore_flag`` values.
+IGNORE_ATOM = 1  # ignored, what follows still runs
+IGNORE_ALL = 2  # ignored, and so is everything after it
 
-# What happens once a region has been reverted.
-_RETRY_SCOPE = "retry"  # run the scope's controller again, then the scope
-_REVERT_SCOPE = "revert"  # stop there: the flow ends REVERTED once nothing else can run
-_REVERT_ALL = "all"  # the region is the whole flow; it ends REVERTED
+# What happens once a region has been reverted (stored in the flow detail's meta).
+RETRY_SCOPE = "retry"  # run the scope's controller again, then the scope
+REVERT_SCOPE = "revert"  # stop there: the flow ends REVERTED once nothing else can run
+REVERT_ALL = "all"  # the region is the whole flow; it ends REVERTED
+
+#: The key of ``FlowDetail.meta`` holding failures that belong to no atom (a
+#: cancellation) while the revert they caused is not over.
+ENGINE_FAILURES_KEY = "engine_failures"
+#: The key of ``FlowDetail.meta`` naming the retry controllers whose scope was
+#: reverted (REVERT) while the rest of the flow went on.
+REVERTED_SCOPES_KEY = "reverted_scopes"
+#: The key of ``FlowDetail.meta`` recording the regions being reverted, so a
+#: crash in the middle of a revert resumes the revert.
+REGIONS_KEY = "regions"
 
 
 class Region:
@@ -76,10 +110,11 @@ class Region:
         self.member: set[int] = set()
 
     def contains(self, index: int) -> bool:
+        """Whether atom ``index`` is inside this region."""
         return self.start <= index < self.end
 
 
-class _ReadyQueue:
+class ReadyQueue:
     """FIFO of ready atoms, or a priority heap when any atom has a priority."""
 
     def __init__(self, priorities: list[int] | None) -> None:
@@ -89,6 +124,7 @@ class _ReadyQueue:
         self._seq = 0
 
     def push(self, index: int) -> None:
+        """Queue atom ``index``."""
         if self._priorities is None:
             self._fifo.append(index)
         else:
@@ -96,6 +132,7 @@ class _ReadyQueue:
             heapq.heappush(self._heap, (-self._priorities[index], self._seq, index))
 
     def pop(self) -> int:
+        """Take the next atom: the oldest, or the one of highest priority."""
         if self._priorities is None:
             return self._fifo.popleft()
         return heapq.heappop(self._heap)[2]
@@ -104,8 +141,8 @@ class _ReadyQueue:
         return len(self._fifo) if self._priorities is None else len(self._heap)
 
 
-class RuntimeBase:
-    """Per-run state of a compiled flow and the operations on it that everything shares."""
+class RunState:
+    """Everything one run of a compiled flow knows, and the operations on it that everything shares."""
 
     def __init__(
         self,
@@ -132,7 +169,7 @@ class RuntimeBase:
         self.suspending = False
         self.cancel_requested: Failure | None = None
         self.lost: exc.ExecutorLost | None = None
-        self._completions: queue.SimpleQueue[tuple[int, int, Any]] = queue.SimpleQueue()
+        self.completions: queue.SimpleQueue[tuple[int, int, Any]] = queue.SimpleQueue()
         n = len(compilation)
         self.waiting = [0] * n
         self.ignore_flag = bytearray(n)
@@ -144,10 +181,11 @@ class RuntimeBase:
         self.engine_failures: list[Failure] = []  # failures that belong to no atom
         self.final_failures: dict[str, Failure] = {}
         self.reverted = False
-        self.ready = _ReadyQueue([a.priority for a in compilation.atoms] if compilation.has_priorities else None)
+        self.ready = ReadyQueue([a.priority for a in compilation.atoms] if compilation.has_priorities else None)
         self.revert_ready: collections.deque[int] = collections.deque()
 
-    def _notify_atom(self, index: int, state: S, old: Any, result: Any = _MISSING) -> None:
+    def notify_atom(self, index: int, state: S, old: Any, result: Any = _MISSING) -> None:
+        """Tell the atom notifier's listeners that atom ``index`` went from ``old`` to ``state``."""
         if not self.atom_notifier.has_listeners:
             return
         detail = self.details[index]
@@ -166,7 +204,8 @@ class RuntimeBase:
             details["result"] = result
         self.atom_notifier.notify(state, details)
 
-    def _set_flow_state(self, state: S) -> None:
+    def set_flow_state(self, state: S) -> None:
+        """Record the flow's new state (durably unless RUNNING) and announce it."""
         fd = self.storage.flow_detail
         old = fd.state
         if old == state:
@@ -177,64 +216,60 @@ class RuntimeBase:
         if self.notifier.has_listeners:
             self.notifier.notify(state, {"flow_name": fd.name, "flow_uuid": fd.uuid, "old_state": old})
 
-    def _save(self, detail: AtomDetail) -> None:
+    def save(self, detail: AtomDetail) -> None:
+        """Queue ``detail``'s changes for the next flush."""
         self.storage.save_atom(detail)
 
-    def _result_of(self, index: int) -> tuple[bool, Any]:
-        detail = self.details[index]
-        if self.c.is_retry[index]:
-            if detail.results and detail.state in (_SUCCESS, _RETRYING, _RUNNING):
-                return True, detail.results[-1][0]
-            return False, None
-        if detail.state is _SUCCESS or detail.state == _SUCCESS or detail.state == _REVERTING:
-            return True, detail.results
-        return False, None
+    def result_of(self, index: int) -> tuple[bool, Any]:
+        """``(True, result)`` of atom ``index``, or ``(False, None)`` while it has none (see provided_result)."""
+        return provided_result(self.details[index])
 
-    def _arguments(self, index: int, lenient: bool = False) -> dict[str, Any]:
-        """Fetch ``execute``'s keyword arguments for atom ``index``."""
+    def arguments(self, index: int, lenient: bool = False) -> dict[str, Any]:
+        """Fetch ``execute``'s keyword arguments for atom ``index`` (``lenient``: leave out what is missing)."""
         kwargs: dict[str, Any] = {}
         store: Any = None
         atom = self.c.atoms[index]
         for step in self.c.arg_plans[index]:
-            kind = step[0]
-            if kind == comp_mod.ARG_ATOM or kind == comp_mod.ARG_ATOM_OPTIONAL:
+            source = step.source
+            if source is _FROM_ATOM or source is _FROM_ATOM_OPTIONAL:
                 # Injected values win over atom results (TaskFlow's precedence).
                 if store is None:
                     store = self.storage.injected
-                if store and step[4] in store:
-                    kwargs[step[1]] = store[step[4]]
+                if store and step.symbol in store:
+                    kwargs[step.arg] = store[step.symbol]
                     continue
-                found, value = self._result_of(step[2])
+                found, value = provided_result(self.details[step.provider])
                 if found:
-                    where = step[3]
+                    where = step.where
                     if where is not None:
                         try:
                             value = value[where]
                         except (LookupError, TypeError):
                             found = False
                 if found:
-                    kwargs[step[1]] = value
-                elif kind == comp_mod.ARG_ATOM and not lenient:
-                    provider = self.c.atoms[step[2]].name
+                    kwargs[step.arg] = value
+                elif source is _FROM_ATOM and not lenient:
+                    provider = self.c.atoms[step.provider].name
                     raise exc.NotFound(
                         "atom %r needs %r (argument %r) from atom %r, which has no such result (it is %s)"
-                        % (atom.name, step[4], step[1], provider, self.details[step[2]].state)
+                        % (atom.name, step.symbol, step.arg, provider, self.details[step.provider].state)
                     )
-            elif kind == comp_mod.ARG_INJECT:
-                kwargs[step[1]] = atom.inject[step[2]]
+            elif source is _FROM_INJECT:
+                kwargs[step.arg] = atom.inject[step.symbol]
             else:
                 if store is None:
                     store = self.storage.injected
-                if step[2] in store:
-                    kwargs[step[1]] = store[step[2]]
-                elif kind == comp_mod.ARG_STORE and not lenient:
+                if step.symbol in store:
+                    kwargs[step.arg] = store[step.symbol]
+                elif source is _FROM_STORE and not lenient:
                     raise exc.NotFound(
                         "atom %r needs %r (argument %r) from the store, which does not have it"
-                        % (atom.name, step[2], step[1])
+                        % (atom.name, step.symbol, step.arg)
                     )
         return kwargs
 
-    def _check_provides(self, index: int, result: Any) -> None:
+    def check_provides(self, index: int, result: Any) -> None:
+        """Raise ExecutionFailure unless ``result`` has every part atom ``index`` provides."""
         for symbol, where in self.c.atoms[index].save_as.items():
             if where is None:
                 continue
@@ -250,11 +285,21 @@ class RuntimeBase:
                     % (self.c.atoms[index].name, symbol, what, short(result))
                 ) from None
 
-    def _region_of(self, index: int) -> Region | None:
+    def region_of(self, index: int) -> Region | None:
+        """The region being reverted that holds atom ``index``, if any."""
         for region in self.regions:
             if region.start <= index < region.end:
                 return region
         return None
+
+    def unstorable(self, index: int, what: str, error: exc.ResultNotStorable) -> Failure:
+        """The Failure of atom ``index`` whose value (``what`` it did) the codec refused."""
+        wrapped = exc.ResultNotStorable(
+            "atom %r of flow %r %s that cannot be stored: %s"
+            % (self.c.atoms[index].name, self.storage.flow_detail.name, what, error)
+        )
+        wrapped.__cause__ = error
+        return Failure.from_exception(wrapped)
 
 
 def short(value: Any, limit: int = 80) -> str:

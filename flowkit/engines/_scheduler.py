@@ -1,6 +1,6 @@
 """The scheduler: what runs next, what reverts, when a retry controller is asked.
 
-One :class:`Runtime` drives one ``run()`` of an engine.  It is rebuilt from the
+One :class:`Scheduler` drives one ``run()`` of an engine.  It is rebuilt from the
 atom details every time, so a suspended flow, a flow resumed in another
 process after a crash and a fresh flow all go through the same code.
 
@@ -25,57 +25,63 @@ from typing import Any
 
 from flowkit import exceptions as exc
 from flowkit import states
-from flowkit.engines.executors import run_execute, run_revert
-from flowkit.engines.reverting import ENGINE_FAILURES_KEY, REVERTED_SCOPES_KEY, Reverter
-from flowkit.engines.runtime_base import (
-    _DONE,
-    _EXEC,
-    _FAILURE,
-    _IGNORE,
-    _IGNORE_ALL,
-    _IGNORE_ATOM,
-    _PENDING,
-    _PROGRESS,
-    _RETRY_SCOPE,
-    _RETRYING,
-    _REVERT,
-    _REVERT_ALL,
-    _RUNNING,
-    _SUCCESS,
+from flowkit.engines._reverter import Reverter
+from flowkit.engines._state import (
+    DONE,
+    ENGINE_FAILURES_KEY,
+    EXEC,
+    IGNORE_ALL,
+    IGNORE_ATOM,
+    PROGRESS,
+    REGIONS_KEY,
+    RETRY_SCOPE,
+    REVERT,
+    REVERT_ALL,
+    REVERTED_SCOPES_KEY,
     Region,
+    RunState,
     S,
 )
+from flowkit.engines.executors import Outcome, run_execute, run_revert
 from flowkit.persistence import codec
 from flowkit.retry import History
 from flowkit.task import EVENT_UPDATE_PROGRESS
 from flowkit.types.failure import Failure
 
-__all__ = ["Runtime"]
+__all__ = ["Scheduler"]
 
-class Runtime(Reverter):
-    """Runs one pass of a compiled flow over its atom details."""
+
+class Scheduler:
+    """Runs one pass of a compiled flow over the :class:`RunState` it is handed."""
+
+    __slots__ = ("state", "reverter")
+
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+        self.reverter = Reverter(state)
 
     def _rebuild(self) -> list[int]:
         """Work out counters, regions and ready atoms from the details; return unhandled failures."""
-        c = self.c
-        details = self.details
+        st = self.state
+        c = st.c
+        details = st.details
         preds = c.preds
-        waiting = self.waiting
+        waiting = st.waiting
         for index in range(len(details)):
             count = 0
             for p in preds[index]:
-                if details[p].state not in _DONE:
+                if details[p].state not in DONE:
                     count += 1
             waiting[index] = count
             detail = details[index]
-            if detail.state == _IGNORE and detail.meta.get("ignore_depth") == "ALL":
+            if detail.state == S.IGNORE and detail.meta.get("ignore_depth") == "ALL":
                 for s in c.succs[index]:
-                    self.ignore_flag[s] = _IGNORE_ALL
-        fd = self.storage.flow_detail
+                    st.ignore_flag[s] = IGNORE_ALL
+        fd = st.storage.flow_detail
         unhandled: list[int] = []
         if fd.state == S.REVERTED:
             # Running a reverted flow again runs what was reverted again.
-            self._rerun_reverted()
+            self.reverter.rerun_reverted()
             return unhandled
         records = fd.meta.get(ENGINE_FAILURES_KEY) or []
         for data in records if isinstance(records, list) else [records]:
@@ -89,90 +95,91 @@ class Runtime(Reverter):
             if stored.check(exc.Cancelled):
                 # flowkit's own exception: raise it as itself again, not as data.
                 stored = Failure.from_exception(exc.Cancelled(stored.exception_str))
-            self.engine_failures.append(stored)
+            st.engine_failures.append(stored)
         for name in fd.meta.get(REVERTED_SCOPES_KEY) or ():
             r = c.names.get(name) if isinstance(name, str) else None
             if r is None or r not in c.scope_end:
                 continue  # a scope the flow no longer has
-            self.reverted = True
+            st.reverted = True
             for index in range(r, c.scope_end[r]):
                 reverted_failure = details[index].failure
                 if reverted_failure is not None:
-                    self.final_failures.setdefault(details[index].name, reverted_failure)
-        for record in fd.meta.get("regions") or ():
+                    st.final_failures.setdefault(details[index].name, reverted_failure)
+        for record in fd.meta.get(REGIONS_KEY) or ():
             retry_name = record.get("retry")
-            outcome = record.get("outcome", _REVERT_ALL)
+            outcome = record.get("outcome", REVERT_ALL)
             if retry_name is None or retry_name not in c.names:
-                region = Region(0, len(details), -1, _REVERT_ALL)
+                region = Region(0, len(details), -1, REVERT_ALL)
             else:
                 r = c.names[retry_name]
                 region = Region(r, c.scope_end[r], r, outcome)
-            self._add_region(region)
+            self.reverter.add_region(region)
         for r in c.scope_end:
-            if details[r].intention == states.RETRY and self._region_of(r) is None:
-                self._add_region(Region(r, c.scope_end[r], r, _RETRY_SCOPE))
-        if fd.state == S.REVERTING and not self.regions:
-            self._add_region(Region(0, len(details), -1, _REVERT_ALL))
+            if details[r].intention == states.RETRY and st.region_of(r) is None:
+                self.reverter.add_region(Region(r, c.scope_end[r], r, RETRY_SCOPE))
+        if fd.state == S.REVERTING and not st.regions:
+            self.reverter.add_region(Region(0, len(details), -1, REVERT_ALL))
         for index, detail in enumerate(details):
             if detail.state == S.REVERT_FAILURE:
-                self.fatal = True
-            if detail.state == _FAILURE and detail.intention == states.EXECUTE:
+                st.fatal = True
+            if detail.state == S.FAILURE and detail.intention == states.EXECUTE:
                 unhandled.append(index)
-        for region in self.regions:
+        for region in st.regions:
             for index in range(region.start, region.end):
                 failure = details[index].failure
                 if failure is not None:
                     region.failures[details[index].name] = failure
         for index, detail in enumerate(details):
             if waiting[index] == 0 and detail.intention == states.EXECUTE:
-                if detail.state in (_PENDING, _RUNNING, _RETRYING) and self._region_of(index) is None:
-                    self.ready.push(index)
+                if detail.state in (S.PENDING, S.RUNNING, S.RETRYING) and st.region_of(index) is None:
+                    st.ready.push(index)
         return unhandled
 
     def run_iter(self) -> Iterator[S]:
         """Drive the flow until nothing can run; yield engine-loop states."""
+        st = self.state
         yield S.RESUMING
-        local = self.executor.local
+        local = st.executor.local
         if local:
-            for index, atom in enumerate(self.c.atoms):
-                if not self.c.is_retry[index]:
-                    atom._progress_sink = _ProgressSink(self._completions, index)  # type: ignore[attr-defined]
+            for index, atom in enumerate(st.c.atoms):
+                if not st.c.is_retry[index]:
+                    atom._progress_sink = _ProgressSink(st.completions, index)  # type: ignore[attr-defined]
         try:
             unhandled = self._rebuild()
-            if self.regions and self.regions[0].outcome == _REVERT_ALL:
-                self._set_flow_state(S.REVERTING)
+            if st.regions and st.regions[0].outcome == REVERT_ALL:
+                st.set_flow_state(S.REVERTING)
             else:
-                self._set_flow_state(S.RUNNING)
+                st.set_flow_state(S.RUNNING)
             for index in unhandled:
-                self._handle_failure(index, self.details[index].failure)  # type: ignore[arg-type]
-            for region in list(self.regions):
+                self.reverter.handle_failure(index, st.details[index].failure)  # type: ignore[arg-type]
+            for region in list(st.regions):
                 if not region.reverting:
-                    self._start_revert(region)
-            get = self._completions.get
-            get_nowait = self._completions.get_nowait
+                    self.reverter.start_revert(region)
+            get = st.completions.get
+            get_nowait = st.completions.get_nowait
             while True:
                 yield S.SCHEDULING
                 self._schedule()
                 if self._drain(get_nowait):
                     yield S.ANALYZING
                     continue
-                if self.lost is not None:
+                if st.lost is not None:
                     break  # in-flight atoms may never report back
-                if self.running:
+                if st.running:
                     yield S.WAITING
                     self._process(get())
                     self._drain(get_nowait)
                     yield S.ANALYZING
                     continue
-                if self.suspending or self.fatal or self.lost is not None:
+                if st.suspending or st.fatal or st.lost is not None:
                     break
-                if self.revert_ready or (len(self.ready) and not self.halted):
+                if st.revert_ready or (len(st.ready) and not st.halted):
                     continue  # _schedule() takes at least one of these each time
                 break
         finally:
             if local:
-                for index, atom in enumerate(self.c.atoms):
-                    if not self.c.is_retry[index]:
+                for index, atom in enumerate(st.c.atoms):
+                    if not st.c.is_retry[index]:
                         atom._progress_sink = None  # type: ignore[attr-defined]
         yield from self._finish()
 
@@ -188,13 +195,14 @@ class Runtime(Reverter):
             self._process(item)
 
     def _finish(self) -> Iterator[S]:
-        details = self.details
-        if self.lost is not None:
-            self._set_flow_state(S.SUSPENDED)
+        st = self.state
+        details = st.details
+        if st.lost is not None:
+            st.set_flow_state(S.SUSPENDED)
             yield S.SUSPENDED
-            raise self.lost
-        if self.fatal:
-            self._set_flow_state(S.FAILURE)
+            raise st.lost
+        if st.fatal:
+            st.set_flow_state(S.FAILURE)
             yield S.FAILURE
             # What stopped the flow is what is raised: the reverts that failed
             # (TaskFlow's rule: the execute failures they were undoing are not
@@ -203,29 +211,29 @@ class Runtime(Reverter):
                 (d.name, d.revert_failure) for d in details if d.revert_failure is not None
             ]
             if not named:
-                named = [(None, f) for f in self.engine_failures]
-                named += [(d.name, d.failure) for d in details if d.failure is not None and d.state != _SUCCESS]
+                named = [(None, f) for f in st.engine_failures]
+                named += [(d.name, d.failure) for d in details if d.failure is not None and d.state != S.SUCCESS]
             self._reraise(named)
             return
-        if self.reverted:
-            self._set_flow_state(S.REVERTED)
+        if st.reverted:
+            st.set_flow_state(S.REVERTED)
             yield S.REVERTED
-            named = [(None, f) for f in self.engine_failures]
-            named += list(self.final_failures.items())
+            named = [(None, f) for f in st.engine_failures]
+            named += list(st.final_failures.items())
             self._reraise(named)
             return
-        if all(d.state in _DONE for d in details):
-            self._set_flow_state(S.SUCCESS)
+        if all(d.state in DONE for d in details):
+            st.set_flow_state(S.SUCCESS)
             yield S.SUCCESS
             return
-        if self.suspending:
-            self._set_flow_state(S.SUSPENDED)
+        if st.suspending:
+            st.set_flow_state(S.SUSPENDED)
             yield S.SUSPENDED
             return
-        stuck = [d.name for d in details if d.state not in _DONE][:5]
+        stuck = [d.name for d in details if d.state not in DONE][:5]
         raise exc.ExecutionFailure(
             "flow %r stopped with atoms that can neither run nor revert: %s"
-            % (self.storage.flow_detail.name, ", ".join(repr(n) for n in stuck))
+            % (st.storage.flow_detail.name, ", ".join(repr(n) for n in stuck))
         )
 
     def _reraise(self, named: list[tuple[str | None, Failure]]) -> None:
@@ -237,77 +245,78 @@ class Runtime(Reverter):
         raise exc.WrappedFailure(
             [failure for _name, failure in named],
             atom_names=[name for name, _failure in named],
-            flow_name=self.storage.flow_detail.name,
+            flow_name=self.state.storage.flow_detail.name,
         )
 
     def _schedule(self) -> None:
-        if self.cancel_requested is not None:
-            self._cancel(self.cancel_requested)
-        if self.suspending or self.fatal or self.lost is not None:
+        st = self.state
+        if st.cancel_requested is not None:
+            self.reverter.cancel(st.cancel_requested)
+        if st.suspending or st.fatal or st.lost is not None:
             return
-        window = self.executor.max_in_flight
-        details = self.details
-        c = self.c
+        window = st.executor.max_in_flight
+        details = st.details
+        c = st.c
         to_submit: list[tuple[int, int, dict[str, Any]]] = []
-        in_flight = len(self.running)
+        in_flight = len(st.running)
         # Reverts first: a region waiting on them holds up everything in it.
-        revert_ready = self.revert_ready
+        revert_ready = st.revert_ready
         while revert_ready and in_flight + len(to_submit) < window:
             index = revert_ready.popleft()
-            kwargs = self._begin_revert(index)
+            kwargs = self.reverter.begin_revert(index)
             if kwargs is not None:
-                to_submit.append((index, _REVERT, kwargs))
-        ready = self.ready
-        regions = self.regions
+                to_submit.append((index, REVERT, kwargs))
+        ready = st.ready
+        regions = st.regions
         preds = c.preds
-        while len(ready) and in_flight + len(to_submit) < window and not self.halted and not self.fatal:
+        while len(ready) and in_flight + len(to_submit) < window and not st.halted and not st.fatal:
             index = ready.pop()
             detail = details[index]
-            if detail.state in _DONE or detail.intention != states.EXECUTE:
+            if detail.state in DONE or detail.intention != states.EXECUTE:
                 continue
-            if regions and self._region_of(index) is not None:
+            if regions and st.region_of(index) is not None:
                 continue  # held by a revert; a retry re-queues it
-            if regions is not self.regions or self.reverted:
+            if regions is not st.regions or st.reverted:
                 # A revert ran since this atom was queued: make sure what it
                 # depends on was not undone meanwhile.
-                if any(details[p].state not in _DONE for p in preds[index]):
+                if any(details[p].state not in DONE for p in preds[index]):
                     continue
             try:
-                if self.ignore_flag[index] or (index in c.incoming_deciders and self._decided_no(index)):
+                if st.ignore_flag[index] or (index in c.incoming_deciders and self._decided_no(index)):
                     self._ignore(index)
                     continue
             except exc.ExecutionFailure:
                 # A decider that raises leaves the flow undecidable: stop, like a failed revert.
-                self.engine_failures.append(Failure())
-                self.fatal = True
+                st.engine_failures.append(Failure())
+                st.fatal = True
                 break
             if c.is_retry[index]:
                 self._run_retry(index)
                 continue
             try:
-                kwargs = self._arguments(index)
+                kwargs = st.arguments(index)
             except exc.FlowkitError:
                 self._mark_running(index)
                 self._executed(index, False, Failure())
                 continue
-            to_submit.append((index, _EXEC, kwargs))
+            to_submit.append((index, EXEC, kwargs))
         if not to_submit:
             return
-        if self.executor.inline:
+        if st.executor.inline:
             # Inline (serial): announce, persist and run one atom at a time, so
             # an atom that suspends or cancels the engine stops the rest of its round.
             for index, kind, kwargs in to_submit:
                 old = None
-                if kind == _EXEC:
+                if kind == EXEC:
                     if self._stopping():
-                        self.ready.push(index)
+                        st.ready.push(index)
                         continue
                     old = details[index].state
                     self._mark_running(index)
                 # A stop requested while the atom was announced lets it run (it is
                 # in flight); one that the write-ahead flush itself finds holds it back.
                 announced = self._stopping()
-                self.storage.connection.flush()
+                st.storage.connection.flush()
                 if old is not None and not announced and self._stopping():
                     self._hold_back(index, old)
                     continue
@@ -315,16 +324,16 @@ class Runtime(Reverter):
             return
         olds: dict[int, Any] = {}
         for index, kind, _kwargs in to_submit:
-            if kind == _EXEC:
+            if kind == EXEC:
                 olds[index] = details[index].state
                 self._mark_running(index)
         announced = self._stopping()
         # Write ahead, in one commit: every RUNNING/REVERTING record is durable
         # before its atom starts.
-        self.storage.connection.flush()
+        st.storage.connection.flush()
         stopping = not announced and self._stopping()
         for index, kind, kwargs in to_submit:
-            if stopping and kind == _EXEC:
+            if stopping and kind == EXEC:
                 self._hold_back(index, olds[index])
                 continue
             self._submit(index, kind, kwargs)
@@ -336,29 +345,32 @@ class Runtime(Reverter):
         were marked RUNNING: a job's claim check reports a cancel request
         there, and those atoms are then held back (:meth:`_hold_back`).
         """
-        return self.suspending or self.cancel_requested is not None
+        st = self.state
+        return st.suspending or st.cancel_requested is not None
 
     def _hold_back(self, index: int, old: Any) -> None:
         """Undo ``_mark_running`` of an atom that was not started after all; it is ready again."""
-        detail = self.details[index]
+        st = self.state
+        detail = st.details[index]
         detail.state = old
-        self._save(detail)
-        self._notify_atom(index, old, _RUNNING)
-        self.ready.push(index)
+        st.save(detail)
+        st.notify_atom(index, old, S.RUNNING)
+        st.ready.push(index)
 
     def _submit(self, index: int, kind: int, kwargs: dict[str, Any]) -> None:
-        self.running.add(index)
-        fn = run_execute if kind == _EXEC else run_revert
-        atom = self.c.atoms[index]
+        st = self.state
+        st.running.add(index)
+        fn = run_execute if kind == EXEC else run_revert
+        atom = st.c.atoms[index]
         try:
-            future = self.executor.submit(fn, atom, kwargs)
+            future = st.executor.submit(fn, atom, kwargs)
         except Exception as error:
             failure = Failure.from_exception(
                 exc.ExecutionFailure("atom %r could not be submitted to the executor: %s" % (atom.name, error))
             )
-            self._completions.put((index, kind, _Done(False, failure)))
+            st.completions.put((index, kind, Outcome(False, failure)))
             return
-        if self.executor.inline:
+        if st.executor.inline:
             # Done already.  A success is recorded at once: holding a whole
             # round of outcomes alive makes the garbage collector rescan them
             # again and again in large unordered flows.  Failures wait for the
@@ -367,39 +379,41 @@ class Runtime(Reverter):
             try:
                 outcome = future.result()
             except BaseException as error:
-                self._completions.put((index, kind, _Failed(error)))
+                st.completions.put((index, kind, error))
                 return
-            if outcome[0] and not outcome[2]:
-                self.running.discard(index)
-                if kind == _EXEC:
-                    self._executed(index, True, outcome[1])
+            if outcome.ok and not outcome.progress:
+                st.running.discard(index)
+                if kind == EXEC:
+                    self._executed(index, True, outcome.value)
                 else:
-                    self._reverted(index, True, outcome[1])
+                    self.reverter.revert_done(index, True, outcome.value)
             else:
-                self._completions.put((index, kind, _Done(*outcome)))
+                st.completions.put((index, kind, outcome))
             return
-        future.add_done_callback(_Completion(self._completions.put, index, kind))
+        future.add_done_callback(_Completion(st.completions.put, index, kind))
 
     def _mark_running(self, index: int) -> None:
-        detail = self.details[index]
+        st = self.state
+        detail = st.details[index]
         old = detail.state
-        detail.state = _RUNNING
-        self._save(detail)
-        self._notify_atom(index, _RUNNING, old)
+        detail.state = S.RUNNING
+        st.save(detail)
+        st.notify_atom(index, S.RUNNING, old)
         self._notify_task_progress(index, 0.0)
 
     def _decided_no(self, index: int) -> bool:
         """Evaluate the deciders on links into ``index``; flag ignores; True if it is ignored."""
+        st = self.state
         ignored = False
-        for ident in self.c.incoming_deciders[index]:
-            decision = self.decisions.get(ident)
-            link = self.c.deciders[ident]
+        for ident in st.c.incoming_deciders[index]:
+            decision = st.decisions.get(ident)
+            link = st.c.deciders[ident]
             if decision is None:
                 history: dict[str, Any] = {}
                 for source in link.source:
-                    found, value = self._result_of(source)
+                    found, value = st.result_of(source)
                     if found:
-                        history[self.c.atoms[source].name] = value
+                        history[st.c.atoms[source].name] = value
                 try:
                     decision = bool(link.decider(history))
                 except Exception as error:
@@ -407,41 +421,43 @@ class Runtime(Reverter):
                         "decider on the link %r -> %r raised %s: %s"
                         % (link.source_name, link.target_name, type(error).__name__, error)
                     ) from error
-                self.decisions[ident] = decision
+                st.decisions[ident] = decision
                 if not decision:
-                    flag = _IGNORE_ALL if link.depth == "ALL" else _IGNORE_ATOM
+                    flag = IGNORE_ALL if link.depth == "ALL" else IGNORE_ATOM
                     for target in link.target:
-                        if self.ignore_flag[target] < flag:
-                            self.ignore_flag[target] = flag
+                        if st.ignore_flag[target] < flag:
+                            st.ignore_flag[target] = flag
             if not decision:
                 ignored = True
         return ignored
 
     def _ignore(self, index: int) -> None:
-        detail = self.details[index]
+        st = self.state
+        detail = st.details[index]
         old = detail.state
-        detail.state = _IGNORE
-        propagate = self.ignore_flag[index] == _IGNORE_ALL
+        detail.state = S.IGNORE
+        propagate = st.ignore_flag[index] == IGNORE_ALL
         if propagate:
             detail.meta["ignore_depth"] = "ALL"
-        self._save(detail)
-        self.counters["atoms_ignored"] += 1
-        self._notify_atom(index, _IGNORE, old)
-        for s in self.c.succs[index]:
-            if propagate and self.ignore_flag[s] < _IGNORE_ALL:
-                self.ignore_flag[s] = _IGNORE_ALL
-            self.waiting[s] -= 1
-            if self.waiting[s] == 0:
-                self.ready.push(s)
+        st.save(detail)
+        st.counters["atoms_ignored"] += 1
+        st.notify_atom(index, S.IGNORE, old)
+        for s in st.c.succs[index]:
+            if propagate and st.ignore_flag[s] < IGNORE_ALL:
+                st.ignore_flag[s] = IGNORE_ALL
+            st.waiting[s] -= 1
+            if st.waiting[s] == 0:
+                st.ready.push(s)
 
     def _run_retry(self, index: int) -> None:
         """Run a retry controller's execute inline: controllers only decide."""
-        detail = self.details[index]
-        retry = self.c.atoms[index]
+        st = self.state
+        detail = st.details[index]
+        retry = st.c.atoms[index]
         self._mark_running(index)
-        self.storage.connection.flush()  # write ahead, as for tasks
+        st.storage.connection.flush()  # write ahead, as for tasks
         try:
-            kwargs = self._arguments(index)
+            kwargs = st.arguments(index)
             history = History([(r, f) for r, f in detail.results or ()])
             result = retry.execute(history, **kwargs)
         except Exception:
@@ -450,56 +466,60 @@ class Runtime(Reverter):
         self._executed(index, True, result)
 
     def _process(self, item: tuple[int, int, Any]) -> None:
-        index, kind, future = item
-        if kind == _PROGRESS:
-            self._progress(index, future)
+        """Handle one completion: an atom's Outcome, what its executor raised, or live progress."""
+        st = self.state
+        index, kind, payload = item
+        if kind == PROGRESS:
+            self._progress(index, payload)
             return
-        self.running.discard(index)
-        try:
-            ok, value, events = future.result()
-        except exc.ExecutorLost as error:
-            # Nobody knows whether the atom ran: keep it RUNNING for the resume.
-            if self.lost is None:
-                self.lost = error
-            return
-        except BaseException as error:  # the executor itself failed (lost process, bad pickle)
-            ok, events = False, None
-            value = Failure.from_exception(
-                exc.ExecutionFailure(
-                    "atom %r could not run on the executor: %s: %s"
-                    % (self.c.atoms[index].name, type(error).__name__, error)
-                )
+        st.running.discard(index)
+        if isinstance(payload, BaseException):
+            if isinstance(payload, exc.ExecutorLost):
+                # Nobody knows whether the atom ran: keep it RUNNING for the resume.
+                if st.lost is None:
+                    st.lost = payload
+                return
+            # The executor itself failed (lost process, bad pickle).
+            payload = Outcome(
+                False,
+                Failure.from_exception(
+                    exc.ExecutionFailure(
+                        "atom %r could not run on the executor: %s: %s"
+                        % (st.c.atoms[index].name, type(payload).__name__, payload)
+                    )
+                ),
             )
-        if events:
-            for progress in events:
-                self._progress(index, progress)
-        if kind == _EXEC:
-            self._executed(index, ok, value)
+        for progress in payload.progress:
+            self._progress(index, progress)
+        if kind == EXEC:
+            self._executed(index, payload.ok, payload.value)
         else:
-            self._reverted(index, ok, value)
+            self.reverter.revert_done(index, payload.ok, payload.value)
 
     def _progress(self, index: int, progress: float) -> None:
-        detail = self.details[index]
-        if detail.state != _RUNNING:
+        st = self.state
+        detail = st.details[index]
+        if detail.state != S.RUNNING:
             return  # queued before the atom finished; its final progress is already recorded
         detail.meta["progress"] = progress
-        if not self.executor.local:
+        if not st.executor.local:
             # A local task already told its own notifier; a remote one told a copy.
             self._notify_task_progress(index, progress)
 
     def _executed(self, index: int, ok: bool, value: Any) -> None:
-        detail = self.details[index]
-        c = self.c
+        st = self.state
+        detail = st.details[index]
+        c = st.c
         if ok and value is not None:
             # Canonical before anyone sees it: successors, listeners and the
             # logbook get the value a resumed run would read back.
             try:
-                value = codec.canonical(value, max_bytes=self.storage.connection.backend.result_limit)
+                value = codec.canonical(value, max_bytes=st.storage.connection.backend.result_limit)
             except exc.ResultNotStorable as error:
-                ok, value = False, self._unstorable(index, "returned a result", error)
+                ok, value = False, st.unstorable(index, "returned a result", error)
         if ok and not c.is_retry[index] and c.atoms[index].save_as:
             try:
-                self._check_provides(index, value)
+                st.check_provides(index, value)
             except exc.ExecutionFailure:
                 ok, value = False, Failure()
         if ok:
@@ -511,46 +531,46 @@ class Runtime(Reverter):
                 detail.results = value
                 detail.meta["progress"] = 1.0
             detail.failure = None
-            detail.state = _SUCCESS
-            self._save(detail)
-        self.counters["atoms_executed"] += 1
+            detail.state = S.SUCCESS
+            st.save(detail)
+        st.counters["atoms_executed"] += 1
         if ok:
-            self._notify_atom(index, _SUCCESS, _RUNNING, value)
+            st.notify_atom(index, S.SUCCESS, S.RUNNING, value)
             if not c.is_retry[index]:
                 self._notify_task_progress(index, 1.0)
-            region = self._region_of(index) if self.regions else None
+            region = st.region_of(index) if st.regions else None
             if region is not None:
                 region.running -= 1
                 if region.running == 0 and not region.reverting:
-                    self._start_revert(region)
+                    self.reverter.start_revert(region)
                 return
-            waiting = self.waiting
-            ready = self.ready
+            waiting = st.waiting
+            ready = st.ready
             for s in c.succs[index]:
                 waiting[s] -= 1
                 if waiting[s] == 0:
                     ready.push(s)
             return
-        detail.state = _FAILURE
+        detail.state = S.FAILURE
         detail.failure = value
         if c.is_retry[index]:
             detail.results = detail.results or []
         else:
             detail.results = None
-        self._save(detail)
-        self.counters["atoms_failed"] += 1
-        self._notify_atom(index, _FAILURE, _RUNNING, value)
-        self._handle_failure(index, value)
+        st.save(detail)
+        st.counters["atoms_failed"] += 1
+        st.notify_atom(index, S.FAILURE, S.RUNNING, value)
+        self.reverter.handle_failure(index, value)
 
     def _notify_task_progress(self, index: int, progress: float) -> None:
         """Publish ``progress`` on the engine-side task's own notifier, if anyone listens."""
-        notifier = getattr(self.c.atoms[index], "_notifier", None)
+        notifier = getattr(self.state.c.atoms[index], "_notifier", None)
         if notifier is not None and notifier.has_listeners:
             notifier.notify(EVENT_UPDATE_PROGRESS, {"progress": progress})
 
 
 class _Completion:
-    """Future callback that hands a finished atom to the engine's loop."""
+    """Future callback that hands a finished atom's Outcome (or what its executor raised) to the engine's loop."""
 
     __slots__ = ("put", "index", "kind")
 
@@ -560,31 +580,11 @@ class _Completion:
         self.kind = kind
 
     def __call__(self, future: Any) -> None:
-        self.put((self.index, self.kind, future))
-
-
-class _Done:
-    """A future-like, already known outcome (inline runs, or a failed submit)."""
-
-    __slots__ = ("outcome",)
-
-    def __init__(self, ok: bool, value: Any, events: Any = None) -> None:
-        self.outcome = (ok, value, events)
-
-    def result(self) -> Any:
-        return self.outcome
-
-
-class _Failed:
-    """A future-like error raised by the executor itself."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-    def result(self) -> Any:
-        raise self.error
+        try:
+            payload = future.result()
+        except BaseException as error:
+            payload = error
+        self.put((self.index, self.kind, payload))
 
 
 class _ProgressSink:
@@ -597,4 +597,4 @@ class _ProgressSink:
         self.index = index
 
     def __call__(self, progress: float) -> None:
-        self.put((self.index, _PROGRESS, progress))
+        self.put((self.index, PROGRESS, progress))
