@@ -299,18 +299,14 @@ def _cmd_show(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _import_factory(name: str) -> Any:
-    import importlib
+    from flowkit import _imports
 
-    module_name, sep, qualname = name.partition(":")
-    if not sep or not module_name or not qualname:
-        raise _CommandError("%r is not a 'module:factory' name" % (name,))
     try:
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as error:
-        raise _CommandError("cannot import %r: %s: %s" % (name, type(error).__name__, error)) from error
-    return obj
+        return _imports.resolve(name)
+    except ValueError as error:
+        raise _CommandError("%r is not a 'module:factory' name" % (name,)) from error
+    except _imports.ResolveError as error:
+        raise _CommandError(str(error)) from error
 
 
 def _factory_options() -> argparse.ArgumentParser:

@@ -30,7 +30,6 @@ modules given with ``--import``, and (the escape hatch) factories under a
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import signal
@@ -38,6 +37,7 @@ import socket
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
+from flowkit import _imports
 from flowkit.conductors.base import DEFAULT_BACKOFF, DEFAULT_MAX_BACKOFF, DEFAULT_MAX_CONDUCTOR_FAILURES
 from flowkit.persistence.base import Backend
 
@@ -277,16 +277,12 @@ _ERROR_WIDTH = 100
 
 
 def _resolve_factory(name: str) -> Any:
-    module_name, sep, qualname = name.partition(":")
-    if not sep or not module_name or not qualname:
-        raise ValueError("factory %r is not a 'module:function' name" % (name,))
     try:
-        found: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            found = getattr(found, part)
-    except (ImportError, AttributeError) as error:
-        raise ValueError("factory %r cannot be imported: %s" % (name, error)) from error
-    return found
+        return _imports.resolve(name)
+    except _imports.ResolveError as error:
+        raise ValueError("factory %r cannot be imported: %s" % (name, error.reason)) from error
+    except ValueError as error:
+        raise ValueError("factory %r is not a 'module:function' name" % (name,)) from error
 
 
 def _jobs_post(args: argparse.Namespace, board: Any, out: TextIO) -> int:

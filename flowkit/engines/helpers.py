@@ -19,7 +19,6 @@ not run again.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -27,6 +26,7 @@ from typing import Any
 
 # Imported as a module: flowkit.engines imports this file while it initialises.
 from flowkit import engines as _engines
+from flowkit import _imports
 from flowkit.atom import Atom
 from flowkit.engines import _consistency
 from flowkit.engines.engine import Engine
@@ -47,17 +47,6 @@ _MAX_DEPTH = 64
 # -- naming a factory ----------------------------------------------------------------
 
 
-def _resolve(name: str) -> Any:
-    """Import ``"module:qualname"``, a name the caller's own code produced, and return it."""
-    module_name, sep, qualname = name.partition(":")
-    if not sep or not module_name or not qualname:
-        raise ValueError("%r is not a 'module:qualname' factory name" % (name,))
-    obj: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def factory_name(factory: Callable[..., Any]) -> str:
     """The ``"module:qualname"`` under which ``factory`` can be found again.
 
@@ -69,11 +58,11 @@ def factory_name(factory: Callable[..., Any]) -> str:
     name = _natural_name(factory)
     module = name.partition(":")[0]
     try:
-        found = _resolve(name)
-    except (ImportError, AttributeError, ValueError) as error:
+        found: Any = _imports.resolve(name)
+    except _imports.ResolveError as error:
         raise ValueError(
-            "flow factory %r cannot be imported again as %r (%s: %s); use a function defined at the "
-            "top level of an importable module" % (factory, name, type(error).__name__, error)
+            "flow factory %r cannot be imported again as %r (%s); use a function defined at the "
+            "top level of an importable module" % (factory, name, error.reason)
         ) from error
     # ``==`` rather than ``is``: each attribute access makes a new bound
     # classmethod object, but they compare equal.  A script run with
