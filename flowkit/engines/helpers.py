@@ -24,11 +24,9 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-# Imported as a module: flowkit.engines imports this file while it initialises.
-from flowkit import engines as _engines
 from flowkit import _imports
 from flowkit.atom import Atom
-from flowkit.engines import _consistency
+from flowkit.engines import _consistency, _loading
 from flowkit.engines.engine import Engine
 from flowkit.factories import FactoryRegistry, _natural_name, default_registry
 from flowkit.flow import Flow
@@ -226,7 +224,7 @@ def load_from_factory(
     flow = _build(flow_factory, tuple(factory_args or ()), dict(factory_kwargs or {}), name)
     flow_detail = FlowDetail(name=flow.name)
     flow_detail.meta[FACTORY_KEY] = {"name": name, "args": args, "kwargs": kwargs}
-    return _engines.load(
+    return _loading.load(
         flow, store=store, engine=engine, backend=backend, book=book, flow_detail=flow_detail, **options
     )
 
@@ -316,7 +314,7 @@ def load_from_detail(
     flow = flow_from_detail(flow_detail, factories=factories, allowed_modules=allowed_modules)
     _check_stored_store(flow_detail)
     compilation = _consistency.check_resumable(flow, flow_detail, backend, repair=repair)
-    eng = _engines.load(flow, store=store, engine=engine, backend=backend, flow_detail=flow_detail, **options)
+    eng = _loading.load(flow, store=store, engine=engine, backend=backend, flow_detail=flow_detail, **options)
     eng._compilation = compilation  # compiled once, by the check
     # Attach the atom details now so that ``engine.storage`` answers questions
     # (fetch_all, get) about a finished flow without running anything.  Any
