@@ -496,21 +496,24 @@ _COMMANDS = {"logbooks": _cmd_logbooks, "show": _cmd_show, "resume": _cmd_resume
 #: Commands that only read: their backend is opened with ``read_only=True``.
 _READ_ONLY = frozenset({"logbooks", "show"})
 
-#: Modules that add subcommands of their own: each has ``add_commands(commands,
-#: common)`` returning ``{name: handler(args, out) -> exit status}``.  Their
-#: handlers open whatever they need (a job board, a backend) themselves.
-_COMMAND_MODULES: tuple[str, ...] = ("flowkit.conductors.cli",)
-
 
 def _extensions(parser: argparse.ArgumentParser) -> dict[str, Callable[[argparse.Namespace, TextIO], int]]:
-    import importlib
+    """Let each command group add its subcommands; return ``{name: handler(args, out) -> exit status}``.
+
+    A command group is a function ``add_commands(commands, common)``; its
+    handlers open whatever they need (a job board, a backend) themselves.
+    Imported by name, not looked up from a string, so a renamed group fails
+    the type check instead of the user's command; imported here, not at the
+    top, because the group's module uses this one's table and factory
+    options.
+    """
+    from flowkit.conductors.cli import add_commands as conductor_commands
 
     handlers: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {}
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     common = argparse.ArgumentParser(add_help=False)
-    for name in _COMMAND_MODULES:
-        module = importlib.import_module(name)
-        handlers.update(module.add_commands(commands, common))
+    for add_commands in (conductor_commands,):
+        handlers.update(add_commands(commands, common))
     return handlers
 
 
