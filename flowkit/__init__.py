@@ -1,22 +1,58 @@
 """flowkit: operations that finish or are undone, even when the process dies.
 
-How the package is layered (data flows down, nothing calls up):
+How the package is layered.  Data flows down, nothing calls up: each entry
+names what it never imports, and ``tests/test_layering.py`` checks these rules
+on the import graph, together with "no import cycles between modules" (lazy and
+type-only imports included).
 
-- ``flowkit/atom.py``, ``task.py``, ``retry.py``: what users subclass.
-- ``flowkit/flow.py`` and ``flowkit/patterns/``: containers (linear,
-  unordered, graph flows); structure only, no execution.
-- ``flowkit/engines/``: ``compiler`` (flatten + validate), ``runtime``
-  (schedule, revert, retry), ``executors`` (serial, threads, processes),
-  ``engine`` (the only place that joins the others).
-- ``flowkit/factories.py``: the registry of flow factories, the only way
-  a name read from a logbook reaches code.
-- ``flowkit/storage.py``: name -> value lookup over a flow's logbook.
-- ``flowkit/persistence/``: logbook models and backends.
-- ``flowkit/types/``: captured failures and notifiers.
+- Foundation: ``exceptions`` (the one error tree), ``states``,
+  ``types/`` (captured failures, notifiers), and the internal ``_names`` and
+  ``_imports`` (finding ``module:qualname``): every layer builds on them; they
+  import nothing else of flowkit.
+- ``atom.py``, ``task.py``, ``retry.py``, ``decorators.py``: what users
+  subclass.  ``flow.py`` and ``patterns/`` (linear, unordered, graph flows):
+  structure only.  They never import the engine, storage, persistence, the
+  factories, or anything built on the engine.
+- ``engines/``: ``compiler`` (flatten + validate), ``runtime`` (schedule,
+  revert, retry), ``engine`` (the only place that joins atoms, storage and
+  persistence), ``helpers`` (rebuilding a flow from its logbook).  The engine
+  never imports job boards, conductors, listeners, ``testing``, ``graphs`` or
+  the command, nor SQL code.  The engine core (all of it but ``executors``
+  and ``distributed``, with the atoms, patterns, ``storage``, ``states`` and
+  ``types``) imports no SQLAlchemy, Dask, Redis or web package at module
+  level, so ``import flowkit`` stays light.
+- ``engines/executors``, ``engines/distributed``: where atoms run (futurist
+  pools; Dask, imported on first use).  An executor never sees persistence,
+  storage or the factories.
+- ``storage.py``: name -> value lookup over a flow's logbook; never imports
+  the engine, the factories, SQL code or anything above the engine.
+- ``persistence/``: logbook models, the value codec, backends (memory,
+  SQLAlchemy, imported on first use).  Stored data only: never imports atoms,
+  patterns, the engine, storage, the factories or anything above the engine.
+- ``factories.py``: the registry of flow factories, the only way a name read
+  from a logbook reaches code.  Never imports the engine, storage,
+  persistence, atoms or anything above the engine.
+- ``jobs/``: job boards (memory, SQL, Redis).  They store jobs and run
+  nothing: never import atoms, the engine, storage, the factories,
+  conductors, listeners, ``testing``, ``graphs`` or the command.
+- ``conductors/``: claim jobs and run them with the engine.  Never import
+  listeners, ``testing``, ``graphs`` or the command.
+- ``listeners/``: logging, timing, progress, capture, all on the notifier.
+  Never import the engine (except its types, in annotations), storage,
+  persistence, the factories, boards, conductors, ``testing``, ``graphs`` or
+  the command.
+- ``graphs.py``: draws a flow with the compiler.  Never imports persistence,
+  the factories, or anything else built on the engine.
+- ``testing/``: conformance suites for backends and boards, for your own
+  too.  Nothing in flowkit imports them; they never import conductors,
+  listeners, ``graphs`` or the command.
+- ``cli.py``, ``conductors/cli.py`` (and their shared ``_cli_common.py``):
+  the ``flowkit`` command, on top of everything; nothing else imports them.
 
-This file pulls together the public API; the TaskFlow-compatible module paths
-(``flowkit.task``, ``flowkit.patterns.linear_flow``, ``flowkit.engines``, ...)
-are public too.
+This file pulls together the public API (no module of flowkit imports it);
+the TaskFlow-compatible module paths (``flowkit.task``,
+``flowkit.patterns.linear_flow``, ``flowkit.engines``, ...) are public too.
+Modules whose names start with an underscore are internal.
 """
 
 from flowkit import exceptions, states

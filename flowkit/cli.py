@@ -40,6 +40,16 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from flowkit import states
+from flowkit._cli_common import (
+    CommandError,
+    Handler,
+    cut,
+    factory_options,
+    import_factory,
+    prepare_factories,
+    table,
+)
+from flowkit.conductors.cli import add_commands as conductor_commands
 from flowkit.exceptions import CorruptLogbook, FlowkitError, NotFound
 from flowkit.persistence._integrity import ATOM_COUNT_KEY, REPAIRS_KEY, UNREADABLE_KEY, unreadable_problems
 from flowkit.persistence.backends import fetch
@@ -63,35 +73,22 @@ EXIT_CODES = {
 }
 _EXIT_USAGE = 2
 
-# Cells longer than this are cut, so one huge result cannot wreck the table.
-_CELL_WIDTH = 48
-
-
-class _CommandError(Exception):
-    """A user-facing error: printed as ``flowkit: <message>``, exit status 2."""
-
-
 # -- formatting -------------------------------------------------------------------
-
-
-def _cut(text: str, width: int = _CELL_WIDTH) -> str:
-    text = " ".join(text.split())  # tracebacks and multi-line values on one line
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _value(value: Any) -> str:
     if value is None:
         return "-"
     try:
-        return _cut(json.dumps(value, sort_keys=True))
+        return cut(json.dumps(value, sort_keys=True))
     except (TypeError, ValueError):
-        return _cut(repr(value))
+        return cut(repr(value))
 
 
 def _failure(failure: Failure | None) -> str:
     if failure is None:
         return "-"
-    return _cut("%s: %s" % (failure.exception_type_name.rsplit(".", 1)[-1], failure.exception_str))
+    return cut("%s: %s" % (failure.exception_type_name.rsplit(".", 1)[-1], failure.exception_str))
 
 
 def _duration(detail: AtomDetail) -> str:
@@ -100,26 +97,6 @@ def _duration(detail: AtomDetail) -> str:
     if isinstance(duration, (int, float)) and not isinstance(duration, bool):
         return "%.3fs" % duration
     return "-"
-
-
-def _table(
-    headers: Sequence[str], rows: Sequence[Sequence[str]], style: Callable[[int, str, str], str] | None = None
-) -> str:
-    """Left-aligned columns separated by two spaces.
-
-    ``style(column, cell, padded)`` may decorate a padded body cell (colours),
-    after the widths are worked out from the plain text.
-    """
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(headers, widths)).rstrip()]
-    for row in rows:
-        cells = [cell.ljust(w) for cell, w in zip(row, widths)]
-        if style is not None:
-            cells = [style(column, cell, padded) for column, (cell, padded) in enumerate(zip(row, cells))]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
 
 
 # ANSI colours of states in a terminal (flowkit show).
@@ -199,7 +176,7 @@ def _find_flow_detail(backend: Backend, uuid: str, *, salvage: bool = False) -> 
                 return found
             return conn.get_flow_details(uuid)
         except NotFound:
-            raise _CommandError("no flow detail %r in this backend (try 'flowkit logbooks')" % (uuid,)) from None
+            raise CommandError("no flow detail %r in this backend (try 'flowkit logbooks')" % (uuid,)) from None
 
 
 def _cmd_logbooks(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
@@ -214,23 +191,23 @@ def _cmd_logbooks(backend: Backend, args: argparse.Namespace, out: TextIO) -> in
             except CorruptLogbook as bad:
                 problems.append(str(bad))
                 created = book.created_at.strftime("%Y-%m-%d %H:%M:%S")
-                rows.append([book.uuid, _cut(book.name, 32), created, "?", "?", "UNREADABLE"])
+                rows.append([book.uuid, cut(book.name, 32), created, "?", "?", "UNREADABLE"])
                 continue
             for fd in flows:
                 rows.append(
                     [
                         book.uuid,
-                        _cut(book.name, 32),
+                        cut(book.name, 32),
                         book.created_at.strftime("%Y-%m-%d %H:%M:%S"),
                         fd.uuid if fd is not None else "-",
-                        _cut(fd.name, 32) if fd is not None else "-",
+                        cut(fd.name, 32) if fd is not None else "-",
                         _state(fd.state) if fd is not None else "-",
                     ]
                 )
     if not rows:
         out.write("no logbooks\n")
         return 0
-    out.write(_table(["LOGBOOK", "NAME", "CREATED", "FLOW DETAIL", "FLOW", "STATE"], rows) + "\n")
+    out.write(table(["LOGBOOK", "NAME", "CREATED", "FLOW DETAIL", "FLOW", "STATE"], rows) + "\n")
     return _report_problems(problems, out)
 
 
@@ -284,7 +261,7 @@ def _cmd_show(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
         def style(column: int, cell: str, padded: str) -> str:
             return _coloured(cell, padded) if column == 2 else padded
 
-    out.write(_table(["ATOM", "TYPE", "STATE", "INTENTION", "RESULT", "FAILURE", "DURATION"], rows, style) + "\n")
+    out.write(table(["ATOM", "TYPE", "STATE", "INTENTION", "RESULT", "FAILURE", "DURATION"], rows, style) + "\n")
     timeline = _timeline(fd)
     if timeline:
         out.write("\n" + "\n".join(timeline) + "\n")
@@ -298,62 +275,6 @@ def _cmd_show(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
     return _report_problems(problems, out)
 
 
-def _import_factory(name: str) -> Any:
-    import importlib
-
-    module_name, sep, qualname = name.partition(":")
-    if not sep or not module_name or not qualname:
-        raise _CommandError("%r is not a 'module:factory' name" % (name,))
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as error:
-        raise _CommandError("cannot import %r: %s: %s" % (name, type(error).__name__, error)) from error
-    return obj
-
-
-def _factory_options() -> argparse.ArgumentParser:
-    """The options saying which factories a command may rebuild flows from."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument(
-        "--import",
-        dest="import_modules",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import MODULE first, so the flow factories it decorates with @flow_factory are registered "
-        "(repeatable)",
-    )
-    parser.add_argument(
-        "--allow-module",
-        dest="allow_modules",
-        action="append",
-        default=[],
-        metavar="PREFIX",
-        help="let factories named 'PREFIX...:name' in the logbook be imported (repeatable; "
-        "prefer --import or entry points)",
-    )
-    return parser
-
-
-def _prepare_factories(args: argparse.Namespace) -> tuple[str, ...]:
-    """Import the ``--import`` modules; return the ``--allow-module`` prefixes."""
-    import importlib
-
-    from flowkit.factories import _prefixes
-
-    for module in args.import_modules:
-        try:
-            importlib.import_module(module)
-        except Exception as error:
-            raise _CommandError("--import %s: %s: %s" % (module, type(error).__name__, error)) from error
-    try:
-        return _prefixes(args.allow_modules)
-    except ValueError as error:
-        raise _CommandError("--allow-module: %s" % (error,)) from error
-
-
 def _cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
     from flowkit import graphs
 
@@ -361,23 +282,23 @@ def _cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
     if fmt is None:
         suffix = os.path.splitext(args.output or "")[1].lstrip(".").lower()
         fmt = suffix if suffix in graphs.FORMATS else "dot"
-    allowed = _prepare_factories(args)
+    allowed = prepare_factories(args)
     fd: FlowDetail | None = None
     if args.flow_detail is not None:
         with _open(args.backend, read_only=True) as backend:
             fd = _find_flow_detail(backend, args.flow_detail)
     if args.factory is not None:
-        factory = _import_factory(args.factory)
+        factory = import_factory(args.factory)
         try:
             flow = factory()
         except Exception as error:
-            raise _CommandError("factory %r failed: %s: %s" % (args.factory, type(error).__name__, error)) from error
+            raise CommandError("factory %r failed: %s: %s" % (args.factory, type(error).__name__, error)) from error
     elif fd is not None:
         from flowkit.engines import flow_from_detail
 
         flow = flow_from_detail(fd, allowed_modules=allowed)
     else:
-        raise _CommandError("give a flow factory ('module:factory') or --flow-detail UUID")
+        raise CommandError("give a flow factory ('module:factory') or --flow-detail UUID")
     text = graphs.to_dot(flow, flow_detail=fd)
     if fmt == "dot":
         if args.output:
@@ -394,7 +315,7 @@ def _cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
         out.write(picture.decode("utf-8"))
     else:
         if _use_colour(out):
-            raise _CommandError("not writing PNG to a terminal; use --output FILE or a pipe")
+            raise CommandError("not writing PNG to a terminal; use --output FILE or a pipe")
         out.flush()
         binary: Any = getattr(out, "buffer", out)
         binary.write(picture)
@@ -409,7 +330,7 @@ def _repairs(fd: FlowDetail) -> list[dict[str, Any]]:
 def _cmd_resume(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
     from flowkit.engines import load_from_detail
 
-    allowed = _prepare_factories(args)
+    allowed = prepare_factories(args)
     # Salvaged: an unreadable atom row is then one of the problems the check
     # before resuming names (and --repair re-runs), not a bare decoding error.
     fd = _find_flow_detail(backend, args.flow_detail, salvage=True)
@@ -428,7 +349,7 @@ def _cmd_resume(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
     try:
         engine = load_from_detail(fd, backend=backend, allowed_modules=allowed, repair=args.repair, **options)
     except ValueError as problem:
-        raise _CommandError(str(problem)) from problem
+        raise CommandError(str(problem)) from problem
     for record in _repairs(fd)[len(before) :]:
         out.write("repairing flow %r (%s): re-running %s\n" % (fd.name, fd.uuid, ", ".join(map(repr, record["atoms"]))))
         for text in record["problems"]:
@@ -447,7 +368,7 @@ def _cmd_resume(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
     try:
         engine.run()
     except Exception as raised:  # the flow's own failure: reported, not a crash of the command
-        failure = "%s: %s" % (type(raised).__name__, _cut(str(raised), 200))
+        failure = "%s: %s" % (type(raised).__name__, cut(str(raised), 200))
     final = engine.storage.get_flow_state()
     out.write("flow %r (%s): %s\n" % (fd.name, fd.uuid, final))
     if failure is not None:
@@ -471,7 +392,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("logbooks", parents=[common], help="list logbooks and their flow details")
     show = commands.add_parser("show", parents=[common], help="show a flow detail's atoms")
     show.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
-    factories = _factory_options()
+    factories = factory_options()
     resume = commands.add_parser("resume", parents=[common, factories], help="resume a flow from its logbook")
     resume.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
     resume.add_argument("--engine", choices=("serial", "parallel"), default="serial", help="engine mode")
@@ -500,21 +421,19 @@ _COMMANDS = {"logbooks": _cmd_logbooks, "show": _cmd_show, "resume": _cmd_resume
 #: Commands that only read: their backend is opened with ``read_only=True``.
 _READ_ONLY = frozenset({"logbooks", "show"})
 
-#: Modules that add subcommands of their own: each has ``add_commands(commands,
-#: common)`` returning ``{name: handler(args, out) -> exit status}``.  Their
-#: handlers open whatever they need (a job board, a backend) themselves.
-_COMMAND_MODULES: tuple[str, ...] = ("flowkit.conductors.cli",)
+
+#: The command groups: each adds its subcommands to ``commands`` and returns
+#: ``{name: handler(args, out) -> exit status}``; its handlers open whatever
+#: they need (a job board, a backend) themselves.
+_COMMAND_GROUPS: tuple[Callable[[Any, argparse.ArgumentParser], dict[str, Handler]], ...] = (conductor_commands,)
 
 
-def _extensions(parser: argparse.ArgumentParser) -> dict[str, Callable[[argparse.Namespace, TextIO], int]]:
-    import importlib
-
-    handlers: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {}
+def _extensions(parser: argparse.ArgumentParser) -> dict[str, Handler]:
+    handlers: dict[str, Handler] = {}
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     common = argparse.ArgumentParser(add_help=False)
-    for name in _COMMAND_MODULES:
-        module = importlib.import_module(name)
-        handlers.update(module.add_commands(commands, common))
+    for add_commands in _COMMAND_GROUPS:
+        handlers.update(add_commands(commands, common))
     return handlers
 
 
@@ -533,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_graph(args, sys.stdout)
         with _open(args.backend, read_only=args.command in _READ_ONLY) as backend:
             return _COMMANDS[args.command](backend, args, sys.stdout)
-    except (_CommandError, FlowkitError, ValueError, OSError) as error:
+    except (CommandError, FlowkitError, ValueError, OSError) as error:
         sys.stderr.write("flowkit: %s\n" % (error,))
         return _EXIT_USAGE
 

@@ -49,6 +49,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from flowkit import _imports
 from flowkit.exceptions import UnknownFactory
 
 if TYPE_CHECKING:
@@ -321,9 +322,8 @@ class FactoryRegistry:
         if registered is not None:
             return registered
         try:
-            for part in qualname.split("."):
-                obj = getattr(obj, part)
-        except AttributeError as error:
+            obj = _imports.lookup(obj, qualname, name)
+        except _imports.ResolveError as error:
             raise UnknownFactory(
                 "%sfactory %s: allowed module %r has no %r" % (_about(flow_detail), _shown(name), module, qualname),
                 name,

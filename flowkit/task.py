@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from flowkit import _imports
 from flowkit.atom import Atom, ProvidesSpec, RebindSpec, RequiresSpec, signature_of
 from flowkit.types.notifier import RestrictedNotifier
 
@@ -121,9 +121,7 @@ class _FunctionRef:
         self.qualname = qualname
 
     def resolve(self) -> Callable[..., Any]:
-        obj: Any = importlib.import_module(self.module)
-        for part in self.qualname.split("."):
-            obj = getattr(obj, part)
+        obj: Any = _imports.resolve("%s:%s" % (self.module, self.qualname))
         return getattr(obj, "fn", obj)
 
 
@@ -134,10 +132,8 @@ def _function_for_pickle(function: Callable[..., Any] | None) -> Any:
     qualname = getattr(function, "__qualname__", None)
     if module and qualname and "<locals>" not in qualname:
         try:
-            obj: Any = importlib.import_module(module)
-            for part in qualname.split("."):
-                obj = getattr(obj, part)
-        except (ImportError, AttributeError):
+            obj: Any = _imports.resolve("%s:%s" % (module, qualname))
+        except ImportError:
             return function
         if obj is not function and getattr(obj, "fn", None) is function:
             return _FunctionRef(module, qualname)

@@ -97,7 +97,11 @@ def test_graph_without_dot_is_a_clear_error(
     [
         (["graph"], "give a flow factory"),
         (["graph", "no_colon"], "is not a 'module:factory' name"),
-        (["graph", "tests.test_cli_graph:missing"], "cannot import"),
+        (
+            ["graph", "tests.test_cli_graph:missing"],
+            "cannot import 'tests.test_cli_graph:missing': module 'tests.test_cli_graph' has no attribute 'missing'",
+        ),
+        (["graph", "tests.no_such_module:f"], "ModuleNotFoundError: No module named 'tests.no_such_module'"),
     ],
 )
 def test_graph_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

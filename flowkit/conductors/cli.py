@@ -30,7 +30,6 @@ modules given with ``--import``, and (the escape hatch) factories under a
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import signal
@@ -38,6 +37,8 @@ import socket
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
+from flowkit import _imports
+from flowkit._cli_common import Handler, factory_options, prepare_factories, table
 from flowkit.conductors.base import DEFAULT_BACKOFF, DEFAULT_MAX_BACKOFF, DEFAULT_MAX_CONDUCTOR_FAILURES
 from flowkit.persistence.base import Backend
 
@@ -47,8 +48,6 @@ __all__ = ["add_commands", "board_conf", "DEFAULT_BOARD_NAME"]
 DEFAULT_BOARD_NAME = "flowkit"
 
 _SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
-
-Handler = Callable[[argparse.Namespace, TextIO], int]
 
 
 def board_conf(board: str) -> dict[str, Any]:
@@ -85,10 +84,9 @@ def _board_options(parser: argparse.ArgumentParser) -> None:
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> dict[str, Handler]:
     """Add ``conductor`` and ``jobs`` to the ``flowkit`` command's subparsers."""
-    from flowkit.cli import _factory_options
 
     conductor = commands.add_parser(
-        "conductor", parents=[common, _factory_options()], help="claim jobs from a board and run them"
+        "conductor", parents=[common, factory_options()], help="claim jobs from a board and run them"
     )
     _board_options(conductor)
     conductor.add_argument("--name", default=None, help="owner name of its claims (default: host-pid)")
@@ -161,10 +159,9 @@ def _board(args: argparse.Namespace, persistence: Backend) -> Any:
 
 
 def _cmd_conductor(args: argparse.Namespace, out: TextIO) -> int:
-    from flowkit.cli import _prepare_factories
     from flowkit.conductors import EVENTS, fetch
 
-    allowed = _prepare_factories(args)
+    allowed = prepare_factories(args)
     name = args.name or "%s-%d" % (socket.gethostname(), os.getpid())
     with _persistence(args) as persistence:
         board = _board(args, persistence)
@@ -244,7 +241,6 @@ def _cmd_jobs(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _jobs_list(args: argparse.Namespace, board: Any, out: TextIO) -> int:
-    from flowkit.cli import _table
 
     rows = []
     for job in board.iterjobs(include_final=args.all):
@@ -268,7 +264,7 @@ def _jobs_list(args: argparse.Namespace, board: Any, out: TextIO) -> int:
         out.write("no jobs\n" if args.all else "no unfinished jobs (--all lists finished ones too)\n")
         return 0
     headers = ["JOB", "NAME", "STATE", "OWNER", "PRIORITY", "POSTED", "ATTEMPTS", "LAST ERROR"]
-    out.write(_table(headers, rows) + "\n")
+    out.write(table(headers, rows) + "\n")
     return 0
 
 
@@ -277,16 +273,12 @@ _ERROR_WIDTH = 100
 
 
 def _resolve_factory(name: str) -> Any:
-    module_name, sep, qualname = name.partition(":")
-    if not sep or not module_name or not qualname:
-        raise ValueError("factory %r is not a 'module:function' name" % (name,))
     try:
-        found: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            found = getattr(found, part)
-    except (ImportError, AttributeError) as error:
-        raise ValueError("factory %r cannot be imported: %s" % (name, error)) from error
-    return found
+        return _imports.resolve(name)
+    except _imports.ResolveError as error:
+        raise ValueError("factory %r cannot be imported: %s" % (name, error.reason)) from error
+    except ValueError as error:
+        raise ValueError("factory %r is not a 'module:function' name" % (name,)) from error
 
 
 def _jobs_post(args: argparse.Namespace, board: Any, out: TextIO) -> int:

@@ -19,14 +19,12 @@ not run again.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-# Imported as a module: flowkit.engines imports this file while it initialises.
-from flowkit import engines as _engines
+from flowkit import _imports
 from flowkit.atom import Atom
-from flowkit.engines import _consistency
+from flowkit.engines import _consistency, _loading
 from flowkit.engines.engine import Engine
 from flowkit.exceptions import ResultNotStorable
 from flowkit.factories import FactoryRegistry, _natural_name, default_registry
@@ -45,17 +43,6 @@ _STORE_KEY = "store"
 # -- naming a factory ----------------------------------------------------------------
 
 
-def _resolve(name: str) -> Any:
-    """Import ``"module:qualname"``, a name the caller's own code produced, and return it."""
-    module_name, sep, qualname = name.partition(":")
-    if not sep or not module_name or not qualname:
-        raise ValueError("%r is not a 'module:qualname' factory name" % (name,))
-    obj: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def factory_name(factory: Callable[..., Any]) -> str:
     """The ``"module:qualname"`` under which ``factory`` can be found again.
 
@@ -67,11 +54,11 @@ def factory_name(factory: Callable[..., Any]) -> str:
     name = _natural_name(factory)
     module = name.partition(":")[0]
     try:
-        found = _resolve(name)
-    except (ImportError, AttributeError, ValueError) as error:
+        found: Any = _imports.resolve(name)
+    except _imports.ResolveError as error:
         raise ValueError(
-            "flow factory %r cannot be imported again as %r (%s: %s); use a function defined at the "
-            "top level of an importable module" % (factory, name, type(error).__name__, error)
+            "flow factory %r cannot be imported again as %r (%s); use a function defined at the "
+            "top level of an importable module" % (factory, name, error.reason)
         ) from error
     # ``==`` rather than ``is``: each attribute access makes a new bound
     # classmethod object, but they compare equal.  A script run with
@@ -217,7 +204,7 @@ def load_from_factory(
     flow = _build(flow_factory, tuple(factory_args or ()), dict(factory_kwargs or {}), name)
     flow_detail = FlowDetail(name=flow.name)
     flow_detail.meta[FACTORY_KEY] = {"name": name, "args": args, "kwargs": kwargs}
-    return _engines.load(
+    return _loading.load(
         flow, store=store, engine=engine, backend=backend, book=book, flow_detail=flow_detail, **options
     )
 
@@ -307,7 +294,7 @@ def load_from_detail(
     flow = flow_from_detail(flow_detail, factories=factories, allowed_modules=allowed_modules)
     _check_stored_store(flow_detail)
     compilation = _consistency.check_resumable(flow, flow_detail, backend, repair=repair)
-    eng = _engines.load(flow, store=store, engine=engine, backend=backend, flow_detail=flow_detail, **options)
+    eng = _loading.load(flow, store=store, engine=engine, backend=backend, flow_detail=flow_detail, **options)
     eng._compilation = compilation  # compiled once, by the check
     # Attach the atom details now so that ``engine.storage`` answers questions
     # (fetch_all, get) about a finished flow without running anything.  Any

@@ -49,7 +49,10 @@ def test_post_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[st
     url = "sqlite:///%s" % (tmp_path / "flowkit.db")
     where = ["--board", url, "--persistence", url]
     assert main(["jobs", "post", "tests.conductors.flows:nothing_here", *where]) == 2
-    assert "cannot be imported" in capsys.readouterr().err
+    assert (
+        "factory 'tests.conductors.flows:nothing_here' cannot be imported: "
+        "module 'tests.conductors.flows' has no attribute 'nothing_here'"
+    ) in capsys.readouterr().err
     assert main(["jobs", "post", "tests.conductors.flows:one_line", "--args", "{}", *where]) == 2
     assert "JSON list" in capsys.readouterr().err
 
