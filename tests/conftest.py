@@ -11,6 +11,10 @@ selected it runs in one env only: in ``distributed`` if it needs a Dask cluster 
 ``dask_client`` or ``distributed`` fixtures), else in ``serial``. ``tox -e parallel`` thus runs
 the tests that take the mode fixture; ``tox`` (every env) runs each test at least once.
 
+A test about something only some modes can show (two atoms running at once in this
+process, say) says so with ``@pytest.mark.modes("parallel")``: it is not collected in the
+other modes, rather than skipped inside the test.
+
 Adding a mode is one entry in ``ENGINE_MODES``: the options that ``flowkit.engines.load``
 needs to run a flow that way. The distributed mode also gets ``client=``: one LocalCluster of
 worker processes (``dask_client``), started once per test session and shared by every test.
@@ -67,16 +71,37 @@ def _home_mode(item: pytest.Item) -> str | None:
     return "distributed" if names & _DASK_FIXTURES else next(iter(ENGINE_MODES))
 
 
+def _runs_here(item: pytest.Item, wanted: str) -> bool:
+    """Whether ``item`` belongs to this run: its mode is one it is for, and (when one mode is selected) that one."""
+    callspec = getattr(item, "callspec", None)
+    mode = callspec.params.get("engine_mode") if callspec is not None else None
+    marker = item.get_closest_marker("modes")
+    if marker is not None:
+        if mode is None:
+            raise pytest.UsageError("%s: @pytest.mark.modes needs the engine_mode fixture (or load/run)" % item.nodeid)
+        if not marker.args or set(marker.args) - set(ENGINE_MODES):
+            raise pytest.UsageError(
+                "%s: @pytest.mark.modes%r: name one or more of %s" % (item.nodeid, marker.args, ", ".join(ENGINE_MODES))
+            )
+        if mode not in marker.args:
+            return False
+    home = _home_mode(item)
+    return not wanted or home is None or home == wanted
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With one mode selected, leave out the mode-independent tests that run in another."""
+    """Leave out what belongs to another run.
+
+    A test marked ``@pytest.mark.modes("parallel", ...)`` is only for those engine modes
+    (what it shows cannot happen in the others): its other modes are deselected, not
+    skipped. With one mode selected, the mode-independent tests that run in another env are
+    left out too.
+    """
     wanted = os.environ.get(ENV_VAR, "").strip()
-    if not wanted:
-        return
     kept: list[pytest.Item] = []
     elsewhere: list[pytest.Item] = []
     for item in items:
-        home = _home_mode(item)
-        (kept if home is None or home == wanted else elsewhere).append(item)
+        (kept if _runs_here(item, wanted) else elsewhere).append(item)
     if elsewhere:
         config.hook.pytest_deselected(items=elsewhere)
         items[:] = kept

@@ -17,11 +17,11 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
-
-import pytest
+from typing import Any, NoReturn, TypeVar
 
 from flowkit import states
 from flowkit.task import Task
@@ -213,8 +213,51 @@ class FlowCapture:
         self.details.append(dict(details))
 
 
+# --- waiting --------------------------------------------------------------------------
+
+#: How long a test waits for something that should happen at once: reaching it means a hang.
+WAIT_TIMEOUT = 60.0
+
+T = TypeVar("T")
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    what: str,
+    *,
+    timeout: float = WAIT_TIMEOUT,
+    deadline: float | None = None,
+    detail: Callable[[], str] | None = None,
+) -> T:
+    """Poll ``predicate`` until it returns a true value, and return that value.
+
+    For what another thread or process does and the test cannot be told of directly (a
+    file, a row, a line in a log); where it can be told, wait on an event instead. Gives up
+    after ``timeout`` seconds, or at ``deadline`` (a ``time.monotonic()`` value shared by
+    several waits), with an AssertionError that names ``what`` did not happen, followed by
+    ``detail()`` when given (the log the test was reading, say). An exception from
+    ``predicate`` ends the wait at once: raise one when the thing can no longer happen.
+    """
+    start = time.monotonic()
+    end = start + timeout if deadline is None else deadline
+    while True:
+        found = predicate()
+        if found:
+            return found
+        now = time.monotonic()
+        if now > end:
+            message = "gave up after %.1f s waiting for %s" % (now - start, what)
+            raise AssertionError(message if detail is None else message + ":\n" + detail())
+        # A short poll: what a test waits for usually comes within milliseconds.
+        time.sleep(0.005)
+
+
 def unavailable(message: str) -> NoReturn:
     """Skip the test for a missing service or tool, naming it; under ``CI=true`` fail instead."""
+    # Imported here: conductor and crash child processes import this module (for wait_until),
+    # and pytest would add a fifth of a second to each one's start.
+    import pytest
+
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail("CI=true: " + message)
     pytest.skip(message)

@@ -14,11 +14,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -28,7 +26,7 @@ from flowkit.jobs.base import JobBoard
 from flowkit.persistence.backends import fetch as fetch_backend
 from flowkit.persistence.base import Backend
 from tests.persistence.conftest import POSTGRES_URL, server_url
-from tests.support import unavailable
+from tests.support import unavailable, wait_until
 
 REDIS_URL = os.environ.get("FLOWKIT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -150,12 +148,17 @@ class ConductorProcess:
         return [line.split()[1] for line in self.lines() if line.startswith(event + " ")]
 
     def wait_for_line(self, prefix: str, deadline: float) -> None:
-        while not any(line.startswith(prefix) for line in self.lines()):
+        """Return once this conductor printed a line starting with ``prefix``; fail if it exits first."""
+
+        def printed() -> bool:
+            if any(line.startswith(prefix) for line in self.lines()):
+                return True
             if self.proc.poll() is not None:
                 raise AssertionError("conductor %s exited (%s):\n%s" % (self.name, self.proc.returncode, self.text()))
-            if time.monotonic() > deadline:
-                raise AssertionError("conductor %s printed no %r line:\n%s" % (self.name, prefix, self.text()))
-            time.sleep(0.01)
+            return False
+
+        what = "conductor %s to print a %r line" % (self.name, prefix)
+        wait_until(printed, what, deadline=deadline, detail=self.text)
 
     def text(self) -> str:
         return self.output.read_text()
@@ -181,14 +184,6 @@ def conductors() -> Iterator[list[ConductorProcess]]:
         if process.proc.poll() is None:
             os.kill(process.proc.pid, signal.SIGCONT)
             process.kill()
-
-
-def wait_until(predicate: Any, what: str, deadline: float) -> None:
-    """Poll ``predicate`` until true; AssertionError naming ``what`` past ``deadline`` (monotonic)."""
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.01)
 
 
 class AppModule:

@@ -8,14 +8,14 @@ the files are the tests' record of what ran, how often, and where.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 from flowkit.factories import flow_factory
 from flowkit.patterns import linear_flow
 from flowkit.task import Task
+from tests.support import wait_until
 
-__all__ = ["one_line", "two_steps", "failing", "gated_steps", "append_line", "wait_for_file"]
+__all__ = ["one_line", "two_steps", "failing", "gated_steps", "append_line"]
 
 #: In a conductor process started with this variable set, ``Hold`` blocks
 #: until the release file exists (the first conductor in a crash test).
@@ -32,15 +32,6 @@ def append_line(path: str, text: str) -> None:
         os.close(fd)
 
 
-def wait_for_file(path: str, timeout: float) -> None:
-    """Return once ``path`` exists; TimeoutError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError("%s did not appear within %.1f s" % (path, timeout))
-        time.sleep(0.01)
-
-
 class Append(Task):
     """Appends ``"<tag> <job> <pid>"`` to ``log``."""
 
@@ -55,7 +46,7 @@ class Hold(Task):
     def execute(self, log: str, job: str, release: str) -> str:
         append_line(log, "%s %s %d" % (self.name, job, os.getpid()))
         if os.environ.get(HOLD_ENV):
-            wait_for_file(release, 60.0)
+            wait_until(lambda: os.path.exists(release), "the release file %s" % release)
         return self.name
 
 
@@ -81,7 +72,7 @@ class Gate(Task):
 
     def execute(self, log: str, job: str, release: str) -> None:
         append_line(log, "%s %s %d" % (self.name, job, os.getpid()))
-        wait_for_file(release, 60.0)
+        wait_until(lambda: os.path.exists(release), "the release file %s" % release)
 
     def revert(self, log: str, job: str, **kwargs: Any) -> None:
         append_line(log, "undo-%s %s %d" % (self.name, job, os.getpid()))
@@ -109,4 +100,3 @@ def failing() -> Any:
 def gated_steps() -> Any:
     """``first`` (a line, then waits for the release file), ``second`` and ``third`` (a line each)."""
     return linear_flow.Flow("gated-steps").add(Gate("first"), Undo("second"), Undo("third"))
-

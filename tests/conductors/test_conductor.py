@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from flowkit.persistence.backends.impl_memory import MemoryBackend
 from flowkit.persistence.models import FlowDetail, LogBook
 from tests.conductors import flows
 from tests.conductors.conftest import AppModule
+from tests.support import wait_until
 
 DEADLINE = 20.0
 
@@ -58,13 +58,6 @@ class Events:
             ok = self._cond.wait_for(lambda: sum(e == event for e, _ in self.seen) >= count, DEADLINE)
             assert ok, "no %r event within %.0f s; saw %r" % (event, DEADLINE, [e for e, _ in self.seen])
             return [d for e, d in self.seen if e == event][count - 1]
-
-
-def wait_until(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting for " + what
-        time.sleep(0.005)
 
 
 def lines(path: Path) -> list[str]:
@@ -492,4 +485,3 @@ def test_cancel_seen_by_a_write_ahead_check_starts_no_atom(
         "third": states.PENDING,
     }
     persistence.close()
-

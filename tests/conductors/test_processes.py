@@ -20,7 +20,8 @@ from flowkit import states
 from flowkit.conductors import post_flow
 from flowkit.jobs.base import JobState
 from tests.conductors import flows
-from tests.conductors.conftest import AppModule, ConductorProcess, Setup, wait_until
+from tests.conductors.conftest import AppModule, ConductorProcess, Setup
+from tests.support import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +52,7 @@ def test_four_conductors_run_every_job_exactly_once(setup: Setup, conductors: li
         # be a real (if legitimate) double claim, which the test must not see.
         conductors.extend(ConductorProcess(setup, "c%d" % i, ttl=10.0) for i in range(4))
         deadline = time.monotonic() + RACE_DEADLINE
-        wait_until(lambda: len(_lines(log)) >= count and board.job_count == 0, "every job to finish", deadline)
+        wait_until(lambda: len(_lines(log)) >= count and board.job_count == 0, "every job to finish", deadline=deadline)
 
         for process in conductors:
             assert process.terminate(30) == 0, process.text()
@@ -82,7 +83,7 @@ def test_killed_conductor_job_is_reclaimed_and_finished(setup: Setup, conductors
         first = ConductorProcess(setup, "first", ttl=TTL, hold=True)
         conductors.append(first)
         deadline = time.monotonic() + 60
-        wait_until(lambda: [line[0] for line in _lines(log)] == ["first", "hold"], "the hold task", deadline)
+        wait_until(lambda: [line[0] for line in _lines(log)] == ["first", "hold"], "the hold task", deadline=deadline)
 
         first.proc.send_signal(signal.SIGKILL)
         first.proc.wait()
@@ -115,10 +116,10 @@ def test_frozen_conductor_cannot_write_after_its_lease(setup: Setup, conductors:
         frozen = ConductorProcess(setup, "frozen", ttl=TTL, hold=True)
         conductors.append(frozen)
         deadline = time.monotonic() + 60
-        wait_until(lambda: [line[0] for line in _lines(log)] == ["first", "hold"], "the hold task", deadline)
+        wait_until(lambda: [line[0] for line in _lines(log)] == ["first", "hold"], "the hold task", deadline=deadline)
 
         os.kill(frozen.proc.pid, signal.SIGSTOP)
-        wait_until(lambda: board.find_owner(job) is None, "the frozen conductor's lease to expire", deadline)
+        wait_until(lambda: board.find_owner(job) is None, "the frozen conductor's lease to expire", deadline=deadline)
         thief = board.claim(job, "thief", ttl=60)
         open(release, "w").close()
         os.kill(frozen.proc.pid, signal.SIGCONT)

@@ -19,9 +19,8 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from flowkit import exceptions, retry, states
 from flowkit.patterns import linear_flow, unordered_flow
 from flowkit.persistence.backends import fetch
 from flowkit.task import EVENT_UPDATE_PROGRESS, Task
-from tests.support import Capture, Name, Progress, Undoable
+from tests.support import Capture, Name, Progress, Undoable, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 60.0  # seconds; anything that takes this long is a hang
@@ -49,11 +48,7 @@ class Blocker(Task):
         pid = os.getpid()
         Path(marker_dir, "started-%d-%s" % (pid, uuid.uuid4().hex)).touch()
         release = Path(marker_dir, "release")
-        deadline = time.monotonic() + DEADLINE
-        while not release.exists():
-            if time.monotonic() > deadline:
-                raise TimeoutError("nobody released %s" % (self.name,))
-            time.sleep(0.01)  # polling a file the test creates; not a wait for timing
+        wait_until(release.exists, "the test to release %s" % (self.name,), timeout=DEADLINE)
         return pid
 
 
@@ -89,18 +84,6 @@ def token() -> str:
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    """Poll ``condition`` until it returns something truthy, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.01)
 
 
 def started(marker_dir: Path) -> list[int]:
@@ -260,7 +243,7 @@ def test_dask_options_belong_to_the_distributed_mode(dask_client: Any) -> None:
 
 def _kill_the_worker_running_it(client: Any, marker_dir: Path) -> int:
     """SIGKILL the worker process in which the (one) Blocker started; return its pid."""
-    victim = wait_for(lambda: started(marker_dir), "the task to start")[0]
+    victim = wait_until(lambda: started(marker_dir), "the task to start")[0]
     assert victim in client.run(os.getpid).values()
     os.kill(victim, signal.SIGKILL)
     return victim
@@ -274,7 +257,7 @@ def test_a_killed_worker_s_task_runs_again_on_another_worker(own_client: Any, tm
     capture = Capture(engine)
     runner = Runner(engine)
     victim = _kill_the_worker_running_it(own_client, tmp_path)
-    wait_for(lambda: len(started(tmp_path)) >= 2, "the task to start again on another worker")
+    wait_until(lambda: len(started(tmp_path)) >= 2, "the task to start again on another worker")
     (tmp_path / "release").touch()
     assert runner.join() is None
     assert engine.storage.get_flow_state() == states.SUCCESS
@@ -342,7 +325,7 @@ class DaskProcesses:
              "--host", "127.0.0.1", "--port", "0", "--no-dashboard"],
             **common,
         )  # fmt: skip
-        wait_for(self._address, "the scheduler to write its address")
+        wait_until(self._address, "the scheduler to write its address")
         self.worker = subprocess.Popen(
             [sys.executable, "-m", "dask", "worker", "--scheduler-file", str(self.scheduler_file),
              "--nworkers", "1", "--nthreads", "1", "--no-dashboard", "--death-timeout", "30"],
@@ -397,7 +380,7 @@ def test_a_lost_scheduler_suspends_the_flow_and_another_cluster_resumes_it(
     )
     capture = Capture(engine)
     runner = Runner(engine)
-    wait_for(lambda: started(markers), "b to start on the worker")
+    wait_until(lambda: started(markers), "b to start on the worker")
     dask_processes.kill_scheduler()
     error = runner.join()
     assert isinstance(error, exceptions.ExecutorLost), error

@@ -223,11 +223,10 @@ class OpenGateThenFail(Task):
         raise BoomError(self.name)
 
 
-def test_nothing_waiting_for_a_worker_starts_once_reverting(engine_mode: str, load: Any) -> None:
+@pytest.mark.modes("parallel")  # needs two atoms running at once in this process
+def test_nothing_waiting_for_a_worker_starts_once_reverting(load: Any) -> None:
     import threading
 
-    if engine_mode != "parallel":
-        pytest.skip("needs two atoms running at once in this process")
     # Two workers. 'done1'/'done2' succeed first; 'blocker' and 'bad' then take both
     # workers while 'queued' may wait for one. 'bad' lets 'blocker' finish and fails: the
     # flow reverts. Whatever ran must be reverted, and nothing may start once reverting

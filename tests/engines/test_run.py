@@ -201,11 +201,10 @@ class MeetAtBarrier(Name):
         return self.name
 
 
-def test_parallel_mode_runs_ready_atoms_at_the_same_time(engine_mode: str, load: Any) -> None:
+@pytest.mark.modes("parallel")  # only the thread-pool mode runs two atoms at once in this process
+def test_parallel_mode_runs_ready_atoms_at_the_same_time(load: Any) -> None:
     import threading
 
-    if engine_mode != "parallel":
-        pytest.skip("only the thread-pool mode runs two atoms at once in this process")
     MeetAtBarrier.barrier = threading.Barrier(2)
     try:
         flow = unordered_flow.Flow("u").add(

@@ -49,7 +49,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from typing import Any
 
 from flowkit import states
@@ -59,6 +58,7 @@ from flowkit.patterns import linear_flow, unordered_flow
 from flowkit.persistence.backends import fetch
 from flowkit.retry import Times
 from flowkit.task import Task
+from tests.support import wait_until
 
 #: The exit status of a child that crashed where it was told to.
 CRASH_EXIT = 73
@@ -169,11 +169,7 @@ def _remote_hit(journal: str, when: str, action: str, name: str, done: int) -> N
         return
     pid = spec[3]
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 30.0
-    while not _gone(pid):
-        if time.monotonic() > deadline:
-            raise RuntimeError("the engine process %d survived SIGKILL for 30 s" % pid)
-        time.sleep(0.001)
+    wait_until(lambda: _gone(pid), "the engine process %d to die of SIGKILL" % pid, timeout=30.0)
     raise EngineKilled("killed the engine process %d at %s:%s" % (pid, when, name))
 
 

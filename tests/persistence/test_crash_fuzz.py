@@ -48,7 +48,6 @@ import select
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -66,6 +65,7 @@ from flowkit.persistence.models import AtomDetail
 from flowkit.types.failure import Failure
 from tests.persistence.conftest import drop_tables, unique_prefix
 from tests.persistence.fuzz_child import CRASH_EXIT, DEPS, RETRY_NAME, SCOPE, VARIANTS, read_journal
+from tests.support import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KILLS = int(os.environ.get("FLOWKIT_FUZZ_KILLS", "28"))
@@ -356,20 +356,26 @@ class Fuzz:
             "engine": ENGINES[engine],
             "kill": kill,
         }
-        deadline = time.monotonic() + LOCK_DEADLINE
-        while True:
+
+        def attempt() -> Run | None:
             run = self.server.run(command)
             self.trail.append(
                 "%s %s kill=%s -> exit %d%s: %s"
                 % (fd_uuid or "new flow", engine, kill, run.code, " (SIGKILL sent)" if run.sigkilled else "",
                    " | ".join(line for line in run.lines if not line.startswith("e ")))
             )
-            if run.code == 0 and run.value("locked") is not None and time.monotonic() < deadline:
+            if run.code == 0 and run.value("locked") is not None:
                 # The server has not yet ended the killed run's session, which holds the flow's lock.
                 self.lock_waits += 1
-                threading.Event().wait(0.05)
-                continue
+                return None
             return run
+
+        return wait_until(
+            attempt,
+            "the server to drop a killed run's flow lock (seed %d)" % (self.seed,),
+            timeout=LOCK_DEADLINE,
+            detail=lambda: "\n".join(self.trail[-40:]),
+        )
 
     def baseline(self, variant: str) -> Baseline:
         """An uninterrupted run per engine; all must end the same."""

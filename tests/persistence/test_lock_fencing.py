@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -36,6 +35,7 @@ from flowkit.persistence._sql.locks import lock_key, mysql_lock_name
 from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend, normalize_url
 from flowkit.persistence.models import FlowDetail, LogBook
 from flowkit.task import Task
+from tests.support import wait_until
 
 DEADLINE = 60.0
 # A child in distributed mode starts a Dask cluster of its own first: slow on a busy machine.
@@ -58,7 +58,7 @@ class Gate(Counted):
     def execute(self, dir: str, who: str) -> str:
         record(dir, who, self.name)
         open(os.path.join(dir, "entered-" + who), "w").close()
-        wait_for(lambda: os.path.exists(os.path.join(dir, "release")), "the release file", RACE_DEADLINE)
+        wait_until(lambda: os.path.exists(os.path.join(dir, "release")), "the release file", timeout=RACE_DEADLINE)
         return self.name
 
 
@@ -79,19 +79,8 @@ def executions(dir: str) -> list[tuple[str, str]]:
         return []
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = condition()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError("waited %.0f s for %s" % (timeout, what))
-        time.sleep(0.01)
-
-
 def wait_file(dir: str, name: str, what: str) -> None:
-    wait_for(lambda: os.path.exists(os.path.join(dir, name)), what, RACE_DEADLINE)
+    wait_until(lambda: os.path.exists(os.path.join(dir, name)), what, timeout=RACE_DEADLINE)
 
 
 def make_flow() -> linear_flow.Flow:
@@ -137,7 +126,7 @@ class Server:
         assert session is not None, "nobody holds the lock of the running flow"
         self.kill(session)
         # The server drops the lock once the session is gone: wait for that, not for a time.
-        wait_for(lambda: self.holder(backend, fd_uuid) != session, "the killed session to let go of the lock")
+        wait_until(lambda: self.holder(backend, fd_uuid) != session, "the killed session to let go of the lock")
         return session
 
     def close(self) -> None:
@@ -192,7 +181,7 @@ def test_killed_lock_session_stops_the_engine_and_another_resumes(
     runner = threading.Thread(target=drive)
     runner.start()
     try:
-        wait_for(lambda: os.path.exists(os.path.join(dir, "entered-first")), "the gate task to start")
+        wait_until(lambda: os.path.exists(os.path.join(dir, "entered-first")), "the gate task to start")
         server.kill_holder(backend, fd_uuid)
     finally:
         open(os.path.join(dir, "release"), "w").close()
@@ -270,7 +259,8 @@ def child(argv: list[str]) -> int:
     """Drive the flow detail until it is done or this process's lock is lost.
 
     Exit 0 after SUCCESS, 3 on LockLost.  Until the lock is free
-    (FlowDetailLocked) it tries again, reading the flow detail afresh each time.
+    (FlowDetailLocked) it tries again, reading the flow detail afresh each time;
+    an AssertionError (exit 1) if it never is.
     """
     url, prefix, book_uuid, fd_uuid, dir, mode, who = argv
     options: dict[str, Any] = {"engine": mode}
@@ -285,26 +275,27 @@ def child(argv: list[str]) -> int:
     elif mode == "parallel":
         options.update(executor="threads", max_workers=2)
     backend = SQLAlchemyBackend(url, table_prefix=prefix, create_schema=False)
+
+    def attempt() -> str | None:
+        """Drive the flow once: "done", "lost" (LockLost), or None while another engine holds it."""
+        with backend.get_connection() as conn:
+            book = conn.get_logbook(book_uuid)
+        fd = book.find(fd_uuid)
+        assert fd is not None
+        store = {"dir": dir, "who": who}
+        engine = engines.load(make_flow(), store=store, backend=backend, book=book, flow_detail=fd, **options)
+        try:
+            engine.run()
+        except FlowDetailLocked:
+            open(os.path.join(dir, "tried-" + who), "w").close()
+            return None
+        except LockLost:
+            return "lost"
+        return "done"
+
     try:
-        deadline = time.monotonic() + RACE_DEADLINE
-        while True:
-            with backend.get_connection() as conn:
-                book = conn.get_logbook(book_uuid)
-            fd = book.find(fd_uuid)
-            assert fd is not None
-            store = {"dir": dir, "who": who}
-            engine = engines.load(make_flow(), store=store, backend=backend, book=book, flow_detail=fd, **options)
-            try:
-                engine.run()
-            except FlowDetailLocked:
-                if time.monotonic() > deadline:
-                    return 4
-                open(os.path.join(dir, "tried-" + who), "w").close()
-                time.sleep(0.02)
-                continue
-            except LockLost:
-                return 3
-            return 0
+        outcome = wait_until(attempt, "the flow detail's lock to be free", timeout=RACE_DEADLINE)
+        return 0 if outcome == "done" else 3
     finally:
         backend.close()
         if cluster is not None:

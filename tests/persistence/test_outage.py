@@ -152,11 +152,13 @@ def proxy(postgres_url: str) -> Iterator[Proxy]:
     p.close()
 
 
-@pytest.mark.parametrize(
-    "mode", [{"engine": "serial"}, {"engine": "parallel", "max_workers": 2}], ids=["serial", "parallel"]
-)
+# The tasks record themselves and cut the proxy in this process: not on Dask workers.
+@pytest.mark.modes("serial", "parallel")
 def test_database_outage_stops_the_engine_and_the_flow_resumes(
-    postgres_url: str, proxy: Proxy, sql_backend_factory: Callable[..., SQLAlchemyBackend], mode: dict[str, Any]
+    postgres_url: str,
+    proxy: Proxy,
+    sql_backend_factory: Callable[..., SQLAlchemyBackend],
+    engine_options: dict[str, Any],
 ) -> None:
     import sqlalchemy as sa
 
@@ -168,7 +170,7 @@ def test_database_outage_stops_the_engine_and_the_flow_resumes(
     CUT_AT.clear()
     CUT_AT["s3"] = proxy.cut
 
-    engine = engines.load(make_flow(), backend=backend, **mode)
+    engine = engines.load(make_flow(), backend=backend, **engine_options)
     with pytest.raises(StorageFailure) as caught:
         engine.run()
     assert "s3" in str(caught.value) or "s4" in str(caught.value) or "outage" in str(caught.value)
@@ -190,7 +192,7 @@ def test_database_outage_stops_the_engine_and_the_flow_resumes(
     }
 
     proxy.restore()
-    resumed = engines.load(make_flow(), backend=backend, book=book, flow_detail=fd, **mode)
+    resumed = engines.load(make_flow(), backend=backend, book=book, flow_detail=fd, **engine_options)
     resumed.run()
     assert resumed.storage.get_flow_state() == states.SUCCESS
     # Only the atom in flight at the outage runs twice.

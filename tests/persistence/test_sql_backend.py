@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from flowkit.persistence.backends import MemoryBackend, fetch
 from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend, normalize_url
 from flowkit.persistence.models import FlowDetail, LogBook, TaskDetail
 from flowkit.task import Task
+from tests.support import wait_until
 
 
 class Echo(Task):
@@ -160,10 +160,7 @@ def test_concurrent_flushes_share_one_commit(tmp_path: Path) -> None:
             threads = [threading.Thread(target=flush, args=(c,)) for c in conns]
             for thread in threads:
                 thread.start()
-            deadline = time.monotonic() + 30
-            while len(backend._queue) < 3:
-                assert time.monotonic() < deadline, "flushes never queued"
-                time.sleep(0.001)
+            wait_until(lambda: len(backend._queue) >= 3, "the three flushes to queue behind the writer")
         for thread in threads:
             thread.join(30)
         assert not errors
