@@ -4,6 +4,7 @@ Run from the repository root::
 
     python -m benchmarks.persistence            # SQLite (both libraries), resume, PostgreSQL if reachable
     python -m benchmarks.persistence --quick    # smaller flows, fewer repeats
+    python -m benchmarks.persistence --commit-paths   # only: the two SQL commit paths side by side
 
 What it measures, for a linear flow of no-op tasks:
 
@@ -16,6 +17,12 @@ What it measures, for a linear flow of no-op tasks:
   in a new engine and run the rest;
 - flowkit on PostgreSQL over loopback (``FLOWKIT_TEST_POSTGRES_URL``), when
   a server answers.
+
+``--commit-paths`` measures instead what one durable per-step write costs
+through each of the SQL store's two commit paths (the statements run on the
+driver's cursor, or through SQLAlchemy Core), on SQLite, PostgreSQL
+(``FLOWKIT_TEST_POSTGRES_URL``) and MySQL (``FLOWKIT_TEST_MYSQL_URL``) when
+they answer: the numbers behind keeping both (see ``SQLStore._write_group``).
 
 Numbers are reported, never asserted: this is not a test.
 """
@@ -130,6 +137,68 @@ def _raw_sqlite_commit_us(path: str, synchronous: str, count: int = 300) -> floa
         db.close()
 
 
+def _commit_us(url: str, core: bool, count: int) -> float:
+    """Microseconds per flush of one changed atom detail (one durable commit), through one commit path."""
+    from flowkit.persistence.models import FlowDetail, LogBook, TaskDetail
+
+    backend = _flowkit_backend(url)
+    if core:
+        # What a dialect without a native upsert gets: the SQLAlchemy Core path.
+        backend._hot_sql = None
+    try:
+        with backend.get_connection() as conn:
+            book, detail, atom = LogBook("bench"), FlowDetail("f"), TaskDetail("a")
+            detail.add(atom)
+            book.add(detail)
+            conn.save_logbook(book)
+            started = time.perf_counter()
+            for i in range(count):
+                atom.results = i
+                conn.update_atom_details(atom)
+                conn.flush()
+            return (time.perf_counter() - started) / count * 1e6
+    finally:
+        backend.close()
+
+
+def _commit_paths(tmp: str, quick: bool) -> None:
+    """Print the cost of a durable per-step write through each commit path (best of interleaved rounds)."""
+    urls: list[tuple[str, Callable[[], str]]] = [
+        ("SQLite file", lambda: "sqlite:///%s/cp-%s.db" % (tmp, uuid.uuid4().hex))
+    ]
+    pg = _postgres_url()
+    if pg is not None:
+        urls.append(("PostgreSQL (loopback)", lambda: pg))
+    my = _server_url("FLOWKIT_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+    if my is not None:
+        urls.append(("MySQL (loopback)", lambda: my))
+    count, rounds = (100, 3) if quick else (300, 7)
+    print("%-24s %16s %16s %10s" % ("database", "driver cursor us", "Core us", "Core/raw"))
+    for what, url in urls:
+        best = {False: float("inf"), True: float("inf")}
+        for _ in range(rounds):
+            for core in (False, True):
+                best[core] = min(best[core], _commit_us(url(), core, count))
+        print("%-24s %16.1f %16.1f %10.2f" % (what, best[False], best[True], best[True] / best[False]))
+
+
+def _server_url(env: str, default: str) -> str | None:
+    url = os.environ.get(env, default)
+    try:
+        import sqlalchemy as sa
+
+        from flowkit.persistence.backends.impl_sqlalchemy import normalize_url
+
+        engine = sa.create_engine(normalize_url(url), connect_args={"connect_timeout": 2})
+        try:
+            with engine.connect():
+                return url
+        finally:
+            engine.dispose()
+    except Exception:
+        return None
+
+
 def _postgres_url() -> str | None:
     url = os.environ.get("FLOWKIT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
     try:
@@ -146,7 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.persistence", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller flows and fewer repeats")
     parser.add_argument("--no-taskflow", action="store_true", help="measure flowkit only")
+    parser.add_argument("--commit-paths", action="store_true", help="only compare the SQL store's two commit paths")
     args = parser.parse_args(argv)
+    if args.commit_paths:
+        with tempfile.TemporaryDirectory(prefix="flowkit-bench-") as tmp:
+            _commit_paths(tmp, args.quick)
+        return 0
     flowkit = import_library("flowkit")
     taskflow: Library | None = None
     if not args.no_taskflow:

@@ -70,7 +70,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from flowkit import exceptions as exc
 from flowkit.persistence.base import Backend, Connection, FlowLock
@@ -230,6 +230,23 @@ def _clip_error(error: str) -> str:
     return text[: MAX_ERROR_CHARS - 20] + " ... (%d chars)" % len(text)
 
 
+@dataclasses.dataclass(frozen=True)
+class Posting:
+    """A job to post, checked by :meth:`JobBoard.post`: what each board's ``_post`` writes.
+
+    ``details_json`` is the details as the JSON every board stores (already
+    refused if not JSON or over ``max_details_bytes``); ``resources`` are the
+    lock keys, deduplicated in their order.
+    """
+
+    name: str
+    book: LogBook | None
+    details_json: str
+    priority: JobPriority
+    idempotency_key: str | None
+    resources: tuple[str, ...]
+
+
 class Job:
     """One posted job: a snapshot of what was posted plus live ``state``.
 
@@ -328,7 +345,12 @@ class JobBoard(abc.ABC):
 
     # -- posting and reading --------------------------------------------------------
 
-    @abc.abstractmethod
+    #: Longest resource key or idempotency key the board stores; None: no limit of its own.
+    max_key_chars: ClassVar[int | None] = None
+
+    #: Whether :meth:`post` takes ``connection=`` (the SQL board: the caller's transaction).
+    takes_connection: ClassVar[bool] = False
+
     def post(
         self,
         name: str,
@@ -348,12 +370,32 @@ class JobBoard(abc.ABC):
         or ValueError otherwise; NaN and infinities are refused) of at most
         ``max_details_bytes`` (:class:`~flowkit.exceptions.JobFailure`
         naming the job and both sizes otherwise).  With
-        ``idempotency_key`` an earlier job posted with the same key (in any
-        state) is returned instead and nothing is written.  ``resources``
-        are lock keys (see the module docs).  ``connection`` (SQL board
-        only; others raise TypeError) is a SQLAlchemy ``Connection`` whose
-        open transaction receives the job and logbook rows; the caller
-        commits or rolls back.
+        ``idempotency_key`` (a non-empty string) an earlier job posted with
+        the same key (in any state) is returned instead and nothing is
+        written.  ``resources`` are lock keys (see the module docs).
+        ``connection`` (SQL board only; others raise TypeError) is a
+        SQLAlchemy ``Connection`` whose open transaction receives the job
+        and logbook rows; the caller commits or rolls back.
+
+        Every board checks the arguments here, the same way, then writes the
+        :class:`Posting` with its ``_post``.
+        """
+        if connection is not None and not self.takes_connection:
+            raise TypeError(
+                "post(connection=...) needs the SQL job board; board %r is a %s" % (self.name, type(self).__name__)
+            )
+        # In this order, so a post wrong in several ways is refused the same way by every board.
+        rank = JobPriority.convert(priority)
+        keys = self._check_resources(resources)
+        key = self._check_idempotency_key(idempotency_key)
+        encoded = self._encode_details(name, details)
+        return self._post(Posting(name, book, encoded, rank, key, keys), connection)
+
+    @abc.abstractmethod
+    def _post(self, posting: Posting, connection: Any) -> Job:
+        """Write ``posting`` (checked by :meth:`post`) as a new job, or return the job holding its idempotency key.
+
+        ``connection`` is None unless the board :attr:`takes_connection`.
         """
 
     @abc.abstractmethod
@@ -596,13 +638,24 @@ class JobBoard(abc.ABC):
     def _uuid_of(job: Job | str) -> str:
         return job.uuid if isinstance(job, Job) else job
 
-    @staticmethod
-    def _check_resources(resources: Iterable[str]) -> tuple[str, ...]:
+    def _check_resources(self, resources: Iterable[str]) -> tuple[str, ...]:
         keys = tuple(dict.fromkeys(resources))  # dedupe, keep order
         for key in keys:
             if not isinstance(key, str) or not key:
                 raise ValueError("resource keys are non-empty strings, got %r" % (key,))
+            if self.max_key_chars is not None and len(key) > self.max_key_chars:
+                raise ValueError("a resource key is at most %d characters, got %r" % (self.max_key_chars, key))
         return keys
+
+    def _check_idempotency_key(self, key: str | None) -> str | None:
+        if key is None:
+            return None
+        limit = self.max_key_chars
+        if not isinstance(key, str) or not key or (limit is not None and len(key) > limit):
+            raise ValueError(
+                "an idempotency key is a string of 1 to %s characters, got %r" % (limit or "any number of", key)
+            )
+        return key
 
 
 # How many listed jobs JobBoard.claim_next shuffles at a time after a lost race

@@ -16,7 +16,7 @@ import json
 import threading
 import time
 import uuid as uuidlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from flowkit import exceptions as exc
@@ -29,12 +29,11 @@ from flowkit.jobs.base import (
     FencedBackend,
     Job,
     JobBoard,
-    JobPriority,
     JobState,
+    Posting,
     _clip_error,
 )
 from flowkit.persistence.base import Backend
-from flowkit.persistence.models import LogBook
 
 __all__ = ["MemoryJobBoard"]
 
@@ -117,24 +116,11 @@ class MemoryJobBoard(JobBoard):
     def _sorted(self, records: Iterable[_Record]) -> list[Job]:
         return [r.job for r in sorted(records, key=lambda r: (r.job.priority.rank, r.seq))]
 
-    def post(
-        self,
-        name: str,
-        book: LogBook | None = None,
-        details: Mapping[str, Any] | None = None,
-        priority: JobPriority | str = JobPriority.NORMAL,
-        *,
-        idempotency_key: str | None = None,
-        resources: Iterable[str] = (),
-        connection: Any = None,
-    ) -> Job:
-        """Post a job (see :meth:`JobBoard.post`); ``connection`` is refused (SQL board only)."""
-        if connection is not None:
-            raise TypeError("post(connection=...) needs the SQL job board; board %r is in memory" % (self.name,))
-        prio = JobPriority.convert(priority)
-        keys = self._check_resources(resources)
-        # Stored as a copy of what the other boards would store: refused the same way.
-        details = json.loads(self._encode_details(name, details))
+    def _post(self, posting: Posting, connection: Any) -> Job:
+        """Add the job under the board's lock (see :meth:`JobBoard.post`)."""
+        name, book, idempotency_key = posting.name, posting.book, posting.idempotency_key
+        # Stored as a copy of what the other boards would store.
+        details = json.loads(posting.details_json)
         with self._cond:
             if idempotency_key is not None and idempotency_key in self._by_key:
                 return self._records[self._by_key[idempotency_key]].job
@@ -149,10 +135,10 @@ class MemoryJobBoard(JobBoard):
                 details=details,
                 book_uuid=book.uuid if book is not None else None,
                 book_name=book.name if book is not None else None,
-                priority=prio,
+                priority=posting.priority,
                 created_on=datetime.datetime.fromtimestamp(self.clock(), datetime.timezone.utc),
                 idempotency_key=idempotency_key,
-                resources=keys,
+                resources=posting.resources,
             )
             self._records[job.uuid] = _Record(job, next(self._seq))
             if idempotency_key is not None:

@@ -40,7 +40,7 @@ import datetime
 import json
 import time
 import uuid as uuidlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from flowkit import exceptions as exc
@@ -54,10 +54,10 @@ from flowkit.jobs.base import (
     JobBoard,
     JobPriority,
     JobState,
+    Posting,
     _clip_error,
 )
 from flowkit.persistence.base import Backend
-from flowkit.persistence.models import LogBook
 
 __all__ = ["RedisJobBoard", "KEY_PREFIX"]
 
@@ -297,7 +297,7 @@ class RedisJobBoard(JobBoard):
         self._ready = self.prefix + "ready"
         self._leases = self.prefix + "leases"
         self._delayed = self.prefix + "delayed"
-        self._post = self.client.register_script(_POST)
+        self._post_script = self.client.register_script(_POST)
         self._claim = self.client.register_script(_CLAIM)
         self._claim_next = self.client.register_script(_CLAIM_NEXT)
         self._renew = self.client.register_script(_RENEW)
@@ -349,23 +349,10 @@ class RedisJobBoard(JobBoard):
 
     # -- posting and reading ------------------------------------------------------------------
 
-    def post(
-        self,
-        name: str,
-        book: LogBook | None = None,
-        details: Mapping[str, Any] | None = None,
-        priority: JobPriority | str = JobPriority.NORMAL,
-        *,
-        idempotency_key: str | None = None,
-        resources: Iterable[str] = (),
-        connection: Any = None,
-    ) -> Job:
-        """Post a job (see :meth:`JobBoard.post`); ``connection`` is refused (SQL board only)."""
-        if connection is not None:
-            raise TypeError("post(connection=...) needs the SQL job board; board %r is in Redis" % (self.name,))
-        prio = JobPriority.convert(priority)
-        keys = self._check_resources(resources)
-        encoded = self._encode_details(name, details)
+    def _post(self, posting: Posting, connection: Any) -> Job:
+        """Add the job in one server-side step (see :meth:`JobBoard.post`)."""
+        name, book, idempotency_key = posting.name, posting.book, posting.idempotency_key
+        prio, keys, encoded = posting.priority, posting.resources, posting.details_json
         if idempotency_key is not None:
             existing = self._call(lambda: self.client.hget(self.prefix + "idem", idempotency_key), "post")
             if existing:
@@ -388,7 +375,7 @@ class RedisJobBoard(JobBoard):
         ):
             fields += [key, value]
         posted = self._call(
-            lambda: self._post(
+            lambda: self._post_script(
                 keys=[self._key(uuid), self._open, self.prefix + "seq", self.prefix + "idem", self._ready],
                 args=[idempotency_key or "", prio.rank, uuid, self._channel, *fields],
             ),

@@ -47,7 +47,7 @@ import json
 import threading
 import time
 import uuid as uuidlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -65,6 +65,7 @@ from flowkit.jobs.base import (
     JobBoard,
     JobPriority,
     JobState,
+    Posting,
     _clip_error,
 )
 from flowkit.persistence._sql import DEFAULT_SQLITE_URL
@@ -111,6 +112,10 @@ class SQLJobBoard(JobBoard):
     database (a :class:`SQLAlchemyBackend`), else ``sqlite:///flowkit.db``.
     When ``persistence`` is None the board's own database keeps the logbooks.
     """
+
+    # The key columns are VARCHAR(190): what a unique index on utf8mb4 takes in MySQL.
+    max_key_chars = 190
+    takes_connection = True
 
     def __init__(
         self,
@@ -271,26 +276,10 @@ class SQLJobBoard(JobBoard):
             self.db.write_logbook(conn, book)
         return row
 
-    def post(
-        self,
-        name: str,
-        book: LogBook | None = None,
-        details: Mapping[str, Any] | None = None,
-        priority: JobPriority | str = JobPriority.NORMAL,
-        *,
-        idempotency_key: str | None = None,
-        resources: Iterable[str] = (),
-        connection: sa.Connection | None = None,
-    ) -> Job:
-        """Post a job (see :meth:`JobBoard.post`); with ``connection``, inside the caller's transaction."""
-        prio = JobPriority.convert(priority)
-        keys = self._check_resources(resources)
-        for key in keys:
-            if len(key) > 190:
-                raise ValueError("a resource key is at most 190 characters, got %r" % (key,))
-        if idempotency_key is not None and not (0 < len(idempotency_key) <= 190):
-            raise ValueError("an idempotency key is 1 to 190 characters, got %r" % (idempotency_key,))
-        encoded = self._encode_details(name, details)
+    def _post(self, posting: Posting, connection: Any) -> Job:
+        """Write the job (see :meth:`JobBoard.post`); with ``connection``, inside the caller's transaction."""
+        name, book, idempotency_key = posting.name, posting.book, posting.idempotency_key
+        prio, keys, encoded = posting.priority, posting.resources, posting.details_json
         row = {
             "uuid": str(uuidlib.uuid4()),
             "board": self.name,

@@ -11,8 +11,8 @@
   flow locks of one logbook connection.
 - :mod:`~flowkit.persistence._sql.locks`: flow-detail and upgrade locks.
 
-The migrations stay in ``flowkit/persistence/migrations`` (alembic's script
-location, which released databases record nothing about, but tooling does).
+The migrations stay in ``flowkit/persistence/migrations``: that is the
+alembic script location users' own ``alembic.ini`` files point at.
 
 The public faces are :mod:`flowkit.persistence.backends.impl_sqlalchemy` and
 :mod:`flowkit.jobs.impl_sql`.  This package's ``__init__`` imports nothing,
