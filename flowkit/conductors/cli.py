@@ -84,7 +84,6 @@ def _board_options(parser: argparse.ArgumentParser) -> None:
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> dict[str, Handler]:
     """Add ``conductor`` and ``jobs`` to the ``flowkit`` command's subparsers."""
-
     conductor = commands.add_parser(
         "conductor", parents=[common, factory_options()], help="claim jobs from a board and run them"
     )
@@ -241,7 +240,6 @@ def _cmd_jobs(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _jobs_list(args: argparse.Namespace, board: Any, out: TextIO) -> int:
-
     rows = []
     for job in board.iterjobs(include_final=args.all):
         failures = board.failures_of(job)
