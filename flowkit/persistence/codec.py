@@ -61,6 +61,7 @@ __all__ = [
     # values the engine holds
     "canonical",
     "copy",
+    "same",
     # stored data
     "to_data",
     "from_data",
@@ -207,14 +208,51 @@ def copy(value: Any) -> Any:
     kind = type(value)
     if kind in _PLAIN:
         return value
-    # Plain items inline: a call per item would cost more than the copy itself.
+    # Copied in C, then only the items that are not plain walked: a call per
+    # item would cost more than the copy itself.
     if kind is dict:
-        return {
-            k if type(k) is str else _plain_key(k): v if type(v) in _PLAIN else copy(v) for k, v in value.items()
-        }
+        result = value.copy()
+        for key, item in result.items():
+            if type(key) is not str:
+                return {_plain_key(k): copy(v) for k, v in value.items()}
+            if type(item) not in _PLAIN:
+                result[key] = copy(item)  # replacing a value while iterating is safe
+        return result
     if kind is list or kind is tuple:
-        return [v if type(v) in _PLAIN else copy(v) for v in value]
+        items = list(value)
+        for index, item in enumerate(items):
+            if type(item) not in _PLAIN:
+                items[index] = copy(item)
+        return items
     return _plain_scalar(value, copy)
+
+
+def same(left: Any, right: Any) -> bool:
+    """Whether two values the engine holds are stored as the same data, compared without encoding them.
+
+    Types are compared too (``1``, ``1.0`` and ``True`` are stored
+    differently).  Only answers True when the stored data is certainly the
+    same: a Failure or a value of a registered type equals only itself, and
+    anything unusual (a NaN, a tuple) answers False, which costs the caller a
+    rewrite at most.
+    """
+    if left is right:
+        return True
+    kind = type(left)
+    if kind is not type(right):
+        return False
+    if kind in _PLAIN:
+        return bool(left == right)
+    if kind is list:
+        return len(left) == len(right) and all(map(same, left, right))
+    if kind is dict:
+        if len(left) != len(right):
+            return False
+        for key, item in left.items():
+            if key not in right or not same(item, right[key]):
+                return False
+        return True
+    return False
 
 
 def _plain_key(key: Any) -> Any:

@@ -58,46 +58,59 @@ _PLAIN = frozenset([str, int, float, bool, type(None)])
 
 def _snapshot(ad: AtomDetail) -> _Snapshot:
     """``ad``'s fields, sharing no container with it (states, versions and Failures are immutable)."""
+    copy = codec.copy
     results = ad.results
-    if type(results) not in _PLAIN:
-        results = codec.copy(results)
     revert_results = ad.revert_results
-    if type(revert_results) not in _PLAIN:
-        revert_results = codec.copy(revert_results)
-    meta = ad.meta
-    meta = codec.copy(meta) if meta else {}
     return (
         ad.name,
         ad.uuid,
         ad.atom_type,
         ad.state,
         ad.intention,
-        results,
+        results if type(results) in _PLAIN else copy(results),
         ad.failure,
-        revert_results,
+        revert_results if type(revert_results) in _PLAIN else copy(revert_results),
         ad.revert_failure,
-        meta,
+        copy(ad.meta),
         ad.version,
+    )
+
+
+def _unchanged(ad: AtomDetail, snapshot: _Snapshot) -> bool:
+    """Whether ``snapshot`` is what :func:`_snapshot` of ``ad`` would be."""
+    same = codec.same
+    return (
+        ad.state is snapshot[3]
+        and ad.intention is snapshot[4]
+        and ad.failure is snapshot[6]
+        and ad.revert_failure is snapshot[8]
+        and ad.version == snapshot[10]
+        and ad.name == snapshot[0]
+        and ad.atom_type == snapshot[2]
+        and (ad.results is snapshot[5] or same(ad.results, snapshot[5]))
+        and (ad.revert_results is snapshot[7] or same(ad.revert_results, snapshot[7]))
+        and same(ad.meta, snapshot[9])
     )
 
 
 def _atom(snapshot: _Snapshot) -> AtomDetail:
     """A new AtomDetail of a snapshot, sharing no container with it."""
+    copy = codec.copy
     name, uuid, atom_type, state, intention, results, failure, revert_results, revert_failure, meta, version = (
         snapshot
     )
     return AtomDetail(
-        name=name,
-        uuid=uuid,
-        atom_type=atom_type,
-        state=state,
-        intention=intention,
-        results=codec.copy(results),
-        failure=failure,
-        revert_results=codec.copy(revert_results),
-        revert_failure=revert_failure,
-        meta=codec.copy(meta),
-        version=version,
+        name,
+        uuid,
+        atom_type,
+        state,
+        intention,
+        results if type(results) in _PLAIN else copy(results),
+        failure,
+        revert_results if type(revert_results) in _PLAIN else copy(revert_results),
+        revert_failure,
+        copy(meta),
+        version,
     )
 
 
@@ -182,8 +195,12 @@ class MemoryConnection(Connection):
         order = b.flow_atoms.setdefault(fd.uuid, {})
         atoms = b.atoms
         for ad in fd:
-            order[ad.uuid] = None
-            atoms[ad.uuid] = (fd.uuid, _snapshot(ad))
+            stored = atoms.get(ad.uuid)
+            # The engine writes each atom as it changes, so most are unchanged
+            # here; comparing them is cheaper than copying them again.
+            if stored is None or stored[0] != fd.uuid or not _unchanged(ad, stored[1]):
+                order[ad.uuid] = None
+                atoms[ad.uuid] = (fd.uuid, _snapshot(ad))
 
     def save_logbook(self, book: LogBook) -> LogBook:
         b = self._backend
