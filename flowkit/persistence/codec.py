@@ -12,8 +12,9 @@ and later mutates the object it returned cannot change what was recorded.
 
 What is storable: ``None``, ``bool``, ``int``, finite ``float``, ``str``,
 lists and tuples of storable values, dicts with ``str`` keys and storable
-values, and captured :class:`~flowkit.types.failure.Failure` objects (a
-retry controller's history holds them).  Anything else raises
+values, captured :class:`~flowkit.types.failure.Failure` objects (a
+retry controller's history holds them) and values of types registered with
+:func:`register_type`.  Anything else raises
 :class:`~flowkit.exceptions.ResultNotStorable` whose message says which part
 is not storable and why (``result['x'][2] is nan``).  NaN and the infinities
 are refused: JSON has no spelling for them (Python writes ``NaN``, which
