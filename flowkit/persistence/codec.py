@@ -244,13 +244,22 @@ def same(left: Any, right: Any) -> bool:
         return False
     if kind in _PLAIN:
         return bool(left == right)
+    # Plain items compared inline: a call per item would cost more than the comparison.
     if kind is list:
-        return len(left) == len(right) and all(map(same, left, right))
+        if len(left) != len(right):
+            return False
+        for mine, theirs in zip(left, right):
+            if type(mine) is not type(theirs) or not (mine == theirs if type(mine) in _PLAIN else same(mine, theirs)):
+                return False
+        return True
     if kind is dict:
         if len(left) != len(right):
             return False
-        for key, item in left.items():
-            if key not in right or not same(item, right[key]):
+        for key, mine in left.items():
+            if key not in right:
+                return False
+            theirs = right[key]
+            if type(mine) is not type(theirs) or not (mine == theirs if type(mine) in _PLAIN else same(mine, theirs)):
                 return False
         return True
     return False

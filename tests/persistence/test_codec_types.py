@@ -257,3 +257,28 @@ def test_the_memory_backend_stores_what_is_written_when_it_is_written() -> None:
         conn.update_flow_details(flow_detail)  # a flow update writes its atoms changed in place
         assert conn.get_atom_details(atom.uuid).results == {"items": [1, 2, 3]}
         assert conn.get_logbook(book.uuid).find(flow_detail.uuid) is not flow_detail
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "expected"),
+    [
+        ({"a": [1, {"b": "c"}], "d": None}, {"a": [1, {"b": "c"}], "d": None}, True),
+        (1, 1.0, False),
+        ([True], [1], False),
+        ({"a": [1]}, {"a": [1.0]}, False),
+        ({"a": {"b": 0}}, {"a": {"b": False}}, False),
+        ({"a": 1, "b": 2}, {"b": 2, "a": 1}, True),
+        ([float("nan")], [float("nan")], False),
+    ],
+)
+def test_same_compares_stored_data_types_included(left: Any, right: Any, expected: bool) -> None:
+    assert codec.same(left, right) is expected
+    assert codec.same(right, left) is expected
+
+
+def test_copy_shares_no_container_and_reads_like_a_round_trip() -> None:
+    value = {"a": [1, {"b": ("c",)}], "d": {"e": "f"}}
+    copied = codec.copy(value)
+    assert copied == {"a": [1, {"b": ["c"]}], "d": {"e": "f"}}
+    assert copied["a"] is not value["a"] and copied["d"] is not value["d"]
+    assert copied["a"][1] is not value["a"][1]
