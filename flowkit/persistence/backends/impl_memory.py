@@ -61,6 +61,7 @@ def _snapshot(ad: AtomDetail) -> _Snapshot:
     copy = codec.copy
     results = ad.results
     revert_results = ad.revert_results
+    meta = ad.meta
     return (
         ad.name,
         ad.uuid,
@@ -71,7 +72,7 @@ def _snapshot(ad: AtomDetail) -> _Snapshot:
         ad.failure,
         revert_results if type(revert_results) in _PLAIN else copy(revert_results),
         ad.revert_failure,
-        copy(ad.meta),
+        copy(meta) if meta else {},
         ad.version,
     )
 
@@ -179,11 +180,12 @@ class MemoryConnection(Connection):
         return fd_uuid in self._backend.flows
 
     def get_atom_details(self, ad_uuid: str) -> AtomDetail:
-        with self._backend.lock:
-            try:
-                return _atom(self._backend.atoms[ad_uuid][1])
-            except KeyError:
-                raise NotFound("no atom detail with uuid %r" % (ad_uuid,)) from None
+        b = self._backend
+        with b.lock:
+            stored = b.atoms.get(ad_uuid)
+            if stored is None or stored[0] not in b.flows:
+                raise NotFound("no atom detail with uuid %r" % (ad_uuid,))
+            return _atom(stored[1])
 
     # -- writing: always copies --------------------------------------------------------
 
@@ -230,16 +232,16 @@ class MemoryConnection(Connection):
         return flow_detail
 
     def update_atom_details(self, atom_detail: AtomDetail) -> AtomDetail:
-        # The hot path of an in-memory run: one snapshot of one atom detail.
-        b = self._backend
+        # The hot path of an in-memory run: one snapshot of one atom detail,
+        # stored without the lock (one dict assignment is atomic).  A write
+        # racing the destruction of its logbook may leave its entry behind;
+        # get_atom_details ignores an entry whose flow detail is gone.
+        atoms = self._backend.atoms
         snapshot = _snapshot(atom_detail)
-        with b.lock:
-            stored = b.atoms.get(atom_detail.uuid)
-            if stored is None:
-                raise NotFound(
-                    "atom detail %r (%s) belongs to no saved flow detail" % (atom_detail.name, atom_detail.uuid)
-                )
-            b.atoms[atom_detail.uuid] = (stored[0], snapshot)
+        stored = atoms.get(atom_detail.uuid)
+        if stored is None:
+            raise NotFound("atom detail %r (%s) belongs to no saved flow detail" % (atom_detail.name, atom_detail.uuid))
+        atoms[atom_detail.uuid] = (stored[0], snapshot)
         return atom_detail
 
     def destroy_logbook(self, book_uuid: str) -> None:
