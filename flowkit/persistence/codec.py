@@ -12,8 +12,9 @@ and later mutates the object it returned cannot change what was recorded.
 
 What is storable: ``None``, ``bool``, ``int``, finite ``float``, ``str``,
 lists and tuples of storable values, dicts with ``str`` keys and storable
-values, and captured :class:`~flowkit.types.failure.Failure` objects (a
-retry controller's history holds them).  Anything else raises
+values, captured :class:`~flowkit.types.failure.Failure` objects (a
+retry controller's history holds them) and values of types registered with
+:func:`register_type`.  Anything else raises
 :class:`~flowkit.exceptions.ResultNotStorable` whose message says which part
 is not storable and why (``result['x'][2] is nan``).  NaN and the infinities
 are refused: JSON has no spelling for them (Python writes ``NaN``, which
@@ -61,6 +62,7 @@ __all__ = [
     # values the engine holds
     "canonical",
     "copy",
+    "same",
     # stored data
     "to_data",
     "from_data",
@@ -207,14 +209,60 @@ def copy(value: Any) -> Any:
     kind = type(value)
     if kind in _PLAIN:
         return value
-    # Plain items inline: a call per item would cost more than the copy itself.
+    # Copied in C, then only the items that are not plain walked: a call per
+    # item would cost more than the copy itself.
     if kind is dict:
-        return {
-            k if type(k) is str else _plain_key(k): v if type(v) in _PLAIN else copy(v) for k, v in value.items()
-        }
+        result = value.copy()
+        for key, item in result.items():
+            if type(key) is not str:
+                return {_plain_key(k): copy(v) for k, v in value.items()}
+            if type(item) not in _PLAIN:
+                result[key] = copy(item)  # replacing a value while iterating is safe
+        return result
     if kind is list or kind is tuple:
-        return [v if type(v) in _PLAIN else copy(v) for v in value]
+        items = list(value)
+        for index, item in enumerate(items):
+            if type(item) not in _PLAIN:
+                items[index] = copy(item)
+        return items
     return _plain_scalar(value, copy)
+
+
+def same(left: Any, right: Any) -> bool:
+    """Whether two values the engine holds are stored as the same data, compared without encoding them.
+
+    Types are compared too (``1``, ``1.0`` and ``True`` are stored
+    differently).  Only answers True when the stored data is certainly the
+    same: a Failure or a value of a registered type equals only itself, and
+    anything unusual (a NaN, a tuple) answers False, which costs the caller a
+    rewrite at most.
+    """
+    if left is right:
+        return True
+    kind = type(left)
+    if kind is not type(right):
+        return False
+    if kind in _PLAIN:
+        return bool(left == right)
+    # Plain items compared inline: a call per item would cost more than the comparison.
+    if kind is list:
+        if len(left) != len(right):
+            return False
+        for mine, theirs in zip(left, right):
+            if type(mine) is not type(theirs) or not (mine == theirs if type(mine) in _PLAIN else same(mine, theirs)):
+                return False
+        return True
+    if kind is dict:
+        if len(left) != len(right):
+            return False
+        for key, mine in left.items():
+            if key not in right:
+                return False
+            theirs = right[key]
+            if type(mine) is not type(theirs) or not (mine == theirs if type(mine) in _PLAIN else same(mine, theirs)):
+                return False
+        return True
+    return False
 
 
 def _plain_key(key: Any) -> Any:

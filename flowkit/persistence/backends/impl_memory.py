@@ -58,46 +58,60 @@ _PLAIN = frozenset([str, int, float, bool, type(None)])
 
 def _snapshot(ad: AtomDetail) -> _Snapshot:
     """``ad``'s fields, sharing no container with it (states, versions and Failures are immutable)."""
+    copy = codec.copy
     results = ad.results
-    if type(results) not in _PLAIN:
-        results = codec.copy(results)
     revert_results = ad.revert_results
-    if type(revert_results) not in _PLAIN:
-        revert_results = codec.copy(revert_results)
     meta = ad.meta
-    meta = codec.copy(meta) if meta else {}
     return (
         ad.name,
         ad.uuid,
         ad.atom_type,
         ad.state,
         ad.intention,
-        results,
+        results if type(results) in _PLAIN else copy(results),
         ad.failure,
-        revert_results,
+        revert_results if type(revert_results) in _PLAIN else copy(revert_results),
         ad.revert_failure,
-        meta,
+        copy(meta) if meta else {},
         ad.version,
+    )
+
+
+def _unchanged(ad: AtomDetail, snapshot: _Snapshot) -> bool:
+    """Whether ``snapshot`` is what :func:`_snapshot` of ``ad`` would be."""
+    same = codec.same
+    return (
+        ad.state is snapshot[3]
+        and ad.intention is snapshot[4]
+        and ad.failure is snapshot[6]
+        and ad.revert_failure is snapshot[8]
+        and ad.version == snapshot[10]
+        and ad.name == snapshot[0]
+        and ad.atom_type == snapshot[2]
+        and (ad.results is snapshot[5] or same(ad.results, snapshot[5]))
+        and (ad.revert_results is snapshot[7] or same(ad.revert_results, snapshot[7]))
+        and same(ad.meta, snapshot[9])
     )
 
 
 def _atom(snapshot: _Snapshot) -> AtomDetail:
     """A new AtomDetail of a snapshot, sharing no container with it."""
+    copy = codec.copy
     name, uuid, atom_type, state, intention, results, failure, revert_results, revert_failure, meta, version = (
         snapshot
     )
     return AtomDetail(
-        name=name,
-        uuid=uuid,
-        atom_type=atom_type,
-        state=state,
-        intention=intention,
-        results=codec.copy(results),
-        failure=failure,
-        revert_results=codec.copy(revert_results),
-        revert_failure=revert_failure,
-        meta=codec.copy(meta),
-        version=version,
+        name,
+        uuid,
+        atom_type,
+        state,
+        intention,
+        results if type(results) in _PLAIN else copy(results),
+        failure,
+        revert_results if type(revert_results) in _PLAIN else copy(revert_results),
+        revert_failure,
+        copy(meta),
+        version,
     )
 
 
@@ -166,11 +180,12 @@ class MemoryConnection(Connection):
         return fd_uuid in self._backend.flows
 
     def get_atom_details(self, ad_uuid: str) -> AtomDetail:
-        with self._backend.lock:
-            try:
-                return _atom(self._backend.atoms[ad_uuid][1])
-            except KeyError:
-                raise NotFound("no atom detail with uuid %r" % (ad_uuid,)) from None
+        b = self._backend
+        with b.lock:
+            stored = b.atoms.get(ad_uuid)
+            if stored is None or stored[0] not in b.flows:
+                raise NotFound("no atom detail with uuid %r" % (ad_uuid,))
+            return _atom(stored[1])
 
     # -- writing: always copies --------------------------------------------------------
 
@@ -182,8 +197,12 @@ class MemoryConnection(Connection):
         order = b.flow_atoms.setdefault(fd.uuid, {})
         atoms = b.atoms
         for ad in fd:
-            order[ad.uuid] = None
-            atoms[ad.uuid] = (fd.uuid, _snapshot(ad))
+            stored = atoms.get(ad.uuid)
+            # The engine writes each atom as it changes, so most are unchanged
+            # here; comparing them is cheaper than copying them again.
+            if stored is None or stored[0] != fd.uuid or not _unchanged(ad, stored[1]):
+                order[ad.uuid] = None
+                atoms[ad.uuid] = (fd.uuid, _snapshot(ad))
 
     def save_logbook(self, book: LogBook) -> LogBook:
         b = self._backend
@@ -213,16 +232,16 @@ class MemoryConnection(Connection):
         return flow_detail
 
     def update_atom_details(self, atom_detail: AtomDetail) -> AtomDetail:
-        # The hot path of an in-memory run: one snapshot of one atom detail.
-        b = self._backend
+        # The hot path of an in-memory run: one snapshot of one atom detail,
+        # stored without the lock (one dict assignment is atomic).  A write
+        # racing the destruction of its logbook may leave its entry behind;
+        # get_atom_details ignores an entry whose flow detail is gone.
+        atoms = self._backend.atoms
         snapshot = _snapshot(atom_detail)
-        with b.lock:
-            stored = b.atoms.get(atom_detail.uuid)
-            if stored is None:
-                raise NotFound(
-                    "atom detail %r (%s) belongs to no saved flow detail" % (atom_detail.name, atom_detail.uuid)
-                )
-            b.atoms[atom_detail.uuid] = (stored[0], snapshot)
+        stored = atoms.get(atom_detail.uuid)
+        if stored is None:
+            raise NotFound("atom detail %r (%s) belongs to no saved flow detail" % (atom_detail.name, atom_detail.uuid))
+        atoms[atom_detail.uuid] = (stored[0], snapshot)
         return atom_detail
 
     def destroy_logbook(self, book_uuid: str) -> None:
