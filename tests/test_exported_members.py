@@ -146,9 +146,9 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "check_max_result_bytes",
     },
     "flowkit.jobs.backends": {"fetch", "KINDS", "DEFAULT_REDIS_URL", "DEFAULT_SQLITE_URL"},
-    "flowkit.jobs.impl_memory": {"MemoryJobBoard"},
-    "flowkit.jobs.impl_sql": {"SQLJobBoard", "JobTables", "make_job_tables", "DEFAULT_POLL_INTERVAL"},
-    "flowkit.jobs.impl_redis": {"RedisJobBoard", "KEY_PREFIX"},
+    "flowkit.jobs.backends.impl_memory": {"MemoryJobBoard"},
+    "flowkit.jobs.backends.impl_sql": {"SQLJobBoard", "JobTables", "make_job_tables", "DEFAULT_POLL_INTERVAL"},
+    "flowkit.jobs.backends.impl_redis": {"RedisJobBoard", "KEY_PREFIX"},
     "flowkit.testing.jobboards": {"JobBoardTests", "FakeClock", "MakeBoard"},
     "flowkit.types.failure": {"Failure"},
     "flowkit.listeners": {

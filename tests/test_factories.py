@@ -15,8 +15,8 @@ from flowkit.conductors import JOB_CONSUMED, fetch, post_flow
 from flowkit.engines import flow_from_detail, load_from_detail, load_from_factory
 from flowkit.exceptions import NotFound, UnknownFactory
 from flowkit.factories import ENTRY_POINT_GROUP, FactoryRegistry, default_registry, flow_factory, register
+from flowkit.jobs.backends.impl_memory import MemoryJobBoard
 from flowkit.jobs.base import JobState
-from flowkit.jobs.impl_memory import MemoryJobBoard
 from flowkit.patterns import linear_flow
 from flowkit.persistence import codec
 from flowkit.persistence.backends import MemoryBackend

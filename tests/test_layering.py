@@ -181,7 +181,7 @@ KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
         # executors imports distributed lazily, distributed subclasses executors' base
         frozenset({"flowkit.engines.executors", "flowkit.engines.distributed"}),
         # the board registry imports the SQL board lazily, the SQL board imports the registry back
-        frozenset({"flowkit.jobs.backends", "flowkit.jobs.impl_sql"}),
+        frozenset({"flowkit.jobs.backends", "flowkit.jobs.backends.impl_sql"}),
         # the SQL connection names the backend it belongs to, for its types
         frozenset({"flowkit.persistence.sql_connection", "flowkit.persistence.backends.impl_sqlalchemy"}),
     }

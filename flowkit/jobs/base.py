@@ -311,8 +311,8 @@ class Job:
 class JobBoard(abc.ABC):
     """Where jobs are posted and claimed.  Every method is safe to call from any thread.
 
-    Implementations: :mod:`flowkit.jobs.impl_memory`, :mod:`flowkit.jobs.impl_sql`,
-    :mod:`flowkit.jobs.impl_redis`; :mod:`flowkit.testing.jobboards` is the
+    Implementations: :mod:`flowkit.jobs.backends.impl_memory`, :mod:`flowkit.jobs.backends.impl_sql`,
+    :mod:`flowkit.jobs.backends.impl_redis`; :mod:`flowkit.testing.jobboards` is the
     conformance suite they all pass.
 
     ``persistence`` is where job logbooks live: ``post(book=...)`` saves the

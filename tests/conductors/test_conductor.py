@@ -86,7 +86,7 @@ def persistence() -> MemoryBackend:
 
 @pytest.fixture
 def board(persistence: MemoryBackend, clock: FakeClock) -> Iterator[JobBoard]:
-    from flowkit.jobs.impl_memory import MemoryJobBoard
+    from flowkit.jobs.backends.impl_memory import MemoryJobBoard
 
     with MemoryJobBoard("tests", persistence=persistence, lease_ttl=30.0, clock=clock) as made:
         yield made
@@ -297,7 +297,7 @@ def test_stop_without_drain_suspends_and_abandons_then_another_resumes(
 def test_lost_lease_stops_the_engine_without_writing(
     clock: FakeClock, log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flowkit.jobs.impl_memory import MemoryJobBoard
+    from flowkit.jobs.backends.impl_memory import MemoryJobBoard
     from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend
 
     # A SQL logbook: the memory backend shares its objects with the engine,
@@ -332,7 +332,7 @@ def test_lost_lease_stops_the_engine_without_writing(
 def test_heartbeat_keeps_the_lease(
     persistence: MemoryBackend, clock: FakeClock, log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flowkit.jobs.impl_memory import MemoryJobBoard
+    from flowkit.jobs.backends.impl_memory import MemoryJobBoard
 
     class CountingBoard(MemoryJobBoard):
         def __init__(self) -> None:
@@ -444,7 +444,7 @@ def test_cancel_seen_during_an_atom_starts_no_other_atom(
 def test_cancel_seen_by_a_write_ahead_check_starts_no_atom(
     clock: FakeClock, log: Path, tmp_path: Path, conductor_engine: dict[str, Any]
 ) -> None:
-    from flowkit.jobs.impl_memory import MemoryJobBoard
+    from flowkit.jobs.backends.impl_memory import MemoryJobBoard
     from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend
 
     # A SQL logbook buffers writes: "first"'s result and "second"'s RUNNING go in one flush.

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from flowkit.jobs.backends.impl_memory import MemoryJobBoard
 from flowkit.jobs.base import JobBoard
-from flowkit.jobs.impl_memory import MemoryJobBoard
 from flowkit.persistence.backends.impl_memory import MemoryBackend
 from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend
 from flowkit.testing.jobboards import JobBoardTests, MakeBoard

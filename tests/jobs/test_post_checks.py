@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from flowkit.jobs.backends.impl_memory import MemoryJobBoard
+from flowkit.jobs.backends.impl_redis import RedisJobBoard
+from flowkit.jobs.backends.impl_sql import SQLJobBoard
 from flowkit.jobs.base import JobBoard
-from flowkit.jobs.impl_memory import MemoryJobBoard
-from flowkit.jobs.impl_redis import RedisJobBoard
-from flowkit.jobs.impl_sql import SQLJobBoard
 from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend
 
 

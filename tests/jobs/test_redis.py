@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from flowkit.jobs.backends.impl_redis import RedisJobBoard
 from flowkit.jobs.base import JobBoard
-from flowkit.jobs.impl_redis import RedisJobBoard
 from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend
 from flowkit.testing.jobboards import JobBoardTests, MakeBoard
 

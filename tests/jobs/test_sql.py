@@ -11,8 +11,8 @@ import sqlalchemy as sa
 
 from flowkit import exceptions as exc
 from flowkit.jobs import backends
+from flowkit.jobs.backends.impl_sql import SQLJobBoard
 from flowkit.jobs.base import JobBoard, JobState
-from flowkit.jobs.impl_sql import SQLJobBoard
 from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend
 from flowkit.persistence.models import FlowDetail, LogBook, TaskDetail
 from flowkit.testing.jobboards import JobBoardTests, MakeBoard

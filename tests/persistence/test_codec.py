@@ -174,7 +174,7 @@ def test_the_limit_is_the_smaller_of_configured_and_storable(configured: int | N
 def test_a_job_runs_under_its_backends_limit(run: Any) -> None:
     # A conductor runs a claimed job on the board's fenced view of the backend:
     # the limit configured on the backend must hold there too.
-    from flowkit.jobs.impl_memory import MemoryJobBoard
+    from flowkit.jobs.backends.impl_memory import MemoryJobBoard
     from flowkit.patterns import linear_flow
     from tests.support import Const
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from flowkit import exceptions as exc
+from flowkit.jobs.backends.impl_memory import MemoryJobBoard
 from flowkit.jobs.base import Claim, FencedBackend
-from flowkit.jobs.impl_memory import MemoryJobBoard
 from flowkit.persistence.backends import MemoryBackend
 from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend
 from flowkit.persistence.models import FlowDetail, LogBook, TaskDetail

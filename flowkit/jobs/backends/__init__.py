@@ -62,13 +62,13 @@ def fetch(board_name: str, conf: Mapping[str, Any] | str, *, persistence: Backen
     options: dict[str, Any] = {key: conf[key] for key in _OPTIONS[kind] if key in conf}
     url = conf.get("url")
     if kind == "memory":
-        from flowkit.jobs.impl_memory import MemoryJobBoard
+        from flowkit.jobs.backends.impl_memory import MemoryJobBoard
 
         return MemoryJobBoard(board_name, persistence=persistence, **options)
     if kind == "sql":
-        from flowkit.jobs.impl_sql import SQLJobBoard
+        from flowkit.jobs.backends.impl_sql import SQLJobBoard
 
         return SQLJobBoard(board_name, url, persistence=persistence, **options)
-    from flowkit.jobs.impl_redis import RedisJobBoard
+    from flowkit.jobs.backends.impl_redis import RedisJobBoard
 
     return RedisJobBoard(board_name, url or DEFAULT_REDIS_URL, persistence=persistence, **options)

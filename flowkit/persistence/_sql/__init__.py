@@ -15,7 +15,7 @@ The migrations stay in ``flowkit/persistence/migrations``: that is the
 alembic script location users' own ``alembic.ini`` files point at.
 
 The public faces are :mod:`flowkit.persistence.backends.impl_sqlalchemy` and
-:mod:`flowkit.jobs.impl_sql`.  This package's ``__init__`` imports nothing,
+:mod:`flowkit.jobs.backends.impl_sql`.  This package's ``__init__`` imports nothing,
 so naming :data:`DEFAULT_SQLITE_URL` does not load SQLAlchemy.
 """
 
