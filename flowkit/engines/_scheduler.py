@@ -45,7 +45,7 @@ from flowkit.engines._state import (
 from flowkit.engines.executors import Outcome, run_execute, run_revert
 from flowkit.persistence import codec
 from flowkit.retry import History
-from flowkit.task import EVENT_UPDATE_PROGRESS
+from flowkit.task import EVENT_UPDATE_PROGRESS, TaskContext
 from flowkit.types.failure import Failure
 
 __all__ = ["Scheduler"]
@@ -139,48 +139,37 @@ class Scheduler:
         """Drive the flow until nothing can run; yield engine-loop states."""
         st = self.state
         yield S.RESUMING
-        local = st.executor.local
-        if local:
-            for index, atom in enumerate(st.c.atoms):
-                if not st.c.is_retry[index]:
-                    atom._progress_sink = _ProgressSink(st.completions, index)  # type: ignore[attr-defined]
-        try:
-            unhandled = self._rebuild()
-            if st.regions and st.regions[0].outcome == REVERT_ALL:
-                st.set_flow_state(S.REVERTING)
-            else:
-                st.set_flow_state(S.RUNNING)
-            for index in unhandled:
-                self.reverter.handle_failure(index, st.details[index].failure)  # type: ignore[arg-type]
-            for region in list(st.regions):
-                if not region.reverting:
-                    self.reverter.start_revert(region)
-            get = st.completions.get
-            get_nowait = st.completions.get_nowait
-            while True:
-                yield S.SCHEDULING
-                self._schedule()
-                if self._drain(get_nowait):
-                    yield S.ANALYZING
-                    continue
-                if st.lost is not None:
-                    break  # in-flight atoms may never report back
-                if st.running:
-                    yield S.WAITING
-                    self._process(get())
-                    self._drain(get_nowait)
-                    yield S.ANALYZING
-                    continue
-                if st.suspending or st.fatal or st.lost is not None:
-                    break
-                if st.revert_ready or (len(st.ready) and not st.halted):
-                    continue  # _schedule() takes at least one of these each time
+        unhandled = self._rebuild()
+        if st.regions and st.regions[0].outcome == REVERT_ALL:
+            st.set_flow_state(S.REVERTING)
+        else:
+            st.set_flow_state(S.RUNNING)
+        for index in unhandled:
+            self.reverter.handle_failure(index, st.details[index].failure)  # type: ignore[arg-type]
+        for region in list(st.regions):
+            if not region.reverting:
+                self.reverter.start_revert(region)
+        get = st.completions.get
+        get_nowait = st.completions.get_nowait
+        while True:
+            yield S.SCHEDULING
+            self._schedule()
+            if self._drain(get_nowait):
+                yield S.ANALYZING
+                continue
+            if st.lost is not None:
+                break  # in-flight atoms may never report back
+            if st.running:
+                yield S.WAITING
+                self._process(get())
+                self._drain(get_nowait)
+                yield S.ANALYZING
+                continue
+            if st.suspending or st.fatal or st.lost is not None:
                 break
-        finally:
-            if local:
-                for index, atom in enumerate(st.c.atoms):
-                    if not st.c.is_retry[index]:
-                        atom._progress_sink = None  # type: ignore[attr-defined]
+            if st.revert_ready or (len(st.ready) and not st.halted):
+                continue  # _schedule() takes at least one of these each time
+            break
         yield from self._finish()
 
     def _drain(self, get_nowait: Any) -> bool:
@@ -305,19 +294,21 @@ class Scheduler:
         if st.executor.inline:
             # Inline (serial): announce, persist and run one atom at a time, so
             # an atom that suspends or cancels the engine stops the rest of its round.
+            flush = st.storage.connection.flush
             for index, kind, kwargs in to_submit:
                 old = None
+                # (_stopping(), spelled out: this runs a few times per atom.)
                 if kind == EXEC:
-                    if self._stopping():
+                    if st.suspending or st.cancel_requested is not None:
                         st.ready.push(index)
                         continue
                     old = details[index].state
                     self._mark_running(index)
                 # A stop requested while the atom was announced lets it run (it is
                 # in flight); one that the write-ahead flush itself finds holds it back.
-                announced = self._stopping()
-                st.storage.connection.flush()
-                if old is not None and not announced and self._stopping():
+                announced = st.suspending or st.cancel_requested is not None
+                flush()
+                if old is not None and not announced and (st.suspending or st.cancel_requested is not None):
                     self._hold_back(index, old)
                     continue
                 self._submit(index, kind, kwargs)
@@ -362,15 +353,19 @@ class Scheduler:
         st.running.add(index)
         fn = run_execute if kind == EXEC else run_revert
         atom = st.c.atoms[index]
+        executor = st.executor
+        # A task in this process reports progress straight to the engine's
+        # loop; elsewhere its run collects it (see run_execute).
+        context = TaskContext(atom.name, st.flow_uuid, st.progress_sink if executor.local else None)
         try:
-            future = st.executor.submit(fn, atom, kwargs)
+            future = executor.submit(fn, atom, kwargs, context)
         except Exception as error:
             failure = Failure.from_exception(
                 exc.ExecutionFailure("atom %r could not be submitted to the executor: %s" % (atom.name, error))
             )
             st.completions.put((index, kind, Outcome(False, failure)))
             return
-        if st.executor.inline:
+        if executor.inline:
             # Done already.  A success is recorded at once: holding a whole
             # round of outcomes alive makes the garbage collector rescan them
             # again and again in large unordered flows.  Failures wait for the
@@ -585,16 +580,3 @@ class _Completion:
         except BaseException as error:
             payload = error
         self.put((self.index, self.kind, payload))
-
-
-class _ProgressSink:
-    """Receives ``update_progress`` from a task running in this process."""
-
-    __slots__ = ("put", "index")
-
-    def __init__(self, completions: queue.SimpleQueue[tuple[int, int, Any]], index: int) -> None:
-        self.put = completions.put
-        self.index = index
-
-    def __call__(self, progress: float) -> None:
-        self.put((self.index, PROGRESS, progress))

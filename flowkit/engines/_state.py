@@ -162,6 +162,7 @@ class RunState:
         self.defer_reverts = defer_reverts
         self.details = details
         self.storage = storage
+        self.flow_uuid = storage.flow_detail.uuid
         self.executor = executor
         self.notifier = notifier
         self.atom_notifier = atom_notifier
@@ -170,6 +171,9 @@ class RunState:
         self.cancel_requested: Failure | None = None
         self.lost: exc.ExecutorLost | None = None
         self.completions: queue.SimpleQueue[tuple[int, int, Any]] = queue.SimpleQueue()
+        # What a task running in this process reports progress to (through
+        # its TaskContext): one bound method for every task of the run.
+        self.progress_sink = self._progress_reported
         n = len(compilation)
         self.waiting = [0] * n
         self.ignore_flag = bytearray(n)
@@ -183,6 +187,10 @@ class RunState:
         self.reverted = False
         self.ready = ReadyQueue([a.priority for a in compilation.atoms] if compilation.has_priorities else None)
         self.revert_ready: collections.deque[int] = collections.deque()
+
+    def _progress_reported(self, atom_name: str, progress: float) -> None:
+        # Called in the thread running the task: hand it to the engine's loop.
+        self.completions.put((self.c.names[atom_name], PROGRESS, progress))
 
     def notify_atom(self, index: int, state: S, old: Any, result: Any = _MISSING) -> None:
         """Tell the atom notifier's listeners that atom ``index`` went from ``old`` to ``state``."""

@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from flowkit.task import TaskContext
 from flowkit.types.failure import Failure
 
 __all__ = [
@@ -53,47 +54,40 @@ class Outcome:
     progress: tuple[float, ...] = ()
 
 
-def _collect_progress(task: Any) -> list[float] | None:
-    if not hasattr(task, "_progress_sink"):
-        return None
-    if task._progress_sink is not None:
-        return None  # a local run: the engine's sink is already attached
-    events: list[float] = []
-    task._progress_sink = events.append
-    return events
+def run_execute(task: Any, kwargs: dict[str, Any], context: TaskContext) -> Outcome:
+    """Run ``task.execute(**kwargs)`` with its hooks, ``context`` current; never raises."""
+    return _run(task.pre_execute, task.execute, task.post_execute, kwargs, context)
 
 
-def run_execute(task: Any, kwargs: dict[str, Any]) -> Outcome:
-    """Run ``task.execute(**kwargs)`` with its hooks; never raises."""
-    events = _collect_progress(task)
+def run_revert(task: Any, kwargs: dict[str, Any], context: TaskContext) -> Outcome:
+    """Run ``task.revert(**kwargs)`` with its hooks, ``context`` current; never raises."""
+    return _run(task.pre_revert, task.revert, task.post_revert, kwargs, context)
+
+
+def _run(
+    pre: Callable[[], Any],
+    call: Callable[..., Any],
+    post: Callable[[], Any],
+    kwargs: dict[str, Any],
+    context: TaskContext,
+) -> Outcome:
+    events: list[float] | None = None
+    if context.progress_sink is None:
+        # Away from the engine (another process or machine): keep what the
+        # task reports, and send it back with the outcome.
+        events = []
+        context = dataclasses.replace(context, progress_sink=lambda _name, progress: events.append(progress))
+    token = context.activate()
     try:
-        task.pre_execute()
+        pre()
         try:
-            result = task.execute(**kwargs)
+            result = call(**kwargs)
         finally:
-            task.post_execute()
+            post()
     except Exception:
         return Outcome(False, Failure(), tuple(events) if events else ())
     finally:
-        if events is not None:
-            task._progress_sink = None
-    return Outcome(True, result, tuple(events) if events else ())
-
-
-def run_revert(task: Any, kwargs: dict[str, Any]) -> Outcome:
-    """Run ``task.revert(**kwargs)`` with its hooks; never raises."""
-    events = _collect_progress(task)
-    try:
-        task.pre_revert()
-        try:
-            result = task.revert(**kwargs)
-        finally:
-            task.post_revert()
-    except Exception:
-        return Outcome(False, Failure(), tuple(events) if events else ())
-    finally:
-        if events is not None:
-            task._progress_sink = None
+        TaskContext.deactivate(token)
     return Outcome(True, result, tuple(events) if events else ())
 
 
@@ -101,7 +95,8 @@ class AtomExecutor(abc.ABC):
     """Runs atom functions somewhere and hands back futures.
 
     ``local`` says whether submitted functions run in this process on the very
-    objects passed (so progress can be reported live); ``inline`` whether
+    objects passed (so a task's progress reaches the engine live, through its
+    :class:`~flowkit.task.TaskContext`); ``inline`` whether
     ``submit`` runs the function before it returns; ``max_in_flight`` how
     many atoms the engine should have submitted at once (more would only
     queue, and a queued atom has already been recorded RUNNING).
