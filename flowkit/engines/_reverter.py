@@ -83,7 +83,7 @@ class Reverter:
         st = self.state
         fd = st.storage.flow_detail
         records = [
-            {"retry": None if r.retry == -1 else st.c.atoms[r.retry].name, "outcome": r.outcome}
+            {"retry": None if r.retry == -1 else st.c.atoms[r.retry].name, "outcome": r.outcome.value}
             for r in st.regions
         ]
         if records:

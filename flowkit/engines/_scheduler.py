@@ -37,12 +37,15 @@ from flowkit.engines._state import (
     RETRY_SCOPE,
     REVERT,
     REVERT_ALL,
+    REVERT_SCOPE,
     REVERTED_SCOPES_KEY,
     Region,
+    RegionOutcome,
     RunState,
     S,
 )
 from flowkit.engines.executors import Outcome, run_execute, run_revert
+from flowkit.patterns.graph_flow import Depth
 from flowkit.persistence import codec
 from flowkit.retry import History
 from flowkit.task import EVENT_UPDATE_PROGRESS, TaskContext
@@ -74,7 +77,7 @@ class Scheduler:
                     count += 1
             waiting[index] = count
             detail = details[index]
-            if detail.state == S.IGNORE and detail.meta.get("ignore_depth") == "ALL":
+            if detail.state == S.IGNORE and detail.meta.get("ignore_depth") == Depth.ALL:
                 for s in c.succs[index]:
                     st.ignore_flag[s] = IGNORE_ALL
         fd = st.storage.flow_detail
@@ -107,11 +110,14 @@ class Scheduler:
                     st.final_failures.setdefault(details[index].name, reverted_failure)
         for record in fd.meta.get(REGIONS_KEY) or ():
             retry_name = record.get("retry")
-            outcome = record.get("outcome", REVERT_ALL)
             if retry_name is None or retry_name not in c.names:
                 region = Region(0, len(details), -1, REVERT_ALL)
             else:
                 r = c.names[retry_name]
+                try:
+                    outcome = RegionOutcome(record.get("outcome"))
+                except ValueError:
+                    outcome = REVERT_SCOPE  # what a scope's region does unless it retries
                 region = Region(r, c.scope_end[r], r, outcome)
             self.reverter.add_region(region)
         for r in c.scope_end:
@@ -296,7 +302,7 @@ class Scheduler:
             # an atom that suspends or cancels the engine stops the rest of its round.
             flush = st.storage.connection.flush
             for index, kind, kwargs in to_submit:
-                old = None
+                old: S | str | None = None
                 # (_stopping(), spelled out: this runs a few times per atom.)
                 if kind == EXEC:
                     if st.suspending or st.cancel_requested is not None:
@@ -313,7 +319,7 @@ class Scheduler:
                     continue
                 self._submit(index, kind, kwargs)
             return
-        olds: dict[int, Any] = {}
+        olds: dict[int, S | str] = {}
         for index, kind, _kwargs in to_submit:
             if kind == EXEC:
                 olds[index] = details[index].state
@@ -339,13 +345,13 @@ class Scheduler:
         st = self.state
         return st.suspending or st.cancel_requested is not None
 
-    def _hold_back(self, index: int, old: Any) -> None:
+    def _hold_back(self, index: int, old: S | str) -> None:
         """Undo ``_mark_running`` of an atom that was not started after all; it is ready again."""
         st = self.state
         detail = st.details[index]
-        detail.state = old
+        detail.state = state = S(old)
         st.save(detail)
-        st.notify_atom(index, old, S.RUNNING)
+        st.notify_atom(index, state, S.RUNNING)
         st.ready.push(index)
 
     def _submit(self, index: int, kind: int, kwargs: dict[str, Any]) -> None:
@@ -418,7 +424,7 @@ class Scheduler:
                     ) from error
                 st.decisions[ident] = decision
                 if not decision:
-                    flag = IGNORE_ALL if link.depth == "ALL" else IGNORE_ATOM
+                    flag = IGNORE_ALL if link.depth == Depth.ALL else IGNORE_ATOM
                     for target in link.target:
                         if st.ignore_flag[target] < flag:
                             st.ignore_flag[target] = flag
@@ -433,7 +439,7 @@ class Scheduler:
         detail.state = S.IGNORE
         propagate = st.ignore_flag[index] == IGNORE_ALL
         if propagate:
-            detail.meta["ignore_depth"] = "ALL"
+            detail.meta["ignore_depth"] = Depth.ALL.value  # stored as the plain string
         st.save(detail)
         st.counters["atoms_ignored"] += 1
         st.notify_atom(index, S.IGNORE, old)

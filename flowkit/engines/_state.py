@@ -14,6 +14,7 @@ The constants both use live here too, public within the package.
 from __future__ import annotations
 
 import collections
+import enum
 import heapq
 import queue
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,7 @@ __all__ = [
     "PROGRESS",
     "IGNORE_ATOM",
     "IGNORE_ALL",
+    "RegionOutcome",
     "RETRY_SCOPE",
     "REVERT_SCOPE",
     "REVERT_ALL",
@@ -74,10 +76,19 @@ _FROM_INJECT = ArgSource.INJECT
 IGNORE_ATOM = 1  # ignored, what follows still runs
 IGNORE_ALL = 2  # ignored, and so is everything after it
 
-# What happens once a region has been reverted (stored in the flow detail's meta).
-RETRY_SCOPE = "retry"  # run the scope's controller again, then the scope
-REVERT_SCOPE = "revert"  # stop there: the flow ends REVERTED once nothing else can run
-REVERT_ALL = "all"  # the region is the whole flow; it ends REVERTED
+
+
+class RegionOutcome(str, enum.Enum):
+    """What happens once a region has been reverted; the value is what the flow detail records."""
+
+    RETRY_SCOPE = "retry"  # run the scope's controller again, then the scope
+    REVERT_SCOPE = "revert"  # stop there: the flow ends REVERTED once nothing else can run
+    REVERT_ALL = "all"  # the region is the whole flow; it ends REVERTED
+
+
+RETRY_SCOPE = RegionOutcome.RETRY_SCOPE
+REVERT_SCOPE = RegionOutcome.REVERT_SCOPE
+REVERT_ALL = RegionOutcome.REVERT_ALL
 
 #: The key of ``FlowDetail.meta`` holding failures that belong to no atom (a
 #: cancellation) while the revert they caused is not over.
@@ -97,7 +108,7 @@ class Region:
         "start", "end", "retry", "outcome", "failures", "running", "reverting", "remaining", "waits", "member"
     )
 
-    def __init__(self, start: int, end: int, retry: int, outcome: str) -> None:
+    def __init__(self, start: int, end: int, retry: int, outcome: RegionOutcome) -> None:
         self.start = start
         self.end = end
         self.retry = retry  # the scope's controller, or -1 for the whole flow
@@ -192,7 +203,7 @@ class RunState:
         # Called in the thread running the task: hand it to the engine's loop.
         self.completions.put((self.c.names[atom_name], PROGRESS, progress))
 
-    def notify_atom(self, index: int, state: S, old: Any, result: Any = _MISSING) -> None:
+    def notify_atom(self, index: int, state: S, old: S | str | None, result: Any = _MISSING) -> None:
         """Tell the atom notifier's listeners that atom ``index`` went from ``old`` to ``state``."""
         if not self.atom_notifier.has_listeners:
             return

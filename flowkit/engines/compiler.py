@@ -25,7 +25,7 @@ from typing import Any
 import networkx as nx
 
 from flowkit import exceptions as exc
-from flowkit.atom import Atom
+from flowkit.atom import Atom, AtomKind
 from flowkit.flow import Flow
 from flowkit.patterns import graph_flow, unordered_flow
 from flowkit.retry import Retry
@@ -85,7 +85,8 @@ class Compilation:
     def __init__(self, root: Any) -> None:
         self.root = root
         self.atoms: list[Atom] = []
-        self.is_retry: list[bool] = []
+        self.kinds: list[AtomKind] = []
+        self.is_retry: list[bool] = []  # kinds[i] is AtomKind.RETRY, looked up on every step
         self.names: dict[str, int] = {}
         self.preds: list[list[int]] = []
         self.succs: list[list[int]] = []
@@ -111,7 +112,7 @@ class Compilation:
         if self._graph is None:
             graph = nx.DiGraph()
             for index, atom in enumerate(self.atoms):
-                graph.add_node(atom.name, atom=atom, kind="retry" if self.is_retry[index] else "task")
+                graph.add_node(atom.name, atom=atom, kind=self.kinds[index].value)
             for index, successors in enumerate(self.succs):
                 name = self.atoms[index].name
                 for succ in successors:
@@ -231,8 +232,9 @@ class _Compiler:
         index = len(c.atoms)
         c.atoms.append(atom)
         c.names[atom.name] = index
-        is_retry = isinstance(atom, Retry)
-        c.is_retry.append(is_retry)
+        kind = AtomKind.RETRY if isinstance(atom, Retry) else AtomKind.TASK
+        c.kinds.append(kind)
+        c.is_retry.append(kind is AtomKind.RETRY)
         c.preds.append([])
         c.succs.append([])
         c.owner.append(owner)
