@@ -16,7 +16,6 @@ from typing import Any
 from flowkit import exceptions as exc
 from flowkit import states
 from flowkit.atom import signature_of
-from flowkit.engines import compiler as comp_mod
 from flowkit.engines._state import (
     DONE,
     ENGINE_FAILURES_KEY,
@@ -30,6 +29,7 @@ from flowkit.engines._state import (
     RunState,
     S,
 )
+from flowkit.engines.compiler import NO_RETRY
 from flowkit.persistence import codec
 from flowkit.retry import Decision, History
 from flowkit.types.failure import Failure
@@ -128,8 +128,8 @@ class Reverter:
         name = st.details[index].name
         key = name  # whose failure this controller's history records
         r = c.parent_retry[index] if c.is_retry[index] else c.owner[index]
-        revert_scope = comp_mod.NO_RETRY
-        while r != comp_mod.NO_RETRY:
+        revert_scope = NO_RETRY
+        while r != NO_RETRY:
             detail = st.details[r]
             if not detail.results:
                 detail.results = [[None, {}]]
@@ -147,25 +147,25 @@ class Reverter:
                     % (retry.name, name, type(error).__name__, error)
                 )
                 st.final_failures[retry.name] = Failure.from_exception(wrapped)
-                revert_scope = comp_mod.NO_RETRY
+                revert_scope = NO_RETRY
                 break
             if decision is Decision.RETRY:
                 st.counters["retries"] += 1
                 return Region(r, c.scope_end[r], r, RETRY_SCOPE)
             if decision is Decision.REVERT_ALL:
-                revert_scope = comp_mod.NO_RETRY
+                revert_scope = NO_RETRY
                 break
             # REVERT: the enclosing controller may still choose RETRY or
             # REVERT_ALL; if none does, only the innermost scope that said
             # REVERT is reverted (TaskFlow's rule), or with defer_reverts the
             # whole flow (TaskFlow's option: REVERT always defers outward).
-            if revert_scope == comp_mod.NO_RETRY and not st.defer_reverts:
+            if revert_scope == NO_RETRY and not st.defer_reverts:
                 revert_scope = r
             # The enclosing controller hears of the failure under the name of
             # the controller that passed it on, as in TaskFlow.
             key = retry.name
             r = c.parent_retry[r]
-        if revert_scope != comp_mod.NO_RETRY:
+        if revert_scope != NO_RETRY:
             return Region(revert_scope, c.scope_end[revert_scope], revert_scope, REVERT_SCOPE)
         return Region(0, len(st.details), -1, REVERT_ALL)
 

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 from flowkit import exceptions as exc
 from flowkit import states
 from flowkit.engines.compiler import ArgSource
-from flowkit.engines.executors import AtomExecutor
 from flowkit.storage import provided_result
 from flowkit.types.failure import Failure
 
 if TYPE_CHECKING:
+    from flowkit.engines._atom_executor import AtomExecutor
     from flowkit.engines.compiler import Compilation
     from flowkit.persistence.models import AtomDetail
     from flowkit.storage import Storage

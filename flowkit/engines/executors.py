@@ -5,15 +5,15 @@ arguments and returns a ``concurrent.futures.Future``.  The engine modes
 differ only here: serial runs it inline (``futurist.SynchronousExecutor``),
 parallel on a futurist thread or process pool, or any
 ``concurrent.futures.Executor`` the user passes, distributed on a Dask
-cluster (:mod:`flowkit.engines.distributed`, imported only when asked for).  What runs on the other side
-is :func:`run_execute` / :func:`run_revert`: they never raise, they return an
-:class:`Outcome`, so a failure crosses a thread or process as a
+cluster (:mod:`flowkit.engines.distributed`, imported only when asked for;
+it finds the contract in ``_atom_executor``, so the two modules do not
+import each other).  What runs on the other side is :func:`run_execute` /
+:func:`run_revert`: they never raise, they return an :class:`Outcome`, so a
+failure crosses a thread or process as a
 :class:`~flowkit.types.failure.Failure` with its traceback text.
 """
-
 from __future__ import annotations
 
-import abc
 import concurrent.futures
 import dataclasses
 import os
@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from flowkit.engines._atom_executor import AtomExecutor
 from flowkit.task import TaskContext
 from flowkit.types.failure import Failure
 
@@ -89,36 +90,6 @@ def _run(
     finally:
         TaskContext.deactivate(token)
     return Outcome(True, result, tuple(events) if events else ())
-
-
-class AtomExecutor(abc.ABC):
-    """Runs atom functions somewhere and hands back futures.
-
-    ``local`` says whether submitted functions run in this process on the very
-    objects passed (so a task's progress reaches the engine live, through its
-    :class:`~flowkit.task.TaskContext`); ``inline`` whether
-    ``submit`` runs the function before it returns; ``max_in_flight`` how
-    many atoms the engine should have submitted at once (more would only
-    queue, and a queued atom has already been recorded RUNNING).
-    """
-
-    local: bool = True
-    max_in_flight: int = 1
-    #: True when ``submit`` runs the function before returning (serial).
-    inline: bool = False
-
-    def start(self) -> None:
-        """Acquire resources (pools) before a run."""
-
-    def stop(self) -> None:
-        """Release resources after a run, without waiting for idle workers."""
-
-    def check_atom(self, atom: Any) -> None:
-        """Raise if ``atom`` cannot be run by this executor (checked at prepare)."""
-
-    @abc.abstractmethod
-    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
-        """Run ``fn(*args)`` and return a future of its return value."""
 
 
 class SerialExecutor(AtomExecutor):
