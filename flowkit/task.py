@@ -23,7 +23,7 @@ __all__ = ["Task", "FunctorTask", "EVENT_UPDATE_PROGRESS"]
 EVENT_UPDATE_PROGRESS = "update_progress"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True, init=False)
 class TaskContext:
     """What a running task knows about its run; read it as ``self.context`` in ``execute``/``revert``.
 
@@ -43,7 +43,17 @@ class TaskContext:
     flow_uuid: str
     #: Where reported progress goes, called with the atom name and a float in
     #: [0.0, 1.0] (``None``: nowhere yet; a remote run fills it in on the worker).
-    progress_sink: Callable[[str, float], None] | None = dataclasses.field(default=None, repr=False, compare=False)
+    progress_sink: Callable[[str, float], None] | None = dataclasses.field(repr=False, compare=False)
+
+    def __init__(
+        self, atom_name: str, flow_uuid: str, progress_sink: Callable[[str, float], None] | None = None
+    ) -> None:
+        # The engine makes one per atom run: setting the slots directly costs
+        # half of what the generated frozen __init__ does.  A new field needs
+        # its parameter and line here too.
+        _set_atom_name(self, atom_name)
+        _set_flow_uuid(self, flow_uuid)
+        _set_progress_sink(self, progress_sink)
 
     def report_progress(self, progress: float) -> None:
         """Hand ``progress`` (already in [0.0, 1.0]) to the engine; ``Task.update_progress`` calls it."""
@@ -63,6 +73,12 @@ class TaskContext:
         """End what :meth:`activate` returned ``token`` for."""
         _CURRENT_CONTEXT.reset(token)
 
+
+# The slots' own setters: they bypass the frozen __setattr__, which is what
+# makes a context read-only once built.
+_set_atom_name = TaskContext.__dict__["atom_name"].__set__
+_set_flow_uuid = TaskContext.__dict__["flow_uuid"].__set__
+_set_progress_sink = TaskContext.__dict__["progress_sink"].__set__
 
 # A context variable, not an attribute the engine sets on the task: the task
 # object is the user's (and may be shared by two engines), and a context

@@ -400,7 +400,10 @@ class Scheduler:
         detail.state = S.RUNNING
         st.save(detail)
         st.notify_atom(index, S.RUNNING, old)
-        self._notify_task_progress(index, 0.0)
+        # (_notify_task_progress(), spelled out: this runs once per atom.)
+        notifier = getattr(st.c.atoms[index], "_notifier", None)
+        if notifier is not None and notifier.has_listeners:
+            notifier.notify(EVENT_UPDATE_PROGRESS, {"progress": 0.0})
 
     def _decided_no(self, index: int) -> bool:
         """Evaluate the deciders on links into ``index``; flag ignores; True if it is ignored."""
@@ -538,7 +541,9 @@ class Scheduler:
         if ok:
             st.notify_atom(index, S.SUCCESS, S.RUNNING, value)
             if not c.is_retry[index]:
-                self._notify_task_progress(index, 1.0)
+                notifier = getattr(c.atoms[index], "_notifier", None)
+                if notifier is not None and notifier.has_listeners:
+                    notifier.notify(EVENT_UPDATE_PROGRESS, {"progress": 1.0})
             region = st.region_of(index) if st.regions else None
             if region is not None:
                 region.running -= 1

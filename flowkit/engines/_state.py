@@ -17,6 +17,7 @@ import collections
 import enum
 import heapq
 import queue
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flowkit import exceptions as exc
@@ -173,6 +174,9 @@ class RunState:
         self.defer_reverts = defer_reverts
         self.details = details
         self.storage = storage
+        #: Queue an atom detail's changes for the next flush (bound once: it
+        #: runs a few times per atom).
+        self.save: Callable[[AtomDetail], None] = storage.save_atom
         self.flow_uuid = storage.flow_detail.uuid
         self.executor = executor
         self.notifier = notifier
@@ -234,10 +238,6 @@ class RunState:
         self.storage.set_flow_state(state, durable=state != S.RUNNING)
         if self.notifier.has_listeners:
             self.notifier.notify(state, {"flow_name": fd.name, "flow_uuid": fd.uuid, "old_state": old})
-
-    def save(self, detail: AtomDetail) -> None:
-        """Queue ``detail``'s changes for the next flush."""
-        self.storage.save_atom(detail)
 
     def result_of(self, index: int) -> tuple[bool, Any]:
         """``(True, result)`` of atom ``index``, or ``(False, None)`` while it has none (see provided_result)."""

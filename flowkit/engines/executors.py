@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True, init=False)
 class Outcome:
     """What running an atom's ``execute`` or ``revert`` came to, wherever it ran.
 
@@ -52,44 +52,67 @@ class Outcome:
     value: Any
     #: The progress the task reported where the engine could not hear it live
     #: (another process or machine), in order; the engine replays it.
-    progress: tuple[float, ...] = ()
+    progress: tuple[float, ...]
+
+    def __init__(self, ok: bool, value: Any, progress: tuple[float, ...] = ()) -> None:
+        # One is made per atom run: setting the slots directly costs half of
+        # what the generated frozen __init__ does (object.__setattr__ per field).
+        _set_ok(self, ok)
+        _set_value(self, value)
+        _set_progress(self, progress)
+
+
+# The slots' own setters: they bypass the frozen __setattr__, which is what
+# makes an Outcome read-only once built.
+_set_ok = Outcome.__dict__["ok"].__set__
+_set_value = Outcome.__dict__["value"].__set__
+_set_progress = Outcome.__dict__["progress"].__set__
 
 
 def run_execute(task: Any, kwargs: dict[str, Any], context: TaskContext) -> Outcome:
     """Run ``task.execute(**kwargs)`` with its hooks, ``context`` current; never raises."""
-    return _run(task.pre_execute, task.execute, task.post_execute, kwargs, context)
-
-
-def run_revert(task: Any, kwargs: dict[str, Any], context: TaskContext) -> Outcome:
-    """Run ``task.revert(**kwargs)`` with its hooks, ``context`` current; never raises."""
-    return _run(task.pre_revert, task.revert, task.post_revert, kwargs, context)
-
-
-def _run(
-    pre: Callable[[], Any],
-    call: Callable[..., Any],
-    post: Callable[[], Any],
-    kwargs: dict[str, Any],
-    context: TaskContext,
-) -> Outcome:
-    events: list[float] | None = None
-    if context.progress_sink is None:
-        # Away from the engine (another process or machine): keep what the
-        # task reports, and send it back with the outcome.
-        events = []
-        context = dataclasses.replace(context, progress_sink=lambda _name, progress: events.append(progress))
+    # (run_revert is the same with the revert hooks: one copy each, as this
+    # runs once per atom and a shared helper would add a call to every run.)
+    events, context = _progress_collector(context)
     token = context.activate()
     try:
-        pre()
+        task.pre_execute()
         try:
-            result = call(**kwargs)
+            result = task.execute(**kwargs)
         finally:
-            post()
+            task.post_execute()
     except Exception:
         return Outcome(False, Failure(), tuple(events) if events else ())
     finally:
         TaskContext.deactivate(token)
     return Outcome(True, result, tuple(events) if events else ())
+
+
+def run_revert(task: Any, kwargs: dict[str, Any], context: TaskContext) -> Outcome:
+    """Run ``task.revert(**kwargs)`` with its hooks, ``context`` current; never raises."""
+    events, context = _progress_collector(context)
+    token = context.activate()
+    try:
+        task.pre_revert()
+        try:
+            result = task.revert(**kwargs)
+        finally:
+            task.post_revert()
+    except Exception:
+        return Outcome(False, Failure(), tuple(events) if events else ())
+    finally:
+        TaskContext.deactivate(token)
+    return Outcome(True, result, tuple(events) if events else ())
+
+
+def _progress_collector(context: TaskContext) -> tuple[list[float] | None, TaskContext]:
+    """``context`` as it is in the engine's process; elsewhere, one that collects the progress to send back."""
+    if context.progress_sink is not None:
+        return None, context
+    # Away from the engine (another process or machine): keep what the task
+    # reports, and send it back with the outcome.
+    events: list[float] = []
+    return events, dataclasses.replace(context, progress_sink=lambda _name, progress: events.append(progress))
 
 
 class SerialExecutor(AtomExecutor):
