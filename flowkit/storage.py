@@ -106,7 +106,7 @@ class Storage:
                 if detail is None:
                     # The logbook records the plain value ("task"/"retry").
                     detail = AtomDetail(name=atom.name, atom_type=kind.value, version=tuple(atom.version))  # type: ignore[arg-type]
-                    if kind is AtomKind.RETRY:
+                    if kind is _RETRY_KIND:
                         detail.results = []
                     self._flow_detail.add(detail)
                     self._by_name[atom.name] = detail
@@ -219,7 +219,7 @@ class Storage:
         detail = self._detail(atom_name)
         if detail.failure is not None and detail.state in (states.FAILURE, states.REVERT_FAILURE):
             return detail.failure
-        if detail.atom_type == AtomKind.RETRY:
+        if detail.atom_type == _RETRY_KIND:
             if not detail.results:
                 raise exc.NotFound("retry controller %r has no result yet" % (atom_name,))
             return detail.results[-1][0]

@@ -27,11 +27,20 @@ from flowkit.engines._state import (
     REVERTED_SCOPES_KEY,
     Region,
     RunState,
-    S,
 )
 from flowkit.engines.compiler import NO_RETRY
 from flowkit.persistence import codec
 from flowkit.retry import Decision, History
+from flowkit.states import (
+    FAILURE,
+    PENDING,
+    RETRYING,
+    REVERT_FAILURE,
+    REVERTED,
+    REVERTING,
+    RUNNING,
+    SUCCESS,
+)
 from flowkit.types.failure import Failure
 
 __all__ = ["Reverter"]
@@ -51,8 +60,8 @@ class Reverter:
         details = st.details
         c = st.c
         for detail in details:
-            if detail.state != S.SUCCESS or detail.intention != states.EXECUTE:
-                detail.reset(S.PENDING)
+            if detail.state != SUCCESS or detail.intention != states.EXECUTE:
+                detail.reset(PENDING)
                 detail.meta.pop("ignore_depth", None)
                 st.save(detail)
         st.storage.flow_detail.meta.pop(REGIONS_KEY, None)
@@ -60,7 +69,7 @@ class Reverter:
         st.storage.flow_detail.meta.pop(REVERTED_SCOPES_KEY, None)
         for index in range(len(details)):
             st.waiting[index] = sum(1 for p in c.preds[index] if details[p].state not in DONE)
-            if st.waiting[index] == 0 and details[index].state == S.PENDING:
+            if st.waiting[index] == 0 and details[index].state == PENDING:
                 st.ready.push(index)
 
     def add_region(self, region: Region) -> None:
@@ -182,13 +191,13 @@ class Reverter:
         keep = region.retry if region.outcome == RETRY_SCOPE else -1
         for index in range(start, end):
             detail = details[index]
-            if detail.state in NEEDS_REVERT or detail.state == S.RUNNING:
+            if detail.state in NEEDS_REVERT or detail.state == RUNNING:
                 if index != keep and detail.intention != states.REVERT:
                     detail.intention = states.REVERT
                     st.save(detail)
         if region.outcome == REVERT_ALL:
             st.halted = True
-            st.set_flow_state(S.REVERTING)
+            st.set_flow_state(REVERTING)
         elif region.outcome == RETRY_SCOPE:
             detail = details[region.retry]
             detail.intention = states.RETRY
@@ -232,10 +241,10 @@ class Reverter:
         region = st.region_of(index)
         assert region is not None
         old = detail.state
-        detail.state = S.REVERTING
+        detail.state = REVERTING
         detail.intention = states.REVERT
         st.save(detail)
-        st.notify_atom(index, S.REVERTING, old)
+        st.notify_atom(index, REVERTING, old)
         kwargs = st.arguments(index, lenient=True)
         atom = st.c.atoms[index]
         if st.c.is_retry[index]:
@@ -249,7 +258,7 @@ class Reverter:
                 self.revert_done(index, True, result)
             return None
         # A task that failed is reverted with its Failure as the result.
-        failed = old == S.FAILURE or (detail.failure is not None and old != S.SUCCESS)
+        failed = old == FAILURE or (detail.failure is not None and old != SUCCESS)
         kwargs["result"] = detail.failure if failed else detail.results
         kwargs["flow_failures"] = dict(region.failures)
         sig = self.revert_signature(atom)
@@ -280,17 +289,17 @@ class Reverter:
             except exc.ResultNotStorable as error:
                 ok, value = False, st.unstorable(index, "returned from revert() a value", error)
         if ok:
-            detail.state = S.REVERTED
+            detail.state = REVERTED
             detail.revert_results = value
             detail.revert_failure = None
             st.save(detail)
             st.counters["atoms_reverted"] += 1
-            st.notify_atom(index, S.REVERTED, S.REVERTING, value)
+            st.notify_atom(index, REVERTED, REVERTING, value)
         else:
-            detail.state = S.REVERT_FAILURE
+            detail.state = REVERT_FAILURE
             detail.revert_failure = value
             st.save(detail)
-            st.notify_atom(index, S.REVERT_FAILURE, S.REVERTING, value)
+            st.notify_atom(index, REVERT_FAILURE, REVERTING, value)
             # A failed revert leaves the world in an unknown state: stop everything.
             st.fatal = True
         if region is None:
@@ -341,22 +350,22 @@ class Reverter:
                 continue
             detail = details[index]
             old = detail.state
-            if old == S.PENDING and detail.intention == states.EXECUTE and detail.failure is None:
+            if old == PENDING and detail.intention == states.EXECUTE and detail.failure is None:
                 continue
-            detail.reset(S.PENDING)
+            detail.reset(PENDING)
             if c.is_retry[index]:
                 detail.results = []
             st.save(detail)
-            st.notify_atom(index, S.PENDING, old)
+            st.notify_atom(index, PENDING, old)
         for ident, link in enumerate(c.deciders):
             if link.target.start < region.end and region.start < link.target.stop:
                 st.decisions.pop(ident, None)
         detail = details[retry]
         old = detail.state
-        detail.state = S.RETRYING
+        detail.state = RETRYING
         detail.intention = states.EXECUTE
         st.save(detail)
-        st.notify_atom(retry, S.RETRYING, old)
+        st.notify_atom(retry, RETRYING, old)
         # Recount after the controller left SUCCESS: it is unfinished again.
         affected = set(range(region.start, region.end))
         for index in range(region.start, region.end):

@@ -48,6 +48,22 @@ from flowkit.engines.executors import Outcome, run_execute, run_revert
 from flowkit.patterns.graph_flow import Depth
 from flowkit.persistence import codec
 from flowkit.retry import History
+from flowkit.states import (
+    ANALYZING,
+    FAILURE,
+    IGNORE,
+    PENDING,
+    RESUMING,
+    RETRYING,
+    REVERT_FAILURE,
+    REVERTED,
+    REVERTING,
+    RUNNING,
+    SCHEDULING,
+    SUCCESS,
+    SUSPENDED,
+    WAITING,
+)
 from flowkit.task import EVENT_UPDATE_PROGRESS, TaskContext
 from flowkit.types.failure import Failure
 
@@ -77,12 +93,12 @@ class Scheduler:
                     count += 1
             waiting[index] = count
             detail = details[index]
-            if detail.state == S.IGNORE and detail.meta.get("ignore_depth") == Depth.ALL:
+            if detail.state == IGNORE and detail.meta.get("ignore_depth") == Depth.ALL:
                 for s in c.succs[index]:
                     st.ignore_flag[s] = IGNORE_ALL
         fd = st.storage.flow_detail
         unhandled: list[int] = []
-        if fd.state == S.REVERTED:
+        if fd.state == REVERTED:
             # Running a reverted flow again runs what was reverted again.
             self.reverter.rerun_reverted()
             return unhandled
@@ -123,12 +139,12 @@ class Scheduler:
         for r in c.scope_end:
             if details[r].intention == states.RETRY and st.region_of(r) is None:
                 self.reverter.add_region(Region(r, c.scope_end[r], r, RETRY_SCOPE))
-        if fd.state == S.REVERTING and not st.regions:
+        if fd.state == REVERTING and not st.regions:
             self.reverter.add_region(Region(0, len(details), -1, REVERT_ALL))
         for index, detail in enumerate(details):
-            if detail.state == S.REVERT_FAILURE:
+            if detail.state == REVERT_FAILURE:
                 st.fatal = True
-            if detail.state == S.FAILURE and detail.intention == states.EXECUTE:
+            if detail.state == FAILURE and detail.intention == states.EXECUTE:
                 unhandled.append(index)
         for region in st.regions:
             for index in range(region.start, region.end):
@@ -137,19 +153,19 @@ class Scheduler:
                     region.failures[details[index].name] = failure
         for index, detail in enumerate(details):
             if waiting[index] == 0 and detail.intention == states.EXECUTE:
-                if detail.state in (S.PENDING, S.RUNNING, S.RETRYING) and st.region_of(index) is None:
+                if detail.state in (PENDING, RUNNING, RETRYING) and st.region_of(index) is None:
                     st.ready.push(index)
         return unhandled
 
     def run_iter(self) -> Iterator[S]:
         """Drive the flow until nothing can run; yield engine-loop states."""
         st = self.state
-        yield S.RESUMING
+        yield RESUMING
         unhandled = self._rebuild()
         if st.regions and st.regions[0].outcome == REVERT_ALL:
-            st.set_flow_state(S.REVERTING)
+            st.set_flow_state(REVERTING)
         else:
-            st.set_flow_state(S.RUNNING)
+            st.set_flow_state(RUNNING)
         for index in unhandled:
             self.reverter.handle_failure(index, st.details[index].failure)  # type: ignore[arg-type]
         for region in list(st.regions):
@@ -158,18 +174,18 @@ class Scheduler:
         get = st.completions.get
         get_nowait = st.completions.get_nowait
         while True:
-            yield S.SCHEDULING
+            yield SCHEDULING
             self._schedule()
             if self._drain(get_nowait):
-                yield S.ANALYZING
+                yield ANALYZING
                 continue
             if st.lost is not None:
                 break  # in-flight atoms may never report back
             if st.running:
-                yield S.WAITING
+                yield WAITING
                 self._process(get())
                 self._drain(get_nowait)
-                yield S.ANALYZING
+                yield ANALYZING
                 continue
             if st.suspending or st.fatal or st.lost is not None:
                 break
@@ -193,12 +209,12 @@ class Scheduler:
         st = self.state
         details = st.details
         if st.lost is not None:
-            st.set_flow_state(S.SUSPENDED)
-            yield S.SUSPENDED
+            st.set_flow_state(SUSPENDED)
+            yield SUSPENDED
             raise st.lost
         if st.fatal:
-            st.set_flow_state(S.FAILURE)
-            yield S.FAILURE
+            st.set_flow_state(FAILURE)
+            yield FAILURE
             # What stopped the flow is what is raised: the reverts that failed
             # (TaskFlow's rule: the execute failures they were undoing are not
             # re-raised), else what made the engine give up.
@@ -207,23 +223,23 @@ class Scheduler:
             ]
             if not named:
                 named = [(None, f) for f in st.engine_failures]
-                named += [(d.name, d.failure) for d in details if d.failure is not None and d.state != S.SUCCESS]
+                named += [(d.name, d.failure) for d in details if d.failure is not None and d.state != SUCCESS]
             self._reraise(named)
             return
         if st.reverted:
-            st.set_flow_state(S.REVERTED)
-            yield S.REVERTED
+            st.set_flow_state(REVERTED)
+            yield REVERTED
             named = [(None, f) for f in st.engine_failures]
             named += list(st.final_failures.items())
             self._reraise(named)
             return
         if all(d.state in DONE for d in details):
-            st.set_flow_state(S.SUCCESS)
-            yield S.SUCCESS
+            st.set_flow_state(SUCCESS)
+            yield SUCCESS
             return
         if st.suspending:
-            st.set_flow_state(S.SUSPENDED)
-            yield S.SUSPENDED
+            st.set_flow_state(SUSPENDED)
+            yield SUSPENDED
             return
         stuck = [d.name for d in details if d.state not in DONE][:5]
         raise exc.ExecutionFailure(
@@ -351,7 +367,7 @@ class Scheduler:
         detail = st.details[index]
         detail.state = state = S(old)
         st.save(detail)
-        st.notify_atom(index, state, S.RUNNING)
+        st.notify_atom(index, state, RUNNING)
         st.ready.push(index)
 
     def _submit(self, index: int, kind: int, kwargs: dict[str, Any]) -> None:
@@ -397,9 +413,9 @@ class Scheduler:
         st = self.state
         detail = st.details[index]
         old = detail.state
-        detail.state = S.RUNNING
+        detail.state = RUNNING
         st.save(detail)
-        st.notify_atom(index, S.RUNNING, old)
+        st.notify_atom(index, RUNNING, old)
         # (_notify_task_progress(), spelled out: this runs once per atom.)
         notifier = getattr(st.c.atoms[index], "_notifier", None)
         if notifier is not None and notifier.has_listeners:
@@ -439,13 +455,13 @@ class Scheduler:
         st = self.state
         detail = st.details[index]
         old = detail.state
-        detail.state = S.IGNORE
+        detail.state = IGNORE
         propagate = st.ignore_flag[index] == IGNORE_ALL
         if propagate:
             detail.meta["ignore_depth"] = Depth.ALL.value  # stored as the plain string
         st.save(detail)
         st.counters["atoms_ignored"] += 1
-        st.notify_atom(index, S.IGNORE, old)
+        st.notify_atom(index, IGNORE, old)
         for s in st.c.succs[index]:
             if propagate and st.ignore_flag[s] < IGNORE_ALL:
                 st.ignore_flag[s] = IGNORE_ALL
@@ -503,7 +519,7 @@ class Scheduler:
     def _progress(self, index: int, progress: float) -> None:
         st = self.state
         detail = st.details[index]
-        if detail.state != S.RUNNING:
+        if detail.state != RUNNING:
             return  # queued before the atom finished; its final progress is already recorded
         detail.meta["progress"] = progress
         if not st.executor.local:
@@ -535,11 +551,11 @@ class Scheduler:
                 detail.results = value
                 detail.meta["progress"] = 1.0
             detail.failure = None
-            detail.state = S.SUCCESS
+            detail.state = SUCCESS
             st.save(detail)
         st.counters["atoms_executed"] += 1
         if ok:
-            st.notify_atom(index, S.SUCCESS, S.RUNNING, value)
+            st.notify_atom(index, SUCCESS, RUNNING, value)
             if not c.is_retry[index]:
                 notifier = getattr(c.atoms[index], "_notifier", None)
                 if notifier is not None and notifier.has_listeners:
@@ -557,7 +573,7 @@ class Scheduler:
                 if waiting[s] == 0:
                     ready.push(s)
             return
-        detail.state = S.FAILURE
+        detail.state = FAILURE
         detail.failure = value
         if c.is_retry[index]:
             detail.results = detail.results or []
@@ -565,7 +581,7 @@ class Scheduler:
             detail.results = None
         st.save(detail)
         st.counters["atoms_failed"] += 1
-        st.notify_atom(index, S.FAILURE, S.RUNNING, value)
+        st.notify_atom(index, FAILURE, RUNNING, value)
         self.reverter.handle_failure(index, value)
 
     def _notify_task_progress(self, index: int, progress: float) -> None:

@@ -23,6 +23,14 @@ from typing import TYPE_CHECKING, Any
 from flowkit import exceptions as exc
 from flowkit import states
 from flowkit.engines.compiler import ArgSource
+from flowkit.states import (
+    FAILURE,
+    IGNORE,
+    REVERT_FAILURE,
+    REVERTING,
+    RUNNING,
+    SUCCESS,
+)
 from flowkit.storage import provided_result
 from flowkit.types.failure import Failure
 
@@ -56,9 +64,9 @@ __all__ = [
 
 S = states.State
 #: States whose atom counts as finished for its successors.
-DONE = frozenset([S.SUCCESS, S.IGNORE])
+DONE = frozenset([SUCCESS, IGNORE])
 #: States whose atom has something to revert when its region is reverted.
-NEEDS_REVERT = frozenset([S.SUCCESS, S.FAILURE, S.REVERTING, S.REVERT_FAILURE])
+NEEDS_REVERT = frozenset([SUCCESS, FAILURE, REVERTING, REVERT_FAILURE])
 
 # What a completion on the run's queue is about.
 EXEC = 0  # an execute finished
@@ -235,7 +243,7 @@ class RunState:
             return
         # RUNNING needs no transaction of its own: nothing runs before the
         # next flush (an atom's write-ahead RUNNING record, or the flow's end).
-        self.storage.set_flow_state(state, durable=state != S.RUNNING)
+        self.storage.set_flow_state(state, durable=state != RUNNING)
         if self.notifier.has_listeners:
             self.notifier.notify(state, {"flow_name": fd.name, "flow_uuid": fd.uuid, "old_state": old})
 

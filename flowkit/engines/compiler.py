@@ -34,6 +34,11 @@ __all__ = ["Compilation", "DeciderLink", "compile_flow", "ArgSource", "ArgStep"]
 
 NO_RETRY = -1
 
+# Module globals: an enum member is slow to look up on its class, and
+# compiling looks one up per atom.
+_RETRY = AtomKind.RETRY
+_TASK = AtomKind.TASK
+
 
 class ArgSource(enum.Enum):
     """Where an argument gets its value at run time."""
@@ -232,9 +237,9 @@ class _Compiler:
         index = len(c.atoms)
         c.atoms.append(atom)
         c.names[atom.name] = index
-        kind = AtomKind.RETRY if isinstance(atom, Retry) else AtomKind.TASK
-        c.kinds.append(kind)
-        c.is_retry.append(kind is AtomKind.RETRY)
+        is_retry = isinstance(atom, Retry)
+        c.kinds.append(_RETRY if is_retry else _TASK)
+        c.is_retry.append(is_retry)
         c.preds.append([])
         c.succs.append([])
         c.owner.append(owner)
