@@ -284,7 +284,7 @@ class Reverter:
             # the flow ends FAILURE), never a revert left to run again.
             try:
                 value = codec.canonical(
-                    value, what="revert result", max_bytes=st.storage.connection.backend.result_limit
+                    value, what="revert result", max_bytes=st.result_limit
                 )
             except exc.ResultNotStorable as error:
                 ok, value = False, st.unstorable(index, "returned from revert() a value", error)

@@ -534,7 +534,7 @@ class Scheduler:
             # Canonical before anyone sees it: successors, listeners and the
             # logbook get the value a resumed run would read back.
             try:
-                value = codec.canonical(value, max_bytes=st.storage.connection.backend.result_limit)
+                value = codec.canonical(value, max_bytes=st.result_limit)
             except exc.ResultNotStorable as error:
                 ok, value = False, st.unstorable(index, "returned a result", error)
         if ok and not c.is_retry[index] and c.atoms[index].save_as:

@@ -75,7 +75,8 @@ PROGRESS = 2  # a task running in this process reported progress
 
 _MISSING = object()
 
-# Module globals: ``arguments()`` runs once per atom and compares by identity.
+# Module globals (a member looked up on its enum class is slow): ``arguments()``
+# runs once per atom and compares by identity.
 _FROM_ATOM = ArgSource.ATOM
 _FROM_ATOM_OPTIONAL = ArgSource.ATOM_OPTIONAL
 _FROM_STORE = ArgSource.STORE
@@ -86,7 +87,6 @@ IGNORE_ATOM = 1  # ignored, what follows still runs
 IGNORE_ALL = 2  # ignored, and so is everything after it
 
 
-
 class RegionOutcome(str, enum.Enum):
     """What happens once a region has been reverted; the value is what the flow detail records."""
 
@@ -95,6 +95,7 @@ class RegionOutcome(str, enum.Enum):
     REVERT_ALL = "all"  # the region is the whole flow; it ends REVERTED
 
 
+# Bound once (a member looked up on its enum class is slow), as the states are.
 RETRY_SCOPE = RegionOutcome.RETRY_SCOPE
 REVERT_SCOPE = RegionOutcome.REVERT_SCOPE
 REVERT_ALL = RegionOutcome.REVERT_ALL
@@ -186,6 +187,8 @@ class RunState:
         #: runs a few times per atom).
         self.save: Callable[[AtomDetail], None] = storage.save_atom
         self.flow_uuid = storage.flow_detail.uuid
+        #: The size cap on one result (read once per run: a property of the backend).
+        self.result_limit: int | None = storage.connection.backend.result_limit
         self.executor = executor
         self.notifier = notifier
         self.atom_notifier = atom_notifier
