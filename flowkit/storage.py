@@ -41,6 +41,8 @@ _RUNNING = states.RUNNING
 _RETRYING = states.RETRYING
 _RETRY_RESULT_STATES = (_SUCCESS, _RETRYING, _RUNNING, _REVERTING)
 _RETRY_KIND = AtomKind.RETRY
+# The plain values, by "is it a retry controller" (Enum.value is a slow property).
+_KIND_VALUES = (AtomKind.TASK.value, AtomKind.RETRY.value)
 
 
 def provided_result(detail: AtomDetail) -> tuple[bool, Any]:
@@ -105,7 +107,8 @@ class Storage:
                 kind = compilation.kinds[index]
                 if detail is None:
                     # The logbook records the plain value ("task"/"retry").
-                    detail = AtomDetail(name=atom.name, atom_type=kind.value, version=tuple(atom.version))  # type: ignore[arg-type]
+                    kind_value = _KIND_VALUES[kind is _RETRY_KIND]
+                    detail = AtomDetail(name=atom.name, atom_type=kind_value, version=tuple(atom.version))  # type: ignore[arg-type]
                     if kind is _RETRY_KIND:
                         detail.results = []
                     self._flow_detail.add(detail)
