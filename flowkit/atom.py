@@ -9,13 +9,14 @@ argument analysis happens once, at construction, so a bad ``rebind`` is a
 
 from __future__ import annotations
 
+import enum
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Union
 
 from flowkit._names import check_name
 
-__all__ = ["Atom", "ProvidesSpec", "RebindSpec", "RequiresSpec"]
+__all__ = ["Atom", "AtomKind", "ProvidesSpec", "RebindSpec", "RequiresSpec"]
 
 ProvidesSpec = Union[str, Sequence[str], "set[str]", "frozenset[str]", None]  # noqa: UP007 (string members)
 RequiresSpec = str | Iterable[str] | None
@@ -177,6 +178,18 @@ def build_arg_mapping(
             if arg not in required and arg not in ignored:
                 optional[arg] = arg
     return required, optional
+
+
+class AtomKind(str, enum.Enum):
+    """The two kinds of atom; the value is what a logbook records (``AtomDetail.atom_type``)."""
+
+    #: A :class:`~flowkit.task.Task`: does work, and can undo it.
+    TASK = "task"
+    #: A :class:`~flowkit.retry.Retry` controller: decides what a failure under it does.
+    RETRY = "retry"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class Atom:

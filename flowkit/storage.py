@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowkit import exceptions as exc
 from flowkit import states
+from flowkit.atom import AtomKind
 from flowkit.persistence._integrity import ATOM_COUNT_KEY
 from flowkit.persistence.base import Connection
 from flowkit.persistence.models import AtomDetail, FlowDetail
@@ -38,6 +39,10 @@ _SUCCESS = states.SUCCESS
 _REVERTING = states.REVERTING
 _RUNNING = states.RUNNING
 _RETRYING = states.RETRYING
+_RETRY_RESULT_STATES = (_SUCCESS, _RETRYING, _RUNNING, _REVERTING)
+_RETRY_KIND = AtomKind.RETRY
+# The plain values, by "is it a retry controller" (Enum.value is a slow property).
+_KIND_VALUES = (AtomKind.TASK.value, AtomKind.RETRY.value)
 
 
 def provided_result(detail: AtomDetail) -> tuple[bool, Any]:
@@ -51,12 +56,14 @@ def provided_result(detail: AtomDetail) -> tuple[bool, Any]:
     again (RUNNING, RETRYING) or is being reverted (REVERTING).
     """
     state = detail.state
-    if detail.atom_type == "retry":
+    if detail.atom_type == _RETRY_KIND:
         results = detail.results
-        if results and (state is _SUCCESS or state is _RETRYING or state is _RUNNING or state is _REVERTING):
+        if results and state in _RETRY_RESULT_STATES:
             return True, results[-1][0]
         return False, None
-    if state is _SUCCESS or state is _REVERTING:
+    # Identity first (the engine's states are the enum's members); equality
+    # for a detail whose state is the plain string.
+    if state is _SUCCESS or state is _REVERTING or state == _SUCCESS or state == _REVERTING:
         return True, detail.results
     return False, None
 
@@ -97,10 +104,12 @@ class Storage:
                 created = True
             for index, atom in enumerate(compilation.atoms):
                 detail = self._by_name.get(atom.name)
-                kind = "retry" if compilation.is_retry[index] else "task"
+                kind = compilation.kinds[index]
                 if detail is None:
-                    detail = AtomDetail(name=atom.name, atom_type=kind, version=tuple(atom.version))  # type: ignore[arg-type]
-                    if kind == "retry":
+                    # The logbook records the plain value ("task"/"retry").
+                    kind_value = _KIND_VALUES[kind is _RETRY_KIND]
+                    detail = AtomDetail(name=atom.name, atom_type=kind_value, version=tuple(atom.version))  # type: ignore[arg-type]
+                    if kind is _RETRY_KIND:
                         detail.results = []
                     self._flow_detail.add(detail)
                     self._by_name[atom.name] = detail
@@ -185,17 +194,17 @@ class Storage:
         """The state of the atom called ``atom_name``."""
         return states.State(self._detail(atom_name).state)
 
-    def get_atoms_states(self, atom_names: Iterable[str]) -> dict[str, tuple[states.State, str]]:
+    def get_atoms_states(self, atom_names: Iterable[str]) -> dict[str, tuple[states.State, states.Intention]]:
         """``{name: (state, intention)}`` for each named atom."""
         result = {}
         for name in atom_names:
             detail = self._detail(name)
-            result[name] = (states.State(detail.state), detail.intention)
+            result[name] = (states.State(detail.state), states.Intention(detail.intention))
         return result
 
-    def get_atom_intention(self, atom_name: str) -> str:
+    def get_atom_intention(self, atom_name: str) -> states.Intention:
         """What the engine intends to do with the atom next (EXECUTE, REVERT, ...)."""
-        return self._detail(atom_name).intention
+        return states.Intention(self._detail(atom_name).intention)
 
     def get_task_progress(self, task_name: str) -> float:
         """The last progress the task reported (0.0 to 1.0)."""
@@ -213,7 +222,7 @@ class Storage:
         detail = self._detail(atom_name)
         if detail.failure is not None and detail.state in (states.FAILURE, states.REVERT_FAILURE):
             return detail.failure
-        if detail.atom_type == "retry":
+        if detail.atom_type == _RETRY_KIND:
             if not detail.results:
                 raise exc.NotFound("retry controller %r has no result yet" % (atom_name,))
             return detail.results[-1][0]

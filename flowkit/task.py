@@ -1,7 +1,15 @@
-"""Tasks: atoms that do work (``execute``) and can undo it (``revert``)."""
+"""Tasks: atoms that do work (``execute``) and can undo it (``revert``).
+
+While a task's ``execute`` or ``revert`` runs, ``self.context`` is its
+:class:`TaskContext`: which atom of which flow detail this is, and where
+``update_progress()`` goes.  It is set for that call only, in the thread (or
+process, or Dask worker) that runs it, and is None anywhere else.
+"""
 
 from __future__ import annotations
 
+import contextvars
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -15,6 +23,86 @@ __all__ = ["Task", "FunctorTask", "EVENT_UPDATE_PROGRESS"]
 EVENT_UPDATE_PROGRESS = "update_progress"
 
 
+@dataclasses.dataclass(frozen=True, slots=True, init=False)
+class TaskContext:
+    """What a running task knows about its run; read it as ``self.context`` in ``execute``/``revert``.
+
+    The engine makes one per task and run.  Where the task runs in another
+    process or on a Dask worker, the context travels with the call (it
+    pickles: the engine-side sink is left behind, and the worker collects
+    the progress the task reports, which the engine then replays).
+
+    This is the place for whatever else a running task will need to know
+    about its run: add a field here, and the engine fills it in
+    (``flowkit/engines/_scheduler.py`` builds the contexts).
+    """
+
+    #: The task's name in its flow.
+    atom_name: str
+    #: The uuid of the flow detail (the logbook record) of the run.
+    flow_uuid: str
+    #: Where reported progress goes, called with the atom name and a float in
+    #: [0.0, 1.0] (``None``: nowhere yet; a remote run fills it in on the worker).
+    progress_sink: Callable[[str, float], None] | None = dataclasses.field(repr=False, compare=False)
+
+    def __init__(
+        self, atom_name: str, flow_uuid: str, progress_sink: Callable[[str, float], None] | None = None
+    ) -> None:
+        # The engine makes one per atom run: setting the slots directly costs
+        # half of what the generated frozen __init__ does.  A new field needs
+        # its parameter and line here too.
+        _set_atom_name(self, atom_name)
+        _set_flow_uuid(self, flow_uuid)
+        _set_progress_sink(self, progress_sink)
+
+    def report_progress(self, progress: float) -> None:
+        """Hand ``progress`` (already in [0.0, 1.0]) to the engine; ``Task.update_progress`` calls it."""
+        sink = self.progress_sink
+        if sink is not None:
+            sink(self.atom_name, progress)
+
+    def activate(self) -> contextvars.Token[TaskContext | None]:
+        """Make this the current context (of this thread); the executor calls it around ``execute``/``revert``.
+
+        Give the token back to :meth:`deactivate` when the call is over.
+        """
+        return _CURRENT_CONTEXT.set(self)
+
+    @staticmethod
+    def deactivate(token: contextvars.Token[TaskContext | None]) -> None:
+        """End what :meth:`activate` returned ``token`` for."""
+        _CURRENT_CONTEXT.reset(token)
+
+
+# The slots' own setters: they bypass the frozen __setattr__, which is what
+# makes a context read-only once built.
+_set_atom_name = TaskContext.__dict__["atom_name"].__set__
+_set_flow_uuid = TaskContext.__dict__["flow_uuid"].__set__
+_set_progress_sink = TaskContext.__dict__["progress_sink"].__set__
+
+# A context variable, not an attribute the engine sets on the task: the task
+# object is the user's (and may be shared by two engines), and a context
+# variable is per thread, so two runs never see each other's context.
+_CURRENT_CONTEXT: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
+    "flowkit_task_context", default=None
+)
+
+
+class _ContextOfTask:
+    """``Task.context``: the current :class:`TaskContext`, if it is this task's.
+
+    A non-data descriptor, so a task class written before ``context``
+    existed may still assign ``self.context`` for its own use (the engine
+    never reads the attribute).
+    """
+
+    def __get__(self, task: Any, owner: Any = None) -> TaskContext | None:
+        context = _CURRENT_CONTEXT.get()
+        if task is None or context is None or context.atom_name != task.name:
+            return None  # outside a call, or another task's (this one was called from inside it)
+        return context
+
+
 class Task(Atom):
     """A unit of work.
 
@@ -26,6 +114,12 @@ class Task(Atom):
     ``flow_failures`` maps atom names to the failures that caused the revert.
     Both should be idempotent: after a crash the engine may call them again.
     """
+
+    #: The :class:`TaskContext` of the ``execute``/``revert`` call running
+    #: now; None outside one.  It is set in the thread that runs the call (a
+    #: thread the task starts sees it if started through
+    #: ``contextvars.copy_context().run``).
+    context = _ContextOfTask()
 
     def __init__(
         self,
@@ -53,7 +147,6 @@ class Task(Atom):
         # Created on first use: most tasks are never watched, and a notifier
         # per atom would dominate memory in large flows.
         self._notifier: RestrictedNotifier | None = None
-        self._progress_sink: Callable[[float], None] | None = None
 
     @property
     def notifier(self) -> RestrictedNotifier:
@@ -69,9 +162,10 @@ class Task(Atom):
             progress = 1.0
         elif progress < 0.0 or progress != progress:  # NaN counts as no progress
             progress = 0.0
-        sink = self._progress_sink
-        if sink is not None:
-            sink(progress)  # to the engine: storage, or the engine's copy when remote
+        context = _CURRENT_CONTEXT.get()
+        if context is not None and context.atom_name == self.name:
+            # To the engine: into storage, or collected on a worker and replayed.
+            context.report_progress(progress)
         if self._notifier is not None:
             self._notifier.notify(EVENT_UPDATE_PROGRESS, {"progress": progress})
 
@@ -96,7 +190,6 @@ class Task(Atom):
         # reports progress back through the executor instead.
         state = self.__dict__.copy()
         state["_notifier"] = None
-        state["_progress_sink"] = None
         return state
 
 

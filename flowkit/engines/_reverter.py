@@ -16,7 +16,6 @@ from typing import Any
 from flowkit import exceptions as exc
 from flowkit import states
 from flowkit.atom import signature_of
-from flowkit.engines import compiler as comp_mod
 from flowkit.engines._state import (
     DONE,
     ENGINE_FAILURES_KEY,
@@ -28,10 +27,20 @@ from flowkit.engines._state import (
     REVERTED_SCOPES_KEY,
     Region,
     RunState,
-    S,
 )
+from flowkit.engines.compiler import NO_RETRY
 from flowkit.persistence import codec
 from flowkit.retry import Decision, History
+from flowkit.states import (
+    FAILURE,
+    PENDING,
+    RETRYING,
+    REVERT_FAILURE,
+    REVERTED,
+    REVERTING,
+    RUNNING,
+    SUCCESS,
+)
 from flowkit.types.failure import Failure
 
 __all__ = ["Reverter"]
@@ -51,8 +60,8 @@ class Reverter:
         details = st.details
         c = st.c
         for detail in details:
-            if detail.state != S.SUCCESS or detail.intention != states.EXECUTE:
-                detail.reset(S.PENDING)
+            if detail.state != SUCCESS or detail.intention != states.EXECUTE:
+                detail.reset(PENDING)
                 detail.meta.pop("ignore_depth", None)
                 st.save(detail)
         st.storage.flow_detail.meta.pop(REGIONS_KEY, None)
@@ -60,7 +69,7 @@ class Reverter:
         st.storage.flow_detail.meta.pop(REVERTED_SCOPES_KEY, None)
         for index in range(len(details)):
             st.waiting[index] = sum(1 for p in c.preds[index] if details[p].state not in DONE)
-            if st.waiting[index] == 0 and details[index].state == S.PENDING:
+            if st.waiting[index] == 0 and details[index].state == PENDING:
                 st.ready.push(index)
 
     def add_region(self, region: Region) -> None:
@@ -83,7 +92,7 @@ class Reverter:
         st = self.state
         fd = st.storage.flow_detail
         records = [
-            {"retry": None if r.retry == -1 else st.c.atoms[r.retry].name, "outcome": r.outcome}
+            {"retry": None if r.retry == -1 else st.c.atoms[r.retry].name, "outcome": r.outcome.value}
             for r in st.regions
         ]
         if records:
@@ -128,8 +137,8 @@ class Reverter:
         name = st.details[index].name
         key = name  # whose failure this controller's history records
         r = c.parent_retry[index] if c.is_retry[index] else c.owner[index]
-        revert_scope = comp_mod.NO_RETRY
-        while r != comp_mod.NO_RETRY:
+        revert_scope = NO_RETRY
+        while r != NO_RETRY:
             detail = st.details[r]
             if not detail.results:
                 detail.results = [[None, {}]]
@@ -147,25 +156,25 @@ class Reverter:
                     % (retry.name, name, type(error).__name__, error)
                 )
                 st.final_failures[retry.name] = Failure.from_exception(wrapped)
-                revert_scope = comp_mod.NO_RETRY
+                revert_scope = NO_RETRY
                 break
             if decision is Decision.RETRY:
                 st.counters["retries"] += 1
                 return Region(r, c.scope_end[r], r, RETRY_SCOPE)
             if decision is Decision.REVERT_ALL:
-                revert_scope = comp_mod.NO_RETRY
+                revert_scope = NO_RETRY
                 break
             # REVERT: the enclosing controller may still choose RETRY or
             # REVERT_ALL; if none does, only the innermost scope that said
             # REVERT is reverted (TaskFlow's rule), or with defer_reverts the
             # whole flow (TaskFlow's option: REVERT always defers outward).
-            if revert_scope == comp_mod.NO_RETRY and not st.defer_reverts:
+            if revert_scope == NO_RETRY and not st.defer_reverts:
                 revert_scope = r
             # The enclosing controller hears of the failure under the name of
             # the controller that passed it on, as in TaskFlow.
             key = retry.name
             r = c.parent_retry[r]
-        if revert_scope != comp_mod.NO_RETRY:
+        if revert_scope != NO_RETRY:
             return Region(revert_scope, c.scope_end[revert_scope], revert_scope, REVERT_SCOPE)
         return Region(0, len(st.details), -1, REVERT_ALL)
 
@@ -182,13 +191,13 @@ class Reverter:
         keep = region.retry if region.outcome == RETRY_SCOPE else -1
         for index in range(start, end):
             detail = details[index]
-            if detail.state in NEEDS_REVERT or detail.state == S.RUNNING:
+            if detail.state in NEEDS_REVERT or detail.state == RUNNING:
                 if index != keep and detail.intention != states.REVERT:
                     detail.intention = states.REVERT
                     st.save(detail)
         if region.outcome == REVERT_ALL:
             st.halted = True
-            st.set_flow_state(S.REVERTING)
+            st.set_flow_state(REVERTING)
         elif region.outcome == RETRY_SCOPE:
             detail = details[region.retry]
             detail.intention = states.RETRY
@@ -232,10 +241,10 @@ class Reverter:
         region = st.region_of(index)
         assert region is not None
         old = detail.state
-        detail.state = S.REVERTING
+        detail.state = REVERTING
         detail.intention = states.REVERT
         st.save(detail)
-        st.notify_atom(index, S.REVERTING, old)
+        st.notify_atom(index, REVERTING, old)
         kwargs = st.arguments(index, lenient=True)
         atom = st.c.atoms[index]
         if st.c.is_retry[index]:
@@ -249,7 +258,7 @@ class Reverter:
                 self.revert_done(index, True, result)
             return None
         # A task that failed is reverted with its Failure as the result.
-        failed = old == S.FAILURE or (detail.failure is not None and old != S.SUCCESS)
+        failed = old == FAILURE or (detail.failure is not None and old != SUCCESS)
         kwargs["result"] = detail.failure if failed else detail.results
         kwargs["flow_failures"] = dict(region.failures)
         sig = self.revert_signature(atom)
@@ -275,22 +284,22 @@ class Reverter:
             # the flow ends FAILURE), never a revert left to run again.
             try:
                 value = codec.canonical(
-                    value, what="revert result", max_bytes=st.storage.connection.backend.result_limit
+                    value, what="revert result", max_bytes=st.result_limit
                 )
             except exc.ResultNotStorable as error:
                 ok, value = False, st.unstorable(index, "returned from revert() a value", error)
         if ok:
-            detail.state = S.REVERTED
+            detail.state = REVERTED
             detail.revert_results = value
             detail.revert_failure = None
             st.save(detail)
             st.counters["atoms_reverted"] += 1
-            st.notify_atom(index, S.REVERTED, S.REVERTING, value)
+            st.notify_atom(index, REVERTED, REVERTING, value)
         else:
-            detail.state = S.REVERT_FAILURE
+            detail.state = REVERT_FAILURE
             detail.revert_failure = value
             st.save(detail)
-            st.notify_atom(index, S.REVERT_FAILURE, S.REVERTING, value)
+            st.notify_atom(index, REVERT_FAILURE, REVERTING, value)
             # A failed revert leaves the world in an unknown state: stop everything.
             st.fatal = True
         if region is None:
@@ -341,22 +350,22 @@ class Reverter:
                 continue
             detail = details[index]
             old = detail.state
-            if old == S.PENDING and detail.intention == states.EXECUTE and detail.failure is None:
+            if old == PENDING and detail.intention == states.EXECUTE and detail.failure is None:
                 continue
-            detail.reset(S.PENDING)
+            detail.reset(PENDING)
             if c.is_retry[index]:
                 detail.results = []
             st.save(detail)
-            st.notify_atom(index, S.PENDING, old)
+            st.notify_atom(index, PENDING, old)
         for ident, link in enumerate(c.deciders):
             if link.target.start < region.end and region.start < link.target.stop:
                 st.decisions.pop(ident, None)
         detail = details[retry]
         old = detail.state
-        detail.state = S.RETRYING
+        detail.state = RETRYING
         detail.intention = states.EXECUTE
         st.save(detail)
-        st.notify_atom(retry, S.RETRYING, old)
+        st.notify_atom(retry, RETRYING, old)
         # Recount after the controller left SUCCESS: it is unfinished again.
         affected = set(range(region.start, region.end))
         for index in range(region.start, region.end):

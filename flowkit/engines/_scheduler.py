@@ -37,15 +37,34 @@ from flowkit.engines._state import (
     RETRY_SCOPE,
     REVERT,
     REVERT_ALL,
+    REVERT_SCOPE,
     REVERTED_SCOPES_KEY,
     Region,
+    RegionOutcome,
     RunState,
     S,
 )
 from flowkit.engines.executors import Outcome, run_execute, run_revert
+from flowkit.patterns.graph_flow import Depth
 from flowkit.persistence import codec
 from flowkit.retry import History
-from flowkit.task import EVENT_UPDATE_PROGRESS
+from flowkit.states import (
+    ANALYZING,
+    FAILURE,
+    IGNORE,
+    PENDING,
+    RESUMING,
+    RETRYING,
+    REVERT_FAILURE,
+    REVERTED,
+    REVERTING,
+    RUNNING,
+    SCHEDULING,
+    SUCCESS,
+    SUSPENDED,
+    WAITING,
+)
+from flowkit.task import EVENT_UPDATE_PROGRESS, TaskContext
 from flowkit.types.failure import Failure
 
 __all__ = ["Scheduler"]
@@ -74,12 +93,12 @@ class Scheduler:
                     count += 1
             waiting[index] = count
             detail = details[index]
-            if detail.state == S.IGNORE and detail.meta.get("ignore_depth") == "ALL":
+            if detail.state == IGNORE and detail.meta.get("ignore_depth") == Depth.ALL:
                 for s in c.succs[index]:
                     st.ignore_flag[s] = IGNORE_ALL
         fd = st.storage.flow_detail
         unhandled: list[int] = []
-        if fd.state == S.REVERTED:
+        if fd.state == REVERTED:
             # Running a reverted flow again runs what was reverted again.
             self.reverter.rerun_reverted()
             return unhandled
@@ -107,22 +126,25 @@ class Scheduler:
                     st.final_failures.setdefault(details[index].name, reverted_failure)
         for record in fd.meta.get(REGIONS_KEY) or ():
             retry_name = record.get("retry")
-            outcome = record.get("outcome", REVERT_ALL)
             if retry_name is None or retry_name not in c.names:
                 region = Region(0, len(details), -1, REVERT_ALL)
             else:
                 r = c.names[retry_name]
+                try:
+                    outcome = RegionOutcome(record.get("outcome"))
+                except ValueError:
+                    outcome = REVERT_SCOPE  # what a scope's region does unless it retries
                 region = Region(r, c.scope_end[r], r, outcome)
             self.reverter.add_region(region)
         for r in c.scope_end:
             if details[r].intention == states.RETRY and st.region_of(r) is None:
                 self.reverter.add_region(Region(r, c.scope_end[r], r, RETRY_SCOPE))
-        if fd.state == S.REVERTING and not st.regions:
+        if fd.state == REVERTING and not st.regions:
             self.reverter.add_region(Region(0, len(details), -1, REVERT_ALL))
         for index, detail in enumerate(details):
-            if detail.state == S.REVERT_FAILURE:
+            if detail.state == REVERT_FAILURE:
                 st.fatal = True
-            if detail.state == S.FAILURE and detail.intention == states.EXECUTE:
+            if detail.state == FAILURE and detail.intention == states.EXECUTE:
                 unhandled.append(index)
         for region in st.regions:
             for index in range(region.start, region.end):
@@ -131,56 +153,45 @@ class Scheduler:
                     region.failures[details[index].name] = failure
         for index, detail in enumerate(details):
             if waiting[index] == 0 and detail.intention == states.EXECUTE:
-                if detail.state in (S.PENDING, S.RUNNING, S.RETRYING) and st.region_of(index) is None:
+                if detail.state in (PENDING, RUNNING, RETRYING) and st.region_of(index) is None:
                     st.ready.push(index)
         return unhandled
 
     def run_iter(self) -> Iterator[S]:
         """Drive the flow until nothing can run; yield engine-loop states."""
         st = self.state
-        yield S.RESUMING
-        local = st.executor.local
-        if local:
-            for index, atom in enumerate(st.c.atoms):
-                if not st.c.is_retry[index]:
-                    atom._progress_sink = _ProgressSink(st.completions, index)  # type: ignore[attr-defined]
-        try:
-            unhandled = self._rebuild()
-            if st.regions and st.regions[0].outcome == REVERT_ALL:
-                st.set_flow_state(S.REVERTING)
-            else:
-                st.set_flow_state(S.RUNNING)
-            for index in unhandled:
-                self.reverter.handle_failure(index, st.details[index].failure)  # type: ignore[arg-type]
-            for region in list(st.regions):
-                if not region.reverting:
-                    self.reverter.start_revert(region)
-            get = st.completions.get
-            get_nowait = st.completions.get_nowait
-            while True:
-                yield S.SCHEDULING
-                self._schedule()
-                if self._drain(get_nowait):
-                    yield S.ANALYZING
-                    continue
-                if st.lost is not None:
-                    break  # in-flight atoms may never report back
-                if st.running:
-                    yield S.WAITING
-                    self._process(get())
-                    self._drain(get_nowait)
-                    yield S.ANALYZING
-                    continue
-                if st.suspending or st.fatal or st.lost is not None:
-                    break
-                if st.revert_ready or (len(st.ready) and not st.halted):
-                    continue  # _schedule() takes at least one of these each time
+        yield RESUMING
+        unhandled = self._rebuild()
+        if st.regions and st.regions[0].outcome == REVERT_ALL:
+            st.set_flow_state(REVERTING)
+        else:
+            st.set_flow_state(RUNNING)
+        for index in unhandled:
+            self.reverter.handle_failure(index, st.details[index].failure)  # type: ignore[arg-type]
+        for region in list(st.regions):
+            if not region.reverting:
+                self.reverter.start_revert(region)
+        get = st.completions.get
+        get_nowait = st.completions.get_nowait
+        while True:
+            yield SCHEDULING
+            self._schedule()
+            if self._drain(get_nowait):
+                yield ANALYZING
+                continue
+            if st.lost is not None:
+                break  # in-flight atoms may never report back
+            if st.running:
+                yield WAITING
+                self._process(get())
+                self._drain(get_nowait)
+                yield ANALYZING
+                continue
+            if st.suspending or st.fatal or st.lost is not None:
                 break
-        finally:
-            if local:
-                for index, atom in enumerate(st.c.atoms):
-                    if not st.c.is_retry[index]:
-                        atom._progress_sink = None  # type: ignore[attr-defined]
+            if st.revert_ready or (len(st.ready) and not st.halted):
+                continue  # _schedule() takes at least one of these each time
+            break
         yield from self._finish()
 
     def _drain(self, get_nowait: Any) -> bool:
@@ -198,12 +209,12 @@ class Scheduler:
         st = self.state
         details = st.details
         if st.lost is not None:
-            st.set_flow_state(S.SUSPENDED)
-            yield S.SUSPENDED
+            st.set_flow_state(SUSPENDED)
+            yield SUSPENDED
             raise st.lost
         if st.fatal:
-            st.set_flow_state(S.FAILURE)
-            yield S.FAILURE
+            st.set_flow_state(FAILURE)
+            yield FAILURE
             # What stopped the flow is what is raised: the reverts that failed
             # (TaskFlow's rule: the execute failures they were undoing are not
             # re-raised), else what made the engine give up.
@@ -212,23 +223,23 @@ class Scheduler:
             ]
             if not named:
                 named = [(None, f) for f in st.engine_failures]
-                named += [(d.name, d.failure) for d in details if d.failure is not None and d.state != S.SUCCESS]
+                named += [(d.name, d.failure) for d in details if d.failure is not None and d.state != SUCCESS]
             self._reraise(named)
             return
         if st.reverted:
-            st.set_flow_state(S.REVERTED)
-            yield S.REVERTED
+            st.set_flow_state(REVERTED)
+            yield REVERTED
             named = [(None, f) for f in st.engine_failures]
             named += list(st.final_failures.items())
             self._reraise(named)
             return
         if all(d.state in DONE for d in details):
-            st.set_flow_state(S.SUCCESS)
-            yield S.SUCCESS
+            st.set_flow_state(SUCCESS)
+            yield SUCCESS
             return
         if st.suspending:
-            st.set_flow_state(S.SUSPENDED)
-            yield S.SUSPENDED
+            st.set_flow_state(SUSPENDED)
+            yield SUSPENDED
             return
         stuck = [d.name for d in details if d.state not in DONE][:5]
         raise exc.ExecutionFailure(
@@ -305,24 +316,26 @@ class Scheduler:
         if st.executor.inline:
             # Inline (serial): announce, persist and run one atom at a time, so
             # an atom that suspends or cancels the engine stops the rest of its round.
+            flush = st.storage.connection.flush
             for index, kind, kwargs in to_submit:
-                old = None
+                old: S | str | None = None
+                # (_stopping(), spelled out: this runs a few times per atom.)
                 if kind == EXEC:
-                    if self._stopping():
+                    if st.suspending or st.cancel_requested is not None:
                         st.ready.push(index)
                         continue
                     old = details[index].state
                     self._mark_running(index)
                 # A stop requested while the atom was announced lets it run (it is
                 # in flight); one that the write-ahead flush itself finds holds it back.
-                announced = self._stopping()
-                st.storage.connection.flush()
-                if old is not None and not announced and self._stopping():
+                announced = st.suspending or st.cancel_requested is not None
+                flush()
+                if old is not None and not announced and (st.suspending or st.cancel_requested is not None):
                     self._hold_back(index, old)
                     continue
                 self._submit(index, kind, kwargs)
             return
-        olds: dict[int, Any] = {}
+        olds: dict[int, S | str] = {}
         for index, kind, _kwargs in to_submit:
             if kind == EXEC:
                 olds[index] = details[index].state
@@ -348,13 +361,13 @@ class Scheduler:
         st = self.state
         return st.suspending or st.cancel_requested is not None
 
-    def _hold_back(self, index: int, old: Any) -> None:
+    def _hold_back(self, index: int, old: S | str) -> None:
         """Undo ``_mark_running`` of an atom that was not started after all; it is ready again."""
         st = self.state
         detail = st.details[index]
-        detail.state = old
+        detail.state = state = S(old)
         st.save(detail)
-        st.notify_atom(index, old, S.RUNNING)
+        st.notify_atom(index, state, RUNNING)
         st.ready.push(index)
 
     def _submit(self, index: int, kind: int, kwargs: dict[str, Any]) -> None:
@@ -362,15 +375,19 @@ class Scheduler:
         st.running.add(index)
         fn = run_execute if kind == EXEC else run_revert
         atom = st.c.atoms[index]
+        executor = st.executor
+        # A task in this process reports progress straight to the engine's
+        # loop; elsewhere its run collects it (see run_execute).
+        context = TaskContext(atom.name, st.flow_uuid, st.progress_sink if executor.local else None)
         try:
-            future = st.executor.submit(fn, atom, kwargs)
+            future = executor.submit(fn, atom, kwargs, context)
         except Exception as error:
             failure = Failure.from_exception(
                 exc.ExecutionFailure("atom %r could not be submitted to the executor: %s" % (atom.name, error))
             )
             st.completions.put((index, kind, Outcome(False, failure)))
             return
-        if st.executor.inline:
+        if executor.inline:
             # Done already.  A success is recorded at once: holding a whole
             # round of outcomes alive makes the garbage collector rescan them
             # again and again in large unordered flows.  Failures wait for the
@@ -396,10 +413,13 @@ class Scheduler:
         st = self.state
         detail = st.details[index]
         old = detail.state
-        detail.state = S.RUNNING
+        detail.state = RUNNING
         st.save(detail)
-        st.notify_atom(index, S.RUNNING, old)
-        self._notify_task_progress(index, 0.0)
+        st.notify_atom(index, RUNNING, old)
+        # (_notify_task_progress(), spelled out: this runs once per atom.)
+        notifier = getattr(st.c.atoms[index], "_notifier", None)
+        if notifier is not None and notifier.has_listeners:
+            notifier.notify(EVENT_UPDATE_PROGRESS, {"progress": 0.0})
 
     def _decided_no(self, index: int) -> bool:
         """Evaluate the deciders on links into ``index``; flag ignores; True if it is ignored."""
@@ -423,7 +443,7 @@ class Scheduler:
                     ) from error
                 st.decisions[ident] = decision
                 if not decision:
-                    flag = IGNORE_ALL if link.depth == "ALL" else IGNORE_ATOM
+                    flag = IGNORE_ALL if link.depth == Depth.ALL else IGNORE_ATOM
                     for target in link.target:
                         if st.ignore_flag[target] < flag:
                             st.ignore_flag[target] = flag
@@ -435,13 +455,13 @@ class Scheduler:
         st = self.state
         detail = st.details[index]
         old = detail.state
-        detail.state = S.IGNORE
+        detail.state = IGNORE
         propagate = st.ignore_flag[index] == IGNORE_ALL
         if propagate:
-            detail.meta["ignore_depth"] = "ALL"
+            detail.meta["ignore_depth"] = Depth.ALL.value  # stored as the plain string
         st.save(detail)
         st.counters["atoms_ignored"] += 1
-        st.notify_atom(index, S.IGNORE, old)
+        st.notify_atom(index, IGNORE, old)
         for s in st.c.succs[index]:
             if propagate and st.ignore_flag[s] < IGNORE_ALL:
                 st.ignore_flag[s] = IGNORE_ALL
@@ -499,7 +519,7 @@ class Scheduler:
     def _progress(self, index: int, progress: float) -> None:
         st = self.state
         detail = st.details[index]
-        if detail.state != S.RUNNING:
+        if detail.state != RUNNING:
             return  # queued before the atom finished; its final progress is already recorded
         detail.meta["progress"] = progress
         if not st.executor.local:
@@ -514,7 +534,7 @@ class Scheduler:
             # Canonical before anyone sees it: successors, listeners and the
             # logbook get the value a resumed run would read back.
             try:
-                value = codec.canonical(value, max_bytes=st.storage.connection.backend.result_limit)
+                value = codec.canonical(value, max_bytes=st.result_limit)
             except exc.ResultNotStorable as error:
                 ok, value = False, st.unstorable(index, "returned a result", error)
         if ok and not c.is_retry[index] and c.atoms[index].save_as:
@@ -531,13 +551,15 @@ class Scheduler:
                 detail.results = value
                 detail.meta["progress"] = 1.0
             detail.failure = None
-            detail.state = S.SUCCESS
+            detail.state = SUCCESS
             st.save(detail)
         st.counters["atoms_executed"] += 1
         if ok:
-            st.notify_atom(index, S.SUCCESS, S.RUNNING, value)
+            st.notify_atom(index, SUCCESS, RUNNING, value)
             if not c.is_retry[index]:
-                self._notify_task_progress(index, 1.0)
+                notifier = getattr(c.atoms[index], "_notifier", None)
+                if notifier is not None and notifier.has_listeners:
+                    notifier.notify(EVENT_UPDATE_PROGRESS, {"progress": 1.0})
             region = st.region_of(index) if st.regions else None
             if region is not None:
                 region.running -= 1
@@ -551,7 +573,7 @@ class Scheduler:
                 if waiting[s] == 0:
                     ready.push(s)
             return
-        detail.state = S.FAILURE
+        detail.state = FAILURE
         detail.failure = value
         if c.is_retry[index]:
             detail.results = detail.results or []
@@ -559,7 +581,7 @@ class Scheduler:
             detail.results = None
         st.save(detail)
         st.counters["atoms_failed"] += 1
-        st.notify_atom(index, S.FAILURE, S.RUNNING, value)
+        st.notify_atom(index, FAILURE, RUNNING, value)
         self.reverter.handle_failure(index, value)
 
     def _notify_task_progress(self, index: int, progress: float) -> None:
@@ -585,16 +607,3 @@ class _Completion:
         except BaseException as error:
             payload = error
         self.put((self.index, self.kind, payload))
-
-
-class _ProgressSink:
-    """Receives ``update_progress`` from a task running in this process."""
-
-    __slots__ = ("put", "index")
-
-    def __init__(self, completions: queue.SimpleQueue[tuple[int, int, Any]], index: int) -> None:
-        self.put = completions.put
-        self.index = index
-
-    def __call__(self, progress: float) -> None:
-        self.put((self.index, PROGRESS, progress))

@@ -14,18 +14,28 @@ The constants both use live here too, public within the package.
 from __future__ import annotations
 
 import collections
+import enum
 import heapq
 import queue
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flowkit import exceptions as exc
 from flowkit import states
 from flowkit.engines.compiler import ArgSource
-from flowkit.engines.executors import AtomExecutor
+from flowkit.states import (
+    FAILURE,
+    IGNORE,
+    REVERT_FAILURE,
+    REVERTING,
+    RUNNING,
+    SUCCESS,
+)
 from flowkit.storage import provided_result
 from flowkit.types.failure import Failure
 
 if TYPE_CHECKING:
+    from flowkit.engines._atom_executor import AtomExecutor
     from flowkit.engines.compiler import Compilation
     from flowkit.persistence.models import AtomDetail
     from flowkit.storage import Storage
@@ -43,6 +53,7 @@ __all__ = [
     "PROGRESS",
     "IGNORE_ATOM",
     "IGNORE_ALL",
+    "RegionOutcome",
     "RETRY_SCOPE",
     "REVERT_SCOPE",
     "REVERT_ALL",
@@ -53,9 +64,9 @@ __all__ = [
 
 S = states.State
 #: States whose atom counts as finished for its successors.
-DONE = frozenset([S.SUCCESS, S.IGNORE])
+DONE = frozenset([SUCCESS, IGNORE])
 #: States whose atom has something to revert when its region is reverted.
-NEEDS_REVERT = frozenset([S.SUCCESS, S.FAILURE, S.REVERTING, S.REVERT_FAILURE])
+NEEDS_REVERT = frozenset([SUCCESS, FAILURE, REVERTING, REVERT_FAILURE])
 
 # What a completion on the run's queue is about.
 EXEC = 0  # an execute finished
@@ -64,7 +75,8 @@ PROGRESS = 2  # a task running in this process reported progress
 
 _MISSING = object()
 
-# Module globals: ``arguments()`` runs once per atom and compares by identity.
+# Module globals (a member looked up on its enum class is slow): ``arguments()``
+# runs once per atom and compares by identity.
 _FROM_ATOM = ArgSource.ATOM
 _FROM_ATOM_OPTIONAL = ArgSource.ATOM_OPTIONAL
 _FROM_STORE = ArgSource.STORE
@@ -74,10 +86,19 @@ _FROM_INJECT = ArgSource.INJECT
 IGNORE_ATOM = 1  # ignored, what follows still runs
 IGNORE_ALL = 2  # ignored, and so is everything after it
 
-# What happens once a region has been reverted (stored in the flow detail's meta).
-RETRY_SCOPE = "retry"  # run the scope's controller again, then the scope
-REVERT_SCOPE = "revert"  # stop there: the flow ends REVERTED once nothing else can run
-REVERT_ALL = "all"  # the region is the whole flow; it ends REVERTED
+
+class RegionOutcome(str, enum.Enum):
+    """What happens once a region has been reverted; the value is what the flow detail records."""
+
+    RETRY_SCOPE = "retry"  # run the scope's controller again, then the scope
+    REVERT_SCOPE = "revert"  # stop there: the flow ends REVERTED once nothing else can run
+    REVERT_ALL = "all"  # the region is the whole flow; it ends REVERTED
+
+
+# Bound once (a member looked up on its enum class is slow), as the states are.
+RETRY_SCOPE = RegionOutcome.RETRY_SCOPE
+REVERT_SCOPE = RegionOutcome.REVERT_SCOPE
+REVERT_ALL = RegionOutcome.REVERT_ALL
 
 #: The key of ``FlowDetail.meta`` holding failures that belong to no atom (a
 #: cancellation) while the revert they caused is not over.
@@ -97,7 +118,7 @@ class Region:
         "start", "end", "retry", "outcome", "failures", "running", "reverting", "remaining", "waits", "member"
     )
 
-    def __init__(self, start: int, end: int, retry: int, outcome: str) -> None:
+    def __init__(self, start: int, end: int, retry: int, outcome: RegionOutcome) -> None:
         self.start = start
         self.end = end
         self.retry = retry  # the scope's controller, or -1 for the whole flow
@@ -162,6 +183,12 @@ class RunState:
         self.defer_reverts = defer_reverts
         self.details = details
         self.storage = storage
+        #: Queue an atom detail's changes for the next flush (bound once: it
+        #: runs a few times per atom).
+        self.save: Callable[[AtomDetail], None] = storage.save_atom
+        self.flow_uuid = storage.flow_detail.uuid
+        #: The size cap on one result (read once per run: a property of the backend).
+        self.result_limit: int | None = storage.connection.backend.result_limit
         self.executor = executor
         self.notifier = notifier
         self.atom_notifier = atom_notifier
@@ -170,6 +197,9 @@ class RunState:
         self.cancel_requested: Failure | None = None
         self.lost: exc.ExecutorLost | None = None
         self.completions: queue.SimpleQueue[tuple[int, int, Any]] = queue.SimpleQueue()
+        # What a task running in this process reports progress to (through
+        # its TaskContext): one bound method for every task of the run.
+        self.progress_sink = self._progress_reported
         n = len(compilation)
         self.waiting = [0] * n
         self.ignore_flag = bytearray(n)
@@ -184,7 +214,11 @@ class RunState:
         self.ready = ReadyQueue([a.priority for a in compilation.atoms] if compilation.has_priorities else None)
         self.revert_ready: collections.deque[int] = collections.deque()
 
-    def notify_atom(self, index: int, state: S, old: Any, result: Any = _MISSING) -> None:
+    def _progress_reported(self, atom_name: str, progress: float) -> None:
+        # Called in the thread running the task: hand it to the engine's loop.
+        self.completions.put((self.c.names[atom_name], PROGRESS, progress))
+
+    def notify_atom(self, index: int, state: S, old: S | str | None, result: Any = _MISSING) -> None:
         """Tell the atom notifier's listeners that atom ``index`` went from ``old`` to ``state``."""
         if not self.atom_notifier.has_listeners:
             return
@@ -212,13 +246,9 @@ class RunState:
             return
         # RUNNING needs no transaction of its own: nothing runs before the
         # next flush (an atom's write-ahead RUNNING record, or the flow's end).
-        self.storage.set_flow_state(state, durable=state != S.RUNNING)
+        self.storage.set_flow_state(state, durable=state != RUNNING)
         if self.notifier.has_listeners:
             self.notifier.notify(state, {"flow_name": fd.name, "flow_uuid": fd.uuid, "old_state": old})
-
-    def save(self, detail: AtomDetail) -> None:
-        """Queue ``detail``'s changes for the next flush."""
-        self.storage.save_atom(detail)
 
     def result_of(self, index: int) -> tuple[bool, Any]:
         """``(True, result)`` of atom ``index``, or ``(False, None)`` while it has none (see provided_result)."""

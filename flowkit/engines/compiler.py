@@ -25,7 +25,7 @@ from typing import Any
 import networkx as nx
 
 from flowkit import exceptions as exc
-from flowkit.atom import Atom
+from flowkit.atom import Atom, AtomKind
 from flowkit.flow import Flow
 from flowkit.patterns import graph_flow, unordered_flow
 from flowkit.retry import Retry
@@ -33,6 +33,11 @@ from flowkit.retry import Retry
 __all__ = ["Compilation", "DeciderLink", "compile_flow", "ArgSource", "ArgStep"]
 
 NO_RETRY = -1
+
+# Module globals: an enum member is slow to look up on its class, and
+# compiling looks one up per atom.
+_RETRY = AtomKind.RETRY
+_TASK = AtomKind.TASK
 
 
 class ArgSource(enum.Enum):
@@ -45,15 +50,39 @@ class ArgSource(enum.Enum):
     INJECT = "inject"  # the atom's own ``inject=``
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True, init=False)
 class ArgStep:
     """How one keyword argument of an atom's ``execute`` is filled (one step of its plan)."""
 
     source: ArgSource
     arg: str  # the parameter's name
     symbol: str  # the symbol it is bound to
-    provider: int = -1  # ATOM*: the index of the atom providing ``symbol``
-    where: Any = None  # ATOM*: the part of the provider's result (None: all of it)
+    provider: int  # ATOM*: the index of the atom providing ``symbol`` (else -1)
+    where: Any  # ATOM*: the part of the provider's result (None: all of it)
+
+    def __init__(self, source: ArgSource, arg: str, symbol: str, provider: int = -1, where: Any = None) -> None:
+        # One is made per argument of every atom compiled: setting the slots
+        # directly costs half of what the generated frozen __init__ does.
+        _set_source(self, source)
+        _set_arg(self, arg)
+        _set_symbol(self, symbol)
+        _set_provider(self, provider)
+        _set_where(self, where)
+
+
+# The slots' own setters: they bypass the frozen __setattr__, which is what
+# makes a step read-only once built.
+_set_source = ArgStep.__dict__["source"].__set__
+_set_arg = ArgStep.__dict__["arg"].__set__
+_set_symbol = ArgStep.__dict__["symbol"].__set__
+_set_provider = ArgStep.__dict__["provider"].__set__
+_set_where = ArgStep.__dict__["where"].__set__
+# Bound once: a member looked up on its enum class is slow.
+_FROM_ATOM = ArgSource.ATOM
+_FROM_ATOM_OPTIONAL = ArgSource.ATOM_OPTIONAL
+_FROM_STORE = ArgSource.STORE
+_FROM_STORE_OPTIONAL = ArgSource.STORE_OPTIONAL
+_FROM_INJECT = ArgSource.INJECT
 
 # A provider entry in a scope table: (atom index, result index, owner token).
 _Provider = tuple[int, Any, int]
@@ -85,7 +114,8 @@ class Compilation:
     def __init__(self, root: Any) -> None:
         self.root = root
         self.atoms: list[Atom] = []
-        self.is_retry: list[bool] = []
+        self.kinds: list[AtomKind] = []
+        self.is_retry: list[bool] = []  # kinds[i] is AtomKind.RETRY, looked up on every step
         self.names: dict[str, int] = {}
         self.preds: list[list[int]] = []
         self.succs: list[list[int]] = []
@@ -111,7 +141,7 @@ class Compilation:
         if self._graph is None:
             graph = nx.DiGraph()
             for index, atom in enumerate(self.atoms):
-                graph.add_node(atom.name, atom=atom, kind="retry" if self.is_retry[index] else "task")
+                graph.add_node(atom.name, atom=atom, kind=self.kinds[index].value)
             for index, successors in enumerate(self.succs):
                 name = self.atoms[index].name
                 for succ in successors:
@@ -232,6 +262,7 @@ class _Compiler:
         c.atoms.append(atom)
         c.names[atom.name] = index
         is_retry = isinstance(atom, Retry)
+        c.kinds.append(_RETRY if is_retry else _TASK)
         c.is_retry.append(is_retry)
         c.preds.append([])
         c.succs.append([])
@@ -242,23 +273,23 @@ class _Compiler:
         inject = atom.inject
         for arg, symbol in atom.rebind.items():
             if symbol in inject:
-                plan.append(ArgStep(ArgSource.INJECT, arg, symbol))
+                plan.append(ArgStep(_FROM_INJECT, arg, symbol))
                 continue
             provider = self._resolve(atom, symbol, scope, optional=False)
             if provider is not None:
-                plan.append(ArgStep(ArgSource.ATOM, arg, symbol, provider[0], provider[1]))
+                plan.append(ArgStep(_FROM_ATOM, arg, symbol, provider[0], provider[1]))
             else:
-                plan.append(ArgStep(ArgSource.STORE, arg, symbol))
+                plan.append(ArgStep(_FROM_STORE, arg, symbol))
                 c.store_requires.setdefault(symbol, []).append(index)
         for arg, symbol in atom.optional_args.items():
             if symbol in inject:
-                plan.append(ArgStep(ArgSource.INJECT, arg, symbol))
+                plan.append(ArgStep(_FROM_INJECT, arg, symbol))
                 continue
             provider = self._resolve(atom, symbol, scope, optional=True)
             if provider is not None:
-                plan.append(ArgStep(ArgSource.ATOM_OPTIONAL, arg, symbol, provider[0], provider[1]))
+                plan.append(ArgStep(_FROM_ATOM_OPTIONAL, arg, symbol, provider[0], provider[1]))
             else:
-                plan.append(ArgStep(ArgSource.STORE_OPTIONAL, arg, symbol))
+                plan.append(ArgStep(_FROM_STORE_OPTIONAL, arg, symbol))
         c.arg_plans.append(tuple(plan))
         for symbol, where in atom.save_as.items():
             c.providers.setdefault(symbol, []).append((index, where))

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flowkit import exceptions as exc
-from flowkit.engines.executors import AtomExecutor
+from flowkit.engines._atom_executor import AtomExecutor
 
 __all__ = ["DistributedExecutor", "INSTALL_HINT", "local_cluster_options"]
 

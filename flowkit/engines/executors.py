@@ -5,15 +5,15 @@ arguments and returns a ``concurrent.futures.Future``.  The engine modes
 differ only here: serial runs it inline (``futurist.SynchronousExecutor``),
 parallel on a futurist thread or process pool, or any
 ``concurrent.futures.Executor`` the user passes, distributed on a Dask
-cluster (:mod:`flowkit.engines.distributed`, imported only when asked for).  What runs on the other side
-is :func:`run_execute` / :func:`run_revert`: they never raise, they return an
-:class:`Outcome`, so a failure crosses a thread or process as a
+cluster (:mod:`flowkit.engines.distributed`, imported only when asked for;
+it finds the contract in ``_atom_executor``, so the two modules do not
+import each other).  What runs on the other side is :func:`run_execute` /
+:func:`run_revert`: they never raise, they return an :class:`Outcome`, so a
+failure crosses a thread or process as a
 :class:`~flowkit.types.failure.Failure` with its traceback text.
 """
-
 from __future__ import annotations
 
-import abc
 import concurrent.futures
 import dataclasses
 import os
@@ -21,6 +21,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from flowkit.engines._atom_executor import AtomExecutor
+from flowkit.task import TaskContext
 from flowkit.types.failure import Failure
 
 __all__ = [
@@ -36,7 +38,7 @@ __all__ = [
 ]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True, init=False)
 class Outcome:
     """What running an atom's ``execute`` or ``revert`` came to, wherever it ran.
 
@@ -50,22 +52,29 @@ class Outcome:
     value: Any
     #: The progress the task reported where the engine could not hear it live
     #: (another process or machine), in order; the engine replays it.
-    progress: tuple[float, ...] = ()
+    progress: tuple[float, ...]
+
+    def __init__(self, ok: bool, value: Any, progress: tuple[float, ...] = ()) -> None:
+        # One is made per atom run: setting the slots directly costs half of
+        # what the generated frozen __init__ does (object.__setattr__ per field).
+        _set_ok(self, ok)
+        _set_value(self, value)
+        _set_progress(self, progress)
 
 
-def _collect_progress(task: Any) -> list[float] | None:
-    if not hasattr(task, "_progress_sink"):
-        return None
-    if task._progress_sink is not None:
-        return None  # a local run: the engine's sink is already attached
-    events: list[float] = []
-    task._progress_sink = events.append
-    return events
+# The slots' own setters: they bypass the frozen __setattr__, which is what
+# makes an Outcome read-only once built.
+_set_ok = Outcome.__dict__["ok"].__set__
+_set_value = Outcome.__dict__["value"].__set__
+_set_progress = Outcome.__dict__["progress"].__set__
 
 
-def run_execute(task: Any, kwargs: dict[str, Any]) -> Outcome:
-    """Run ``task.execute(**kwargs)`` with its hooks; never raises."""
-    events = _collect_progress(task)
+def run_execute(task: Any, kwargs: dict[str, Any], context: TaskContext) -> Outcome:
+    """Run ``task.execute(**kwargs)`` with its hooks, ``context`` current; never raises."""
+    # (run_revert is the same with the revert hooks: one copy each, as this
+    # runs once per atom and a shared helper would add a call to every run.)
+    events, context = _progress_collector(context)
+    token = context.activate()
     try:
         task.pre_execute()
         try:
@@ -75,14 +84,14 @@ def run_execute(task: Any, kwargs: dict[str, Any]) -> Outcome:
     except Exception:
         return Outcome(False, Failure(), tuple(events) if events else ())
     finally:
-        if events is not None:
-            task._progress_sink = None
+        TaskContext.deactivate(token)
     return Outcome(True, result, tuple(events) if events else ())
 
 
-def run_revert(task: Any, kwargs: dict[str, Any]) -> Outcome:
-    """Run ``task.revert(**kwargs)`` with its hooks; never raises."""
-    events = _collect_progress(task)
+def run_revert(task: Any, kwargs: dict[str, Any], context: TaskContext) -> Outcome:
+    """Run ``task.revert(**kwargs)`` with its hooks, ``context`` current; never raises."""
+    events, context = _progress_collector(context)
+    token = context.activate()
     try:
         task.pre_revert()
         try:
@@ -92,38 +101,18 @@ def run_revert(task: Any, kwargs: dict[str, Any]) -> Outcome:
     except Exception:
         return Outcome(False, Failure(), tuple(events) if events else ())
     finally:
-        if events is not None:
-            task._progress_sink = None
+        TaskContext.deactivate(token)
     return Outcome(True, result, tuple(events) if events else ())
 
 
-class AtomExecutor(abc.ABC):
-    """Runs atom functions somewhere and hands back futures.
-
-    ``local`` says whether submitted functions run in this process on the very
-    objects passed (so progress can be reported live); ``inline`` whether
-    ``submit`` runs the function before it returns; ``max_in_flight`` how
-    many atoms the engine should have submitted at once (more would only
-    queue, and a queued atom has already been recorded RUNNING).
-    """
-
-    local: bool = True
-    max_in_flight: int = 1
-    #: True when ``submit`` runs the function before returning (serial).
-    inline: bool = False
-
-    def start(self) -> None:
-        """Acquire resources (pools) before a run."""
-
-    def stop(self) -> None:
-        """Release resources after a run, without waiting for idle workers."""
-
-    def check_atom(self, atom: Any) -> None:
-        """Raise if ``atom`` cannot be run by this executor (checked at prepare)."""
-
-    @abc.abstractmethod
-    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
-        """Run ``fn(*args)`` and return a future of its return value."""
+def _progress_collector(context: TaskContext) -> tuple[list[float] | None, TaskContext]:
+    """``context`` as it is in the engine's process; elsewhere, one that collects the progress to send back."""
+    if context.progress_sink is not None:
+        return None, context
+    # Away from the engine (another process or machine): keep what the task
+    # reports, and send it back with the outcome.
+    events: list[float] = []
+    return events, dataclasses.replace(context, progress_sink=lambda _name, progress: events.append(progress))
 
 
 class SerialExecutor(AtomExecutor):

@@ -8,7 +8,7 @@ import pytest
 
 from flowkit import states
 from flowkit.patterns import linear_flow
-from flowkit.task import EVENT_UPDATE_PROGRESS
+from flowkit.task import EVENT_UPDATE_PROGRESS, Task
 from flowkit.types.failure import Failure
 from tests.support import BoomError, Capture, Const, Fail, FlowCapture, Name, Progress, Undoable
 
@@ -151,6 +151,53 @@ def test_progress_events_are_delivered_to_the_engine_side_listener(load: Any) ->
     engine = load(linear_flow.Flow("f").add(task))
     engine.run()
     assert [p for p in seen if p not in (0.0, 1.0)] == [0.1, 0.2, 0.3]
+
+
+class WhereAmI(Task):
+    """Return, from execute and from revert, what ``self.context`` says about the run."""
+
+    def execute(self) -> dict[str, Any]:
+        return self.where()
+
+    def revert(self, **kwargs: Any) -> dict[str, Any]:
+        return self.where()
+
+    def where(self) -> dict[str, Any]:
+        context = self.context
+        assert context is not None, "no context inside a call"
+        return {"atom_name": context.atom_name, "flow_uuid": context.flow_uuid}
+
+
+class KeepsItsOwnContext(Task):
+    """A task class that uses the name ``context`` for its own attribute."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name=name)
+        self.context = {"mine": True}
+
+    def execute(self) -> Any:
+        self.update_progress(0.5)
+        return self.context
+
+
+def test_execute_and_revert_read_the_task_context(load: Any) -> None:
+    task = WhereAmI(name="where")
+    engine = load(linear_flow.Flow("f").add(task, Fail(name="bad")))
+    with pytest.raises(BoomError):
+        engine.run()
+    expected = {"atom_name": "where", "flow_uuid": engine.storage.flow_detail.uuid}
+    assert engine.storage.get_revert_result("where") == expected
+    assert task.context is None  # only while a call runs
+
+
+def test_a_task_may_use_the_name_context_for_its_own_attribute(load: Any) -> None:
+    task = KeepsItsOwnContext(name="own")
+    seen: list[float] = []
+    task.notifier.register(EVENT_UPDATE_PROGRESS, lambda event_type, details: seen.append(details["progress"]))
+    engine = load(linear_flow.Flow("f").add(task))
+    engine.run()
+    assert engine.storage.get("own") == {"mine": True}
+    assert 0.5 in seen
 
 
 def test_progress_of_a_silent_task_is_complete_after_success(load: Any) -> None:

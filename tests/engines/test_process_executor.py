@@ -146,6 +146,23 @@ def test_progress_from_a_worker_reaches_the_listener() -> None:
     assert engine.storage.get_task_progress("worker") == 1.0
 
 
+class ContextPid(Task):
+    """Return its context's atom name and flow uuid, and the pid it ran in."""
+
+    def execute(self) -> list[Any]:
+        context = self.context
+        assert context is not None
+        return [context.atom_name, context.flow_uuid, os.getpid()]
+
+
+def test_the_task_context_reaches_a_worker_process() -> None:
+    engine = load(linear_flow.Flow("f").add(ContextPid(name="where", provides="where")))
+    engine.run()
+    name, flow_uuid, pid = engine.storage.fetch("where")
+    assert (name, flow_uuid) == ("where", engine.storage.flow_detail.uuid)
+    assert pid != os.getpid()
+
+
 @pytest.mark.parametrize("unpicklable", [HoldsALambda, HoldsALock])
 def test_unpicklable_task_is_refused_before_anything_runs(unpicklable: type[Task]) -> None:
     flow = linear_flow.Flow("f").add(Name(name="first"), unpicklable(name="cannot_ship"))
