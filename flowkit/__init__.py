@@ -13,9 +13,11 @@ type-only imports included).
   subclass.  ``flow.py`` and ``patterns/`` (linear, unordered, graph flows):
   structure only.  They never import the engine, storage, persistence, the
   factories, or anything built on the engine.
-- ``engines/``: ``compiler`` (flatten + validate), ``runtime`` (schedule,
-  revert, retry), ``engine`` (the only place that joins atoms, storage and
-  persistence), ``helpers`` (rebuilding a flow from its logbook).  The engine
+- ``engines/``: ``_compiler`` (flatten + validate), ``_state`` (one run's
+  state), ``_scheduler`` and ``_reverter`` (what runs next, what a failure
+  undoes; both handed the run's state), ``engine`` (the only place that joins
+  atoms, storage and persistence), ``helpers`` (rebuilding a flow from its
+  logbook).  The engine
   never imports job boards, conductors, listeners, ``testing``, ``graphs`` or
   the command, nor SQL code.  The engine core (all of it but ``executors``
   and ``distributed``, with the atoms, patterns, ``storage``, ``states`` and

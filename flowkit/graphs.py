@@ -30,7 +30,7 @@ from flowkit import states
 from flowkit.exceptions import FlowkitError
 
 if TYPE_CHECKING:
-    from flowkit.engines.compiler import Compilation
+    from flowkit.engines._compiler import Compilation
     from flowkit.persistence.models import FlowDetail
 
 __all__ = [
@@ -80,7 +80,7 @@ def _attrs(**attrs: str) -> str:
 
 def _compilation_of(subject: Any) -> tuple[Compilation, FlowDetail | None]:
     """The compilation to draw and, for an engine, the flow detail of its run."""
-    from flowkit.engines.compiler import Compilation, compile_flow
+    from flowkit.engines._compiler import Compilation, compile_flow
     from flowkit.engines.engine import Engine
 
     if isinstance(subject, Engine):

@@ -21,7 +21,7 @@ from flowkit.persistence.models import AtomDetail, FlowDetail
 from flowkit.types.failure import Failure
 
 if TYPE_CHECKING:
-    from flowkit.engines.compiler import Compilation
+    from flowkit.engines._compiler import Compilation
 
 __all__ = ["Storage", "extract_result", "provided_result"]
 

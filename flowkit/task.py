@@ -17,7 +17,7 @@ from flowkit import _imports
 from flowkit.atom import Atom, ProvidesSpec, RebindSpec, RequiresSpec, signature_of
 from flowkit.types.notifier import RestrictedNotifier
 
-__all__ = ["Task", "FunctorTask", "EVENT_UPDATE_PROGRESS"]
+__all__ = ["Task", "FunctorTask", "TaskContext", "EVENT_UPDATE_PROGRESS"]
 
 #: Event published on ``task.notifier`` when a task reports progress.
 EVENT_UPDATE_PROGRESS = "update_progress"

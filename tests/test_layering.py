@@ -173,20 +173,6 @@ def _shown(edges: Iterable[Import]) -> str:
 
 # -- (a) no cycles -------------------------------------------------------------------
 
-#: Cycles that other changes of the same refactoring remove.  The test fails
-#: for any cycle not listed here and for a listed one that no longer exists:
-#: empty this once those changes are in.
-KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
-    {
-        # executors imports distributed lazily, distributed subclasses executors' base
-        frozenset({"flowkit.engines.executors", "flowkit.engines.distributed"}),
-        # the board registry imports the SQL board lazily, the SQL board imports the registry back
-        frozenset({"flowkit.jobs.backends", "flowkit.jobs.backends.impl_sql"}),
-        # the SQL connection names the backend it belongs to, for its types
-        frozenset({"flowkit.persistence.sql_connection", "flowkit.persistence.backends.impl_sqlalchemy"}),
-    }
-)
-
 #: Cycles that are part of the design, each with the reason it cannot be cut.
 ACCEPTED_CYCLES: dict[frozenset[str], str] = {
     frozenset({"flowkit.exceptions", "flowkit.types.failure"}): (
@@ -199,14 +185,14 @@ ACCEPTED_CYCLES: dict[frozenset[str], str] = {
 def test_no_import_cycles() -> None:
     graph = _internal(("module", "function", "typing"))
     cycles = set(_cycles(graph))
-    unexpected = cycles - KNOWN_CYCLES - set(ACCEPTED_CYCLES)
+    unexpected = cycles - set(ACCEPTED_CYCLES)
     details = [
         _shown(e for e in IMPORTS if e.importer in cycle and e.target in cycle and e.importer != e.target)
         for cycle in sorted(unexpected, key=sorted)
     ]
     assert not unexpected, "import cycles between modules:\n" + "\n\n".join(details)
-    gone = (KNOWN_CYCLES | set(ACCEPTED_CYCLES)) - cycles
-    assert not gone, "no longer cycles, remove them from KNOWN_CYCLES/ACCEPTED_CYCLES: %s" % sorted(
+    gone = set(ACCEPTED_CYCLES) - cycles
+    assert not gone, "no longer cycles, remove them from ACCEPTED_CYCLES: %s" % sorted(
         sorted(cycle) for cycle in gone
     )
 
@@ -220,7 +206,7 @@ def test_imports_are_read_with_their_kind() -> None:
     source = """
 import json
 from typing import TYPE_CHECKING
-from . import compiler
+from . import _compiler
 from .. import states
 from flowkit.engines import engine, load
 if TYPE_CHECKING:
@@ -238,7 +224,7 @@ def later() -> None:
     assert found == {
         ("json", "module"),
         ("typing", "module"),
-        ("flowkit.engines.compiler", "module"),  # relative to the importing module's package
+        ("flowkit.engines._compiler", "module"),  # relative to the importing module's package
         ("flowkit.states", "module"),
         ("flowkit.engines.engine", "module"),  # a submodule is the edge, not its package
         ("flowkit.engines", "module"),  # a name defined in the package's __init__
@@ -322,11 +308,8 @@ FOUNDATION = ("flowkit.exceptions", "flowkit.states", "flowkit._names", "flowkit
 ATOMS = ("flowkit.atom", "flowkit.task", "flowkit.retry", "flowkit.decorators", "flowkit.flow", "flowkit.patterns")
 #: The SQL code of the persistence package.
 PERSISTENCE_SQL = (
-    "flowkit.persistence._sql",  # where the SQL modules below are moving
+    "flowkit.persistence._sql",
     "flowkit.persistence.backends.impl_sqlalchemy",
-    "flowkit.persistence.sql_connection",
-    "flowkit.persistence.sql_schema",
-    "flowkit.persistence.sql_locks",
     "flowkit.persistence.migrations",
 )
 #: What runs flows and stores them.

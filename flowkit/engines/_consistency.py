@@ -39,7 +39,7 @@ from typing import Any
 
 from flowkit import exceptions as exc
 from flowkit import states
-from flowkit.engines.compiler import Compilation, compile_flow
+from flowkit.engines._compiler import Compilation, compile_flow
 from flowkit.persistence._integrity import ATOM_COUNT_KEY, REPAIRS_KEY, UNREADABLE_KEY, unreadable_problems
 from flowkit.persistence.models import AtomDetail, FlowDetail
 

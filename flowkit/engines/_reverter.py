@@ -28,7 +28,7 @@ from flowkit.engines._state import (
     Region,
     RunState,
 )
-from flowkit.engines.compiler import NO_RETRY
+from flowkit.engines._compiler import NO_RETRY
 from flowkit.persistence import codec
 from flowkit.retry import Decision, History
 from flowkit.states import (

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowkit import exceptions as exc
 from flowkit import states
-from flowkit.engines.compiler import ArgSource
+from flowkit.engines._compiler import ArgSource
 from flowkit.states import (
     FAILURE,
     IGNORE,
@@ -36,7 +36,7 @@ from flowkit.types.failure import Failure
 
 if TYPE_CHECKING:
     from flowkit.engines._atom_executor import AtomExecutor
-    from flowkit.engines.compiler import Compilation
+    from flowkit.engines._compiler import Compilation
     from flowkit.persistence.models import AtomDetail
     from flowkit.storage import Storage
     from flowkit.types.notifier import Notifier

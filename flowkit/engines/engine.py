@@ -16,7 +16,7 @@ from typing import Any
 from flowkit import exceptions as exc
 from flowkit import states
 from flowkit._names import MAX_NAME_LENGTH, check_name
-from flowkit.engines import compiler
+from flowkit.engines import _compiler as compiler
 from flowkit.engines._scheduler import Scheduler
 from flowkit.engines._state import ENGINE_FAILURES_KEY, REGIONS_KEY, REVERTED_SCOPES_KEY, RunState
 from flowkit.engines.executors import AtomExecutor, make_executor

@@ -13,9 +13,18 @@ board: :mod:`~flowkit.persistence._sql.store` describes how a write travels.
 from __future__ import annotations
 
 from flowkit.persistence._sql.connection import SQLAlchemyConnection
+from flowkit.persistence._sql.locks import lock_key, mysql_lock_name
 from flowkit.persistence._sql.store import DURABILITIES, SQLStore, normalize_url
 
-__all__ = ["SQLAlchemyBackend", "SQLAlchemyConnection", "DURABILITIES", "normalize_url"]
+__all__ = [
+    "SQLAlchemyBackend",
+    "SQLAlchemyConnection",
+    "DURABILITIES",
+    "normalize_url",
+    # what names a flow detail's lock on the server (to find the session holding it)
+    "lock_key",
+    "mysql_lock_name",
+]
 
 
 class SQLAlchemyBackend(SQLStore):
