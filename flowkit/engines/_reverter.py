@@ -16,6 +16,7 @@ from typing import Any
 from flowkit import exceptions as exc
 from flowkit import states
 from flowkit.atom import signature_of
+from flowkit.engines._compiler import NO_RETRY
 from flowkit.engines._state import (
     DONE,
     ENGINE_FAILURES_KEY,
@@ -28,7 +29,6 @@ from flowkit.engines._state import (
     Region,
     RunState,
 )
-from flowkit.engines._compiler import NO_RETRY
 from flowkit.persistence import codec
 from flowkit.retry import Decision, History
 from flowkit.states import (
