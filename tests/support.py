@@ -220,6 +220,12 @@ WAIT_TIMEOUT = 60.0
 
 T = TypeVar("T")
 
+# What a test waits for usually comes within milliseconds, so the first looks are quick; a
+# wait that lasts (a thousand jobs run by conductor processes) looks less and less often, so
+# that polling does not take the CPU from the processes it waits for.
+_FIRST_PAUSE = 0.002
+_LAST_PAUSE = 0.05
+
 
 def wait_until(
     predicate: Callable[[], T],
@@ -240,6 +246,7 @@ def wait_until(
     """
     start = time.monotonic()
     end = start + timeout if deadline is None else deadline
+    pause = _FIRST_PAUSE
     while True:
         found = predicate()
         if found:
@@ -248,8 +255,8 @@ def wait_until(
         if now > end:
             message = "gave up after %.1f s waiting for %s" % (now - start, what)
             raise AssertionError(message if detail is None else message + ":\n" + detail())
-        # A short poll: what a test waits for usually comes within milliseconds.
-        time.sleep(0.005)
+        time.sleep(min(pause, max(0.0, end - now)))
+        pause = min(2 * pause, _LAST_PAUSE)
 
 
 def unavailable(message: str) -> NoReturn:

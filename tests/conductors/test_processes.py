@@ -1,7 +1,7 @@
 """Conductor processes on real boards: racing, crashing, freezing, and posts that roll back.
 
 Every conductor here is ``flowkit conductor`` in its own process.  What ran is
-read from the lines the tasks append (``O_APPEND`` + fsync, see ``flows.py``)
+read from the lines the tasks append (one ``O_APPEND`` write each, see ``flows.py``)
 and from the events each conductor prints; the tests wait on those with
 deadlines, never with fixed sleeps.
 """

@@ -4,7 +4,7 @@ Each test runs ``tests/persistence/crash_child.py`` in a child process (``sys.ex
 against a database; the child dies with ``os._exit`` or SIGKILL at a chosen point (before,
 during and after an atom's execute, during a revert, during a retry). This process then
 reads the logbook, resumes with ``load_from_detail`` and checks, from the journal every
-task writes to (one fsync'd line per execute and revert call), that:
+task writes to (one line per execute and revert call, written before it goes on), that:
 
 - the flow ends as it would have without the crash, with the same results;
 - no atom whose result was durable at the crash runs again (nor is a reverted atom
