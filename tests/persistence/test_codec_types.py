@@ -25,6 +25,7 @@ from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend
 from flowkit.persistence.base import Backend
 from flowkit.persistence.models import AtomDetail, FlowDetail, LogBook
 from flowkit.task import Task
+from tests.engines.test_values import Keep, Spoil
 
 OpenBackend = Callable[[], Backend]
 
@@ -190,24 +191,6 @@ def test_a_tag_no_registered_type_answers_to_is_corrupt_and_imports_nothing(
 
 
 # --- the memory backend keeps copies ----------------------------------------------------------
-
-
-class Keep(Task):
-    """Returns a list it keeps, and changes it while its successor runs."""
-
-    def __init__(self, bag: list[Any], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.bag = bag
-
-    def execute(self) -> list[Any]:
-        self.bag.append("kept")
-        return self.bag
-
-
-class Spoil(Keep):
-    def execute(self) -> str:
-        self.bag.append("spoiled")
-        return "done"
 
 
 def test_the_memory_backend_is_not_changed_through_the_objects_of_a_run(load: Any) -> None:
