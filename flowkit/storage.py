@@ -128,17 +128,27 @@ class Storage:
                 count = len(self._flow_detail)
                 if not isinstance(recorded, int) or recorded < count:
                     self._flow_detail.meta[ATOM_COUNT_KEY] = count
-                self._save_flow(durable=False)
+                # New atom details: only a whole write stores them.
+                self._save_flow(durable=False, atoms=True)
         return details
 
     def save_flow(self) -> None:
         """Write the flow detail (state and meta) durably."""
         self._save_flow()
 
-    def _save_flow(self, durable: bool = True) -> None:
-        """Write the flow detail through the connection; flush it too if ``durable``."""
+    def _save_flow(self, durable: bool = True, atoms: bool = False) -> None:
+        """Write the flow detail through the connection; flush it too if ``durable``.
+
+        Its state and meta only, unless ``atoms``: every change to an atom
+        detail is written where it is made (:meth:`save_atom`), so a flow's
+        state change has no atom to write, and a backend need not compare
+        every atom with what it stored to find that out.
+        """
         try:
-            self._connection.update_flow_details(self._flow_detail)
+            if atoms:
+                self._connection.update_flow_details(self._flow_detail)
+            else:
+                self._connection.update_flow_state(self._flow_detail)
             if durable:
                 self._connection.flush()
         except exc.FlowkitError:

@@ -274,24 +274,22 @@ class Engine:
         if not conn.has_flow_detail(fd.uuid):
             return
         try:
-            stored = conn.get_flow_details(fd.uuid)
+            stored = conn.get_atom_states(fd.uuid)
         except exc.CorruptLogbook:
             # Rows that cannot be decoded were checked when the flow detail was
             # loaded (load_from_detail refuses them unless repairing, and a
             # repair rewrites them as the atoms run again): nothing to compare.
             return
-        if stored is fd:
-            return
         buffered = conn.pending
-        mine = {ad.name: ad for ad in fd}
-        for theirs in stored:
-            own = mine.get(theirs.name)
-            if own is None:
+        for own in fd:
+            theirs = stored.get(own.name)
+            if theirs is None:
                 continue
-            if own.uuid != theirs.uuid:
-                why = "atom %r has another atom detail there (%s, not %s)" % (theirs.name, theirs.uuid, own.uuid)
-            elif not buffered and (own.state, own.intention) != (theirs.state, theirs.intention):
-                why = "atom %r is %s there, %s here" % (theirs.name, theirs.state, own.state)
+            uuid, state, intention = theirs
+            if own.uuid != uuid:
+                why = "atom %r has another atom detail there (%s, not %s)" % (own.name, uuid, own.uuid)
+            elif not buffered and (own.state != state or own.intention != intention):
+                why = "atom %r is %s there, %s here" % (own.name, state, own.state)
             else:
                 continue
             raise exc.InvalidState(

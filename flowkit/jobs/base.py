@@ -794,6 +794,10 @@ class FencedConnection(Connection):
         """Read through the wrapped connection."""
         return self._inner.get_flow_details(fd_uuid, lazy)
 
+    def get_atom_states(self, fd_uuid: str) -> dict[str, tuple[str, Any, Any]]:
+        """Read through the wrapped connection."""
+        return self._inner.get_atom_states(fd_uuid)
+
     def has_flow_detail(self, fd_uuid: str) -> bool:
         """Read through the wrapped connection."""
         return self._inner.has_flow_detail(fd_uuid)
@@ -807,6 +811,12 @@ class FencedConnection(Connection):
         if self._immediate:
             return self._backend.fenced(lambda: self._inner.update_flow_details(flow_detail))
         return self._inner.update_flow_details(flow_detail)
+
+    def update_flow_state(self, flow_detail: FlowDetail) -> FlowDetail:
+        """Write through the wrapped connection; fenced here or at the next flush."""
+        if self._immediate:
+            return self._backend.fenced(lambda: self._inner.update_flow_state(flow_detail))
+        return self._inner.update_flow_state(flow_detail)
 
     def update_atom_details(self, atom_detail: AtomDetail) -> AtomDetail:
         """Write through the wrapped connection; fenced here or at the next flush."""

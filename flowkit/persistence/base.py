@@ -172,6 +172,16 @@ class Connection(abc.ABC):
             return False
         return True
 
+    def get_atom_states(self, fd_uuid: str) -> dict[str, tuple[str, Any, Any]]:
+        """``{atom name: (atom detail uuid, state, intention)}`` of flow detail ``fd_uuid``; NotFound if absent.
+
+        What an engine compares before it runs, to find out whether another
+        engine changed the flow detail since it was read.  Backends that can
+        answer without reading whole atom details (their results, meta and
+        failures) should; the default reads the flow detail.
+        """
+        return {ad.name: (ad.uuid, ad.state, ad.intention) for ad in self.get_flow_details(fd_uuid)}
+
     @abc.abstractmethod
     def get_atom_details(self, ad_uuid: str) -> AtomDetail:
         """The atom detail ``ad_uuid``; NotFound if absent."""
@@ -179,6 +189,16 @@ class Connection(abc.ABC):
     @abc.abstractmethod
     def update_flow_details(self, flow_detail: FlowDetail) -> FlowDetail:
         """Store the flow detail's state and meta and its atom details; it must already exist."""
+
+    def update_flow_state(self, flow_detail: FlowDetail) -> FlowDetail:
+        """Store the flow detail's state and meta only; it must already exist.
+
+        What its atom details hold is not written (the engine writes each
+        atom detail as it changes, with :meth:`update_atom_details`), so a
+        backend can skip looking at them.  The default stores everything,
+        with :meth:`update_flow_details`, which is always correct.
+        """
+        return self.update_flow_details(flow_detail)
 
     @abc.abstractmethod
     def update_atom_details(self, atom_detail: AtomDetail) -> AtomDetail:

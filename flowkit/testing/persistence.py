@@ -198,7 +198,11 @@ class PersistenceBackendTests:
         with pytest.raises(exc.NotFound):
             conn.update_flow_details(FlowDetail(name="never-saved"))
         with pytest.raises(exc.NotFound):
+            conn.update_flow_state(FlowDetail(name="never-saved"))
+        with pytest.raises(exc.NotFound):
             conn.update_atom_details(TaskDetail("never-saved"))
+        with pytest.raises(exc.NotFound):
+            conn.get_atom_states("no-such-flow")
 
     # -- updates ----------------------------------------------------------------------
 
@@ -245,6 +249,37 @@ class PersistenceBackendTests:
         conn.flush()
         with self.reader(backend) as other:
             same_records(other.get_flow_details(fd.uuid), fd)
+
+    def test_flow_state_updates_store_state_and_meta(self, backend: Backend, conn: Connection) -> None:
+        book = sample_logbook()
+        conn.save_logbook(book)
+        fd = list(book)[0]
+        fd.state = states.REVERTING
+        fd.meta["regions"] = [{"retry": None, "outcome": "REVERT_ALL"}]
+        conn.update_flow_state(fd)
+        fd.state = states.REVERTED
+        conn.update_flow_state(fd)
+        conn.flush()
+        with self.reader(backend) as other:
+            stored = other.get_flow_details(fd.uuid)
+        assert stored.state == states.REVERTED
+        assert stored.meta == fd.meta
+        assert [(ad.uuid, ad.name) for ad in stored] == [(ad.uuid, ad.name) for ad in fd]
+
+    def test_atom_states_are_what_was_stored(self, backend: Backend, conn: Connection) -> None:
+        book = sample_logbook()
+        conn.save_logbook(book)
+        fd = list(book)[1]
+        ad = fd.find_by_name("pending")
+        assert ad is not None
+        ad.state = states.REVERTING
+        ad.intention = states.REVERT
+        conn.update_atom_details(ad)
+        conn.flush()
+        with self.reader(backend) as other:
+            found = other.get_atom_states(fd.uuid)
+        assert found == {a.name: (a.uuid, a.state, a.intention) for a in fd}
+        assert found["pending"] == (ad.uuid, states.REVERTING, states.REVERT)
 
     def test_large_values_round_trip(self, backend: Backend, conn: Connection) -> None:
         book = LogBook(name="big")

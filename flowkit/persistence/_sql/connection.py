@@ -48,9 +48,8 @@ class SQLAlchemyConnection(Connection):
         self._books: dict[str, LogBook] = {}
         self._flows: dict[str, FlowDetail] = {}
         self._atoms: dict[str, AtomDetail] = {}
-        # uuid -> to_data() of what this connection last committed for that atom
-        # (lives as long as the connection, i.e. one engine).
-        self._written: dict[str, dict[str, Any]] = {}
+        # Flow details whose state and meta only are to be written (update_flow_state).
+        self._states: dict[str, FlowDetail] = {}
         # What fence() gave: run inside every flush's transaction before any row.
         self._precondition: Callable[[Any], None] | None = None
         # The session lock taken through this connection: while it is held,
@@ -96,16 +95,14 @@ class SQLAlchemyConnection(Connection):
         what it raises refuses the flush the same way.
         """
         with self._guard:
-            if not (self._books or self._flows or self._atoms):
+            if not (self._books or self._flows or self._states or self._atoms):
                 return
             if self._backend.read_only:
                 # Refused for good: keeping the buffer would only refuse it again at close().
-                records = [*self._books.values(), *self._flows.values(), *self._atoms.values()]
+                records = [*self._books.values(), *self._flows.values(), *self._states.values(), *self._atoms.values()]
                 shown = ", ".join(_name_record(r) for r in records[:3])
                 what = "write %s%s" % (shown, " and %d more" % (len(records) - 3) if len(records) > 3 else "")
-                self._books.clear()
-                self._flows.clear()
-                self._atoms.clear()
+                self._clear_buffer()
                 self._backend._refuse_write(what)
             if self._lost is not None:
                 self._refuse()
@@ -113,24 +110,25 @@ class SQLAlchemyConnection(Connection):
             if lock is not None and lock.released:
                 self._session_lock = lock = None
             self._backend.ensure_schema()
-            books, flows, atoms, written, describe = self._rows()
+            books, flows, atoms, describe = self._rows()
             try:
                 self._backend.commit(books, flows, atoms, describe, precondition=self._precondition, lock=lock)
             except exc.LockLost as lost:
                 self._lost = lost
                 self._refuse()
-            self._written.update(written)
-            self._books.clear()
-            self._flows.clear()
-            self._atoms.clear()
+            self._clear_buffer()
+
+    def _clear_buffer(self) -> None:
+        self._books.clear()
+        self._flows.clear()
+        self._states.clear()
+        self._atoms.clear()
 
     def _refuse(self) -> None:
         # What was buffered was refused for good: another engine may own the
         # flow detail now, so dropping it is all that is left to do with it.
         assert self._lost is not None
-        self._books.clear()
-        self._flows.clear()
-        self._atoms.clear()
+        self._clear_buffer()
         again = exc.LockLost(str(self._lost))
         raise again from self._lost.__cause__
 
@@ -142,55 +140,42 @@ class SQLAlchemyConnection(Connection):
     @property
     def pending(self) -> bool:
         """Whether writes wait in the buffer for :meth:`flush`."""
-        return bool(self._books or self._flows or self._atoms)
+        return bool(self._books or self._flows or self._states or self._atoms)
 
     def _rows(
         self,
-    ) -> tuple[
-        list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], dict[str, dict[str, Any]], Callable[[], str]
-    ]:
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], Callable[[], str]]:
         parents = self._backend._atom_parent
         flow_parents = self._backend._flow_parent
+        states = self._states
         book_rows: list[dict[str, Any]] = []
         flow_rows: list[dict[str, Any]] = []
         atom_rows: list[dict[str, Any]] = []
         written: set[str] = set()
-        last_written = self._written
-        new_written: dict[str, dict[str, Any]] = {}
         current: Any = None
         try:
             for current in self._books.values():
                 book_rows.append(schema.logbook_row(current))
             for fd in self._flows.values():
-                current = fd
+                # A later update_flow_state of another record of this flow detail has its newer state.
+                current = states.get(fd.uuid, fd)
                 book_uuid, position = flow_parents[fd.uuid]
-                flow_rows.append(schema.flow_row(fd, book_uuid, position))
+                flow_rows.append(schema.flow_row(current, book_uuid, position))
                 for index, current in enumerate(fd):
                     uuid = current.uuid
                     written.add(uuid)
-                    last = last_written.get(uuid)
-                    # A flow's state changes rewrite its atoms only where they changed.
-                    if last is not None and uuid not in self._atoms and schema.unchanged(current, last):
-                        continue
-                    data, row = schema.atom_data(current, fd.uuid, index)
-                    atom_rows.append(row)
-                    new_written[uuid] = data
+                    atom_rows.append(schema.atom_row(current, fd.uuid, index))
                     parents.setdefault(uuid, (fd.uuid, index))
+            for uuid, current in states.items():
+                if uuid not in self._flows:
+                    flow_rows.append(schema.flow_row(current, *flow_parents[uuid]))
             for current in self._atoms.values():
-                uuid = current.uuid
-                if uuid in written:
-                    if uuid not in new_written:
-                        data, row = schema.atom_data(current, *parents[uuid])
-                        atom_rows.append(row)
-                        new_written[uuid] = data
-                    continue
-                data, row = schema.atom_data(current, *parents[uuid])
-                atom_rows.append(row)
-                new_written[uuid] = data
+                if current.uuid not in written:
+                    atom_rows.append(schema.atom_row(current, *parents[current.uuid]))
         except (TypeError, ValueError, RecursionError) as error:
             raise exc.StorageFailure("could not encode %s as JSON: %s" % (_name_record(current), error)) from error
         atoms = list(self._atoms.values())
-        flows = list(self._flows.values())
+        flows = [*self._flows.values(), *(fd for uuid, fd in states.items() if uuid not in self._flows)]
 
         def describe() -> str:
             # Built only when a write fails: names what was being written, and where.
@@ -208,7 +193,7 @@ class SQLAlchemyConnection(Connection):
                 parts.append("atom details %s%s of flow detail %s" % (shown, more, ", ".join(owners)))
             return "; ".join(parts) or "nothing"
 
-        return book_rows, flow_rows, atom_rows, new_written, describe
+        return book_rows, flow_rows, atom_rows, describe
 
     def _known_flow(self, fd_uuid: str) -> tuple[str, int] | None:
         found = self._backend._flow_parent.get(fd_uuid)
@@ -237,10 +222,7 @@ class SQLAlchemyConnection(Connection):
             for index, fd in enumerate(book):
                 parents.setdefault(fd.uuid, (book.uuid, index))
                 self._flows[fd.uuid] = fd
-                # Saving a logbook writes every atom, whatever this connection
-                # wrote before (the rows may have been deleted since).
-                for ad in fd:
-                    self._written.pop(ad.uuid, None)
+                self._states.pop(fd.uuid, None)
             self.flush()
         return book
 
@@ -252,6 +234,18 @@ class SQLAlchemyConnection(Connection):
                     "flow detail %r (%s) was never saved in a logbook" % (flow_detail.name, flow_detail.uuid)
                 )
             self._flows[flow_detail.uuid] = flow_detail
+            self._states.pop(flow_detail.uuid, None)
+        return flow_detail
+
+    def update_flow_state(self, flow_detail: FlowDetail) -> FlowDetail:
+        """Buffer the flow detail's state and meta (not its atom details) until :meth:`flush`."""
+        with self._guard:
+            uuid = flow_detail.uuid
+            if self._flows.get(uuid) is flow_detail:
+                return flow_detail  # its whole write is buffered already, and reads this record at flush
+            if uuid not in self._flows and uuid not in self._states and self._known_flow(uuid) is None:
+                raise exc.NotFound("flow detail %r (%s) was never saved in a logbook" % (flow_detail.name, uuid))
+            self._states[uuid] = flow_detail
         return flow_detail
 
     def update_atom_details(self, atom_detail: AtomDetail) -> AtomDetail:
@@ -330,15 +324,11 @@ class SQLAlchemyConnection(Connection):
             return flows
 
         self._backend.forget(self._backend.write_now(delete, "delete logbook %s" % book_uuid))
-        self._written.clear()
 
     def clear_all(self) -> None:
         """Delete every logbook (and drop this connection's unflushed writes)."""
         with self._guard:
-            self._books.clear()
-            self._flows.clear()
-            self._atoms.clear()
-            self._written.clear()
+            self._clear_buffer()
         self._backend.ensure_schema()
         t = self._backend.tables
 
@@ -356,9 +346,7 @@ class SQLAlchemyConnection(Connection):
         if self._lost is not None:
             # Refused for good (see _refuse); reads show what the database holds.
             with self._guard:
-                self._books.clear()
-                self._flows.clear()
-                self._atoms.clear()
+                self._clear_buffer()
         else:
             self.flush()
         self._backend.ensure_schema()

@@ -25,7 +25,6 @@ change when this module does.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -48,8 +47,6 @@ __all__ = [
     "atom_row",
     "logbook_rows",
     "row_data",
-    "atom_data",
-    "unchanged",
 ]
 
 #: Tables are named ``flowkit_logbooks`` etc. unless another prefix is chosen.
@@ -173,16 +170,10 @@ def flow_row(flow_detail: FlowDetail, book_uuid: str, position: int) -> dict[str
 
 def atom_row(atom_detail: AtomDetail, flow_uuid: str, position: int) -> dict[str, Any]:
     """The ``atomdetails`` row of ``atom_detail``."""
-    return atom_data(atom_detail, flow_uuid, position)[1]
-
-
-def atom_data(atom_detail: AtomDetail, flow_uuid: str, position: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(to_data(atom_detail), its row)``; keep the first to test :func:`unchanged` later."""
-    data = to_data(atom_detail)
-    row = _row(data, ATOM_JSON)
+    row = _row(to_data(atom_detail), ATOM_JSON)
     row["parent_uuid"] = flow_uuid
     row["position"] = position
-    return data, row
+    return row
 
 
 def logbook_rows(book: LogBook) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -190,48 +181,6 @@ def logbook_rows(book: LogBook) -> tuple[list[dict[str, Any]], list[dict[str, An
     flows = [flow_row(fd, book.uuid, i) for i, fd in enumerate(book)]
     atoms = [atom_row(ad, fd.uuid, i) for fd in book for i, ad in enumerate(fd)]
     return [logbook_row(book)], flows, atoms
-
-
-_ATOM_FIELDS = tuple(f.name for f in dataclasses.fields(AtomDetail))
-_SCALARS = (str, int, float, bool, type(None))
-
-
-def unchanged(atom_detail: AtomDetail, data: Mapping[str, Any]) -> bool:
-    """True if ``atom_detail`` would encode to exactly ``data`` (a :func:`to_data` result).
-
-    Cheaper than encoding it again, which is what lets a flow's state change
-    skip its unchanged atoms.  "True" is only answered when the encodings are
-    certainly equal (types are compared too: ``1`` and ``1.0`` encode
-    differently); anything unusual (a Failure, a NaN) answers False, which
-    only costs a rewrite.
-    """
-    for name in _ATOM_FIELDS:
-        live = getattr(atom_detail, name)
-        stored = data.get(name)
-        # Names, uuids and None are usually the very objects to_data() kept.
-        if live is not stored and not _same(live, stored):
-            return False
-    return True
-
-
-def _same(live: Any, stored: Any) -> bool:
-    if isinstance(live, enum.Enum):
-        live = live.value
-    kind = type(live)
-    if kind in _SCALARS:
-        return kind is type(stored) and live == stored
-    if kind is list or kind is tuple:
-        if type(stored) is not list or len(live) != len(stored):
-            return False
-        return all(_same(a, b) for a, b in zip(live, stored))
-    if kind is dict:
-        if type(stored) is not dict or len(live) != len(stored):
-            return False
-        for key, value in live.items():
-            if key not in stored or type(key) is not str or not _same(value, stored[key]):
-                return False
-        return True
-    return False
 
 
 def row_data(row: Mapping[Any, Any], json_keys: frozenset[str]) -> dict[str, Any]:

@@ -176,6 +176,19 @@ class MemoryConnection(Connection):
                 raise NotFound("no flow detail with uuid %r" % (fd_uuid,))
             return self._flow(fd_uuid)
 
+    def get_atom_states(self, fd_uuid: str) -> dict[str, tuple[str, Any, Any]]:
+        # Read from the snapshots, without building the atom details.
+        b = self._backend
+        with b.lock:
+            if fd_uuid not in b.flows:
+                raise NotFound("no flow detail with uuid %r" % (fd_uuid,))
+            atoms = b.atoms
+            states = {}
+            for ad_uuid in b.flow_atoms[fd_uuid]:
+                snapshot = atoms[ad_uuid][1]
+                states[snapshot[0]] = (ad_uuid, snapshot[3], snapshot[4])
+            return states
+
     def has_flow_detail(self, fd_uuid: str) -> bool:
         return fd_uuid in self._backend.flows
 
@@ -229,6 +242,19 @@ class MemoryConnection(Connection):
                     "flow detail %r (%s) was never saved in a logbook" % (flow_detail.name, flow_detail.uuid)
                 ) from None
             self._store_flow(book_uuid, flow_detail)
+        return flow_detail
+
+    def update_flow_state(self, flow_detail: FlowDetail) -> FlowDetail:
+        b = self._backend
+        with b.lock:
+            try:
+                book_uuid = b.flows[flow_detail.uuid][0]
+            except KeyError:
+                raise NotFound(
+                    "flow detail %r (%s) was never saved in a logbook" % (flow_detail.name, flow_detail.uuid)
+                ) from None
+            fd = flow_detail
+            b.flows[fd.uuid] = (book_uuid, FlowDetail(name=fd.name, uuid=fd.uuid, state=fd.state, meta=_meta(fd.meta)))
         return flow_detail
 
     def update_atom_details(self, atom_detail: AtomDetail) -> AtomDetail:
