@@ -232,27 +232,25 @@ class MemoryConnection(Connection):
                 self._store_flow(book.uuid, fd)
         return book
 
+    def _book_of(self, flow_detail: FlowDetail) -> str:
+        """The uuid of the logbook ``flow_detail`` was saved in; hold the lock."""
+        try:
+            return self._backend.flows[flow_detail.uuid][0]
+        except KeyError:
+            raise NotFound(
+                "flow detail %r (%s) was never saved in a logbook" % (flow_detail.name, flow_detail.uuid)
+            ) from None
+
     def update_flow_details(self, flow_detail: FlowDetail) -> FlowDetail:
         b = self._backend
         with b.lock:
-            try:
-                book_uuid = b.flows[flow_detail.uuid][0]
-            except KeyError:
-                raise NotFound(
-                    "flow detail %r (%s) was never saved in a logbook" % (flow_detail.name, flow_detail.uuid)
-                ) from None
-            self._store_flow(book_uuid, flow_detail)
+            self._store_flow(self._book_of(flow_detail), flow_detail)
         return flow_detail
 
     def update_flow_state(self, flow_detail: FlowDetail) -> FlowDetail:
         b = self._backend
         with b.lock:
-            try:
-                book_uuid = b.flows[flow_detail.uuid][0]
-            except KeyError:
-                raise NotFound(
-                    "flow detail %r (%s) was never saved in a logbook" % (flow_detail.name, flow_detail.uuid)
-                ) from None
+            book_uuid = self._book_of(flow_detail)
             fd = flow_detail
             b.flows[fd.uuid] = (book_uuid, FlowDetail(name=fd.name, uuid=fd.uuid, state=fd.state, meta=_meta(fd.meta)))
         return flow_detail
