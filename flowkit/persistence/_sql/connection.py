@@ -226,13 +226,16 @@ class SQLAlchemyConnection(Connection):
             self.flush()
         return book
 
+    def _check_saved(self, flow_detail: FlowDetail) -> None:
+        """NotFound unless ``flow_detail`` is buffered here or stored; hold the guard."""
+        uuid = flow_detail.uuid
+        if uuid not in self._flows and uuid not in self._states and self._known_flow(uuid) is None:
+            raise exc.NotFound("flow detail %r (%s) was never saved in a logbook" % (flow_detail.name, uuid))
+
     def update_flow_details(self, flow_detail: FlowDetail) -> FlowDetail:
         """Buffer the flow detail (state, meta) and all its atom details until :meth:`flush`."""
         with self._guard:
-            if flow_detail.uuid not in self._flows and self._known_flow(flow_detail.uuid) is None:
-                raise exc.NotFound(
-                    "flow detail %r (%s) was never saved in a logbook" % (flow_detail.name, flow_detail.uuid)
-                )
+            self._check_saved(flow_detail)
             self._flows[flow_detail.uuid] = flow_detail
             self._states.pop(flow_detail.uuid, None)
         return flow_detail
@@ -243,8 +246,7 @@ class SQLAlchemyConnection(Connection):
             uuid = flow_detail.uuid
             if self._flows.get(uuid) is flow_detail:
                 return flow_detail  # its whole write is buffered already, and reads this record at flush
-            if uuid not in self._flows and uuid not in self._states and self._known_flow(uuid) is None:
-                raise exc.NotFound("flow detail %r (%s) was never saved in a logbook" % (flow_detail.name, uuid))
+            self._check_saved(flow_detail)
             self._states[uuid] = flow_detail
         return flow_detail
 

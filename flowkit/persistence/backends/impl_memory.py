@@ -121,6 +121,11 @@ def _meta(meta: dict[str, Any]) -> dict[str, Any]:
     return copied
 
 
+def _flow_record(fd: FlowDetail) -> FlowDetail:
+    """``fd`` as stored: without its atom details (kept apart), sharing no container with it."""
+    return FlowDetail(name=fd.name, uuid=fd.uuid, state=fd.state, meta=_meta(fd.meta))
+
+
 class MemoryConnection(Connection):
     """A view on a :class:`MemoryBackend`."""
 
@@ -205,7 +210,7 @@ class MemoryConnection(Connection):
     def _store_flow(self, book_uuid: str, fd: FlowDetail) -> None:
         """Store a copy of ``fd`` and its atom details in logbook ``book_uuid``; hold the lock."""
         b = self._backend
-        b.flows[fd.uuid] = (book_uuid, FlowDetail(name=fd.name, uuid=fd.uuid, state=fd.state, meta=_meta(fd.meta)))
+        b.flows[fd.uuid] = (book_uuid, _flow_record(fd))
         b.book_flows[book_uuid][fd.uuid] = None
         order = b.flow_atoms.setdefault(fd.uuid, {})
         atoms = b.atoms
@@ -250,9 +255,7 @@ class MemoryConnection(Connection):
     def update_flow_state(self, flow_detail: FlowDetail) -> FlowDetail:
         b = self._backend
         with b.lock:
-            book_uuid = self._book_of(flow_detail)
-            fd = flow_detail
-            b.flows[fd.uuid] = (book_uuid, FlowDetail(name=fd.name, uuid=fd.uuid, state=fd.state, meta=_meta(fd.meta)))
+            b.flows[flow_detail.uuid] = (self._book_of(flow_detail), _flow_record(flow_detail))
         return flow_detail
 
     def update_atom_details(self, atom_detail: AtomDetail) -> AtomDetail:
