@@ -11,9 +11,11 @@
     │   ├── InvalidName               a name that cannot be stored (too long, a NUL, not Unicode)
     │   └── AtomNotPicklable          a process executor cannot ship the atom
     ├── NotFound                      a name (atom, symbol, detail) does not exist
-    │   └── UnknownFactory            a flow detail names a factory this process does not know
+    │   ├── UnknownFactory            a flow detail names a factory this process does not know
+    │   └── NotStarted                no flow was started under that key (flowkit.result)
     ├── InvalidState                  an operation that the current state forbids
-    │   └── FlowDetailLocked          another engine is driving that flow detail
+    │   ├── FlowDetailLocked          another engine is driving that flow detail
+    │   └── SignalAlreadySent         that flow already got a signal of that name
     ├── StorageFailure                the logbook could not be read or written
     │   ├── LeaseLost                 a job's claim expired or was taken over; writes refused
     │   ├── LockLost                  an engine's flow lock is gone (its session ended); writes refused
@@ -23,6 +25,7 @@
     ├── ExecutionFailure              running the engine itself went wrong
     │   └── ExecutorLost              the pool or cluster went away; run() again resumes
     ├── Cancelled                     the flow was cancelled and reverted
+    ├── WaitTimeout                   a WaitFor's signal did not come in time (fails that atom)
     ├── JobFailure                    a job board operation failed
     │   ├── UnclaimableJob            the job is claimed, final, or its resources are held
     │   └── NotOwner                  consume/abandon/trash by someone not holding the claim
@@ -63,6 +66,10 @@ __all__ = [
     "ExecutorLost",
     "Cancelled",
     "WrappedFailure",
+    # waits and signals
+    "WaitTimeout",
+    "SignalAlreadySent",
+    "NotStarted",
     # job boards
     "JobFailure",
     "UnclaimableJob",
@@ -199,6 +206,25 @@ class ExecutorLost(ExecutionFailure):
 
 class Cancelled(FlowkitError):
     """The flow was cancelled (``engine.cancel()``) and what had run was reverted."""
+
+
+class WaitTimeout(FlowkitError):
+    """A :class:`~flowkit.waits.WaitFor` atom's signal did not arrive before its timeout.
+
+    An ordinary atom failure: retry controllers are asked and reverts run as
+    for any task that raised.
+    """
+
+
+class SignalAlreadySent(InvalidState):
+    """A signal of that name was already sent to that flow (a signal is delivered once per flow and name).
+
+    Sending it again with the same idempotency key is not an error but a no-op.
+    """
+
+
+class NotStarted(NotFound):
+    """No flow was started under that key or uuid (:func:`flowkit.result`)."""
 
 
 class JobFailure(FlowkitError):

@@ -60,9 +60,11 @@ class State(str, enum.Enum):
     RESUMING = "RESUMING"
     RETRYING = "RETRYING"
     IGNORE = "IGNORE"
+    # a flow parked on timers or signals, an atom waiting on one (durable);
+    # also yielded by Engine.run_iter() while atoms are in flight
+    WAITING = "WAITING"
     # engine-loop states yielded by Engine.run_iter()
     SCHEDULING = "SCHEDULING"
-    WAITING = "WAITING"
     ANALYZING = "ANALYZING"
     GAME_OVER = "GAME_OVER"
     UNDEFINED = "UNDEFINED"
@@ -142,6 +144,15 @@ _FLOW_TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
         (REVERTING, RUNNING),
         (RUNNING, PENDING),
         (REVERTING, PENDING),
+        # parked: every atom that could run has ended, the rest wait on timers or signals
+        (RUNNING, WAITING),
+        (REVERTING, WAITING),
+        (WAITING, RUNNING),
+        (WAITING, RESUMING),
+        (WAITING, REVERTING),
+        (WAITING, SUSPENDED),
+        (WAITING, PENDING),
+        (RESUMING, WAITING),
     ]
 )
 
@@ -175,6 +186,14 @@ _ATOM_TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
         (RETRYING, REVERTING),
         (IGNORE, PENDING),
         (IGNORE, REVERTED),
+        # a timer or signal atom waits (durably) between starting and ending
+        (PENDING, WAITING),
+        (WAITING, SUCCESS),
+        (WAITING, FAILURE),
+        (WAITING, PENDING),
+        (WAITING, REVERTING),
+        (WAITING, REVERTED),
+        (RUNNING, WAITING),
     ]
 )
 
