@@ -6,11 +6,12 @@ on the import graph, together with "no import cycles between modules" (lazy and
 type-only imports included).
 
 - Foundation: ``exceptions`` (the one error tree), ``states``,
-  ``types/`` (captured failures, notifiers), and the internal ``_names`` and
+  ``types/`` (captured failures, notifiers), ``clock`` (what time it is,
+  how long to block), and the internal ``_names`` and
   ``_imports`` (finding ``module:qualname``): every layer builds on them; they
   import nothing else of flowkit.
-- ``atom.py``, ``task.py``, ``retry.py``, ``decorators.py``: what users
-  subclass.  ``flow.py`` and ``patterns/`` (linear, unordered, graph flows):
+- ``atom.py``, ``task.py``, ``retry.py``, ``waits.py`` (timer and signal
+  atoms), ``decorators.py``: what users subclass.  ``flow.py`` and ``patterns/`` (linear, unordered, graph flows):
   structure only.  They never import the engine, storage, persistence, the
   factories, or anything built on the engine.
 - ``engines/``: ``_compiler`` (flatten + validate), ``_state`` (one run's
@@ -74,6 +75,7 @@ from flowkit.retry import (
 )
 from flowkit.task import FunctorTask, Task
 from flowkit.types.failure import Failure
+from flowkit.waits import Sleep, WaitFor
 
 __version__ = "0.1.0"
 
@@ -90,6 +92,9 @@ __all__ = [
     "ParameterizedForEach",
     "AlwaysRevert",
     "AlwaysRevertAll",
+    # waiting atoms
+    "Sleep",
+    "WaitFor",
     # patterns
     "LinearFlow",
     "UnorderedFlow",

@@ -82,8 +82,7 @@ def factory_options() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="MODULE",
-        help="import MODULE first, so the flow factories it decorates with @flow_factory are registered "
-        "(repeatable)",
+        help="import MODULE first, so the flow factories it decorates with @flow_factory are registered (repeatable)",
     )
     parser.add_argument(
         "--allow-module",

@@ -100,8 +100,7 @@ def _save_as(atom_name: str, provides: ProvidesSpec) -> dict[str, Any]:
             result[name] = index
         return result
     raise TypeError(
-        "atom %r: provides must be a str, a list/tuple or a set of str, got %s"
-        % (atom_name, type(provides).__name__)
+        "atom %r: provides must be a str, a list/tuple or a set of str, got %s" % (atom_name, type(provides).__name__)
     )
 
 
@@ -136,10 +135,7 @@ def build_arg_mapping(
         if isinstance(rebind, Mapping):
             for arg, symbol in rebind.items():
                 if not isinstance(symbol, str):
-                    raise TypeError(
-                        "atom %r: rebind of %r must name a symbol (str), got %r"
-                        % (atom_name, arg, symbol)
-                    )
+                    raise TypeError("atom %r: rebind of %r must name a symbol (str), got %r" % (atom_name, arg, symbol))
                 required[arg] = symbol
         elif isinstance(rebind, (list, tuple)):
             positional = req_args + [a for a in sig.optional if a not in ignored]
@@ -149,9 +145,7 @@ def build_arg_mapping(
                 arg = positional[index] if index < len(positional) else symbol
                 required[arg] = symbol
         else:
-            raise TypeError(
-                "atom %r: rebind must be a list or a dict, got %s" % (atom_name, type(rebind).__name__)
-            )
+            raise TypeError("atom %r: rebind must be a list or a dict, got %s" % (atom_name, type(rebind).__name__))
     if not sig.var_kwargs:
         extra = [a for a in required if a not in sig.all_args]
         if extra:

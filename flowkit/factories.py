@@ -280,8 +280,14 @@ class FactoryRegistry:
         except Exception as error:
             raise UnknownFactory(
                 "%sfactory %s is the entry point %r of group %r, which failed to load (%s: %s)"
-                % (_about(flow_detail), _shown(entry.name), entry.value, ENTRY_POINT_GROUP, type(error).__name__,
-                   error),
+                % (
+                    _about(flow_detail),
+                    _shown(entry.name),
+                    entry.value,
+                    ENTRY_POINT_GROUP,
+                    type(error).__name__,
+                    error,
+                ),
                 entry.name,
                 flow_detail,
             ) from error
@@ -339,8 +345,14 @@ class FactoryRegistry:
             raise UnknownFactory(
                 "%sfactory %s: %r is not a callable defined in allowed module %r under that name "
                 "(it is %r from module %r)"
-                % (_about(flow_detail), _shown(name), qualname, module, type(obj).__name__,
-                   getattr(obj, "__module__", None)),
+                % (
+                    _about(flow_detail),
+                    _shown(name),
+                    qualname,
+                    module,
+                    type(obj).__name__,
+                    getattr(obj, "__module__", None),
+                ),
                 name,
                 flow_detail,
             )

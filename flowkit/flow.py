@@ -29,9 +29,7 @@ class Flow:
 
         check_name(name, "flow name")
         if retry is not None and not isinstance(retry, Retry):
-            raise TypeError(
-                "flow %r: retry must be a flowkit.retry.Retry, got %s" % (name, type(retry).__name__)
-            )
+            raise TypeError("flow %r: retry must be a flowkit.retry.Retry, got %s" % (name, type(retry).__name__))
         self._name = name
         self._retry = retry
         self._children: list[Item] = []
@@ -49,9 +47,7 @@ class Flow:
     def _check_items(self, items: tuple[Any, ...]) -> None:
         for item in items:
             if not isinstance(item, (Atom, Flow)):
-                raise TypeError(
-                    "flow %r can only contain tasks, retries and flows, got %r" % (self._name, item)
-                )
+                raise TypeError("flow %r can only contain tasks, retries and flows, got %r" % (self._name, item))
             if item is self:
                 raise ValueError("flow %r cannot contain itself" % (self._name,))
 

@@ -232,9 +232,7 @@ class _ForEachBase(Retry):
     def _next_value(self, values: Sequence[Any], history: History) -> Any:
         tried = len(history)
         if tried >= len(values):
-            raise NotFound(
-                "retry controller %r has no values left to try (%d tried)" % (self.name, tried)
-            )
+            raise NotFound("retry controller %r has no values left to try (%d tried)" % (self.name, tried))
         return values[tried]
 
     def _decide(self, values: Sequence[Any], history: History) -> Decision:

@@ -178,9 +178,7 @@ class Storage:
         try:
             return self._by_name[atom_name]
         except KeyError:
-            raise exc.NotFound(
-                "no atom named %r in flow detail %r" % (atom_name, self._flow_detail.name)
-            ) from None
+            raise exc.NotFound("no atom named %r in flow detail %r" % (atom_name, self._flow_detail.name)) from None
 
     @property
     def injected(self) -> Mapping[str, Any]:

@@ -44,9 +44,19 @@ class TaskContext:
     #: Where reported progress goes, called with the atom name and a float in
     #: [0.0, 1.0] (``None``: nowhere yet; a remote run fills it in on the worker).
     progress_sink: Callable[[str, float], None] | None = dataclasses.field(repr=False, compare=False)
+    #: A key for de-duplicating side effects: the same for every run of this
+    #: attempt of this atom in this flow detail (a crash and resume, a second
+    #: process), another one for each new attempt (a retry controller ran the
+    #: atom's scope again, ``engine.reset()``).  Pass it to a payment or
+    #: provisioning API that accepts idempotency keys.  At most 48 characters.
+    idempotency_key: str
 
     def __init__(
-        self, atom_name: str, flow_uuid: str, progress_sink: Callable[[str, float], None] | None = None
+        self,
+        atom_name: str,
+        flow_uuid: str,
+        progress_sink: Callable[[str, float], None] | None = None,
+        idempotency_key: str = "",
     ) -> None:
         # The engine makes one per atom run: setting the slots directly costs
         # half of what the generated frozen __init__ does.  A new field needs
@@ -54,6 +64,7 @@ class TaskContext:
         _set_atom_name(self, atom_name)
         _set_flow_uuid(self, flow_uuid)
         _set_progress_sink(self, progress_sink)
+        _set_idempotency_key(self, idempotency_key)
 
     def report_progress(self, progress: float) -> None:
         """Hand ``progress`` (already in [0.0, 1.0]) to the engine; ``Task.update_progress`` calls it."""
@@ -79,6 +90,7 @@ class TaskContext:
 _set_atom_name = TaskContext.__dict__["atom_name"].__set__
 _set_flow_uuid = TaskContext.__dict__["flow_uuid"].__set__
 _set_progress_sink = TaskContext.__dict__["progress_sink"].__set__
+_set_idempotency_key = TaskContext.__dict__["idempotency_key"].__set__
 
 # A context variable, not an attribute the engine sets on the task: the task
 # object is the user's (and may be shared by two engines), and a context

@@ -242,6 +242,8 @@ ENGINE_CORE = (
     "flowkit.atom",
     "flowkit.task",
     "flowkit.retry",
+    "flowkit.waits",
+    "flowkit.clock",
     "flowkit.flow",
     "flowkit.patterns",
     "flowkit.storage",
@@ -303,9 +305,24 @@ def test_importing_the_engine_core_loads_no_sql_dask_redis_or_web_package() -> N
 #: The modules of the ``flowkit`` command.
 CLI = ("flowkit.cli", "flowkit.conductors.cli", "flowkit._cli_common")
 #: What every other module may build on: errors, states, names, small value types.
-FOUNDATION = ("flowkit.exceptions", "flowkit.states", "flowkit._names", "flowkit._imports", "flowkit.types")
+FOUNDATION = (
+    "flowkit.exceptions",
+    "flowkit.states",
+    "flowkit._names",
+    "flowkit._imports",
+    "flowkit.types",
+    "flowkit.clock",
+)
 #: What users subclass and compose.
-ATOMS = ("flowkit.atom", "flowkit.task", "flowkit.retry", "flowkit.decorators", "flowkit.flow", "flowkit.patterns")
+ATOMS = (
+    "flowkit.atom",
+    "flowkit.task",
+    "flowkit.retry",
+    "flowkit.waits",
+    "flowkit.decorators",
+    "flowkit.flow",
+    "flowkit.patterns",
+)
 #: The SQL code of the persistence package.
 PERSISTENCE_SQL = (
     "flowkit.persistence._sql",

@@ -75,8 +75,12 @@ def _json(what: str) -> Callable[[str], Any]:
 
 
 def _board_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--board", default="sql", metavar="URL", help="job board URL or kind (default: sql, in the "
-                        "persistence database)")
+    parser.add_argument(
+        "--board",
+        default="sql",
+        metavar="URL",
+        help="job board URL or kind (default: sql, in the persistence database)",
+    )
     parser.add_argument("--board-name", default=DEFAULT_BOARD_NAME, help="board name (default %(default)s)")
     parser.add_argument("--persistence", default=None, metavar="URL", help="logbook backend (default: --backend)")
     parser.add_argument("--lease-ttl", type=float, default=None, metavar="S", help="claim lease in seconds")

@@ -29,6 +29,7 @@ from flowkit.atom import Atom, AtomKind
 from flowkit.flow import Flow
 from flowkit.patterns import graph_flow, unordered_flow
 from flowkit.retry import Retry
+from flowkit.waits import Wait
 
 __all__ = ["Compilation", "DeciderLink", "compile_flow", "ArgSource", "ArgStep"]
 
@@ -116,6 +117,7 @@ class Compilation:
         self.atoms: list[Atom] = []
         self.kinds: list[AtomKind] = []
         self.is_retry: list[bool] = []  # kinds[i] is AtomKind.RETRY, looked up on every step
+        self.waits: set[int] = set()  # atoms the engine ends itself (flowkit.waits)
         self.names: dict[str, int] = {}
         self.preds: list[list[int]] = []
         self.succs: list[list[int]] = []
@@ -264,6 +266,8 @@ class _Compiler:
         is_retry = isinstance(atom, Retry)
         c.kinds.append(_RETRY if is_retry else _TASK)
         c.is_retry.append(is_retry)
+        if isinstance(atom, Wait):
+            c.waits.add(index)
         c.preds.append([])
         c.succs.append([])
         c.owner.append(owner)
@@ -451,9 +455,7 @@ class _Compiler:
         exports: dict[str, list[_Provider]] = {}
         for pos in order:
             child = children[pos]
-            inner = _Scope(
-                table, scope, "graph flow %r" % flow.name, tokens[pos], _OrderedBefore(pred, pos, token_pos)
-            )
+            inner = _Scope(table, scope, "graph flow %r" % flow.name, tokens[pos], _OrderedBefore(pred, pos, token_pos))
             start = len(self.c.atoms)
             entries_of[pos], exits_of[pos], child_exports = self.compile_item(child, inner, owner)
             ranges[pos] = range(start, len(self.c.atoms))

@@ -86,14 +86,16 @@ def find_problems(compilation: Compilation, flow_detail: FlowDetail, table: str 
         if successor is not None:
             after = details[successor]
             assert after is not None
-            reason = (
-                "no atom detail, but atom %r after it is %s: it ran, and its record is lost"
-                % (after.name, after.state)
+            reason = "no atom detail, but atom %r after it is %s: it ran, and its record is lost" % (
+                after.name,
+                after.state,
             )
         elif lost_rows:
-            reason = (
-                "no atom detail, and the flow detail recorded %d atom details but has %d: "
-                "%d row%s lost" % (recorded, len(flow_detail), lost_rows, " was" if lost_rows == 1 else "s were")
+            reason = "no atom detail, and the flow detail recorded %d atom details but has %d: %d row%s lost" % (
+                recorded,
+                len(flow_detail),
+                lost_rows,
+                " was" if lost_rows == 1 else "s were",
             )
         else:
             continue

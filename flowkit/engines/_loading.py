@@ -48,6 +48,7 @@ def load(
     client: Any = None,
     security: Any = None,
     defer_reverts: bool | None = None,
+    clock: Any = None,
 ) -> Engine:
     """Build an engine for ``flow`` (a flow or a single atom).
 
@@ -70,6 +71,10 @@ def load(
     REVERT is reverted and the atoms outside it stay SUCCESS.  The choice is
     recorded in the flow detail, so a resumed run keeps it; None (the default)
     keeps what the flow detail records (False for a new one).
+
+    ``clock`` is what timer and signal atoms (:mod:`flowkit.waits`) read the
+    time on: a :class:`flowkit.clock.Clock` (default: the real one), e.g. a
+    :class:`flowkit.testing.clock.VirtualClock` in tests.
     """
     if defer_reverts is not None and not isinstance(defer_reverts, bool):
         raise TypeError("defer_reverts must be True, False or None, got %r" % (defer_reverts,))
@@ -84,9 +89,7 @@ def load(
     if mode == "distributed" or address is not None or client is not None or security is not None:
         # Built here so that a missing Dask or a bad option fails before the
         # logbook is touched.
-        executor = make_executor(
-            mode, executor, max_workers, address=address, client=client, security=security
-        )
+        executor = make_executor(mode, executor, max_workers, address=address, client=client, security=security)
     persistence = _backend_from(backend)
     with persistence.get_connection() as conn:
         # A flow detail already in the backend (one being resumed) stays in its
@@ -100,7 +103,7 @@ def load(
                 conn.update_flow_details(flow_detail)
         else:
             conn.save_logbook(book)
-    return Engine(flow, flow_detail, persistence, mode=mode, executor=executor, max_workers=max_workers)
+    return Engine(flow, flow_detail, persistence, mode=mode, executor=executor, max_workers=max_workers, clock=clock)
 
 
 def run(flow: Any, store: Mapping[str, Any] | None = None, engine: str = "serial", **options: Any) -> dict[str, Any]:

@@ -40,8 +40,10 @@ from flowkit.states import (
     REVERTING,
     RUNNING,
     SUCCESS,
+    WAITING,
 )
 from flowkit.types.failure import Failure
+from flowkit.waits import WAIT_KEY
 
 __all__ = ["Reverter"]
 
@@ -189,6 +191,8 @@ class Reverter:
         details = st.details
         start, end = region.start, region.end
         keep = region.retry if region.outcome == RETRY_SCOPE else -1
+        if st.waits:
+            self.abort_waits(start, end)
         for index in range(start, end):
             detail = details[index]
             if detail.state in NEEDS_REVERT or detail.state == RUNNING:
@@ -205,6 +209,17 @@ class Reverter:
         region.running = sum(1 for i in st.running if start <= i < end)
         if region.running == 0:
             self.start_revert(region)
+
+    def abort_waits(self, start: int, end: int) -> None:
+        """Stop the waits in ``range(start, end)``, whose region reverts: back to PENDING (nothing to undo)."""
+        st = self.state
+        for index in [i for i in st.waits if start <= i < end]:
+            del st.waits[index]
+            detail = st.details[index]
+            detail.state = PENDING
+            detail.meta.pop(WAIT_KEY, None)
+            st.save(detail)
+            st.notify_atom(index, PENDING, WAITING)
 
     def start_revert(self, region: Region) -> None:
         """Queue the reverts of ``region`` (whose atoms are all back) in reverse dependency order."""
@@ -283,9 +298,7 @@ class Reverter:
             # An unstorable revert result is a failed revert (REVERT_FAILURE,
             # the flow ends FAILURE), never a revert left to run again.
             try:
-                value = codec.canonical(
-                    value, what="revert result", max_bytes=st.result_limit
-                )
+                value = codec.canonical(value, what="revert result", max_bytes=st.result_limit)
             except exc.ResultNotStorable as error:
                 ok, value = False, st.unstorable(index, "returned from revert() a value", error)
         if ok:

@@ -39,14 +39,17 @@ from flowkit.engines._state import (
     REVERT_ALL,
     REVERT_SCOPE,
     REVERTED_SCOPES_KEY,
+    WAKE,
     Region,
     RegionOutcome,
     RunState,
     S,
+    short,
 )
 from flowkit.engines.executors import Outcome, run_execute, run_revert
 from flowkit.patterns.graph_flow import Depth
 from flowkit.persistence import codec
+from flowkit.persistence.models import ATTEMPT_KEY
 from flowkit.retry import History
 from flowkit.states import (
     ANALYZING,
@@ -66,8 +69,16 @@ from flowkit.states import (
 )
 from flowkit.task import EVENT_UPDATE_PROGRESS, TaskContext
 from flowkit.types.failure import Failure
+from flowkit.waits import WAIT_KEY
 
-__all__ = ["Scheduler"]
+__all__ = ["Scheduler", "WAKE_KEY"]
+
+#: The key of ``FlowDetail.meta`` saying, while the flow is WAITING, what it waits for:
+#: ``{"due": earliest deadline (clock seconds) or None, "signals": [names]}``.
+WAKE_KEY = "wake"
+
+#: Real seconds between two looks for signals sent by other processes while a flow waits on one.
+SIGNAL_POLL = 1.0
 
 
 class Scheduler:
@@ -153,7 +164,7 @@ class Scheduler:
                     region.failures[details[index].name] = failure
         for index, detail in enumerate(details):
             if waiting[index] == 0 and detail.intention == states.EXECUTE:
-                if detail.state in (PENDING, RUNNING, RETRYING) and st.region_of(index) is None:
+                if detail.state in (PENDING, RUNNING, RETRYING, WAITING) and st.region_of(index) is None:
                     st.ready.push(index)
         return unhandled
 
@@ -171,11 +182,13 @@ class Scheduler:
         for region in list(st.regions):
             if not region.reverting:
                 self.reverter.start_revert(region)
-        get = st.completions.get
         get_nowait = st.completions.get_nowait
         while True:
             yield SCHEDULING
             self._schedule()
+            if st.waits and self._check_waits():
+                yield ANALYZING
+                continue
             if self._drain(get_nowait):
                 yield ANALYZING
                 continue
@@ -183,7 +196,7 @@ class Scheduler:
                 break  # in-flight atoms may never report back
             if st.running:
                 yield WAITING
-                self._process(get())
+                self._block()
                 self._drain(get_nowait)
                 yield ANALYZING
                 continue
@@ -191,8 +204,107 @@ class Scheduler:
                 break
             if st.revert_ready or (len(st.ready) and not st.halted):
                 continue  # _schedule() takes at least one of these each time
+            if st.waits and not st.park:
+                # Only waits are left: the flow is WAITING (durably, so another
+                # process sees it) while this thread blocks until one can end.
+                self._set_waiting()
+                yield WAITING
+                self._block()
+                self._drain(get_nowait)
+                yield ANALYZING
+                continue
             break
         yield from self._finish()
+
+    # -- waits ------------------------------------------------------------------------
+
+    def _start_wait(self, index: int) -> bool:
+        """Start (or, after a resume, pick up) the wait of atom ``index``; True if it was written now."""
+        st = self.state
+        detail = st.details[index]
+        atom = st.c.atoms[index]
+        info = detail.meta.get(WAIT_KEY) if detail.state == WAITING else None
+        started = info is None
+        if started:
+            now = st.clock.now()
+            info = {"until": atom.deadline(now), "signal": atom.signal, "started": now}  # type: ignore[attr-defined]
+            old = detail.state
+            detail.state = WAITING
+            detail.meta[WAIT_KEY] = info
+            st.save(detail)
+            st.notify_atom(index, WAITING, old)
+        until, signal = _wait_of(detail.name, st.storage.flow_detail.name, info)
+        st.waits[index] = (until, signal)
+        if signal is not None:
+            st.look_for_signals = True  # it may have been sent already
+        return started
+
+    def _check_waits(self) -> bool:
+        """End the waits whose signal came or whose deadline passed; True if any ended."""
+        st = self.state
+        received: dict[str, Any] = {}
+        if st.look_for_signals:
+            st.look_for_signals = False
+            names = sorted({signal for _until, signal in st.waits.values() if signal is not None})
+            if names:
+                received = st.storage.connection.get_signals(st.flow_uuid, names)
+        now = st.clock.now()
+        ended = False
+        for index, (until, signal) in list(st.waits.items()):
+            if signal is not None and signal in received:
+                del st.waits[index]
+                self._executed(index, True, received[signal])
+                ended = True
+            elif until is not None and until <= now:
+                del st.waits[index]
+                ended = True
+                if signal is None:
+                    self._executed(index, True, None)
+                    continue
+                name = st.details[index].name
+                try:
+                    raise exc.WaitTimeout(
+                        "atom %r of flow %r: signal %r did not arrive within %s seconds"
+                        % (name, st.storage.flow_detail.name, signal, getattr(st.c.atoms[index], "timeout", "?"))
+                    )
+                except exc.WaitTimeout:
+                    self._executed(index, False, Failure())
+        if ended:
+            if st.storage.flow_detail.state == WAITING:
+                st.set_flow_state(RUNNING)
+            st.storage.connection.flush()
+        return ended
+
+    def _block(self) -> None:
+        """Wait for a completion, a wake-up, or the next deadline; handle what came."""
+        st = self.state
+        timeout: float | None = None
+        if st.waits:
+            deadlines = [until for until, _signal in st.waits.values() if until is not None]
+            if deadlines:
+                timeout = st.clock.timeout(min(deadlines))
+            if any(signal is not None for _until, signal in st.waits.values()):
+                timeout = SIGNAL_POLL if timeout is None else min(timeout, SIGNAL_POLL)
+        try:
+            item = st.completions.get(timeout=timeout)
+        except queue.Empty:
+            st.look_for_signals = True
+            return
+        self._process(item)
+
+    def _set_waiting(self) -> None:
+        """The flow is WAITING: record that, and what it waits for (``meta[WAKE_KEY]``), durably."""
+        st = self.state
+        fd = st.storage.flow_detail
+        deadlines = [until for until, _signal in st.waits.values() if until is not None]
+        signals = sorted({signal for _until, signal in st.waits.values() if signal is not None})
+        wake = {"due": min(deadlines) if deadlines else None, "signals": signals}
+        changed = fd.meta.get(WAKE_KEY) != wake
+        fd.meta[WAKE_KEY] = wake
+        if fd.state != WAITING:
+            st.set_flow_state(WAITING)
+        elif changed:
+            st.storage.save_flow()
 
     def _drain(self, get_nowait: Any) -> bool:
         """Process every queued completion; True if there was any."""
@@ -226,6 +338,11 @@ class Scheduler:
                 named += [(d.name, d.failure) for d in details if d.failure is not None and d.state != SUCCESS]
             self._reraise(named)
             return
+        if st.waits and not st.suspending:
+            self._set_waiting()
+            yield WAITING
+            return
+        st.storage.flow_detail.meta.pop(WAKE_KEY, None)
         if st.reverted:
             st.set_flow_state(REVERTED)
             yield REVERTED
@@ -276,10 +393,14 @@ class Scheduler:
             index = revert_ready.popleft()
             kwargs = self.reverter.begin_revert(index)
             if kwargs is not None:
+                if index in c.waits:
+                    self.reverter.revert_done(index, True, None)  # a wait has nothing to undo
+                    continue
                 to_submit.append((index, REVERT, kwargs))
         ready = st.ready
         regions = st.regions
         preds = c.preds
+        started_waits = False
         while len(ready) and in_flight + len(to_submit) < window and not st.halted and not st.fatal:
             index = ready.pop()
             detail = details[index]
@@ -304,6 +425,9 @@ class Scheduler:
             if c.is_retry[index]:
                 self._run_retry(index)
                 continue
+            if index in c.waits:
+                started_waits |= self._start_wait(index)
+                continue
             try:
                 kwargs = st.arguments(index)
             except exc.FlowkitError:
@@ -311,6 +435,8 @@ class Scheduler:
                 self._executed(index, False, Failure())
                 continue
             to_submit.append((index, EXEC, kwargs))
+        if started_waits and not to_submit:
+            st.storage.connection.flush()  # the deadlines, written ahead
         if not to_submit:
             return
         if st.executor.inline:
@@ -378,7 +504,14 @@ class Scheduler:
         executor = st.executor
         # A task in this process reports progress straight to the engine's
         # loop; elsewhere its run collects it (see run_execute).
-        context = TaskContext(atom.name, st.flow_uuid, st.progress_sink if executor.local else None)
+        detail = st.details[index]
+        attempt = detail.meta.get(ATTEMPT_KEY)
+        context = TaskContext(
+            atom.name,
+            st.flow_uuid,
+            st.progress_sink if executor.local else None,
+            "%s-%d" % (detail.uuid, attempt if isinstance(attempt, int) else 0),
+        )
         try:
             future = executor.submit(fn, atom, kwargs, context)
         except Exception as error:
@@ -491,6 +624,9 @@ class Scheduler:
         index, kind, payload = item
         if kind == PROGRESS:
             self._progress(index, payload)
+            return
+        if kind == WAKE:
+            st.look_for_signals = True
             return
         st.running.discard(index)
         if isinstance(payload, BaseException):
@@ -607,3 +743,18 @@ class _Completion:
         except BaseException as error:
             payload = error
         self.put((self.index, self.kind, payload))
+
+
+def _wait_of(atom: str, flow: str, info: Any) -> tuple[float | None, str | None]:
+    """(deadline, signal) of a started wait as its atom detail records it; CorruptLogbook if it is not one."""
+    if isinstance(info, dict):
+        until = info.get("until")
+        signal = info.get("signal")
+        if (until is None or (isinstance(until, (int, float)) and not isinstance(until, bool))) and (
+            signal is None or isinstance(signal, str)
+        ):
+            return (None if until is None else float(until)), signal
+    raise exc.CorruptLogbook(
+        "atom %r of flow %r is WAITING, but its meta[%r] is %s, not a wait (a deadline and a signal name)"
+        % (atom, flow, WAIT_KEY, short(info))
+    )

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowkit import exceptions as exc
 from flowkit import states
+from flowkit.clock import SYSTEM, Clock
 from flowkit.engines._compiler import ArgSource
 from flowkit.states import (
     FAILURE,
@@ -51,6 +52,7 @@ __all__ = [
     "EXEC",
     "REVERT",
     "PROGRESS",
+    "WAKE",
     "IGNORE_ATOM",
     "IGNORE_ALL",
     "RegionOutcome",
@@ -72,6 +74,7 @@ NEEDS_REVERT = frozenset([SUCCESS, FAILURE, REVERTING, REVERT_FAILURE])
 EXEC = 0  # an execute finished
 REVERT = 1  # a revert finished
 PROGRESS = 2  # a task running in this process reported progress
+WAKE = 3  # look at the waiting atoms again (the clock jumped, a signal came, a stop was asked)
 
 _MISSING = object()
 
@@ -114,9 +117,7 @@ REGIONS_KEY = "regions"
 class Region:
     """A part of the flow being reverted: a retry controller's scope, or everything."""
 
-    __slots__ = (
-        "start", "end", "retry", "outcome", "failures", "running", "reverting", "remaining", "waits", "member"
-    )
+    __slots__ = ("start", "end", "retry", "outcome", "failures", "running", "reverting", "remaining", "waits", "member")
 
     def __init__(self, start: int, end: int, retry: int, outcome: RegionOutcome) -> None:
         self.start = start
@@ -176,6 +177,8 @@ class RunState:
         counters: dict[str, int],
         *,
         defer_reverts: bool = False,
+        clock: Clock = SYSTEM,
+        park: bool = False,
     ) -> None:
         self.c = compilation
         # A REVERT decision defers to the enclosing controller even when that
@@ -213,6 +216,18 @@ class RunState:
         self.reverted = False
         self.ready = ReadyQueue([a.priority for a in compilation.atoms] if compilation.has_priorities else None)
         self.revert_ready: collections.deque[int] = collections.deque()
+        #: The clock deadlines are read on (the engine's ``clock=``).
+        self.clock = clock
+        #: End the run WAITING once only waits are left, instead of blocking until they end.
+        self.park = park
+        #: Started waits: atom index -> (deadline or None, signal name or None).
+        self.waits: dict[int, tuple[float | None, str | None]] = {}
+        #: Whether the signals of the waits must be read again (a wake-up, a poll, a new wait).
+        self.look_for_signals = False
+
+    def wake(self) -> None:
+        """Make the engine's loop look at its waits again (any thread; also a clock or signal callback)."""
+        self.completions.put((-1, WAKE, None))
 
     def _progress_reported(self, atom_name: str, progress: float) -> None:
         # Called in the thread running the task: hand it to the engine's loop.

@@ -168,9 +168,7 @@ class DistributedExecutor(AtomExecutor):
             try:
                 self._client = distributed.Client(self._address, security=self._security, set_as_default=False)
             except OSError as error:
-                raise exc.ExecutorLost(
-                    "cannot reach the Dask scheduler at %s: %s" % (self._address, error)
-                ) from error
+                raise exc.ExecutorLost("cannot reach the Dask scheduler at %s: %s" % (self._address, error)) from error
         else:
             self._cluster = distributed.LocalCluster(**local_cluster_options(self._max_workers))
             self._client = distributed.Client(self._cluster, set_as_default=False)

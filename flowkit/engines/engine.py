@@ -16,6 +16,7 @@ from typing import Any
 from flowkit import exceptions as exc
 from flowkit import states
 from flowkit._names import MAX_NAME_LENGTH, check_name
+from flowkit.clock import Clock, as_clock
 from flowkit.engines import _compiler as compiler
 from flowkit.engines._scheduler import Scheduler
 from flowkit.engines._state import ENGINE_FAILURES_KEY, REGIONS_KEY, REVERTED_SCOPES_KEY, RunState
@@ -65,8 +66,10 @@ class Engine:
         mode: str,
         executor: Any = None,
         max_workers: int | None = None,
+        clock: Any = None,
     ) -> None:
         self._flow = flow
+        self._clock = as_clock(clock)
         self._flow_detail = flow_detail
         self._backend = backend
         self._mode = mode
@@ -114,6 +117,11 @@ class Engine:
         self.compile()
         assert self._compilation is not None
         return self._compilation
+
+    @property
+    def clock(self) -> Clock:
+        """The clock timer and signal atoms read the time on."""
+        return self._clock
 
     @property
     def mode(self) -> str:
@@ -199,19 +207,26 @@ class Engine:
 
     # -- running --------------------------------------------------------------------------
 
-    def run(self) -> None:
+    def run(self, *, park: bool = False) -> None:
         """Run the flow to its end (SUCCESS, REVERTED, FAILURE or SUSPENDED).
 
         A flow that reverted re-raises the failure that caused it (several at
         once as :class:`~flowkit.exceptions.WrappedFailure`, which names the
         atom of each).  A flow that ended FAILURE because a ``revert()`` raised
         raises what the revert raised (see :meth:`retry_reverts`).
+
+        When only timers and signals (:mod:`flowkit.waits`) are left, the
+        flow is WAITING: this thread blocks (no pool or Dask worker is held)
+        until the next deadline or signal, then carries on.  With
+        ``park=True`` it returns at once instead, the flow WAITING in the
+        logbook (``flow_detail.meta["wake"]`` says until when); running it
+        again later, in this process or another, continues the waits.
         """
-        for _ in self.run_iter():
+        for _ in self.run_iter(park=park):
             pass
 
-    def run_iter(self) -> Iterator[states.State]:
-        """Run the flow, yielding each state the engine passes through."""
+    def run_iter(self, *, park: bool = False) -> Iterator[states.State]:
+        """Run the flow, yielding each state the engine passes through (``park``: see :meth:`run`)."""
         if not self._lock.acquire(blocking=False):
             raise exc.InvalidState("engine for flow %r is already running" % (self._flow.name,))
         try:
@@ -227,6 +242,8 @@ class Engine:
                 self.atom_notifier,
                 self._counters,
                 defer_reverts=self.defer_reverts,
+                clock=self._clock,
+                park=park,
             )
             flow_lock = self._connection.lock_flow(self._flow_detail)
             try:
@@ -237,11 +254,14 @@ class Engine:
             self._run_state = run_state
             self._runs += 1
             started = time.perf_counter()
+            unsubscribe = self._wake_on_time_and_signals(run_state)
             try:
                 self._executor.start()
                 try:
                     yield from Scheduler(run_state).run_iter()
                 finally:
+                    for stop in unsubscribe:
+                        stop()
                     self._executor.stop()
                     self._run_state = None
                     self._times["run"] += time.perf_counter() - started
@@ -256,6 +276,27 @@ class Engine:
                 flow_lock.release()
         finally:
             self._lock.release()
+
+    def _wake_on_time_and_signals(self, run_state: RunState) -> list[Any]:
+        """Wake ``run_state``'s loop when the clock jumps or a signal is sent in this process."""
+        assert self._compilation is not None
+        if not self._compilation.waits:
+            return []
+        from flowkit.signals import subscribe
+
+        return [self._clock.on_change(run_state.wake), subscribe(self._flow_detail.uuid, run_state.wake)]
+
+    def signal(self, name: str, value: Any = None, *, idempotency_key: str | None = None) -> bool:
+        """Send the signal ``name`` with ``value`` (JSON data) to this engine's flow.
+
+        The same as :func:`flowkit.signals.send` for this flow detail: stored
+        durably first, so it reaches a :class:`~flowkit.waits.WaitFor` whether
+        the flow waits for it now, later, or in another process after a
+        restart.  A running engine waiting for it wakes at once.
+        """
+        from flowkit.signals import send
+
+        return send(self._backend, self._flow_detail.uuid, name, value, idempotency_key=idempotency_key)
 
     def _check_not_stale(self) -> None:
         """Refuse to run from a flow detail that another engine changed since this one read it.
@@ -308,6 +349,7 @@ class Engine:
         if run_state is None or run_state.suspending:
             return
         run_state.suspending = True
+        run_state.wake()  # a loop blocked on a wait notices at once
         if self.notifier.has_listeners:
             self.notifier.notify(
                 states.SUSPENDING,
@@ -336,6 +378,7 @@ class Engine:
             raise exc.Cancelled("flow %r was cancelled: %s" % (self._flow.name, reason))
         except exc.Cancelled:
             run_state.cancel_requested = Failure()
+        run_state.wake()
 
     def retry_reverts(self) -> None:
         """Let the next ``run()`` try again the reverts that failed.
@@ -382,9 +425,7 @@ class Engine:
                 detail.revert_failure = None
                 self._storage.save_atom(detail)
             regions = fd.meta.get(REGIONS_KEY) or ()
-            whole = not regions or any(
-                isinstance(r, Mapping) and r.get("retry") is None for r in regions
-            )
+            whole = not regions or any(isinstance(r, Mapping) and r.get("retry") is None for r in regions)
             self._storage.set_flow_state(states.REVERTING if whole else states.RUNNING)
         finally:
             flow_lock.release()

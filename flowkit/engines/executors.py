@@ -12,6 +12,7 @@ import each other).  What runs on the other side is :func:`run_execute` /
 failure crosses a thread or process as a
 :class:`~flowkit.types.failure.Failure` with its traceback text.
 """
+
 from __future__ import annotations
 
 import concurrent.futures

@@ -113,9 +113,7 @@ def _not_json(value: Any, what: str) -> str | None:
 def _build(factory: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any], name: str) -> Any:
     flow = factory(*args, **kwargs)
     if not isinstance(flow, (Flow, Atom)):
-        raise TypeError(
-            "flow factory %r returned %r, not a flow or an atom" % (name, type(flow).__name__)
-        )
+        raise TypeError("flow factory %r returned %r, not a flow or an atom" % (name, type(flow).__name__))
     return flow
 
 
@@ -149,8 +147,7 @@ def _stored_record(flow_detail: FlowDetail) -> tuple[str, list[Any], dict[str, A
         problem = _not_json(value, part)
         if problem is not None:
             raise ValueError(
-                "cannot rebuild the flow of %s: its factory record's %s are not JSON data: %s"
-                % (what, part, problem)
+                "cannot rebuild the flow of %s: its factory record's %s are not JSON data: %s" % (what, part, problem)
             )
     return record["name"], args, kwargs
 

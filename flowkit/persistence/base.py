@@ -134,10 +134,14 @@ class Connection(abc.ABC):
         engine holds it.  The default excludes engines of this process only;
         backends shared between processes override it.
         """
-        return ProcessFlowLock("%s:%s" % (id(self.backend), flow_detail.uuid), "flow detail %r (%s)" % (
-            flow_detail.name,
-            flow_detail.uuid,
-        ))
+        return ProcessFlowLock(
+            "%s:%s" % (id(self.backend), flow_detail.uuid),
+            "flow detail %r (%s)"
+            % (
+                flow_detail.name,
+                flow_detail.uuid,
+            ),
+        )
 
     @abc.abstractmethod
     def save_logbook(self, book: LogBook) -> LogBook:

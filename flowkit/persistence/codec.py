@@ -121,9 +121,7 @@ _types_by_class: dict[type, ValueType] = {}
 _types_by_name: dict[str, ValueType] = {}
 
 
-def register_type(
-    cls: type, name: str, to_json: Callable[[Any], Any], from_json: Callable[[Any], Any]
-) -> ValueType:
+def register_type(cls: type, name: str, to_json: Callable[[Any], Any], from_json: Callable[[Any], Any]) -> ValueType:
     """Make values of exactly ``cls`` storable, tagged with ``name``; return the registration.
 
     For example ``register_type(decimal.Decimal, "decimal", str, decimal.Decimal)``.
@@ -442,15 +440,18 @@ class _Walker:
         try:
             data = value_type.to_json(value)
         except Exception as error:
-            raise _Refused("is a %s whose to_json failed: %s: %s" % (
-                value_type.name, type(error).__name__, error)) from error
+            raise _Refused(
+                "is a %s whose to_json failed: %s: %s" % (value_type.name, type(error).__name__, error)
+            ) from error
         self.bound += _TAG_BYTES + _STR_BYTES_PER_CHAR * len(value_type.name)
         data = self.copy(data, depth + 1)
         try:
             return value_type.from_json(data)
         except Exception as error:
-            raise _Refused("is a %s whose from_json cannot read back %s: %s: %s" % (
-                value_type.name, _short(data), type(error).__name__, error)) from error
+            raise _Refused(
+                "is a %s whose from_json cannot read back %s: %s: %s"
+                % (value_type.name, _short(data), type(error).__name__, error)
+            ) from error
 
     def _list(self, value: list[Any] | tuple[Any, ...], depth: int) -> list[Any]:
         if depth >= MAX_DEPTH:

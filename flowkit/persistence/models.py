@@ -33,7 +33,11 @@ __all__ = [
     "atom_detail_from_data",
     "flow_detail_from_data",
     "logbook_from_data",
+    "ATTEMPT_KEY",
 ]
+
+#: The key of ``AtomDetail.meta`` counting the atom's attempts after the first (see ``AtomDetail.reset``).
+ATTEMPT_KEY = "attempt"
 
 
 def _new_uuid() -> str:
@@ -67,7 +71,15 @@ class AtomDetail:
     version: tuple[int, int] | None = None
 
     def reset(self, state: str = states.PENDING) -> None:
-        """Forget results and failures and set ``state`` (intention back to EXECUTE)."""
+        """Forget results and failures and set ``state`` (intention back to EXECUTE).
+
+        An atom that had started (any state but PENDING, or a failure or
+        result kept) begins a new attempt: ``meta["attempt"]`` counts them,
+        and a task's ``self.context.idempotency_key`` changes with it.
+        """
+        if self.state != states.PENDING or self.failure is not None or self.results:
+            attempt = self.meta.get(ATTEMPT_KEY)
+            self.meta[ATTEMPT_KEY] = (attempt if isinstance(attempt, int) and attempt >= 0 else 0) + 1
         self.state = state
         self.intention = states.EXECUTE
         self.results = [] if self.atom_type == "retry" else None

@@ -161,9 +161,9 @@ class JobBoardTests:
     def test_details_over_the_size_limit_are_refused_before_writing(self, board: JobBoard) -> None:
         assert board.max_details_bytes == DEFAULT_MAX_DETAILS_BYTES
         huge = {"blob": "x" * DEFAULT_MAX_DETAILS_BYTES}
-        with pytest.raises(exc.JobFailure, match=r"'huge'.* %d bytes.* %d bytes" % (
-            len(json.dumps(huge)), DEFAULT_MAX_DETAILS_BYTES
-        )):
+        with pytest.raises(
+            exc.JobFailure, match=r"'huge'.* %d bytes.* %d bytes" % (len(json.dumps(huge)), DEFAULT_MAX_DETAILS_BYTES)
+        ):
             board.post("huge", book=_book("huge-book"), details=huge)
         assert board.job_count == 0
         assert list(board.iterjobs()) == []
@@ -367,9 +367,7 @@ class JobBoardTests:
         assert order[1].details == {"store": {"n": 1}} and order[1].name == "normal-1"
         assert board.claim_next("w") is None
 
-    def test_claim_next_skips_busy_resources_and_finds_expired_leases(
-        self, timed: JobBoard, clock: FakeClock
-    ) -> None:
+    def test_claim_next_skips_busy_resources_and_finds_expired_leases(self, timed: JobBoard, clock: FakeClock) -> None:
         a = timed.post("a", resources=["volume:42"])
         b = timed.post("b", resources=["volume:42"])
         c = timed.post("c")

@@ -221,10 +221,7 @@ class Failure:
         """True if ``other`` describes the same error (type names and message)."""
         if not isinstance(other, Failure):
             return False
-        return (
-            self._exc_type_names == other._exc_type_names
-            and self._exception_str == other._exception_str
-        )
+        return self._exc_type_names == other._exc_type_names and self._exception_str == other._exception_str
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Failure):

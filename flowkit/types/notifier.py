@@ -74,14 +74,9 @@ class Notifier:
         """True if ``event_type`` may be published (``ANY`` may not)."""
         return event_type != self.ANY
 
-    def is_registered(
-        self, event_type: Any, callback: Callback, details_filter: DetailsFilter | None = None
-    ) -> bool:
+    def is_registered(self, event_type: Any, callback: Callback, details_filter: DetailsFilter | None = None) -> bool:
         """True if ``callback`` (with ``details_filter``) listens to ``event_type``."""
-        return any(
-            listener.is_equivalent(callback, details_filter)
-            for listener in self._topics.get(event_type, ())
-        )
+        return any(listener.is_equivalent(callback, details_filter) for listener in self._topics.get(event_type, ()))
 
     def register(
         self,
@@ -103,9 +98,7 @@ class Notifier:
         listener = Listener(callback, args, kwargs, details_filter)
         self._topics[event_type] = self._topics.get(event_type, ()) + (listener,)
 
-    def deregister(
-        self, event_type: Any, callback: Callback, details_filter: DetailsFilter | None = None
-    ) -> bool:
+    def deregister(self, event_type: Any, callback: Callback, details_filter: DetailsFilter | None = None) -> bool:
         """Remove ``callback`` from ``event_type``; return whether it was registered."""
         listeners = self._topics.get(event_type, ())
         kept = tuple(lst for lst in listeners if not lst.is_equivalent(callback, details_filter))

@@ -77,6 +77,7 @@ def _literal_pattern(text: str) -> str:
     """A SCAN MATCH pattern that matches exactly ``text``."""
     return "".join("\\" + ch if ch in _GLOB_SPECIAL else ch for ch in text)
 
+
 _PRIORITIES = list(JobPriority)
 
 # KEYS: job, open, seq, idem, ready.  ARGV: idempotency key or "", rank, uuid, channel, field, value, ...
@@ -130,13 +131,18 @@ end
 """
 
 # KEYS: job, ready, leases.  ARGV: who, now, expires, lock prefix, uuid
-_CLAIM = _TRY_CLAIM + """
+_CLAIM = (
+    _TRY_CLAIM
+    + """
 return try_claim(KEYS[1], ARGV[5], ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], KEYS[2], KEYS[3])
 """
+)
 
 # KEYS: ready, leases, open, delayed.  ARGV: who, now, expires, lock prefix, job key prefix
 # Returns {} when nothing is claimable, else {uuid, token, field, value, ...} (the job's hash).
-_CLAIM_NEXT = _TRY_CLAIM + """
+_CLAIM_NEXT = (
+    _TRY_CLAIM
+    + """
 local now = tonumber(ARGV[2])
 for _, set in ipairs({KEYS[2], KEYS[4]}) do
   for _, uuid in ipairs(redis.call('ZRANGEBYSCORE', set, '-inf', now)) do
@@ -162,6 +168,7 @@ while true do
   start = start + #batch
 end
 """
+)
 
 # KEYS: job, leases, ready.  ARGV: token, now, expires, lock prefix, uuid
 _RENEW = """

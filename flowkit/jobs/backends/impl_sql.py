@@ -91,6 +91,7 @@ _UNCLAIMED = JobState.UNCLAIMED.value
 _CLAIMED = JobState.CLAIMED.value
 _TRASHED = JobState.TRASHED.value
 
+
 def _rows_of(stmt: Any, conn: sa.Connection) -> list[Any]:
     return list(conn.execute(stmt).mappings())
 
@@ -450,9 +451,7 @@ class SQLJobBoard(JobBoard):
             claimable = sa.or_(t.c.state == _UNCLAIMED, sa.and_(t.c.state == _CLAIMED, t.c.expires_at <= now))
             stmt = sa.select(t).where(t.c.board == self.name, claimable, self._due(now))
             if after is not None:
-                stmt = stmt.where(
-                    sa.or_(t.c.priority > after[0], sa.and_(t.c.priority == after[0], t.c.id > after[1]))
-                )
+                stmt = stmt.where(sa.or_(t.c.priority > after[0], sa.and_(t.c.priority == after[0], t.c.id > after[1])))
             stmt = stmt.order_by(t.c.priority, t.c.id).limit(_CLAIM_WINDOW)
             rows: list[Any] = self._read(functools.partial(_rows_of, stmt), "claimable jobs")
             if not rows:

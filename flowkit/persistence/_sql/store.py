@@ -933,7 +933,6 @@ class SQLStore(Backend):
         return None
 
 
-
 def _read_only_sqlite(database: str, args: dict[str, Any]) -> Callable[[], Any]:
     """A connection factory opening ``database`` with ``mode=ro``: SQLite then never creates or writes the file."""
     import sqlite3

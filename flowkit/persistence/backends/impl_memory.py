@@ -97,9 +97,7 @@ def _unchanged(ad: AtomDetail, snapshot: _Snapshot) -> bool:
 def _atom(snapshot: _Snapshot) -> AtomDetail:
     """A new AtomDetail of a snapshot, sharing no container with it."""
     copy = codec.copy
-    name, uuid, atom_type, state, intention, results, failure, revert_results, revert_failure, meta, version = (
-        snapshot
-    )
+    name, uuid, atom_type, state, intention, results, failure, revert_results, revert_failure, meta, version = snapshot
     return AtomDetail(
         name,
         uuid,
