@@ -51,8 +51,8 @@ setup(
         "postgres": ["psycopg[binary]>=3.1"],
         "mysql": ["PyMySQL>=1.0"],
         "redis": ["redis>=4.5"],
-        # Benchmark-only: the benchmarks run the same flows on TaskFlow for comparison.
-        "bench": ["taskflow==6.5.0"],
+        # Benchmark-only: the benchmarks run the same flows on TaskFlow, and parked flows on DBOS, for comparison.
+        "bench": ["taskflow==6.5.0", "dbos==3.4.0"],
         "test": TEST_REQUIRES,
         "docs": ["sphinx>=7"],
         "lint": ["ruff>=0.17,<0.18", "mypy>=2.4,<3"],
