@@ -36,7 +36,11 @@ Reported per library and database:
   (``pg_total_relation_size``, SQLite ``dbstat`` pages);
 - threads of each of the 2 processes while idle and while the N flows are
   parked (``/proc/PID/status``), and their resident memory growth per
-  parked flow.
+  parked flow;
+- flows woken per second, from the first deadline to the last stamp: when
+  deadlines come faster than that, the latency is the backlog's;
+- warning and error lines the processes logged (their stderr is kept in
+  files, not shown), with the first of them.
 
 A line at the end of each database gives flowkit / DBOS ratios (below 1:
 flowkit is lower).  Not a test: nothing asserts on timing.  PostgreSQL runs
@@ -293,6 +297,9 @@ def _proc_status(pid: int) -> tuple[int, int]:
 class _Children:
     def __init__(self, library: str, db_url: str, control: Path) -> None:
         self.control = control
+        # What the processes log (DBOS's warnings, a conductor's errors) is counted for the report.
+        self.logs = [control / ("%s-%d.log" % (library, i)) for i in range(PROCESSES)]
+        self._log_files = [log.open("w") for log in self.logs]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
         self.procs = [
@@ -314,6 +321,7 @@ class _Children:
                     str(control),
                 ],
                 stdout=subprocess.PIPE,
+                stderr=self._log_files[i],
                 text=True,
                 env=env,
                 cwd=ROOT,
@@ -326,6 +334,16 @@ class _Children:
                 self.finish()
                 raise RuntimeError("a %s process did not start (exit %s)" % (library, proc.poll()))
 
+    def logged(self) -> tuple[int, str]:
+        """How many lines the processes logged as warnings or errors, and the first of them."""
+        count, first = 0, ""
+        for log in self.logs:
+            for line in log.read_text(errors="replace").splitlines():
+                if "WARNING" in line or "ERROR" in line or line.startswith("Traceback"):
+                    count += 1
+                    first = first or line.strip()
+        return count, first
+
     def status(self) -> list[tuple[int, int]]:
         return [_proc_status(proc.pid) for proc in self.procs]
 
@@ -337,6 +355,8 @@ class _Children:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for log in self._log_files:
+            log.close()
 
 
 # -- one library on one database ----------------------------------------------------------------
@@ -360,8 +380,11 @@ class Result:
     rss_bytes: float  # resident growth of the processes per parked flow
     park_seconds: float  # from the first post or start until all were parked
     late_park_seconds: float  # how long parking ran past the first deadline (0: it did not)
+    wakes_per_second: float  # flows woken per second, from the first deadline to the last stamp
     missing: int
     duplicated: int
+    logged: int  # warning and error lines the processes logged
+    first_logged: str
 
 
 class _Run:
@@ -473,6 +496,7 @@ def _measure(
         stamps = run.wait_stamped(stamp_dir, flows, max(timeout, t0 + window - time.time() + timeout))
     finally:
         run.close()
+    logged, first_logged = run.children.logged()
 
     seen: dict[int, int] = {}
     latencies = []
@@ -496,8 +520,11 @@ def _measure(
         rss_bytes=(sum(r for _, r in parked) - sum(r for _, r in idle)) / flows,
         park_seconds=all_parked - started,
         late_park_seconds=max(0.0, all_parked - t0),
+        wakes_per_second=flows / max(1e-3, max(stamp for _, _, stamp in stamps) - t0),
         missing=sum(1 for i in range(flows) if i not in seen),
         duplicated=sum(1 for n in seen.values() if n > 1),
+        logged=logged,
+        first_logged=first_logged,
     )
 
 
@@ -507,12 +534,12 @@ def _measure(
 def _table(results: Sequence[Result]) -> str:
     lines = [
         "| database | library | flows | wake-up p50 | p99 | max | rows / flow | row bytes / flow "
-        "| disk bytes / flow | threads idle -> parked | RSS / flow | parked in |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| disk bytes / flow | threads idle -> parked | RSS / flow | parked in | woken / s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
-            "| %s | %s | %d | %.1f ms | %.1f ms | %.1f ms | %.1f | %.0f | %.0f | %s -> %s | %.0f B | %.1f s |"
+            "| %s | %s | %d | %.1f ms | %.1f ms | %.1f ms | %.1f | %.0f | %.0f | %s -> %s | %.0f B | %.1f s | %.0f |"
             % (
                 r.database,
                 r.library,
@@ -527,6 +554,7 @@ def _table(results: Sequence[Result]) -> str:
                 "+".join(map(str, r.threads_parked)),
                 r.rss_bytes,
                 r.park_seconds,
+                r.wakes_per_second,
             )
         )
     notes = []
@@ -535,6 +563,11 @@ def _table(results: Sequence[Result]) -> str:
             notes.append(
                 "%s on %s: %d flows never stamped, %d stamped more than once"
                 % (r.library, r.database, r.missing, r.duplicated)
+            )
+        if r.logged:
+            notes.append(
+                "%s on %s: the processes logged %d warning or error lines, the first: %s"
+                % (r.library, r.database, r.logged, r.first_logged[:200])
             )
         if r.late_park_seconds:
             notes.append(
