@@ -71,6 +71,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import Table, fmt_bytes, render
+
 __all__ = ["main", "sleep_then_stamp", "Result"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -531,46 +533,54 @@ def _measure(
 # -- the report -----------------------------------------------------------------------------------
 
 
-def _table(results: Sequence[Result]) -> str:
-    lines = [
-        "| database | library | flows | wake-up p50 | p99 | max | rows / flow | row bytes / flow "
-        "| disk bytes / flow | threads idle -> parked | RSS / flow | parked in | woken / s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
-    ]
+def _table(results: Sequence[Result], title: str) -> Table:
+    table = Table(
+        title,
+        [
+            "database",
+            "library",
+            "flows",
+            "wake-up p50",
+            "p99",
+            "max",
+            "rows / flow",
+            "row bytes / flow",
+            "disk bytes / flow",
+            "threads idle -> parked",
+            "RSS / flow",
+            "parked in",
+            "woken / s",
+        ],
+    )
     for r in results:
-        lines.append(
-            "| %s | %s | %d | %.1f ms | %.1f ms | %.1f ms | %.1f | %.0f | %.0f | %s -> %s | %.0f B | %.1f s | %.0f |"
-            % (
-                r.database,
-                r.library,
-                r.flows,
-                r.p50_ms,
-                r.p99_ms,
-                r.max_ms,
-                r.rows,
-                r.row_bytes,
-                r.disk_bytes,
-                "+".join(map(str, r.threads_idle)),
-                "+".join(map(str, r.threads_parked)),
-                r.rss_bytes,
-                r.park_seconds,
-                r.wakes_per_second,
-            )
+        table.add(
+            r.database,
+            r.library,
+            f"{r.flows:,}",
+            "%.1f ms" % r.p50_ms,
+            "%.1f ms" % r.p99_ms,
+            "%.1f ms" % r.max_ms,
+            "%.1f" % r.rows,
+            "%.0f" % r.row_bytes,
+            "%.0f" % r.disk_bytes,
+            "%s -> %s" % ("+".join(map(str, r.threads_idle)), "+".join(map(str, r.threads_parked))),
+            fmt_bytes(r.rss_bytes),
+            "%.1f s" % r.park_seconds,
+            "%.0f" % r.wakes_per_second,
         )
-    notes = []
     for r in results:
         if r.missing or r.duplicated:
-            notes.append(
+            table.notes.append(
                 "%s on %s: %d flows never stamped, %d stamped more than once"
                 % (r.library, r.database, r.missing, r.duplicated)
             )
         if r.logged:
-            notes.append(
+            table.notes.append(
                 "%s on %s: the processes logged %d warning or error lines, the first: %s"
                 % (r.library, r.database, r.logged, r.first_logged[:200])
             )
         if r.late_park_seconds:
-            notes.append(
+            table.notes.append(
                 "%s on %s: parking ran %.1f s past the first deadline (those flows wake late)"
                 % (r.library, r.database, r.late_park_seconds)
             )
@@ -579,7 +589,7 @@ def _table(results: Sequence[Result]) -> str:
         fk, peer = by_key.get((database, "flowkit")), by_key.get((database, "dbos"))
         if fk is None or peer is None:
             continue
-        notes.append(
+        table.notes.append(
             "%s, flowkit / DBOS: wake-up p50 %.2fx, p99 %.2fx; rows %.2fx, row bytes %.2fx, disk %.2fx; "
             "threads while parked %d / %d"
             % (
@@ -593,7 +603,15 @@ def _table(results: Sequence[Result]) -> str:
                 sum(peer.threads_parked),
             )
         )
-    return "\n".join(lines + [""] + notes)
+    return table
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() or "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -612,7 +630,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="PostgreSQL server (default %(default)s)")
     parser.add_argument("--no-dbos", action="store_true", help="measure flowkit only")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up on a step after this long")
-    parser.add_argument("--output", default=None, help="also write the table (Markdown) to this file")
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="also write the table to FILE: reStructuredText if it ends in .rst, else Markdown",
+    )
     args = parser.parse_args(argv)
     if args.command == "child":
         return (_flowkit_child if args.library == "flowkit" else _dbos_child)(args)
@@ -631,9 +653,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = set(kinds) - {"sqlite", "postgresql"}
     if unknown:
         parser.error("unknown database kind(s): %s" % ", ".join(sorted(unknown)))
+    load = os.getloadavg()[0]
     print(
         "%d flows per library, deadlines over %.0f s, %d processes each, %d CPUs, load %.2f"
-        % (flows, window, PROCESSES, os.cpu_count() or 0, os.getloadavg()[0]),
+        % (flows, window, PROCESSES, os.cpu_count() or 0, load),
         file=sys.stderr,
     )
     results = []
@@ -646,10 +669,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         kind, library, flows, min(args.warmup, flows), window, Path(tmp), args.postgres, args.timeout
                     )
                 )
-    table = _table(results)
-    print(table)
+    table = _table(results, "Parked flows: %s flows per library, deadlines over %.0f s" % (f"{flows:,}", window))
+    preamble = [
+        "- date: %s UTC" % datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+        "- cpus: %d; load average at start: %.2f; repo commit: %s" % (os.cpu_count() or 0, load, _commit()),
+        "- command: python -m benchmarks.waits %s" % " ".join(sys.argv[1:] if argv is None else argv),
+    ]
+    print(render([table], preamble=preamble), end="")
     if args.output:
-        Path(args.output).write_text(table + "\n")
+        fmt = "rst" if args.output.endswith(".rst") else "markdown"
+        Path(args.output).write_text(render([table], fmt=fmt, preamble=preamble))
     return 0
 
 
