@@ -434,21 +434,37 @@ class _Run:
 
     def wait_parked(self, count: int) -> float:
         """Block until ``count`` flows are parked; the time then."""
-        _wait(lambda: self.db.parked() >= count, self.timeout, "%d %s flows to park" % (count, self.library), 0.05)
+        self.wait_until(
+            lambda: self.db.parked() >= count, self.timeout, "%d %s flows to park" % (count, self.library), 0.05
+        )
         return time.time()
 
     def wait_stamped(self, stamp_dir: Path, count: int, timeout: float) -> list[tuple[int, float, float]]:
         def lines() -> list[tuple[int, float, float]]:
             found = []
             for path in stamp_dir.glob("stamps-*.txt"):
-                for line in path.read_text().splitlines():
+                text = path.read_text()
+                for line in text[: text.rfind("\n") + 1].splitlines():  # a line being written is left for later
                     index, until, stamp = line.split()
                     found.append((int(index), float(until), float(stamp)))
             return found
 
-        _wait(lambda: len(lines()) >= count, timeout, "%d %s flows to wake" % (count, self.library), 0.1)
+        self.wait_until(lambda: len(lines()) >= count, timeout, "%d %s flows to wake" % (count, self.library), 0.1)
         time.sleep(0.5)  # a flow stamping twice would show now
         return lines()
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float, what: str, poll: float) -> None:
+        def done() -> bool:
+            for proc, log in zip(self.children.procs, self.children.logs):
+                if proc.poll() is not None:
+                    tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+                    raise RuntimeError(
+                        "a %s process exited (%s) while waiting for %s:\n%s"
+                        % (self.library, proc.returncode, what, "\n".join(tail))
+                    )
+            return predicate()
+
+        _wait(done, timeout, what, poll)
 
     def close(self) -> None:
         self.children.finish()
@@ -480,7 +496,7 @@ def _measure(
         stamp_dir = run.start(warmup, started + 3 + 0.02 * warmup, 1.0)
         park_rate = warmup / max(1e-3, run.wait_parked(warmup) - started)
         run.wait_stamped(stamp_dir, warmup, timeout)
-        _wait(lambda: run.db.parked() == 0, timeout, "the warm-up flows to end", 0.05)
+        run.wait_until(lambda: run.db.parked() == 0, timeout, "the warm-up flows to end", 0.05)
 
         idle = run.children.status()
         before = run.db.usage()
