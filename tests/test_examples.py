@@ -79,6 +79,7 @@ def test_examples_exist() -> None:
         "order_saga",
         "listeners",
         "graph_export",
+        "approval",
     }
     assert expected <= {script.stem for script in EXAMPLES}
 
