@@ -383,6 +383,7 @@ class Result:
     park_seconds: float  # from the first post or start until all were parked
     late_park_seconds: float  # how long parking ran past the first deadline (0: it did not)
     wakes_per_second: float  # flows woken per second, from the first deadline to the last stamp
+    parked_at_once: int  # the most flows parked at one time (all of them unless parking ran late)
     missing: int
     duplicated: int
     logged: int  # warning and error lines the processes logged
@@ -432,26 +433,29 @@ class _Run:
         self.phase += 1
         return stamp_dir
 
-    def wait_parked(self, count: int) -> float:
-        """Block until ``count`` flows are parked; the time then."""
-        self.wait_until(
-            lambda: self.db.parked() >= count, self.timeout, "%d %s flows to park" % (count, self.library), 0.05
-        )
-        return time.time()
+    def wait_parked(self, count: int, stamp_dir: Path) -> tuple[float, int]:
+        """Block until each of ``count`` flows is parked or has already woken; the time then, and how many are parked.
+
+        When parking is slower than the first deadlines, the first flows wake
+        before the last are parked, and fewer than ``count`` are ever parked at once.
+        """
+        parked = 0
+
+        def done() -> bool:
+            nonlocal parked
+            parked = self.db.parked()
+            return parked >= count or parked + len(_stamps(stamp_dir)) >= count
+
+        self.wait_until(done, self.timeout, "%d %s flows to park" % (count, self.library), 0.05)
+        return time.time(), parked
 
     def wait_stamped(self, stamp_dir: Path, count: int, timeout: float) -> list[tuple[int, float, float]]:
-        def lines() -> list[tuple[int, float, float]]:
-            found = []
-            for path in stamp_dir.glob("stamps-*.txt"):
-                text = path.read_text()
-                for line in text[: text.rfind("\n") + 1].splitlines():  # a line being written is left for later
-                    index, until, stamp = line.split()
-                    found.append((int(index), float(until), float(stamp)))
-            return found
-
-        self.wait_until(lambda: len(lines()) >= count, timeout, "%d %s flows to wake" % (count, self.library), 0.1)
+        """Block until ``count`` stamps are written; all of them."""
+        self.wait_until(
+            lambda: len(_stamps(stamp_dir)) >= count, timeout, "%d %s flows to wake" % (count, self.library), 0.1
+        )
         time.sleep(0.5)  # a flow stamping twice would show now
-        return lines()
+        return _stamps(stamp_dir)
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float, what: str, poll: float) -> None:
         def done() -> bool:
@@ -474,6 +478,17 @@ class _Run:
         self.db.close()
 
 
+def _stamps(stamp_dir: Path) -> list[tuple[int, float, float]]:
+    """``(index, until, stamp)`` of every stamp written so far."""
+    found = []
+    for path in stamp_dir.glob("stamps-*.txt"):
+        text = path.read_text()
+        for line in text[: text.rfind("\n") + 1].splitlines():  # a line being written is left for later
+            index, until, stamp = line.split()
+            found.append((int(index), float(until), float(stamp)))
+    return found
+
+
 def _wait(predicate: Callable[[], bool], timeout: float, what: str, poll: float) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -487,28 +502,36 @@ def _percentile(ordered: Sequence[float], fraction: float) -> float:
 
 
 def _measure(
-    kind: str, library: str, flows: int, warmup: int, window: float, tmp: Path, postgres: str, timeout: float
+    kind: str,
+    library: str,
+    flows: int,
+    warmup: int,
+    window: float,
+    lead: float | None,
+    tmp: Path,
+    postgres: str,
+    timeout: float,
 ) -> Result:
     run = _Run(kind, library, tmp, postgres, timeout)
     try:
         # Warm-up: the processes' first flows, and how fast this machine parks them.
         started = time.time()
         stamp_dir = run.start(warmup, started + 3 + 0.02 * warmup, 1.0)
-        park_rate = warmup / max(1e-3, run.wait_parked(warmup) - started)
+        park_rate = warmup / max(1e-3, run.wait_parked(warmup, stamp_dir)[0] - started)
         run.wait_stamped(stamp_dir, warmup, timeout)
         run.wait_until(lambda: run.db.parked() == 0, timeout, "the warm-up flows to end", 0.05)
 
         idle = run.children.status()
         before = run.db.usage()
         started = time.time()
-        t0 = started + 1.5 * flows / park_rate + 3
+        t0 = started + (1.5 * flows / park_rate + 3 if lead is None else lead)
         print(
             "  %s: %d flows, deadlines %.1f s to %.1f s from now ..."
             % (library, flows, t0 - started, t0 - started + window),
             file=sys.stderr,
         )
         stamp_dir = run.start(flows, t0, window)
-        all_parked = run.wait_parked(flows)
+        all_parked, parked_at_once = run.wait_parked(flows, stamp_dir)
         parked = run.children.status()
         after = run.db.usage()
         stamps = run.wait_stamped(stamp_dir, flows, max(timeout, t0 + window - time.time() + timeout))
@@ -539,6 +562,7 @@ def _measure(
         park_seconds=all_parked - started,
         late_park_seconds=max(0.0, all_parked - t0),
         wakes_per_second=flows / max(1e-3, max(stamp for _, _, stamp in stamps) - t0),
+        parked_at_once=parked_at_once,
         missing=sum(1 for i in range(flows) if i not in seen),
         duplicated=sum(1 for n in seen.values() if n > 1),
         logged=logged,
@@ -597,8 +621,9 @@ def _table(results: Sequence[Result], title: str) -> Table:
             )
         if r.late_park_seconds:
             table.notes.append(
-                "%s on %s: parking ran %.1f s past the first deadline (those flows wake late)"
-                % (r.library, r.database, r.late_park_seconds)
+                "%s on %s: parking ran %.1f s past the first deadline (those flows wake late); %s of %s flows "
+                "were parked at once, the rows counted then"
+                % (r.library, r.database, r.late_park_seconds, f"{r.parked_at_once:,}", f"{r.flows:,}")
             )
     by_key = {(r.database, r.library): r for r in results}
     for database in dict.fromkeys(r.database for r in results):
@@ -642,6 +667,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1000 flows, a 10 s window")
     parser.add_argument("--window", type=float, default=None, help="seconds the deadlines spread over (default 20)")
     parser.add_argument("--warmup", type=int, default=200, help="flows of the warm-up round (default 200)")
+    parser.add_argument(
+        "--lead",
+        type=float,
+        default=None,
+        help="seconds from the first post to the first deadline (default: estimated)",
+    )
     parser.add_argument("--databases", default="sqlite,postgresql", help="sqlite, postgresql or both (default)")
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="PostgreSQL server (default %(default)s)")
     parser.add_argument("--no-dbos", action="store_true", help="measure flowkit only")
@@ -682,7 +713,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("%s, %s ..." % (kind, library), file=sys.stderr)
                 results.append(
                     _measure(
-                        kind, library, flows, min(args.warmup, flows), window, Path(tmp), args.postgres, args.timeout
+                        kind,
+                        library,
+                        flows,
+                        min(args.warmup, flows),
+                        window,
+                        args.lead,
+                        Path(tmp),
+                        args.postgres,
+                        args.timeout,
                     )
                 )
     table = _table(results, "Parked flows: %s flows per library, deadlines over %.0f s" % (f"{flows:,}", window))
