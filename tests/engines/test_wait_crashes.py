@@ -179,7 +179,7 @@ class Run:
         assert self.first is not None
         self.wait_for("ready")
         self.first.send_signal(signal.SIGKILL)
-        self.first.wait(timeout=CHILD_TIMEOUT)
+        self._wait(self.first, "the killed process to be gone")
         self.killed_at = time.time()
         assert self.first.returncode == -signal.SIGKILL, self.detail()
 
@@ -187,8 +187,7 @@ class Run:
         """Wait for the first process to end by itself, with ``returncode``."""
         assert self.first is not None
         self.wait_for("ready", first_may_end=True)
-        self.first.wait(timeout=CHILD_TIMEOUT)
-        self.killed_at = time.time()
+        self._wait(self.first, "the first process to end")
         assert self.first.returncode == returncode, self.detail()
 
     def resume(self, not_before: float) -> None:
@@ -196,8 +195,16 @@ class Run:
         assert self.second is not None and self.second.stdin is not None
         self.second.stdin.write("%s %r\n" % (self.fd_uuid, not_before))
         self.second.stdin.close()
-        self.second.wait(timeout=CHILD_TIMEOUT)
+        self._wait(self.second, "the resumed flow to end")
         assert self.second.returncode == 0, self.detail()
+
+    def _wait(self, proc: subprocess.Popen[str], what: str) -> None:
+        try:
+            proc.wait(timeout=CHILD_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                "gave up after %.0f s waiting for %s\n%s" % (CHILD_TIMEOUT, what, self.detail())
+            ) from None
 
     def stored(self) -> FlowDetail:
         with fetch(self.backend_conf) as backend, backend.get_connection() as conn:
