@@ -832,6 +832,31 @@ class FencedConnection(Connection):
             return
         self._inner.update_atom_details_many(atom_details)
 
+    def send_signal(
+        self,
+        flow_uuid: str,
+        name: str,
+        value: Any,
+        idempotency_key: str | None = None,
+        sent_at: float | None = None,
+    ) -> bool:
+        """Store a signal through the wrapped connection, unfenced.
+
+        A signal is input to a flow from outside it, not the progress of the
+        claim's holder: anyone may send one, with or without a claim (a parked
+        flow has no holder at all), and the store's own rules (one per flow
+        detail and name) keep it exactly-once.
+        """
+        return self._inner.send_signal(flow_uuid, name, value, idempotency_key, sent_at)
+
+    def get_signals(self, flow_uuid: str, names: Iterable[str] | None = None) -> dict[str, Any]:
+        """Read through the wrapped connection."""
+        return self._inner.get_signals(flow_uuid, names)
+
+    def signals_after(self, seq: int, limit: int = 1000) -> list[tuple[int, str, str]]:
+        """Read through the wrapped connection."""
+        return self._inner.signals_after(seq, limit)
+
     def destroy_logbook(self, book_uuid: str) -> None:
         """Delete a logbook if the claim is current."""
         self._backend.fenced(lambda: self._inner.destroy_logbook(book_uuid))

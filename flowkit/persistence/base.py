@@ -213,13 +213,61 @@ class Connection(abc.ABC):
         for detail in atom_details:
             self.update_atom_details(detail)
 
+    # -- signals: durable messages to a flow detail, one per name -------------------------
+
+    def send_signal(
+        self,
+        flow_uuid: str,
+        name: str,
+        value: Any,
+        idempotency_key: str | None = None,
+        sent_at: float | None = None,
+    ) -> bool:
+        """Store signal ``name`` for flow detail ``flow_uuid`` durably; True if stored, False if a no-op.
+
+        ``value`` is canonical JSON data already (:func:`flowkit.signals.send`
+        checks it); ``sent_at`` is when it was sent, in clock seconds (None:
+        now).  The signal is committed in its own transaction before this
+        returns, whatever this connection buffers: a sender never waits for,
+        nor makes durable, an engine's pending writes.
+
+        A flow detail holds at most one signal per name.  If it already holds
+        ``name`` with the same non-None ``idempotency_key``, nothing changes
+        and False is returned; if it holds ``name`` otherwise,
+        :class:`~flowkit.exceptions.SignalAlreadySent` is raised, naming the
+        flow detail, the signal and when it was sent.  A flow detail that is
+        not stored raises :class:`~flowkit.exceptions.NotFound`.  Concurrent
+        senders of one (flow detail, name), in any process, get the answers
+        they would get one after the other: exactly one stores it.
+        """
+        raise NotImplementedError("%s does not store signals" % (type(self).__name__,))
+
+    def get_signals(self, flow_uuid: str, names: Iterable[str] | None = None) -> dict[str, Any]:
+        """``{name: value}`` of the signals stored for flow detail ``flow_uuid`` (only ``names``, if given).
+
+        Read in one query; a flow detail without signals (or not stored)
+        gives ``{}``.
+        """
+        raise NotImplementedError("%s does not store signals" % (type(self).__name__,))
+
+    def signals_after(self, seq: int, limit: int = 1000) -> list[tuple[int, str, str]]:
+        """``(seq, flow detail uuid, name)`` of the signals stored with a sequence number above ``seq``.
+
+        In ``seq`` order, at most ``limit`` of them.  Sequence numbers grow
+        with every signal stored and are never reused, and a signal becomes
+        visible here only after every signal with a smaller number, so a
+        poller that remembers the last ``seq`` it saw misses none (start
+        from 0).
+        """
+        raise NotImplementedError("%s does not store signals" % (type(self).__name__,))
+
     @abc.abstractmethod
     def destroy_logbook(self, book_uuid: str) -> None:
-        """Delete a logbook with everything in it; NotFound if absent."""
+        """Delete a logbook with everything in it (its flow details' signals too); NotFound if absent."""
 
     @abc.abstractmethod
     def clear_all(self) -> None:
-        """Delete every logbook."""
+        """Delete every logbook (and every signal)."""
 
     def close(self) -> None:
         """Release what this connection holds."""
