@@ -434,6 +434,9 @@ def _failures(fd: FlowDetail) -> list[tuple[str | None, Failure]]:
 
 def _raise_outcome(fd: FlowDetail, named: list[tuple[str | None, Failure]]) -> NoReturn:
     if len(named) == 1:
+        if named[0][1].exception is not None:
+            # A backend in this process (memory) keeps the exception object: raise it, as the engine does.
+            named[0][1].reraise()
         error = _rebuilt(named[0][1], named[0][0], fd)
         if error is not None:
             raise error
@@ -518,8 +521,10 @@ class FlowHandle:
         SUCCESS: ``{symbol: value}`` of what the flow's atoms provided and
         its store held, as ``engine.storage.fetch_all()`` (and
         :func:`flowkit.engines.run`) returns.  REVERTED or FAILURE: what
-        ``engine.run()`` raised, rebuilt from the logbook: one failure whose
-        exception is a builtin or a flowkit exception is raised as that type
+        ``engine.run()`` raised, rebuilt from the logbook: one failure is
+        raised as itself where the backend kept the exception object (the
+        memory backend), else, if its exception is a builtin or a flowkit
+        exception that rebuilds exactly, as that type
         (with a note naming the atom and holding the original traceback);
         anything else -- several failures, or a user's exception type, which a
         logbook can only name, never import -- is a
