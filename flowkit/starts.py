@@ -399,7 +399,11 @@ def _rebuilt(failure: Failure, atom: str | None, fd: FlowDetail) -> BaseExceptio
     note = "Raised in %s; rebuilt from the logbook." % (where,)
     if failure.traceback_str:
         note += " Original traceback (most recent call last):\n" + failure.traceback_str.rstrip()
-    error.add_note(note)
+    add_note = getattr(error, "add_note", None)
+    if add_note is not None:
+        add_note(note)
+    else:  # Python 3.10: the attribute later Pythons show, set by hand
+        error.__notes__ = [note]  # type: ignore[attr-defined]
     return error
 
 

@@ -25,6 +25,7 @@ from flowkit import exceptions as exc
 from flowkit import states
 from flowkit.persistence.backends import MemoryBackend, fetch
 from flowkit.persistence.base import Backend
+from flowkit.persistence.models import FlowDetail, LogBook
 from flowkit.starts import NAMESPACE, FlowHandle, flow_uuid
 from flowkit.testing.clock import VirtualClock
 from tests import starts_flows as flows
@@ -314,3 +315,73 @@ def test_racing_processes_start_one_flow_and_run_it_once(shared_conf: dict[str, 
         assert [(fd.uuid, fd.state) for fd in details] == [(flow_uuid(key), states.SUCCESS)]
         assert flowkit.result(backend, key) == {**EXPECTED, "log": log}
     assert os.path.exists(log)
+
+
+# -- flows the handle waits for, and flows it cannot finish ---------------------------------------
+
+
+def test_a_waiting_flow_has_not_ended(backend: Backend) -> None:
+    # Written as another process would leave it: parked on a timer, then finished.
+    key = _key()
+    fd = FlowDetail(name="parked", uuid=flow_uuid(key), state=states.WAITING)
+    fd.meta["start"] = {"key": key, "provides": []}
+    fd.meta["store"] = {"order": 42}
+    book = LogBook(name=key)
+    book.add(fd)
+    with backend.get_connection() as conn:
+        assert conn.create_logbook(book)
+    handle = FlowHandle(backend, fd.uuid, key=key)
+    with pytest.raises(TimeoutError, match="it is WAITING"):
+        handle.result(timeout=0)
+    assert not handle.done()
+
+    outcome: queue.Queue[BaseException | dict[str, Any]] = queue.Queue()
+    clock = VirtualClock()
+
+    def wait_for_it() -> None:
+        try:
+            outcome.put(flowkit.result(backend, key, clock=clock))
+        except BaseException as error:  # handed to the test thread
+            outcome.put(error)
+
+    waiter = threading.Thread(target=wait_for_it)
+    waiter.start()
+    wait_until(lambda: clock.waiters == 1, "the result() call to wait")
+    clock.advance(86400)  # a day later, still WAITING: still waiting
+    assert outcome.empty()
+    fd.state = states.SUCCESS
+    with backend.get_connection() as conn:
+        conn.update_flow_state(fd)
+        conn.flush()
+    assert outcome.get(timeout=WAIT_TIMEOUT) == {"order": 42}
+    waiter.join(WAIT_TIMEOUT)
+
+
+def test_a_run_that_stops_before_the_flow_ends_is_reported(tmp_path: Path) -> None:
+    backend = MemoryBackend()
+    key = _key()
+    # Another engine of this process holds the flow's lock, so the run cannot start.
+    lock = backend.get_connection().lock_flow(FlowDetail(name="noted-x", uuid=flow_uuid(key)))
+    try:
+        handle = flowkit.start(
+            flows.noted, key=key, backend=backend, factory_args=["x"], store={"log": str(tmp_path / "l"), "prefix": "p"}
+        )
+        with pytest.raises(exc.ExecutionFailure, match="stopped before the flow ended") as caught:
+            handle.result(timeout=WAIT_TIMEOUT)
+    finally:
+        lock.release()
+    assert isinstance(caught.value.__cause__, exc.FlowDetailLocked)
+    assert "flowkit resume %s" % handle.uuid in str(caught.value) and "PENDING" in str(caught.value)
+    assert flows.executions(str(tmp_path / "l")) == []
+
+
+def test_result_of_a_flow_not_started_by_key(backend: Backend, engine_options: dict[str, Any], tmp_path: Path) -> None:
+    log = str(tmp_path / "ran.txt")
+    eng = flowkit.engines.load_from_factory(
+        flows.noted, ["f"], store={"log": log, "prefix": "p"}, backend=backend, **engine_options
+    )
+    eng.run()
+    # Who provides what is worked out from the flow, rebuilt from its factory record.
+    assert flowkit.result(backend, eng.flow_detail.uuid) == eng.storage.fetch_all() == {**EXPECTED, "log": log}
+    assert FlowHandle(backend, eng.flow_detail.uuid).key is None
+    eng.close()
