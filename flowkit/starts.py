@@ -47,6 +47,7 @@ from flowkit import states
 from flowkit._names import check_name, shorten
 from flowkit.clock import Clock, as_clock
 from flowkit.engines import _compiler, _loading, helpers
+from flowkit.engines._state import ENGINE_FAILURES_KEY
 from flowkit.engines.engine import Engine
 from flowkit.factories import FactoryRegistry
 from flowkit.persistence._sql import DEFAULT_SQLITE_URL
@@ -84,8 +85,6 @@ MAX_POLL = 0.5
 
 # The key of FlowDetail.meta recording the start: {"key": ..., "provides": [[symbol, atom, where], ...]}.
 _START_KEY = "start"
-# What the engine records there (flowkit.engines._state); read here as data.
-_ENGINE_FAILURES_KEY = "engine_failures"
 _STORE_KEY = "store"
 _SHOWN = 120
 
@@ -408,14 +407,14 @@ def _rebuilt(failure: Failure, atom: str | None, fd: FlowDetail) -> BaseExceptio
 
 
 def _engine_failures(fd: FlowDetail) -> list[Failure]:
-    records = fd.meta.get(_ENGINE_FAILURES_KEY) or []
+    records = fd.meta.get(ENGINE_FAILURES_KEY) or []
     found = []
     for data in records if isinstance(records, list) else [records]:
         try:
             found.append(Failure.from_dict(data))
         except (ValueError, TypeError, AttributeError) as error:
             raise exc.CorruptLogbook(
-                "meta[%r] holds something that is not a failure: %s" % (_ENGINE_FAILURES_KEY, error),
+                "meta[%r] holds something that is not a failure: %s" % (ENGINE_FAILURES_KEY, error),
                 uuid=fd.uuid,
                 column="meta",
             ) from error
