@@ -40,6 +40,9 @@ type-only imports included).
   conductors, listeners, ``testing``, ``graphs`` or the command.
 - ``conductors/``: claim jobs and run them with the engine.  Never import
   listeners, ``testing``, ``graphs`` or the command.
+- ``starts.py``: start a flow once per key and get its outcome from any
+  process (the engine, the factories, persistence).  Never imports job
+  boards, conductors, listeners, ``testing``, ``graphs`` or the command.
 - ``listeners/``: logging, timing, progress, capture, all on the notifier.
   Never import the engine (except its types, in annotations), storage,
   persistence, the factories, boards, conductors, ``testing``, ``graphs`` or
@@ -73,6 +76,7 @@ from flowkit.retry import (
     Retry,
     Times,
 )
+from flowkit.starts import FlowHandle, result, start
 from flowkit.task import FunctorTask, Task
 from flowkit.types.failure import Failure
 from flowkit.waits import Sleep, WaitFor
@@ -102,6 +106,10 @@ __all__ = [
     # running
     "load",
     "run",
+    # starting by key, results later
+    "start",
+    "result",
+    "FlowHandle",
     # values and errors
     "Failure",
     "states",

@@ -30,6 +30,9 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "GraphFlow",
         "load",
         "run",
+        "start",
+        "result",
+        "FlowHandle",
         "as_task",
         "Failure",
         "states",
@@ -313,6 +316,16 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "DEFAULT_SIGNAL_POLL",
     },
     "flowkit.storage": {"Storage", "extract_result", "provided_result"},
+    "flowkit.starts": {
+        "start",
+        "flow_uuid",
+        "NAMESPACE",
+        "FlowHandle",
+        "result",
+        "FINAL_STATES",
+        "FIRST_POLL",
+        "MAX_POLL",
+    },
     "flowkit.testing": {"persistence", "jobboards", "clock"},
     "flowkit.testing.persistence": {"PersistenceBackendTests", "sample_logbook", "same_records"},
     "flowkit.types.notifier": {"Notifier", "RestrictedNotifier", "Listener"},
@@ -385,6 +398,7 @@ def test_top_level_names_are_the_module_objects() -> None:
     import flowkit.patterns.linear_flow
     import flowkit.patterns.unordered_flow
     import flowkit.retry
+    import flowkit.starts
     import flowkit.task
     from flowkit import exceptions, states
     from flowkit.types.failure import Failure
@@ -399,6 +413,9 @@ def test_top_level_names_are_the_module_objects() -> None:
     assert flowkit.GraphFlow is flowkit.patterns.graph_flow.Flow
     assert flowkit.load is flowkit.engines.load
     assert flowkit.run is flowkit.engines.run
+    assert flowkit.start is flowkit.starts.start
+    assert flowkit.result is flowkit.starts.result
+    assert flowkit.FlowHandle is flowkit.starts.FlowHandle
     assert flowkit.Failure is Failure
     assert flowkit.states is states
     assert flowkit.exceptions is exceptions

@@ -361,6 +361,9 @@ NEVER_IMPORTS: dict[str, tuple[str, ...]] = {
     "flowkit.listeners": _RUNNING + ("flowkit.jobs", "flowkit.conductors", "flowkit.testing", "flowkit.graphs") + CLI,
     # Drawing a flow needs the compiler, never a backend or a board.
     "flowkit.graphs": ("flowkit.persistence", "flowkit.factories") + _ABOVE_ENGINES,
+    # Starting by key is built on the engine, beside conductors, not on them.
+    "flowkit.starts": ("flowkit.jobs", "flowkit.conductors", "flowkit.listeners", "flowkit.testing", "flowkit.graphs")
+    + CLI,
     # The conformance suites test the public contracts of backends and boards.
     "flowkit.testing": ("flowkit.conductors", "flowkit.listeners", "flowkit.graphs") + CLI,
 }

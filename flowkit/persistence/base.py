@@ -147,6 +147,22 @@ class Connection(abc.ABC):
     def save_logbook(self, book: LogBook) -> LogBook:
         """Store ``book`` with its flow and atom details (insert or update); return it."""
 
+    def create_logbook(self, book: LogBook) -> bool:
+        """Store ``book`` with its flow and atom details only if nothing with its uuids is stored; durably, now.
+
+        True when this call stored it; False when a logbook with ``book``'s
+        uuid, or a flow detail with the uuid of one of its flow details, is
+        already stored (then nothing is written, and what is stored is left as
+        it is).  Of several callers creating the same logbook at once, in any
+        threads or processes sharing the store, exactly one gets True: this is
+        the insert that decides who owns a record whose uuid callers derive
+        from a shared name (:func:`flowkit.starts.start`).
+
+        The default raises TypeError: a backend must make the check and the
+        insert one atomic step to offer it.
+        """
+        raise TypeError("%s cannot create a logbook only if it is absent" % (type(self).__name__,))
+
     @abc.abstractmethod
     def get_logbook(self, book_uuid: str, lazy: bool = False) -> LogBook:
         """The logbook ``book_uuid`` (with its flow details unless ``lazy``); NotFound if absent."""

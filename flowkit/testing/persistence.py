@@ -374,6 +374,62 @@ class PersistenceBackendTests:
         with self.reader(backend) as other:
             same_records(other.get_logbook(book.uuid), book)
 
+    # -- creating only once ------------------------------------------------------------------
+
+    def test_create_logbook_stores_it_once(self, backend: Backend, conn: Connection) -> None:
+        book = sample_logbook()
+        assert conn.create_logbook(book) is True
+        with self.reader(backend) as other:
+            same_records(other.get_logbook(book.uuid), book)
+            # A second creation, even of changed records, leaves what is stored alone.
+            changed = sample_logbook("changed")
+            changed.uuid = book.uuid
+            assert other.create_logbook(changed) is False
+        with self.reader(backend) as other:
+            same_records(other.get_logbook(book.uuid), book)
+
+    def test_create_logbook_refuses_a_taken_flow_detail_uuid(self, backend: Backend, conn: Connection) -> None:
+        book = sample_logbook()
+        conn.save_logbook(book)
+        other_book = LogBook(name="other")
+        other_book.add(FlowDetail(name="same uuid", uuid=list(book)[0].uuid))
+        assert conn.create_logbook(other_book) is False
+        with self.reader(backend) as other:
+            with pytest.raises(exc.NotFound):
+                other.get_logbook(other_book.uuid)
+            same_records(other.get_logbook(book.uuid), book)
+
+    def test_create_logbook_has_one_winner_among_threads(self, backend: Backend, conn: Connection) -> None:
+        book = sample_logbook()
+        barrier = threading.Barrier(6)
+        outcomes: list[Any] = []
+        guard = threading.Lock()
+
+        def create(name: str) -> None:
+            mine = sample_logbook(name)
+            mine.uuid = book.uuid
+            for fd, theirs in zip(mine, book):
+                fd.uuid = theirs.uuid
+            try:
+                with backend.get_connection() as own:
+                    barrier.wait(30)
+                    outcome: Any = (own.create_logbook(mine), name)
+            except BaseException as error:  # reported to the test thread
+                outcome = error
+            with guard:
+                outcomes.append(outcome)
+
+        threads = [threading.Thread(target=create, args=("book-%d" % i,)) for i in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert len(outcomes) == 6 and all(isinstance(o, tuple) for o in outcomes), outcomes
+        winners = [name for created, name in outcomes if created]
+        assert len(winners) == 1
+        with self.reader(backend) as other:
+            assert other.get_logbook(book.uuid).name == winners[0]
+
     # -- one engine per flow detail ----------------------------------------------------------
 
     def test_flow_lock_excludes_a_second_engine(self, backend: Backend, conn: Connection) -> None:

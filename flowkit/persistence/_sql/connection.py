@@ -229,6 +229,57 @@ class SQLAlchemyConnection(Connection):
             self.flush()
         return book
 
+    def create_logbook(self, book: LogBook) -> bool:
+        """Insert ``book`` with its flow and atom details in one transaction, unless its uuids are taken.
+
+        Plain inserts, not the upserts of :meth:`save_logbook`: of two
+        transactions inserting the same uuid, the database lets one commit and
+        fails the other on the primary key (SQLite takes its write lock first,
+        so the second one finds the row), which is then answered with False.
+        """
+        self.flush()
+        self._backend.ensure_schema()
+        t = self._backend.tables
+        book.updated_at = _utcnow()
+        try:
+            books, flows, atoms = schema.logbook_rows(book)
+        except (TypeError, ValueError, RecursionError) as error:
+            raise exc.StorageFailure("could not encode %s as JSON: %s" % (_name_record(book), error)) from error
+        if self._backend.dialect in ("mysql", "mariadb"):
+            self._backend._check_row_sizes(books, flows, atoms)
+        flow_uuids = [fd.uuid for fd in book]
+
+        def taken(conn: sa.Connection) -> bool:
+            if conn.execute(sa.select(t.logbooks.c.uuid).where(t.logbooks.c.uuid == book.uuid)).first() is not None:
+                return True
+            if not flow_uuids:
+                return False
+            return conn.execute(sa.select(t.flows.c.uuid).where(t.flows.c.uuid.in_(flow_uuids))).first() is not None
+
+        def insert(conn: sa.Connection) -> bool:
+            if taken(conn):
+                return False
+            for table, rows in ((t.logbooks, books), (t.flows, flows), (t.atoms, atoms)):
+                if rows:
+                    conn.execute(sa.insert(table), rows)
+            return True
+
+        what = "create %s" % (_name_record(book),)
+        try:
+            created = self._backend.write_now(insert, what)
+        except exc.StorageFailure as failure:
+            # Another transaction inserted the same uuid between our check and
+            # our insert, and committed first.
+            if isinstance(failure.__cause__, sa.exc.IntegrityError) and self._backend.read(taken, what):
+                return False
+            raise
+        if created:
+            for index, fd in enumerate(book):
+                self._backend._flow_parent[fd.uuid] = (book.uuid, index)
+                for position, ad in enumerate(fd):
+                    self._backend._atom_parent[ad.uuid] = (fd.uuid, position)
+        return created
+
     def _check_saved(self, flow_detail: FlowDetail) -> None:
         """NotFound unless ``flow_detail`` is buffered here or stored; hold the guard."""
         uuid = flow_detail.uuid

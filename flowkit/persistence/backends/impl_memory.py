@@ -247,6 +247,14 @@ class MemoryConnection(Connection):
                 self._store_flow(book.uuid, fd)
         return book
 
+    def create_logbook(self, book: LogBook) -> bool:
+        b = self._backend
+        with b.lock:
+            if book.uuid in b.books or any(fd.uuid in b.flows for fd in book):
+                return False
+            self.save_logbook(book)
+        return True
+
     def _book_of(self, flow_detail: FlowDetail) -> str:
         """The uuid of the logbook ``flow_detail`` was saved in; hold the lock."""
         try:
