@@ -27,6 +27,7 @@ from flowkit.persistence.models import FlowDetail, LogBook
 from flowkit.testing.clock import VirtualClock
 from flowkit.types.failure import Failure
 from tests.persistence.conftest import drop_tables, mysql_url, postgres_url, unique_prefix  # noqa: F401  (fixtures)
+from tests.support import wait_until
 
 
 @pytest.fixture
@@ -168,6 +169,8 @@ def test_the_same_key_again_returns_false(backend: Backend) -> None:
         signals.send(backend, fd.uuid, "approved", 2, idempotency_key="ticket-8")
     assert signals.get(backend, fd.uuid) == {"approved": 1}
     assert signals.get(backend, fd.uuid, ["approved", "other"]) == {"approved": 1}
+    with pytest.raises(TypeError, match=r"pass \['approved'\]"):
+        signals.get(backend, fd.uuid, "approved")
 
 
 # -- waking waiters in this process -------------------------------------------------------------
@@ -317,3 +320,59 @@ def test_a_read_only_backend_refuses_to_store_a_signal(tmp_path: Path) -> None:
         with pytest.raises(exc.InvalidState, match="read-only"):
             signals.send(reader, fd.uuid, "approved")
         assert signals.get(reader, fd.uuid) == {}
+
+
+# -- the loser of a race that the database decides ------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("same_key", [False, True], ids=["another-key", "same-key"])
+def test_a_sender_that_loses_at_the_unique_constraint_gets_the_second_senders_answer(
+    postgres_url: str, same_key: bool
+) -> None:
+    # A writer that does not take flowkit's signal lock (another tool, an older
+    # flowkit) has inserted the same (flow detail, name) and not committed yet:
+    # send() does not see its row, waits on the unique index, and once that
+    # row commits answers as if it had come second.
+    prefix = unique_prefix()
+    backend = SQLAlchemyBackend(postgres_url, table_prefix=prefix)
+    other = sa.create_engine(backend.url, poolclass=sa.pool.NullPool)
+    try:
+        fd = saved_flow(backend)
+        outcome: list[Any] = []
+        with other.connect() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO %ssignals (flow_uuid, name, value, idempotency_key, sent_at) "
+                    "VALUES (:f, 'approved', '\"theirs\"', 'their-key', 0)" % prefix
+                ),
+                {"f": fd.uuid},
+            )
+
+            def send() -> None:
+                try:
+                    key = "their-key" if same_key else "my-key"
+                    outcome.append(signals.send(backend, fd.uuid, "approved", "mine", idempotency_key=key))
+                except BaseException as error:  # reported to the test thread
+                    outcome.append(error)
+
+            sender = threading.Thread(target=send)
+            sender.start()
+
+            def blocked() -> bool:
+                waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"
+                return bool(conn.execute(sa.text(waiting)).scalar())
+
+            wait_until(blocked, "send() waiting on the uncommitted row")
+            conn.commit()
+            sender.join(30)
+        if same_key:
+            assert outcome == [False]
+        else:
+            assert len(outcome) == 1 and isinstance(outcome[0], exc.SignalAlreadySent), outcome
+            assert "1970-01-01T00:00:00" in str(outcome[0])
+        assert signals.get(backend, fd.uuid) == {"approved": "theirs"}
+    finally:
+        other.dispose()
+        backend.close()
+        drop_tables(postgres_url, prefix)
