@@ -328,12 +328,13 @@ def test_a_read_only_backend_refuses_to_store_a_signal(tmp_path: Path) -> None:
 @pytest.mark.postgres
 @pytest.mark.parametrize("same_key", [False, True], ids=["another-key", "same-key"])
 def test_a_sender_that_loses_at_the_unique_constraint_gets_the_second_senders_answer(
-    postgres_url: str, same_key: bool
+    request: pytest.FixtureRequest, same_key: bool
 ) -> None:
     # A writer that does not take flowkit's signal lock (another tool, an older
     # flowkit) has inserted the same (flow detail, name) and not committed yet:
     # send() does not see its row, waits on the unique index, and once that
     # row commits answers as if it had come second.
+    postgres_url = request.getfixturevalue("postgres_url")
     prefix = unique_prefix()
     backend = SQLAlchemyBackend(postgres_url, table_prefix=prefix)
     other = sa.create_engine(backend.url, poolclass=sa.pool.NullPool)
