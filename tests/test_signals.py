@@ -334,9 +334,9 @@ def test_a_sender_that_loses_at_the_unique_constraint_gets_the_second_senders_an
     # flowkit) has inserted the same (flow detail, name) and not committed yet:
     # send() does not see its row, waits on the unique index, and once that
     # row commits answers as if it had come second.
-    postgres_url = request.getfixturevalue("postgres_url")
+    url = request.getfixturevalue("postgres_url")
     prefix = unique_prefix()
-    backend = SQLAlchemyBackend(postgres_url, table_prefix=prefix)
+    backend = SQLAlchemyBackend(url, table_prefix=prefix)
     other = sa.create_engine(backend.url, poolclass=sa.pool.NullPool)
     try:
         fd = saved_flow(backend)
@@ -376,4 +376,4 @@ def test_a_sender_that_loses_at_the_unique_constraint_gets_the_second_senders_an
     finally:
         other.dispose()
         backend.close()
-        drop_tables(postgres_url, prefix)
+        drop_tables(url, prefix)
