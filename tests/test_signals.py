@@ -325,16 +325,18 @@ def test_a_read_only_backend_refuses_to_store_a_signal(tmp_path: Path) -> None:
 # -- the loser of a race that the database decides ------------------------------------------------
 
 
-@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "server", [pytest.param("postgres", marks=pytest.mark.postgres), pytest.param("mysql", marks=pytest.mark.mysql)]
+)
 @pytest.mark.parametrize("same_key", [False, True], ids=["another-key", "same-key"])
 def test_a_sender_that_loses_at_the_unique_constraint_gets_the_second_senders_answer(
-    request: pytest.FixtureRequest, same_key: bool
+    request: pytest.FixtureRequest, server: str, same_key: bool
 ) -> None:
     # A writer that does not take flowkit's signal lock (another tool, an older
     # flowkit) has inserted the same (flow detail, name) and not committed yet:
     # send() does not see its row, waits on the unique index, and once that
     # row commits answers as if it had come second.
-    url = request.getfixturevalue("postgres_url")
+    url = request.getfixturevalue(server + "_url")
     prefix = unique_prefix()
     backend = SQLAlchemyBackend(url, table_prefix=prefix)
     other = sa.create_engine(backend.url, poolclass=sa.pool.NullPool)
@@ -361,8 +363,12 @@ def test_a_sender_that_loses_at_the_unique_constraint_gets_the_second_senders_an
             sender.start()
 
             def blocked() -> bool:
-                waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"
-                return bool(conn.execute(sa.text(waiting)).scalar())
+                if server == "postgres":
+                    waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"
+                else:
+                    waiting = "SELECT count(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'"
+                with other.connect() as monitor:  # a fresh session: MariaDB keeps what one transaction saw
+                    return bool(monitor.execute(sa.text(waiting)).scalar())
 
             wait_until(blocked, "send() waiting on the uncommitted row")
             conn.commit()
