@@ -32,6 +32,10 @@ type-only imports included).
 - ``persistence/``: logbook models, the value codec, backends (memory,
   SQLAlchemy, imported on first use).  Stored data only: never imports atoms,
   patterns, the engine, storage, the factories or anything above the engine.
+- ``signals.py``: sending signals to flow details (stored through
+  persistence) and waking the waiters of this process.  Never imports atoms,
+  patterns, the engine, storage, the factories or anything above the engine
+  (the engine imports it to wait).
 - ``factories.py``: the registry of flow factories, the only way a name read
   from a logbook reaches code.  Never imports the engine, storage,
   persistence, atoms or anything above the engine.

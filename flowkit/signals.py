@@ -206,6 +206,8 @@ def send(
 
 def get(backend: Backend, flow_uuid: str, names: Iterable[str] | None = None) -> dict[str, Any]:
     """``{name: value}`` of the signals flow detail ``flow_uuid`` got (only ``names``, if given)."""
+    if isinstance(names, str):
+        raise TypeError("names must be an iterable of signal names, not one str (%r): pass [%r]" % (names, names))
     with backend.get_connection() as conn:
         return conn.get_signals(flow_uuid, names)
 

@@ -721,3 +721,22 @@ class JobBoardTests:
             with pytest.raises(exc.LeaseLost):
                 conn.update_atom_details(atom)
                 conn.flush()
+
+    def test_signals_go_through_a_fenced_backend_with_or_without_the_claim(self, board: JobBoard) -> None:
+        # A signal comes from outside the run, so it is not the claim holder's write to fence.
+        assert board.persistence is not None
+        book = _book()
+        fd = list(book)[0]
+        job = board.post("j", book=book)
+        claim = board.claim(job, "alice")
+        with board.fenced_backend(board.persistence, claim).get_connection() as conn:
+            assert conn.send_signal(fd.uuid, "approved", {"by": "ann"}, "k") is True
+            assert conn.send_signal(fd.uuid, "approved", {"by": "ann"}, "k") is False
+            board.consume(job, "alice")
+            assert conn.send_signal(fd.uuid, "shipped", 1) is True
+            with pytest.raises(exc.SignalAlreadySent):
+                conn.send_signal(fd.uuid, "shipped", 2)
+            assert conn.get_signals(fd.uuid) == {"approved": {"by": "ann"}, "shipped": 1}
+            assert [name for _, _, name in conn.signals_after(0)] == ["approved", "shipped"]
+        with board.persistence.get_connection() as reader:
+            assert reader.get_signals(fd.uuid, ["shipped"]) == {"shipped": 1}

@@ -416,7 +416,7 @@ class SQLAlchemyConnection(Connection):
         idempotency_key: str | None = None,
         sent_at: float | None = None,
     ) -> bool:
-        """Store signal ``name`` of flow detail ``flow_uuid`` in its own transaction (see :meth:`Connection.send_signal`)."""
+        """Store signal ``name`` of flow detail ``flow_uuid`` in a transaction of its own (see the base class)."""
         backend = self._backend
         what = "signal %r of flow detail %s" % (name, flow_uuid)
         try:
@@ -443,8 +443,9 @@ class SQLAlchemyConnection(Connection):
             if stored is not None:
                 return tuple(stored)
             if conn.execute(sa.select(t.flows.c.uuid).where(t.flows.c.uuid == flow_uuid)).first() is None:
-                raise exc.NotFound("no flow detail with uuid %r in %s to send signal %r to" % (
-                    flow_uuid, backend.describe_url(), name))
+                raise exc.NotFound(
+                    "no flow detail with uuid %r in %s to send signal %r to" % (flow_uuid, backend.describe_url(), name)
+                )
             try:
                 with conn.begin_nested():
                     conn.execute(sa.insert(t.signals).values(**row))
@@ -461,8 +462,10 @@ class SQLAlchemyConnection(Connection):
         if outcome is False:
             found = backend.read(lambda conn: conn.execute(stored_sql).first(), what)
             if found is None:
-                raise exc.NotFound("no flow detail with uuid %r in %s to send signal %r to (it was deleted)" % (
-                    flow_uuid, backend.describe_url(), name))
+                raise exc.NotFound(
+                    "no flow detail with uuid %r in %s to send signal %r to (it was deleted)"
+                    % (flow_uuid, backend.describe_url(), name)
+                )
             outcome = tuple(found)
         stored_key, stored_at = outcome
         return resend(flow_uuid, name, idempotency_key, stored_key, stored_at)

@@ -21,8 +21,9 @@ with the models' ``*_from_data`` functions, so this module only knows which
 keys are JSON columns, not how each record is shaped.
 
 The migrations in ``flowkit/persistence/migrations/versions`` create the same
-tables (``0001`` the first three, ``0004`` the signals); it keeps its own copy of the definitions because a migration must not
-change when this module does.
+tables (``0001`` the first three, ``0004`` the signals); each keeps its own
+copy of the definitions because a migration must not change when this module
+does.
 """
 
 from __future__ import annotations
