@@ -482,7 +482,7 @@ class Conductor(abc.ABC):
         if error is not None and not cancelled and state not in _FINAL:
             LOG.warning("job %s (%r) failed outside its flow (consumed): %r", job.uuid, job.name, error)
         try:
-            self.board.consume(job, self.name, token=running.claim.token)
+            self.board.consume(job, self.name, token=running.claim.token, outcome=state)
         except (exc.LeaseLost, exc.NotOwner) as lost:
             self._lost(running, "the claim was lost before the job could be consumed: %s" % (lost,))
             return
