@@ -263,6 +263,11 @@ class MemoryJobBoard(JobBoard):
             record.expires_at = now + seconds
             return Claim(record.job.uuid, who, record.token, record.expires_at)
 
+    def _claim_candidates(self) -> Iterator[Job]:
+        """The jobs claimable now (due, resources free), in claim order: ``claim_next`` tries those."""
+        with self._cond:
+            return iter(self._claimable(self.clock()))
+
     def _current(self, claim: Claim) -> _Record:
         record = self._get(claim.job_uuid)
         now = self.clock()
