@@ -170,7 +170,7 @@ def test_boards_with_different_names_do_not_share_jobs(tmp_path: Path) -> None:
     "server",
     ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), pytest.param("mysql", marks=pytest.mark.mysql)],
 )
-def test_a_board_made_before_migration_0003_is_upgraded(
+def test_a_board_made_before_migrations_0003_and_0005_is_upgraded(
     server: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     from alembic import command
@@ -207,6 +207,17 @@ def test_a_board_made_before_migration_0003_is_upgraded(
             claim = board.claim("old-job", "c1")
             board.fail("old-job", "c1", "no module named 'app'", token=claim.token, delay=5.0)
             assert board.failures_of("old-job").attempts == 1
+            # Migration 0005: parking and outcomes.
+            assert board.wake("old-job") is False and not board.status_of("old-job").parked
+            indexes = {i["name"] for i in sa.inspect(board.engine).get_indexes(prefix + "jobs")}
+            assert prefix + "jobs_board_due_idx" in indexes
+            fresh = board.post("new")
+            claim = board.claim(fresh, "c1")
+            board.park(fresh, "c1", due=None, token=claim.token, reason="signal")
+            assert board.wake(fresh) is True
+            claim = board.claim(fresh, "c1")
+            board.consume(fresh, "c1", token=claim.token, outcome="SUCCESS")
+            assert fresh.outcome == "SUCCESS"
         finally:
             board.close()
     finally:
