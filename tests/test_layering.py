@@ -302,8 +302,15 @@ def test_importing_the_engine_core_loads_no_sql_dask_redis_or_web_package() -> N
 
 #: The modules of the ``flowkit`` command.
 CLI = ("flowkit.cli", "flowkit.conductors.cli", "flowkit._cli_common")
-#: What every other module may build on: errors, states, names, small value types.
-FOUNDATION = ("flowkit.exceptions", "flowkit.states", "flowkit._names", "flowkit._imports", "flowkit.types")
+#: What every other module may build on: errors, states, names, small value types, the clock.
+FOUNDATION = (
+    "flowkit.exceptions",
+    "flowkit.states",
+    "flowkit._names",
+    "flowkit._imports",
+    "flowkit.types",
+    "flowkit.clock",
+)
 #: What users subclass and compose.
 ATOMS = ("flowkit.atom", "flowkit.task", "flowkit.retry", "flowkit.decorators", "flowkit.flow", "flowkit.patterns")
 #: The SQL code of the persistence package.

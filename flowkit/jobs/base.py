@@ -768,7 +768,8 @@ class JobBoard(abc.ABC):
         text = str(outcome.value) if isinstance(outcome, enum.Enum) else outcome
         if not isinstance(text, str) or not text or len(text) > MAX_OUTCOME_CHARS:
             raise ValueError(
-                "a job's outcome is a string of 1 to %d characters (a flow state), got %r" % (MAX_OUTCOME_CHARS, outcome)
+                "a job's outcome is a string of 1 to %d characters (a flow state), got %r"
+                % (MAX_OUTCOME_CHARS, outcome)
             )
         return text
 

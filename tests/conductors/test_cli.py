@@ -103,7 +103,8 @@ def test_post_with_a_delay_or_not_before_is_listed_with_its_due_time(
     factory = "tests.conductors.flows:one_line"
     assert main(["jobs", "post", factory, "--name", "in-an-hour", "--delay", "3600", *where]) == 0
     delayed = capsys.readouterr().out.strip()
-    assert main(["jobs", "post", factory, "--name", "new-year", "--not-before", "2999-01-01T09:30:00+02:00", *where]) == 0
+    new_year = ["--name", "new-year", "--not-before", "2999-01-01T09:30:00+02:00"]
+    assert main(["jobs", "post", factory, *new_year, *where]) == 0
     dated = capsys.readouterr().out.strip()
     assert main(["jobs", "post", factory, "--name", "past", "--not-before", "2000-01-01T00:00:00+00:00", *where]) == 0
     past = capsys.readouterr().out.strip()

@@ -754,9 +754,7 @@ class SQLJobBoard(JobBoard):
             claimable = sa.or_(t.c.state == _UNCLAIMED, sa.and_(t.c.state == _CLAIMED, t.c.expires_at <= now))
             rows = list(
                 conn.execute(
-                    sa.select(t)
-                    .where(t.c.board == self.name, claimable, self._due(now))
-                    .order_by(t.c.priority, t.c.id)
+                    sa.select(t).where(t.c.board == self.name, claimable, self._due(now)).order_by(t.c.priority, t.c.id)
                 ).mappings()
             )
             held = {
