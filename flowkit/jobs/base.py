@@ -511,7 +511,8 @@ class JobBoard(abc.ABC):
         """Jobs not yet final, highest priority first, then oldest first.
 
         ``only_unclaimed`` keeps those that read UNCLAIMED (including expired
-        claims, and jobs not due yet after a failed attempt).
+        claims, and jobs not due yet: delayed, parked, or after a failed
+        attempt).
         ``include_final`` lists COMPLETE, TRASHED and CANCELLED jobs too.
         ``ensure_fresh`` is accepted for TaskFlow compatibility: every board
         here reads its store on each call.
@@ -701,9 +702,12 @@ class JobBoard(abc.ABC):
         """Block until some job is claimable (unclaimed and its resources free); return those jobs.
 
         Raises :class:`~flowkit.exceptions.NotFound` on timeout (as TaskFlow
-        does).  Woken by posts, abandons, finishes and lease expiry; how
-        (a condition variable, Redis pub/sub, bounded polling for SQL) is the
-        board's business and is documented there.
+        does; ``timeout`` is real seconds).  Woken by posts, abandons,
+        finishes, wakes, lease expiry and due times; those last two are on
+        the board's clock: the board blocks with ``clock.timeout`` and is
+        woken by ``clock.on_change``.  How (a condition variable, Redis
+        pub/sub, bounded polling for SQL) is the board's business and is
+        documented there.
         """
 
     @abc.abstractmethod

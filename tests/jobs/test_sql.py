@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -224,3 +225,27 @@ def test_a_board_made_before_migrations_0003_and_0005_is_upgraded(
         engine.dispose()
         if server != "sqlite":
             drop_tables(url, prefix)
+
+
+def test_next_due_reads_the_due_time_index(tmp_path: Path) -> None:
+    board = SQLJobBoard("tests", "sqlite:///%s" % (tmp_path / "jobs.db")).connect()
+    try:
+        for delay in (30.0, 10.0, 20.0):
+            board.post("later", delay=delay)
+        seen: list[tuple[str, Any]] = []
+
+        def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+            seen.append((statement, parameters))
+
+        sa.event.listen(board.engine, "before_cursor_execute", record)
+        try:
+            due = board.next_due()
+        finally:
+            sa.event.remove(board.engine, "before_cursor_execute", record)
+        assert due is not None and due == pytest.approx(time.time() + 10.0, abs=5.0)
+        (statement, parameters), *_ = [(q, p) for q, p in seen if "min(" in q.lower()]
+        with board.engine.connect() as conn:
+            plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters))
+        assert "flowkit_jobs_board_due_idx" in plan, plan
+    finally:
+        board.close()
