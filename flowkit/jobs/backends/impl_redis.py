@@ -757,8 +757,31 @@ class RedisJobBoard(JobBoard):
     # -- waiting ----------------------------------------------------------------------------------------
 
     def _claimable(self) -> tuple[list[Job], float | None]:
+        """The claimable jobs, and the board-clock time something may next become claimable (None: nothing will).
+
+        Reads only the candidates (``ready``, and the members of ``delayed``
+        and ``leases`` whose time has come) and the first future score of
+        each of those two sets: jobs parked or delayed for later cost nothing.
+        """
         now = self.clock()
-        hashes = self._open_hashes()
+
+        def read() -> tuple[list[str], list[Any], list[tuple[str, float]]]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zrange(self._ready, 0, -1)
+            pipe.zrangebyscore(self._delayed, "-inf", repr(now))
+            pipe.zrangebyscore(self._leases, "-inf", repr(now))
+            pipe.zrangebyscore(self._delayed, "(%r" % (now,), "+inf", start=0, num=1, withscores=True)
+            pipe.zrangebyscore(self._leases, "(%r" % (now,), "+inf", start=0, num=1, withscores=True)
+            ready, due, lapsed, next_due, next_expiry = pipe.execute()
+            uuids = list(dict.fromkeys([*ready, *due, *lapsed]))
+            pipe = self.client.pipeline(transaction=False)
+            for uuid in uuids:
+                pipe.hgetall(self._key(uuid))
+            return uuids, pipe.execute(), [*next_due, *next_expiry]
+
+        uuids, found, upcoming = self._call(read, "list claimable jobs")
+        hashes = [(u, h) for u, h in zip(uuids, found) if h]
+        hashes.sort(key=lambda item: (int(item[1]["priority"]), int(item[1].get("seq") or 0)))
         keys = sorted({k for _, h in hashes for k in json.loads(h.get("resources") or "[]")})
         held: set[str] = set()
         if keys:
@@ -775,10 +798,8 @@ class RedisJobBoard(JobBoard):
             and (float(h["due_at"]) <= now if h.get("due_at") else not h.get("parked"))
             and not (held & set(json.loads(h.get("resources") or "[]")))
         ]
-        times = [float(h["expires_at"]) for _, h in hashes if h["state"] == "CLAIMED"]
-        times += [float(h["due_at"]) for _, h in hashes if h["state"] == "UNCLAIMED" and h.get("due_at")]
-        future = [when for when in times if when > now]
-        return jobs, (min(future) if future else None)
+        times = [float(score) for _, score in upcoming]
+        return jobs, (min(times) if times else None)
 
     def _clock_jumped(self) -> None:
         """Tell this board's waiters to look again (they sleep on the events channel)."""
