@@ -6,8 +6,8 @@ on the import graph, together with "no import cycles between modules" (lazy and
 type-only imports included).
 
 - Foundation: ``exceptions`` (the one error tree), ``states``,
-  ``types/`` (captured failures, notifiers), ``clock`` (what time it is,
-  how long to block), and the internal ``_names`` and
+  ``types/`` (captured failures, notifiers), ``clock`` (time and how long to
+  block, which boards, conductors and waits share), and the internal ``_names`` and
   ``_imports`` (finding ``module:qualname``): every layer builds on them; they
   import nothing else of flowkit.
 - ``atom.py``, ``task.py``, ``retry.py``, ``waits.py`` (timer and signal

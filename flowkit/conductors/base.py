@@ -16,7 +16,8 @@ one).  Running a job means:
 3. run it, while a heartbeat thread renews the claim every ``ttl / 3`` and
    polls for a cancel request (the claim check before every logbook flush,
    and before the first atom, reports one too);
-4. finish the job according to how the flow ended:
+4. finish the job according to how the flow ended, recording the flow's
+   state as the job's outcome when it consumes it (``Job.outcome``):
 
    - SUCCESS: consumed (COMPLETE);
    - REVERTED or FAILURE (the flow's own failure): consumed; the outcome is
@@ -37,6 +38,11 @@ one).  Running a job means:
      registered), not the job: only once ``max_conductor_failures``
      distinct conductors failed it is it trashed, and an operator can
      still restore it (``flowkit jobs retry``).
+
+While nothing is claimable the conductor blocks in ``board.wait()`` until
+the earliest due job (:meth:`flowkit.jobs.base.JobBoard.next_due`: a delayed
+post, a backoff, a parked job), a post or a wake-up, or ``wait_timeout``;
+it does not poll the board in a loop.
 
 Each step is announced on :attr:`Conductor.notifier` (see :data:`EVENTS`).
 """
@@ -114,8 +120,8 @@ EVENTS = (
     JOB_TRASHED,
 )
 
-#: Longest a conductor blocks in ``board.wait()`` before looking again
-#: (bounds how long ``stop()`` takes to be noticed while no job is posted).
+#: Longest (real seconds) a conductor blocks in ``board.wait()`` before looking again, unless a job
+#: comes due sooner (bounds how long ``stop()`` takes to be noticed while no job is posted).
 DEFAULT_WAIT_TIMEOUT = 0.5
 
 #: How many distinct conductors must fail to build a job's flow before one trashes it.
@@ -365,8 +371,18 @@ class Conductor(abc.ABC):
         return job, claim
 
     def _wait_for_jobs(self) -> None:
+        """Nothing was claimable: block until the earliest due job or ``wait_timeout``, whichever is first.
+
+        Both on the board's clock: a job coming due (``next_due``), a post, a
+        wake or a jump of the clock wakes the board's ``wait``; the real-time
+        ``wait_timeout`` bounds how long ``stop()`` takes to be noticed.
+        """
+        timeout = self.wait_timeout
         try:
-            self.board.wait(timeout=self.wait_timeout)
+            until = self.board.clock.timeout(self.board.next_due())
+            if until is not None:
+                timeout = min(timeout, until)
+            self.board.wait(timeout=timeout)
         except exc.NotFound:
             pass  # nothing claimable within the timeout
         except exc.StorageFailure as error:
@@ -482,7 +498,7 @@ class Conductor(abc.ABC):
         if error is not None and not cancelled and state not in _FINAL:
             LOG.warning("job %s (%r) failed outside its flow (consumed): %r", job.uuid, job.name, error)
         try:
-            self.board.consume(job, self.name, token=running.claim.token)
+            self.board.consume(job, self.name, token=running.claim.token, outcome=state)
         except (exc.LeaseLost, exc.NotOwner) as lost:
             self._lost(running, "the claim was lost before the job could be consumed: %s" % (lost,))
             return
