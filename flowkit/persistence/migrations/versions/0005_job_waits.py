@@ -1,7 +1,7 @@
 """The job board parks jobs and records outcomes: parked, park_reason, woken, outcome; an index on due times.
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 
 A job can be posted with a delay, parked by its owner until a due time or a
 wake-up, and consumed with its flow's outcome.  ``parked`` and ``woken`` are
