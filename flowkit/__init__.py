@@ -65,7 +65,7 @@ the TaskFlow-compatible module paths (``flowkit.task``,
 Modules whose names start with an underscore are internal.
 """
 
-from flowkit import exceptions, states
+from flowkit import exceptions, signals, states
 from flowkit.decorators import as_task
 from flowkit.engines import load, run
 from flowkit.patterns.graph_flow import Flow as GraphFlow
@@ -114,6 +114,8 @@ __all__ = [
     "start",
     "result",
     "FlowHandle",
+    # sending signals to waiting flows (a module: flowkit.signals.send)
+    "signals",
     # values and errors
     "Failure",
     "states",

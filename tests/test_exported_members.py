@@ -33,6 +33,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "start",
         "result",
         "FlowHandle",
+        "signals",
         "as_task",
         "Failure",
         "states",
