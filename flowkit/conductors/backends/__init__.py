@@ -10,8 +10,8 @@ from flowkit.conductors.backends.impl_nonblocking import NonBlockingConductor
 from flowkit.conductors.base import (
     DEFAULT_BACKOFF,
     DEFAULT_MAX_BACKOFF,
-    DEFAULT_SIGNAL_POLL,
     DEFAULT_MAX_CONDUCTOR_FAILURES,
+    DEFAULT_SIGNAL_POLL,
     DEFAULT_WAIT_TIMEOUT,
     Conductor,
 )
