@@ -69,13 +69,9 @@ from flowkit.states import (
 )
 from flowkit.task import EVENT_UPDATE_PROGRESS, TaskContext
 from flowkit.types.failure import Failure
-from flowkit.waits import WAIT_KEY
+from flowkit.waits import WAIT_KEY, WAKE_KEY
 
-__all__ = ["Scheduler", "WAKE_KEY"]
-
-#: The key of ``FlowDetail.meta`` saying, while the flow is WAITING, what it waits for:
-#: ``{"due": earliest deadline (clock seconds) or None, "signals": [names]}``.
-WAKE_KEY = "wake"
+__all__ = ["Scheduler"]
 
 #: Real seconds between two looks for signals sent by other processes while a flow waits on one.
 SIGNAL_POLL = 1.0
