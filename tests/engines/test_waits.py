@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import math
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from flowkit.persistence.backends.impl_memory import MemoryBackend
 from flowkit.retry import Times
 from flowkit.testing.clock import VirtualClock
 from flowkit.waits import Sleep, WaitFor
-from tests.support import Capture, Const, Double, FailUntil, Name, Undoable, wait_until
+from tests.support import Capture, Const, Double, FailUntil, Name, Undoable, run_flowkit, wait_until
 
 
 def nap_between(seconds: float = 3600) -> Any:
@@ -308,3 +309,27 @@ def test_a_retry_controller_gives_a_timed_out_wait_another_chance(load: Any) -> 
     engine.signal("approved", 1)
     engine.run(park=True)
     assert engine.storage.get_flow_state() == states.SUCCESS
+
+
+def test_a_blocked_run_sees_a_signal_sent_by_another_process(load: Any, tmp_path: Path) -> None:
+    url = "sqlite:///%s" % (tmp_path / "flows.db")
+    engine = load(approval(timeout=None), backend=url)
+    outcome: list[BaseException] = []
+
+    def drive() -> None:
+        try:
+            engine.run()
+        except BaseException as error:  # pragma: no cover - reported below
+            outcome.append(error)
+
+    runner = threading.Thread(target=drive)
+    runner.start()
+    wait_until(lambda: engine.storage.get_flow_state() == states.WAITING, "the flow to wait", timeout=30)
+    sent = run_flowkit("signal", engine.flow_detail.uuid, "approved", "--value", "4", "--backend", url, cwd=tmp_path)
+    assert sent.returncode == 0, sent.stderr
+    # Nothing in this process was told: the waiting engine finds the signal by looking for it.
+    runner.join(30)
+    assert not runner.is_alive() and not outcome
+    assert engine.storage.fetch("charged") == 8
+    again = run_flowkit("signal", engine.flow_detail.uuid, "approved", "--value", "5", "--backend", url, cwd=tmp_path)
+    assert again.returncode == 1 and "already" in again.stderr
