@@ -6,8 +6,8 @@ on the import graph, together with "no import cycles between modules" (lazy and
 type-only imports included).
 
 - Foundation: ``exceptions`` (the one error tree), ``states``,
-  ``types/`` (captured failures, notifiers), ``clock`` (what time it is,
-  how long to block), and the internal ``_names`` and
+  ``types/`` (captured failures, notifiers), ``clock`` (time and how long to
+  block, which boards, conductors and waits share), and the internal ``_names`` and
   ``_imports`` (finding ``module:qualname``): every layer builds on them; they
   import nothing else of flowkit.
 - ``atom.py``, ``task.py``, ``retry.py``, ``waits.py`` (timer and signal
@@ -32,6 +32,10 @@ type-only imports included).
 - ``persistence/``: logbook models, the value codec, backends (memory,
   SQLAlchemy, imported on first use).  Stored data only: never imports atoms,
   patterns, the engine, storage, the factories or anything above the engine.
+- ``signals.py``: sending signals to flow details (stored through
+  persistence) and waking the waiters of this process.  Never imports atoms,
+  patterns, the engine, storage, the factories or anything above the engine
+  (the engine imports it to wait).
 - ``factories.py``: the registry of flow factories, the only way a name read
   from a logbook reaches code.  Never imports the engine, storage,
   persistence, atoms or anything above the engine.
@@ -40,6 +44,9 @@ type-only imports included).
   conductors, listeners, ``testing``, ``graphs`` or the command.
 - ``conductors/``: claim jobs and run them with the engine.  Never import
   listeners, ``testing``, ``graphs`` or the command.
+- ``starts.py``: start a flow once per key and get its outcome from any
+  process (the engine, the factories, persistence).  Never imports job
+  boards, conductors, listeners, ``testing``, ``graphs`` or the command.
 - ``listeners/``: logging, timing, progress, capture, all on the notifier.
   Never import the engine (except its types, in annotations), storage,
   persistence, the factories, boards, conductors, ``testing``, ``graphs`` or
@@ -58,7 +65,7 @@ the TaskFlow-compatible module paths (``flowkit.task``,
 Modules whose names start with an underscore are internal.
 """
 
-from flowkit import exceptions, states
+from flowkit import exceptions, signals, states
 from flowkit.decorators import as_task
 from flowkit.engines import load, run
 from flowkit.patterns.graph_flow import Flow as GraphFlow
@@ -73,6 +80,7 @@ from flowkit.retry import (
     Retry,
     Times,
 )
+from flowkit.starts import FlowHandle, result, start
 from flowkit.task import FunctorTask, Task
 from flowkit.types.failure import Failure
 from flowkit.waits import Sleep, WaitFor
@@ -102,6 +110,12 @@ __all__ = [
     # running
     "load",
     "run",
+    # starting by key, results later
+    "start",
+    "result",
+    "FlowHandle",
+    # sending signals to waiting flows (a module: flowkit.signals.send)
+    "signals",
     # values and errors
     "Failure",
     "states",

@@ -8,6 +8,8 @@
                                      (--retry-reverts: revert again after a failed revert;
                                      --repair: re-run atoms whose records are lost or unreadable)
     flowkit graph module:factory     draw a flow (Graphviz DOT, SVG or PNG)
+    flowkit signal FLOW_DETAIL_UUID NAME [--value JSON] [--key KEY]
+                                     send a flow detail a signal (flowkit.signals.send)
 
 Every command takes ``--backend URL``; the default is ``$FLOWKIT_BACKEND`` or,
 when that is unset, the SQLite file ``flowkit.db`` in the current directory.
@@ -17,6 +19,10 @@ flowkit database (schema version none)" instead) and never write.
 ``resume`` exits 0 when the flow ends SUCCESS, 1 when it ends REVERTED or
 FAILURE, 3 when it ends SUSPENDED; usage errors and missing records exit 2.
 ``graph`` needs no backend unless ``--flow-detail`` asks for a run's states.
+``signal`` exits 0 once the signal is stored, and also when the flow detail
+already got it with the same ``--key`` (it says so; nothing changes), 1 when
+it already got that signal otherwise, 2 for a value that is not JSON or a
+flow detail that does not exist.
 
 ``resume``, ``graph`` and ``conductor`` rebuild flows from what a logbook
 records, which is data: the factory it names must be registered in this
@@ -39,7 +45,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from flowkit import states
+from flowkit import signals, states
 from flowkit._cli_common import (
     CommandError,
     Handler,
@@ -50,7 +56,7 @@ from flowkit._cli_common import (
     table,
 )
 from flowkit.conductors.cli import add_commands as conductor_commands
-from flowkit.exceptions import CorruptLogbook, FlowkitError, NotFound
+from flowkit.exceptions import CorruptLogbook, FlowkitError, NotFound, SignalAlreadySent
 from flowkit.persistence._integrity import ATOM_COUNT_KEY, REPAIRS_KEY, UNREADABLE_KEY, unreadable_problems
 from flowkit.persistence.backends import fetch
 from flowkit.persistence.base import Backend
@@ -376,6 +382,36 @@ def _cmd_resume(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_CODES.get(final, 1)
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError("%s is not a JSON number" % (name,))
+
+
+def _cmd_signal(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
+    value = None
+    if args.value is not None:
+        try:
+            value = json.loads(args.value, parse_constant=_refuse_constant)
+        except ValueError as error:
+            raise CommandError("--value is not JSON: %s" % (error,)) from None
+    try:
+        stored = signals.send(backend, args.flow_detail, args.name, value, idempotency_key=args.key)
+    except NotFound:
+        raise CommandError("no flow detail %r in this backend (try 'flowkit logbooks')" % (args.flow_detail,)) from None
+    except TypeError as error:
+        raise CommandError(str(error)) from None
+    except SignalAlreadySent as error:
+        sys.stderr.write("flowkit: %s\n" % (error,))
+        return 1
+    if stored:
+        out.write("sent signal %r to flow detail %s\n" % (args.name, args.flow_detail))
+    else:
+        out.write(
+            "signal %r was already sent to flow detail %s with key %r; nothing changed\n"
+            % (args.name, args.flow_detail, args.key)
+        )
+    return 0
+
+
 # -- entry point ------------------------------------------------------------------
 
 
@@ -414,10 +450,17 @@ def _parser() -> argparse.ArgumentParser:
     graph.add_argument("--format", choices=("dot", "svg", "png"), default=None, help="default: from --output, or dot")
     graph.add_argument("--output", "-o", metavar="FILE", default=None, help="write here instead of standard output")
     graph.add_argument("--flow-detail", metavar="UUID", default=None, help="colour atoms by this run's states")
+    signal = commands.add_parser("signal", parents=[common], help="send a flow detail a signal")
+    signal.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
+    signal.add_argument("name", metavar="NAME", help="the signal's name (what a WaitFor atom waits for)")
+    signal.add_argument("--value", metavar="JSON", default=None, help="the signal's value as JSON (default: null)")
+    signal.add_argument(
+        "--key", metavar="KEY", default=None, help="idempotency key: sending again with the same key is a no-op"
+    )
     return parser
 
 
-_COMMANDS = {"logbooks": _cmd_logbooks, "show": _cmd_show, "resume": _cmd_resume}
+_COMMANDS = {"logbooks": _cmd_logbooks, "show": _cmd_show, "resume": _cmd_resume, "signal": _cmd_signal}
 #: Commands that only read: their backend is opened with ``read_only=True``.
 _READ_ONLY = frozenset({"logbooks", "show"})
 

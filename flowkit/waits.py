@@ -28,11 +28,14 @@ from flowkit._names import check_name
 from flowkit.atom import ProvidesSpec
 from flowkit.task import Task
 
-__all__ = ["Wait", "Sleep", "WaitFor", "WAIT_KEY"]
+__all__ = ["Wait", "Sleep", "WaitFor", "WAIT_KEY", "WAKE_KEY"]
 
 #: The key of ``AtomDetail.meta`` holding a started wait: ``{"until": deadline or None,
 #: "signal": name or None, "started": clock seconds}``.
 WAIT_KEY = "wait"
+#: The key of ``FlowDetail.meta`` saying, while the flow is WAITING, what it waits for:
+#: ``{"due": the earliest deadline (clock seconds) or None, "signals": [names]}``.
+WAKE_KEY = "wake"
 
 
 class Wait(Task):

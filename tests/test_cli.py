@@ -294,3 +294,71 @@ def test_resume_retry_reverts_of_a_flow_without_a_failed_revert_is_an_error(
     assert capsys.readouterr().err.splitlines() == [
         "flowkit: flow 'order' (%s) has no failed revert to retry: it is SUCCESS" % done
     ]
+
+
+# -- flowkit signal -------------------------------------------------------------------------------
+
+
+def test_signal_stores_a_signal_and_a_repeat_with_its_key_is_a_no_op(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flowkit import signals
+
+    uuid = make_flow(url)
+    assert main(["signal", uuid, "approved", "--value", '{"by": "ann"}', "--key", "t-7", "--backend", url]) == 0
+    assert capsys.readouterr().out == "sent signal 'approved' to flow detail %s\n" % uuid
+    assert main(["--backend", url, "signal", uuid, "approved", "--value", '{"by": "bob"}', "--key", "t-7"]) == 0
+    out = capsys.readouterr().out
+    assert out == "signal 'approved' was already sent to flow detail %s with key 't-7'; nothing changed\n" % uuid
+    assert main(["signal", uuid, "poked", "--backend", url]) == 0  # no --value: null
+    with fetch(url) as backend:
+        assert signals.get(backend, uuid) == {"approved": {"by": "ann"}, "poked": None}
+
+
+def test_signal_sent_already_is_refused_in_one_line(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    uuid = make_flow(url)
+    assert main(["signal", uuid, "approved", "--backend", url]) == 0
+    capsys.readouterr()
+    assert main(["signal", uuid, "approved", "--value", "1", "--key", "k", "--backend", url]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("flowkit: flow detail %s already got signal 'approved' (sent at " % uuid)
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "value, shown",
+    [("{'by': 'ann'}", "--value is not JSON: Expecting property name"), ("NaN", "--value is not JSON: NaN")],
+    ids=["not-json", "nan"],
+)
+def test_signal_with_a_value_that_is_not_json_exits_2(
+    url: str, capsys: pytest.CaptureFixture[str], value: str, shown: str
+) -> None:
+    from flowkit import signals
+
+    uuid = make_flow(url)
+    assert main(["signal", uuid, "approved", "--value", value, "--backend", url]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("flowkit: " + shown) and err.count("\n") == 1
+    with fetch(url) as backend:
+        assert signals.get(backend, uuid) == {}
+
+
+def test_signal_to_an_unknown_flow_detail_exits_2(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    make_flow(url)
+    assert main(["signal", "no-such-uuid", "approved", "--backend", url]) == 2
+    assert capsys.readouterr().err == (
+        "flowkit: no flow detail 'no-such-uuid' in this backend (try 'flowkit logbooks')\n"
+    )
+
+
+def test_signal_with_an_empty_key_exits_2(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    uuid = make_flow(url)
+    assert main(["signal", uuid, "approved", "--key", "", "--backend", url]) == 2
+    assert "idempotency_key must be None or a non-empty str" in capsys.readouterr().err
+
+
+def test_signal_from_the_installed_command(url: str, tmp_path: Path) -> None:
+    uuid = make_flow(url)
+    done = run_flowkit("signal", uuid, "approved", "--value", "[1, 2]", "--backend", url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "sent signal 'approved' to flow detail %s\n" % uuid

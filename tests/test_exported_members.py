@@ -30,6 +30,10 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "GraphFlow",
         "load",
         "run",
+        "start",
+        "result",
+        "FlowHandle",
+        "signals",
         "as_task",
         "Failure",
         "states",
@@ -100,11 +104,11 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "WrappedFailure",
         "FlowDetailLocked",
         "ResultNotStorable",
+        "ExecutorLost",
+        "Cancelled",
         "WaitTimeout",
         "SignalAlreadySent",
         "NotStarted",
-        "ExecutorLost",
-        "Cancelled",
         "JobFailure",
         "UnclaimableJob",
         "NotOwner",
@@ -123,6 +127,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "DEFAULT_LEASE_TTL",
         "DEFAULT_MAX_DETAILS_BYTES",
         "FailureRecord",
+        "JobStatus",
         "FencedBackend",
     },
     "flowkit.jobs.base": {
@@ -131,11 +136,13 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "Claim",
         "CancelRequest",
         "FailureRecord",
+        "JobStatus",
         "Job",
         "JobBoard",
         "DEFAULT_LEASE_TTL",
         "DEFAULT_MAX_DETAILS_BYTES",
         "MAX_ERROR_CHARS",
+        "MAX_OUTCOME_CHARS",
         "TRANSITIONS",
         "check_job_transition",
         "FencedBackend",
@@ -171,7 +178,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
     "flowkit.testing.jobboards": {"JobBoardTests", "FakeClock", "MakeBoard"},
     "flowkit.testing.clock": {"VirtualClock"},
     "flowkit.clock": {"Clock", "SYSTEM", "as_clock"},
-    "flowkit.waits": {"Wait", "Sleep", "WaitFor", "WAIT_KEY"},
+    "flowkit.waits": {"Wait", "Sleep", "WaitFor", "WAIT_KEY", "WAKE_KEY"},
     "flowkit.types.failure": {"Failure"},
     "flowkit.listeners": {
         "Listener",
@@ -234,6 +241,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "JOB_ABANDONED",
         "JOB_LOST",
         "JOB_TRASHED",
+        "JOB_PARKED",
     },
     "flowkit.conductors.backends": {"fetch", "CONDUCTORS", "BlockingConductor", "NonBlockingConductor"},
     "flowkit.conductors.posting": {"post_flow"},
@@ -253,6 +261,9 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "JOB_ABANDONED",
         "JOB_LOST",
         "JOB_TRASHED",
+        "JOB_PARKED",
+        "JOB_KEY",
+        "DEFAULT_SIGNAL_POLL",
         "EVENTS",
         "DEFAULT_WAIT_TIMEOUT",
         "DEFAULT_MAX_CONDUCTOR_FAILURES",
@@ -304,7 +315,25 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "flow_detail_from_data",
         "logbook_from_data",
     },
+    "flowkit.signals": {
+        "send",
+        "get",
+        "subscribe",
+        "MAX_SIGNAL_BYTES",
+        "MAX_IDEMPOTENCY_KEY_LENGTH",
+        "DEFAULT_SIGNAL_POLL",
+    },
     "flowkit.storage": {"Storage", "extract_result", "provided_result"},
+    "flowkit.starts": {
+        "start",
+        "flow_uuid",
+        "NAMESPACE",
+        "FlowHandle",
+        "result",
+        "FINAL_STATES",
+        "FIRST_POLL",
+        "MAX_POLL",
+    },
     "flowkit.testing": {"persistence", "jobboards", "clock"},
     "flowkit.testing.persistence": {"PersistenceBackendTests", "sample_logbook", "same_records"},
     "flowkit.types.notifier": {"Notifier", "RestrictedNotifier", "Listener"},
@@ -377,6 +406,7 @@ def test_top_level_names_are_the_module_objects() -> None:
     import flowkit.patterns.linear_flow
     import flowkit.patterns.unordered_flow
     import flowkit.retry
+    import flowkit.starts
     import flowkit.task
     from flowkit import exceptions, states
     from flowkit.types.failure import Failure
@@ -391,6 +421,9 @@ def test_top_level_names_are_the_module_objects() -> None:
     assert flowkit.GraphFlow is flowkit.patterns.graph_flow.Flow
     assert flowkit.load is flowkit.engines.load
     assert flowkit.run is flowkit.engines.run
+    assert flowkit.start is flowkit.starts.start
+    assert flowkit.result is flowkit.starts.result
+    assert flowkit.FlowHandle is flowkit.starts.FlowHandle
     assert flowkit.Failure is Failure
     assert flowkit.states is states
     assert flowkit.exceptions is exceptions

@@ -304,7 +304,7 @@ def test_importing_the_engine_core_loads_no_sql_dask_redis_or_web_package() -> N
 
 #: The modules of the ``flowkit`` command.
 CLI = ("flowkit.cli", "flowkit.conductors.cli", "flowkit._cli_common")
-#: What every other module may build on: errors, states, names, small value types.
+#: What every other module may build on: errors, states, names, small value types, the clock.
 FOUNDATION = (
     "flowkit.exceptions",
     "flowkit.states",
@@ -351,6 +351,8 @@ NEVER_IMPORTS: dict[str, tuple[str, ...]] = {
     "flowkit.persistence": ATOMS + ("flowkit.engines", "flowkit.storage", "flowkit.factories") + _ABOVE_ENGINES,
     # The only way stored data reaches code; it reads nothing from storage itself.
     "flowkit.factories": _RUNNING[:-1] + ATOMS + _ABOVE_ENGINES,
+    # Signals are stored data plus an in-process wake-up: never the engine or anything on it.
+    "flowkit.signals": ATOMS + ("flowkit.engines", "flowkit.storage", "flowkit.factories") + _ABOVE_ENGINES,
     # Job boards store jobs and run nothing.
     "flowkit.jobs": ATOMS + ("flowkit.engines", "flowkit.storage", "flowkit.factories") + _ABOVE_ENGINES[1:],
     # Conductors run jobs with the engine; the command sits above them.
@@ -359,6 +361,9 @@ NEVER_IMPORTS: dict[str, tuple[str, ...]] = {
     "flowkit.listeners": _RUNNING + ("flowkit.jobs", "flowkit.conductors", "flowkit.testing", "flowkit.graphs") + CLI,
     # Drawing a flow needs the compiler, never a backend or a board.
     "flowkit.graphs": ("flowkit.persistence", "flowkit.factories") + _ABOVE_ENGINES,
+    # Starting by key is built on the engine, beside conductors, not on them.
+    "flowkit.starts": ("flowkit.jobs", "flowkit.conductors", "flowkit.listeners", "flowkit.testing", "flowkit.graphs")
+    + CLI,
     # The conformance suites test the public contracts of backends and boards.
     "flowkit.testing": ("flowkit.conductors", "flowkit.listeners", "flowkit.graphs") + CLI,
 }

@@ -20,6 +20,7 @@ from flowkit.conductors.base import (
     JOB_CLAIMED,
     JOB_CONSUMED,
     JOB_LOST,
+    JOB_PARKED,
     JOB_TRASHED,
     RUNNING_END,
     RUNNING_START,
@@ -46,4 +47,5 @@ __all__ = [
     "JOB_ABANDONED",
     "JOB_LOST",
     "JOB_TRASHED",
+    "JOB_PARKED",
 ]

@@ -16,7 +16,8 @@ one).  Running a job means:
 3. run it, while a heartbeat thread renews the claim every ``ttl / 3`` and
    polls for a cancel request (the claim check before every logbook flush,
    and before the first atom, reports one too);
-4. finish the job according to how the flow ended:
+4. finish the job according to how the flow ended, recording the flow's
+   state as the job's outcome when it consumes it (``Job.outcome``):
 
    - SUCCESS: consumed (COMPLETE);
    - REVERTED or FAILURE (the flow's own failure): consumed; the outcome is
@@ -25,6 +26,13 @@ one).  Running a job means:
      records CANCELLED);
    - SUSPENDED by ``stop(drain=False)``: abandoned, so another conductor
      resumes it;
+   - WAITING (only timers and signals are left; engines run with
+     ``park=True``): parked (:meth:`flowkit.jobs.base.JobBoard.park`), due
+     at the flow's earliest deadline, or only when woken if it waits for
+     signals alone.  The conductor holds no thread or lease for it.  Its
+     signal watcher (one thread, every ``signal_poll`` seconds) reads the
+     signals stored since it last looked and wakes the job of each WAITING
+     flow that waits for one; any conductor then resumes it;
    - a storage failure or a lost executor: abandoned;
    - the claim was lost (renewal refused, or a fenced write): left alone, it
      is no longer ours to finish;
@@ -38,6 +46,11 @@ one).  Running a job means:
      distinct conductors failed it is it trashed, and an operator can
      still restore it (``flowkit jobs retry``).
 
+While nothing is claimable the conductor blocks in ``board.wait()`` until
+the earliest due job (:meth:`flowkit.jobs.base.JobBoard.next_due`: a delayed
+post, a backoff, a parked job), a post or a wake-up, or ``wait_timeout``;
+it does not poll the board in a loop.
+
 Each step is announced on :attr:`Conductor.notifier` (see :data:`EVENTS`).
 """
 
@@ -45,6 +58,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import datetime
 import logging
 import threading
 from collections.abc import Iterable, Mapping
@@ -58,6 +72,7 @@ from flowkit.jobs.base import CancelRequest, Claim, FencedBackend, Job, JobBoard
 from flowkit.persistence.base import Backend
 from flowkit.persistence.models import FlowDetail, LogBook
 from flowkit.types.notifier import RestrictedNotifier
+from flowkit.waits import WAKE_KEY
 
 __all__ = [
     "Conductor",
@@ -71,7 +86,10 @@ __all__ = [
     "JOB_ABANDONED",
     "JOB_LOST",
     "JOB_TRASHED",
+    "JOB_PARKED",
     "EVENTS",
+    "JOB_KEY",
+    "DEFAULT_SIGNAL_POLL",
     "DEFAULT_WAIT_TIMEOUT",
     "DEFAULT_MAX_CONDUCTOR_FAILURES",
     "DEFAULT_BACKOFF",
@@ -101,6 +119,10 @@ JOB_LOST = "job_lost"
 #: ``attempts``, ``failed_by``).
 JOB_TRASHED = "job_trashed"
 
+#: The flow waits on timers or signals: the job was given back to the board, due when the flow is
+#: (details: ``job``, ``due``: board clock seconds or None for "when a signal comes", ``signals``).
+JOB_PARKED = "job_parked"
+
 #: Every event a conductor publishes.
 EVENTS = (
     JOB_CLAIMED,
@@ -112,10 +134,16 @@ EVENTS = (
     JOB_ABANDONED,
     JOB_LOST,
     JOB_TRASHED,
+    JOB_PARKED,
 )
 
-#: Longest a conductor blocks in ``board.wait()`` before looking again
-#: (bounds how long ``stop()`` takes to be noticed while no job is posted).
+#: The key of ``FlowDetail.meta`` naming the job a parked flow belongs to (a signal wakes that job).
+JOB_KEY = "job"
+#: Real seconds between two looks for signals sent to parked flows.
+DEFAULT_SIGNAL_POLL = 1.0
+
+#: Longest (real seconds) a conductor blocks in ``board.wait()`` before looking again, unless a job
+#: comes due sooner (bounds how long ``stop()`` takes to be noticed while no job is posted).
 DEFAULT_WAIT_TIMEOUT = 0.5
 
 #: How many distinct conductors must fail to build a job's flow before one trashes it.
@@ -184,6 +212,7 @@ class Conductor(abc.ABC):
         max_conductor_failures: int = DEFAULT_MAX_CONDUCTOR_FAILURES,
         backoff: float = DEFAULT_BACKOFF,
         max_backoff: float = DEFAULT_MAX_BACKOFF,
+        signal_poll: float = DEFAULT_SIGNAL_POLL,
     ) -> None:
         if not name:
             raise ValueError("a conductor needs a non-empty name (its claims are made under it)")
@@ -193,6 +222,8 @@ class Conductor(abc.ABC):
             raise ValueError("ttl must be positive, got %r" % (ttl,))
         if wait_timeout <= 0:
             raise ValueError("wait_timeout must be positive, got %r" % (wait_timeout,))
+        if not signal_poll > 0:
+            raise ValueError("signal_poll must be positive, got %r" % (signal_poll,))
         if isinstance(max_conductor_failures, bool) or not isinstance(max_conductor_failures, int):
             raise ValueError("max_conductor_failures must be a positive int, got %r" % (max_conductor_failures,))
         if max_conductor_failures < 1:
@@ -219,6 +250,8 @@ class Conductor(abc.ABC):
         self.max_conductor_failures = max_conductor_failures
         self.backoff = float(backoff)
         self.max_backoff = float(max_backoff)
+        self.signal_poll = float(signal_poll)
+        self._signal_cursor = 0  # the last signal (signals_after sequence) looked at
         self.notifier = RestrictedNotifier(EVENTS)
         """Conductor events (:data:`EVENTS`): ``callback(event, details=...)``."""
         self._cond = threading.Condition()
@@ -258,6 +291,8 @@ class Conductor(abc.ABC):
         self._heartbeat_stop.clear()
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="%s-heartbeat" % self.name, daemon=True)
         heartbeat.start()
+        watcher = threading.Thread(target=self._signal_loop, name="%s-signals" % self.name, daemon=True)
+        watcher.start()
         dispatched = 0
         try:
             self._start()
@@ -282,6 +317,7 @@ class Conductor(abc.ABC):
             finally:
                 self._heartbeat_stop.set()
                 heartbeat.join()
+                watcher.join()
                 with self._cond:
                     self._active = False
                 self._dead.set()
@@ -365,8 +401,18 @@ class Conductor(abc.ABC):
         return job, claim
 
     def _wait_for_jobs(self) -> None:
+        """Nothing was claimable: block until the earliest due job or ``wait_timeout``, whichever is first.
+
+        Both on the board's clock: a job coming due (``next_due``), a post, a
+        wake or a jump of the clock wakes the board's ``wait``; the real-time
+        ``wait_timeout`` bounds how long ``stop()`` takes to be noticed.
+        """
+        timeout = self.wait_timeout
         try:
-            self.board.wait(timeout=self.wait_timeout)
+            until = self.board.clock.timeout(self.board.next_due())
+            if until is not None:
+                timeout = min(timeout, until)
+            self.board.wait(timeout=timeout)
         except exc.NotFound:
             pass  # nothing claimable within the timeout
         except exc.StorageFailure as error:
@@ -414,7 +460,7 @@ class Conductor(abc.ABC):
             self._notify(RUNNING_START, job, engine=engine)
             outcome: BaseException | None = None
             try:
-                for _ in engine.run_iter():
+                for _ in engine.run_iter(park=True):
                     # The claim check before each flush (and before the
                     # first atom) also reports a cancel request.
                     self._cancel_seen(running, running.fenced.cancel)
@@ -476,13 +522,16 @@ class Conductor(abc.ABC):
             self._after_storage_failure(running, error)
             return
         cancelled = isinstance(error, exc.Cancelled) or (running.cancel is not None and state == states.SUSPENDED)
+        if state == states.WAITING and error is None and running.cancel is None:
+            self._park(running)
+            return
         if state == states.SUSPENDED and not cancelled:
             self._give_back(running, "the conductor is stopping; the flow was suspended")
             return
         if error is not None and not cancelled and state not in _FINAL:
             LOG.warning("job %s (%r) failed outside its flow (consumed): %r", job.uuid, job.name, error)
         try:
-            self.board.consume(job, self.name, token=running.claim.token)
+            self.board.consume(job, self.name, token=running.claim.token, outcome=state)
         except (exc.LeaseLost, exc.NotOwner) as lost:
             self._lost(running, "the claim was lost before the job could be consumed: %s" % (lost,))
             return
@@ -494,6 +543,84 @@ class Conductor(abc.ABC):
             self._notify(JOB_CANCELLED, job, state=state, revert=running.cancel.revert if running.cancel else True)
         else:
             self._notify(JOB_CONSUMED, job, state=state, error=error)
+
+    def _park(self, running: _Running) -> None:
+        """The flow waits on timers or signals: give the job back, due when the flow is (or when a signal comes)."""
+        job = running.job
+        engine = running.engine
+        assert engine is not None
+        fd = engine.flow_detail
+        wake = fd.meta.get(WAKE_KEY)
+        wake = wake if isinstance(wake, Mapping) else {}
+        due = wake.get("due")
+        due = float(due) if isinstance(due, (int, float)) and not isinstance(due, bool) else None
+        signals = [name for name in wake.get("signals") or () if isinstance(name, str)]
+        try:
+            # So that a signal sent to the flow finds its job (see _wake_signalled).
+            if fd.meta.get(JOB_KEY) != job.uuid:
+                fd.meta[JOB_KEY] = job.uuid
+                engine.storage.save_flow()
+        except exc.StorageFailure as error:
+            self._after_storage_failure(running, error)
+            return
+        if due is not None and signals:
+            reason = "waiting until %s or for signal %s" % (_when(due), ", ".join(signals))
+        elif due is not None:
+            reason = "waiting until %s" % (_when(due),)
+        else:
+            reason = "waiting for signal %s" % (", ".join(signals) or "?",)
+        try:
+            self.board.park(job, self.name, due=due, token=running.claim.token, reason=reason)
+        except (exc.LeaseLost, exc.NotOwner) as lost:
+            self._lost(running, "the claim was lost before the job could be parked: %s" % (lost,))
+            return
+        except exc.StorageFailure as failure:
+            # The lease runs out on its own; the next owner finds the flow WAITING and parks it.
+            self._lost(running, "the board refused to park the job: %s" % (failure,))
+            return
+        self._notify(JOB_PARKED, job, due=due, signals=signals)
+        if signals:
+            # A signal stored after the engine last looked, but before the flow
+            # was WAITING in the logbook, is not woken by the watcher: look once more.
+            try:
+                with self.persistence.get_connection() as conn:
+                    arrived = conn.get_signals(fd.uuid, signals)
+                if arrived:
+                    self.board.wake(job)
+            except exc.FlowkitError as error:
+                LOG.warning("conductor %r could not look for signals of job %s: %s", self.name, job.uuid, error)
+
+    def _signal_loop(self) -> None:
+        """Wake the parked jobs whose flows got a signal they wait for, every ``signal_poll`` seconds."""
+        self._wake_signalled()
+        while not self._heartbeat_stop.wait(self.signal_poll):
+            self._wake_signalled()
+
+    def _wake_signalled(self, batch: int = 1000) -> None:
+        """Read the signals stored since the last look; wake the job of each WAITING flow waiting for one."""
+        try:
+            with self.persistence.get_connection() as conn:
+                while not self._heartbeat_stop.is_set():
+                    found = conn.signals_after(self._signal_cursor, limit=batch)
+                    for seq, flow_uuid, name in found:
+                        self._signal_cursor = seq
+                        try:
+                            fd = conn.get_flow_details(flow_uuid, lazy=True)
+                        except exc.NotFound:
+                            continue
+                        wake = fd.meta.get(WAKE_KEY)
+                        job = fd.meta.get(JOB_KEY)
+                        if fd.state != states.WAITING or not isinstance(job, str) or not isinstance(wake, Mapping):
+                            continue
+                        if name in (wake.get("signals") or ()):
+                            try:
+                                self.board.wake(job)
+                            except exc.NotFound:
+                                pass
+                    if len(found) < batch:
+                        return
+        except exc.FlowkitError as error:
+            LOG.warning("conductor %r could not look for signals: %s", self.name, error)
 
     def _after_storage_failure(self, running: _Running, error: BaseException) -> None:
         if running.lost is not None or isinstance(error, exc.LeaseLost):
@@ -648,3 +775,7 @@ def _pick_flow_detail(book: LogBook, flow_uuid: Any, what: str) -> FlowDetail:
             % (what, len(details), book.uuid)
         )
     return details[0]
+
+
+def _when(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc).isoformat(timespec="seconds")

@@ -5,12 +5,18 @@
     flowkit conductor [--board URL] [--persistence URL] [--engine serial|parallel]
                       [--import MODULE] [--allow-module PREFIX] ...
     flowkit jobs list   [--board URL] [--all]
-    flowkit jobs post   FACTORY [--args JSON] [--kwargs JSON] [--store JSON] ...
+    flowkit jobs post   FACTORY [--args JSON] [--kwargs JSON] [--store JSON]
+                        [--delay SECONDS | --not-before ISO8601] ...
     flowkit jobs cancel JOB_UUID [--no-revert]
     flowkit jobs retry  JOB_UUID
 
-``jobs list`` shows the jobs not finished, with their failed attempts and
-last error; ``--all`` adds finished ones (COMPLETE, CANCELLED, TRASHED).
+``jobs list`` shows the jobs not finished, with when each is due (``at T``
+for a delayed job or a backoff, ``parked until T`` or ``parked on signal``
+for a parked one; times in UTC), their failed attempts and last error;
+``--all`` adds finished ones (COMPLETE, CANCELLED, TRASHED) and the outcome
+their flow ended with.  ``jobs post --delay`` or ``--not-before`` (an
+ISO 8601 time with its timezone, e.g. ``2030-01-01T09:00:00+00:00``) posts a
+job no conductor claims before then.
 ``jobs retry`` puts a TRASHED job back to UNCLAIMED with a fresh count of
 attempts (:meth:`~flowkit.jobs.base.JobBoard.restore`).
 
@@ -30,6 +36,7 @@ modules given with ``--import``, and (the escape hatch) factories under a
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import signal
@@ -72,6 +79,20 @@ def _json(what: str) -> Callable[[str], Any]:
             raise argparse.ArgumentTypeError("%s must be JSON: %s" % (what, error)) from None
 
     return parse
+
+
+def _iso_time(text: str) -> datetime.datetime:
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "--not-before must be an ISO 8601 time such as 2030-01-01T09:00:00+00:00, got %r" % (text,)
+        ) from None
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise argparse.ArgumentTypeError(
+            "--not-before %r has no timezone: add one, e.g. %s+00:00 for UTC" % (text, text)
+        )
+    return when
 
 
 def _board_options(parser: argparse.ArgumentParser) -> None:
@@ -129,6 +150,12 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> dict[str, Ha
     post.add_argument("--priority", default="NORMAL", help="VERY_HIGH, HIGH, NORMAL, LOW or VERY_LOW")
     post.add_argument("--idempotency-key", default=None, help="post at most one job with this key")
     post.add_argument("--resource", action="append", default=[], help="resource lock key (repeatable)")
+    when = post.add_mutually_exclusive_group()
+    when.add_argument("--delay", type=float, default=None, metavar="SECONDS", help="claimable only this much later")
+    when.add_argument(
+        "--not-before", type=_iso_time, default=None, metavar="ISO8601",
+        help="claimable only from this time (with a timezone, e.g. 2030-01-01T09:00:00+00:00)",
+    )  # fmt: skip
     cancel = actions.add_parser("cancel", help="cancel a job (a running one stops at its next atom)")
     _board_options(cancel)
     cancel.add_argument("job", metavar="JOB_UUID")
@@ -245,29 +272,44 @@ def _cmd_jobs(args: argparse.Namespace, out: TextIO) -> int:
 
 def _jobs_list(args: argparse.Namespace, board: Any, out: TextIO) -> int:
     rows = []
+    now = board.clock.now()
     for job in board.iterjobs(include_final=args.all):
         failures = board.failures_of(job)
+        status = board.status_of(job)
         error = " ".join((failures.last_error or "-").split())  # one line per job
         if len(error) > _ERROR_WIDTH:
             error = error[: _ERROR_WIDTH - 3] + "..."
-        rows.append(
-            [
-                job.uuid,
-                job.name,
-                str(board.state_of(job)),
-                board.find_owner(job) or "-",
-                str(job.priority),
-                job.created_on.strftime("%Y-%m-%d %H:%M:%S"),
-                str(failures.attempts),
-                error,
-            ]
-        )
+        row = [
+            job.uuid,
+            job.name,
+            str(status.state),
+            board.find_owner(job) or "-",
+            str(job.priority),
+            job.created_on.strftime("%Y-%m-%d %H:%M:%S"),
+            _due_text(status, now),
+            str(failures.attempts),
+        ]
+        if args.all:
+            row.append(status.outcome or "-")
+        rows.append([*row, error])
     if not rows:
         out.write("no jobs\n" if args.all else "no unfinished jobs (--all lists finished ones too)\n")
         return 0
-    headers = ["JOB", "NAME", "STATE", "OWNER", "PRIORITY", "POSTED", "ATTEMPTS", "LAST ERROR"]
-    out.write(table(headers, rows) + "\n")
+    headers = ["JOB", "NAME", "STATE", "OWNER", "PRIORITY", "POSTED", "DUE", "ATTEMPTS"]
+    if args.all:
+        headers.append("OUTCOME")
+    out.write(table([*headers, "LAST ERROR"], rows) + "\n")
     return 0
+
+
+def _due_text(status: Any, now: float) -> str:
+    """When an unclaimed job is claimable: "-" (now), "at T", "parked until T" or "parked on signal"."""
+    if status.on_signal:
+        return "parked on signal"
+    if status.due_at is None or status.due_at <= now:
+        return "parked, due now" if status.parked else "-"
+    when = datetime.datetime.fromtimestamp(status.due_at, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return ("parked until %s" if status.parked else "at %s") % (when,)
 
 
 # How much of a job's last error ``jobs list`` shows (``board.failures_of`` has all of it).
@@ -302,6 +344,8 @@ def _jobs_post(args: argparse.Namespace, board: Any, out: TextIO) -> int:
         priority=args.priority,
         idempotency_key=args.idempotency_key,
         resources=args.resource,
+        delay=args.delay,
+        not_before=args.not_before,
     )
     out.write("%s\n" % (job.uuid,))
     return 0

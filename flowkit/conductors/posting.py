@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -26,6 +27,8 @@ def post_flow(
     resources: Iterable[str] = (),
     connection: Any = None,
     factories: FactoryRegistry | None = None,
+    delay: float | None = None,
+    not_before: datetime.datetime | float | None = None,
 ) -> Job:
     """Post a job whose flow is ``flow_factory(*factory_args, **factory_kwargs)``.
 
@@ -37,8 +40,9 @@ def post_flow(
     ``flowkit resume`` of its flow detail works without the job, and in the
     job's ``details["store"]``, which the conductor that claims the job merges
     into the flow's store.  ``name`` defaults to the factory's recorded name.
-    ``priority``, ``idempotency_key``, ``resources`` and ``connection`` (SQL
-    board: post inside the caller's transaction) are passed to
+    ``priority``, ``idempotency_key``, ``resources``, ``connection`` (SQL
+    board: post inside the caller's transaction) and ``delay`` or
+    ``not_before`` (no conductor claims the job before then) are passed to
     :meth:`~flowkit.jobs.base.JobBoard.post`.  The factory is not called
     here: the flow is built by the conductor.
     """
@@ -56,7 +60,12 @@ def post_flow(
         details["store"] = dict(values)
     book = LogBook(name=job_name)
     book.add(flow_detail)
-    options: dict[str, Any] = {"idempotency_key": idempotency_key, "resources": resources}
+    options: dict[str, Any] = {
+        "idempotency_key": idempotency_key,
+        "resources": resources,
+        "delay": delay,
+        "not_before": not_before,
+    }
     if connection is not None:
         options["connection"] = connection
     return board.post(job_name, book=book, details=details, priority=priority, **options)

@@ -17,7 +17,7 @@ from flowkit.persistence.backends.impl_memory import MemoryBackend
 from flowkit.persistence.base import Backend
 from flowkit.persistence.models import FlowDetail, LogBook
 
-__all__ = ["load", "run", "ENGINE_MODES"]
+__all__ = ["load", "load_unsaved", "run", "ENGINE_MODES"]
 
 #: The engine modes ``load()`` accepts.
 ENGINE_MODES = ("serial", "parallel", "distributed")
@@ -32,6 +32,33 @@ def _backend_from(backend: Any) -> Backend:
     if isinstance(backend, (str, Mapping)):
         return fetch_backend(backend)
     raise TypeError("backend must be a Backend, a URL or a conf dict, got %r" % (backend,))
+
+
+def _mode_and_executor(
+    engine: str,
+    executor: Any,
+    max_workers: int | None,
+    address: str | None,
+    client: Any,
+    security: Any,
+    defer_reverts: bool | None,
+) -> tuple[str, Any]:
+    """The engine mode and executor option ``load()``'s options ask for; raises before anything is written."""
+    if defer_reverts is not None and not isinstance(defer_reverts, bool):
+        raise TypeError("defer_reverts must be True, False or None, got %r" % (defer_reverts,))
+    try:
+        mode = _ALIASES[engine]
+    except (KeyError, TypeError):
+        raise ValueError(
+            "unknown engine %r; choose one of %s" % (engine, ", ".join(repr(m) for m in ENGINE_MODES))
+        ) from None
+    if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
+        raise ValueError("max_workers must be a positive int, got %r" % (max_workers,))
+    if mode == "distributed" or address is not None or client is not None or security is not None:
+        # Built here so that a missing Dask or a bad option fails before the
+        # logbook is touched.
+        executor = make_executor(mode, executor, max_workers, address=address, client=client, security=security)
+    return mode, executor
 
 
 def load(
@@ -76,20 +103,7 @@ def load(
     time on: a :class:`flowkit.clock.Clock` (default: the real one), e.g. a
     :class:`flowkit.testing.clock.VirtualClock` in tests.
     """
-    if defer_reverts is not None and not isinstance(defer_reverts, bool):
-        raise TypeError("defer_reverts must be True, False or None, got %r" % (defer_reverts,))
-    try:
-        mode = _ALIASES[engine]
-    except (KeyError, TypeError):
-        raise ValueError(
-            "unknown engine %r; choose one of %s" % (engine, ", ".join(repr(m) for m in ENGINE_MODES))
-        ) from None
-    if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
-        raise ValueError("max_workers must be a positive int, got %r" % (max_workers,))
-    if mode == "distributed" or address is not None or client is not None or security is not None:
-        # Built here so that a missing Dask or a bad option fails before the
-        # logbook is touched.
-        executor = make_executor(mode, executor, max_workers, address=address, client=client, security=security)
+    mode, executor = _mode_and_executor(engine, executor, max_workers, address, client, security, defer_reverts)
     persistence = _backend_from(backend)
     with persistence.get_connection() as conn:
         # A flow detail already in the backend (one being resumed) stays in its
@@ -111,3 +125,32 @@ def run(flow: Any, store: Mapping[str, Any] | None = None, engine: str = "serial
     eng = load(flow, store=store, engine=engine, **options)
     eng.run()
     return eng.storage.fetch_all()
+
+
+def load_unsaved(
+    flow: Any,
+    book: LogBook,
+    flow_detail: FlowDetail,
+    backend: Backend,
+    store: Mapping[str, Any] | None = None,
+    engine: str = "serial",
+    *,
+    executor: Any = None,
+    max_workers: int | None = None,
+    address: str | None = None,
+    client: Any = None,
+    security: Any = None,
+    defer_reverts: bool | None = None,
+    clock: Any = None,
+) -> Engine:
+    """An engine for ``flow`` on a new ``flow_detail`` in ``book`` that writes nothing yet.
+
+    The options are ``load()``'s and are checked the same way.  ``flow_detail``
+    is added to ``book`` and ``store`` recorded in it, but neither is saved:
+    the caller stores ``book`` itself (with
+    :meth:`~flowkit.persistence.base.Connection.create_logbook`, say) before
+    it runs the engine, and may validate first (``engine.validate()``).
+    """
+    mode, executor = _mode_and_executor(engine, executor, max_workers, address, client, security, defer_reverts)
+    book, flow_detail = make_flow_detail(flow, book, flow_detail, store, defer_reverts)
+    return Engine(flow, flow_detail, backend, mode=mode, executor=executor, max_workers=max_workers, clock=clock)

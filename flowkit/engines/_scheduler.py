@@ -51,6 +51,7 @@ from flowkit.patterns.graph_flow import Depth
 from flowkit.persistence import codec
 from flowkit.persistence.models import ATTEMPT_KEY
 from flowkit.retry import History
+from flowkit.signals import DEFAULT_SIGNAL_POLL
 from flowkit.states import (
     ANALYZING,
     FAILURE,
@@ -69,16 +70,9 @@ from flowkit.states import (
 )
 from flowkit.task import EVENT_UPDATE_PROGRESS, TaskContext
 from flowkit.types.failure import Failure
-from flowkit.waits import WAIT_KEY
+from flowkit.waits import WAIT_KEY, WAKE_KEY
 
-__all__ = ["Scheduler", "WAKE_KEY"]
-
-#: The key of ``FlowDetail.meta`` saying, while the flow is WAITING, what it waits for:
-#: ``{"due": earliest deadline (clock seconds) or None, "signals": [names]}``.
-WAKE_KEY = "wake"
-
-#: Real seconds between two looks for signals sent by other processes while a flow waits on one.
-SIGNAL_POLL = 1.0
+__all__ = ["Scheduler"]
 
 
 class Scheduler:
@@ -284,7 +278,7 @@ class Scheduler:
             if deadlines:
                 timeout = st.clock.timeout(min(deadlines))
             if any(signal is not None for _until, signal in st.waits.values()):
-                timeout = SIGNAL_POLL if timeout is None else min(timeout, SIGNAL_POLL)
+                timeout = DEFAULT_SIGNAL_POLL if timeout is None else min(timeout, DEFAULT_SIGNAL_POLL)
         try:
             item = st.completions.get(timeout=timeout)
         except queue.Empty:

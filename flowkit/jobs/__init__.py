@@ -17,6 +17,7 @@ from flowkit.jobs.base import (
     JobBoard,
     JobPriority,
     JobState,
+    JobStatus,
 )
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "Claim",
     "CancelRequest",
     "FailureRecord",
+    "JobStatus",
     "JobState",
     "JobPriority",
     "DEFAULT_LEASE_TTL",

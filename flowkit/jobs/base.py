@@ -52,10 +52,32 @@ Cancellation
     ``engine.cancel()`` when ``revert`` is true, else ``engine.suspend()``)
     and :meth:`JobBoard.consume` then ends the job CANCELLED, not COMPLETE.
 
-Time is the board's ``clock`` (``time.time`` unless injected; tests pass a
-fake clock to expire leases without sleeping).  ``Claim.expires_at`` is in
-that clock's seconds.  Boards shared between machines therefore assume their
-clocks agree to well within a lease's TTL.
+Delayed jobs
+    ``post(..., delay=seconds)`` or ``post(..., not_before=when)``: the job
+    is UNCLAIMED but nobody can claim it before its due time
+    (:attr:`Job.due_at`).  :meth:`JobBoard.next_due` is the earliest due
+    time of such a job, so a conductor sleeps until then.
+
+Parked jobs
+    The claim holder of a job whose flow waits on a timer or a signal calls
+    :meth:`JobBoard.park`: the job goes back UNCLAIMED without counting a
+    failed attempt, claimable from ``due`` on, or (``due=None``) only once
+    someone calls :meth:`JobBoard.wake`.  ``wake`` also makes a job parked
+    with a due time due now.  A wake that comes while the job is still
+    claimed (its owner about to park it) is kept on the job: the owner's
+    next ``park`` makes it due at once, so no wake-up is lost.
+
+Outcomes
+    ``consume(..., outcome=state)`` records how the job's flow ended
+    (SUCCESS, REVERTED, FAILURE, ...); :attr:`Job.outcome` reads it back.
+
+Time is the board's ``clock`` (a :class:`flowkit.clock.Clock`, or a plain
+``() -> seconds`` callable as before; the real clock unless injected: tests
+pass a :class:`flowkit.testing.clock.VirtualClock` or a fake to expire leases
+and bring due times without sleeping).  ``Claim.expires_at`` and due times
+are in that clock's seconds.  A board blocks on it with ``clock.timeout``
+and is woken when it jumps (``clock.on_change``).  Boards shared between
+machines therefore assume their clocks agree to well within a lease's TTL.
 """
 
 from __future__ import annotations
@@ -66,13 +88,14 @@ import datetime
 import enum
 import itertools
 import json
+import math
 import random
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from flowkit import exceptions as exc
+from flowkit.clock import SYSTEM, Clock, as_clock
 from flowkit.persistence.base import Backend, Connection, FlowLock
 
 if TYPE_CHECKING:
@@ -85,12 +108,14 @@ __all__ = [
     "Claim",
     "CancelRequest",
     "FailureRecord",
+    "JobStatus",
     "Job",
     # the contract
     "JobBoard",
     "DEFAULT_LEASE_TTL",
     "DEFAULT_MAX_DETAILS_BYTES",
     "MAX_ERROR_CHARS",
+    "MAX_OUTCOME_CHARS",
     "TRANSITIONS",
     "check_job_transition",
     # fencing
@@ -108,6 +133,9 @@ DEFAULT_MAX_DETAILS_BYTES = 1 << 20
 
 #: A recorded ``last_error`` is cut to this many characters (the rest is elided).
 MAX_ERROR_CHARS = 2000
+
+#: The longest ``outcome`` :meth:`JobBoard.consume` records (a flow state's name fits many times over).
+MAX_OUTCOME_CHARS = 32
 
 
 class JobState(str, enum.Enum):
@@ -222,6 +250,30 @@ class FailureRecord:
     due_at: float | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class JobStatus:
+    """When a job may run and how it ended, as :meth:`JobBoard.status_of` reads it.
+
+    ``due_at`` (board clock) is when an UNCLAIMED job becomes claimable,
+    None when it is claimable now (or is claimed, or final), or, with
+    ``parked``, only once woken.  ``parked`` is true from
+    :meth:`JobBoard.park` until the job is next claimed; ``reason`` is what
+    the parking owner said.  ``outcome`` is what :meth:`JobBoard.consume`
+    recorded of the flow's end (None if nothing was).
+    """
+
+    state: JobState
+    due_at: float | None = None
+    parked: bool = False
+    reason: str | None = None
+    outcome: str | None = None
+
+    @property
+    def on_signal(self) -> bool:
+        """True for a parked job that only a :meth:`JobBoard.wake` makes claimable."""
+        return self.parked and self.due_at is None and self.state is JobState.UNCLAIMED
+
+
 def _clip_error(error: str) -> str:
     """``error`` cut to MAX_ERROR_CHARS: a recorded error is bounded, whatever raised it."""
     text = str(error)
@@ -236,7 +288,8 @@ class Posting:
 
     ``details_json`` is the details as the JSON every board stores (already
     refused if not JSON or over ``max_details_bytes``); ``resources`` are the
-    lock keys, deduplicated in their order.
+    lock keys, deduplicated in their order; ``due_at`` (board clock) is when
+    the job becomes claimable, None for at once.
     """
 
     name: str
@@ -245,6 +298,7 @@ class Posting:
     priority: JobPriority
     idempotency_key: str | None
     resources: tuple[str, ...]
+    due_at: float | None = None
 
 
 class Job:
@@ -290,6 +344,26 @@ class Job:
         return self.board.failures_of(self)
 
     @property
+    def status(self) -> JobStatus:
+        """The job's due time, parking and outcome now (asks the board)."""
+        return self.board.status_of(self)
+
+    @property
+    def due_at(self) -> float | None:
+        """When the job becomes claimable (board clock); None if it is now, or parked until woken."""
+        return self.status.due_at
+
+    @property
+    def parked(self) -> bool:
+        """Whether the job was parked (:meth:`JobBoard.park`) and not claimed since."""
+        return self.status.parked
+
+    @property
+    def outcome(self) -> str | None:
+        """How the job's flow ended, as its owner recorded when consuming it (None if it did not)."""
+        return self.status.outcome
+
+    @property
     def book(self) -> LogBook | None:
         """The job's logbook, read from the board's persistence backend (None if it has none)."""
         return self.board.load_book(self)
@@ -317,7 +391,8 @@ class JobBoard(abc.ABC):
 
     ``persistence`` is where job logbooks live: ``post(book=...)`` saves the
     book there, ``job.book`` reads it back.  ``lease_ttl`` is the default
-    claim TTL in seconds; ``clock`` returns the current time in seconds.
+    claim TTL in seconds; ``clock`` is the board's time (see the module
+    docs), kept as a :class:`~flowkit.clock.Clock`.
     ``max_details_bytes`` caps a job's ``details`` (the bytes of their JSON
     encoding): a bigger post is refused before anything is written.
     """
@@ -328,7 +403,7 @@ class JobBoard(abc.ABC):
         *,
         persistence: Backend | None = None,
         lease_ttl: float = DEFAULT_LEASE_TTL,
-        clock: Callable[[], float] = time.time,
+        clock: Clock | Callable[[], float] | None = None,
         max_details_bytes: int = DEFAULT_MAX_DETAILS_BYTES,
     ) -> None:
         if not name:
@@ -340,7 +415,9 @@ class JobBoard(abc.ABC):
         self.name = name
         self.persistence = persistence
         self.lease_ttl = float(lease_ttl)
-        self.clock = clock
+        self.clock: Clock = as_clock(clock)
+        # A plain callable may jump without telling anyone: waiters then look again now and then.
+        self._silent_clock = not isinstance(clock, Clock) and self.clock is not SYSTEM
         self.max_details_bytes = max_details_bytes
 
     # -- posting and reading --------------------------------------------------------
@@ -361,6 +438,8 @@ class JobBoard(abc.ABC):
         idempotency_key: str | None = None,
         resources: Iterable[str] = (),
         connection: Any = None,
+        delay: float | None = None,
+        not_before: datetime.datetime | float | None = None,
     ) -> Job:
         """Post a new UNCLAIMED job and return it.
 
@@ -377,6 +456,12 @@ class JobBoard(abc.ABC):
         SQLAlchemy ``Connection`` whose open transaction receives the job
         and logbook rows; the caller commits or rolls back.
 
+        ``delay`` (seconds, finite, >= 0) or ``not_before`` (an aware
+        datetime, or epoch seconds of the board clock), at most one of them,
+        makes the job claimable only from then on (:attr:`Job.due_at`); a
+        ``not_before`` already past means at once.  A naive datetime is
+        refused (ValueError): give it a timezone.
+
         Every board checks the arguments here, the same way, then writes the
         :class:`Posting` with its ``_post``.
         """
@@ -388,8 +473,25 @@ class JobBoard(abc.ABC):
         rank = JobPriority.convert(priority)
         keys = self._check_resources(resources)
         key = self._check_idempotency_key(idempotency_key)
+        due = self._due_time(delay, not_before)
         encoded = self._encode_details(name, details)
-        return self._post(Posting(name, book, encoded, rank, key, keys), connection)
+        return self._post(Posting(name, book, encoded, rank, key, keys, due), connection)
+
+    def _due_time(self, delay: float | None, not_before: datetime.datetime | float | None) -> float | None:
+        """The board-clock time a post with ``delay`` or ``not_before`` is due; None when it is due now."""
+        if delay is not None and not_before is not None:
+            raise ValueError("post() takes delay or not_before, not both (got %r and %r)" % (delay, not_before))
+        if delay is not None:
+            if isinstance(delay, bool) or not isinstance(delay, (int, float)):
+                raise TypeError("a job's delay is a number of seconds, got %r" % (delay,))
+            if not (math.isfinite(delay) and delay >= 0):
+                raise ValueError("a job's delay is a finite number of seconds >= 0, got %r" % (delay,))
+            due = self.clock.now() + float(delay)
+        elif not_before is not None:
+            due = _epoch_seconds(not_before, "not_before")
+        else:
+            return None
+        return due if due > self.clock.now() else None
 
     @abc.abstractmethod
     def _post(self, posting: Posting, connection: Any) -> Job:
@@ -409,7 +511,8 @@ class JobBoard(abc.ABC):
         """Jobs not yet final, highest priority first, then oldest first.
 
         ``only_unclaimed`` keeps those that read UNCLAIMED (including expired
-        claims, and jobs not due yet after a failed attempt).
+        claims, and jobs not due yet: delayed, parked, or after a failed
+        attempt).
         ``include_final`` lists COMPLETE, TRASHED and CANCELLED jobs too.
         ``ensure_fresh`` is accepted for TaskFlow compatibility: every board
         here reads its store on each call.
@@ -418,6 +521,19 @@ class JobBoard(abc.ABC):
     @abc.abstractmethod
     def failures_of(self, job: Job | str) -> FailureRecord:
         """The job's failed attempts (see :class:`FailureRecord`); NotFound if absent."""
+
+    @abc.abstractmethod
+    def status_of(self, job: Job | str) -> JobStatus:
+        """The job's state, due time, parking and outcome (see :class:`JobStatus`); NotFound if absent."""
+
+    @abc.abstractmethod
+    def next_due(self) -> float | None:
+        """The earliest due time (board clock) of an UNCLAIMED job not due yet; None if there is none.
+
+        Delayed posts, failed attempts with a backoff and jobs parked with a
+        due time count; jobs parked until woken do not.  One cheap read (an
+        index on SQL, a sorted set on Redis): what a conductor sleeps until.
+        """
 
     @abc.abstractmethod
     def state_of(self, job: Job | str) -> JobState:
@@ -441,8 +557,9 @@ class JobBoard(abc.ABC):
         Atomic across processes: of concurrent claims exactly one wins.
         Raises :class:`~flowkit.exceptions.UnclaimableJob` when the job is
         claimed under a live lease (even by ``who``), final, not due yet
-        after a failed attempt, or one of its resources is held by another
-        claimed job; NotFound if absent.
+        (delayed, parked, or after a failed attempt; the message says when it
+        is due), or one of its resources is held by another claimed job;
+        NotFound if absent.
         """
 
     def claim_next(self, who: str, *, ttl: float | None = None) -> tuple[Job, Claim] | None:
@@ -489,12 +606,45 @@ class JobBoard(abc.ABC):
         """
 
     @abc.abstractmethod
-    def consume(self, job: Job | str, who: str, *, token: int | None = None) -> None:
+    def consume(self, job: Job | str, who: str, *, token: int | None = None, outcome: str | None = None) -> None:
         """The owner finished the job: COMPLETE (CANCELLED if a cancel was requested).
 
+        ``outcome`` records how its flow ended (e.g. ``"SUCCESS"``,
+        ``"REVERTED"``; a non-empty string of at most
+        :data:`MAX_OUTCOME_CHARS`), read back as :attr:`Job.outcome`.
         Refused with :class:`~flowkit.exceptions.NotOwner` unless ``who``
         holds the job's claim (and, with ``token``, that exact claim).  The
         claim's resources are released.
+        """
+
+    @abc.abstractmethod
+    def park(
+        self,
+        job: Job | str,
+        who: str,
+        *,
+        due: float | None,
+        token: int | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """The owner gives the job back until ``due`` (board clock), or until woken when ``due`` is None.
+
+        UNCLAIMED, its claim and resources released, no failed attempt
+        counted; :attr:`Job.parked` is true until it is next claimed and
+        ``reason`` (cut to :data:`MAX_ERROR_CHARS`) is kept for operators.
+        If :meth:`wake` was called while ``who`` held the claim, the job is
+        due at once instead.  NotOwner as for consume; ValueError for a
+        ``due`` that is not a finite number.
+        """
+
+    @abc.abstractmethod
+    def wake(self, job: Job | str) -> bool:
+        """Make a parked job due now and wake the board's waiters; True if it was parked.
+
+        False when the job is not parked: unclaimed and not parked, final, or
+        claimed; a wake of a claimed job is kept for its owner's next
+        :meth:`park`, which then makes the job due at once.  NotFound for an
+        unknown job.
         """
 
     @abc.abstractmethod
@@ -552,9 +702,12 @@ class JobBoard(abc.ABC):
         """Block until some job is claimable (unclaimed and its resources free); return those jobs.
 
         Raises :class:`~flowkit.exceptions.NotFound` on timeout (as TaskFlow
-        does).  Woken by posts, abandons, finishes and lease expiry; how
-        (a condition variable, Redis pub/sub, bounded polling for SQL) is the
-        board's business and is documented there.
+        does; ``timeout`` is real seconds).  Woken by posts, abandons,
+        finishes, wakes, lease expiry and due times; those last two are on
+        the board's clock: the board blocks with ``clock.timeout`` and is
+        woken by ``clock.on_change``.  How (a condition variable, Redis
+        pub/sub, bounded polling for SQL) is the board's business and is
+        documented there.
         """
 
     @abc.abstractmethod
@@ -603,6 +756,42 @@ class JobBoard(abc.ABC):
         self.close()
 
     # -- helpers for implementations ------------------------------------------------------
+
+    @staticmethod
+    def _check_due(due: float | None) -> float | None:
+        if due is None:
+            return None
+        if isinstance(due, bool) or not isinstance(due, (int, float)) or not math.isfinite(due):
+            raise ValueError("a parked job's due time is finite board-clock seconds or None, got %r" % (due,))
+        return float(due)
+
+    @staticmethod
+    def _check_outcome(outcome: str | None) -> str | None:
+        if outcome is None:
+            return None
+        text = str(outcome.value) if isinstance(outcome, enum.Enum) else outcome
+        if not isinstance(text, str) or not text or len(text) > MAX_OUTCOME_CHARS:
+            raise ValueError(
+                "a job's outcome is a string of 1 to %d characters (a flow state), got %r"
+                % (MAX_OUTCOME_CHARS, outcome)
+            )
+        return text
+
+    def _not_due(
+        self, uuid: str, name: str, due_at: float | None, now: float, attempts: int = 0, last_error: str | None = None
+    ) -> exc.UnclaimableJob:
+        """The error for a claim of a job that is not due yet (``due_at`` None: parked until woken)."""
+        if due_at is None:
+            return exc.UnclaimableJob(
+                "job %s (%r) on board %r is parked until woken (board.wake)" % (uuid, name, self.name)
+            )
+        when = datetime.datetime.fromtimestamp(due_at, datetime.timezone.utc).isoformat(timespec="milliseconds")
+        text = "job %s (%r) on board %r is not due until %s (%.3f, in %.3fs)" % (
+            uuid, name, self.name, when, due_at, due_at - now,
+        )  # fmt: skip
+        if attempts:
+            text += " after %d failed attempt(s), last: %s" % (attempts, last_error)
+        return exc.UnclaimableJob(text)
 
     @staticmethod
     def _check_delay(delay: float) -> float:
@@ -656,6 +845,21 @@ class JobBoard(abc.ABC):
                 "an idempotency key is a string of 1 to %s characters, got %r" % (limit or "any number of", key)
             )
         return key
+
+
+def _epoch_seconds(when: datetime.datetime | float, what: str) -> float:
+    """``when`` (an aware datetime or epoch seconds) as epoch seconds; a naive datetime is refused."""
+    if isinstance(when, datetime.datetime):
+        if when.tzinfo is None or when.utcoffset() is None:
+            raise ValueError(
+                "%s=%r is a naive datetime: give it a timezone (e.g. tzinfo=datetime.timezone.utc)" % (what, when)
+            )
+        return when.timestamp()
+    if isinstance(when, bool) or not isinstance(when, (int, float)):
+        raise TypeError("%s is an aware datetime or epoch seconds, got %r" % (what, when))
+    if not math.isfinite(when):
+        raise ValueError("%s must be finite epoch seconds, got %r" % (what, when))
+    return float(when)
 
 
 # How many listed jobs JobBoard.claim_next shuffles at a time after a lost race
@@ -831,6 +1035,31 @@ class FencedConnection(Connection):
             self._backend.fenced(lambda: self._inner.update_atom_details_many(details))
             return
         self._inner.update_atom_details_many(atom_details)
+
+    def send_signal(
+        self,
+        flow_uuid: str,
+        name: str,
+        value: Any,
+        idempotency_key: str | None = None,
+        sent_at: float | None = None,
+    ) -> bool:
+        """Store a signal through the wrapped connection, unfenced.
+
+        A signal is input to a flow from outside it, not the progress of the
+        claim's holder: anyone may send one, with or without a claim (a parked
+        flow has no holder at all), and the store's own rules (one per flow
+        detail and name) keep it exactly-once.
+        """
+        return self._inner.send_signal(flow_uuid, name, value, idempotency_key, sent_at)
+
+    def get_signals(self, flow_uuid: str, names: Iterable[str] | None = None) -> dict[str, Any]:
+        """Read through the wrapped connection."""
+        return self._inner.get_signals(flow_uuid, names)
+
+    def signals_after(self, seq: int, limit: int = 1000) -> list[tuple[int, str, str]]:
+        """Read through the wrapped connection."""
+        return self._inner.signals_after(seq, limit)
 
     def destroy_logbook(self, book_uuid: str) -> None:
         """Delete a logbook if the claim is current."""

@@ -147,6 +147,22 @@ class Connection(abc.ABC):
     def save_logbook(self, book: LogBook) -> LogBook:
         """Store ``book`` with its flow and atom details (insert or update); return it."""
 
+    def create_logbook(self, book: LogBook) -> bool:
+        """Store ``book`` with its flow and atom details only if nothing with its uuids is stored; durably, now.
+
+        True when this call stored it; False when a logbook with ``book``'s
+        uuid, or a flow detail with the uuid of one of its flow details, is
+        already stored (then nothing is written, and what is stored is left as
+        it is).  Of several callers creating the same logbook at once, in any
+        threads or processes sharing the store, exactly one gets True: this is
+        the insert that decides who owns a record whose uuid callers derive
+        from a shared name (:func:`flowkit.starts.start`).
+
+        The default raises TypeError: a backend must make the check and the
+        insert one atomic step to offer it.
+        """
+        raise TypeError("%s cannot create a logbook only if it is absent" % (type(self).__name__,))
+
     @abc.abstractmethod
     def get_logbook(self, book_uuid: str, lazy: bool = False) -> LogBook:
         """The logbook ``book_uuid`` (with its flow details unless ``lazy``); NotFound if absent."""
@@ -213,13 +229,61 @@ class Connection(abc.ABC):
         for detail in atom_details:
             self.update_atom_details(detail)
 
+    # -- signals: durable messages to a flow detail, one per name -------------------------
+
+    def send_signal(
+        self,
+        flow_uuid: str,
+        name: str,
+        value: Any,
+        idempotency_key: str | None = None,
+        sent_at: float | None = None,
+    ) -> bool:
+        """Store signal ``name`` for flow detail ``flow_uuid`` durably; True if stored, False if a no-op.
+
+        ``value`` is canonical JSON data already (:func:`flowkit.signals.send`
+        checks it); ``sent_at`` is when it was sent, in clock seconds (None:
+        now).  The signal is committed in its own transaction before this
+        returns, whatever this connection buffers: a sender never waits for,
+        nor makes durable, an engine's pending writes.
+
+        A flow detail holds at most one signal per name.  If it already holds
+        ``name`` with the same non-None ``idempotency_key``, nothing changes
+        and False is returned; if it holds ``name`` otherwise,
+        :class:`~flowkit.exceptions.SignalAlreadySent` is raised, naming the
+        flow detail, the signal and when it was sent.  A flow detail that is
+        not stored raises :class:`~flowkit.exceptions.NotFound`.  Concurrent
+        senders of one (flow detail, name), in any process, get the answers
+        they would get one after the other: exactly one stores it.
+        """
+        raise NotImplementedError("%s does not store signals" % (type(self).__name__,))
+
+    def get_signals(self, flow_uuid: str, names: Iterable[str] | None = None) -> dict[str, Any]:
+        """``{name: value}`` of the signals stored for flow detail ``flow_uuid`` (only ``names``, if given).
+
+        Read in one query; a flow detail without signals (or not stored)
+        gives ``{}``.
+        """
+        raise NotImplementedError("%s does not store signals" % (type(self).__name__,))
+
+    def signals_after(self, seq: int, limit: int = 1000) -> list[tuple[int, str, str]]:
+        """``(seq, flow detail uuid, name)`` of the signals stored with a sequence number above ``seq``.
+
+        In ``seq`` order, at most ``limit`` of them.  Sequence numbers grow
+        with every signal stored and are never reused, and a signal becomes
+        visible here only after every signal with a smaller number, so a
+        poller that remembers the last ``seq`` it saw misses none (start
+        from 0).
+        """
+        raise NotImplementedError("%s does not store signals" % (type(self).__name__,))
+
     @abc.abstractmethod
     def destroy_logbook(self, book_uuid: str) -> None:
-        """Delete a logbook with everything in it; NotFound if absent."""
+        """Delete a logbook with everything in it (its flow details' signals too); NotFound if absent."""
 
     @abc.abstractmethod
     def clear_all(self) -> None:
-        """Delete every logbook."""
+        """Delete every logbook (and every signal)."""
 
     def close(self) -> None:
         """Release what this connection holds."""

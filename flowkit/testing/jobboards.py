@@ -19,12 +19,14 @@ must see the same jobs (for the memory board, return the same object)::
             for board in boards:
                 board.close()
 
-Lease expiry is tested with :class:`FakeClock` (no test sleeps a TTL);
+Lease expiry is tested with :class:`FakeClock` (no test sleeps a TTL), due
+times of delayed and parked jobs with :class:`flowkit.testing.clock.VirtualClock`;
 waits are bounded by deadlines.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import threading
 import time
@@ -45,6 +47,7 @@ from flowkit.jobs.base import (
     JobState,
 )
 from flowkit.persistence.models import FlowDetail, LogBook, TaskDetail
+from flowkit.testing.clock import VirtualClock
 
 __all__ = ["JobBoardTests", "FakeClock", "MakeBoard"]
 
@@ -105,6 +108,16 @@ class JobBoardTests:
     def clock(self) -> FakeClock:
         """A fake clock for lease tests."""
         return FakeClock()
+
+    @pytest.fixture
+    def vclock(self) -> VirtualClock:
+        """A virtual clock for due times (delayed and parked jobs)."""
+        return VirtualClock(1_700_000_000.0)
+
+    @pytest.fixture
+    def virtual(self, make_board: MakeBoard, vclock: VirtualClock) -> JobBoard:
+        """A board on the virtual clock."""
+        return make_board(clock=vclock)
 
     @pytest.fixture
     def board(self, make_board: MakeBoard) -> JobBoard:
@@ -526,6 +539,278 @@ class JobBoardTests:
         board.restore(job)
         assert [j.uuid for j in board.wait(timeout=5.0)] == [job.uuid]
 
+    # -- delayed jobs -----------------------------------------------------------------------------------
+
+    def test_a_delayed_job_is_claimable_only_once_due(
+        self, make_board: MakeBoard, virtual: JobBoard, vclock: VirtualClock
+    ) -> None:
+        start = vclock.now()
+        job = virtual.post("later", delay=60)
+        other = make_board(clock=vclock)
+        assert other.get_job(job.uuid).due_at == pytest.approx(start + 60)
+        assert _state(job) is JobState.UNCLAIMED and not job.parked and job.outcome is None
+        assert [j.uuid for j in other.iterjobs(only_unclaimed=True)] == [job.uuid]  # listed, not claimable
+        with pytest.raises(exc.UnclaimableJob, match="not due until"):
+            other.claim(job, "w")
+        assert other.claim_next("w") is None
+        with pytest.raises(exc.NotFound):
+            list(other.wait(timeout=0.05))
+        assert other.next_due() == pytest.approx(start + 60)
+        vclock.advance(59.5)
+        assert other.claim_next("w") is None
+        vclock.advance(0.5)
+        assert other.next_due() is None
+        assert [j.uuid for j in other.wait(timeout=5)] == [job.uuid]
+        claimed = other.claim_next("w")
+        assert claimed is not None and claimed[0] == job
+        assert job.due_at is None  # claimed: not waiting on anything
+
+    def test_a_delayed_job_is_claimed_directly_once_due(self, virtual: JobBoard, vclock: VirtualClock) -> None:
+        job = virtual.post("later", delay=5, resources=["r"])
+        vclock.advance(5)
+        claim = virtual.claim(job, "w")
+        virtual.consume(job, "w", token=claim.token)
+        assert virtual.next_due() is None and _state(job) is JobState.COMPLETE
+
+    def test_not_before_takes_an_aware_datetime_or_epoch_seconds(self, virtual: JobBoard, vclock: VirtualClock) -> None:
+        start = vclock.now()
+        when = datetime.datetime.fromtimestamp(start + 3600, datetime.timezone(datetime.timedelta(hours=2)))
+        at_datetime = virtual.post("at-datetime", not_before=when)
+        at_seconds = virtual.post("at-seconds", not_before=start + 1800)
+        past = virtual.post("past", not_before=start - 10)  # already past: due now
+        delay_zero = virtual.post("now", delay=0)
+        assert at_datetime.due_at == pytest.approx(start + 3600)
+        assert at_seconds.due_at == pytest.approx(start + 1800)
+        assert past.due_at is None and delay_zero.due_at is None
+        assert virtual.next_due() == pytest.approx(start + 1800)
+        assert sorted(j.name for j in virtual.wait(timeout=5)) == ["now", "past"]
+        vclock.advance(1800)
+        assert virtual.next_due() == pytest.approx(start + 3600)
+        assert sorted(j.name for j in virtual.wait(timeout=5)) == ["at-seconds", "now", "past"]
+
+    def test_bad_due_times_are_refused_before_writing(self, virtual: JobBoard) -> None:
+        with pytest.raises(ValueError, match="timezone"):
+            virtual.post("naive", not_before=datetime.datetime(2030, 1, 1))
+        with pytest.raises(ValueError, match="not both"):
+            virtual.post("both", delay=1, not_before=2e9)
+        for delay in (-1, float("nan"), float("inf")):
+            with pytest.raises(ValueError, match="delay"):
+                virtual.post("bad", delay=delay)
+        with pytest.raises(TypeError, match="delay"):
+            virtual.post("bad", delay="10")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="not_before"):
+            virtual.post("bad", not_before="2030-01-01")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="not_before"):
+            virtual.post("bad", not_before=float("inf"))
+        assert virtual.job_count == 0 and virtual.next_due() is None
+
+    def test_a_waiter_wakes_when_the_virtual_clock_reaches_a_due_time(
+        self, virtual: JobBoard, vclock: VirtualClock
+    ) -> None:
+        job = virtual.post("later", delay=3600)
+        found: list[Job] = []
+        thread = threading.Thread(target=lambda: found.extend(virtual.wait(timeout=20)))
+        thread.start()
+        deadline = time.monotonic() + 10
+        while vclock.waiters == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)  # until the waiter subscribed to the clock
+        assert vclock.waiters >= 1
+        started = time.monotonic()
+        vclock.advance(3600)
+        thread.join(20)
+        assert not thread.is_alive() and [j.uuid for j in found] == [job.uuid]
+        assert time.monotonic() - started < 5  # woken by the jump, not by the 20 s timeout
+        assert vclock.waiters == 0  # the waiter unsubscribed
+
+    # -- parking ----------------------------------------------------------------------------------------
+
+    def test_park_gives_the_job_back_until_its_due_time_without_a_failure(
+        self, make_board: MakeBoard, virtual: JobBoard, vclock: VirtualClock
+    ) -> None:
+        job = virtual.post("waits", resources=["vol:1"])
+        first = virtual.claim(job, "c1")
+        with pytest.raises(exc.NotOwner):
+            virtual.park(job, "c2", due=vclock.now() + 30)
+        due = vclock.now() + 30
+        virtual.park(job, "c1", due=due, token=first.token, reason="timer 'cool-down'")
+        seen = make_board(clock=vclock).get_job(job.uuid)
+        assert seen.state == JobState.UNCLAIMED and virtual.find_owner(job) is None
+        assert seen.parked and seen.due_at == pytest.approx(due)
+        assert virtual.status_of(job).reason == "timer 'cool-down'" and not virtual.status_of(job).on_signal
+        assert virtual.failures_of(job).attempts == 0  # not a failed attempt
+        with pytest.raises(exc.UnclaimableJob, match="not due until"):
+            virtual.claim(job, "c2")
+        assert virtual.claim_next("c2") is None and virtual.next_due() == pytest.approx(due)
+        with pytest.raises(exc.LeaseLost):
+            virtual.ensure_current(first)
+        # The resource was released with the claim.
+        other = virtual.post("other", resources=["vol:1"])
+        claim = virtual.claim(other, "c3")
+        virtual.consume(other, "c3", token=claim.token)
+
+        vclock.advance(30)
+        claimed = virtual.claim_next("c2")
+        assert claimed is not None and claimed[0] == job and claimed[1].token > first.token
+        assert not job.parked and virtual.status_of(job).reason is None
+        virtual.consume(job, "c2", token=claimed[1].token)
+
+    def test_a_job_parked_until_woken_waits_for_wake(
+        self, make_board: MakeBoard, virtual: JobBoard, vclock: VirtualClock
+    ) -> None:
+        job = virtual.post("approval")
+        claim = virtual.claim(job, "c1")
+        virtual.park(job, "c1", due=None, token=claim.token, reason="signal 'approved'")
+        assert job.parked and job.due_at is None and virtual.status_of(job).on_signal
+        assert virtual.next_due() is None
+        vclock.advance(10**6)  # no amount of time makes it due
+        with pytest.raises(exc.UnclaimableJob, match="parked until woken"):
+            virtual.claim(job, "c2")
+        assert virtual.claim_next("c2") is None
+        with pytest.raises(exc.NotFound):
+            list(virtual.wait(timeout=0.05))
+
+        assert make_board(clock=vclock).wake(job.uuid) is True
+        assert job.parked and job.due_at == pytest.approx(vclock.now())
+        assert virtual.wake(job) is True  # still parked (and due): waking again changes nothing
+        claimed = virtual.claim_next("c2")
+        assert claimed is not None and claimed[0] == job
+        assert not job.parked
+
+    def test_wake_of_a_job_that_is_not_parked(self, virtual: JobBoard) -> None:
+        plain = virtual.post("plain")
+        assert virtual.wake(plain) is False
+        delayed = virtual.post("delayed", delay=60)
+        assert virtual.wake(delayed) is False and delayed.due_at is not None  # a delay is not a park
+        claim = virtual.claim(plain, "c1")
+        virtual.consume(plain, "c1", token=claim.token)
+        assert virtual.wake(plain) is False
+        with pytest.raises(exc.NotFound):
+            virtual.wake("nope")
+
+    def test_wake_before_the_due_time_makes_it_due_now(self, virtual: JobBoard, vclock: VirtualClock) -> None:
+        job = virtual.post("sleeps")
+        claim = virtual.claim(job, "c1")
+        virtual.park(job, "c1", due=vclock.now() + 3600, token=claim.token)
+        assert virtual.next_due() is not None
+        assert virtual.wake(job) is True
+        assert virtual.next_due() is None
+        claimed = virtual.claim_next("c2")
+        assert claimed is not None and claimed[0] == job
+
+    def test_wake_wakes_a_waiter(self, make_board: MakeBoard, vclock: VirtualClock) -> None:
+        board = make_board(clock=vclock)
+        job = board.post("approval")
+        claim = board.claim(job, "c1")
+        board.park(job, "c1", due=None, token=claim.token)
+        found: list[Job] = []
+        ready = threading.Event()
+
+        def wait() -> None:
+            ready.set()
+            found.extend(board.wait(timeout=20))
+
+        thread = threading.Thread(target=wait)
+        thread.start()
+        ready.wait(5)
+        make_board(clock=vclock).wake(job)
+        thread.join(20)
+        assert not thread.is_alive() and [j.uuid for j in found] == [job.uuid]
+
+    def test_a_wake_while_claimed_is_not_lost_by_the_park_that_follows(
+        self, virtual: JobBoard, vclock: VirtualClock
+    ) -> None:
+        job = virtual.post("races")
+        claim = virtual.claim(job, "c1")
+        # The owner decided to park (its flow waits); a wake arrives before the park lands.
+        assert virtual.wake(job) is False  # not parked yet, but kept for the owner's park
+        virtual.park(job, "c1", due=vclock.now() + 3600, token=claim.token)
+        assert job.due_at is not None and job.due_at <= vclock.now()
+        claimed = virtual.claim_next("c2")
+        assert claimed is not None and claimed[0] == job
+        # The wake was used up: the next park waits as asked, and one parked until woken too.
+        virtual.park(job, "c2", due=vclock.now() + 3600, token=claimed[1].token)
+        assert virtual.claim_next("c3") is None
+        vclock.advance(3600)
+        claimed = virtual.claim_next("c3")
+        assert claimed is not None
+        assert virtual.wake(job) is False
+        virtual.park(job, "c3", due=None, token=claimed[1].token)  # parked until woken: it was
+        assert virtual.claim_next("c4") is not None
+
+    def test_a_wake_before_a_claim_does_not_carry_over(self, virtual: JobBoard, vclock: VirtualClock) -> None:
+        job = virtual.post("j")
+        assert virtual.wake(job) is False  # unclaimed, not parked: nothing to keep
+        claim = virtual.claim(job, "c1")
+        virtual.park(job, "c1", due=None, token=claim.token)
+        assert virtual.claim_next("c2") is None
+
+    def test_park_refuses_bad_arguments(self, virtual: JobBoard) -> None:
+        job = virtual.post("j")
+        claim = virtual.claim(job, "c1")
+        for due in (float("nan"), float("inf"), "soon"):
+            with pytest.raises(ValueError, match="due"):
+                virtual.park(job, "c1", due=due, token=claim.token)  # type: ignore[arg-type]
+        with pytest.raises(exc.NotOwner):
+            virtual.park(job, "c1", due=None, token=claim.token + 1)
+        assert _state(job) is JobState.CLAIMED
+
+    def test_a_parked_job_can_be_cancelled_and_abandon_unparks(self, virtual: JobBoard) -> None:
+        job = virtual.post("j")
+        claim = virtual.claim(job, "c1")
+        virtual.park(job, "c1", due=None, token=claim.token)
+        assert virtual.cancel(job) is JobState.CANCELLED
+        assert not job.parked and virtual.wake(job) is False
+
+    def test_next_due_is_the_earliest_waiting_job(self, virtual: JobBoard, vclock: VirtualClock) -> None:
+        start = vclock.now()
+        assert virtual.next_due() is None
+        virtual.post("b", delay=10)
+        virtual.post("a", delay=5)
+        virtual.post("now")
+        parked = virtual.post("parked")
+        claim = virtual.claim(parked, "c1")
+        virtual.park(parked, "c1", due=None, token=claim.token)
+        assert virtual.next_due() == pytest.approx(start + 5)
+        vclock.advance(5)
+        assert virtual.next_due() == pytest.approx(start + 10)
+        failing = virtual.claim_next("c2")  # "a": due now, and posted before "now"
+        assert failing is not None and failing[0].name == "a"
+        virtual.fail(failing[0], "c2", "cannot build", token=failing[1].token, delay=2)  # a backoff counts too
+        assert virtual.next_due() == pytest.approx(start + 7)
+        claimed = virtual.claim_next("c2")  # claimed jobs are not waiting
+        assert claimed is not None and claimed[0].name == "now"
+        assert virtual.next_due() == pytest.approx(start + 7)
+        vclock.advance(5)
+        assert virtual.next_due() is None
+
+    # -- outcomes ---------------------------------------------------------------------------------------
+
+    def test_consume_records_the_flow_outcome(self, make_board: MakeBoard) -> None:
+        board = make_board()
+        reverted = board.post("reverted")
+        plain = board.post("plain")
+        cancelled = board.post("cancelled")
+        claim = board.claim(reverted, "c1")
+        board.consume(reverted, "c1", token=claim.token, outcome=states.REVERTED)
+        claim = board.claim(plain, "c1")
+        board.consume(plain, "c1", token=claim.token)
+        claim = board.claim(cancelled, "c1")
+        board.cancel(cancelled)
+        board.consume(cancelled, "c1", token=claim.token, outcome="SUSPENDED")
+        other = make_board()
+        assert other.get_job(reverted.uuid).outcome == "REVERTED" and _state(reverted) is JobState.COMPLETE
+        assert other.get_job(plain.uuid).outcome is None
+        assert cancelled.outcome == "SUSPENDED" and _state(cancelled) is JobState.CANCELLED
+        assert other.status_of(reverted) == other.status_of(reverted.uuid)
+
+    def test_a_bad_outcome_is_refused_and_the_job_stays_claimed(self, board: JobBoard) -> None:
+        job = board.post("j")
+        claim = board.claim(job, "c1")
+        for outcome in ("", "X" * 33, 7):
+            with pytest.raises(ValueError, match="outcome"):
+                board.consume(job, "c1", token=claim.token, outcome=outcome)  # type: ignore[arg-type]
+        assert _state(job) is JobState.CLAIMED and job.outcome is None
+
     # -- cancellation -------------------------------------------------------------------------------
 
     def test_cancel_unclaimed_job(self, board: JobBoard) -> None:
@@ -721,3 +1006,22 @@ class JobBoardTests:
             with pytest.raises(exc.LeaseLost):
                 conn.update_atom_details(atom)
                 conn.flush()
+
+    def test_signals_go_through_a_fenced_backend_with_or_without_the_claim(self, board: JobBoard) -> None:
+        # A signal comes from outside the run, so it is not the claim holder's write to fence.
+        assert board.persistence is not None
+        book = _book()
+        fd = list(book)[0]
+        job = board.post("j", book=book)
+        claim = board.claim(job, "alice")
+        with board.fenced_backend(board.persistence, claim).get_connection() as conn:
+            assert conn.send_signal(fd.uuid, "approved", {"by": "ann"}, "k") is True
+            assert conn.send_signal(fd.uuid, "approved", {"by": "ann"}, "k") is False
+            board.consume(job, "alice")
+            assert conn.send_signal(fd.uuid, "shipped", 1) is True
+            with pytest.raises(exc.SignalAlreadySent):
+                conn.send_signal(fd.uuid, "shipped", 2)
+            assert conn.get_signals(fd.uuid) == {"approved": {"by": "ann"}, "shipped": 1}
+            assert [name for _, _, name in conn.signals_after(0)] == ["approved", "shipped"]
+        with board.persistence.get_connection() as reader:
+            assert reader.get_signals(fd.uuid, ["shipped"]) == {"shipped": 1}

@@ -374,6 +374,211 @@ class PersistenceBackendTests:
         with self.reader(backend) as other:
             same_records(other.get_logbook(book.uuid), book)
 
+    # -- creating only once ------------------------------------------------------------------
+
+    def test_create_logbook_stores_it_once(self, backend: Backend, conn: Connection) -> None:
+        book = sample_logbook()
+        assert conn.create_logbook(book) is True
+        with self.reader(backend) as other:
+            same_records(other.get_logbook(book.uuid), book)
+            # A second creation, even of changed records, leaves what is stored alone.
+            changed = sample_logbook("changed")
+            changed.uuid = book.uuid
+            assert other.create_logbook(changed) is False
+        with self.reader(backend) as other:
+            same_records(other.get_logbook(book.uuid), book)
+
+    def test_create_logbook_refuses_a_taken_flow_detail_uuid(self, backend: Backend, conn: Connection) -> None:
+        book = sample_logbook()
+        conn.save_logbook(book)
+        other_book = LogBook(name="other")
+        other_book.add(FlowDetail(name="same uuid", uuid=list(book)[0].uuid))
+        assert conn.create_logbook(other_book) is False
+        with self.reader(backend) as other:
+            with pytest.raises(exc.NotFound):
+                other.get_logbook(other_book.uuid)
+            same_records(other.get_logbook(book.uuid), book)
+
+    def test_create_logbook_has_one_winner_among_threads(self, backend: Backend, conn: Connection) -> None:
+        book = sample_logbook()
+        barrier = threading.Barrier(6)
+        outcomes: list[Any] = []
+        guard = threading.Lock()
+
+        def create(name: str) -> None:
+            mine = sample_logbook(name)
+            mine.uuid = book.uuid
+            for fd, theirs in zip(mine, book):
+                fd.uuid = theirs.uuid
+            try:
+                with backend.get_connection() as own:
+                    barrier.wait(30)
+                    outcome: Any = (own.create_logbook(mine), name)
+            except BaseException as error:  # reported to the test thread
+                outcome = error
+            with guard:
+                outcomes.append(outcome)
+
+        threads = [threading.Thread(target=create, args=("book-%d" % i,)) for i in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert len(outcomes) == 6 and all(isinstance(o, tuple) for o in outcomes), outcomes
+        winners = [name for created, name in outcomes if created]
+        assert len(winners) == 1
+        with self.reader(backend) as other:
+            assert other.get_logbook(book.uuid).name == winners[0]
+
+    # -- signals -----------------------------------------------------------------------------
+
+    def test_signals_are_stored_and_read_back(self, backend: Backend, conn: Connection) -> None:
+        book = sample_logbook()
+        conn.save_logbook(book)
+        first, second = list(book)
+        value = {"by": "ann", "steps": [1, 2.5, None, True, "ü€"], "nested": {"ok": False}}
+        assert conn.send_signal(first.uuid, "approved", value) is True
+        assert conn.send_signal(first.uuid, "poked", None) is True
+        assert conn.send_signal(second.uuid, "approved", [1]) is True
+        with self.reader(backend) as other:
+            assert other.get_signals(first.uuid) == {"approved": value, "poked": None}
+            assert other.get_signals(first.uuid, ["poked", "never-sent"]) == {"poked": None}
+            assert other.get_signals(first.uuid, []) == {}
+            assert other.get_signals(second.uuid) == {"approved": [1]}
+            assert other.get_signals("no-such-flow") == {}
+
+    def test_a_signal_needs_a_stored_flow_detail(self, backend: Backend, conn: Connection) -> None:
+        book = sample_logbook()
+        with pytest.raises(exc.NotFound, match=list(book)[0].uuid):
+            conn.send_signal(list(book)[0].uuid, "approved", 1)
+        conn.save_logbook(book)  # sent before the flow detail existed: nothing was kept
+        with self.reader(backend) as other:
+            assert other.get_signals(list(book)[0].uuid) == {}
+
+    def test_a_name_is_delivered_once(self, backend: Backend, conn: Connection) -> None:
+        book = sample_logbook()
+        conn.save_logbook(book)
+        fd = list(book)[0]
+        assert conn.send_signal(fd.uuid, "approved", "first", "key-1", sent_at=0.0) is True
+        for key in (None, "key-2"):
+            with pytest.raises(exc.SignalAlreadySent) as raised:
+                conn.send_signal(fd.uuid, "approved", "second", key)
+            message = str(raised.value)
+            assert fd.uuid in message and "'approved'" in message and "1970-01-01T00:00:00" in message
+        conn.send_signal(fd.uuid, "unkeyed", 1)
+        with pytest.raises(exc.SignalAlreadySent, match="unkeyed"):
+            conn.send_signal(fd.uuid, "unkeyed", 1)
+        with self.reader(backend) as other:
+            assert other.get_signals(fd.uuid) == {"approved": "first", "unkeyed": 1}
+
+    def test_the_same_idempotency_key_again_is_a_no_op(self, backend: Backend, conn: Connection) -> None:
+        book = sample_logbook()
+        conn.save_logbook(book)
+        fd = list(book)[0]
+        assert conn.send_signal(fd.uuid, "approved", {"n": 1}, "key-1") is True
+        with self.reader(backend) as other:
+            assert other.send_signal(fd.uuid, "approved", {"n": 2}, "key-1") is False
+            (seq, _, _), *more = other.signals_after(0)
+            assert more == []
+            assert other.get_signals(fd.uuid) == {"approved": {"n": 1}}
+
+    def test_a_signal_is_committed_apart_from_buffered_writes(self, backend: Backend, conn: Connection) -> None:
+        book = sample_logbook()
+        conn.save_logbook(book)
+        fd = list(book)[1]
+        ad = fd.find_by_name("pending")
+        assert ad is not None
+        ad.state = states.RUNNING
+        conn.update_atom_details(ad)  # buffered until a flush, on a backend that buffers
+        conn.send_signal(fd.uuid, "approved", True)
+        with self.reader(backend) as other:
+            assert other.get_signals(fd.uuid) == {"approved": True}
+            if not conn.writes_immediately:
+                assert conn.pending
+                assert other.get_atom_details(ad.uuid).state == states.PENDING
+
+    def test_signals_after_lists_them_in_order(self, backend: Backend, conn: Connection) -> None:
+        book = sample_logbook()
+        conn.save_logbook(book)
+        first, second = list(book)
+        sent = [(first.uuid, "a"), (second.uuid, "a"), (first.uuid, "b"), (second.uuid, "c")]
+        for fd_uuid, name in sent:
+            conn.send_signal(fd_uuid, name, name)
+        with self.reader(backend) as other:
+            listed = other.signals_after(0)
+            assert [(fd_uuid, name) for _, fd_uuid, name in listed] == sent
+            seqs = [seq for seq, _, _ in listed]
+            assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs) and all(type(s) is int for s in seqs)
+            assert other.signals_after(seqs[1]) == listed[2:]
+            assert other.signals_after(seqs[0], limit=2) == listed[1:3]
+            assert other.signals_after(seqs[-1]) == []
+
+    def test_sequence_numbers_are_not_reused_after_a_delete(self, backend: Backend, conn: Connection) -> None:
+        book, later = sample_logbook("gone"), sample_logbook("later")
+        conn.save_logbook(book)
+        conn.save_logbook(later)
+        conn.send_signal(list(book)[0].uuid, "a", 1)
+        conn.send_signal(list(book)[1].uuid, "a", 1)
+        ((last, _, _),) = conn.signals_after(0)[-1:]
+        conn.destroy_logbook(book.uuid)
+        conn.send_signal(list(later)[0].uuid, "a", 1)
+        ((seq, fd_uuid, _),) = conn.signals_after(last)
+        assert seq > last and fd_uuid == list(later)[0].uuid
+
+    def test_destroy_logbook_and_clear_all_remove_signals(self, backend: Backend, conn: Connection) -> None:
+        book, keep = sample_logbook("gone"), sample_logbook("kept")
+        conn.save_logbook(book)
+        conn.save_logbook(keep)
+        for fd in (*book, *keep):
+            conn.send_signal(fd.uuid, "approved", fd.name)
+        conn.destroy_logbook(book.uuid)
+        with self.reader(backend) as other:
+            for fd in book:
+                assert other.get_signals(fd.uuid) == {}
+            assert {fd_uuid for _, fd_uuid, _ in other.signals_after(0)} == {fd.uuid for fd in keep}
+        conn.save_logbook(book)  # the same flow details again: they start without signals
+        fd = list(book)[0]
+        assert conn.get_signals(fd.uuid) == {}
+        assert conn.send_signal(fd.uuid, "approved", "again") is True
+        conn.clear_all()
+        with self.reader(backend) as other:
+            assert other.signals_after(0) == []
+            assert other.get_signals(fd.uuid) == {}
+
+    @pytest.mark.parametrize("same_key", [False, True], ids=["different-keys", "same-key"])
+    def test_concurrent_senders_of_one_name(self, backend: Backend, conn: Connection, same_key: bool) -> None:
+        book = sample_logbook()
+        conn.save_logbook(book)
+        fd = list(book)[0]
+        senders = 8
+        barrier = threading.Barrier(senders)
+        outcomes: list[Any] = [None] * senders
+
+        def send(index: int) -> None:
+            key = "the-key" if same_key else "key-%d" % index
+            try:
+                with backend.get_connection() as mine:
+                    barrier.wait(30)
+                    outcomes[index] = mine.send_signal(fd.uuid, "approved", index, key)
+            except BaseException as error:  # reported to the test thread
+                outcomes[index] = error
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(senders)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        stored = [i for i, outcome in enumerate(outcomes) if outcome is True]
+        others = [outcome for outcome in outcomes if outcome is not True]
+        assert len(stored) == 1, outcomes
+        if same_key:
+            assert others == [False] * (senders - 1)
+        else:
+            assert all(isinstance(outcome, exc.SignalAlreadySent) for outcome in others), outcomes
+        with self.reader(backend) as other:
+            assert other.get_signals(fd.uuid) == {"approved": stored[0]}
+            assert len(other.signals_after(0)) == 1
+
     # -- one engine per flow detail ----------------------------------------------------------
 
     def test_flow_lock_excludes_a_second_engine(self, backend: Backend, conn: Connection) -> None:

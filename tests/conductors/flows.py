@@ -7,15 +7,17 @@ the files are the tests' record of what ran, how often, and where.
 
 from __future__ import annotations
 
+import datetime
 import os
 from typing import Any
 
 from flowkit.factories import flow_factory
 from flowkit.patterns import linear_flow
 from flowkit.task import Task
+from flowkit.waits import Sleep, WaitFor
 from tests.support import wait_until
 
-__all__ = ["one_line", "two_steps", "failing", "gated_steps", "append_line"]
+__all__ = ["one_line", "two_steps", "failing", "gated_steps", "napping", "approval", "append_line"]
 
 #: In a conductor process started with this variable set, ``Hold`` blocks
 #: until the release file exists (the first conductor in a crash test).
@@ -102,3 +104,25 @@ def failing() -> Any:
 def gated_steps() -> Any:
     """``first`` (a line, then waits for the release file), ``second`` and ``third`` (a line each)."""
     return linear_flow.Flow("gated-steps").add(Gate("first"), Undo("second"), Undo("third"))
+
+
+@flow_factory
+def napping(until: float) -> Any:
+    """``before`` (a line), a timer until ``until`` (epoch seconds), ``after`` (a line)."""
+    when = datetime.datetime.fromtimestamp(until, tz=datetime.timezone.utc)
+    return linear_flow.Flow("napping").add(Append("before"), Sleep("nap", until=when), Append("after"))
+
+
+class Charge(Task):
+    """Records the amount it was given."""
+
+    def execute(self, log: str, job: str, amount: Any) -> None:
+        append_line(log, "charge-%s %s %d" % (amount, job, os.getpid()))
+
+
+@flow_factory
+def approval() -> Any:
+    """``before`` (a line), a wait for the signal ``approved``, ``charge`` (a line with the signal's value)."""
+    return linear_flow.Flow("approval").add(
+        Append("before"), WaitFor("approve", signal="approved", provides="amount"), Charge("charge")
+    )

@@ -112,6 +112,7 @@ def test_jobs_run_once_in_post_order_and_are_consumed(board: JobBoard, log: Path
 
     assert [line.split()[1] for line in lines(log)] == ["j0", "j1", "j2", "j3", "j4"]
     assert all(job.state == JobState.COMPLETE for job in jobs)
+    assert all(job.outcome == "SUCCESS" for job in jobs)
     assert list(board.iterjobs()) == []
     for job in jobs:
         assert events.names(job.uuid) == [JOB_CLAIMED, RUNNING_START, RUNNING_END, JOB_CONSUMED]
@@ -126,7 +127,7 @@ def test_reverted_flow_is_consumed_with_its_state(board: JobBoard, log: Path) ->
     conductor.run(max_dispatches=1)
 
     # REVERTED is an outcome: the job is done, and running it again would not change it.
-    assert job.state == JobState.COMPLETE
+    assert job.state == JobState.COMPLETE and job.outcome == "REVERTED"
     assert events.wait_for(JOB_CONSUMED)["state"] == states.REVERTED
     assert isinstance(events.wait_for(RUNNING_END)["error"], RuntimeError)
     assert [line.split()[0] for line in lines(log)] == ["undo", "undo-undo"]

@@ -8,19 +8,20 @@ from __future__ import annotations
 import datetime
 import math
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import flowkit
 from flowkit import exceptions as exc
-from flowkit import states
+from flowkit import signals, states
 from flowkit.patterns import linear_flow, unordered_flow
 from flowkit.persistence.backends.impl_memory import MemoryBackend
 from flowkit.retry import Times
 from flowkit.testing.clock import VirtualClock
 from flowkit.waits import Sleep, WaitFor
-from tests.support import Capture, Const, Double, FailUntil, Name, wait_until
+from tests.support import Capture, Const, Double, FailUntil, Name, Undoable, run_flowkit, wait_until
 
 
 def nap_between(seconds: float = 3600) -> Any:
@@ -233,3 +234,102 @@ def test_bad_waits_are_refused_where_they_are_written(build: Any, message: str) 
         build()
     assert message in str(raised.value)
     assert "'s'" in str(raised.value) or "'w'" in str(raised.value)
+
+
+# -- signals ----------------------------------------------------------------------------
+
+
+def approval(timeout: float | None = 60) -> Any:
+    return linear_flow.Flow("approval").add(
+        Undoable(name="order"),
+        WaitFor("approve", signal="approved", timeout=timeout, provides="amount"),
+        Double(name="charge", provides="charged", rebind=["amount"]),
+    )
+
+
+def test_a_signal_ends_the_wait_with_its_value(load: Any) -> None:
+    clock = VirtualClock()
+    backend = MemoryBackend()
+    engine = load(approval(), backend=backend, clock=clock)
+    engine.run(park=True)
+    fd = stored(backend, engine)
+    assert fd.state == states.WAITING
+    assert fd.meta["wake"] == {"due": clock.now() + 60, "signals": ["approved"]}
+    assert signals.send(backend, engine.flow_detail.uuid, "approved", 21) is True
+    engine.run(park=True)
+    assert engine.storage.get_flow_state() == states.SUCCESS
+    assert engine.storage.fetch_all() == {"amount": 21, "charged": 42}
+
+
+def test_a_signal_sent_before_the_flow_waits_is_kept_for_it(load: Any) -> None:
+    engine = load(approval(timeout=None), clock=VirtualClock())
+    engine.prepare()
+    engine.signal("approved", 5)
+    engine.run(park=True)
+    assert engine.storage.get_flow_state() == states.SUCCESS
+    assert engine.storage.fetch("charged") == 10
+
+
+def test_a_blocked_run_wakes_at_once_for_a_signal_sent_in_this_process(load: Any) -> None:
+    clock = VirtualClock()
+    engine = load(approval(timeout=None), clock=clock)
+    runner = threading.Thread(target=engine.run)
+    runner.start()
+    wait_until(lambda: engine.storage.get_flow_state() == states.WAITING, "the flow to wait", timeout=30)
+    engine.signal("approved", 3)
+    runner.join(30)  # no clock advance: the send itself woke the engine
+    assert not runner.is_alive()
+    assert engine.storage.fetch("charged") == 6
+
+
+def test_a_signal_that_does_not_come_in_time_fails_the_atom_and_reverts(load: Any) -> None:
+    clock = VirtualClock()
+    engine = load(approval(timeout=60), clock=clock)
+    capture = Capture(engine)
+    engine.run(park=True)
+    clock.advance(60)
+    with pytest.raises(exc.WaitTimeout) as raised:
+        engine.run(park=True)
+    assert "'approve'" in str(raised.value) and "'approved'" in str(raised.value)
+    assert engine.storage.get_flow_state() == states.REVERTED
+    assert capture.count("order", states.REVERTED) == 1
+    assert engine.storage.get_atom_state("charge") == states.PENDING
+
+
+def test_a_retry_controller_gives_a_timed_out_wait_another_chance(load: Any) -> None:
+    clock = VirtualClock()
+    flow = linear_flow.Flow("patient", retry=Times(2, name="times")).add(
+        WaitFor("approve", signal="approved", timeout=10, provides="amount")
+    )
+    engine = load(flow, clock=clock)
+    engine.run(park=True)
+    clock.advance(10)
+    engine.run(park=True)  # timed out once: the scope retries, the wait starts again
+    assert engine.storage.get_flow_state() == states.WAITING
+    engine.signal("approved", 1)
+    engine.run(park=True)
+    assert engine.storage.get_flow_state() == states.SUCCESS
+
+
+def test_a_blocked_run_sees_a_signal_sent_by_another_process(load: Any, tmp_path: Path) -> None:
+    url = "sqlite:///%s" % (tmp_path / "flows.db")
+    engine = load(approval(timeout=None), backend=url)
+    outcome: list[BaseException] = []
+
+    def drive() -> None:
+        try:
+            engine.run()
+        except BaseException as error:  # pragma: no cover - reported below
+            outcome.append(error)
+
+    runner = threading.Thread(target=drive)
+    runner.start()
+    wait_until(lambda: engine.storage.get_flow_state() == states.WAITING, "the flow to wait", timeout=30)
+    sent = run_flowkit("signal", engine.flow_detail.uuid, "approved", "--value", "4", "--backend", url, cwd=tmp_path)
+    assert sent.returncode == 0, sent.stderr
+    # Nothing in this process was told: the waiting engine finds the signal by looking for it.
+    runner.join(30)
+    assert not runner.is_alive() and not outcome
+    assert engine.storage.fetch("charged") == 8
+    again = run_flowkit("signal", engine.flow_detail.uuid, "approved", "--value", "5", "--backend", url, cwd=tmp_path)
+    assert again.returncode == 1 and "already" in again.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -170,7 +171,7 @@ def test_boards_with_different_names_do_not_share_jobs(tmp_path: Path) -> None:
     "server",
     ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), pytest.param("mysql", marks=pytest.mark.mysql)],
 )
-def test_a_board_made_before_migration_0003_is_upgraded(
+def test_a_board_made_before_migrations_0003_and_0005_is_upgraded(
     server: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     from alembic import command
@@ -207,9 +208,44 @@ def test_a_board_made_before_migration_0003_is_upgraded(
             claim = board.claim("old-job", "c1")
             board.fail("old-job", "c1", "no module named 'app'", token=claim.token, delay=5.0)
             assert board.failures_of("old-job").attempts == 1
+            # Migration 0005: parking and outcomes.
+            assert board.wake("old-job") is False and not board.status_of("old-job").parked
+            indexes = {i["name"] for i in sa.inspect(board.engine).get_indexes(prefix + "jobs")}
+            assert prefix + "jobs_board_due_idx" in indexes
+            fresh = board.post("new")
+            claim = board.claim(fresh, "c1")
+            board.park(fresh, "c1", due=None, token=claim.token, reason="signal")
+            assert board.wake(fresh) is True
+            claim = board.claim(fresh, "c1")
+            board.consume(fresh, "c1", token=claim.token, outcome="SUCCESS")
+            assert fresh.outcome == "SUCCESS"
         finally:
             board.close()
     finally:
         engine.dispose()
         if server != "sqlite":
             drop_tables(url, prefix)
+
+
+def test_next_due_reads_the_due_time_index(tmp_path: Path) -> None:
+    board = SQLJobBoard("tests", "sqlite:///%s" % (tmp_path / "jobs.db")).connect()
+    try:
+        for delay in (30.0, 10.0, 20.0):
+            board.post("later", delay=delay)
+        seen: list[tuple[str, Any]] = []
+
+        def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+            seen.append((statement, parameters))
+
+        sa.event.listen(board.engine, "before_cursor_execute", record)
+        try:
+            due = board.next_due()
+        finally:
+            sa.event.remove(board.engine, "before_cursor_execute", record)
+        assert due is not None and due == pytest.approx(time.time() + 10.0, abs=5.0)
+        (statement, parameters), *_ = [(q, p) for q, p in seen if "min(" in q.lower()]
+        with board.engine.connect() as conn:
+            plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters))
+        assert "flowkit_jobs_board_due_idx" in plan, plan
+    finally:
+        board.close()

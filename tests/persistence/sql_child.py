@@ -6,13 +6,18 @@ so the parent can start several children and release them together):
 - ``upgrade``: call ``upgrade()``, print ``done``.
 - ``lock FD_UUID``: take the flow-detail lock, print ``locked``, then wait to be killed.
 - ``run NAME N``: run an N-task linear flow named NAME, print ``done``.
+- ``signal FD_UUID KEY N``: send signal ``race`` to the flow detail with
+  idempotency key KEY, print ``stored``, ``noop`` or ``already``, then send it
+  N signals named ``PID-0``, ``PID-1``... (PID: this process's) and print ``done``.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
-from flowkit import engines
+from flowkit import engines, signals
+from flowkit.exceptions import SignalAlreadySent
 from flowkit.patterns import linear_flow
 from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend
 from flowkit.persistence.models import FlowDetail
@@ -49,6 +54,15 @@ def main(argv: list[str]) -> int:
             backend.upgrade()
             engine = engines.load(flow, backend=backend, engine="parallel", max_workers=2)
             engine.run()
+        elif command == "signal":
+            fd_uuid, key, count = args[0], args[1], int(args[2])
+            try:
+                stored = signals.send(backend, fd_uuid, "race", key, idempotency_key=key)
+                print("stored" if stored else "noop", flush=True)
+            except SignalAlreadySent:
+                print("already", flush=True)
+            for i in range(count):
+                signals.send(backend, fd_uuid, "%d-%d" % (os.getpid(), i), i)
         else:
             raise SystemExit("unknown command %r" % command)
         print("done", flush=True)

@@ -16,6 +16,7 @@ from flowkit import states
 from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend
 from flowkit.persistence.models import FlowDetail, LogBook
 from tests.persistence.conftest import drop_tables, unique_prefix
+from tests.support import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 60.0
@@ -161,3 +162,43 @@ def test_children_see_no_database_is_locked(tmp_path: Path, children: Callable[.
     for child in writers:
         child.finish()
     assert not any(name.endswith(".lock") for name in os.listdir(tmp_path / "busy.db.locks"))
+
+
+@pytest.mark.parametrize("same_key", [False, True], ids=["different-keys", "same-key"])
+def test_processes_racing_to_send_one_signal(
+    children: Callable[..., Child], database: tuple[str, str], same_key: bool
+) -> None:
+    # 8 processes send signal "race" to one flow detail at once: one stores it,
+    # the others get what they would get coming second.  Then each sends more,
+    # while this process follows signals_after() the way a conductor does: a
+    # signal that became visible after one with a larger number would be missed.
+    url, prefix = database
+    book = LogBook(name="signals")
+    fd = FlowDetail(name="raced")
+    book.add(fd)
+    with SQLAlchemyBackend(url, table_prefix=prefix) as backend:
+        with backend.get_connection() as conn:
+            conn.save_logbook(book)
+            keys = ["same" if same_key else "key%d" % i for i in range(8)]
+            senders = [children("signal", url, prefix, fd.uuid, key, "15") for key in keys]
+            for child in senders:
+                child.expect("ready")
+            for child in senders:
+                child.go()
+            seen: list[tuple[int, str, str]] = []
+
+            def follow() -> bool:
+                seen.extend(conn.signals_after(seen[-1][0] if seen else 0))
+                return len(seen) >= 1 + 15 * len(senders)
+
+            outcomes = [child.proc.stdout.readline().strip() for child in senders]  # type: ignore[union-attr]
+            wait_until(follow, "every signal listed by signals_after", timeout=DEADLINE)
+            for child in senders:
+                child.expect("done")
+                child.finish()
+            stored = conn.get_signals(fd.uuid)
+            everything = conn.signals_after(0)
+    assert outcomes.count("stored") == 1, outcomes
+    assert sorted(outcomes)[:-1] == (["noop"] * 7 if same_key else ["already"] * 7), outcomes
+    assert stored["race"] == keys[outcomes.index("stored")]
+    assert seen == everything

@@ -11,6 +11,7 @@ from flowkit.conductors.base import (
     DEFAULT_BACKOFF,
     DEFAULT_MAX_BACKOFF,
     DEFAULT_MAX_CONDUCTOR_FAILURES,
+    DEFAULT_SIGNAL_POLL,
     DEFAULT_WAIT_TIMEOUT,
     Conductor,
 )
@@ -43,6 +44,7 @@ def fetch(
     max_conductor_failures: int = DEFAULT_MAX_CONDUCTOR_FAILURES,
     backoff: float = DEFAULT_BACKOFF,
     max_backoff: float = DEFAULT_MAX_BACKOFF,
+    signal_poll: float = DEFAULT_SIGNAL_POLL,
 ) -> Conductor:
     """A conductor of ``kind`` named ``name`` working ``board``.
 
@@ -56,7 +58,8 @@ def fetch(
     and ``allowed_modules`` say which flow factories its jobs may name (see
     :class:`~flowkit.conductors.Conductor`).  ``max_conductor_failures``,
     ``backoff`` and ``max_backoff`` govern jobs whose flow cannot be built
-    (see :class:`~flowkit.conductors.base.Conductor`).
+    (see :class:`~flowkit.conductors.base.Conductor`).  ``signal_poll`` is
+    how often (real seconds) it looks for signals sent to parked flows.
     """
     try:
         cls = CONDUCTORS[kind]
@@ -79,6 +82,7 @@ def fetch(
         "max_conductor_failures": max_conductor_failures,
         "backoff": backoff,
         "max_backoff": max_backoff,
+        "signal_poll": signal_poll,
     }
     if max_simultaneous_jobs is not None:
         options["max_simultaneous_jobs"] = max_simultaneous_jobs

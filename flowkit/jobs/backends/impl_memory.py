@@ -1,10 +1,13 @@
 """A job board in this process's memory: for tests and single-process applications.
 
 Every operation runs under one lock; ``wait()`` and ``Job.wait()`` sleep on a
-condition variable that each change notifies.  Lease expiry notifies nobody
-(nothing runs when a lease lapses), so while some job is claimed a waiter
-re-reads at least every :attr:`MemoryJobBoard.expiry_check` seconds of real
-time, or at the expiry itself when that comes sooner.
+condition variable that each change notifies.  Nothing runs when a lease
+lapses or a delayed job comes due, so a waiter blocks until the earliest such
+time with the board clock's ``timeout`` and is woken by the clock's jumps
+(``on_change``: a :class:`~flowkit.testing.clock.VirtualClock`).  A plain
+callable clock can jump without telling anyone: with one, while some job is
+claimed or not yet due, a waiter re-reads at least every
+:attr:`MemoryJobBoard.expiry_check` seconds of real time.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from flowkit import exceptions as exc
+from flowkit.clock import Clock
 from flowkit.jobs.base import (
     DEFAULT_LEASE_TTL,
     DEFAULT_MAX_DETAILS_BYTES,
@@ -30,6 +34,7 @@ from flowkit.jobs.base import (
     Job,
     JobBoard,
     JobState,
+    JobStatus,
     Posting,
     _clip_error,
 )
@@ -53,6 +58,10 @@ class _Record:
     last_error: str | None = None
     failed_by: list[str] = dataclasses.field(default_factory=list)
     due_at: float | None = None
+    parked: bool = False
+    park_reason: str | None = None
+    woken: bool = False  # a wake came while claimed: the owner's park makes the job due now
+    outcome: str | None = None
 
     def live_state(self, now: float) -> JobState:
         if self.state is JobState.CLAIMED and self.expires_at <= now:
@@ -60,7 +69,14 @@ class _Record:
         return self.state
 
     def due(self, now: float) -> bool:
-        return self.due_at is None or self.due_at <= now
+        if self.due_at is None:
+            return not (self.parked and self.state is JobState.UNCLAIMED)
+        return self.due_at <= now
+
+    def unpark(self) -> None:
+        self.parked = False
+        self.park_reason = None
+        self.woken = False
 
     def record_failure(self, who: str, error: str) -> None:
         self.attempts += 1
@@ -93,7 +109,7 @@ class MemoryJobBoard(JobBoard):
         *,
         persistence: Backend | None = None,
         lease_ttl: float = DEFAULT_LEASE_TTL,
-        clock: Callable[[], float] = time.time,
+        clock: Clock | Callable[[], float] | None = None,
         max_details_bytes: int = DEFAULT_MAX_DETAILS_BYTES,
     ) -> None:
         super().__init__(
@@ -140,7 +156,7 @@ class MemoryJobBoard(JobBoard):
                 idempotency_key=idempotency_key,
                 resources=posting.resources,
             )
-            self._records[job.uuid] = _Record(job, next(self._seq))
+            self._records[job.uuid] = _Record(job, next(self._seq), due_at=posting.due_at)
             if idempotency_key is not None:
                 self._by_key[idempotency_key] = job.uuid
             self._cond.notify_all()
@@ -170,6 +186,29 @@ class MemoryJobBoard(JobBoard):
         with self._cond:
             r = self._get(job)
             return FailureRecord(r.attempts, r.last_error, tuple(r.failed_by), r.due_at)
+
+    def status_of(self, job: Job | str) -> JobStatus:
+        """The job's state, due time, parking and outcome."""
+        with self._cond:
+            r = self._get(job)
+            state = r.live_state(self.clock())
+            due = r.due_at if state is JobState.UNCLAIMED else None
+            return JobStatus(state, due, r.parked and state is JobState.UNCLAIMED, r.park_reason, r.outcome)
+
+    def next_due(self) -> float | None:
+        """The earliest due time of an unclaimed job not due yet; None if there is none."""
+        with self._cond:
+            return self._next_due(self.clock())
+
+    def _next_due(self, now: float) -> float | None:
+        return min(
+            (
+                r.due_at
+                for r in self._records.values()
+                if r.state is JobState.UNCLAIMED and r.due_at is not None and r.due_at > now
+            ),
+            default=None,
+        )
 
     def state_of(self, job: Job | str) -> JobState:
         """The job's state now."""
@@ -206,10 +245,9 @@ class MemoryJobBoard(JobBoard):
                 )
             if state.final:
                 raise exc.UnclaimableJob("job %s (%r) is %s" % (record.job.uuid, record.job.name, state.value))
-            if record.due_at is not None and record.due_at > now:
-                raise exc.UnclaimableJob(
-                    "job %s (%r) is not due until %.3f (%d failed attempt(s), last: %s)"
-                    % (record.job.uuid, record.job.name, record.due_at, record.attempts, record.last_error)
+            if state is JobState.UNCLAIMED and not record.due(now):
+                raise self._not_due(
+                    record.job.uuid, record.job.name, record.due_at, now, record.attempts, record.last_error
                 )
             if record.job.resources:
                 busy = sorted(set(record.job.resources) & self._held_keys(now, exclude=record.job.uuid))
@@ -219,10 +257,16 @@ class MemoryJobBoard(JobBoard):
                         % (record.job.uuid, record.job.name, ", ".join(busy))
                     )
             record.state = JobState.CLAIMED
+            record.unpark()
             record.owner = who
             record.token += 1
             record.expires_at = now + seconds
             return Claim(record.job.uuid, who, record.token, record.expires_at)
+
+    def _claim_candidates(self) -> Iterator[Job]:
+        """The jobs claimable now (due, resources free), in claim order: ``claim_next`` tries those."""
+        with self._cond:
+            return iter(self._claimable(self.clock()))
 
     def _current(self, claim: Claim) -> _Record:
         record = self._get(claim.job_uuid)
@@ -270,17 +314,56 @@ class MemoryJobBoard(JobBoard):
             record.cancel = None
         self._cond.notify_all()
 
-    def consume(self, job: Job | str, who: str, *, token: int | None = None) -> None:
-        """COMPLETE (CANCELLED if a cancel was requested); owner only."""
+    def consume(self, job: Job | str, who: str, *, token: int | None = None, outcome: str | None = None) -> None:
+        """COMPLETE (CANCELLED if a cancel was requested), ``outcome`` recorded; owner only."""
+        ended = self._check_outcome(outcome)
         with self._cond:
             record = self._owned(job, who, token, "consume")
+            record.outcome = ended
             self._finish(record, JobState.CANCELLED if record.cancel is not None else JobState.COMPLETE)
+
+    def park(
+        self,
+        job: Job | str,
+        who: str,
+        *,
+        due: float | None,
+        token: int | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Back to UNCLAIMED until ``due`` (None: until woken), no failure counted; owner only."""
+        when = self._check_due(due)
+        with self._cond:
+            record = self._owned(job, who, token, "park")
+            if record.woken:
+                when = self.clock()
+            record.unpark()
+            record.parked = True
+            record.park_reason = None if reason is None else _clip_error(reason)
+            record.due_at = when
+            self._finish(record, JobState.UNCLAIMED)
+
+    def wake(self, job: Job | str) -> bool:
+        """Make a parked job due now (see :meth:`JobBoard.wake`)."""
+        with self._cond:
+            record = self._get(job)
+            if record.state is JobState.CLAIMED:
+                record.woken = True
+                return False
+            if record.state is not JobState.UNCLAIMED or not record.parked:
+                return False
+            now = self.clock()
+            if record.due_at is None or record.due_at > now:
+                record.due_at = now
+            self._cond.notify_all()
+            return True
 
     def abandon(self, job: Job | str, who: str, *, token: int | None = None) -> None:
         """Back to UNCLAIMED; owner only."""
         with self._cond:
             record = self._owned(job, who, token, "abandon")
             record.due_at = None
+            record.unpark()
             self._finish(record, JobState.UNCLAIMED)
 
     def fail(self, job: Job | str, who: str, error: str, *, token: int | None = None, delay: float = 0.0) -> None:
@@ -289,6 +372,7 @@ class MemoryJobBoard(JobBoard):
         with self._cond:
             record = self._owned(job, who, token, "fail")
             record.record_failure(who, error)
+            record.unpark()
             record.due_at = self.clock() + seconds
             self._finish(record, JobState.UNCLAIMED)
 
@@ -299,6 +383,7 @@ class MemoryJobBoard(JobBoard):
             if error is not None:
                 record.record_failure(who, error)
             record.due_at = None
+            record.unpark()
             self._finish(record, JobState.TRASHED)
 
     def restore(self, job: Job | str) -> JobState:
@@ -310,6 +395,7 @@ class MemoryJobBoard(JobBoard):
             record.attempts = 0
             record.failed_by = []
             record.due_at = None
+            record.unpark()
             self._finish(record, JobState.UNCLAIMED)
             return JobState.UNCLAIMED
 
@@ -321,6 +407,7 @@ class MemoryJobBoard(JobBoard):
             record = self._get(job)
             state = record.live_state(self.clock())
             if state is JobState.UNCLAIMED:
+                record.unpark()
                 self._finish(record, JobState.CANCELLED)
                 return JobState.CANCELLED
             if state is JobState.CLAIMED:
@@ -343,18 +430,16 @@ class MemoryJobBoard(JobBoard):
         )
 
     def _sleep(self, deadline: float | None) -> bool:
-        # Called with the lock held; False once the deadline passed.
+        # Called with the lock held; False once the (real-time) deadline passed.
         now = self.clock()
-        delay: float | None = None
-        # Nothing notifies when a lease lapses or a failed job comes due: look again by then.
-        expiries = [r.expires_at - now for r in self._records.values() if r.state is JobState.CLAIMED]
-        expiries += [
-            r.due_at - now
-            for r in self._records.values()
-            if r.state is JobState.UNCLAIMED and r.due_at is not None and r.due_at > now
-        ]
-        if expiries:
-            delay = max(0.0, min([self.expiry_check, *expiries]))
+        # Nothing notifies when a lease lapses or a job comes due: block until the first of those.
+        times = [r.expires_at for r in self._records.values() if r.state is JobState.CLAIMED and r.expires_at > now]
+        due = self._next_due(now)
+        if due is not None:
+            times.append(due)
+        delay = self.clock.timeout(min(times)) if times else None
+        if times and self._silent_clock:
+            delay = self.expiry_check if delay is None else min(delay, self.expiry_check)
         if deadline is not None:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -363,16 +448,24 @@ class MemoryJobBoard(JobBoard):
         self._cond.wait(delay)
         return True
 
+    def _notify_all(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
     def wait(self, timeout: float | None = None) -> Iterator[Job]:
         """Block until some job is claimable and return those jobs; NotFound on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while True:
-                jobs = self._claimable(self.clock())
-                if jobs:
-                    return iter(jobs)
-                if not self._sleep(deadline):
-                    raise exc.NotFound("no claimable job on board %r within %ss" % (self.name, timeout))
+        unsubscribe = self.clock.on_change(self._notify_all)
+        try:
+            with self._cond:
+                while True:
+                    jobs = self._claimable(self.clock())
+                    if jobs:
+                        return iter(jobs)
+                    if not self._sleep(deadline):
+                        raise exc.NotFound("no claimable job on board %r within %ss" % (self.name, timeout))
+        finally:
+            unsubscribe()
 
     def wait_for_job(self, job: Job | str, timeout: float | None = None) -> bool:
         """Block until the job is final; False on timeout."""

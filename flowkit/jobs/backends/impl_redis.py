@@ -6,11 +6,12 @@ namespace: board ``a`` never owns ``flowkit:jobs:a:b:...``)::
 
     job:<uuid>       hash: name, details, book_uuid, book_name, priority, created_at,
                      idempotency_key, resources, state, owner, token, expires_at, cancel,
-                     attempts, last_error, failed_by, due_at
+                     attempts, last_error, failed_by, due_at, parked, park_reason, woken, outcome
     open             sorted set of jobs not yet final (score: priority rank, then post order)
-    ready            sorted set of the open jobs not under a claim (same score as ``open``)
+    ready            sorted set of the open jobs not under a claim and due (same score as ``open``)
     leases           sorted set of claimed jobs (score: when the lease expires)
-    delayed          sorted set of unclaimed jobs not due yet after a failed attempt (score: due time)
+    delayed          sorted set of unclaimed jobs with a due time: delayed posts, failed attempts
+                     with a backoff, parked jobs (score: due time)
     seq              post counter (the order within a priority)
     idem             hash: idempotency key -> job uuid
     lock:<resource>  hash: holder (job uuid), token, expires
@@ -19,15 +20,21 @@ namespace: board ``a`` never owns ``flowkit:jobs:a:b:...``)::
 The scripts read the resource lock keys named inside the job, so the board
 needs a single Redis server (not Redis Cluster).
 
+A job parked until woken is in neither ``ready`` nor ``delayed`` (only in
+``open``): nothing but :meth:`RedisJobBoard.wake` makes it claimable.
+``next_due`` is one ``ZRANGEBYSCORE`` of ``delayed``.
+
 ``claim_next`` is one script: it first moves the jobs whose lease ran out
-from ``leases`` back to ``ready``, then claims the first job of ``ready``
-whose resources are free.  A conductor therefore gets a job in one round
+from ``leases``, and those come due in ``delayed``, back to ``ready``, then
+claims the first job of ``ready`` whose resources are free.  A conductor therefore gets a job in one round
 trip whatever the number of jobs on the board, and conductors racing for
 jobs never collide (the script runs atomically).
 
 ``wait()`` subscribes to ``events`` and sleeps on the subscription (waking at
-the next lease expiry, when one is due sooner, since nothing is published
-when a lease lapses).  Fencing is the default of
+the next lease expiry or due time, on the board's clock, when one comes
+sooner, since nothing is published when a lease lapses or a job comes due).
+A jump of the board's clock (a virtual clock in tests) is published on
+``events`` too, so waiters look again.  Fencing is the default of
 :meth:`~flowkit.jobs.base.JobBoard.fenced_backend`: the claim is checked
 just before each logbook flush, because the logbook lives elsewhere; a lease
 lost during that one flush is noticed at the next.
@@ -38,12 +45,14 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import logging
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from flowkit import exceptions as exc
+from flowkit.clock import Clock
 from flowkit.jobs.base import (
     DEFAULT_LEASE_TTL,
     DEFAULT_MAX_DETAILS_BYTES,
@@ -54,12 +63,15 @@ from flowkit.jobs.base import (
     JobBoard,
     JobPriority,
     JobState,
+    JobStatus,
     Posting,
     _clip_error,
 )
 from flowkit.persistence.base import Backend
 
 __all__ = ["RedisJobBoard", "KEY_PREFIX"]
+
+LOG = logging.getLogger(__name__)
 
 #: Every key of a board named N starts with ``KEY_PREFIX + N + ":"`` (``%`` and ``:`` of N percent-encoded).
 KEY_PREFIX = "flowkit:jobs:"
@@ -80,7 +92,8 @@ def _literal_pattern(text: str) -> str:
 
 _PRIORITIES = list(JobPriority)
 
-# KEYS: job, open, seq, idem, ready.  ARGV: idempotency key or "", rank, uuid, channel, field, value, ...
+# KEYS: job, open, seq, idem, ready, delayed.
+# ARGV: idempotency key or "", rank, uuid, channel, due time or "", field, value, ...
 _POST = """
 local idem = ARGV[1]
 if idem ~= '' then
@@ -88,19 +101,24 @@ if idem ~= '' then
   if existing then return existing end
 end
 local seq = redis.call('INCR', KEYS[3])
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', KEYS[1], 'seq', seq, 'token', 0, 'state', 'UNCLAIMED')
 local score = tonumber(ARGV[2]) * 1e12 + seq
 redis.call('ZADD', KEYS[2], score, ARGV[3])
-redis.call('ZADD', KEYS[5], score, ARGV[3])
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[1], 'due_at', ARGV[5])
+  redis.call('ZADD', KEYS[6], tonumber(ARGV[5]), ARGV[3])
+else
+  redis.call('ZADD', KEYS[5], score, ARGV[3])
+end
 if idem ~= '' then redis.call('HSET', KEYS[4], idem, ARGV[3]) end
 redis.call('PUBLISH', ARGV[4], 'post')
 return ARGV[3]
 """
 
-# try_claim(job key, uuid, who, now, expires, lock prefix, ready, leases): one job, atomically.
+# try_claim(job key, uuid, who, now, expires, lock prefix, ready, leases, delayed): one job, atomically.
 _TRY_CLAIM = """
-local function try_claim(j, uuid, who, now, expires, lockp, ready, leases)
+local function try_claim(j, uuid, who, now, expires, lockp, ready, leases, delayed)
   if redis.call('EXISTS', j) == 0 then return {'notfound'} end
   local st = redis.call('HGET', j, 'state')
   if st == 'CLAIMED' and tonumber(redis.call('HGET', j, 'expires_at')) > now then
@@ -109,6 +127,7 @@ local function try_claim(j, uuid, who, now, expires, lockp, ready, leases)
   if st ~= 'UNCLAIMED' and st ~= 'CLAIMED' then return {'final', st} end
   local due = redis.call('HGET', j, 'due_at')
   if st == 'UNCLAIMED' and due and tonumber(due) > now then return {'notdue', due} end
+  if st == 'UNCLAIMED' and not due and redis.call('HEXISTS', j, 'parked') == 1 then return {'parked'} end
   local res = cjson.decode(redis.call('HGET', j, 'resources'))
   local busy = {}
   for _, key in ipairs(res) do
@@ -121,7 +140,9 @@ local function try_claim(j, uuid, who, now, expires, lockp, ready, leases)
   if #busy > 0 then return {'busy', table.concat(busy, ', ')} end
   local token = redis.call('HINCRBY', j, 'token', 1)
   redis.call('HSET', j, 'state', 'CLAIMED', 'owner', who, 'expires_at', expires)
+  redis.call('HDEL', j, 'parked', 'park_reason', 'woken')
   redis.call('ZREM', ready, uuid)
+  redis.call('ZREM', delayed, uuid)
   redis.call('ZADD', leases, tonumber(expires), uuid)
   for _, key in ipairs(res) do
     redis.call('HSET', lockp .. key, 'holder', uuid, 'token', token, 'expires', expires)
@@ -130,13 +151,10 @@ local function try_claim(j, uuid, who, now, expires, lockp, ready, leases)
 end
 """
 
-# KEYS: job, ready, leases.  ARGV: who, now, expires, lock prefix, uuid
-_CLAIM = (
-    _TRY_CLAIM
-    + """
-return try_claim(KEYS[1], ARGV[5], ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], KEYS[2], KEYS[3])
+# KEYS: job, ready, leases, delayed.  ARGV: who, now, expires, lock prefix, uuid
+_CLAIM = _TRY_CLAIM + """
+return try_claim(KEYS[1], ARGV[5], ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], KEYS[2], KEYS[3], KEYS[4])
 """
-)
 
 # KEYS: ready, leases, open, delayed.  ARGV: who, now, expires, lock prefix, job key prefix
 # Returns {} when nothing is claimable, else {uuid, token, field, value, ...} (the job's hash).
@@ -157,7 +175,7 @@ while true do
   if #batch == 0 then return {} end
   for _, uuid in ipairs(batch) do
     local j = ARGV[5] .. uuid
-    local out = try_claim(j, uuid, ARGV[1], now, ARGV[3], ARGV[4], KEYS[1], KEYS[2])
+    local out = try_claim(j, uuid, ARGV[1], now, ARGV[3], ARGV[4], KEYS[1], KEYS[2], KEYS[4])
     if out[1] == 'ok' then
       local reply = {uuid, out[2]}
       for _, v in ipairs(redis.call('HGETALL', j)) do table.insert(reply, v) end
@@ -190,7 +208,8 @@ return {'ok'}
 """
 
 # KEYS: job, open, ready, leases, delayed.
-# ARGV: who, token or "", action, lock prefix, uuid, channel, error or "", due time (fail)
+# ARGV: who, token or "", action, lock prefix, uuid, channel, error or "", due time (fail, park) or "",
+#       outcome (consume) or reason (park) or "", now
 _FINISH = """
 local j = KEYS[1]
 local st = redis.call('HGET', j, 'state')
@@ -202,7 +221,9 @@ end
 local new
 if ARGV[3] == 'consume' then
   if redis.call('HEXISTS', j, 'cancel') == 1 then new = 'CANCELLED' else new = 'COMPLETE' end
-elseif ARGV[3] == 'abandon' or ARGV[3] == 'fail' then new = 'UNCLAIMED' else new = 'TRASHED' end
+elseif ARGV[3] == 'abandon' or ARGV[3] == 'fail' or ARGV[3] == 'park' then new = 'UNCLAIMED' else new = 'TRASHED' end
+local due = ARGV[8]
+if ARGV[3] == 'park' and redis.call('HEXISTS', j, 'woken') == 1 then due = ARGV[10] end
 if ARGV[7] ~= '' then
   redis.call('HINCRBY', j, 'attempts', 1)
   redis.call('HSET', j, 'last_error', ARGV[7])
@@ -215,12 +236,20 @@ if ARGV[7] ~= '' then
   redis.call('HSET', j, 'failed_by', cjson.encode(failed))
 end
 redis.call('HSET', j, 'state', new)
-redis.call('HDEL', j, 'owner', 'expires_at', 'due_at')
+redis.call('HDEL', j, 'owner', 'expires_at', 'due_at', 'parked', 'park_reason', 'woken')
 redis.call('ZREM', KEYS[4], ARGV[5])
 redis.call('ZREM', KEYS[5], ARGV[5])
-if ARGV[3] == 'fail' then
-  redis.call('HSET', j, 'due_at', ARGV[8])
-  redis.call('ZADD', KEYS[5], tonumber(ARGV[8]), ARGV[5])
+if ARGV[3] == 'consume' and ARGV[9] ~= '' then redis.call('HSET', j, 'outcome', ARGV[9]) end
+if ARGV[3] == 'park' then
+  redis.call('HSET', j, 'parked', '1')
+  if ARGV[9] ~= '' then redis.call('HSET', j, 'park_reason', ARGV[9]) end
+  redis.call('ZREM', KEYS[3], ARGV[5])
+end
+if (ARGV[3] == 'fail' or ARGV[3] == 'park') and due ~= '' then
+  redis.call('HSET', j, 'due_at', due)
+  redis.call('ZADD', KEYS[5], tonumber(due), ARGV[5])
+elseif ARGV[3] == 'park' then
+  -- parked until woken: in no set a claimer looks at
 elseif new == 'UNCLAIMED' then
   redis.call('ZADD', KEYS[3], redis.call('ZSCORE', KEYS[2], ARGV[5]), ARGV[5])
 else
@@ -243,7 +272,7 @@ local st = redis.call('HGET', j, 'state')
 if not st then return {'notfound'} end
 if st ~= 'TRASHED' then return {'nottrashed', st} end
 redis.call('HSET', j, 'state', 'UNCLAIMED', 'attempts', 0)
-redis.call('HDEL', j, 'owner', 'expires_at', 'failed_by', 'due_at', 'cancel')
+redis.call('HDEL', j, 'owner', 'expires_at', 'failed_by', 'due_at', 'cancel', 'parked', 'park_reason', 'woken')
 local score = tonumber(redis.call('HGET', j, 'priority')) * 1e12 + tonumber(redis.call('HGET', j, 'seq'))
 redis.call('ZADD', KEYS[2], score, ARGV[1])
 redis.call('ZADD', KEYS[3], score, ARGV[1])
@@ -261,7 +290,7 @@ local live = st
 if st == 'CLAIMED' and tonumber(redis.call('HGET', j, 'expires_at')) <= tonumber(ARGV[1]) then live = 'UNCLAIMED' end
 if live == 'UNCLAIMED' then
   redis.call('HSET', j, 'state', 'CANCELLED')
-  redis.call('HDEL', j, 'owner', 'expires_at', 'cancel')
+  redis.call('HDEL', j, 'owner', 'expires_at', 'cancel', 'parked', 'park_reason', 'woken')
   redis.call('ZREM', KEYS[2], ARGV[4])
   redis.call('ZREM', KEYS[3], ARGV[4])
   redis.call('ZREM', KEYS[4], ARGV[4])
@@ -277,6 +306,26 @@ if live == 'CLAIMED' then redis.call('HSET', j, 'cancel', ARGV[2]) end
 return live
 """
 
+# KEYS: job, open, ready, delayed.  ARGV: now, uuid, channel
+_WAKE = """
+local j = KEYS[1]
+local st = redis.call('HGET', j, 'state')
+if not st then return 'notfound' end
+if st == 'CLAIMED' then
+  redis.call('HSET', j, 'woken', '1')
+  return 'claimed'
+end
+if st ~= 'UNCLAIMED' or redis.call('HEXISTS', j, 'parked') == 0 then return 'notparked' end
+local due = redis.call('HGET', j, 'due_at')
+if not due or tonumber(due) > tonumber(ARGV[1]) then
+  redis.call('HSET', j, 'due_at', ARGV[1])
+  redis.call('ZREM', KEYS[4], ARGV[2])
+  redis.call('ZADD', KEYS[3], redis.call('ZSCORE', KEYS[2], ARGV[2]), ARGV[2])
+  redis.call('PUBLISH', ARGV[3], 'wake')
+end
+return 'woken'
+"""
+
 
 class RedisJobBoard(JobBoard):
     """Jobs in Redis; see the module docs.  ``url`` is a ``redis://`` URL."""
@@ -288,7 +337,7 @@ class RedisJobBoard(JobBoard):
         *,
         persistence: Backend | None = None,
         lease_ttl: float = DEFAULT_LEASE_TTL,
-        clock: Callable[[], float] = time.time,
+        clock: Clock | Callable[[], float] | None = None,
         max_details_bytes: int = DEFAULT_MAX_DETAILS_BYTES,
     ) -> None:
         super().__init__(
@@ -311,6 +360,7 @@ class RedisJobBoard(JobBoard):
         self._finish_script = self.client.register_script(_FINISH)
         self._cancel = self.client.register_script(_CANCEL)
         self._restore = self.client.register_script(_RESTORE)
+        self._wake = self.client.register_script(_WAKE)
 
     def _key(self, uuid: str) -> str:
         return self.prefix + "job:" + uuid
@@ -383,8 +433,22 @@ class RedisJobBoard(JobBoard):
             fields += [key, value]
         posted = self._call(
             lambda: self._post_script(
-                keys=[self._key(uuid), self._open, self.prefix + "seq", self.prefix + "idem", self._ready],
-                args=[idempotency_key or "", prio.rank, uuid, self._channel, *fields],
+                keys=[
+                    self._key(uuid),
+                    self._open,
+                    self.prefix + "seq",
+                    self.prefix + "idem",
+                    self._ready,
+                    self._delayed,
+                ],
+                args=[
+                    idempotency_key or "",
+                    prio.rank,
+                    uuid,
+                    self._channel,
+                    "" if posting.due_at is None else repr(posting.due_at),
+                    *fields,
+                ],
             ),
             "post job %r" % (name,),
         )
@@ -449,7 +513,7 @@ class RedisJobBoard(JobBoard):
         expires = now + seconds
         out = self._call(
             lambda: self._claim(
-                keys=[self._key(uuid), self._ready, self._leases],
+                keys=[self._key(uuid), self._ready, self._leases, self._delayed],
                 args=[who, repr(now), repr(expires), self.prefix + "lock:", uuid],
             ),
             "claim job %s" % (uuid,),
@@ -462,12 +526,10 @@ class RedisJobBoard(JobBoard):
             raise exc.UnclaimableJob("job %s is claimed by %r until %s" % (uuid, out[1], out[2]))
         if out[0] == "busy":
             raise exc.UnclaimableJob("job %s needs resource(s) %s held by another claimed job" % (uuid, out[1]))
-        if out[0] == "notdue":
-            record = self.failures_of(uuid)
-            raise exc.UnclaimableJob(
-                "job %s is not due until %s (%d failed attempt(s), last: %s)"
-                % (uuid, out[1], record.attempts, record.last_error)
-            )
+        if out[0] in ("notdue", "parked"):
+            h = self._hash(uuid)
+            due = float(out[1]) if out[0] == "notdue" else None
+            raise self._not_due(uuid, h["name"], due, now, int(h.get("attempts") or 0), h.get("last_error"))
         raise exc.UnclaimableJob("job %s is %s" % (uuid, out[1]))
 
     def claim_next(self, who: str, *, ttl: float | None = None) -> tuple[Job, Claim] | None:
@@ -536,12 +598,20 @@ class RedisJobBoard(JobBoard):
         return None if not mode else CancelRequest(claim.job_uuid, mode == "revert")
 
     def _finish(
-        self, job: Job | str, who: str, token: int | None, action: str, error: str | None = None, due: float = 0.0
+        self,
+        job: Job | str,
+        who: str,
+        token: int | None,
+        action: str,
+        error: str | None = None,
+        due: float | None = None,
+        note: str | None = None,
     ) -> None:
         uuid = self._uuid_of(job)
         args = [who, "" if token is None else str(token), action, self.prefix + "lock:", uuid, self._channel]
         # An empty error would read as "no failure" in the script.
-        args += ["" if error is None else (_clip_error(error) or "?"), repr(due)]
+        args += ["" if error is None else (_clip_error(error) or "?"), "" if due is None else repr(due)]
+        args += [note or "", repr(self.clock())]
         out = self._call(
             lambda: self._finish_script(
                 keys=[self._key(uuid), self._open, self._ready, self._leases, self._delayed], args=args
@@ -558,9 +628,60 @@ class RedisJobBoard(JobBoard):
                 % (who, action, uuid, h["name"], self._live(h, self.clock()).value, holder)
             )
 
-    def consume(self, job: Job | str, who: str, *, token: int | None = None) -> None:
-        """COMPLETE (CANCELLED if a cancel was requested); owner only."""
-        self._finish(job, who, token, "consume")
+    def consume(self, job: Job | str, who: str, *, token: int | None = None, outcome: str | None = None) -> None:
+        """COMPLETE (CANCELLED if a cancel was requested), ``outcome`` recorded; owner only."""
+        self._finish(job, who, token, "consume", note=self._check_outcome(outcome))
+
+    def park(
+        self,
+        job: Job | str,
+        who: str,
+        *,
+        due: float | None,
+        token: int | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Back to UNCLAIMED until ``due`` (None: until woken), no failure counted; owner only."""
+        when = self._check_due(due)
+        # An empty reason is stored as none.
+        self._finish(job, who, token, "park", due=when, note=None if reason is None else _clip_error(reason))
+
+    def wake(self, job: Job | str) -> bool:
+        """Make a parked job due now in one server-side step (see :meth:`JobBoard.wake`)."""
+        uuid = self._uuid_of(job)
+        out = self._call(
+            lambda: self._wake(
+                keys=[self._key(uuid), self._open, self._ready, self._delayed],
+                args=[repr(self.clock()), uuid, self._channel],
+            ),
+            "wake job %s" % (uuid,),
+        )
+        if out == "notfound":
+            raise exc.NotFound("no job %s on board %r" % (uuid, self.name))
+        return bool(out == "woken")
+
+    def status_of(self, job: Job | str) -> JobStatus:
+        """The job's state, due time, parking and outcome."""
+        h = self._hash(self._uuid_of(job))
+        state = self._live(h, self.clock())
+        waiting = state is JobState.UNCLAIMED
+        due = h.get("due_at")
+        return JobStatus(
+            state,
+            float(due) if due and waiting else None,
+            bool(h.get("parked")) and waiting,
+            h.get("park_reason") or None,
+            h.get("outcome") or None,
+        )
+
+    def next_due(self) -> float | None:
+        """The earliest due time of an unclaimed job not due yet (one ZRANGEBYSCORE); None if none."""
+        now = self.clock()
+        found = self._call(
+            lambda: self.client.zrangebyscore(self._delayed, "(%r" % (now,), "+inf", start=0, num=1, withscores=True),
+            "read the next due job",
+        )
+        return float(found[0][1]) if found else None
 
     def abandon(self, job: Job | str, who: str, *, token: int | None = None) -> None:
         """Back to UNCLAIMED; owner only."""
@@ -640,8 +761,31 @@ class RedisJobBoard(JobBoard):
     # -- waiting ----------------------------------------------------------------------------------------
 
     def _claimable(self) -> tuple[list[Job], float | None]:
+        """The claimable jobs, and the board-clock time something may next become claimable (None: nothing will).
+
+        Reads only the candidates (``ready``, and the members of ``delayed``
+        and ``leases`` whose time has come) and the first future score of
+        each of those two sets: jobs parked or delayed for later cost nothing.
+        """
         now = self.clock()
-        hashes = self._open_hashes()
+
+        def read() -> tuple[list[str], list[Any], list[tuple[str, float]]]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zrange(self._ready, 0, -1)
+            pipe.zrangebyscore(self._delayed, "-inf", repr(now))
+            pipe.zrangebyscore(self._leases, "-inf", repr(now))
+            pipe.zrangebyscore(self._delayed, "(%r" % (now,), "+inf", start=0, num=1, withscores=True)
+            pipe.zrangebyscore(self._leases, "(%r" % (now,), "+inf", start=0, num=1, withscores=True)
+            ready, due, lapsed, next_due, next_expiry = pipe.execute()
+            uuids = list(dict.fromkeys([*ready, *due, *lapsed]))
+            pipe = self.client.pipeline(transaction=False)
+            for uuid in uuids:
+                pipe.hgetall(self._key(uuid))
+            return uuids, pipe.execute(), [*next_due, *next_expiry]
+
+        uuids, found, upcoming = self._call(read, "list claimable jobs")
+        hashes = [(u, h) for u, h in zip(uuids, found) if h]
+        hashes.sort(key=lambda item: (int(item[1]["priority"]), int(item[1].get("seq") or 0)))
         keys = sorted({k for _, h in hashes for k in json.loads(h.get("resources") or "[]")})
         held: set[str] = set()
         if keys:
@@ -655,25 +799,32 @@ class RedisJobBoard(JobBoard):
             self._job(u, h)
             for u, h in hashes
             if self._live(h, now) is JobState.UNCLAIMED
-            and float(h.get("due_at") or 0) <= now
+            and (float(h["due_at"]) <= now if h.get("due_at") else not h.get("parked"))
             and not (held & set(json.loads(h.get("resources") or "[]")))
         ]
-        expiries = [float(h["expires_at"]) - now for _, h in hashes if h["state"] == "CLAIMED"]
-        expiries += [float(h["due_at"]) - now for _, h in hashes if h["state"] == "UNCLAIMED" and h.get("due_at")]
-        future = [e for e in expiries if e > 0]
-        return jobs, (min(future) if future else None)
+        times = [float(score) for _, score in upcoming]
+        return jobs, (min(times) if times else None)
+
+    def _clock_jumped(self) -> None:
+        """Tell this board's waiters to look again (they sleep on the events channel)."""
+        try:
+            self.client.publish(self._channel, "clock")
+        except Exception as error:  # the waiter still looks again within a second
+            LOG.debug("board %r could not publish a clock jump: %s", self.name, error)
 
     def _wait_until(self, ready: Callable[[], tuple[bool, float | None]], timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        unsubscribe = self.clock.on_change(self._clock_jumped)
         try:
             # Subscribe before looking, so nothing published in between is missed.
             self._call(lambda: pubsub.subscribe(self._channel), "subscribe to board events")
             while True:
-                done, next_expiry = ready()
+                done, next_time = ready()
                 if done:
                     return True
-                delay = 1.0 if next_expiry is None else min(1.0, next_expiry)
+                until = self.clock.timeout(next_time)
+                delay = 1.0 if until is None else min(1.0, until)
                 if deadline is not None:
                     left = deadline - time.monotonic()
                     if left <= 0:
@@ -684,6 +835,7 @@ class RedisJobBoard(JobBoard):
                 while message is not None:
                     message = pubsub.get_message(timeout=0)
         finally:
+            unsubscribe()
             pubsub.close()
 
     def wait(self, timeout: float | None = None) -> Iterator[Job]:

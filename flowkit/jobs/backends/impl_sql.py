@@ -6,6 +6,7 @@ Tables (created by migration ``0002`` with the logbook's, same prefix)::
                        created_at, idempotency_key, resources, state, owner, token,
                        expires_at, cancel            UNIQUE (board, idempotency_key)
                        attempts, last_error, failed_by, due_at   (migration 0003)
+                       parked, park_reason, woken, outcome       (migration 0005)
     <prefix>job_locks  (board, resource) PK, holder, holder_token, holder_expires
 
 How each guarantee is kept:
@@ -31,10 +32,19 @@ How each guarantee is kept:
 - ``post(connection=conn)`` writes the job, its resource rows and its
   logbook through the caller's connection, in the caller's transaction.
 
+- Due times: a job is claimable when ``due_at <= now``, or when ``due_at``
+  is NULL and it is not parked (a job parked until woken has a NULL due
+  time).  :meth:`SQLJobBoard.next_due` is one ``MIN(due_at)`` over the
+  (board, state, due_at) index.  A wake sets ``woken`` on a claimed job, and
+  the owner's park reads it in its own conditional UPDATE, so a wake racing
+  a park is never lost.
+
 ``wait()`` and ``Job.wait()`` poll: SQL has no portable notification, so a
-waiter reads the board every ``poll_interval`` seconds (default 0.5; at a
-lease's expiry if that comes sooner).  That bounds the delay between a post
-and a waiting conductor noticing it.
+waiter reads the board every ``poll_interval`` seconds (default 0.5; at the
+next lease expiry or due time if that comes sooner, on the board's clock,
+and at once when that clock jumps).  Each read looks only at claimable rows
+and two indexed minimums, whatever the number of waiting jobs.  That bounds
+the delay between a post and a waiting conductor noticing it.
 """
 
 from __future__ import annotations
@@ -53,6 +63,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from flowkit import exceptions as exc
+from flowkit.clock import Clock
 from flowkit.jobs.base import (
     _CLAIM_WINDOW,
     DEFAULT_LEASE_TTL,
@@ -65,6 +76,7 @@ from flowkit.jobs.base import (
     JobBoard,
     JobPriority,
     JobState,
+    JobStatus,
     Posting,
     _clip_error,
 )
@@ -90,6 +102,9 @@ _RETRY_CODES = {"1213", "1205", "40P01", "40001"}
 _UNCLAIMED = JobState.UNCLAIMED.value
 _CLAIMED = JobState.CLAIMED.value
 _TRASHED = JobState.TRASHED.value
+
+# What every give-back (abandon, fail, trash, restore, cancel) and claim resets: the job is not parked.
+_UNPARKED: dict[str, Any] = {"parked": 0, "park_reason": None, "woken": 0}
 
 
 def _rows_of(stmt: Any, conn: sa.Connection) -> list[Any]:
@@ -125,7 +140,7 @@ class SQLJobBoard(JobBoard):
         *,
         persistence: Backend | None = None,
         lease_ttl: float = DEFAULT_LEASE_TTL,
-        clock: Callable[[], float] = time.time,
+        clock: Clock | Callable[[], float] | None = None,
         max_details_bytes: int = DEFAULT_MAX_DETAILS_BYTES,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         table_prefix: str | None = None,
@@ -160,6 +175,8 @@ class SQLJobBoard(JobBoard):
         self.tables = make_job_tables(self.db.table_prefix)
         self._ready = False
         self._closed = threading.Event()
+        self._waiters: set[threading.Event] = set()
+        self._waiters_lock = threading.Lock()
         self._guard_sql: tuple[str, tuple[str, ...] | None] | None = None
 
     @property
@@ -177,6 +194,9 @@ class SQLJobBoard(JobBoard):
     def close(self) -> None:
         """Stop waiters; close the database if the board opened it."""
         self._closed.set()
+        with self._waiters_lock:
+            for waiter in self._waiters:
+                waiter.set()
         if self._owns_db:
             self.db.close()
 
@@ -300,7 +320,11 @@ class SQLJobBoard(JobBoard):
             "attempts": 0,
             "last_error": None,
             "failed_by": None,
-            "due_at": None,
+            "due_at": posting.due_at,
+            "parked": 0,
+            "park_reason": None,
+            "woken": 0,
+            "outcome": None,
         }
         self.connect()
         if book is not None and not self.shares_logbook:
@@ -366,7 +390,32 @@ class SQLJobBoard(JobBoard):
 
     def _due(self, now: float) -> Any:
         t = self.tables.jobs
-        return sa.or_(t.c.due_at.is_(None), t.c.due_at <= now)
+        return sa.or_(t.c.due_at <= now, sa.and_(t.c.due_at.is_(None), t.c.parked == 0))
+
+    def status_of(self, job: Job | str) -> JobStatus:
+        """The job's state, due time, parking and outcome."""
+        uuid = self._uuid_of(job)
+        row = self._read(lambda conn: self._row(conn, uuid), "job %s" % (uuid,))
+        state = self._live(row, self.clock())
+        waiting = state is JobState.UNCLAIMED
+        return JobStatus(
+            state,
+            row["due_at"] if waiting else None,
+            bool(row["parked"]) and waiting,
+            row["park_reason"],
+            row["outcome"],
+        )
+
+    def next_due(self) -> float | None:
+        """The earliest due time of an unclaimed job not due yet (one indexed MIN); None if none."""
+        return self._read(lambda conn: self._next_due(conn, self.clock()), "the next due job of board %r" % self.name)
+
+    def _next_due(self, conn: sa.Connection, now: float) -> float | None:
+        t = self.tables.jobs
+        found = conn.execute(
+            sa.select(sa.func.min(t.c.due_at)).where(t.c.board == self.name, t.c.state == _UNCLAIMED, t.c.due_at > now)
+        ).scalar()
+        return None if found is None else float(found)
 
     def state_of(self, job: Job | str) -> JobState:
         """The job's state now."""
@@ -398,7 +447,7 @@ class SQLJobBoard(JobBoard):
                     sa.or_(t.c.state == _UNCLAIMED, sa.and_(t.c.state == _CLAIMED, t.c.expires_at <= now)),
                     self._due(now),
                 )
-                .values(state=_CLAIMED, owner=who, token=t.c.token + 1, expires_at=expires)
+                .values(state=_CLAIMED, owner=who, token=t.c.token + 1, expires_at=expires, **_UNPARKED)
             )
             row = self._row(conn, uuid)
             if done.rowcount != 1:
@@ -408,9 +457,8 @@ class SQLJobBoard(JobBoard):
                         "job %s (%r) is claimed by %r until %.3f" % (uuid, row["name"], row["owner"], row["expires_at"])
                     )
                 if state is JobState.UNCLAIMED:
-                    raise exc.UnclaimableJob(
-                        "job %s (%r) is not due until %.3f (%d failed attempt(s), last: %s)"
-                        % (uuid, row["name"], row["due_at"], row["attempts"], row["last_error"])
+                    raise self._not_due(
+                        uuid, row["name"], row["due_at"], now, int(row["attempts"] or 0), row["last_error"]
                     )
                 raise exc.UnclaimableJob("job %s (%r) is %s" % (uuid, row["name"], state.value))
             token = int(row["token"])
@@ -561,27 +609,78 @@ class SQLJobBoard(JobBoard):
             .values(holder=None, holder_token=None, holder_expires=None)
         )
 
-    def consume(self, job: Job | str, who: str, *, token: int | None = None) -> None:
-        """COMPLETE (CANCELLED if a cancel was requested); owner only."""
+    def consume(self, job: Job | str, who: str, *, token: int | None = None, outcome: str | None = None) -> None:
+        """COMPLETE (CANCELLED if a cancel was requested), ``outcome`` recorded; owner only."""
+        ended = self._check_outcome(outcome)
         t = self.tables.jobs
         state = sa.case(
             (t.c.cancel.is_not(None), JobState.CANCELLED.value),
             else_=JobState.COMPLETE.value,
         )
-        self._finish(job, who, token, "consume", {"state": state, "cancel": None})
+        self._finish(job, who, token, "consume", {"state": state, "cancel": None, "outcome": ended})
+
+    def park(
+        self,
+        job: Job | str,
+        who: str,
+        *,
+        due: float | None,
+        token: int | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Back to UNCLAIMED until ``due`` (None: until woken), no failure counted; owner only."""
+        when = self._check_due(due)
+        t = self.tables.jobs
+        # Read in the same UPDATE as the ownership check: a wake committed before it makes the job due now.
+        due_at = sa.case((t.c.woken != 0, self.clock()), else_=sa.literal(when, sa.Double))
+        values = {
+            "state": _UNCLAIMED,
+            "due_at": due_at,
+            "parked": 1,
+            "park_reason": None if reason is None else _clip_error(reason),
+            "woken": 0,
+        }
+        self._finish(job, who, token, "park", values)
+
+    def wake(self, job: Job | str) -> bool:
+        """Make a parked job due now (see :meth:`JobBoard.wake`)."""
+        uuid = self._uuid_of(job)
+        t = self.tables.jobs
+
+        def wake(conn: sa.Connection) -> bool:
+            now = self.clock()
+            woken = conn.execute(
+                sa.update(t)
+                .where(
+                    self._where(uuid),
+                    t.c.state == _UNCLAIMED,
+                    t.c.parked != 0,
+                    sa.or_(t.c.due_at.is_(None), t.c.due_at > now),
+                )
+                .values(due_at=now)
+            )
+            if woken.rowcount == 1:
+                return True
+            # Claimed: keep the wake for the owner's park.
+            conn.execute(sa.update(t).where(self._where(uuid), t.c.state == _CLAIMED).values(woken=1))
+            row = self._row(conn, uuid)
+            return row["state"] == _UNCLAIMED and bool(row["parked"])
+
+        return self._write(wake, "wake job %s" % (uuid,))
 
     def abandon(self, job: Job | str, who: str, *, token: int | None = None) -> None:
         """Back to UNCLAIMED; owner only."""
-        self._finish(job, who, token, "abandon", {"state": _UNCLAIMED, "due_at": None})
+        self._finish(job, who, token, "abandon", {"state": _UNCLAIMED, "due_at": None, **_UNPARKED})
 
     def fail(self, job: Job | str, who: str, error: str, *, token: int | None = None, delay: float = 0.0) -> None:
         """Back to UNCLAIMED after ``delay``, the failure recorded; owner only."""
         due = self.clock() + self._check_delay(delay)
-        self._finish(job, who, token, "fail", {"state": _UNCLAIMED, "due_at": due}, failure=error)
+        self._finish(job, who, token, "fail", {"state": _UNCLAIMED, "due_at": due, **_UNPARKED}, failure=error)
 
     def trash(self, job: Job | str, who: str, *, token: int | None = None, error: str | None = None) -> None:
         """TRASHED (the failure recorded, with ``error``); owner only."""
-        self._finish(job, who, token, "trash", {"state": _TRASHED, "cancel": None, "due_at": None}, failure=error)
+        values = {"state": _TRASHED, "cancel": None, "due_at": None, **_UNPARKED}
+        self._finish(job, who, token, "trash", values, failure=error)
 
     def restore(self, job: Job | str) -> JobState:
         """TRASHED -> UNCLAIMED with a fresh count (see :meth:`JobBoard.restore`)."""
@@ -592,7 +691,9 @@ class SQLJobBoard(JobBoard):
             done = conn.execute(
                 sa.update(t)
                 .where(self._where(uuid), t.c.state == _TRASHED)
-                .values(state=_UNCLAIMED, attempts=0, failed_by=None, due_at=None, owner=None, expires_at=None)
+                .values(
+                    state=_UNCLAIMED, attempts=0, failed_by=None, due_at=None, owner=None, expires_at=None, **_UNPARKED
+                )
             )
             if done.rowcount != 1:
                 row = self._row(conn, uuid)
@@ -616,7 +717,7 @@ class SQLJobBoard(JobBoard):
                     self._where(uuid),
                     sa.or_(t.c.state == _UNCLAIMED, sa.and_(t.c.state == _CLAIMED, t.c.expires_at <= now)),
                 )
-                .values(state=JobState.CANCELLED.value, owner=None, expires_at=None, cancel=None)
+                .values(state=JobState.CANCELLED.value, owner=None, expires_at=None, cancel=None, **_UNPARKED)
             )
             if ended.rowcount == 1:
                 self._release(conn, uuid)
@@ -643,11 +744,17 @@ class SQLJobBoard(JobBoard):
     # -- waiting ----------------------------------------------------------------------------------
 
     def _claimable(self) -> tuple[list[Job], float | None]:
-        locks = self.tables.locks
+        """The claimable jobs, and the board-clock time something may next become claimable (None: nothing is due)."""
+        t, locks = self.tables.jobs, self.tables.locks
 
         def read(conn: sa.Connection) -> tuple[list[Any], set[str], list[float]]:
-            rows = self._open_rows(conn)
             now = self.clock()
+            claimable = sa.or_(t.c.state == _UNCLAIMED, sa.and_(t.c.state == _CLAIMED, t.c.expires_at <= now))
+            rows = list(
+                conn.execute(
+                    sa.select(t).where(t.c.board == self.name, claimable, self._due(now)).order_by(t.c.priority, t.c.id)
+                ).mappings()
+            )
             held = {
                 r[0]
                 for r in conn.execute(
@@ -656,36 +763,47 @@ class SQLJobBoard(JobBoard):
                     )
                 )
             }
-            return rows, held, [r["expires_at"] for r in rows if r["state"] == _CLAIMED]
+            expiry = conn.execute(
+                sa.select(sa.func.min(t.c.expires_at)).where(
+                    t.c.board == self.name, t.c.state == _CLAIMED, t.c.expires_at > now
+                )
+            ).scalar()
+            times = [float(when) for when in (expiry, self._next_due(conn, now)) if when is not None]
+            return rows, held, times
 
-        rows, held, expiries = self._read(read, "the jobs of board %r" % (self.name,))
-        now = self.clock()
-        jobs = [
-            self._job(r)
-            for r in rows
-            if self._live(r, now) is JobState.UNCLAIMED
-            and (r["due_at"] is None or r["due_at"] <= now)
-            and not (held & set(json.loads(r["resources"] or "[]")))
-        ]
-        expiries += [r["due_at"] for r in rows if r["state"] == _UNCLAIMED and r["due_at"] is not None]
-        future = [e - now for e in expiries if e > now]
-        return jobs, (min(future) if future else None)
+        rows, held, times = self._read(read, "the jobs of board %r" % (self.name,))
+        jobs = [self._job(r) for r in rows if not (held & set(json.loads(r["resources"] or "[]")))]
+        return jobs, (min(times) if times else None)
 
     def wait(self, timeout: float | None = None) -> Iterator[Job]:
         """Poll until some job is claimable and return those jobs; NotFound on timeout (see module docs)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            jobs, next_expiry = self._claimable()
-            if jobs:
-                return iter(jobs)
-            delay = self.poll_interval if next_expiry is None else min(self.poll_interval, next_expiry)
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise exc.NotFound("no claimable job on board %r within %ss" % (self.name, timeout))
-                delay = min(delay, left)
-            if self._closed.wait(delay):
-                raise exc.NotFound("board %r was closed while waiting for jobs" % (self.name,))
+        jumped = threading.Event()  # set by a jump of the clock, or by close()
+        with self._waiters_lock:
+            self._waiters.add(jumped)
+        unsubscribe = self.clock.on_change(jumped.set)
+        try:
+            while True:
+                jumped.clear()
+                jobs, next_time = self._claimable()
+                if jobs:
+                    return iter(jobs)
+                delay = self.poll_interval
+                until = self.clock.timeout(next_time)
+                if until is not None:
+                    delay = min(delay, until)
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise exc.NotFound("no claimable job on board %r within %ss" % (self.name, timeout))
+                    delay = min(delay, left)
+                jumped.wait(delay)
+                if self._closed.is_set():
+                    raise exc.NotFound("board %r was closed while waiting for jobs" % (self.name,))
+        finally:
+            unsubscribe()
+            with self._waiters_lock:
+                self._waiters.discard(jumped)
 
     def wait_for_job(self, job: Job | str, timeout: float | None = None) -> bool:
         """Poll until the job is final; False on timeout."""

@@ -10,13 +10,16 @@ from __future__ import annotations
 import datetime
 import json
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
 from flowkit import exceptions as exc
+from flowkit.persistence import codec
 from flowkit.persistence._integrity import mark_unreadable
+from flowkit.persistence._signals import resend
 from flowkit.persistence._sql import schema
 from flowkit.persistence._sql.locks import SessionFlowLock
 from flowkit.persistence._sql.store import SQLStore
@@ -226,6 +229,57 @@ class SQLAlchemyConnection(Connection):
             self.flush()
         return book
 
+    def create_logbook(self, book: LogBook) -> bool:
+        """Insert ``book`` with its flow and atom details in one transaction, unless its uuids are taken.
+
+        Plain inserts, not the upserts of :meth:`save_logbook`: of two
+        transactions inserting the same uuid, the database lets one commit and
+        fails the other on the primary key (SQLite takes its write lock first,
+        so the second one finds the row), which is then answered with False.
+        """
+        self.flush()
+        self._backend.ensure_schema()
+        t = self._backend.tables
+        book.updated_at = _utcnow()
+        try:
+            books, flows, atoms = schema.logbook_rows(book)
+        except (TypeError, ValueError, RecursionError) as error:
+            raise exc.StorageFailure("could not encode %s as JSON: %s" % (_name_record(book), error)) from error
+        if self._backend.dialect in ("mysql", "mariadb"):
+            self._backend._check_row_sizes(books, flows, atoms)
+        flow_uuids = [fd.uuid for fd in book]
+
+        def taken(conn: sa.Connection) -> bool:
+            if conn.execute(sa.select(t.logbooks.c.uuid).where(t.logbooks.c.uuid == book.uuid)).first() is not None:
+                return True
+            if not flow_uuids:
+                return False
+            return conn.execute(sa.select(t.flows.c.uuid).where(t.flows.c.uuid.in_(flow_uuids))).first() is not None
+
+        def insert(conn: sa.Connection) -> bool:
+            if taken(conn):
+                return False
+            for table, rows in ((t.logbooks, books), (t.flows, flows), (t.atoms, atoms)):
+                if rows:
+                    conn.execute(sa.insert(table), rows)
+            return True
+
+        what = "create %s" % (_name_record(book),)
+        try:
+            created = self._backend.write_now(insert, what)
+        except exc.StorageFailure as failure:
+            # Another transaction inserted the same uuid between our check and
+            # our insert, and committed first.
+            if isinstance(failure.__cause__, sa.exc.IntegrityError) and self._backend.read(taken, what):
+                return False
+            raise
+        if created:
+            for index, fd in enumerate(book):
+                self._backend._flow_parent[fd.uuid] = (book.uuid, index)
+                for position, ad in enumerate(fd):
+                    self._backend._atom_parent[ad.uuid] = (fd.uuid, position)
+        return created
+
     def _check_saved(self, flow_detail: FlowDetail) -> None:
         """NotFound unless ``flow_detail`` is buffered here or stored; hold the guard."""
         uuid = flow_detail.uuid
@@ -320,6 +374,7 @@ class SQLAlchemyConnection(Connection):
             # Children first, explicitly: SQLite enforces ON DELETE CASCADE only
             # with its foreign_keys pragma, which an engine passed in may lack.
             if flows:
+                conn.execute(sa.delete(t.signals).where(t.signals.c.flow_uuid.in_(flows)))
                 conn.execute(sa.delete(t.atoms).where(t.atoms.c.parent_uuid.in_(flows)))
                 conn.execute(sa.delete(t.flows).where(t.flows.c.parent_uuid == book_uuid))
             conn.execute(sa.delete(t.logbooks).where(t.logbooks.c.uuid == book_uuid))
@@ -335,12 +390,120 @@ class SQLAlchemyConnection(Connection):
         t = self._backend.tables
 
         def delete(conn: sa.Connection) -> None:
+            conn.execute(sa.delete(t.signals))
             conn.execute(sa.delete(t.atoms))
             conn.execute(sa.delete(t.flows))
             conn.execute(sa.delete(t.logbooks))
 
         self._backend.write_now(delete, "delete every logbook")
         self._backend.forget(None)
+
+    # -- signals -----------------------------------------------------------------------
+    #
+    # Written at once, each in its own transaction on the store's writer, never
+    # through this connection's buffer: a signal comes from outside the run,
+    # so it neither waits for the engine's next flush nor makes its writes
+    # durable early.  The transactions that store signals hold one
+    # database-wide lock (SQLite: its write lock), so they commit in the order
+    # of their ids and a poller of signals_after() never sees a larger id
+    # before a smaller one.
+
+    def send_signal(
+        self,
+        flow_uuid: str,
+        name: str,
+        value: Any,
+        idempotency_key: str | None = None,
+        sent_at: float | None = None,
+    ) -> bool:
+        """Store signal ``name`` of flow detail ``flow_uuid`` in a transaction of its own (see the base class)."""
+        backend = self._backend
+        what = "signal %r of flow detail %s" % (name, flow_uuid)
+        try:
+            text = None if value is None else codec.encode(value)
+        except (TypeError, ValueError, RecursionError) as error:
+            raise ValueError("the value of %s is not JSON data: %s" % (what, error)) from error
+        row = {
+            "flow_uuid": flow_uuid,
+            "name": name,
+            "value": text,
+            "idempotency_key": idempotency_key,
+            "sent_at": time.time() if sent_at is None else float(sent_at),
+        }
+        backend.ensure_schema()
+        if backend.dialect in ("mysql", "mariadb"):
+            backend._check_row_sizes([row])
+        t = backend.tables
+        stored_sql = sa.select(t.signals.c.idempotency_key, t.signals.c.sent_at).where(
+            t.signals.c.flow_uuid == flow_uuid, t.signals.c.name == name
+        )
+
+        def insert(conn: sa.Connection) -> tuple[Any, ...] | bool:
+            stored = conn.execute(stored_sql).first()
+            if stored is not None:
+                return tuple(stored)
+            if conn.execute(sa.select(t.flows.c.uuid).where(t.flows.c.uuid == flow_uuid)).first() is None:
+                raise exc.NotFound(
+                    "no flow detail with uuid %r in %s to send signal %r to" % (flow_uuid, backend.describe_url(), name)
+                )
+            try:
+                with conn.begin_nested():
+                    conn.execute(sa.insert(t.signals).values(**row))
+            except sa.exc.IntegrityError:
+                # Another sender stored it first (the unique constraint) or the
+                # flow detail went (the foreign key): read which, once that
+                # transaction is over and its rows are visible.
+                return False
+            return True
+
+        outcome = backend.write_now(insert, "store %s" % (what,), serialize="flowkit-signals:" + backend.table_prefix)
+        if outcome is True:
+            return True
+        if outcome is False:
+            found = backend.read(lambda conn: conn.execute(stored_sql).first(), what)
+            if found is None:
+                raise exc.NotFound(
+                    "no flow detail with uuid %r in %s to send signal %r to (it was deleted)"
+                    % (flow_uuid, backend.describe_url(), name)
+                )
+            outcome = tuple(found)
+        stored_key, stored_at = outcome
+        return resend(flow_uuid, name, idempotency_key, stored_key, stored_at)
+
+    def get_signals(self, flow_uuid: str, names: Iterable[str] | None = None) -> dict[str, Any]:
+        """``{name: value}`` of flow detail ``flow_uuid``'s signals (only ``names``, if given), in one query."""
+        backend = self._backend
+        backend.ensure_schema()
+        t = backend.tables
+        query = sa.select(t.signals.c.name, t.signals.c.value).where(t.signals.c.flow_uuid == flow_uuid)
+        if names is not None:
+            wanted = list(names)
+            if not wanted:
+                return {}
+            query = query.where(t.signals.c.name.in_(wanted))
+        rows = backend.read(lambda conn: conn.execute(query).all(), "the signals of flow detail %s" % (flow_uuid,))
+        found: dict[str, Any] = {}
+        for name, text in rows:
+            try:
+                found[name] = None if text is None else json.loads(text)
+            except (TypeError, ValueError, RecursionError) as error:
+                raise exc.CorruptLogbook(
+                    "signal %r: invalid JSON: %s" % (name, error),
+                    table=t.signals.name,
+                    uuid=flow_uuid,
+                    column="value",
+                    flow_detail=flow_uuid,
+                ) from error
+        return found
+
+    def signals_after(self, seq: int, limit: int = 1000) -> list[tuple[int, str, str]]:
+        """``(seq, flow detail uuid, name)`` of the signals numbered above ``seq``, in order, at most ``limit``."""
+        backend = self._backend
+        backend.ensure_schema()
+        s = backend.tables.signals
+        query = sa.select(s.c.id, s.c.flow_uuid, s.c.name).where(s.c.id > seq).order_by(s.c.id).limit(limit)
+        rows = backend.read(lambda conn: conn.execute(query).all(), "the signals after %d" % (seq,))
+        return [(int(row[0]), row[1], row[2]) for row in rows]
 
     # -- reads -------------------------------------------------------------------------
 

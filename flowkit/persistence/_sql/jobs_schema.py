@@ -1,6 +1,6 @@
 """The SQL job board's tables: jobs and resource locks, beside the logbook's.
 
-Migrations ``0002`` and ``0003`` create them with the logbook tables' prefix;
+Migrations ``0002``, ``0003`` and ``0005`` create them with the logbook tables' prefix;
 like :mod:`~flowkit.persistence._sql.schema`, this is the current shape the
 code reads and writes, while the migrations keep their own frozen copies.
 """
@@ -28,7 +28,7 @@ class JobTables:
 
 
 def make_job_tables(prefix: str = DEFAULT_TABLE_PREFIX) -> JobTables:
-    """The job tables as migrations 0002 and 0003 make them, named with ``prefix``."""
+    """The job tables as migrations 0002, 0003 and 0005 make them, named with ``prefix``."""
     check_table_prefix(prefix)
     metadata = sa.MetaData()
     jobs = sa.Table(
@@ -54,8 +54,14 @@ def make_job_tables(prefix: str = DEFAULT_TABLE_PREFIX) -> JobTables:
         sa.Column("last_error", JSON_TEXT),
         sa.Column("failed_by", JSON_TEXT),
         sa.Column("due_at", sa.Double),
+        sa.Column("parked", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("park_reason", JSON_TEXT),
+        sa.Column("woken", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("outcome", sa.String(32)),
         sa.UniqueConstraint("uuid", name=prefix + "jobs_uuid_uq"),
         sa.UniqueConstraint("board", "idempotency_key", name=prefix + "jobs_idem_uq"),
+        sa.Index(prefix + "jobs_board_state_idx", "board", "state"),
+        sa.Index(prefix + "jobs_board_due_idx", "board", "state", "due_at"),
     )
     locks = sa.Table(
         prefix + "job_locks",

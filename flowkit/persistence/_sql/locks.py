@@ -15,7 +15,7 @@ whatever it had not committed.  That fences every write at no extra cost: no
 statement checks the lock, the transaction itself cannot outlive it.
 
 The same database-level primitives (blocking variants) serialize concurrent
-schema upgrades; see :func:`upgrade_lock`.
+schema upgrades and the storing of signals; see :func:`database_lock`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from flowkit.exceptions import FlowDetailLocked, LockLost
 from flowkit.persistence.base import FlowLock
 
-__all__ = ["FileFlowLock", "SessionFlowLock", "lock_key", "mysql_lock_name", "upgrade_lock"]
+__all__ = ["FileFlowLock", "SessionFlowLock", "database_lock", "lock_key", "mysql_lock_name", "upgrade_lock"]
 
 
 def lock_key(name: str) -> int:
@@ -192,12 +192,22 @@ class SessionFlowLock(FlowLock):
 
 @contextlib.contextmanager
 def upgrade_lock(conn: sa.Connection, name: str) -> Iterator[None]:
-    """Hold a database-wide lock around a schema upgrade on ``conn``.
+    """Hold a database-wide lock around a schema upgrade on ``conn`` (see :func:`database_lock`)."""
+    with database_lock(conn, name, 300.0, "another process's schema upgrade"):
+        yield
+
+
+@contextlib.contextmanager
+def database_lock(conn: sa.Connection, name: str, timeout: float, holder: str) -> Iterator[None]:
+    """Hold the database-wide lock ``name`` on ``conn`` around the transactions run inside.
 
     PostgreSQL and MySQL use a blocking session lock (so a second process
-    waits, then finds the schema current); SQLite needs nothing here because
-    the upgrade runs in a ``BEGIN IMMEDIATE`` transaction, which excludes
-    every other writer until it commits.
+    waits, then sees what the first committed); SQLite needs nothing here
+    because flowkit's writes run in ``BEGIN IMMEDIATE`` transactions, which
+    exclude every other writer until they commit.  Enter it outside any
+    transaction.  MySQL gives up after ``timeout`` seconds with TimeoutError
+    naming ``holder`` (what it waited for); PostgreSQL waits as long as the
+    holder's session lives.
     """
     dialect = conn.dialect.name
     if dialect == "postgresql":
@@ -212,10 +222,10 @@ def upgrade_lock(conn: sa.Connection, name: str) -> Iterator[None]:
             conn.commit()
     elif dialect in ("mysql", "mariadb"):
         lock_name = mysql_lock_name(name)
-        got = conn.execute(sa.text("SELECT GET_LOCK(:n, 300)"), {"n": lock_name}).scalar()
+        got = conn.execute(sa.text("SELECT GET_LOCK(:n, :t)"), {"n": lock_name, "t": timeout}).scalar()
         conn.commit()
         if not got:
-            raise TimeoutError("waited 300 s for another process's schema upgrade (lock %s)" % lock_name)
+            raise TimeoutError("waited %g s for %s (lock %s)" % (timeout, holder, lock_name))
         try:
             yield
         finally:

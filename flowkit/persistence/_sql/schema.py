@@ -1,6 +1,6 @@
 """The SQL logbook schema and the conversion between records and rows.
 
-Three tables (names carry a configurable prefix so several logbooks, or a
+Four tables (names carry a configurable prefix so several logbooks, or a
 TaskFlow logbook, can share one database)::
 
     <prefix>logbooks     uuid PK, name, meta, created_at, updated_at
@@ -8,6 +8,9 @@ TaskFlow logbook, can share one database)::
     <prefix>atomdetails  uuid PK, parent_uuid -> flowdetails, position, name, atom_type,
                          state, intention, results, failure, revert_results,
                          revert_failure, meta, version
+    <prefix>signals      id PK (autoincrement: the signal's sequence number),
+                         flow_uuid -> flowdetails, name, value, idempotency_key,
+                         sent_at; UNIQUE (flow_uuid, name)
 
 Values are JSON text (never pickle).  JSON columns use a type that holds
 megabytes on every server: TEXT on SQLite and PostgreSQL, LONGTEXT on MySQL
@@ -17,9 +20,10 @@ Rows are built from :func:`flowkit.persistence.models.to_data` and read back
 with the models' ``*_from_data`` functions, so this module only knows which
 keys are JSON columns, not how each record is shaped.
 
-The migration in ``flowkit/persistence/migrations/versions`` creates the same
-tables; it keeps its own copy of the definitions because a migration must not
-change when this module does.
+The migrations in ``flowkit/persistence/migrations/versions`` create the same
+tables (``0001`` the first three, ``0004`` the signals); each keeps its own
+copy of the definitions because a migration must not change when this module
+does.
 """
 
 from __future__ import annotations
@@ -55,6 +59,9 @@ DEFAULT_TABLE_PREFIX = "flowkit_"
 #: Text that holds megabytes on every supported server.
 JSON_TEXT = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 
+# Autoincrement ids: 64-bit where the server has them; SQLite's INTEGER PRIMARY KEY is 64-bit already.
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 _PREFIX_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,29}$|^$")
 
 # Keys of to_data() output stored as JSON text; every other key is a plain column.
@@ -74,13 +81,14 @@ def check_table_prefix(prefix: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Tables:
-    """The three logbook tables of one prefix, on their own MetaData."""
+    """The logbook tables of one prefix, on their own MetaData."""
 
     metadata: sa.MetaData
     logbooks: sa.Table
     flows: sa.Table
     atoms: sa.Table
     prefix: str
+    signals: sa.Table
 
 
 def make_tables(prefix: str = DEFAULT_TABLE_PREFIX) -> Tables:
@@ -136,7 +144,27 @@ def make_tables(prefix: str = DEFAULT_TABLE_PREFIX) -> Tables:
         sa.Column("version", sa.String(64)),
         sa.Index(prefix + "ad_parent_idx", "parent_uuid"),
     )
-    return Tables(metadata, logbooks, flows, atoms, prefix)
+    signals = sa.Table(
+        prefix + "signals",
+        metadata,
+        sa.Column("id", _ID, primary_key=True, autoincrement=True),
+        sa.Column(
+            "flow_uuid",
+            sa.String(36),
+            sa.ForeignKey(prefix + "flowdetails.uuid", ondelete="CASCADE", name=prefix + "sig_flow_fk"),
+            nullable=False,
+        ),
+        sa.Column("name", sa.String(255), nullable=False),
+        sa.Column("value", JSON_TEXT),
+        sa.Column("idempotency_key", sa.String(255)),
+        sa.Column("sent_at", sa.Double, nullable=False),
+        # Also the index of flow_uuid (its first column): the lookups and the foreign key use it.
+        sa.UniqueConstraint("flow_uuid", "name", name=prefix + "sig_flow_name_uq"),
+        # AUTOINCREMENT: SQLite would otherwise reuse the ids of deleted rows, and a poller of
+        # signals_after() would never see a signal numbered below one it has seen.
+        sqlite_autoincrement=True,
+    )
+    return Tables(metadata, logbooks, flows, atoms, prefix, signals)
 
 
 def _row(data: Mapping[str, Any], json_keys: frozenset[str], skip: Iterable[str] = ()) -> dict[str, Any]:

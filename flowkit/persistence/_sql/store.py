@@ -44,7 +44,7 @@ from sqlalchemy import event
 
 from flowkit import exceptions as exc
 from flowkit.persistence._sql import schema
-from flowkit.persistence._sql.locks import FileFlowLock, SessionFlowLock, upgrade_lock
+from flowkit.persistence._sql.locks import FileFlowLock, SessionFlowLock, database_lock, upgrade_lock
 from flowkit.persistence.base import DEFAULT_MAX_RESULT_BYTES, Backend, FlowLock, check_max_result_bytes
 from flowkit.persistence.models import FlowDetail, LogBook
 
@@ -859,15 +859,26 @@ class SQLStore(Backend):
             if not done.rowcount:
                 conn.execute(sa.insert(table).values(**row))
 
-    def write_now(self, fn: Callable[[sa.Connection], _T], what: str) -> _T:
-        """Run ``fn(conn)`` in its own write transaction (deletes, not the hot path)."""
+    def write_now(self, fn: Callable[[sa.Connection], _T], what: str, *, serialize: str | None = None) -> _T:
+        """Run ``fn(conn)`` in its own write transaction (deletes, signals: not the hot path).
+
+        With ``serialize``, the transaction runs under the database-wide lock
+        of that name (:func:`~flowkit.persistence._sql.locks.database_lock`):
+        such transactions commit one after the other across processes, so
+        rows they insert become visible in the order of their autoincrement
+        ids.
+        """
         self._refuse_write(what)
         with self._write_lock:
             try:
                 conn = self._get_writer()
-                with conn.begin():
-                    return fn(conn)
-            except sa.exc.SQLAlchemyError as error:
+                if serialize is None:
+                    with conn.begin():
+                        return fn(conn)
+                with database_lock(conn, serialize, self._busy_timeout, "another writer"):
+                    with conn.begin():
+                        return fn(conn)
+            except (sa.exc.SQLAlchemyError, TimeoutError) as error:
                 self._drop_writer()
                 raise exc.StorageFailure(
                     "could not %s in %s (nothing was changed): %s" % (what, self.describe_url(), _short(error))

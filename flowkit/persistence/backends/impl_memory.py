@@ -16,12 +16,15 @@ is encoded, and a record is only built again when it is read.
 
 from __future__ import annotations
 
+import bisect
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from flowkit.exceptions import NotFound
 from flowkit.persistence import codec
+from flowkit.persistence._signals import resend
 from flowkit.persistence.base import DEFAULT_MAX_RESULT_BYTES, Backend, Connection, check_max_result_bytes
 from flowkit.persistence.models import AtomDetail, FlowDetail, LogBook
 
@@ -48,6 +51,11 @@ class MemoryBackend(Backend):
         self.flows: dict[str, tuple[str, FlowDetail]] = {}  # fd uuid -> (book uuid, fd)
         self.flow_atoms: dict[str, dict[str, None]] = {}  # fd uuid -> its ad uuids
         self.atoms: dict[str, tuple[str, _Snapshot]] = {}  # ad uuid -> (fd uuid, ad)
+        # fd uuid -> {signal name: (seq, value, idempotency key, sent at)}
+        self.signals: dict[str, dict[str, tuple[int, Any, str | None, float]]] = {}
+        # (seq, fd uuid, name) of every stored signal, in seq order; the last seq handed out.
+        self.signal_log: list[tuple[int, str, str]] = []
+        self.signal_seq = 0
 
     def get_connection(self) -> MemoryConnection:
         return MemoryConnection(self)
@@ -111,6 +119,10 @@ def _atom(snapshot: _Snapshot) -> AtomDetail:
         copy(meta),
         version,
     )
+
+
+def _seq(entry: tuple[int, str, str]) -> int:
+    return entry[0]
 
 
 def _meta(meta: dict[str, Any]) -> dict[str, Any]:
@@ -235,6 +247,14 @@ class MemoryConnection(Connection):
                 self._store_flow(book.uuid, fd)
         return book
 
+    def create_logbook(self, book: LogBook) -> bool:
+        b = self._backend
+        with b.lock:
+            if book.uuid in b.books or any(fd.uuid in b.flows for fd in book):
+                return False
+            self.save_logbook(book)
+        return True
+
     def _book_of(self, flow_detail: FlowDetail) -> str:
         """The uuid of the logbook ``flow_detail`` was saved in; hold the lock."""
         try:
@@ -274,13 +294,55 @@ class MemoryConnection(Connection):
         with b.lock:
             if b.books.pop(book_uuid, None) is None:
                 raise NotFound("no logbook with uuid %r" % (book_uuid,))
+            gone = False
             for fd_uuid in b.book_flows.pop(book_uuid, {}):
                 b.flows.pop(fd_uuid, None)
                 for ad_uuid in b.flow_atoms.pop(fd_uuid, {}):
                     b.atoms.pop(ad_uuid, None)
+                gone = b.signals.pop(fd_uuid, None) is not None or gone
+            if gone:
+                b.signal_log = [entry for entry in b.signal_log if entry[1] in b.signals]
 
     def clear_all(self) -> None:
         b = self._backend
         with b.lock:
-            for table in (b.books, b.book_flows, b.flows, b.flow_atoms, b.atoms):
+            for table in (b.books, b.book_flows, b.flows, b.flow_atoms, b.atoms, b.signals):
                 table.clear()
+            b.signal_log = []
+
+    # -- signals ---------------------------------------------------------------------------
+
+    def send_signal(
+        self,
+        flow_uuid: str,
+        name: str,
+        value: Any,
+        idempotency_key: str | None = None,
+        sent_at: float | None = None,
+    ) -> bool:
+        b = self._backend
+        with b.lock:
+            if flow_uuid not in b.flows:
+                raise NotFound("no flow detail with uuid %r to send signal %r to" % (flow_uuid, name))
+            held = b.signals.setdefault(flow_uuid, {})
+            stored = held.get(name)
+            if stored is not None:
+                return resend(flow_uuid, name, idempotency_key, stored[2], stored[3])
+            b.signal_seq += 1
+            when = time.time() if sent_at is None else float(sent_at)
+            held[name] = (b.signal_seq, codec.copy(value), idempotency_key, when)
+            b.signal_log.append((b.signal_seq, flow_uuid, name))
+        return True
+
+    def get_signals(self, flow_uuid: str, names: Iterable[str] | None = None) -> dict[str, Any]:
+        b = self._backend
+        with b.lock:
+            held = b.signals.get(flow_uuid, {})
+            wanted = held if names is None else [n for n in names if n in held]
+            return {name: codec.copy(held[name][1]) for name in wanted}
+
+    def signals_after(self, seq: int, limit: int = 1000) -> list[tuple[int, str, str]]:
+        b = self._backend
+        with b.lock:
+            start = bisect.bisect_right(b.signal_log, seq, key=_seq)
+            return b.signal_log[start : start + limit]
