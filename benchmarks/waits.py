@@ -142,16 +142,28 @@ class _Database:
         with psycopg.connect(postgres, autocommit=True) as conn:
             conn.execute(statement)  # type: ignore[arg-type]
 
-    def scalar(self, query: str) -> int:
+    def scalar(self, query: str) -> int | None:
+        """The query's one number; None when it cannot be read just now."""
         import sqlalchemy as sa
 
         try:
             with self.engine.connect() as conn:
                 return int(conn.execute(sa.text(query)).scalar() or 0)
-        except sa.exc.OperationalError:
-            return 0  # SQLite: the other side holds the write lock a moment; PostgreSQL: schema not made yet
-        except sa.exc.ProgrammingError:
-            return 0
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError):
+            return None  # SQLite: a writer holds the lock a moment; PostgreSQL: the schema is not made yet
+
+    def analyze(self) -> None:
+        """Refresh the planner's statistics of the library's tables."""
+        import sqlalchemy as sa
+
+        with self.engine.connect() as conn:
+            for table in self.tables():
+                conn.execute(
+                    sa.text(
+                        'ANALYZE "%s"' % table if self.kind == "sqlite" else 'ANALYZE "%s"."%s"' % (self.schema, table)
+                    )
+                )
+            conn.commit()
 
     def tables(self) -> list[str]:
         import sqlalchemy as sa
@@ -192,8 +204,8 @@ class _Database:
                 disk = int(conn.execute(sa.text("SELECT coalesce(sum(pgsize), 0) FROM dbstat")).scalar() or 0)
         return rows, row_bytes, disk
 
-    def parked(self) -> int:
-        """How many flows are parked now."""
+    def parked(self) -> int | None:
+        """How many flows are parked now (None: cannot be read just now)."""
         if self.library == "flowkit":
             return self.scalar("SELECT count(*) FROM flowkit_jobs WHERE parked = 1 AND state = 'UNCLAIMED'")
         table = "operation_outputs" if self.kind == "sqlite" else "dbos.operation_outputs"
@@ -439,15 +451,18 @@ class _Run:
         When parking is slower than the first deadlines, the first flows wake
         before the last are parked, and fewer than ``count`` are ever parked at once.
         """
-        parked = 0
+        most = 0
 
         def done() -> bool:
-            nonlocal parked
+            nonlocal most
             parked = self.db.parked()
+            if parked is None:
+                return False
+            most = max(most, parked)
             return parked >= count or parked + len(_stamps(stamp_dir)) >= count
 
         self.wait_until(done, self.timeout, "%d %s flows to park" % (count, self.library), 0.05)
-        return time.time(), parked
+        return time.time(), most
 
     def wait_stamped(self, stamp_dir: Path, count: int, timeout: float) -> list[tuple[int, float, float]]:
         """Block until ``count`` stamps are written; all of them."""
@@ -508,6 +523,7 @@ def _measure(
     warmup: int,
     window: float,
     lead: float | None,
+    analyze: bool,
     tmp: Path,
     postgres: str,
     timeout: float,
@@ -531,6 +547,8 @@ def _measure(
             file=sys.stderr,
         )
         stamp_dir = run.start(flows, t0, window)
+        if analyze and library == "flowkit":
+            run.db.analyze()
         all_parked, parked_at_once = run.wait_parked(flows, stamp_dir)
         parked = run.children.status()
         after = run.db.usage()
@@ -676,6 +694,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--databases", default="sqlite,postgresql", help="sqlite, postgresql or both (default)")
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="PostgreSQL server (default %(default)s)")
     parser.add_argument("--no-dbos", action="store_true", help="measure flowkit only")
+    parser.add_argument(
+        "--analyze", action="store_true", help="ANALYZE flowkit's tables once the flows are posted (planner statistics)"
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="give up on a step after this long")
     parser.add_argument(
         "--output",
@@ -719,6 +740,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         min(args.warmup, flows),
                         window,
                         args.lead,
+                        args.analyze,
                         Path(tmp),
                         args.postgres,
                         args.timeout,
