@@ -49,8 +49,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 #: deadline" from "a fresh timer started at the resume" apart by a second.
 RESUME_AFTER_KILL = 1.0
 
-#: How late after its deadline the atom after a timer may start (scheduling, a Dask round trip).
-LATE = 1.0
+#: How late the atom after a timer may start after its deadline, or after the resume began
+#: when that was later (loading the flow, scheduling, a Dask round trip on a busy machine).
+LATE = 3.0
 
 #: A child that reports nothing for this long has hung.
 CHILD_TIMEOUT = 60.0
@@ -262,7 +263,8 @@ def test_a_timer_fires_at_its_original_deadline_after_a_sigkill(crash_run: Run) 
         b_started - until,
         b_started - resumed_at,
     )
-    assert 0.0 <= b_started - until <= LATE, timings
+    assert 0.0 <= b_started - until, timings
+    assert b_started - max(until, resumed_at) <= LATE, timings
     assert b_started < resumed_at + NAP_SECONDS, timings
     assert done.find_by_name("nap").meta["wait"] == wait  # not started over
     assert (executions(run.workdir, "a"), executions(run.workdir, "b")) == (1, 1)
