@@ -11,7 +11,8 @@ type-only imports included).
   ``_imports`` (finding ``module:qualname``): every layer builds on them; they
   import nothing else of flowkit.
 - ``atom.py``, ``task.py``, ``retry.py``, ``waits.py`` (timer and signal
-  atoms), ``policies.py`` (retry policies), ``decorators.py``: what users subclass.  ``flow.py`` and ``patterns/`` (linear, unordered, graph flows):
+  atoms), ``policies.py`` (retry policies), ``decorators.py``: what users
+  subclass.  ``flow.py`` and ``patterns/`` (linear, unordered, graph flows):
   structure only.  They never import the engine, storage, persistence, the
   factories, or anything built on the engine.
 - ``engines/``: ``_compiler`` (flatten + validate), ``_state`` (one run's

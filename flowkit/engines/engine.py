@@ -512,6 +512,7 @@ class Engine:
         for detail in self._details:
             detail.reset(states.PENDING)
             detail.meta.pop("progress", None)
+            detail.meta.pop(ERRORS_KEY, None)
             detail.meta.pop("ignore_depth", None)
             self._storage.save_atom(detail)
         self._flow_detail.meta.pop(REGIONS_KEY, None)
