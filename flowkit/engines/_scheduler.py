@@ -857,7 +857,9 @@ def _errors(detail: Any) -> int:
 
 
 def _what(failure: Failure | None) -> str:
-    return "nothing recorded" if failure is None else "%s: %s" % (failure.exception_type_name, failure.exception_str)
+    if failure is None:
+        return "nothing recorded"
+    return "%s: %s" % (failure.exception_type_name.rsplit(".", 1)[-1], failure.exception_str)
 
 
 def _wait_of(atom: str, flow: str, info: Any) -> tuple[float | None, str | None]:
