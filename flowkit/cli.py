@@ -181,8 +181,9 @@ def _attempt_history(fd: FlowDetail) -> list[str]:
         for record in attempts:
             if not isinstance(record, dict):
                 continue
+            data = record.get("failure")
             try:
-                failure = _failure(Failure.from_dict(record.get("failure")))
+                failure = _failure(Failure.from_dict(data)) if isinstance(data, dict) else "?"
             except (ValueError, TypeError):
                 failure = "?"
             started, ended = record.get("started"), record.get("ended")
