@@ -39,8 +39,8 @@ from typing import Any
 from flowkit.engines import load_from_detail, load_from_factory
 from flowkit.factories import flow_factory
 from flowkit.patterns import linear_flow
-from flowkit.policies import RetryPolicy
 from flowkit.persistence.backends import fetch
+from flowkit.policies import RetryPolicy
 from flowkit.retry import Times
 from flowkit.task import Task
 from flowkit.waits import Sleep, WaitFor
