@@ -348,3 +348,15 @@ def test_a_policy_is_frozen() -> None:
     policy = RetryPolicy()
     with pytest.raises(AttributeError):
         policy.max_attempts = 9  # type: ignore[misc]
+
+
+def test_a_process_pool_runs_a_task_whose_policy_has_an_unpicklable_retry_if() -> None:
+    # The engine applies the policy; the copy of the task shipped to a worker carries none.
+    clock = VirtualClock()
+    policy = RetryPolicy(initial_delay=1, retry_if=lambda failure: True)
+    engine = flowkit.load(flaky(1, policy), engine="parallel", executor="processes", clock=clock)
+    engine.run(park=True)
+    assert engine.storage.get_flow_state() == states.WAITING
+    clock.advance(1)
+    engine.run(park=True)
+    assert engine.storage.fetch("flaky") == 1
