@@ -223,7 +223,11 @@ class Engine:
         until the next deadline or signal, then carries on.  With
         ``park=True`` it returns at once instead, the flow WAITING in the
         logbook (``flow_detail.meta["wake"]`` says until when); running it
-        again later, in this process or another, continues the waits.
+        again later, in this process or another, continues the waits.  The
+        backoff of a :class:`~flowkit.RetryPolicy` between attempts is such a
+        wait.  A policy that gives up with ``on_exhausted="broken"`` ends the
+        flow BROKEN and raises :class:`~flowkit.exceptions.Broken` (see
+        :meth:`retry` and :meth:`revert`).
         """
         for _ in self.run_iter(park=park):
             pass
