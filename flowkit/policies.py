@@ -25,7 +25,7 @@ import dataclasses
 import math
 import random
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 from flowkit.types.failure import Failure
 
@@ -163,14 +163,3 @@ class RetryPolicy:
         if failed >= self.max_attempts:
             return False, "all %d attempts failed" % self.max_attempts
         return True, ""
-
-    def describe(self) -> dict[str, Any]:
-        """The policy's numbers as plain data (for listings)."""
-        return {
-            "max_attempts": self.max_attempts,
-            "initial_delay": self.initial_delay,
-            "backoff": self.backoff,
-            "max_delay": self.max_delay,
-            "jitter": self.jitter,
-            "on_exhausted": self.on_exhausted,
-        }
