@@ -751,7 +751,8 @@ class Scheduler:
             return
         if c.has_policies:
             policy = c.policies[index]
-            if policy is not None:
+            # An atom whose region is being reverted (it was in flight) is not retried: the revert waits for it.
+            if policy is not None and not st.halted and (not st.regions or st.region_of(index) is None):
                 value = self._policy_failed(index, policy, value)
                 if value is None:
                     return  # it waits for its next attempt, or it is BROKEN

@@ -360,3 +360,16 @@ def test_a_process_pool_runs_a_task_whose_policy_has_an_unpicklable_retry_if() -
     clock.advance(1)
     engine.run(park=True)
     assert engine.storage.fetch("flaky") == 1
+
+
+def test_a_failure_elsewhere_reverts_the_flow_even_while_an_atom_backs_off_or_fails_in_flight(load: Any) -> None:
+    flow = linear_flow.Flow("f").add(
+        unordered_flow.Flow("both").add(Other(name="o"), flaky(5, RetryPolicy(initial_delay=1))),
+        Undoable(name="after"),
+    )
+    engine = load(flow, clock=VirtualClock())
+    with pytest.raises((OtherBoomError, exc.WrappedFailure)):
+        engine.run(park=True)
+    assert engine.storage.get_flow_state() == states.REVERTED
+    assert engine.storage.get_atom_state("after") == states.PENDING
+    assert engine.storage.get_atom_state("flaky") in (states.PENDING, states.REVERTED)
