@@ -11,7 +11,8 @@ type-only imports included).
   ``_imports`` (finding ``module:qualname``): every layer builds on them; they
   import nothing else of flowkit.
 - ``atom.py``, ``task.py``, ``retry.py``, ``waits.py`` (timer and signal
-  atoms), ``decorators.py``: what users subclass.  ``flow.py`` and ``patterns/`` (linear, unordered, graph flows):
+  atoms), ``policies.py`` (retry policies), ``decorators.py``: what users
+  subclass.  ``flow.py`` and ``patterns/`` (linear, unordered, graph flows):
   structure only.  They never import the engine, storage, persistence, the
   factories, or anything built on the engine.
 - ``engines/``: ``_compiler`` (flatten + validate), ``_state`` (one run's
@@ -71,6 +72,7 @@ from flowkit.engines import load, run
 from flowkit.patterns.graph_flow import Flow as GraphFlow
 from flowkit.patterns.linear_flow import Flow as LinearFlow
 from flowkit.patterns.unordered_flow import Flow as UnorderedFlow
+from flowkit.policies import RetryPolicy
 from flowkit.retry import (
     AlwaysRevert,
     AlwaysRevertAll,
@@ -100,6 +102,8 @@ __all__ = [
     "ParameterizedForEach",
     "AlwaysRevert",
     "AlwaysRevertAll",
+    # retry policies on atoms
+    "RetryPolicy",
     # waiting atoms
     "Sleep",
     "WaitFor",

@@ -10,6 +10,9 @@
     flowkit graph module:factory     draw a flow (Graphviz DOT, SVG or PNG)
     flowkit signal FLOW_DETAIL_UUID NAME [--value JSON] [--key KEY]
                                      send a flow detail a signal (flowkit.signals.send)
+    flowkit retry FLOW_DETAIL_UUID [ATOM]
+                                     a BROKEN flow: run its broken atoms (or ATOM) again
+    flowkit revert FLOW_DETAIL_UUID  a BROKEN flow: revert it instead
 
 Every command takes ``--backend URL``; the default is ``$FLOWKIT_BACKEND`` or,
 when that is unset, the SQLite file ``flowkit.db`` in the current directory.
@@ -17,7 +20,9 @@ when that is unset, the SQLite file ``flowkit.db`` in the current directory.
 they never create a database or a schema ("no database at PATH", "not a
 flowkit database (schema version none)" instead) and never write.
 ``resume`` exits 0 when the flow ends SUCCESS, 1 when it ends REVERTED or
-FAILURE, 3 when it ends SUSPENDED; usage errors and missing records exit 2.
+FAILURE, 3 when it ends SUSPENDED, 4 when it ends BROKEN (a retry policy gave
+up: ``retry`` and ``revert`` are the ways on, and exit the same way); usage
+errors and missing records exit 2.
 ``graph`` needs no backend unless ``--flow-detail`` asks for a run's states.
 ``signal`` exits 0 once the signal is stored, and also when the flow detail
 already got it with the same ``--key`` (it says so; nothing changes), 1 when
@@ -39,6 +44,7 @@ What is given on the command line is trusted; what the logbook says is not.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import sys
@@ -61,7 +67,9 @@ from flowkit.persistence._integrity import ATOM_COUNT_KEY, REPAIRS_KEY, UNREADAB
 from flowkit.persistence.backends import fetch
 from flowkit.persistence.base import Backend
 from flowkit.persistence.models import AtomDetail, FlowDetail
+from flowkit.policies import ATTEMPTS_KEY, ERRORS_KEY
 from flowkit.types.failure import Failure
+from flowkit.waits import WAIT_KEY
 
 __all__ = ["main", "DEFAULT_BACKEND", "BACKEND_ENV", "EXIT_CODES"]
 
@@ -76,6 +84,7 @@ EXIT_CODES = {
     states.REVERTED: 1,
     states.FAILURE: 1,
     states.SUSPENDED: 3,
+    states.BROKEN: 4,
 }
 _EXIT_USAGE = 2
 
@@ -158,6 +167,45 @@ def _timeline(fd: FlowDetail) -> list[str]:
         bar = " " * first + "=" * length
         lines.append("  %s |%s| %.3fs" % (name.ljust(name_width), bar.ljust(_TIMELINE_WIDTH), duration))
     return lines
+
+
+def _attempt_history(fd: FlowDetail) -> list[str]:
+    """One line per recorded failed attempt of each atom with a retry policy (stored data: checked)."""
+    lines: list[str] = []
+    for ad in fd:
+        attempts = ad.meta.get(ATTEMPTS_KEY)
+        if not isinstance(attempts, list) or not attempts:
+            continue
+        errors = ad.meta.get(ERRORS_KEY)
+        lines.append("  %s (errors since last success: %s)" % (ad.name, errors if isinstance(errors, int) else "?"))
+        for record in attempts:
+            if not isinstance(record, dict):
+                continue
+            data = record.get("failure")
+            try:
+                failure = _failure(Failure.from_dict(data)) if isinstance(data, dict) else "?"
+            except (ValueError, TypeError):
+                failure = "?"
+            started, ended = record.get("started"), record.get("ended")
+            took = (
+                "%.3fs" % (ended - started)
+                if isinstance(started, (int, float)) and isinstance(ended, (int, float))
+                else "?"
+            )
+            lines.append("    attempt %s  ended %s  took %s  %s" % (record.get("attempt"), _when(ended), took, failure))
+        wait = ad.meta.get(WAIT_KEY) if ad.state == states.WAITING else None
+        if isinstance(wait, dict) and "retry" in wait:
+            lines.append("    attempt %s due %s" % (wait.get("retry"), _when(wait.get("until"))))
+    return lines
+
+
+def _when(seconds: Any) -> str:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        return "?"
+    try:
+        return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return "?"
 
 
 def _state(value: Any) -> str:
@@ -271,6 +319,9 @@ def _cmd_show(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
     timeline = _timeline(fd)
     if timeline:
         out.write("\n" + "\n".join(timeline) + "\n")
+    history = _attempt_history(fd)
+    if history:
+        out.write("\nfailed attempts (retry policies):\n" + "\n".join(history) + "\n")
     problems = [str(p) for p in unreadable]
     recorded = fd.meta.get(ATOM_COUNT_KEY)
     if isinstance(recorded, int) and recorded > len(fd):
@@ -364,9 +415,36 @@ def _cmd_resume(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
         engine.retry_reverts()  # InvalidState (exit 2) unless a revert failed
         out.write("retrying the failed reverts of flow %r (%s)\n" % (fd.name, fd.uuid))
     out.write("resuming flow %r (%s) from %s\n" % (fd.name, fd.uuid, _state(fd.state)))
+    return _run_and_report(engine, fd, out)
+
+
+def _cmd_retry_or_revert(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
+    from flowkit.engines import load_from_detail
+
+    allowed = prepare_factories(args)
+    fd = _find_flow_detail(backend, args.flow_detail)
+    if fd.state != states.BROKEN:
+        raise CommandError(
+            "flow %r (%s) is %s, not BROKEN: 'flowkit %s' is for a flow whose retry policy gave up"
+            % (fd.name, fd.uuid, fd.state, args.command)
+        )
+    engine = load_from_detail(fd, backend=backend, allowed_modules=allowed, engine=args.engine)
+    if args.command == "retry":
+        engine.retry(args.atom)  # InvalidState (exit 2) when that atom is not BROKEN
+        out.write(
+            "retrying %s of flow %r (%s)\n"
+            % ("atom %r" % args.atom if args.atom else "the broken atoms", fd.name, fd.uuid)
+        )
+    else:
+        engine.revert()
+        out.write("reverting flow %r (%s)\n" % (fd.name, fd.uuid))
+    return _run_and_report(engine, fd, out)
+
+
+def _run_and_report(engine: Any, fd: FlowDetail, out: TextIO) -> int:
 
     def report(state: Any, details: dict[str, Any]) -> None:
-        if state in (states.SUCCESS, states.FAILURE, states.REVERTED, states.REVERT_FAILURE):
+        if state in (states.SUCCESS, states.FAILURE, states.REVERTED, states.REVERT_FAILURE, states.BROKEN):
             out.write("  %s: %s\n" % (details["atom_name"], state))
 
     engine.atom_notifier.register("*", report)
@@ -457,10 +535,26 @@ def _parser() -> argparse.ArgumentParser:
     signal.add_argument(
         "--key", metavar="KEY", default=None, help="idempotency key: sending again with the same key is a no-op"
     )
+    retry = commands.add_parser(
+        "retry", parents=[common, factories], help="run a BROKEN flow's broken atoms (or ATOM) again"
+    )
+    retry.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
+    retry.add_argument("atom", metavar="ATOM", nargs="?", default=None, help="only this broken atom")
+    retry.add_argument("--engine", choices=("serial", "parallel"), default="serial", help="engine mode")
+    revert = commands.add_parser("revert", parents=[common, factories], help="revert a BROKEN flow")
+    revert.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
+    revert.add_argument("--engine", choices=("serial", "parallel"), default="serial", help="engine mode")
     return parser
 
 
-_COMMANDS = {"logbooks": _cmd_logbooks, "show": _cmd_show, "resume": _cmd_resume, "signal": _cmd_signal}
+_COMMANDS = {
+    "logbooks": _cmd_logbooks,
+    "show": _cmd_show,
+    "resume": _cmd_resume,
+    "signal": _cmd_signal,
+    "retry": _cmd_retry_or_revert,
+    "revert": _cmd_retry_or_revert,
+}
 #: Commands that only read: their backend is opened with ``read_only=True``.
 _READ_ONLY = frozenset({"logbooks", "show"})
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, overload
 
 from flowkit.atom import ProvidesSpec, RebindSpec, RequiresSpec
+from flowkit.policies import RetryPolicy
 from flowkit.task import FunctorTask
 
 __all__ = ["as_task", "TaskFactory"]
@@ -35,6 +36,7 @@ class TaskFactory:
         inject: Mapping[str, Any] | None = None,
         revert: Callable[..., Any] | None = None,
         priority: int | None = None,
+        retry_policy: RetryPolicy | None = None,
     ) -> FunctorTask:
         options = dict(self._defaults)
         overrides = {
@@ -45,6 +47,7 @@ class TaskFactory:
             "inject": inject,
             "revert": revert,
             "priority": priority,
+            "retry_policy": retry_policy,
         }
         options.update({k: v for k, v in overrides.items() if v is not None})
         if options.get("name") is None:
@@ -71,6 +74,7 @@ def as_task(
     inject: Mapping[str, Any] | None = None,
     revert: Callable[..., Any] | None = None,
     priority: int = 0,
+    retry_policy: RetryPolicy | None = None,
 ) -> Callable[[Callable[..., Any]], TaskFactory]: ...
 
 
@@ -84,6 +88,7 @@ def as_task(
     inject: Mapping[str, Any] | None = None,
     revert: Callable[..., Any] | None = None,
     priority: int = 0,
+    retry_policy: RetryPolicy | None = None,
 ) -> Any:
     """Make a task factory from a function; requirements come from its signature.
 
@@ -96,7 +101,8 @@ def as_task(
         flow.add(charge("charge2", rebind={"amount": "fee"}))
 
     ``revert`` receives the same arguments plus ``result`` and
-    ``flow_failures`` when it accepts them.
+    ``flow_failures`` when it accepts them.  ``retry_policy`` (a
+    :class:`~flowkit.RetryPolicy`) retries each task it makes when it fails.
     """
     defaults = {
         "name": name,
@@ -106,6 +112,7 @@ def as_task(
         "inject": inject,
         "revert": revert,
         "priority": priority,
+        "retry_policy": retry_policy,
     }
 
     def decorate(function: Callable[..., Any]) -> TaskFactory:

@@ -26,6 +26,7 @@
     │   └── ExecutorLost              the pool or cluster went away; run() again resumes
     ├── Cancelled                     the flow was cancelled and reverted
     ├── WaitTimeout                   a WaitFor's signal did not come in time (fails that atom)
+    ├── Broken                        an atom's retry policy ran out with on_exhausted="broken"
     ├── JobFailure                    a job board operation failed
     │   ├── UnclaimableJob            the job is claimed, final, or its resources are held
     │   └── NotOwner                  consume/abandon/trash by someone not holding the claim
@@ -68,6 +69,7 @@ __all__ = [
     "WrappedFailure",
     # waits and signals
     "WaitTimeout",
+    "Broken",
     "SignalAlreadySent",
     "NotStarted",
     # job boards
@@ -214,6 +216,23 @@ class WaitTimeout(FlowkitError):
     An ordinary atom failure: retry controllers are asked and reverts run as
     for any task that raised.
     """
+
+
+class Broken(FlowkitError):
+    """An atom's :class:`~flowkit.RetryPolicy` ran out (``on_exhausted="broken"``): it and its flow are BROKEN.
+
+    Nothing was reverted and nothing more starts.  ``engine.retry()`` (``flowkit
+    retry UUID [ATOM]``) makes the broken atoms PENDING again for the next
+    ``run()``; ``engine.revert()`` (``flowkit revert UUID``) reverts the flow
+    instead.  ``flow_name`` and ``atom_names`` say which; ``failures`` holds
+    each atom's last failure.
+    """
+
+    def __init__(self, message: str, flow_name: str, atom_names: Sequence[str], failures: Sequence[Failure]) -> None:
+        super().__init__(message)
+        self.flow_name = flow_name
+        self.atom_names = list(atom_names)
+        self.failures = list(failures)
 
 
 class SignalAlreadySent(InvalidState):

@@ -11,6 +11,7 @@ from typing import Any, Union
 
 from flowkit._names import check_name
 from flowkit.atom import Atom
+from flowkit.policies import RetryPolicy
 
 __all__ = ["Flow", "Item"]
 
@@ -22,9 +23,12 @@ class Flow:
 
     ``retry`` optionally attaches a :class:`~flowkit.retry.Retry` controller
     that decides what happens when an atom of this flow fails.
+    ``retry_policy`` (a :class:`~flowkit.RetryPolicy`) is the policy of every
+    task inside this flow, nested flows included, that sets none of its own
+    (a nested flow's own ``retry_policy`` wins inside it).
     """
 
-    def __init__(self, name: str, retry: Any = None) -> None:
+    def __init__(self, name: str, retry: Any = None, retry_policy: RetryPolicy | None = None) -> None:
         from flowkit.retry import Retry
 
         check_name(name, "flow name")
@@ -32,6 +36,7 @@ class Flow:
             raise TypeError("flow %r: retry must be a flowkit.retry.Retry, got %s" % (name, type(retry).__name__))
         self._name = name
         self._retry = retry
+        self._retry_policy = RetryPolicy.check(retry_policy, "flow %r" % (name,))
         self._children: list[Item] = []
 
     @property
@@ -43,6 +48,11 @@ class Flow:
     def retry(self) -> Any:
         """The retry controller attached to this flow, or None."""
         return self._retry
+
+    @property
+    def retry_policy(self) -> RetryPolicy | None:
+        """The default retry policy of the tasks inside this flow, or None."""
+        return self._retry_policy
 
     def _check_items(self, items: tuple[Any, ...]) -> None:
         for item in items:

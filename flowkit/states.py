@@ -30,6 +30,7 @@ __all__ = [
     "IGNORE",
     "SCHEDULING",
     "WAITING",
+    "BROKEN",
     "ANALYZING",
     "GAME_OVER",
     "UNDEFINED",
@@ -63,6 +64,9 @@ class State(str, enum.Enum):
     # a flow parked on timers or signals, an atom waiting on one (durable);
     # also yielded by Engine.run_iter() while atoms are in flight
     WAITING = "WAITING"
+    # an atom whose retry policy ran out (on_exhausted="broken") and the flow
+    # it stopped: durable, nothing reverted, until an operator retries or reverts
+    BROKEN = "BROKEN"
     # engine-loop states yielded by Engine.run_iter()
     SCHEDULING = "SCHEDULING"
     ANALYZING = "ANALYZING"
@@ -99,6 +103,7 @@ RETRYING = State.RETRYING
 IGNORE = State.IGNORE
 SCHEDULING = State.SCHEDULING
 WAITING = State.WAITING
+BROKEN = State.BROKEN
 ANALYZING = State.ANALYZING
 GAME_OVER = State.GAME_OVER
 UNDEFINED = State.UNDEFINED
@@ -153,6 +158,13 @@ _FLOW_TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
         (WAITING, SUSPENDED),
         (WAITING, PENDING),
         (RESUMING, WAITING),
+        # a retry policy ran out with on_exhausted="broken"; retry() or revert() leaves it
+        (RUNNING, BROKEN),
+        (WAITING, BROKEN),
+        (BROKEN, RUNNING),
+        (BROKEN, RESUMING),
+        (BROKEN, REVERTING),
+        (BROKEN, PENDING),
     ]
 )
 
@@ -194,6 +206,13 @@ _ATOM_TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
         (WAITING, REVERTING),
         (WAITING, REVERTED),
         (RUNNING, WAITING),
+        # a retry policy's backoff between attempts, and its end
+        (WAITING, RUNNING),
+        (RUNNING, BROKEN),
+        (BROKEN, PENDING),
+        (BROKEN, REVERTING),
+        (BROKEN, REVERTED),
+        (BROKEN, FAILURE),  # revert() instead of retry(): reverted as any failed atom
     ]
 )
 

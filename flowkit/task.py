@@ -15,6 +15,7 @@ from typing import Any
 
 from flowkit import _imports
 from flowkit.atom import Atom, ProvidesSpec, RebindSpec, RequiresSpec, signature_of
+from flowkit.policies import RetryPolicy
 from flowkit.types.notifier import RestrictedNotifier
 
 __all__ = ["Task", "FunctorTask", "TaskContext", "EVENT_UPDATE_PROGRESS"]
@@ -145,6 +146,7 @@ class Task(Atom):
         revert_rebind: RebindSpec = None,
         revert_requires: RequiresSpec = None,
         priority: int = 0,
+        retry_policy: RetryPolicy | None = None,
     ) -> None:
         super().__init__(
             name=name,
@@ -159,6 +161,8 @@ class Task(Atom):
         # Created on first use: most tasks are never watched, and a notifier
         # per atom would dominate memory in large flows.
         self._notifier: RestrictedNotifier | None = None
+        #: This task's own retry policy (None: its flow's, or the engine's, if any).
+        self.retry_policy = RetryPolicy.check(retry_policy, "atom %r" % (self.name,))
 
     @property
     def notifier(self) -> RestrictedNotifier:
@@ -202,6 +206,8 @@ class Task(Atom):
         # reports progress back through the executor instead.
         state = self.__dict__.copy()
         state["_notifier"] = None
+        # The engine applies the policy; its retry_if need not be picklable.
+        state["retry_policy"] = None
         return state
 
 
@@ -271,6 +277,7 @@ class FunctorTask(Task):
         version: tuple[int, int] | None = None,
         inject: Mapping[str, Any] | None = None,
         priority: int = 0,
+        retry_policy: RetryPolicy | None = None,
     ) -> None:
         if not callable(execute):
             raise ValueError("FunctorTask execute must be callable, got %r" % (execute,))
@@ -288,6 +295,7 @@ class FunctorTask(Task):
             rebind=rebind,
             inject=inject,
             priority=priority,
+            retry_policy=retry_policy,
         )
 
     def _arg_source(self) -> Callable[..., Any]:

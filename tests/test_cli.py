@@ -48,9 +48,7 @@ def make_order(fail: bool = False) -> Any:
 def make_flow(url: str, fail: bool = False, suspend_after: str | None = None) -> str:
     """Run an order flow into ``url`` (suspended after ``suspend_after``); return its uuid."""
     with fetch(url) as backend:
-        engine = load_from_factory(
-            make_order, factory_kwargs={"fail": fail}, store={"start": []}, backend=backend
-        )
+        engine = load_from_factory(make_order, factory_kwargs={"fail": fail}, store={"start": []}, backend=backend)
 
         def suspend(state: Any, details: dict[str, Any]) -> None:
             if details["atom_name"] == suspend_after and state == states.SUCCESS:
@@ -282,7 +280,9 @@ def test_resume_retry_reverts_in_a_subprocess(url: str, tmp_path: Path) -> None:
         detail = conn.get_flow_details(uuid)
         assert detail.state == states.REVERTED
         assert {ad.name: ad.state for ad in detail} == {
-            "reserve": states.REVERTED, "charge": states.REVERTED, "decline": states.REVERTED
+            "reserve": states.REVERTED,
+            "charge": states.REVERTED,
+            "decline": states.REVERTED,
         }
 
 
@@ -362,3 +362,79 @@ def test_signal_from_the_installed_command(url: str, tmp_path: Path) -> None:
     done = run_flowkit("signal", uuid, "approved", "--value", "[1, 2]", "--backend", url, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "sent signal 'approved' to flow detail %s\n" % uuid
+
+
+class FailUnlessFixed(Task):
+    """Fail with RuntimeError until the file at the injected ``fixed`` exists."""
+
+    def execute(self, fixed: str) -> str:
+        if not Path(fixed).exists():
+            raise RuntimeError("upstream down")
+        return "ok"
+
+
+@flow_factory
+def make_fragile(fixed: str) -> Any:
+    """reserve -> call (a policy that gives up BROKEN after 2 attempts, no delay)."""
+    policy = flowkit.RetryPolicy(max_attempts=2, initial_delay=0, on_exhausted="broken")
+    return linear_flow.Flow("fragile").add(
+        Record(name="reserve", provides="reserved", rebind={"trail": "start"}),
+        FailUnlessFixed(name="call", inject={"fixed": fixed}, retry_policy=policy),
+    )
+
+
+def make_broken(url: str, tmp_path: Path) -> str:
+    with fetch(url) as backend:
+        engine = load_from_factory(
+            make_fragile, factory_kwargs={"fixed": str(tmp_path / "fixed")}, store={"start": []}, backend=backend
+        )
+        with pytest.raises(flowkit.exceptions.Broken):
+            engine.run()
+        return engine.flow_detail.uuid
+
+
+def test_a_broken_flow_is_listed_shown_with_its_attempts_and_retried(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uuid = make_broken(url, tmp_path)
+    assert main(["logbooks", "--backend", url]) == 0
+    assert "BROKEN" in capsys.readouterr().out
+    assert main(["show", uuid, "--backend", url]) == 0
+    out = capsys.readouterr().out
+    assert "failed attempts (retry policies):" in out
+    assert "  call (errors since last success: 2)" in out
+    assert out.count("RuntimeError: upstream down") >= 2
+    assert [line.split()[:2] for line in out.splitlines() if line.startswith("    attempt")] == [
+        ["attempt", "1"],
+        ["attempt", "2"],
+    ]
+    # still broken: retrying runs it again and it breaks again (exit 4)
+    assert main(["retry", uuid, "--backend", url]) == 4
+    last = capsys.readouterr().out.splitlines()[-2:]
+    assert last[0] == "flow 'fragile' (%s): BROKEN" % uuid
+    assert last[1].startswith(
+        "  failure: Broken: flow 'fragile' is BROKEN: atom 'call' failed 2 times, last with RuntimeError: "
+        "upstream down (its retry policy gives up with on_exhausted='broken'); nothing was reverted"
+    )
+    assert main(["retry", uuid, "nope", "--backend", url]) == 2
+    assert "no BROKEN atom 'nope'" in capsys.readouterr().err
+    (tmp_path / "fixed").write_text("")
+    assert main(["retry", uuid, "call", "--backend", url]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "retrying atom 'call' of flow 'fragile' (%s)" % uuid,
+        "  call: SUCCESS",
+        "flow 'fragile' (%s): SUCCESS" % uuid,
+    ]
+    assert main(["revert", uuid, "--backend", url]) == 2
+    assert "is SUCCESS, not BROKEN" in capsys.readouterr().err
+
+
+def test_revert_of_a_broken_flow(url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    uuid = make_broken(url, tmp_path)
+    assert main(["revert", uuid, "--backend", url]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "reverting flow 'fragile' (%s)" % uuid
+    assert out[-2] == "flow 'fragile' (%s): REVERTED" % uuid
+    assert out[-1].startswith("  failure: ") and "RuntimeError: upstream down" in out[-1]
+    with fetch(url) as backend, backend.get_connection() as conn:
+        assert conn.get_flow_details(uuid).find_by_name("reserve").state == states.REVERTED  # type: ignore[union-attr]

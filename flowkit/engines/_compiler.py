@@ -28,6 +28,7 @@ from flowkit import exceptions as exc
 from flowkit.atom import Atom, AtomKind
 from flowkit.flow import Flow
 from flowkit.patterns import graph_flow, unordered_flow
+from flowkit.policies import RetryPolicy
 from flowkit.retry import Retry
 from flowkit.waits import Wait
 
@@ -118,6 +119,9 @@ class Compilation:
         self.kinds: list[AtomKind] = []
         self.is_retry: list[bool] = []  # kinds[i] is AtomKind.RETRY, looked up on every step
         self.waits: set[int] = set()  # atoms the engine ends itself (flowkit.waits)
+        #: Each atom's effective retry policy: its own, else its innermost flow's, else the engine's.
+        self.policies: list[RetryPolicy | None] = []
+        self.has_policies = False
         self.names: dict[str, int] = {}
         self.preds: list[list[int]] = []
         self.succs: list[list[int]] = []
@@ -201,10 +205,11 @@ def _describe(item: Any, symbol: str, role: str) -> str:
 
 
 class _Compiler:
-    def __init__(self, root: Any) -> None:
+    def __init__(self, root: Any, retry_policy: RetryPolicy | None = None) -> None:
         self.c = Compilation(root)
         self.flow_names: dict[str, Any] = {}
         self.token = 0
+        self.policy = retry_policy  # the default of the flow being compiled
 
     # -- helpers --------------------------------------------------------------
 
@@ -268,6 +273,15 @@ class _Compiler:
         c.is_retry.append(is_retry)
         if isinstance(atom, Wait):
             c.waits.add(index)
+            policy = None  # a wait's timeout is its own; reruns come from controllers
+        elif is_retry:
+            policy = None
+        else:
+            own = getattr(atom, "retry_policy", None)
+            policy = own if isinstance(own, RetryPolicy) else self.policy
+        c.policies.append(policy)
+        if policy is not None:
+            c.has_policies = True
         c.preds.append([])
         c.succs.append([])
         c.owner.append(owner)
@@ -322,6 +336,10 @@ class _Compiler:
             raise exc.Duplicate("flow name %r is used twice in flow %r" % (flow.name, self.c.root.name))
         self.flow_names[flow.name] = flow
         start = len(self.c.atoms)
+        outer_policy = self.policy
+        flow_policy = getattr(flow, "retry_policy", None)
+        if isinstance(flow_policy, RetryPolicy):
+            self.policy = flow_policy
         retry = flow.retry
         retry_exports: dict[str, list[_Provider]] = {}
         retry_index = NO_RETRY
@@ -348,6 +366,7 @@ class _Compiler:
             for symbol, providers in retry_exports.items():
                 exports.setdefault(symbol, providers)
         self.c.flow_ranges[flow.name] = range(start, len(self.c.atoms))
+        self.policy = outer_policy
         return entries, exits, exports
 
     def _compile_linear(
@@ -544,8 +563,11 @@ class _OrderedBefore:
         return self.token_pos.get(token, -1) in self.ancestors
 
 
-def compile_flow(flow_or_atom: Any) -> Compilation:
+def compile_flow(flow_or_atom: Any, retry_policy: RetryPolicy | None = None) -> Compilation:
     """Compile a flow (or a single atom) into a :class:`Compilation`.
+
+    ``retry_policy`` is the policy of every task that gets none from itself or
+    from a flow around it.
 
     Raises the :class:`~flowkit.exceptions.DefinitionError` family for
     duplicate names, cycles, ambiguous providers and dependencies inside
@@ -553,7 +575,7 @@ def compile_flow(flow_or_atom: Any) -> Compilation:
     """
     if not isinstance(flow_or_atom, (Flow, Atom)):
         raise TypeError("can only compile a flow or an atom, got %r" % (flow_or_atom,))
-    compiler = _Compiler(flow_or_atom)
+    compiler = _Compiler(flow_or_atom, RetryPolicy.check(retry_policy, "the engine"))
     compiler.compile_item(flow_or_atom, None, NO_RETRY)
     return compiler.c
 

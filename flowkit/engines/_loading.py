@@ -16,6 +16,7 @@ from flowkit.persistence.backends import fetch as fetch_backend
 from flowkit.persistence.backends.impl_memory import MemoryBackend
 from flowkit.persistence.base import Backend
 from flowkit.persistence.models import FlowDetail, LogBook
+from flowkit.policies import RetryPolicy
 
 __all__ = ["load", "load_unsaved", "run", "ENGINE_MODES"]
 
@@ -76,6 +77,7 @@ def load(
     security: Any = None,
     defer_reverts: bool | None = None,
     clock: Any = None,
+    retry_policy: RetryPolicy | None = None,
 ) -> Engine:
     """Build an engine for ``flow`` (a flow or a single atom).
 
@@ -102,6 +104,10 @@ def load(
     ``clock`` is what timer and signal atoms (:mod:`flowkit.waits`) read the
     time on: a :class:`flowkit.clock.Clock` (default: the real one), e.g. a
     :class:`flowkit.testing.clock.VirtualClock` in tests.
+
+    ``retry_policy`` (a :class:`flowkit.RetryPolicy`) is the policy of every
+    task that has none of its own and none from a flow around it.  It is not
+    recorded in the logbook: an engine that resumes the flow is given it again.
     """
     mode, executor = _mode_and_executor(engine, executor, max_workers, address, client, security, defer_reverts)
     persistence = _backend_from(backend)
@@ -117,7 +123,16 @@ def load(
                 conn.update_flow_details(flow_detail)
         else:
             conn.save_logbook(book)
-    return Engine(flow, flow_detail, persistence, mode=mode, executor=executor, max_workers=max_workers, clock=clock)
+    return Engine(
+        flow,
+        flow_detail,
+        persistence,
+        mode=mode,
+        executor=executor,
+        max_workers=max_workers,
+        clock=clock,
+        retry_policy=retry_policy,
+    )
 
 
 def run(flow: Any, store: Mapping[str, Any] | None = None, engine: str = "serial", **options: Any) -> dict[str, Any]:
@@ -142,6 +157,7 @@ def load_unsaved(
     security: Any = None,
     defer_reverts: bool | None = None,
     clock: Any = None,
+    retry_policy: RetryPolicy | None = None,
 ) -> Engine:
     """An engine for ``flow`` on a new ``flow_detail`` in ``book`` that writes nothing yet.
 
@@ -153,4 +169,13 @@ def load_unsaved(
     """
     mode, executor = _mode_and_executor(engine, executor, max_workers, address, client, security, defer_reverts)
     book, flow_detail = make_flow_detail(flow, book, flow_detail, store, defer_reverts)
-    return Engine(flow, flow_detail, backend, mode=mode, executor=executor, max_workers=max_workers, clock=clock)
+    return Engine(
+        flow,
+        flow_detail,
+        backend,
+        mode=mode,
+        executor=executor,
+        max_workers=max_workers,
+        clock=clock,
+        retry_policy=retry_policy,
+    )

@@ -30,6 +30,7 @@ from flowkit.engines._state import (
     RunState,
 )
 from flowkit.persistence import codec
+from flowkit.policies import ERRORS_KEY
 from flowkit.retry import Decision, History
 from flowkit.states import (
     FAILURE,
@@ -65,6 +66,7 @@ class Reverter:
             if detail.state != SUCCESS or detail.intention != states.EXECUTE:
                 detail.reset(PENDING)
                 detail.meta.pop("ignore_depth", None)
+                detail.meta.pop(ERRORS_KEY, None)
                 st.save(detail)
         st.storage.flow_detail.meta.pop(REGIONS_KEY, None)
         st.storage.flow_detail.meta.pop(ENGINE_FAILURES_KEY, None)
@@ -366,6 +368,8 @@ class Reverter:
             if old == PENDING and detail.intention == states.EXECUTE and detail.failure is None:
                 continue
             detail.reset(PENDING)
+            # A scope run again gives each atom's retry policy its attempts again.
+            detail.meta.pop(ERRORS_KEY, None)
             if c.is_retry[index]:
                 detail.results = []
             st.save(detail)

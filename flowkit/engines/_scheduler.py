@@ -50,10 +50,12 @@ from flowkit.engines.executors import Outcome, run_execute, run_revert
 from flowkit.patterns.graph_flow import Depth
 from flowkit.persistence import codec
 from flowkit.persistence.models import ATTEMPT_KEY
+from flowkit.policies import ATTEMPTS_KEY, ERRORS_KEY, MAX_RECORDED_ATTEMPTS, RetryPolicy
 from flowkit.retry import History
 from flowkit.signals import DEFAULT_SIGNAL_POLL
 from flowkit.states import (
     ANALYZING,
+    BROKEN,
     FAILURE,
     IGNORE,
     PENDING,
@@ -71,6 +73,9 @@ from flowkit.states import (
 from flowkit.task import EVENT_UPDATE_PROGRESS, TaskContext
 from flowkit.types.failure import Failure
 from flowkit.waits import WAIT_KEY, WAKE_KEY
+
+#: The key of ``AtomDetail.meta`` holding when the running attempt of an atom with a policy started.
+ATTEMPT_STARTED_KEY = "attempt_started"
 
 __all__ = ["Scheduler"]
 
@@ -149,6 +154,8 @@ class Scheduler:
         for index, detail in enumerate(details):
             if detail.state == REVERT_FAILURE:
                 st.fatal = True
+            elif detail.state == BROKEN:
+                st.broken.append(index)
             if detail.state == FAILURE and detail.intention == states.EXECUTE:
                 unhandled.append(index)
         for region in st.regions:
@@ -196,9 +203,9 @@ class Scheduler:
                 continue
             if st.suspending or st.fatal or st.lost is not None:
                 break
-            if st.revert_ready or (len(st.ready) and not st.halted):
+            if st.revert_ready or (len(st.ready) and not st.halted and not st.broken):
                 continue  # _schedule() takes at least one of these each time
-            if st.waits and not st.park:
+            if st.waits and not st.park and not st.broken:
                 # Only waits are left: the flow is WAITING (durably, so another
                 # process sees it) while this thread blocks until one can end.
                 self._set_waiting()
@@ -252,6 +259,9 @@ class Scheduler:
             elif until is not None and until <= now:
                 del st.waits[index]
                 ended = True
+                if index not in st.c.waits:
+                    self._backoff_over(index)
+                    continue
                 if signal is None:
                     self._executed(index, True, None)
                     continue
@@ -332,6 +342,11 @@ class Scheduler:
                 named += [(d.name, d.failure) for d in details if d.failure is not None and d.state != SUCCESS]
             self._reraise(named)
             return
+        if st.broken and not st.suspending:
+            st.set_flow_state(BROKEN)
+            yield BROKEN
+            self._raise_broken()
+            return
         if st.waits and not st.suspending:
             self._set_waiting()
             yield WAITING
@@ -356,6 +371,25 @@ class Scheduler:
         raise exc.ExecutionFailure(
             "flow %r stopped with atoms that can neither run nor revert: %s"
             % (st.storage.flow_detail.name, ", ".join(repr(n) for n in stuck))
+        )
+
+    def _raise_broken(self) -> None:
+        st = self.state
+        flow = st.storage.flow_detail.name
+        names = [st.details[i].name for i in st.broken]
+        failures = [f for f in (st.details[i].failure for i in st.broken) if f is not None]
+        causes = "; ".join(
+            "atom %r failed %d times, last with %s"
+            % (st.details[i].name, _errors(st.details[i]), _what(st.details[i].failure))
+            for i in st.broken
+        )
+        raise exc.Broken(
+            "flow %r is BROKEN: %s (its retry policy gives up with on_exhausted='broken'); nothing was "
+            "reverted: engine.retry() / `flowkit retry %s` runs it again, engine.revert() / `flowkit revert %s` "
+            "undoes the flow" % (flow, causes, st.flow_uuid, st.flow_uuid),
+            flow,
+            names,
+            failures,
         )
 
     def _reraise(self, named: list[tuple[str | None, Failure]]) -> None:
@@ -396,6 +430,8 @@ class Scheduler:
         preds = c.preds
         started_waits = False
         while len(ready) and in_flight + len(to_submit) < window and not st.halted and not st.fatal:
+            if st.broken:
+                break  # an operator decides; the ready atoms stay PENDING
             index = ready.pop()
             detail = details[index]
             if detail.state in DONE or detail.intention != states.EXECUTE:
@@ -421,6 +457,10 @@ class Scheduler:
                 continue
             if index in c.waits:
                 started_waits |= self._start_wait(index)
+                continue
+            if detail.state == WAITING:
+                # A retry policy's backoff, picked up again after a resume: keep its due time.
+                st.waits[index] = _wait_of(detail.name, st.storage.flow_detail.name, detail.meta.get(WAIT_KEY))
                 continue
             try:
                 kwargs = st.arguments(index)
@@ -541,6 +581,8 @@ class Scheduler:
         detail = st.details[index]
         old = detail.state
         detail.state = RUNNING
+        if st.c.has_policies and st.c.policies[index] is not None:
+            detail.meta[ATTEMPT_STARTED_KEY] = st.clock.now()
         st.save(detail)
         st.notify_atom(index, RUNNING, old)
         # (_notify_task_progress(), spelled out: this runs once per atom.)
@@ -680,6 +722,10 @@ class Scheduler:
             else:
                 detail.results = value
                 detail.meta["progress"] = 1.0
+                if c.has_policies and c.policies[index] is not None:
+                    detail.meta.pop(ATTEMPT_STARTED_KEY, None)
+                    if detail.meta.get(ERRORS_KEY):
+                        detail.meta[ERRORS_KEY] = 0  # the error count restarts when the atom succeeds
             detail.failure = None
             detail.state = SUCCESS
             st.save(detail)
@@ -703,6 +749,13 @@ class Scheduler:
                 if waiting[s] == 0:
                     ready.push(s)
             return
+        if c.has_policies:
+            policy = c.policies[index]
+            # An atom whose region is being reverted (it was in flight) is not retried: the revert waits for it.
+            if policy is not None and not st.halted and (not st.regions or st.region_of(index) is None):
+                value = self._policy_failed(index, policy, value)
+                if value is None:
+                    return  # it waits for its next attempt, or it is BROKEN
         detail.state = FAILURE
         detail.failure = value
         if c.is_retry[index]:
@@ -713,6 +766,65 @@ class Scheduler:
         st.counters["atoms_failed"] += 1
         st.notify_atom(index, FAILURE, RUNNING, value)
         self.reverter.handle_failure(index, value)
+
+    # -- retry policies ---------------------------------------------------------------
+
+    def _policy_failed(self, index: int, policy: RetryPolicy, failure: Failure) -> Failure | None:
+        """Record a failed attempt of atom ``index``; None if it is retried (or BROKEN), else the failure to raise."""
+        st = self.state
+        detail = st.details[index]
+        meta = detail.meta
+        now = st.clock.now()
+        errors = _errors(detail) + 1
+        meta[ERRORS_KEY] = errors
+        started = meta.pop(ATTEMPT_STARTED_KEY, None)
+        attempts = meta.get(ATTEMPTS_KEY)
+        history = list(attempts) if isinstance(attempts, list) else []
+        history.append({"attempt": errors, "started": started, "ended": now, "failure": failure.to_dict()})
+        meta[ATTEMPTS_KEY] = history[-MAX_RECORDED_ATTEMPTS:]
+        retry, why = policy.decide(failure, errors)
+        name = detail.name
+        flow = st.storage.flow_detail.name
+        if retry:
+            due = now + policy.delay(errors)
+            attempt = meta.get(ATTEMPT_KEY)
+            meta[ATTEMPT_KEY] = (attempt if isinstance(attempt, int) and attempt >= 0 else 0) + 1
+            meta[WAIT_KEY] = {"until": due, "signal": None, "started": now, "retry": errors + 1}
+            detail.state = WAITING
+            detail.failure = None
+            st.save(detail)
+            st.counters["atoms_failed"] += 1
+            st.notify_atom(index, WAITING, RUNNING)
+            st.waits[index] = (due, None)
+            st.storage.connection.flush()  # the due time, written ahead: a resume keeps it
+            return None
+        if why.startswith("retry_if raised"):
+            stopped = exc.ExecutionFailure(
+                "atom %r of flow %r failed with %s, and its retry policy's %s" % (name, flow, _what(failure), why)
+            )
+            failure = Failure.from_exception(stopped)
+        if policy.on_exhausted == "broken" and errors >= policy.max_attempts:
+            detail.state = BROKEN
+            detail.failure = failure
+            detail.results = None
+            st.save(detail)
+            st.counters["atoms_failed"] += 1
+            st.notify_atom(index, BROKEN, RUNNING, failure)
+            st.broken.append(index)
+            st.storage.connection.flush()
+            return None
+        return failure
+
+    def _backoff_over(self, index: int) -> None:
+        """A retry policy's backoff of atom ``index`` ended: it is ready to run its next attempt."""
+        st = self.state
+        detail = st.details[index]
+        detail.meta.pop(WAIT_KEY, None)
+        detail.state = PENDING
+        st.save(detail)
+        st.notify_atom(index, PENDING, WAITING)
+        if st.region_of(index) is None:
+            st.ready.push(index)
 
     def _notify_task_progress(self, index: int, progress: float) -> None:
         """Publish ``progress`` on the engine-side task's own notifier, if anyone listens."""
@@ -737,6 +849,18 @@ class _Completion:
         except BaseException as error:
             payload = error
         self.put((self.index, self.kind, payload))
+
+
+def _errors(detail: Any) -> int:
+    """How many times the atom of ``detail`` failed since it last succeeded (its meta, checked)."""
+    errors = detail.meta.get(ERRORS_KEY)
+    return errors if isinstance(errors, int) and not isinstance(errors, bool) and errors >= 0 else 0
+
+
+def _what(failure: Failure | None) -> str:
+    if failure is None:
+        return "nothing recorded"
+    return "%s: %s" % (failure.exception_type_name.rsplit(".", 1)[-1], failure.exception_str)
 
 
 def _wait_of(atom: str, flow: str, info: Any) -> tuple[float | None, str | None]:

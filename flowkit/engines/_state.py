@@ -224,6 +224,8 @@ class RunState:
         self.waits: dict[int, tuple[float | None, str | None]] = {}
         #: Whether the signals of the waits must be read again (a wake-up, a poll, a new wait).
         self.look_for_signals = False
+        #: Atoms whose retry policy gave up with on_exhausted="broken": nothing new starts.
+        self.broken: list[int] = []
 
     def wake(self) -> None:
         """Make the engine's loop look at its waits again (any thread; also a clock or signal callback)."""

@@ -23,6 +23,7 @@ from flowkit.engines._state import ENGINE_FAILURES_KEY, REGIONS_KEY, REVERTED_SC
 from flowkit.engines.executors import AtomExecutor, make_executor
 from flowkit.persistence.base import Backend
 from flowkit.persistence.models import FlowDetail, LogBook
+from flowkit.policies import ERRORS_KEY, RetryPolicy
 from flowkit.storage import Storage
 from flowkit.types.failure import Failure
 from flowkit.types.notifier import Notifier
@@ -67,9 +68,11 @@ class Engine:
         executor: Any = None,
         max_workers: int | None = None,
         clock: Any = None,
+        retry_policy: RetryPolicy | None = None,
     ) -> None:
         self._flow = flow
         self._clock = as_clock(clock)
+        self._retry_policy = RetryPolicy.check(retry_policy, "engine for flow %r" % (getattr(flow, "name", flow),))
         self._flow_detail = flow_detail
         self._backend = backend
         self._mode = mode
@@ -145,7 +148,7 @@ class Engine:
         if self._compilation is not None:
             return
         started = time.perf_counter()
-        self._compilation = compiler.compile_flow(self._flow)
+        self._compilation = compiler.compile_flow(self._flow, self._retry_policy)
         self._times["compile"] += time.perf_counter() - started
 
     def validate(self) -> None:
@@ -220,7 +223,11 @@ class Engine:
         until the next deadline or signal, then carries on.  With
         ``park=True`` it returns at once instead, the flow WAITING in the
         logbook (``flow_detail.meta["wake"]`` says until when); running it
-        again later, in this process or another, continues the waits.
+        again later, in this process or another, continues the waits.  The
+        backoff of a :class:`~flowkit.RetryPolicy` between attempts is such a
+        wait.  A policy that gives up with ``on_exhausted="broken"`` ends the
+        flow BROKEN and raises :class:`~flowkit.exceptions.Broken` (see
+        :meth:`retry` and :meth:`revert`).
         """
         for _ in self.run_iter(park=park):
             pass
@@ -280,7 +287,7 @@ class Engine:
     def _wake_on_time_and_signals(self, run_state: RunState) -> list[Any]:
         """Wake ``run_state``'s loop when the clock jumps or a signal is sent in this process."""
         assert self._compilation is not None
-        if not self._compilation.waits:
+        if not self._compilation.waits and not self._compilation.has_policies:
             return []
         from flowkit.signals import subscribe
 
@@ -380,6 +387,76 @@ class Engine:
             run_state.cancel_requested = Failure()
         run_state.wake()
 
+    def retry(self, atom: str | None = None) -> None:
+        """Clear BROKEN so the next ``run()`` runs the broken atom (``atom``) or atoms (None) again.
+
+        For a flow that ended BROKEN (a :class:`~flowkit.RetryPolicy` with
+        ``on_exhausted="broken"`` ran out): each atom is PENDING again with its
+        error count at zero and a new attempt number (its attempt history is
+        kept); the flow is PENDING unless other atoms stay BROKEN.  Written to
+        the logbook at once (``flowkit retry UUID [ATOM]`` does the same from
+        another process).  Raises :class:`~flowkit.exceptions.InvalidState` when
+        nothing (or not ``atom``) is BROKEN, or while the engine runs.
+        """
+        if self._run_state is not None:
+            raise exc.InvalidState("cannot retry flow %r while it runs" % (self._flow.name,))
+        self.prepare()
+        assert self._details is not None
+        fd = self._flow_detail
+        broken = [d for d in self._details if d.state == states.BROKEN]
+        chosen = [d for d in broken if atom is None or d.name == atom]
+        if not chosen:
+            raise exc.InvalidState(
+                "flow %r (%s) has %s to retry: it is %s%s"
+                % (
+                    self._flow.name,
+                    fd.uuid,
+                    "no BROKEN atom" if atom is None else "no BROKEN atom %r" % (atom,),
+                    fd.state,
+                    "" if not broken else " (BROKEN: %s)" % ", ".join(repr(d.name) for d in broken),
+                )
+            )
+        flow_lock = self._connection.lock_flow(fd)
+        try:
+            for detail in chosen:
+                detail.reset(states.PENDING)
+                detail.meta[ERRORS_KEY] = 0
+                self._storage.save_atom(detail)
+            if len(chosen) == len(broken):
+                self._storage.set_flow_state(states.PENDING)
+            else:
+                self._connection.flush()
+        finally:
+            flow_lock.release()
+
+    def revert(self) -> None:
+        """Make the next ``run()`` revert a BROKEN flow instead of retrying it.
+
+        Every BROKEN atom counts as failed with its last failure; the run
+        reverts the whole flow and ends REVERTED, raising that failure.
+        Written to the logbook at once (``flowkit revert UUID``).  Raises
+        :class:`~flowkit.exceptions.InvalidState` unless the flow is BROKEN.
+        """
+        if self._run_state is not None:
+            raise exc.InvalidState("cannot revert flow %r while it runs" % (self._flow.name,))
+        self.prepare()
+        assert self._details is not None
+        fd = self._flow_detail
+        if fd.state != states.BROKEN:
+            raise exc.InvalidState(
+                "flow %r (%s) is %s, not BROKEN: there is nothing to revert" % (self._flow.name, fd.uuid, fd.state)
+            )
+        flow_lock = self._connection.lock_flow(fd)
+        try:
+            for detail in self._details:
+                if detail.state == states.BROKEN:
+                    detail.state = states.FAILURE
+                    detail.intention = states.REVERT
+                    self._storage.save_atom(detail)
+            self._storage.set_flow_state(states.REVERTING)
+        finally:
+            flow_lock.release()
+
     def retry_reverts(self) -> None:
         """Let the next ``run()`` try again the reverts that failed.
 
@@ -439,6 +516,7 @@ class Engine:
         for detail in self._details:
             detail.reset(states.PENDING)
             detail.meta.pop("progress", None)
+            detail.meta.pop(ERRORS_KEY, None)
             detail.meta.pop("ignore_depth", None)
             self._storage.save_atom(detail)
         self._flow_detail.meta.pop(REGIONS_KEY, None)

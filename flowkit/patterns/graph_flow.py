@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from flowkit import flow
+from flowkit.policies import RetryPolicy
 
 __all__ = ["Flow", "Depth"]
 
@@ -34,8 +35,8 @@ class Flow(flow.Flow):
     are marked IGNORE instead of running; the flow still succeeds.
     """
 
-    def __init__(self, name: str, retry: Any = None) -> None:
-        super().__init__(name, retry)
+    def __init__(self, name: str, retry: Any = None, retry_policy: RetryPolicy | None = None) -> None:
+        super().__init__(name, retry, retry_policy)
         self._links: list[tuple[Any, Any, dict[str, Any]]] = []
 
     def link(

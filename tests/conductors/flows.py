@@ -13,11 +13,21 @@ from typing import Any
 
 from flowkit.factories import flow_factory
 from flowkit.patterns import linear_flow
+from flowkit.policies import RetryPolicy
 from flowkit.task import Task
 from flowkit.waits import Sleep, WaitFor
 from tests.support import wait_until
 
-__all__ = ["one_line", "two_steps", "failing", "gated_steps", "napping", "approval", "append_line"]
+__all__ = [
+    "one_line",
+    "two_steps",
+    "failing",
+    "gated_steps",
+    "napping",
+    "approval",
+    "backing_off",
+    "append_line",
+]
 
 #: In a conductor process started with this variable set, ``Hold`` blocks
 #: until the release file exists (the first conductor in a crash test).
@@ -111,6 +121,24 @@ def napping(until: float) -> Any:
     """``before`` (a line), a timer until ``until`` (epoch seconds), ``after`` (a line)."""
     when = datetime.datetime.fromtimestamp(until, tz=datetime.timezone.utc)
     return linear_flow.Flow("napping").add(Append("before"), Sleep("nap", until=when), Append("after"))
+
+
+class FailFirst(Task):
+    """Appends ``"<tag> <job> <attempt>"``; its first attempt (attempt 0) then raises."""
+
+    def execute(self, log: str, job: str) -> str:
+        attempt = int(self.context.idempotency_key.rsplit("-", 1)[1])
+        append_line(log, "%s %s %d" % (self.name, job, attempt))
+        if attempt == 0:
+            raise RuntimeError("first attempt of %s fails" % (self.name,))
+        return self.name
+
+
+@flow_factory
+def backing_off(delay: float) -> Any:
+    """``before`` (a line), ``call`` (fails once, retried by its policy after ``delay`` seconds)."""
+    policy = RetryPolicy(max_attempts=2, initial_delay=delay)
+    return linear_flow.Flow("backing-off").add(Append("before"), FailFirst("call", retry_policy=policy))
 
 
 class Charge(Task):

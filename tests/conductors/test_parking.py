@@ -92,6 +92,26 @@ def test_a_timer_parks_the_job_and_the_flow_resumes_when_it_is_due(tmp_path: Pat
     assert board.get_job(job.uuid).outcome == "SUCCESS"
 
 
+def test_a_retry_backoff_parks_the_job_until_the_next_attempt_is_due(tmp_path: Path) -> None:
+    clock = VirtualClock(START)
+    backend = MemoryBackend()
+    board = MemoryJobBoard("tests", persistence=backend, clock=clock)
+    log = tmp_path / "log.txt"
+    job = post_flow(board, flows.backing_off, [600.0], store={"log": str(log), "job": "j"})
+    with Conductors(board, 1, clock) as running:
+        wait_until(lambda: running.parked, "the job to be parked")
+        status = board.status_of(job)
+        assert status.state == JobState.UNCLAIMED and status.parked and status.due_at == START + 600
+        assert board.find_owner(job) is None
+        clock.advance(599)
+        assert board.claim_next("someone else") is None  # not due: nobody may take it
+        clock.advance(1)
+        wait_until(lambda: board.state_of(job) == JobState.COMPLETE, "the job to finish")
+    assert [line.split()[0] for line in lines(log)] == ["before", "call", "call"]
+    assert [line.split()[2] for line in lines(log)[1:]] == ["0", "1"]  # attempts
+    assert board.get_job(job.uuid).outcome == "SUCCESS"
+
+
 def test_a_signal_wakes_a_job_parked_on_it(tmp_path: Path) -> None:
     clock = VirtualClock(START)
     backend = MemoryBackend()

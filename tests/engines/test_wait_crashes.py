@@ -271,6 +271,36 @@ def test_a_timer_fires_at_its_original_deadline_after_a_sigkill(crash_run: Run) 
     assert _resumed_events(run)[-1] == "finished SUCCESS"
 
 
+def test_a_retry_backoff_ends_at_its_original_due_time_after_a_sigkill(crash_run: Run) -> None:
+    run = crash_run
+    run.start("backoff")
+    run.wait_for("flow WAITING")
+    run.kill()
+
+    at_kill = run.stored()
+    assert at_kill.state == states.WAITING
+    call = at_kill.find_by_name("call")
+    assert call.state == states.WAITING
+    wait = call.meta["wait"]
+    due = wait["until"]
+    assert due == pytest.approx(call.meta["attempts"][0]["ended"] + NAP_SECONDS)
+    assert at_kill.meta["wake"] == {"due": due, "signals": []}
+
+    run.resume(run.killed_at + RESUME_AFTER_KILL)
+    resumed_at = float(_resumed_events(run)[0].split()[1])
+    done = run.stored()
+    assert done.state == states.SUCCESS, run.detail()
+    started = done.find_by_name("call").results["started"]
+    timings = "the second attempt started %.3f s after its due time, %.3f s after the resume began" % (
+        started - due,
+        started - resumed_at,
+    )
+    assert 0.0 <= started - due <= LATE, timings
+    assert started < resumed_at + NAP_SECONDS, timings
+    assert (executions(run.workdir, "a"), executions(run.workdir, "call")) == (1, 2)
+    assert done.find_by_name("call").meta["errors"] == 0
+
+
 # -- signals -----------------------------------------------------------------------------
 
 

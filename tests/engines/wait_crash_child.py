@@ -40,13 +40,14 @@ from flowkit.engines import load_from_detail, load_from_factory
 from flowkit.factories import flow_factory
 from flowkit.patterns import linear_flow
 from flowkit.persistence.backends import fetch
+from flowkit.policies import RetryPolicy
 from flowkit.retry import Times
 from flowkit.task import Task
 from flowkit.waits import Sleep, WaitFor
 from tests.support import wait_until
 
 #: What each scenario's flow is (see make_flow).
-SCENARIOS = ("timer", "signal", "signal-early", "key")
+SCENARIOS = ("timer", "signal", "signal-early", "key", "backoff")
 
 #: How long the timer of the "timer" scenario waits.
 NAP_SECONDS = 2.0
@@ -194,6 +195,16 @@ class Key(Task):
         return key
 
 
+class FirstAttemptFails(Task):
+    """Count this execution; fail the first one; later ones return when they started (``time.time()``)."""
+
+    def execute(self, workdir: str) -> dict[str, Any]:
+        started = time.time()
+        if count_execution(workdir, self.name) == 1:
+            raise FirstResumedAttemptFails("the first attempt of %r fails" % (self.name,))
+        return {"started": started}
+
+
 def read_keys(workdir: str | Path) -> list[str]:
     """The idempotency keys the "key" scenario's task saw, in order."""
     try:
@@ -230,6 +241,12 @@ def make_flow(scenario: str, workdir: str) -> Any:
             linear_flow.Flow("attempts", retry=Times(3, name="again")).add(
                 Key(name="charge", provides="key", inject=inject)
             ),
+        )
+    if scenario == "backoff":
+        policy = RetryPolicy(max_attempts=2, initial_delay=NAP_SECONDS)
+        return linear_flow.Flow("backoff").add(
+            a,
+            FirstAttemptFails(name="call", provides="call", inject=inject, retry_policy=policy),
         )
     raise ValueError("unknown scenario %r (known: %s)" % (scenario, ", ".join(SCENARIOS)))
 

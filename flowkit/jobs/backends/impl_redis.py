@@ -152,9 +152,12 @@ end
 """
 
 # KEYS: job, ready, leases, delayed.  ARGV: who, now, expires, lock prefix, uuid
-_CLAIM = _TRY_CLAIM + """
+_CLAIM = (
+    _TRY_CLAIM
+    + """
 return try_claim(KEYS[1], ARGV[5], ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], KEYS[2], KEYS[3], KEYS[4])
 """
+)
 
 # KEYS: ready, leases, open, delayed.  ARGV: who, now, expires, lock prefix, job key prefix
 # Returns {} when nothing is claimable, else {uuid, token, field, value, ...} (the job's hash).
