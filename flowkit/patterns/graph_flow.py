@@ -34,8 +34,8 @@ class Flow(flow.Flow):
     are marked IGNORE instead of running; the flow still succeeds.
     """
 
-    def __init__(self, name: str, retry: Any = None) -> None:
-        super().__init__(name, retry)
+    def __init__(self, name: str, retry: Any = None, revert_with: Any = None) -> None:
+        super().__init__(name, retry, revert_with)
         self._links: list[tuple[Any, Any, dict[str, Any]]] = []
 
     def link(
