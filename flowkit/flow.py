@@ -146,7 +146,7 @@ class _RevertWith(Task):
     def execute(self) -> None:
         return None
 
-    def revert(self, results: Mapping[str, Any], flow_failures: Mapping[str, Any]) -> Any:  # type: ignore[override]
+    def revert(self, results: Mapping[str, Any], flow_failures: Mapping[str, Any]) -> Any:
         undo = self.undo
         if not isinstance(undo, Task):
             return undo(results, flow_failures)

@@ -5,7 +5,10 @@ answer names a :class:`~flowkit.engines._state.Region` to revert: the
 scope of the controller that said RETRY (then the controller runs again), the
 innermost scope that said REVERT, or the whole flow.  A region stops starting
 atoms, waits for its in-flight atoms, then reverts what ran in reverse
-dependency order.  Regions are recorded in the flow detail (``REGIONS_KEY``), so a crash in the
+dependency order.  A flow with ``revert_with`` has a hidden first atom (see
+``Compilation.undos``): when that atom is reverted with its region, the flow's
+other atoms are marked REVERTED without running their reverts, and the hidden
+atom's revert (the flow's undo) runs once, after them.  Regions are recorded in the flow detail (``REGIONS_KEY``), so a crash in the
 middle of a revert resumes the revert.
 """
 

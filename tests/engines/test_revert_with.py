@@ -122,7 +122,11 @@ def test_an_outer_undo_replaces_an_inner_one(load: Any) -> None:
     with pytest.raises(BoomError):
         engine.run()
     assert capture.names_in(states.REVERTING) == ["boom", "all.revert_with"]
-    assert capture.reverted_result("all.revert_with")["results"] == {"r": "reserve", "vm": "create", "config": "configure"}
+    assert capture.reverted_result("all.revert_with")["results"] == {
+        "r": "reserve",
+        "vm": "create",
+        "config": "configure",
+    }
     assert engine.storage.get_atom_state(UNDO) == states.REVERTED
 
 
