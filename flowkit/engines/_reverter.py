@@ -8,8 +8,9 @@ atoms, waits for its in-flight atoms, then reverts what ran in reverse
 dependency order.  A flow with ``revert_with`` has a hidden first atom (see
 ``Compilation.undos``): when that atom is reverted with its region, the flow's
 other atoms are marked REVERTED without running their reverts, and the hidden
-atom's revert (the flow's undo) runs once, after them.  Regions are recorded in the flow detail (``REGIONS_KEY``), so a crash in the
-middle of a revert resumes the revert.
+atom's revert (the flow's undo) runs once, after them.  Regions are recorded
+in the flow detail (``REGIONS_KEY``), so a crash in the middle of a revert
+resumes the revert.
 """
 
 from __future__ import annotations
