@@ -26,7 +26,7 @@ class Flow:
 
     ``revert_with`` optionally gives the flow one undo of its own, run
     instead of its atoms' reverts when the flow is reverted: a
-    :class:`~flowkit.task.Task` whose ``revert`` is called with ``results``
+    :class:`~flowkit.task.Task` (only its ``revert`` is used) called with ``results``
     (symbol -> value of what the flow's atoms provided so far) and
     ``flow_failures`` (atom name -> the failures that caused the revert),
     as far as its signature names them, or a callable called as
