@@ -6,12 +6,13 @@ anything.  The engine's compiler turns a flow tree into one execution graph.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Union
 
 from flowkit._names import check_name
-from flowkit.atom import Atom
+from flowkit.atom import Atom, signature_of
 from flowkit.policies import RetryPolicy
+from flowkit.task import Task
 
 __all__ = ["Flow", "Item"]
 
@@ -26,9 +27,25 @@ class Flow:
     ``retry_policy`` (a :class:`~flowkit.RetryPolicy`) is the policy of every
     task inside this flow, nested flows included, that sets none of its own
     (a nested flow's own ``retry_policy`` wins inside it).
+
+    ``revert_with`` optionally gives the flow one undo of its own, run
+    instead of its atoms' reverts when the flow is reverted: a
+    :class:`~flowkit.task.Task` (only its ``revert`` is used) called with ``results``
+    (symbol -> value of what the flow's atoms provided so far) and
+    ``flow_failures`` (atom name -> the failures that caused the revert),
+    as far as its signature names them, or a callable called as
+    ``fn(results, flow_failures)``.  It runs once, as the hidden atom
+    ``"<flow name>.revert_with"`` with its own atom detail in the logbook.
     """
 
-    def __init__(self, name: str, retry: Any = None, retry_policy: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        retry: Any = None,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        revert_with: Task | Callable[..., Any] | None = None,
+    ) -> None:
         from flowkit.retry import Retry
 
         check_name(name, "flow name")
@@ -38,6 +55,19 @@ class Flow:
         self._retry = retry
         self._retry_policy = RetryPolicy.check(retry_policy, "flow %r" % (name,))
         self._children: list[Item] = []
+        self._revert_with = revert_with
+        self._revert_with_atom: _RevertWith | None = None
+        if revert_with is not None:
+            if isinstance(revert_with, Atom) and not isinstance(revert_with, Task):
+                raise TypeError(
+                    "flow %r: revert_with must be a task or a callable, got the %s %r"
+                    % (name, type(revert_with).__name__, revert_with.name)
+                )
+            if isinstance(revert_with, type) or (not callable(revert_with) and not isinstance(revert_with, Task)):
+                raise TypeError(
+                    "flow %r: revert_with must be a task (an instance) or a callable, got %r" % (name, revert_with)
+                )
+            self._revert_with_atom = _RevertWith(name, revert_with)
 
     @property
     def name(self) -> str:
@@ -53,6 +83,11 @@ class Flow:
     def retry_policy(self) -> RetryPolicy | None:
         """The default retry policy of the tasks inside this flow, or None."""
         return self._retry_policy
+
+    @property
+    def revert_with(self) -> Task | Callable[..., Any] | None:
+        """The flow's own undo (a task or a callable), run instead of its atoms' reverts; or None."""
+        return self._revert_with
 
     def _check_items(self, items: tuple[Any, ...]) -> None:
         for item in items:
@@ -109,3 +144,37 @@ class Flow:
 
     def __repr__(self) -> str:
         return "%s(%r, %d items)" % (type(self).__module__ + "." + type(self).__name__, self._name, len(self))
+
+
+class _RevertWith(Task):
+    """The hidden atom that runs a flow's ``revert_with`` (``"<flow name>.revert_with"``).
+
+    The compiler puts it first in its flow, so it succeeds (doing nothing)
+    before any atom of the flow starts, and is reverted after all of them.
+    When the flow is reverted, the engine marks the flow's atoms REVERTED
+    without running their reverts and runs this atom's revert instead.
+    """
+
+    def __init__(self, flow_name: str, undo: Task | Callable[..., Any]) -> None:
+        super().__init__(name=flow_name + ".revert_with")
+        self.flow_name = flow_name
+        self.undo = undo
+
+    def execute(self) -> None:
+        return None
+
+    def revert(self, results: Mapping[str, Any], flow_failures: Mapping[str, Any]) -> Any:
+        undo = self.undo
+        if not isinstance(undo, Task):
+            return undo(results, flow_failures)
+        offered = {"results": results, "result": results, "flow_failures": flow_failures}
+        sig = signature_of(undo.revert)
+        if sig.var_kwargs:
+            kwargs = {"results": results, "flow_failures": flow_failures}
+        else:
+            kwargs = {k: v for k, v in offered.items() if k in sig.all_args}
+        undo.pre_revert()
+        try:
+            return undo.revert(**kwargs)
+        finally:
+            undo.post_revert()

@@ -134,6 +134,9 @@ class Compilation:
         self.incoming_deciders: dict[int, list[int]] = {}  # atom -> decider idents
         self.providers: dict[str, list[tuple[int, Any]]] = {}  # symbol -> (atom, result index)
         self.flow_ranges: dict[str, range] = {}  # flow name -> its atoms
+        # The hidden atom of a flow with ``revert_with`` -> the atoms whose
+        # reverts it replaces (the rest of that flow's range).
+        self.undos: dict[int, range] = {}
         self.edge_count = 0
         self.has_priorities = False
         self._graph: nx.DiGraph | None = None
@@ -350,12 +353,25 @@ class _Compiler:
             retry_exports = self._exports_of(retry_index, retry, self._new_token())
             scope = _Scope(retry_exports, scope, "the retry controller of flow %r" % flow.name)
             owner = retry_index
+        undo = flow._revert_with_atom
+        undo_index = NO_RETRY
+        if undo is not None:
+            # First in the flow (inside its retry scope): it succeeds before
+            # any atom of the flow starts, so it is reverted after all of them.
+            undo_index = self._add_atom(undo, scope, owner)
         if isinstance(flow, graph_flow.Flow):
             entries, exits, exports = self._compile_graph(flow, scope, owner)
         elif isinstance(flow, unordered_flow.Flow):
             entries, exits, exports = self._compile_unordered(flow, scope, owner)
         else:
             entries, exits, exports = self._compile_linear(flow, scope, owner)
+        if undo_index != NO_RETRY:
+            self.c.undos[undo_index] = range(undo_index + 1, len(self.c.atoms))
+            for entry in entries:
+                self._edge(undo_index, entry)
+            entries = [undo_index]
+            if not exits:
+                exits = [undo_index]
         if retry_index != NO_RETRY:
             self.c.scope_end[retry_index] = len(self.c.atoms)
             for entry in entries:

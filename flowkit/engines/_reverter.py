@@ -5,12 +5,17 @@ answer names a :class:`~flowkit.engines._state.Region` to revert: the
 scope of the controller that said RETRY (then the controller runs again), the
 innermost scope that said REVERT, or the whole flow.  A region stops starting
 atoms, waits for its in-flight atoms, then reverts what ran in reverse
-dependency order.  Regions are recorded in the flow detail (``REGIONS_KEY``), so a crash in the
-middle of a revert resumes the revert.
+dependency order.  A flow with ``revert_with`` has a hidden first atom (see
+``Compilation.undos``): when that atom is reverted with its region, the flow's
+other atoms are marked REVERTED without running their reverts, and the hidden
+atom's revert (the flow's undo) runs once, after them.  Regions are recorded
+in the flow detail (``REGIONS_KEY``), so a crash in the middle of a revert
+resumes the revert.
 """
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 from flowkit import exceptions as exc
@@ -244,12 +249,49 @@ class Reverter:
                     count += 1
             waits[index] = count
         region.remaining = len(member)
-        if not member:
+        undos = st.c.undos
+        if undos:
+            skip = region.skip
+            for undo in undos:
+                if undo in member:
+                    skip.update(i for i in undos[undo] if i in member)
+        self.queue_reverts(region, [index for index in sorted(member, reverse=True) if waits[index] == 0])
+        if region.remaining == 0:
             self.finish_region(region)
+
+    def queue_reverts(self, region: Region, indices: list[int]) -> None:
+        """Queue the reverts of ``indices`` (members of ``region`` whose successors are reverted).
+
+        A member whose revert its flow's ``revert_with`` replaces is marked
+        REVERTED at once, without running anything, and what that unblocks
+        is queued in turn; the flow's undo comes after all of them.
+        """
+        st = self.state
+        skip = region.skip
+        if not skip:
+            st.revert_ready.extend(indices)
             return
-        for index in sorted(member, reverse=True):
-            if waits[index] == 0:
+        todo = collections.deque(indices)
+        member = region.member
+        waits = region.waits
+        preds = st.c.preds
+        while todo:
+            index = todo.popleft()
+            if index not in skip:
                 st.revert_ready.append(index)
+                continue
+            detail = st.details[index]
+            old = detail.state
+            detail.state = REVERTED
+            detail.intention = states.REVERT
+            st.save(detail)
+            st.notify_atom(index, REVERTED, old)
+            region.remaining -= 1
+            for p in preds[index]:
+                if p in member:
+                    waits[p] -= 1
+                    if waits[p] == 0:
+                        todo.append(p)
 
     def begin_revert(self, index: int) -> dict[str, Any] | None:
         """Mark ``index`` REVERTING; run a controller's revert inline (None) or return task kwargs."""
@@ -274,6 +316,8 @@ class Reverter:
             else:
                 self.revert_done(index, True, result)
             return None
+        if index in st.c.undos:
+            return {"results": self.flow_results(index), "flow_failures": dict(region.failures)}
         # A task that failed is reverted with its Failure as the result.
         failed = old == FAILURE or (detail.failure is not None and old != SUCCESS)
         kwargs["result"] = detail.failure if failed else detail.results
@@ -282,6 +326,28 @@ class Reverter:
         if sig is not None:
             kwargs = {k: v for k, v in kwargs.items() if k in sig}
         return kwargs
+
+    def flow_results(self, undo: int) -> dict[str, Any]:
+        """What the atoms of the flow whose ``revert_with`` is atom ``undo`` provided: symbol -> value."""
+        st = self.state
+        c = st.c
+        results: dict[str, Any] = {}
+        for index in c.undos[undo]:
+            detail = st.details[index]
+            if c.is_retry[index] or index in c.undos or detail.failure is not None:
+                continue
+            if detail.state not in (SUCCESS, REVERTING, REVERTED):
+                continue
+            value = detail.results
+            for symbol, where in c.atoms[index].save_as.items():
+                if where is None:
+                    results[symbol] = value
+                    continue
+                try:
+                    results[symbol] = value[where]
+                except (LookupError, TypeError):
+                    continue
+        return results
 
     def revert_signature(self, atom: Any) -> frozenset[str] | None:
         """Names ``revert`` accepts, or None when it takes ``**kwargs``."""
@@ -327,11 +393,14 @@ class Reverter:
             return
         region.remaining -= 1
         if ok:
+            unblocked = []
             for p in st.c.preds[index]:
                 if p in region.member:
                     region.waits[p] -= 1
                     if region.waits[p] == 0:
-                        st.revert_ready.append(p)
+                        unblocked.append(p)
+            if unblocked:
+                self.queue_reverts(region, unblocked)
         if region.remaining == 0 and not st.fatal:
             self.finish_region(region)
 

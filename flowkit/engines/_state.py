@@ -117,7 +117,19 @@ REGIONS_KEY = "regions"
 class Region:
     """A part of the flow being reverted: a retry controller's scope, or everything."""
 
-    __slots__ = ("start", "end", "retry", "outcome", "failures", "running", "reverting", "remaining", "waits", "member")
+    __slots__ = (
+        "start",
+        "end",
+        "retry",
+        "outcome",
+        "failures",
+        "running",
+        "reverting",
+        "remaining",
+        "waits",
+        "member",
+        "skip",
+    )
 
     def __init__(self, start: int, end: int, retry: int, outcome: RegionOutcome) -> None:
         self.start = start
@@ -130,6 +142,8 @@ class Region:
         self.remaining = 0
         self.waits: dict[int, int] = {}
         self.member: set[int] = set()
+        #: Members whose revert a flow's ``revert_with`` (also a member) replaces.
+        self.skip: set[int] = set()
 
     def contains(self, index: int) -> bool:
         """Whether atom ``index`` is inside this region."""

@@ -35,8 +35,10 @@ class Flow(flow.Flow):
     are marked IGNORE instead of running; the flow still succeeds.
     """
 
-    def __init__(self, name: str, retry: Any = None, retry_policy: RetryPolicy | None = None) -> None:
-        super().__init__(name, retry, retry_policy)
+    def __init__(
+        self, name: str, retry: Any = None, *, retry_policy: RetryPolicy | None = None, revert_with: Any = None
+    ) -> None:
+        super().__init__(name, retry, retry_policy=retry_policy, revert_with=revert_with)
         self._links: list[tuple[Any, Any, dict[str, Any]]] = []
 
     def link(
