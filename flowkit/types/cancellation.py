@@ -103,8 +103,10 @@ class CancelToken:
             self._flag.set()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # What crosses to a worker is the flag, never the event (which holds a lock).
-        return (_worker_token, (self._flag, self._event.is_set()))
+        # What crosses to a worker is the flag, never the event (which holds a
+        # lock); a copy of a worker-side token reads the same flag.
+        flag = self._flag if self._flag is not None else self._watch
+        return (_worker_token, (flag, self._event.is_set()))
 
     def __repr__(self) -> str:
         return "<CancelToken %s>" % ("set" if self._event.is_set() else "unset")
