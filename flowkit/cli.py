@@ -428,9 +428,7 @@ def _cmd_cancel(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
         sys.stderr.write("flowkit: %s\n" % (error,))
         return 1
     if stored:
-        out.write(
-            "asked flow detail %s to stop and %s\n" % (args.flow_detail, "revert" if revert else "suspend")
-        )
+        out.write("asked flow detail %s to stop and %s\n" % (args.flow_detail, "revert" if revert else "suspend"))
     else:
         out.write("flow detail %s has a cancel request pending already; nothing changed\n" % (args.flow_detail,))
     return 0
@@ -486,7 +484,9 @@ def _parser() -> argparse.ArgumentParser:
     cancel.add_argument(
         "--no-revert", action="store_true", help="suspend the flow instead of reverting what ran (resume it later)"
     )
-    cancel.add_argument("--reason", default="cancelled from the command line", help="why (shown in the error it raises)")
+    cancel.add_argument(
+        "--reason", default="cancelled from the command line", help="why (shown in the error it raises)"
+    )
     return parser
 
 

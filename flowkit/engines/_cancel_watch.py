@@ -83,7 +83,9 @@ class CancelWatch:
                     self.check(conn)
                 except exc.StorageFailure as error:
                     # The engine's own writes will report an outage; keep looking.
-                    _log.debug("looking for cancel requests of flow detail %s failed: %s", self._flow_detail.uuid, error)
+                    _log.debug(
+                        "looking for cancel requests of flow detail %s failed: %s", self._flow_detail.uuid, error
+                    )
         finally:
             if conn is not None:
                 try:

@@ -15,8 +15,8 @@ from typing import Any
 
 from flowkit import exceptions as exc
 from flowkit import states
-from flowkit.cancellation import CANCEL_KEY, CancelRequest
 from flowkit._names import MAX_NAME_LENGTH, check_name
+from flowkit.cancellation import CANCEL_KEY, CancelRequest
 from flowkit.clock import Clock, as_clock
 from flowkit.engines import _compiler as compiler
 from flowkit.engines._cancel_watch import CancelWatch
