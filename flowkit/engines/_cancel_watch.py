@@ -1,13 +1,15 @@
 """Watching the logbook for cancel requests (:mod:`flowkit.cancellation`) while a run goes on.
 
-One :class:`CancelWatch` per ``run()``: a thread of its own, with a
-connection of its own, asks for the next request every
+One :class:`CancelWatch` per ``run()``, all of them served by one thread per
+process (started with the first, kept for the process's life): every
 :data:`~flowkit.cancellation.CANCEL_POLL` seconds, and at once when a
-request is made in this process (it subscribes to the flow detail's
-signals).  Being a thread, it costs the atoms nothing, and it sees a request
-while a serial engine's thread is inside a long task.  What it finds it
-hands to ``apply`` (the engine's cancel or suspend, both safe from any
-thread), once.
+request is made in this process (each watch subscribes to its flow detail's
+signals), it asks, through a connection of its own per backend, for the next
+request of every flow detail being run.  Being a thread, it costs the atoms
+nothing, and it sees a request while a serial engine's thread is inside a
+long task; being one thread, a run pays only for registering its watch.
+What it finds it hands to the watch's ``apply`` (the engine's cancel or
+suspend, both safe from any thread), once.
 """
 
 from __future__ import annotations
@@ -26,23 +28,72 @@ __all__ = ["CancelWatch"]
 _log = logging.getLogger(__name__)
 
 
+class _Watcher:
+    """The thread that serves every :class:`CancelWatch` of this process."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.watches: set[CancelWatch] = set()
+        self.look = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def add(self, watch: CancelWatch) -> None:
+        with self.lock:
+            self.watches.add(watch)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._loop, name="flowkit-cancel-watch", daemon=True)
+                self.thread.start()
+
+    def remove(self, watch: CancelWatch) -> None:
+        with self.lock:
+            self.watches.discard(watch)
+
+    def _loop(self) -> None:
+        connections: dict[int, tuple[Backend, Connection]] = {}
+        while True:
+            self.look.wait(CANCEL_POLL)
+            self.look.clear()
+            with self.lock:
+                watches = list(self.watches)
+            for watch in watches:
+                key = id(watch.backend)
+                try:
+                    if key not in connections:
+                        connections[key] = (watch.backend, watch.backend.get_connection())
+                    watch.check(connections[key][1])
+                except exc.StorageFailure as error:
+                    # The engine's own writes report an outage; keep looking.
+                    _log.debug("looking for cancel requests of flow detail %s failed: %s", watch.uuid, error)
+                except Exception:  # pragma: no cover - must not end the thread every run relies on
+                    _log.exception("looking for cancel requests of flow detail %s failed", watch.uuid)
+            wanted = {id(watch.backend) for watch in watches}
+            for key in [k for k in connections if k not in wanted]:
+                _backend, conn = connections.pop(key)
+                try:
+                    conn.close()
+                except Exception:  # pragma: no cover - closing after an outage
+                    _log.debug("closing a cancel watch connection failed", exc_info=True)
+
+
+_WATCHER = _Watcher()
+
+
 class CancelWatch:
-    """Looks for the next cancel request of one flow detail until :meth:`stop`."""
+    """Looks for the next cancel request of one flow detail, from :meth:`start` until :meth:`stop`."""
 
     def __init__(self, backend: Backend, flow_detail: FlowDetail, apply: Callable[[CancelRequest], bool]) -> None:
-        self._backend = backend
+        self.backend = backend
+        self.uuid = flow_detail.uuid
         self._flow_detail = flow_detail
         self._apply = apply
-        self._look = threading.Event()
         self._stopped = False
-        self._thread: threading.Thread | None = None
         self._unsubscribe: Callable[[], None] | None = None
         #: The request acted on during this run (the engine records it in the flow detail), or None.
         self.applied: CancelRequest | None = None
 
     def check(self, conn: Connection) -> CancelRequest | None:
         """Look once, through ``conn``; apply what is found.  Returns the request if one was applied."""
-        if self.applied is not None:
+        if self.applied is not None or self._stopped:
             return None
         fd = self._flow_detail
         found = pending_request(conn, fd.uuid, fd.meta)
@@ -55,40 +106,13 @@ class CancelWatch:
         """Start looking in the background."""
         from flowkit.signals import subscribe
 
-        self._unsubscribe = subscribe(self._flow_detail.uuid, self._look.set)
-        self._thread = threading.Thread(
-            target=self._loop, name="flowkit-cancel-watch-%s" % (self._flow_detail.uuid,), daemon=True
-        )
-        self._thread.start()
+        self._unsubscribe = subscribe(self.uuid, _WATCHER.look.set)
+        _WATCHER.add(self)
 
     def stop(self) -> None:
-        """Stop looking (without waiting for a query under way: it applies nothing once stopped)."""
+        """Stop looking (a query under way applies nothing: the engine checks the run it was for)."""
         self._stopped = True
-        self._look.set()
+        _WATCHER.remove(self)
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-
-    def _loop(self) -> None:
-        conn: Connection | None = None
-        try:
-            while not self._stopped and self.applied is None:
-                self._look.wait(CANCEL_POLL)
-                self._look.clear()
-                if self._stopped:
-                    return
-                try:
-                    if conn is None:
-                        conn = self._backend.get_connection()
-                    self.check(conn)
-                except exc.StorageFailure as error:
-                    # The engine's own writes will report an outage; keep looking.
-                    _log.debug(
-                        "looking for cancel requests of flow detail %s failed: %s", self._flow_detail.uuid, error
-                    )
-        finally:
-            if conn is not None:
-                try:
-                    conn.close()
-                except Exception:  # pragma: no cover - closing after an outage
-                    _log.debug("closing the cancel watch's connection failed", exc_info=True)
