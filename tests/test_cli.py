@@ -48,9 +48,7 @@ def make_order(fail: bool = False) -> Any:
 def make_flow(url: str, fail: bool = False, suspend_after: str | None = None) -> str:
     """Run an order flow into ``url`` (suspended after ``suspend_after``); return its uuid."""
     with fetch(url) as backend:
-        engine = load_from_factory(
-            make_order, factory_kwargs={"fail": fail}, store={"start": []}, backend=backend
-        )
+        engine = load_from_factory(make_order, factory_kwargs={"fail": fail}, store={"start": []}, backend=backend)
 
         def suspend(state: Any, details: dict[str, Any]) -> None:
             if details["atom_name"] == suspend_after and state == states.SUCCESS:
@@ -282,7 +280,9 @@ def test_resume_retry_reverts_in_a_subprocess(url: str, tmp_path: Path) -> None:
         detail = conn.get_flow_details(uuid)
         assert detail.state == states.REVERTED
         assert {ad.name: ad.state for ad in detail} == {
-            "reserve": states.REVERTED, "charge": states.REVERTED, "decline": states.REVERTED
+            "reserve": states.REVERTED,
+            "charge": states.REVERTED,
+            "decline": states.REVERTED,
         }
 
 
@@ -362,3 +362,45 @@ def test_signal_from_the_installed_command(url: str, tmp_path: Path) -> None:
     done = run_flowkit("signal", uuid, "approved", "--value", "[1, 2]", "--backend", url, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "sent signal 'approved' to flow detail %s\n" % uuid
+
+
+def test_cancel_of_a_suspended_flow_reverts_it_when_resumed(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    uuid = make_flow(url, suspend_after="reserve")
+    assert main(["cancel", uuid, "--reason", "out of stock", "--backend", url]) == 0
+    assert capsys.readouterr().out == "asked flow detail %s to stop and revert\n" % uuid
+    assert main(["cancel", uuid, "--backend", url]) == 0
+    assert capsys.readouterr().out == "flow detail %s has a cancel request pending already; nothing changed\n" % uuid
+    assert main(["resume", uuid, "--backend", url]) == 1
+    out = capsys.readouterr().out
+    assert "out of stock (cancel request 1)" in out and "ship: " not in out
+    with fetch(url) as backend, backend.get_connection() as conn:
+        fd = conn.get_flow_details(uuid)
+    assert fd.state == states.REVERTED
+    assert {ad.name: ad.state for ad in fd} == {
+        "reserve": states.REVERTED,
+        "charge": states.PENDING,
+        "ship": states.PENDING,
+    }
+
+
+def test_cancel_no_revert_of_a_suspended_flow_keeps_it_suspended_and_resumable(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uuid = make_flow(url, suspend_after="reserve")
+    assert main(["cancel", uuid, "--no-revert", "--backend", url]) == 0
+    assert capsys.readouterr().out == "asked flow detail %s to stop and suspend\n" % uuid
+    assert main(["resume", uuid, "--backend", url]) == 3  # suspended again, nothing ran
+    assert "charge: " not in capsys.readouterr().out
+    assert main(["resume", uuid, "--backend", url]) == 0  # the request was acted on once
+    assert "flow 'order' (%s): SUCCESS" % uuid in capsys.readouterr().out
+
+
+def test_cancel_of_an_ended_or_unknown_flow_is_refused(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    uuid = make_flow(url)
+    assert main(["cancel", uuid, "--backend", url]) == 1
+    err = capsys.readouterr().err
+    assert err == "flowkit: flow 'order' (flow detail %s) has ended SUCCESS; there is nothing to cancel\n" % uuid
+    assert main(["cancel", "no-such-uuid", "--backend", url]) == 2
+    assert (
+        capsys.readouterr().err == "flowkit: no flow detail 'no-such-uuid' in this backend (try 'flowkit logbooks')\n"
+    )
