@@ -11,13 +11,14 @@ import datetime
 import os
 from typing import Any
 
+from flowkit.exceptions import Cancelled
 from flowkit.factories import flow_factory
 from flowkit.patterns import linear_flow
 from flowkit.task import Task
 from flowkit.waits import Sleep, WaitFor
 from tests.support import wait_until
 
-__all__ = ["one_line", "two_steps", "failing", "gated_steps", "napping", "approval", "append_line"]
+__all__ = ["one_line", "two_steps", "failing", "gated_steps", "napping", "approval", "patient", "append_line"]
 
 #: In a conductor process started with this variable set, ``Hold`` blocks
 #: until the release file exists (the first conductor in a crash test).
@@ -82,6 +83,17 @@ class Gate(Task):
         append_line(log, "undo-%s %s %d" % (self.name, job, os.getpid()))
 
 
+class Patient(Task):
+    """Announces itself in ``log``, then works until its run is being stopped, and stops (raises Cancelled)."""
+
+    def execute(self, log: str, job: str) -> None:
+        append_line(log, "%s %s" % (self.name, job))
+        while not self.context.cancelled.wait(0.05):  # type: ignore[union-attr]
+            pass
+        append_line(log, "%s-stopped %s" % (self.name, job))
+        raise Cancelled("%s stopped" % (self.name,))
+
+
 @flow_factory
 def one_line() -> Any:
     """One task: the job's single line."""
@@ -126,3 +138,9 @@ def approval() -> Any:
     return linear_flow.Flow("approval").add(
         Append("before"), WaitFor("approve", signal="approved", provides="amount"), Charge("charge")
     )
+
+
+@flow_factory
+def patient() -> Any:
+    """``first`` (a line), ``patient`` (a line, then works until stopped), ``last`` (a line)."""
+    return linear_flow.Flow("patient").add(Append("first"), Patient("patient"), Append("last"))
