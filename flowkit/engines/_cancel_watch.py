@@ -4,8 +4,8 @@ One :class:`CancelWatch` per ``run()``, all of them served by one thread per
 process (started with the first, kept for the process's life): every
 :data:`~flowkit.cancellation.CANCEL_POLL` seconds, and at once when a
 request is made in this process (each watch subscribes to its flow detail's
-signals), it asks, through a connection of its own per backend, for the next
-request of every flow detail being run.  Being a thread, it costs the atoms
+signals), it asks, through a connection of its own that it closes again, for
+the next request of every flow detail being run.  Being a thread, it costs the atoms
 nothing, and it sees a request while a serial engine's thread is inside a
 long task; being one thread, a run pays only for registering its watch.
 What it finds it hands to the watch's ``apply`` (the engine's cancel or
@@ -33,6 +33,7 @@ class _Watcher:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.busy = threading.Lock()
         self.watches: set[CancelWatch] = set()
         self.look = threading.Event()
         self.thread: threading.Thread | None = None
@@ -45,34 +46,45 @@ class _Watcher:
                 self.thread.start()
 
     def remove(self, watch: CancelWatch) -> None:
-        with self.lock:
+        with self.busy, self.lock:
             self.watches.discard(watch)
 
     def _loop(self) -> None:
-        connections: dict[int, tuple[Backend, Connection]] = {}
         while True:
             self.look.wait(CANCEL_POLL)
             self.look.clear()
             with self.lock:
-                watches = list(self.watches)
+                backends = {id(watch.backend): watch.backend for watch in self.watches}
+            for backend in backends.values():
+                # Held while the backend is used: a watch that stops waits for
+                # this, so once a run is over nothing here touches its backend
+                # (which its owner may then close).
+                with self.busy:
+                    with self.lock:
+                        watches = [watch for watch in self.watches if watch.backend is backend]
+                    if watches:
+                        self._check(backend, watches)
+
+    def _check(self, backend: Backend, watches: list[CancelWatch]) -> None:
+        try:
+            conn = backend.get_connection()
+        except Exception as error:
+            _log.debug("looking for cancel requests: no connection to %r: %s", backend, error)
+            return
+        try:
             for watch in watches:
-                key = id(watch.backend)
                 try:
-                    if key not in connections:
-                        connections[key] = (watch.backend, watch.backend.get_connection())
-                    watch.check(connections[key][1])
+                    watch.check(conn)
                 except exc.StorageFailure as error:
                     # The engine's own writes report an outage; keep looking.
                     _log.debug("looking for cancel requests of flow detail %s failed: %s", watch.uuid, error)
-                except Exception:  # pragma: no cover - must not end the thread every run relies on
+                except Exception:  # must not end the thread every run relies on
                     _log.exception("looking for cancel requests of flow detail %s failed", watch.uuid)
-            wanted = {id(watch.backend) for watch in watches}
-            for key in [k for k in connections if k not in wanted]:
-                _backend, conn = connections.pop(key)
-                try:
-                    conn.close()
-                except Exception:  # pragma: no cover - closing after an outage
-                    _log.debug("closing a cancel watch connection failed", exc_info=True)
+        finally:
+            try:
+                conn.close()
+            except Exception:  # pragma: no cover - closing after an outage
+                _log.debug("closing a cancel watch connection failed", exc_info=True)
 
 
 _WATCHER = _Watcher()
@@ -110,7 +122,7 @@ class CancelWatch:
         _WATCHER.add(self)
 
     def stop(self) -> None:
-        """Stop looking (a query under way applies nothing: the engine checks the run it was for)."""
+        """Stop looking; waits for a look under way at this watch's backend, which is not used here again."""
         self._stopped = True
         _WATCHER.remove(self)
         if self._unsubscribe is not None:
