@@ -6,7 +6,7 @@ on the import graph, together with "no import cycles between modules" (lazy and
 type-only imports included).
 
 - Foundation: ``exceptions`` (the one error tree), ``states``,
-  ``types/`` (captured failures, notifiers), ``clock`` (time and how long to
+  ``types/`` (captured failures, notifiers, the cancel token tasks read), ``clock`` (time and how long to
   block, which boards, conductors and waits share), and the internal ``_names`` and
   ``_imports`` (finding ``module:qualname``): every layer builds on them; they
   import nothing else of flowkit.
@@ -37,6 +37,9 @@ type-only imports included).
   persistence) and waking the waiters of this process.  Never imports atoms,
   patterns, the engine, storage, the factories or anything above the engine
   (the engine imports it to wait).
+- ``cancellation.py``: cancel requests for any flow detail, stored as signals
+  of their own; the same rules as ``signals.py`` (the engine imports it to
+  act on them).
 - ``factories.py``: the registry of flow factories, the only way a name read
   from a logbook reaches code.  Never imports the engine, storage,
   persistence, atoms or anything above the engine.

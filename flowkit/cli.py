@@ -13,6 +13,8 @@
     flowkit retry FLOW_DETAIL_UUID [ATOM]
                                      a BROKEN flow: run its broken atoms (or ATOM) again
     flowkit revert FLOW_DETAIL_UUID  a BROKEN flow: revert it instead
+    flowkit cancel FLOW_DETAIL_UUID [--no-revert] [--reason TEXT]
+                                     cancel a flow, running or not (flowkit.cancellation.request)
 
 Every command takes ``--backend URL``; the default is ``$FLOWKIT_BACKEND`` or,
 when that is unset, the SQLite file ``flowkit.db`` in the current directory.
@@ -28,6 +30,10 @@ errors and missing records exit 2.
 already got it with the same ``--key`` (it says so; nothing changes), 1 when
 it already got that signal otherwise, 2 for a value that is not JSON or a
 flow detail that does not exist.
+``cancel`` exits 0 once the request is stored (the engine running the flow,
+in any process, stops it within a second; a flow no engine runs is cancelled
+when it is next run), and also when a request is pending already (it says
+so), 1 when the flow has ended, 2 for a flow detail that does not exist.
 
 ``resume``, ``graph`` and ``conductor`` rebuild flows from what a logbook
 records, which is data: the factory it names must be registered in this
@@ -51,7 +57,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from flowkit import signals, states
+from flowkit import cancellation, signals, states
 from flowkit._cli_common import (
     CommandError,
     Handler,
@@ -62,7 +68,7 @@ from flowkit._cli_common import (
     table,
 )
 from flowkit.conductors.cli import add_commands as conductor_commands
-from flowkit.exceptions import CorruptLogbook, FlowkitError, NotFound, SignalAlreadySent
+from flowkit.exceptions import CorruptLogbook, FlowkitError, InvalidState, NotFound, SignalAlreadySent
 from flowkit.persistence._integrity import ATOM_COUNT_KEY, REPAIRS_KEY, UNREADABLE_KEY, unreadable_problems
 from flowkit.persistence.backends import fetch
 from flowkit.persistence.base import Backend
@@ -490,6 +496,22 @@ def _cmd_signal(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_cancel(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
+    revert = not args.no_revert
+    try:
+        stored = cancellation.request(backend, args.flow_detail, revert=revert, reason=args.reason)
+    except NotFound:
+        raise CommandError("no flow detail %r in this backend (try 'flowkit logbooks')" % (args.flow_detail,)) from None
+    except InvalidState as error:
+        sys.stderr.write("flowkit: %s\n" % (error,))
+        return 1
+    if stored:
+        out.write("asked flow detail %s to stop and %s\n" % (args.flow_detail, "revert" if revert else "suspend"))
+    else:
+        out.write("flow detail %s has a cancel request pending already; nothing changed\n" % (args.flow_detail,))
+    return 0
+
+
 # -- entry point ------------------------------------------------------------------
 
 
@@ -544,6 +566,14 @@ def _parser() -> argparse.ArgumentParser:
     revert = commands.add_parser("revert", parents=[common, factories], help="revert a BROKEN flow")
     revert.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
     revert.add_argument("--engine", choices=("serial", "parallel"), default="serial", help="engine mode")
+    cancel = commands.add_parser("cancel", parents=[common], help="cancel a flow, running or not")
+    cancel.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
+    cancel.add_argument(
+        "--no-revert", action="store_true", help="suspend the flow instead of reverting what ran (resume it later)"
+    )
+    cancel.add_argument(
+        "--reason", default="cancelled from the command line", help="why (shown in the error it raises)"
+    )
     return parser
 
 
@@ -554,6 +584,7 @@ _COMMANDS = {
     "signal": _cmd_signal,
     "retry": _cmd_retry_or_revert,
     "revert": _cmd_retry_or_revert,
+    "cancel": _cmd_cancel,
 }
 #: Commands that only read: their backend is opened with ``read_only=True``.
 _READ_ONLY = frozenset({"logbooks", "show"})

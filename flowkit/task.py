@@ -16,6 +16,7 @@ from typing import Any
 from flowkit import _imports
 from flowkit.atom import Atom, ProvidesSpec, RebindSpec, RequiresSpec, signature_of
 from flowkit.policies import RetryPolicy
+from flowkit.types.cancellation import CancelToken
 from flowkit.types.notifier import RestrictedNotifier
 
 __all__ = ["Task", "FunctorTask", "TaskContext", "EVENT_UPDATE_PROGRESS"]
@@ -51,6 +52,14 @@ class TaskContext:
     #: atom's scope again, ``engine.reset()``).  Pass it to a payment or
     #: provisioning API that accepts idempotency keys.  At most 48 characters.
     idempotency_key: str
+    #: Set when the run is being stopped: the flow is cancelled or suspended,
+    #: or its conductor stops without draining.  Poll it (``is_set()``,
+    #: ``wait(timeout)``) in a long task and raise
+    #: :class:`~flowkit.exceptions.Cancelled` to stop early: the attempt then
+    #: counts as interrupted (the atom is PENDING again and runs again on
+    #: resume), not as a failure, and it is not reverted.  It works wherever the
+    #: task runs (see :mod:`flowkit.types.cancellation`).
+    cancelled: CancelToken = dataclasses.field(repr=False, compare=False)
 
     def __init__(
         self,
@@ -58,6 +67,7 @@ class TaskContext:
         flow_uuid: str,
         progress_sink: Callable[[str, float], None] | None = None,
         idempotency_key: str = "",
+        cancelled: CancelToken | None = None,
     ) -> None:
         # The engine makes one per atom run: setting the slots directly costs
         # half of what the generated frozen __init__ does.  A new field needs
@@ -66,6 +76,7 @@ class TaskContext:
         _set_flow_uuid(self, flow_uuid)
         _set_progress_sink(self, progress_sink)
         _set_idempotency_key(self, idempotency_key)
+        _set_cancelled(self, CancelToken() if cancelled is None else cancelled)
 
     def report_progress(self, progress: float) -> None:
         """Hand ``progress`` (already in [0.0, 1.0]) to the engine; ``Task.update_progress`` calls it."""
@@ -92,6 +103,7 @@ _set_atom_name = TaskContext.__dict__["atom_name"].__set__
 _set_flow_uuid = TaskContext.__dict__["flow_uuid"].__set__
 _set_progress_sink = TaskContext.__dict__["progress_sink"].__set__
 _set_idempotency_key = TaskContext.__dict__["idempotency_key"].__set__
+_set_cancelled = TaskContext.__dict__["cancelled"].__set__
 
 # A context variable, not an attribute the engine sets on the task: the task
 # object is the user's (and may be shared by two engines), and a context

@@ -438,3 +438,45 @@ def test_revert_of_a_broken_flow(url: str, tmp_path: Path, capsys: pytest.Captur
     assert out[-1].startswith("  failure: ") and "RuntimeError: upstream down" in out[-1]
     with fetch(url) as backend, backend.get_connection() as conn:
         assert conn.get_flow_details(uuid).find_by_name("reserve").state == states.REVERTED  # type: ignore[union-attr]
+
+
+def test_cancel_of_a_suspended_flow_reverts_it_when_resumed(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    uuid = make_flow(url, suspend_after="reserve")
+    assert main(["cancel", uuid, "--reason", "out of stock", "--backend", url]) == 0
+    assert capsys.readouterr().out == "asked flow detail %s to stop and revert\n" % uuid
+    assert main(["cancel", uuid, "--backend", url]) == 0
+    assert capsys.readouterr().out == "flow detail %s has a cancel request pending already; nothing changed\n" % uuid
+    assert main(["resume", uuid, "--backend", url]) == 1
+    out = capsys.readouterr().out
+    assert "out of stock (cancel request 1)" in out and "ship: " not in out
+    with fetch(url) as backend, backend.get_connection() as conn:
+        fd = conn.get_flow_details(uuid)
+    assert fd.state == states.REVERTED
+    assert {ad.name: ad.state for ad in fd} == {
+        "reserve": states.REVERTED,
+        "charge": states.PENDING,
+        "ship": states.PENDING,
+    }
+
+
+def test_cancel_no_revert_of_a_suspended_flow_keeps_it_suspended_and_resumable(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uuid = make_flow(url, suspend_after="reserve")
+    assert main(["cancel", uuid, "--no-revert", "--backend", url]) == 0
+    assert capsys.readouterr().out == "asked flow detail %s to stop and suspend\n" % uuid
+    assert main(["resume", uuid, "--backend", url]) == 3  # suspended again, nothing ran
+    assert "charge: " not in capsys.readouterr().out
+    assert main(["resume", uuid, "--backend", url]) == 0  # the request was acted on once
+    assert "flow 'order' (%s): SUCCESS" % uuid in capsys.readouterr().out
+
+
+def test_cancel_of_an_ended_or_unknown_flow_is_refused(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    uuid = make_flow(url)
+    assert main(["cancel", uuid, "--backend", url]) == 1
+    err = capsys.readouterr().err
+    assert err == "flowkit: flow 'order' (flow detail %s) has ended SUCCESS; there is nothing to cancel\n" % uuid
+    assert main(["cancel", "no-such-uuid", "--backend", url]) == 2
+    assert (
+        capsys.readouterr().err == "flowkit: no flow detail 'no-such-uuid' in this backend (try 'flowkit logbooks')\n"
+    )

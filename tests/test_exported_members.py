@@ -275,7 +275,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "DEFAULT_MAX_BACKOFF",
     },
     "flowkit.decorators": {"as_task", "TaskFactory"},
-    "flowkit.engines.distributed": {"DistributedExecutor", "INSTALL_HINT", "local_cluster_options"},
+    "flowkit.engines.distributed": {"DistributedExecutor", "DaskFlag", "INSTALL_HINT", "local_cluster_options"},
     "flowkit.engines.engine": {"Engine", "EngineStatistics"},
     "flowkit.engines.executors": {
         "AtomExecutor",
@@ -284,6 +284,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "ThreadExecutor",
         "ProcessExecutor",
         "WrappedExecutor",
+        "FileFlag",
         "run_execute",
         "run_revert",
         "make_executor",
@@ -327,6 +328,14 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "MAX_IDEMPOTENCY_KEY_LENGTH",
         "DEFAULT_SIGNAL_POLL",
     },
+    "flowkit.cancellation": {
+        "request",
+        "CancelRequest",
+        "pending_request",
+        "CANCEL_KEY",
+        "CANCEL_POLL",
+        "MAX_REASON_LENGTH",
+    },
     "flowkit.storage": {"Storage", "extract_result", "provided_result"},
     "flowkit.starts": {
         "start",
@@ -341,6 +350,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
     "flowkit.testing": {"persistence", "jobboards", "clock"},
     "flowkit.testing.persistence": {"PersistenceBackendTests", "sample_logbook", "same_records"},
     "flowkit.types.notifier": {"Notifier", "RestrictedNotifier", "Listener"},
+    "flowkit.types.cancellation": {"CancelToken", "CancelFlag", "FLAG_POLL"},
     # packages whose modules are imported by name, and re-export nothing
     "flowkit.types": set(),
     "flowkit.persistence.migrations": set(),

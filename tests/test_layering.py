@@ -355,6 +355,8 @@ NEVER_IMPORTS: dict[str, tuple[str, ...]] = {
     "flowkit.factories": _RUNNING[:-1] + ATOMS + _ABOVE_ENGINES,
     # Signals are stored data plus an in-process wake-up: never the engine or anything on it.
     "flowkit.signals": ATOMS + ("flowkit.engines", "flowkit.storage", "flowkit.factories") + _ABOVE_ENGINES,
+    # Cancel requests are stored data too (signals of their own), acted on by the engine.
+    "flowkit.cancellation": ATOMS + ("flowkit.engines", "flowkit.storage", "flowkit.factories") + _ABOVE_ENGINES,
     # Job boards store jobs and run nothing.
     "flowkit.jobs": ATOMS + ("flowkit.engines", "flowkit.storage", "flowkit.factories") + _ABOVE_ENGINES[1:],
     # Conductors run jobs with the engine; the command sits above them.

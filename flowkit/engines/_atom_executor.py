@@ -38,6 +38,16 @@ class AtomExecutor(abc.ABC):
     def stop(self) -> None:
         """Release resources after a run, without waiting for idle workers."""
 
+    def cancel_flag(self) -> Any:
+        """A new stop flag for one run, readable where this executor runs atoms; None when that is this process.
+
+        The engine raises it when the run is being stopped, so that the
+        :class:`~flowkit.types.cancellation.CancelToken` a task got in another
+        process sees it (see :class:`~flowkit.types.cancellation.CancelFlag`),
+        and closes it when the run ends.  Called after :meth:`start`.
+        """
+        return None
+
     def check_atom(self, atom: Any) -> None:
         """Raise if ``atom`` cannot be run by this executor (checked at prepare)."""
 

@@ -545,6 +545,7 @@ class Scheduler:
             st.flow_uuid,
             st.progress_sink if executor.local else None,
             "%s-%d" % (detail.uuid, attempt if isinstance(attempt, int) else 0),
+            st.cancelled,
         )
         try:
             future = executor.submit(fn, atom, kwargs, context)
@@ -683,10 +684,30 @@ class Scheduler:
             )
         for progress in payload.progress:
             self._progress(index, progress)
+        if kind == EXEC and not payload.ok and st.cancelled.is_set() and payload.value.check(exc.Cancelled):
+            self._interrupted(index)
+            return
         if kind == EXEC:
             self._executed(index, payload.ok, payload.value)
         else:
             self.reverter.revert_done(index, payload.ok, payload.value)
+
+    def _interrupted(self, index: int) -> None:
+        """Atom ``index`` stopped because the run is being stopped: PENDING again, to run on resume, not reverted."""
+        st = self.state
+        detail = st.details[index]
+        detail.state = PENDING
+        detail.failure = None
+        detail.results = None
+        st.save(detail)
+        st.notify_atom(index, PENDING, RUNNING)
+        region = st.region_of(index) if st.regions else None
+        if region is None:
+            st.ready.push(index)  # held back while stopping; the next run starts it
+            return
+        region.running -= 1
+        if region.running == 0 and not region.reverting:
+            self.reverter.start_revert(region)
 
     def _progress(self, index: int, progress: float) -> None:
         st = self.state

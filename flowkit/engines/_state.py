@@ -33,6 +33,7 @@ from flowkit.states import (
     SUCCESS,
 )
 from flowkit.storage import provided_result
+from flowkit.types.cancellation import CancelToken
 from flowkit.types.failure import Failure
 
 if TYPE_CHECKING:
@@ -212,6 +213,10 @@ class RunState:
         self.counters = counters
         self.suspending = False
         self.cancel_requested: Failure | None = None
+        #: What every task of the run reads as ``self.context.cancelled``; set
+        #: by a suspend or cancel (the engine replaces it, once the executor has
+        #: started, with one that carries the executor's flag to other processes).
+        self.cancelled = CancelToken()
         self.lost: exc.ExecutorLost | None = None
         self.completions: queue.SimpleQueue[tuple[int, int, Any]] = queue.SimpleQueue()
         # What a task running in this process reports progress to (through

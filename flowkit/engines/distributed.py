@@ -41,7 +41,7 @@ from typing import Any
 from flowkit import exceptions as exc
 from flowkit.engines._atom_executor import AtomExecutor
 
-__all__ = ["DistributedExecutor", "INSTALL_HINT", "local_cluster_options"]
+__all__ = ["DistributedExecutor", "DaskFlag", "INSTALL_HINT", "local_cluster_options"]
 
 #: What to tell a user who asks for the distributed mode without Dask installed.
 INSTALL_HINT = "engine='distributed' needs Dask's distributed package: pip install flowkit[distributed]"
@@ -88,6 +88,46 @@ def local_cluster_options(n_workers: int | None) -> dict[str, Any]:
         "dashboard_address": None,
         "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
     }
+
+
+class DaskFlag:
+    """A stop flag that Dask workers read: a ``distributed.Event`` named for one run.
+
+    The engine raises it through its client; a worker-side copy (it pickles
+    as its name) opens the event through the worker's own client on first
+    use, so a look is one small message to the scheduler, paid only when a
+    task asks.  Nothing is sent to the scheduler for a run that is never
+    stopped.
+    """
+
+    __slots__ = ("name", "_client", "_event", "_raised")
+
+    def __init__(self, name: str, client: Any = None) -> None:
+        self.name = name
+        self._client = client
+        self._event: Any = None
+        self._raised = False
+
+    def _get(self) -> Any:
+        if self._event is None:
+            distributed = _import_distributed()
+            self._event = distributed.Event(self.name, client=self._client)
+        return self._event
+
+    def set(self) -> None:
+        self._raised = True
+        self._get().set()
+
+    def is_set(self) -> bool:
+        return self._raised or bool(self._get().is_set())
+
+    def close(self) -> None:
+        if self._raised and self._client is not None and self._client.status == "running":
+            # A cleared event with no waiters is forgotten by the scheduler.
+            self._get().clear()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (DaskFlag, (self.name,))
 
 
 class DistributedExecutor(AtomExecutor):
@@ -157,6 +197,9 @@ class DistributedExecutor(AtomExecutor):
 
     def check_atom(self, atom: Any) -> None:
         _check_cloudpickle(atom)
+
+    def cancel_flag(self) -> DaskFlag:
+        return DaskFlag("flowkit-cancel-%s" % (uuid.uuid4().hex,), self._client)
 
     def start(self) -> None:
         if self._client is not None:

@@ -16,8 +16,10 @@ from typing import Any
 from flowkit import exceptions as exc
 from flowkit import states
 from flowkit._names import MAX_NAME_LENGTH, check_name
+from flowkit.cancellation import CANCEL_KEY, CancelRequest
 from flowkit.clock import Clock, as_clock
 from flowkit.engines import _compiler as compiler
+from flowkit.engines._cancel_watch import CancelWatch
 from flowkit.engines._scheduler import Scheduler
 from flowkit.engines._state import ENGINE_FAILURES_KEY, REGIONS_KEY, REVERTED_SCOPES_KEY, RunState
 from flowkit.engines.executors import AtomExecutor, make_executor
@@ -25,6 +27,7 @@ from flowkit.persistence.base import Backend
 from flowkit.persistence.models import FlowDetail, LogBook
 from flowkit.policies import ERRORS_KEY, RetryPolicy
 from flowkit.storage import Storage
+from flowkit.types.cancellation import CancelToken
 from flowkit.types.failure import Failure
 from flowkit.types.notifier import Notifier
 
@@ -87,6 +90,9 @@ class Engine:
         self._details: list[Any] | None = None
         self._run_state: RunState | None = None
         self._lock = threading.Lock()
+        # Held while a cancel request found in the logbook is applied, so it
+        # reaches the run it was found for or none.
+        self._cancel_lock = threading.Lock()
         self._counters = _new_counters()
         self._times = {"compile": 0.0, "prepare": 0.0, "run": 0.0}
         self._runs = 0
@@ -262,17 +268,34 @@ class Engine:
             self._runs += 1
             started = time.perf_counter()
             unsubscribe = self._wake_on_time_and_signals(run_state)
+            watch = CancelWatch(self._backend, self._flow_detail, lambda found: self._cancel_seen(run_state, found))
+            flag: Any = None
             try:
                 self._executor.start()
                 try:
+                    flag = self._executor.cancel_flag()
+                    token = CancelToken(flag)
+                    if run_state.cancelled.is_set():
+                        token.set()  # a suspend or cancel that came while the executor started
+                    run_state.cancelled = token
+                    self._check_cancel_request(watch)
+                    watch.start()
                     yield from Scheduler(run_state).run_iter()
                 finally:
+                    watch.stop()
                     for stop in unsubscribe:
                         stop()
+                    if flag is not None:
+                        flag.close()
                     self._executor.stop()
-                    self._run_state = None
+                    with self._cancel_lock:
+                        self._run_state = None
                     self._times["run"] += time.perf_counter() - started
                     try:
+                        if watch.applied is not None:
+                            # Acted on: the next request of this flow detail gets the next number.
+                            self._flow_detail.meta[CANCEL_KEY] = watch.applied.record()
+                            self._storage.save_flow()
                         self._connection.flush()
                     except exc.StorageFailure:
                         # Already failing on the same outage: the first error
@@ -283,6 +306,32 @@ class Engine:
                 flow_lock.release()
         finally:
             self._lock.release()
+
+    def _check_cancel_request(self, watch: CancelWatch) -> None:
+        """Act on a cancel request stored before this run started, before any atom starts.
+
+        A request found on a flow that has ended (it came as the last run
+        finished) is recorded as seen, with nothing to act on.
+        """
+        if self._flow_detail.state in (states.SUCCESS, states.REVERTED, states.FAILURE):
+            from flowkit.cancellation import pending_request
+
+            found = pending_request(self._connection, self._flow_detail.uuid, self._flow_detail.meta)
+            if found is not None:
+                self._flow_detail.meta[CANCEL_KEY] = found.record()
+            return
+        watch.check(self._connection)
+
+    def _cancel_seen(self, run_state: RunState, found: CancelRequest) -> bool:
+        """Apply cancel request ``found`` to the run of ``run_state`` (any thread); False if that run is over."""
+        with self._cancel_lock:
+            if self._run_state is not run_state:
+                return False
+            if found.revert:
+                self.cancel("%s (cancel request %d)" % (found.reason, found.seq))
+            else:
+                self.suspend()
+            return True
 
     def _wake_on_time_and_signals(self, run_state: RunState) -> list[Any]:
         """Wake ``run_state``'s loop when the clock jumps or a signal is sent in this process."""
@@ -351,11 +400,15 @@ class Engine:
 
         Safe to call from any thread, including from inside a task or a
         notifier callback.  ``run()`` again continues where it stopped.
+        Running tasks see ``self.context.cancelled`` set; one that then raises
+        :class:`~flowkit.exceptions.Cancelled` is PENDING again and runs again
+        when the flow is resumed.
         """
         run_state = self._run_state
         if run_state is None or run_state.suspending:
             return
         run_state.suspending = True
+        run_state.cancelled.set()  # tasks that are running see it
         run_state.wake()  # a loop blocked on a wait notices at once
         if self.notifier.has_listeners:
             self.notifier.notify(
@@ -373,7 +426,11 @@ class Engine:
         Safe to call from any thread.  In-flight atoms finish first; then
         everything that completed is reverted and ``run()`` raises
         :class:`~flowkit.exceptions.Cancelled`.  With ``revert=False`` this is
-        :meth:`suspend`.
+        :meth:`suspend`.  Running tasks see ``self.context.cancelled`` set; one
+        that then raises :class:`~flowkit.exceptions.Cancelled` is not counted
+        as failed: it is PENDING again, and not reverted (it did not finish).
+        To cancel a flow from another process, or one that is not running, see
+        :mod:`flowkit.cancellation` (``flowkit cancel UUID``).
         """
         if not revert:
             self.suspend()
@@ -385,6 +442,7 @@ class Engine:
             raise exc.Cancelled("flow %r was cancelled: %s" % (self._flow.name, reason))
         except exc.Cancelled:
             run_state.cancel_requested = Failure()
+        run_state.cancelled.set()
         run_state.wake()
 
     def retry(self, atom: str | None = None) -> None:

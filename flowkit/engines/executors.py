@@ -33,6 +33,7 @@ __all__ = [
     "ThreadExecutor",
     "ProcessExecutor",
     "WrappedExecutor",
+    "FileFlag",
     "run_execute",
     "run_revert",
     "make_executor",
@@ -114,6 +115,44 @@ def _progress_collector(context: TaskContext) -> tuple[list[float] | None, TaskC
     # reports, and send it back with the outcome.
     events: list[float] = []
     return events, dataclasses.replace(context, progress_sink=lambda _name, progress: events.append(progress))
+
+
+class FileFlag:
+    """A stop flag that processes on this machine read: a file that exists once the flag is raised.
+
+    A process pool's workers share the engine's file system, so a look costs
+    one ``stat`` and needs no server, manager process or pipe.  The file lives
+    in a directory of its own, made for the run and removed by :meth:`close`.
+    """
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str | None = None) -> None:
+        if path is None:
+            import tempfile
+
+            path = os.path.join(tempfile.mkdtemp(prefix="flowkit-cancel-"), "cancelled")
+        self.path = path
+
+    def set(self) -> None:
+        with open(self.path, "a"):
+            pass
+
+    def is_set(self) -> bool:
+        return os.path.exists(self.path)
+
+    def close(self) -> None:
+        try:
+            os.remove(self.path)
+        except FileNotFoundError:
+            pass
+        try:
+            os.rmdir(os.path.dirname(self.path))
+        except OSError:
+            pass
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FileFlag, (self.path,))
 
 
 class SerialExecutor(AtomExecutor):
@@ -209,6 +248,9 @@ class ProcessExecutor(_OwnedPool):
     def check_atom(self, atom: Any) -> None:
         _check_picklable(atom)
 
+    def cancel_flag(self) -> FileFlag:
+        return FileFlag()
+
     def _make_pool(self) -> Any:
         import futurist
 
@@ -227,6 +269,9 @@ class WrappedExecutor(AtomExecutor):
     def check_atom(self, atom: Any) -> None:
         if not self.local:
             _check_picklable(atom)
+
+    def cancel_flag(self) -> FileFlag | None:
+        return None if self.local else FileFlag()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
         return self._executor.submit(fn, *args)

@@ -1,3 +1,3 @@
-"""Small value types shared by every layer: captured failures and notifiers."""
+"""Small value types shared by every layer: captured failures, notifiers, the cancel token."""
 
 __all__: list[str] = []

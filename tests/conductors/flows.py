@@ -11,6 +11,7 @@ import datetime
 import os
 from typing import Any
 
+from flowkit.exceptions import Cancelled
 from flowkit.factories import flow_factory
 from flowkit.patterns import linear_flow
 from flowkit.policies import RetryPolicy
@@ -26,6 +27,7 @@ __all__ = [
     "napping",
     "approval",
     "backing_off",
+    "patient",
     "append_line",
 ]
 
@@ -92,6 +94,17 @@ class Gate(Task):
         append_line(log, "undo-%s %s %d" % (self.name, job, os.getpid()))
 
 
+class Patient(Task):
+    """Announces itself in ``log``, then works until its run is being stopped, and stops (raises Cancelled)."""
+
+    def execute(self, log: str, job: str) -> None:
+        append_line(log, "%s %s" % (self.name, job))
+        while not self.context.cancelled.wait(0.05):  # type: ignore[union-attr]
+            pass
+        append_line(log, "%s-stopped %s" % (self.name, job))
+        raise Cancelled("%s stopped" % (self.name,))
+
+
 @flow_factory
 def one_line() -> Any:
     """One task: the job's single line."""
@@ -154,3 +167,9 @@ def approval() -> Any:
     return linear_flow.Flow("approval").add(
         Append("before"), WaitFor("approve", signal="approved", provides="amount"), Charge("charge")
     )
+
+
+@flow_factory
+def patient() -> Any:
+    """``first`` (a line), ``patient`` (a line, then works until stopped), ``last`` (a line)."""
+    return linear_flow.Flow("patient").add(Append("first"), Patient("patient"), Append("last"))

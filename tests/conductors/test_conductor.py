@@ -295,6 +295,28 @@ def test_stop_without_drain_suspends_and_abandons_then_another_resumes(
     assert [line.split()[0] for line in lines(log)] == ["first", "hold", "last"]
 
 
+def test_stop_without_drain_sets_the_token_a_running_task_reads(
+    board: JobBoard, persistence: MemoryBackend, log: Path
+) -> None:
+    job = post_flow(board, flows.patient, store={"log": str(log), "job": "a"})
+    conductor = fetch("blocking", "c1", board)
+    start(conductor)
+    wait_until(lambda: len(lines(log)) == 2, "the patient task to start")
+
+    conductor.stop(drain=False)
+    assert conductor.wait(DEADLINE)
+    assert [line.split()[0] for line in lines(log)] == ["first", "patient", "patient-stopped"]
+    assert job.state == JobState.UNCLAIMED
+    (fd,) = persistence.get_connection().get_logbook(job.book_uuid or "")
+    assert fd.state == states.SUSPENDED
+    # Interrupted, not failed: the next conductor runs it again.
+    assert {ad.name: ad.state for ad in fd} == {
+        "first": states.SUCCESS,
+        "patient": states.PENDING,
+        "last": states.PENDING,
+    }
+
+
 def test_lost_lease_stops_the_engine_without_writing(
     clock: FakeClock, log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
