@@ -12,6 +12,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from flowkit import signals, states
 from flowkit.conductors import JOB_PARKED, fetch, post_flow
 from flowkit.jobs.backends.impl_memory import MemoryJobBoard
@@ -141,6 +143,8 @@ def test_a_signal_sent_while_no_conductor_runs_wakes_the_job_when_one_starts(tmp
     assert [line.split()[0] for line in lines(log)] == ["before", "charge-7"]
 
 
+# About 11 s on a quiet 2-core machine; several times that beside other test runs.
+@pytest.mark.timeout(600)
 def test_a_thousand_parked_flows_wake_once_each_on_time_with_two_conductors(tmp_path: Path) -> None:
     clock = VirtualClock(START)
     backend = MemoryBackend()
