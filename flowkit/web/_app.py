@@ -1,0 +1,465 @@
+"""The dashboard's ASGI application: routes, pages, JSON answers and the guarded actions."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import threading
+import urllib.parse
+from collections.abc import AsyncIterator, Collection, Iterable
+from typing import Any
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from flowkit import cancellation, graphs, signals, states
+from flowkit.exceptions import FlowkitError, InvalidState, NotFound, SignalAlreadySent
+from flowkit.persistence.base import Backend
+from flowkit.persistence.models import FlowDetail
+from flowkit.web import _model
+from flowkit.web._liveness import holder_alive
+
+__all__ = ["create_app", "ACTIONS", "SESSION_COOKIE"]
+
+_LOG = logging.getLogger("flowkit.web")
+
+#: The actions ``--allow-actions`` enables, by the name their URL carries.
+ACTIONS = ("resume", "cancel", "retry", "signal")
+#: The cookie that carries a logged-in browser's session.
+SESSION_COOKIE = "flowkit_session"
+
+_FINISHED = (states.SUCCESS, states.REVERTED, states.FAILURE)
+# The pages run no script at all; styles are the server's own sheet plus the
+# computed widths of timeline bars.  Pictures are the server's or data: URIs.
+_CSP = (
+    "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+_STATE_CLASSES = {
+    states.SUCCESS: "ok",
+    states.FAILURE: "bad",
+    states.REVERT_FAILURE: "bad",
+    states.BROKEN: "bad",
+    _model.INTERRUPTED: "warn",
+    states.REVERTED: "warn",
+    states.REVERTING: "warn",
+    states.RUNNING: "live",
+    states.WAITING: "wait",
+    states.SUSPENDED: "wait",
+}
+
+
+class _Dashboard:
+    """One served dashboard: what it reads, what it may do, and the sessions logged in to act."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        board: Any,
+        *,
+        mask_keys: Collection[str],
+        allow_actions: bool,
+        token: str | None,
+        allowed_modules: Iterable[str],
+        refresh: int,
+    ) -> None:
+        if allow_actions and not token:
+            raise ValueError("actions need a token: give --token (or $FLOWKIT_WEB_TOKEN) with --allow-actions")
+        self.backend = backend
+        self.board = board
+        self.mask_keys = frozenset(mask_keys)
+        self.allow_actions = allow_actions
+        self.token = token
+        self.allowed_modules = tuple(allowed_modules)
+        self.refresh = refresh
+        self.secret = secrets.token_bytes(32)
+        self.sessions: set[str] = set()
+        # What the last action of each session did, shown once on the next page.
+        self.flashes: dict[str, str] = {}
+        self.runs: list[tuple[Any, threading.Thread]] = []
+        self.lock = threading.Lock()
+        self.templates = jinja2.Environment(
+            loader=jinja2.PackageLoader("flowkit.web", "templates"),
+            autoescape=True,  # every value from the database is escaped in the page
+            undefined=jinja2.StrictUndefined,
+        )
+        self.templates.globals["state_class"] = lambda state: _STATE_CLASSES.get(state, "")
+
+    # -- pages -------------------------------------------------------------------------
+
+    def page(self, request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        session = self.session_of(request)
+        context.setdefault("refresh", self.refresh)
+        context.update(
+            allow_actions=self.allow_actions,
+            logged_in=session is not None,
+            csrf=self.csrf_for(session) if session is not None else "",
+            has_board=self.board is not None,
+            path=request.url.path,
+        )
+        html = self.templates.get_template(name).render(**context)
+        return HTMLResponse(html, status_code=status, headers=_headers())
+
+    # -- sessions and tokens --------------------------------------------------------------
+
+    def token_ok(self, given: str | None) -> bool:
+        return bool(self.token) and given is not None and hmac.compare_digest(given.encode(), str(self.token).encode())
+
+    def session_of(self, request: Request) -> str | None:
+        session = request.cookies.get(SESSION_COOKIE)
+        return session if session is not None and session in self.sessions else None
+
+    def pop_flash(self, request: Request) -> str:
+        session = self.session_of(request)
+        with self.lock:
+            return self.flashes.pop(session, "") if session is not None else ""
+
+    def csrf_for(self, session: str) -> str:
+        return hmac.new(self.secret, session.encode(), hashlib.sha256).hexdigest()
+
+    def same_origin(self, request: Request) -> bool:
+        # A browser names the page a form was posted from; it must be ours.
+        origin = request.headers.get("origin") or request.headers.get("referer")
+        if not origin:
+            return True
+        host = request.headers.get("host", "")
+        rest = origin.split("://", 1)[-1]
+        return rest.split("/", 1)[0] == host
+
+    # -- actions -----------------------------------------------------------------------
+
+    def act(self, action: str, ident: str, form: dict[str, str]) -> str:
+        """Do ``action`` on the flow detail ``ident``; return what was done (raises on refusal)."""
+        _, fd = _model.find_flow(self.backend, ident)
+        if action == "cancel":
+            revert = form.get("mode", "revert") != "suspend"
+            stored = cancellation.request(self.backend, fd.uuid, revert=revert, reason="cancelled from the web view")
+            if not stored:
+                return "flow %r (%s) has a cancel request pending already" % (fd.name, fd.uuid)
+            return "asked flow %r (%s) to stop and %s" % (fd.name, fd.uuid, "revert" if revert else "suspend")
+        if action == "signal":
+            name = form.get("name", "")
+            text = form.get("value", "").strip()
+            try:
+                value = json.loads(text) if text else None
+            except ValueError as error:
+                raise ValueError("the signal's value is not JSON: %s" % (error,)) from None
+            key = form.get("key") or None
+            stored = signals.send(self.backend, fd.uuid, name, value, idempotency_key=key)
+            if not stored:
+                return "flow %r (%s) already got signal %r with key %r" % (fd.name, fd.uuid, name, key)
+            return "sent signal %r to flow %r (%s)" % (name, fd.name, fd.uuid)
+        if action == "resume":
+            if fd.state in _FINISHED:
+                raise InvalidState("flow %r (%s) already ended %s; nothing to resume" % (fd.name, fd.uuid, fd.state))
+            return self.run_in_background(fd, "resuming")
+        if action == "retry":
+            if fd.state != states.BROKEN:
+                raise InvalidState(
+                    "flow %r (%s) is %s, not BROKEN: retry is for a flow whose retry policy gave up"
+                    % (fd.name, fd.uuid, fd.state)
+                )
+            return self.run_in_background(fd, "retrying")
+        raise NotFound("no action %r (known: %s)" % (action, ", ".join(ACTIONS)))
+
+    def run_in_background(self, fd: FlowDetail, doing: str) -> str:
+        from flowkit.engines import load_from_detail
+
+        if holder_alive(self.backend, fd.uuid):
+            raise InvalidState("flow %r (%s) is being run by another engine" % (fd.name, fd.uuid))
+        engine = load_from_detail(fd, backend=self.backend, allowed_modules=self.allowed_modules)
+        if doing == "retrying":
+            engine.retry()
+
+        def run() -> None:
+            try:
+                engine.run()
+            except Exception as error:  # the flow's own end, recorded in its logbook
+                _LOG.info("flow %r (%s) ended with %s: %s", fd.name, fd.uuid, type(error).__name__, error)
+
+        thread = threading.Thread(target=run, name="flowkit-web-%s" % (fd.uuid,), daemon=True)
+        with self.lock:
+            self.runs.append((engine, thread))
+        thread.start()
+        return "%s flow %r (%s) in the web server's process" % (doing, fd.name, fd.uuid)
+
+    def stop_runs(self, timeout: float = 10.0) -> None:
+        """Suspend the flows this server resumed (they stay resumable) and wait for them."""
+        with self.lock:
+            runs = list(self.runs)
+        for engine, thread in runs:
+            if thread.is_alive():
+                engine.suspend()
+        for _, thread in runs:
+            thread.join(timeout)
+
+
+def _headers() -> dict[str, str]:
+    return {
+        "Content-Security-Policy": _CSP,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+        "Cache-Control": "no-store",
+    }
+
+
+def _json(data: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(data, status_code=status, headers=_headers())
+
+
+def _filter(request: Request) -> _model.FlowFilter:
+    query = request.query_params
+    wanted = frozenset(s.strip().upper() for value in query.getlist("state") for s in value.split(",") if s.strip())
+    since_text = (query.get("since") or "").strip()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    since = _model.parse_since(since_text, now) if since_text else None
+    limit_text = query.get("limit") or "200"
+    try:
+        limit = int(limit_text)
+    except ValueError:
+        raise ValueError("limit must be a whole number, got %r" % (limit_text,)) from None
+    if not 1 <= limit <= 5000:
+        raise ValueError("limit must be between 1 and 5000, got %d" % (limit,))
+    return _model.FlowFilter(states=wanted, name=(query.get("name") or "").strip() or None, since=since, limit=limit)
+
+
+def _graph(dashboard: _Dashboard, fd_uuid: str) -> tuple[bytes | None, str | None]:
+    """The flow's SVG coloured by its states, or None and why it cannot be drawn."""
+    from flowkit.engines import flow_from_detail
+
+    if graphs.dot_program() is None:
+        return None, "no graph: Graphviz's 'dot' program is not installed on the server (apt-get install graphviz)"
+    _, fd = _model.find_flow(dashboard.backend, fd_uuid)
+    try:
+        flow = flow_from_detail(fd, allowed_modules=dashboard.allowed_modules)
+    except (FlowkitError, ValueError) as error:
+        return None, _model.clip("no graph: %s" % (error,), "error")
+    try:
+        return graphs.render(graphs.to_dot(flow, flow_detail=fd), "svg"), None
+    except FlowkitError as error:
+        return None, _model.clip("no graph: %s" % (error,), "error")
+
+
+def create_app(
+    backend: Backend,
+    *,
+    board: Any = None,
+    mask_keys: Collection[str] = (),
+    allow_actions: bool = False,
+    token: str | None = None,
+    allowed_modules: Iterable[str] = (),
+    refresh: int = 5,
+) -> Starlette:
+    """The dashboard over ``backend`` (and job ``board``, if given) as an ASGI application.
+
+    Read-only unless ``allow_actions``; then ``token`` is required, and a
+    browser logs in with it (a session cookie, and a CSRF token in every form)
+    while a program sends it as ``Authorization: Bearer TOKEN``.  Values under
+    ``mask_keys`` in results are shown as ``***``.  ``allowed_modules`` are the
+    module prefixes whose factories may be imported to rebuild a flow (for its
+    graph and for resuming); registered factories need none.  Pages reload
+    themselves every ``refresh`` seconds (0: never).
+    """
+    dashboard = _Dashboard(
+        backend,
+        board,
+        mask_keys=mask_keys,
+        allow_actions=allow_actions,
+        token=token,
+        allowed_modules=allowed_modules,
+        refresh=max(0, int(refresh)),
+    )
+
+    def problem(request: Request, error: Exception, status: int) -> Response:
+        if request.url.path.startswith("/api/"):
+            return _json({"error": _model.clip(str(error), "error")}, status)
+        return dashboard.page(request, "error.html", status, message=_model.clip(str(error), "error"), refresh=0)
+
+    def guarded(handler: Any) -> Any:
+        def endpoint(request: Request) -> Response:
+            try:
+                return handler(request)  # type: ignore[no-any-return]
+            except NotFound as error:
+                return problem(request, error, 404)
+            except (ValueError, TypeError, InvalidState, SignalAlreadySent) as error:
+                return problem(request, error, 400 if not isinstance(error, (InvalidState, SignalAlreadySent)) else 409)
+            except FlowkitError as error:
+                return problem(request, error, 500)
+
+        return endpoint
+
+    def index(request: Request) -> Response:
+        return RedirectResponse("/flows", status_code=303)
+
+    def flows_page(request: Request) -> Response:
+        which = _filter(request)
+        listing = _model.list_flows(backend, which)
+        return dashboard.page(
+            request,
+            "flows.html",
+            listing=listing,
+            query={
+                "state": ",".join(sorted(which.states)),
+                "name": which.name or "",
+                "since": request.query_params.get("since", ""),
+                "limit": which.limit,
+            },
+        )
+
+    def flows_api(request: Request) -> Response:
+        return _json(_model.list_flows(backend, _filter(request)))
+
+    def flow_page(request: Request) -> Response:
+        view = _model.flow_view(backend, request.path_params["ident"], mask_keys=dashboard.mask_keys)
+        svg, reason = _graph(dashboard, view["uuid"])
+        picture = "data:image/svg+xml;base64," + base64.b64encode(svg).decode("ascii") if svg is not None else None
+        return dashboard.page(
+            request,
+            "flow.html",
+            flow=view,
+            graph=picture,
+            graph_reason=reason,
+            message=dashboard.pop_flash(request),
+        )
+
+    def flow_api(request: Request) -> Response:
+        view = _model.flow_view(backend, request.path_params["ident"], mask_keys=dashboard.mask_keys)
+        svg, reason = _graph(dashboard, view["uuid"])
+        view["graph"] = {
+            "available": svg is not None,
+            "reason": reason,
+            "svg": "/api/flows/%s/graph.svg" % (view["uuid"],) if svg is not None else None,
+        }
+        return _json(view)
+
+    def graph_svg(request: Request) -> Response:
+        _, fd = _model.find_flow(backend, request.path_params["ident"])
+        svg, reason = _graph(dashboard, fd.uuid)
+        if svg is None:
+            return PlainTextResponse(reason or "no graph", status_code=404, headers=_headers())
+        return Response(svg, media_type="image/svg+xml", headers=_headers())
+
+    def jobs_view() -> dict[str, Any]:
+        if board is None:
+            raise NotFound("no job board: start 'flowkit web' with --board URL to see jobs and conductors")
+        return _model.jobs_view(board)
+
+    def jobs_page(request: Request) -> Response:
+        return dashboard.page(request, "jobs.html", jobs=jobs_view())
+
+    def jobs_api(request: Request) -> Response:
+        return _json(jobs_view())
+
+    def stylesheet(request: Request) -> Response:
+        css = dashboard.templates.loader.get_source(dashboard.templates, "web.css")[0]  # type: ignore[union-attr]
+        return Response(css, media_type="text/css", headers={"Cache-Control": "max-age=300"})
+
+    def actions_enabled() -> None:
+        if not dashboard.allow_actions:
+            raise _Forbidden("this dashboard is read-only: start it with --allow-actions --token ... to act")
+
+    async def login(request: Request) -> Response:
+        if not dashboard.allow_actions:
+            return dashboard.page(request, "error.html", 403, message="this dashboard is read-only", refresh=0)
+        if request.method == "GET":
+            return dashboard.page(request, "login.html", refresh=0, failed=False, next=_local(request.query_params.get("next")))
+        form = await request.form()
+        nxt = _local(str(form.get("next") or ""))
+        if not dashboard.same_origin(request) or not dashboard.token_ok(str(form.get("token") or "")):
+            return dashboard.page(request, "login.html", 403, refresh=0, failed=True, next=nxt)
+        session = secrets.token_urlsafe(32)
+        with dashboard.lock:
+            dashboard.sessions.add(session)
+        response = RedirectResponse(nxt, status_code=303)
+        response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict", path="/")
+        return response
+
+    async def act_form(request: Request) -> Response:
+        try:
+            actions_enabled()
+            form = {key: str(value) for key, value in (await request.form()).items()}
+            session = dashboard.session_of(request)
+            if session is None:
+                raise _Forbidden("log in with the dashboard's token first")
+            if not dashboard.same_origin(request) or not hmac.compare_digest(
+                form.get("csrf", ""), dashboard.csrf_for(session)
+            ):
+                raise _Forbidden("the form's CSRF token is missing or wrong; reload the page and try again")
+            ident = request.path_params["ident"]
+            done = dashboard.act(request.path_params["action"], ident, form)
+        except _Forbidden as error:
+            return problem(request, error, 403)
+        except NotFound as error:
+            return problem(request, error, 404)
+        except (FlowkitError, ValueError, TypeError) as error:
+            return problem(request, error, 409 if isinstance(error, (InvalidState, SignalAlreadySent)) else 400)
+        with dashboard.lock:
+            dashboard.flashes[session] = done
+        return RedirectResponse("/flows/%s" % (urllib.parse.quote(ident, safe=""),), status_code=303)
+
+    async def act_api(request: Request) -> Response:
+        try:
+            actions_enabled()
+            header = request.headers.get("authorization", "")
+            scheme, _, given = header.partition(" ")
+            if scheme.lower() != "bearer" or not dashboard.token_ok(given.strip()):
+                raise _Forbidden("send the dashboard's token as 'Authorization: Bearer TOKEN'")
+            raw = await request.body()
+            if len(raw) > 1_000_000:
+                raise ValueError("the request body is larger than 1000000 bytes")
+            body = json.loads(raw) if raw.strip() else {}
+            if not isinstance(body, dict):
+                raise ValueError("the request body must be a JSON object")
+            form = {str(k): (v if isinstance(v, str) else json.dumps(v)) for k, v in body.items()}
+            done = dashboard.act(request.path_params["action"], request.path_params["ident"], form)
+        except _Forbidden as error:
+            return problem(request, error, 403)
+        except NotFound as error:
+            return problem(request, error, 404)
+        except (FlowkitError, ValueError, TypeError) as error:
+            return problem(request, error, 409 if isinstance(error, (InvalidState, SignalAlreadySent)) else 400)
+        return _json({"done": _model.clip(done, "error")})
+
+    routes = [
+        Route("/", index),
+        Route("/flows", guarded(flows_page)),
+        Route("/flows/{ident}", guarded(flow_page)),
+        Route("/jobs", guarded(jobs_page)),
+        Route("/api/flows", guarded(flows_api)),
+        Route("/api/flows/{ident}", guarded(flow_api)),
+        Route("/api/flows/{ident}/graph.svg", guarded(graph_svg)),
+        Route("/api/jobs", guarded(jobs_api)),
+        Route("/static/web.css", stylesheet),
+        Route("/login", login, methods=["GET", "POST"]),
+        Route("/flows/{ident}/{action}", act_form, methods=["POST"]),
+        Route("/api/flows/{ident}/{action}", act_api, methods=["POST"]),
+    ]
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        dashboard.stop_runs()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.dashboard = dashboard
+    return app
+
+
+class _Forbidden(Exception):
+    """The request may not act (read-only dashboard, no session, a bad token or CSRF token)."""
+
+
+def _local(target: str | None) -> str:
+    # Only a path on this server: never send a browser elsewhere after logging in.
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return "/flows"
+    return target
+
