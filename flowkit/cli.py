@@ -68,6 +68,7 @@ from flowkit._cli_common import (
     table,
 )
 from flowkit.conductors.cli import add_commands as conductor_commands
+from flowkit.web.cli import add_commands as web_commands
 from flowkit.exceptions import CorruptLogbook, FlowkitError, InvalidState, NotFound, SignalAlreadySent
 from flowkit.persistence._integrity import ATOM_COUNT_KEY, REPAIRS_KEY, UNREADABLE_KEY, unreadable_problems
 from flowkit.persistence.backends import fetch
@@ -593,7 +594,10 @@ _READ_ONLY = frozenset({"logbooks", "show"})
 #: The command groups: each adds its subcommands to ``commands`` and returns
 #: ``{name: handler(args, out) -> exit status}``; its handlers open whatever
 #: they need (a job board, a backend) themselves.
-_COMMAND_GROUPS: tuple[Callable[[Any, argparse.ArgumentParser], dict[str, Handler]], ...] = (conductor_commands,)
+_COMMAND_GROUPS: tuple[Callable[[Any, argparse.ArgumentParser], dict[str, Handler]], ...] = (
+    conductor_commands,
+    web_commands,
+)
 
 
 def _extensions(parser: argparse.ArgumentParser) -> dict[str, Handler]:
