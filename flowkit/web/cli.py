@@ -39,6 +39,8 @@ _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> dict[str, Handler]:
     """Add ``web`` to the ``flowkit`` command's subparsers."""
     web = commands.add_parser("web", parents=[common, factory_options()], help="serve the dashboard in a browser")
+    # Also after the command (the global --backend is taken before it); SUPPRESS keeps that one.
+    web.add_argument("--backend", default=argparse.SUPPRESS, metavar="URL", help="logbook backend URL")
     web.add_argument(
         "--board", default=None, metavar="URL", help="job board URL or kind, to show jobs and conductors (default: none)"
     )

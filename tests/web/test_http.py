@@ -1,0 +1,362 @@
+"""The dashboard over HTTP: uvicorn serves it on a free port, httpx asks what a browser or a script would.
+
+Mode-independent (the dashboard reads logbooks; it runs no engine of its own
+except for the resume and retry actions, in serial mode): each test runs once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from flowkit import states
+from flowkit.cli import main
+from flowkit.engines import load_from_factory
+from flowkit.exceptions import Broken
+from flowkit.factories import flow_factory
+from flowkit.patterns import linear_flow
+from flowkit.persistence.backends import fetch
+from flowkit.persistence.models import AtomDetail, FlowDetail, LogBook
+from flowkit.policies import RetryPolicy
+from flowkit.task import Task
+from flowkit.web import INTERRUPTED, LIMITS, SESSION_COOKIE, create_app
+from tests.support import ROOT, wait_until
+
+TOKEN = "s3cret-token-for-tests"
+
+
+def read_only(url: str) -> Any:
+    return fetch({"connection": url, "read_only": True})
+
+
+def test_the_list_counts_states_and_filters_by_state_name_and_age(logbook: Any, serve: Any) -> None:
+    url, uuids = logbook
+    with read_only(url) as backend:
+        site = serve(create_app(backend))
+        listing = httpx.get(site.url + "/api/flows").json()
+        assert listing["counts"] == {"REVERTED": 1, "SUCCESS": 1, "WAITING": 1}
+        assert listing["total"] == 3
+        # Newest first: populate() ran them in the order ok, failed, waiting.
+        assert [f["uuid"] for f in listing["flows"]] == [uuids["waiting"], uuids["failed"], uuids["ok"]]
+        waiting = listing["flows"][0]
+        assert waiting["state"] == states.WAITING
+        assert waiting["wake"] == {"due": None, "signals": ["approval"]}
+
+        only = httpx.get(site.url + "/api/flows", params={"state": "REVERTED,WAITING"}).json()
+        assert {f["name"] for f in only["flows"]} == {"order-declined", "order-approval"}
+        assert only["counts"] == listing["counts"]  # counts stay over every state
+        named = httpx.get(site.url + "/api/flows", params={"name": "order-d*"}).json()
+        assert [f["name"] for f in named["flows"]] == ["order-declined"]
+        assert httpx.get(site.url + "/api/flows", params={"since": "1h"}).json()["total"] == 3
+        tomorrow = (datetime.date.today() + datetime.timedelta(days=2)).isoformat()
+        assert httpx.get(site.url + "/api/flows", params={"since": tomorrow}).json()["flows"] == []
+
+        page = httpx.get(site.url + "/flows", params={"state": "WAITING"})
+        assert page.status_code == 200
+        assert "order-approval" in page.text and "order-declined" not in page.text
+        assert '<meta http-equiv="refresh" content="5">' in page.text
+        assert "script-src" not in page.headers["content-security-policy"]  # no script is allowed at all
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+
+        bad = httpx.get(site.url + "/api/flows", params={"since": "last tuesday"})
+        assert bad.status_code == 400
+        assert "since must be a duration like 30m" in bad.json()["error"]
+
+
+def test_one_flow_shows_its_failure_with_traceback_masked_results_and_waits(
+    logbook: Any, serve: Any, dot_program: str
+) -> None:
+    url, uuids = logbook
+    with read_only(url) as backend:
+        site = serve(create_app(backend, mask_keys=["password"]))
+        failed = httpx.get(site.url + "/api/flows/" + uuids["failed"][:8]).json()  # a unique prefix will do
+        assert failed["uuid"] == uuids["failed"]
+        assert failed["state"] == states.REVERTED
+        [failure] = failed["failures"]
+        assert failure["atom"] == "charge" and failure["during"] == "execute"
+        assert failure["type"] == "tests.web.flows.CardDeclined"
+        assert failure["message"] == "card 4242 declined by the bank"
+        assert 'raise CardDeclined("card 4242 declined by the bank")' in failure["traceback"]
+        reserve = next(a for a in failed["atoms"] if a["name"] == "reserve")
+        assert reserve["result"] == '{"password": "***", "seat": "12A"}'
+        assert failed["graph"]["available"] is True
+
+        page = httpx.get(site.url + "/flows/" + uuids["failed"]).text
+        assert "hunter2" not in page
+        assert "CardDeclined: card 4242 declined by the bank" in page
+        assert "raise CardDeclined(&#34;card 4242 declined by the bank&#34;)" in page
+        assert 'src="data:image/svg+xml;base64,' in page
+
+        svg = httpx.get(site.url + "/api/flows/%s/graph.svg" % (uuids["failed"],))
+        assert svg.headers["content-type"] == "image/svg+xml"
+        assert b"charge" in svg.content and b"REVERTED" in svg.content
+
+        waiting = httpx.get(site.url + "/api/flows/" + uuids["waiting"]).json()
+        [wait] = waiting["waits"]
+        assert wait["atom"] == "approval" and wait["signal"] == "approval" and wait["until"] is None
+        assert "for signal approval" in httpx.get(site.url + "/flows/" + uuids["waiting"]).text
+
+        ok = httpx.get(site.url + "/api/flows/" + uuids["ok"]).json()
+        pack = next(a for a in ok["atoms"] if a["name"] == "pack")
+        [attempt] = pack["attempts"]
+        assert attempt["failure"]["message"] == "the warehouse did not answer"
+        assert "the warehouse did not answer" in httpx.get(site.url + "/flows/" + uuids["ok"]).text
+
+        missing = httpx.get(site.url + "/api/flows/ffffffff")
+        assert missing.status_code == 404
+        assert "no flow detail 'ffffffff'" in missing.json()["error"]
+
+
+def test_the_graph_degrades_to_a_reason_without_graphviz(
+    logbook: Any, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, uuids = logbook
+    monkeypatch.setenv("PATH", "")  # the server runs in this process: no 'dot' on its PATH
+    with read_only(url) as backend:
+        site = serve(create_app(backend))
+        page = httpx.get(site.url + "/flows/" + uuids["failed"])
+        assert page.status_code == 200
+        assert "no graph: Graphviz&#39;s &#39;dot&#39; program is not installed" in page.text
+        assert "card 4242 declined by the bank" in page.text  # the rest of the page is there
+        graph = httpx.get(site.url + "/api/flows/" + uuids["failed"]).json()["graph"]
+        assert graph["available"] is False and "not installed" in graph["reason"]
+
+
+def test_values_from_the_database_are_escaped_and_cut(tmp_path: Path, serve: Any) -> None:
+    url = "sqlite:///%s" % (tmp_path / "evil.db",)
+    evil = "<script>alert('flow')</script>"
+    with fetch(url) as backend:
+        book = LogBook("<b>book</b>")
+        fd = FlowDetail(evil, state=states.FAILURE)
+        ad = AtomDetail("<img src=x onerror=alert(1)>", state=states.SUCCESS)
+        ad.results = {"blob": "x" * 10_000}
+        fd.add(ad)
+        book.add(fd)
+        with backend.get_connection() as conn:
+            conn.save_logbook(book)
+    with read_only(url) as backend:
+        site = serve(create_app(backend))
+        listing = httpx.get(site.url + "/flows").text
+        assert evil not in listing and "&lt;script&gt;alert(&#39;flow&#39;)&lt;/script&gt;" in listing
+        assert "<b>book</b>" not in listing
+        page = httpx.get(site.url + "/flows/" + fd.uuid).text
+        assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+        assert "x" * (LIMITS["result"] + 1) not in page
+        assert "more characters]" in page
+        # The graph cannot be built from data: the record names no registered factory.
+        assert "no graph:" in page
+
+
+def test_a_running_flow_whose_process_died_reads_interrupted(tmp_path: Path, serve: Any) -> None:
+    url = "sqlite:///%s" % (tmp_path / "crash.db",)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.run(
+        [sys.executable, "-m", "tests.web.crash_child", url], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert child.returncode == 17, child.stderr
+    doomed = child.stdout.split()[0]
+    with fetch(url) as backend:
+        with backend.get_connection() as conn:
+            assert conn.get_flow_details(doomed, lazy=True).state == states.RUNNING  # as the crash left it
+        site = serve(create_app(backend))
+        flow = httpx.get(site.url + "/api/flows/" + doomed).json()
+        assert flow["state"] == INTERRUPTED and flow["stored_state"] == states.RUNNING
+        assert flow["engine_alive"] is False
+        assert "resume with <code>flowkit resume %s</code>" % (doomed,) in httpx.get(site.url + "/flows").text
+        # While an engine holds the flow's lock, it is running, not interrupted.
+        with backend.get_connection() as conn:
+            lock = conn.lock_flow(conn.get_flow_details(doomed, lazy=True))
+        try:
+            flow = httpx.get(site.url + "/api/flows/" + doomed).json()
+            assert flow["state"] == states.RUNNING and flow["engine_alive"] is True
+        finally:
+            lock.release()
+
+
+def test_a_read_only_dashboard_refuses_every_action(logbook: Any, serve: Any) -> None:
+    url, uuids = logbook
+    with read_only(url) as backend:
+        site = serve(create_app(backend))
+        page = httpx.get(site.url + "/flows/" + uuids["waiting"]).text
+        assert "read-only" in page and "<form method=\"post\"" not in page
+        for action in ("resume", "cancel", "retry", "signal"):
+            answer = httpx.post(
+                site.url + "/api/flows/%s/%s" % (uuids["waiting"], action),
+                headers={"Authorization": "Bearer anything"},
+                json={"name": "approval"},
+            )
+            assert answer.status_code == 403, action
+            assert "read-only" in answer.json()["error"]
+        assert httpx.post(site.url + "/flows/%s/cancel" % (uuids["waiting"],), data={}).status_code == 403
+    with pytest.raises(ValueError, match="actions need a token"):
+        create_app(fetch("memory://"), allow_actions=True)
+
+
+@contextlib.contextmanager
+def log_in(site: Any, token: str = TOKEN) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=site.url) as client:
+        answer = client.post("/login", data={"token": token, "next": "/flows"})
+        if token == TOKEN:
+            assert answer.status_code == 303 and SESSION_COOKIE in client.cookies
+        yield client
+
+
+def csrf_of(client: httpx.Client, uuid: str) -> str:
+    page = client.get("/flows/" + uuid).text
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+    assert found, "no CSRF token in the flow's page"
+    return found.group(1)
+
+
+def flow_state(site: Any, uuid: str) -> str:
+    return str(httpx.get(site.url + "/api/flows/" + uuid).json()["state"])
+
+
+def test_a_logged_in_browser_signals_and_resumes_a_waiting_flow(logbook: Any, serve: Any) -> None:
+    url, uuids = logbook
+    waiting = uuids["waiting"]
+    with fetch(url) as backend:
+        site = serve(create_app(backend, allow_actions=True, token=TOKEN))
+        with log_in(site, "not-the-token") as wrong:
+            assert wrong.post("/login", data={"token": "nope"}).status_code == 403
+            assert SESSION_COOKIE not in wrong.cookies
+            assert wrong.post("/flows/%s/signal" % (waiting,), data={"name": "approval"}).status_code == 403
+        with log_in(site) as client:
+            signal_and_resume(site, client, waiting)
+
+
+def signal_and_resume(site: Any, client: httpx.Client, waiting: str) -> None:
+    csrf = csrf_of(client, waiting)
+    sent = client.post(
+        "/flows/%s/signal" % (waiting,), data={"csrf": csrf, "name": "approval", "value": '{"by": "ann"}'}
+    )
+    assert sent.status_code == 303
+    assert "sent signal &#39;approval&#39; to flow &#39;order-approval&#39;" in client.get(sent.headers["location"]).text
+    resumed = client.post("/flows/%s/resume" % (waiting,), data={"csrf": csrf})
+    assert resumed.status_code == 303
+    wait_until(lambda: flow_state(site, waiting) == states.SUCCESS, "the resumed flow to finish")
+    flow = httpx.get(site.url + "/api/flows/" + waiting).json()
+    approval = next(a for a in flow["atoms"] if a["name"] == "approval")
+    assert approval["result"] == '{"by": "ann"}'
+    again = client.post("/flows/%s/resume" % (waiting,), data={"csrf": csrf})
+    assert again.status_code == 409 and "already ended SUCCESS" in again.text
+
+
+def test_forms_without_the_sessions_csrf_token_or_from_elsewhere_are_refused(logbook: Any, serve: Any) -> None:
+    url, uuids = logbook
+    with fetch(url) as backend:
+        site = serve(create_app(backend, allow_actions=True, token=TOKEN))
+        with log_in(site) as client, log_in(site) as other:
+            refuse_forged_forms(site, client, other, uuids["waiting"])
+
+
+def refuse_forged_forms(site: Any, client: httpx.Client, other: httpx.Client, waiting: str) -> None:
+    target = "/flows/%s/cancel" % (waiting,)
+    assert client.post(target, data={}).status_code == 403
+    assert client.post(target, data={"csrf": "0" * 64}).status_code == 403
+    csrf = csrf_of(client, waiting)
+    foreign = client.post(target, data={"csrf": csrf}, headers={"Origin": "http://evil.example"})
+    assert foreign.status_code == 403
+    assert "CSRF" in foreign.text
+    # Another session's token is no good either.
+    assert other.post(target, data={"csrf": csrf}).status_code == 403
+    assert flow_state(site, waiting) == states.WAITING  # nothing was done
+    assert client.post(target, data={"csrf": csrf}).status_code == 303
+
+
+def test_the_api_acts_with_the_bearer_token_only(logbook: Any, serve: Any) -> None:
+    url, uuids = logbook
+    waiting = uuids["waiting"]
+    with fetch(url) as backend:
+        site = serve(create_app(backend, allow_actions=True, token=TOKEN))
+        cancel = site.url + "/api/flows/%s/cancel" % (waiting,)
+        assert httpx.post(cancel).status_code == 403
+        assert httpx.post(cancel, headers={"Authorization": "Bearer wrong"}).status_code == 403
+        auth = {"Authorization": "Bearer " + TOKEN}
+        done = httpx.post(cancel, headers=auth, json={"mode": "revert"})
+        assert done.status_code == 200
+        assert done.json()["done"].startswith("asked flow 'order-approval'")
+        assert httpx.post(site.url + "/api/flows/%s/resume" % (waiting,), headers=auth).status_code == 200
+        wait_until(lambda: flow_state(site, waiting) == states.REVERTED, "the cancelled flow to revert")
+        unknown = httpx.post(site.url + "/api/flows/%s/explode" % (waiting,), headers=auth)
+        assert unknown.status_code == 404 and "no action 'explode'" in unknown.json()["error"]
+
+
+class Fragile(Task):
+    """Fails while its flow's count of failures to come is above zero."""
+
+    to_fail: dict[str, int] = {}
+
+    def execute(self) -> str:
+        left = Fragile.to_fail.get(self.context.flow_uuid, 0)
+        if left:
+            Fragile.to_fail[self.context.flow_uuid] = left - 1
+            raise ConnectionError("the registry is down")
+        return "registered"
+
+
+@flow_factory
+def make_fragile() -> Any:
+    return linear_flow.Flow("fragile").add(Fragile("register", retry_policy=RetryPolicy(max_attempts=1, on_exhausted="broken")))
+
+
+def test_retry_runs_a_broken_flows_atoms_again(tmp_path: Path, serve: Any) -> None:
+    url = "sqlite:///%s" % (tmp_path / "broken.db",)
+    with fetch(url) as backend:
+        engine = load_from_factory(make_fragile, backend=backend)
+        uuid = engine.storage.flow_detail.uuid
+        Fragile.to_fail[uuid] = 1
+        with pytest.raises(Broken, match="atom 'register' failed 1 times"):
+            engine.run()
+        assert engine.storage.get_flow_state() == states.BROKEN
+        site = serve(create_app(backend, allow_actions=True, token=TOKEN))
+        assert flow_state(site, uuid) == states.BROKEN
+        auth = {"Authorization": "Bearer " + TOKEN}
+        answer = httpx.post(site.url + "/api/flows/%s/retry" % (uuid,), headers=auth)
+        assert answer.status_code == 200, answer.text
+        wait_until(lambda: flow_state(site, uuid) == states.SUCCESS, "the retried flow to succeed")
+        refused = httpx.post(site.url + "/api/flows/%s/retry" % (uuid,), headers=auth)
+        assert refused.status_code == 409 and "not BROKEN" in refused.json()["error"]
+
+
+def test_jobs_and_the_conductors_holding_claims(tmp_path: Path, serve: Any) -> None:
+    from flowkit.conductors.posting import post_flow
+    from flowkit.jobs.backends import fetch as fetch_board
+    from tests.web.flows import make_order
+
+    url = "sqlite:///%s" % (tmp_path / "jobs.db",)
+    with fetch(url) as backend:
+        with fetch_board("web", {"board": "sql", "url": url}, persistence=backend) as board:
+            claimed = post_flow(board, make_order, name="claimed-job")
+            post_flow(board, make_order, name="later-job", delay=3600)
+            board.claim(claimed, "condA")
+            site = serve(create_app(backend, board=board))
+            jobs = httpx.get(site.url + "/api/jobs").json()
+            assert jobs["board"] == "web"
+            by_name = {job["name"]: job for job in jobs["jobs"]}
+            assert by_name["claimed-job"]["state"] == "CLAIMED" and by_name["claimed-job"]["owner"] == "condA"
+            assert by_name["later-job"]["state"] == "UNCLAIMED" and by_name["later-job"]["due"] is not None
+            assert jobs["conductors"] == [{"name": "condA", "claims": [claimed.uuid]}]
+            page = httpx.get(site.url + "/jobs").text
+            assert "condA" in page and "later-job" in page
+    with read_only(url) as backend:
+        site = serve(create_app(backend))
+        answer = httpx.get(site.url + "/api/jobs")
+        assert answer.status_code == 404 and "--board URL" in answer.json()["error"]
+
+
+def test_the_command_refuses_actions_without_a_token(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["web", "--backend", "memory://", "--allow-actions"]) == 2
+    assert "--allow-actions needs a token" in capsys.readouterr().err
+    assert main(["web", "--backend", "memory://", "--token", "x"]) == 2
+    assert "only used with --allow-actions" in capsys.readouterr().err
