@@ -10,6 +10,8 @@ from setuptools import find_packages, setup
 
 HERE = Path(__file__).resolve().parent
 
+WEB_REQUIRES = ["starlette>=0.37", "uvicorn>=0.29", "jinja2>=3.1", "python-multipart>=0.0.9"]
+
 TEST_REQUIRES = [
     "pytest>=7",
     "pytest-timeout>=2.1",
@@ -17,6 +19,11 @@ TEST_REQUIRES = [
     "psycopg[binary]>=3.1",
     "PyMySQL>=1.0",
     "redis>=4.5",
+    # The dashboard's tests: its own extra, an HTTP client, and a browser driver (no browser download:
+    # the tests launch the system's Chromium).
+    *WEB_REQUIRES,
+    "httpx>=0.27",
+    "playwright>=1.40",
 ]
 
 setup(
@@ -35,6 +42,7 @@ setup(
         "flowkit": ["py.typed"],
         # Alembic reads these at run time if the migrations ever ship them.
         "flowkit.persistence.migrations": ["*.ini", "*.mako"],
+        "flowkit.web": ["templates/*.html", "templates/*.css"],
     },
     include_package_data=True,
     zip_safe=False,
@@ -53,6 +61,7 @@ setup(
         "redis": ["redis>=4.5"],
         # Benchmark-only: the benchmarks run the same flows on TaskFlow, and parked flows on DBOS, for comparison.
         "bench": ["taskflow==6.5.0", "dbos==3.4.0"],
+        "web": WEB_REQUIRES,
         "test": TEST_REQUIRES,
         "docs": ["sphinx>=7"],
         "lint": ["ruff>=0.17,<0.18", "mypy>=2.4,<3"],

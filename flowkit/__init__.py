@@ -60,7 +60,10 @@ type-only imports included).
 - ``testing/``: conformance suites for backends and boards, for your own
   too.  Nothing in flowkit imports them; they never import conductors,
   listeners, ``graphs`` or the command.
-- ``cli.py``, ``conductors/cli.py`` (and their shared ``_cli_common.py``):
+- ``web/``: the dashboard (Starlette, imported on first use).  It reads the
+  logbooks and the board it is handed: never imports job boards, conductors,
+  ``testing`` or the command.
+- ``cli.py``, ``conductors/cli.py``, ``web/cli.py`` (and their shared ``_cli_common.py``):
   the ``flowkit`` command, on top of everything; nothing else imports them.
 
 This file pulls together the public API (no module of flowkit imports it);

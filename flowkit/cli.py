@@ -68,7 +68,6 @@ from flowkit._cli_common import (
     table,
 )
 from flowkit.conductors.cli import add_commands as conductor_commands
-from flowkit.web.cli import add_commands as web_commands
 from flowkit.exceptions import CorruptLogbook, FlowkitError, InvalidState, NotFound, SignalAlreadySent
 from flowkit.persistence._integrity import ATOM_COUNT_KEY, REPAIRS_KEY, UNREADABLE_KEY, unreadable_problems
 from flowkit.persistence.backends import fetch
@@ -77,6 +76,7 @@ from flowkit.persistence.models import AtomDetail, FlowDetail
 from flowkit.policies import ATTEMPTS_KEY, ERRORS_KEY
 from flowkit.types.failure import Failure
 from flowkit.waits import WAIT_KEY
+from flowkit.web.cli import add_commands as web_commands
 
 __all__ = ["main", "DEFAULT_BACKEND", "BACKEND_ENV", "EXIT_CODES"]
 

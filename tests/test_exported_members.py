@@ -250,6 +250,8 @@ PUBLIC_MODULES: dict[str, set[str]] = {
     "flowkit.conductors.backends": {"fetch", "CONDUCTORS", "BlockingConductor", "NonBlockingConductor"},
     "flowkit.conductors.posting": {"post_flow"},
     "flowkit.conductors.cli": {"add_commands", "board_conf", "DEFAULT_BOARD_NAME"},
+    "flowkit.web": {"create_app", "ACTIONS", "INTERRUPTED", "LIMITS", "SESSION_COOKIE"},
+    "flowkit.web.cli": {"add_commands", "DEFAULT_HOST", "DEFAULT_PORT", "TOKEN_ENV"},
     "flowkit.atom": {"Atom", "AtomKind", "ProvidesSpec", "RebindSpec", "RequiresSpec"},
     "flowkit.cli": {"main", "DEFAULT_BACKEND", "BACKEND_ENV", "EXIT_CODES"},
     "flowkit.conductors.backends.impl_blocking": {"BlockingConductor"},

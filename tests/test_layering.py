@@ -304,7 +304,7 @@ def test_importing_the_engine_core_loads_no_sql_dask_redis_or_web_package() -> N
 # -- (c) what each package never imports ----------------------------------------------
 
 #: The modules of the ``flowkit`` command.
-CLI = ("flowkit.cli", "flowkit.conductors.cli", "flowkit._cli_common")
+CLI = ("flowkit.cli", "flowkit.conductors.cli", "flowkit._cli_common", "flowkit.web.cli")
 #: What every other module may build on: errors, states, names, small value types, the clock.
 FOUNDATION = (
     "flowkit.exceptions",
@@ -335,6 +335,7 @@ PERSISTENCE_SQL = (
 _RUNNING = ("flowkit.engines", "flowkit.storage", "flowkit.persistence", "flowkit.factories")
 #: What is built on the engine.
 _ABOVE_ENGINES = ("flowkit.jobs", "flowkit.conductors", "flowkit.listeners", "flowkit.testing", "flowkit.graphs") + CLI
+_ABOVE_ENGINES += ("flowkit.web",)  # the dashboard
 
 #: Package (or module) -> what it never imports; a module obeys the rules of
 #: every package it is in.  The foundation has its own, stricter test
@@ -370,6 +371,8 @@ NEVER_IMPORTS: dict[str, tuple[str, ...]] = {
     + CLI,
     # The conformance suites test the public contracts of backends and boards.
     "flowkit.testing": ("flowkit.conductors", "flowkit.listeners", "flowkit.graphs") + CLI,
+    # The dashboard reads logbooks and boards it is handed; the command builds them.
+    "flowkit.web": ("flowkit.jobs", "flowkit.conductors", "flowkit.testing") + CLI,
 }
 
 #: Imports that break a rule of NEVER_IMPORTS on purpose, each with the reason.

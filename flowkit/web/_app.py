@@ -287,7 +287,7 @@ def create_app(
     def guarded(handler: Any) -> Any:
         def endpoint(request: Request) -> Response:
             try:
-                return handler(request)  # type: ignore[no-any-return]
+                return handler(request)
             except NotFound as error:
                 return problem(request, error, 404)
             except (ValueError, TypeError, InvalidState, SignalAlreadySent) as error:
@@ -371,7 +371,9 @@ def create_app(
         if not dashboard.allow_actions:
             return dashboard.page(request, "error.html", 403, message="this dashboard is read-only", refresh=0)
         if request.method == "GET":
-            return dashboard.page(request, "login.html", refresh=0, failed=False, next=_local(request.query_params.get("next")))
+            return dashboard.page(
+                request, "login.html", refresh=0, failed=False, next=_local(request.query_params.get("next"))
+            )
         form = await request.form()
         nxt = _local(str(form.get("next") or ""))
         if not dashboard.same_origin(request) or not dashboard.token_ok(str(form.get("token") or "")):
@@ -443,6 +445,7 @@ def create_app(
         Route("/flows/{ident}/{action}", act_form, methods=["POST"]),
         Route("/api/flows/{ident}/{action}", act_api, methods=["POST"]),
     ]
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
@@ -462,4 +465,3 @@ def _local(target: str | None) -> str:
     if not target or not target.startswith("/") or target.startswith("//"):
         return "/flows"
     return target
-

@@ -205,7 +205,7 @@ def find_flow(backend: Backend, ident: str) -> tuple[LogBook, FlowDetail]:
     if not ident:
         raise NotFound("no flow detail id given")
     with backend.get_connection() as conn:
-        matches = []
+        matches: list[tuple[LogBook, FlowDetail]] = []
         for book in conn.get_logbooks(lazy=True):
             try:
                 flows = list(conn.get_flows_for_book(book.uuid, lazy=True))

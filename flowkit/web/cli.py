@@ -42,7 +42,10 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> dict[str, Ha
     # Also after the command (the global --backend is taken before it); SUPPRESS keeps that one.
     web.add_argument("--backend", default=argparse.SUPPRESS, metavar="URL", help="logbook backend URL")
     web.add_argument(
-        "--board", default=None, metavar="URL", help="job board URL or kind, to show jobs and conductors (default: none)"
+        "--board",
+        default=None,
+        metavar="URL",
+        help="job board URL or kind, to show jobs and conductors (default: none)",
     )
     web.add_argument("--board-name", default="flowkit", help="board name (default %(default)s)")
     web.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default %(default)s)")

@@ -1,6 +1,6 @@
 """Run a flow whose second task kills its process, leaving the flow detail RUNNING in the logbook.
 
-    python -m tests.web.crash_child sqlite:///path   (prints the flow detail uuid first)
+python -m tests.web.crash_child sqlite:///path   (prints the flow detail uuid first)
 """
 
 from __future__ import annotations

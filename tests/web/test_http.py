@@ -161,7 +161,12 @@ def test_a_running_flow_whose_process_died_reads_interrupted(tmp_path: Path, ser
     url = "sqlite:///%s" % (tmp_path / "crash.db",)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     child = subprocess.run(
-        [sys.executable, "-m", "tests.web.crash_child", url], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "tests.web.crash_child", url],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert child.returncode == 17, child.stderr
     doomed = child.stdout.split()[0]
@@ -188,7 +193,7 @@ def test_a_read_only_dashboard_refuses_every_action(logbook: Any, serve: Any) ->
     with read_only(url) as backend:
         site = serve(create_app(backend))
         page = httpx.get(site.url + "/flows/" + uuids["waiting"]).text
-        assert "read-only" in page and "<form method=\"post\"" not in page
+        assert "read-only" in page and '<form method="post"' not in page
         for action in ("resume", "cancel", "retry", "signal"):
             answer = httpx.post(
                 site.url + "/api/flows/%s/%s" % (uuids["waiting"], action),
@@ -241,7 +246,9 @@ def signal_and_resume(site: Any, client: httpx.Client, waiting: str) -> None:
         "/flows/%s/signal" % (waiting,), data={"csrf": csrf, "name": "approval", "value": '{"by": "ann"}'}
     )
     assert sent.status_code == 303
-    assert "sent signal &#39;approval&#39; to flow &#39;order-approval&#39;" in client.get(sent.headers["location"]).text
+    assert (
+        "sent signal &#39;approval&#39; to flow &#39;order-approval&#39;" in client.get(sent.headers["location"]).text
+    )
     resumed = client.post("/flows/%s/resume" % (waiting,), data={"csrf": csrf})
     assert resumed.status_code == 303
     wait_until(lambda: flow_state(site, waiting) == states.SUCCESS, "the resumed flow to finish")
@@ -307,7 +314,9 @@ class Fragile(Task):
 
 @flow_factory
 def make_fragile() -> Any:
-    return linear_flow.Flow("fragile").add(Fragile("register", retry_policy=RetryPolicy(max_attempts=1, on_exhausted="broken")))
+    return linear_flow.Flow("fragile").add(
+        Fragile("register", retry_policy=RetryPolicy(max_attempts=1, on_exhausted="broken"))
+    )
 
 
 def test_retry_runs_a_broken_flows_atoms_again(tmp_path: Path, serve: Any) -> None:
