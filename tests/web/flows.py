@@ -11,6 +11,7 @@ from typing import Any
 
 from flowkit.engines import load_from_factory
 from flowkit.factories import flow_factory
+from flowkit.listeners.timing import DurationListener
 from flowkit.patterns import linear_flow
 from flowkit.persistence.backends import fetch
 from flowkit.policies import RetryPolicy
@@ -71,14 +72,32 @@ def make_approval() -> Any:
     )
 
 
+class Ticks:
+    """A clock for the durations listener that advances one second per reading."""
+
+    def __init__(self) -> None:
+        self.now = -1.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
 def populate(url: str) -> dict[str, str]:
-    """Run the three flows into ``url``; return ``{"ok": uuid, "failed": uuid, "waiting": uuid}``."""
+    """Run the three flows into ``url``; return ``{"ok": uuid, "failed": uuid, "waiting": uuid}``.
+
+    The successful one is timed (one second per clock reading), so it has a timeline.
+    """
     found = {}
     with fetch(url) as backend:
         for key, factory in (("ok", make_order), ("failed", make_declined), ("waiting", make_approval)):
             engine = load_from_factory(factory, backend=backend)
             try:
-                engine.run(park=True)
+                if key == "ok":
+                    with DurationListener(engine, clock=Ticks()):
+                        engine.run()
+                else:
+                    engine.run(park=True)
             except CardDeclined:
                 pass
             found[key] = engine.storage.flow_detail.uuid

@@ -111,6 +111,12 @@ def test_one_flow_shows_its_failure_with_traceback_masked_results_and_waits(
         [attempt] = pack["attempts"]
         assert attempt["failure"]["message"] == "the warehouse did not answer"
         assert "the warehouse did not answer" in httpx.get(site.url + "/flows/" + uuids["ok"]).text
+        # Timed by a clock that ticks one second per reading: 8 s in all, pack from 4 s to 5 s.
+        timeline = ok["timeline"]
+        assert timeline["total"] == 8.0
+        bars = {bar["atom"]: bar for bar in timeline["bars"]}
+        assert bars["pack"] == {"atom": "pack", "start": 4.0, "duration": 1.0, "left": 50.0, "width": 12.5}
+        assert "margin-left: 50.0%; width: 12.5%" in httpx.get(site.url + "/flows/" + uuids["ok"]).text
 
         missing = httpx.get(site.url + "/api/flows/ffffffff")
         assert missing.status_code == 404
@@ -186,6 +192,35 @@ def test_a_running_flow_whose_process_died_reads_interrupted(tmp_path: Path, ser
             assert flow["state"] == states.RUNNING and flow["engine_alive"] is True
         finally:
             lock.release()
+
+
+@pytest.mark.parametrize("server", ["postgresql", "mysql"])
+def test_liveness_on_database_servers(server: str, serve: Any) -> None:
+    from tests.persistence.conftest import MYSQL_URL, POSTGRES_URL, drop_tables, server_url, unique_prefix
+
+    if server == "postgresql":
+        url = server_url(POSTGRES_URL, "PostgreSQL", "FLOWKIT_TEST_POSTGRES_URL")
+    else:
+        url = server_url(MYSQL_URL, "MySQL", "FLOWKIT_TEST_MYSQL_URL")
+    prefix = unique_prefix()
+    try:
+        with fetch({"connection": url, "table_prefix": prefix}) as backend:
+            book = LogBook("left running")
+            fd = FlowDetail("stale", state=states.RUNNING)
+            book.add(fd)
+            with backend.get_connection() as conn:
+                conn.save_logbook(book)
+            site = serve(create_app(backend))
+            assert flow_state(site, fd.uuid) == INTERRUPTED
+            with backend.get_connection() as conn:
+                lock = conn.lock_flow(fd)
+            try:
+                assert flow_state(site, fd.uuid) == states.RUNNING
+            finally:
+                lock.release()
+            assert flow_state(site, fd.uuid) == INTERRUPTED
+    finally:
+        drop_tables(url, prefix)
 
 
 def test_a_read_only_dashboard_refuses_every_action(logbook: Any, serve: Any) -> None:
