@@ -113,6 +113,9 @@ def parse_since(text: str, now: datetime.datetime) -> datetime.datetime:
 
 def _shown_state(backend: Backend, fd: FlowDetail) -> tuple[str, bool | None]:
     stored = str(fd.state) if fd.state is not None else states.PENDING
+    if stored == states.WAITING:
+        # Parked (no engine) or waiting inside a live engine's run(): both are fine, the page says which.
+        return stored, holder_alive(backend, fd.uuid)
     if stored not in _ACTIVE:
         return stored, None
     alive = holder_alive(backend, fd.uuid)

@@ -334,6 +334,28 @@ def test_the_api_acts_with_the_bearer_token_only(logbook: Any, serve: Any) -> No
         assert unknown.status_code == 404 and "no action 'explode'" in unknown.json()["error"]
 
 
+def test_flows_the_server_resumed_are_suspended_when_it_stops(logbook: Any, serve: Any) -> None:
+    url, uuids = logbook
+    waiting = uuids["waiting"]
+    with fetch(url) as backend:
+        site = serve(create_app(backend, allow_actions=True, token=TOKEN))
+        assert httpx.get(site.url + "/api/flows/" + waiting).json()["engine_alive"] is False  # parked
+        auth = {"Authorization": "Bearer " + TOKEN}
+        answer = httpx.post(site.url + "/api/flows/%s/resume" % (waiting,), headers=auth)
+        assert answer.status_code == 200
+        assert "in the web server's process" in answer.json()["done"]
+        # The resumed run waits for its signal inside the server, holding the flow's lock.
+        wait_until(
+            lambda: httpx.get(site.url + "/api/flows/" + waiting).json()["engine_alive"], "the resumed run to start"
+        )
+        assert "(inside a running engine)" in httpx.get(site.url + "/flows/" + waiting).text
+        busy = httpx.post(site.url + "/api/flows/%s/resume" % (waiting,), headers=auth)
+        assert busy.status_code == 409 and "being run by another engine" in busy.json()["error"]
+        site.stop()
+        with backend.get_connection() as conn:
+            assert conn.get_flow_details(waiting, lazy=True).state == states.SUSPENDED
+
+
 class Fragile(Task):
     """Fails while its flow's count of failures to come is above zero."""
 
