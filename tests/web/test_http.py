@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import os
 import re
 import subprocess
@@ -426,3 +427,13 @@ def test_the_command_refuses_actions_without_a_token(capsys: pytest.CaptureFixtu
     assert "--allow-actions needs a token" in capsys.readouterr().err
     assert main(["web", "--backend", "memory://", "--token", "x"]) == 2
     assert "only used with --allow-actions" in capsys.readouterr().err
+
+
+def test_the_documented_constants_are_the_real_ones() -> None:
+    # doc/api.rst spells these out (they are loaded lazily, so autodoc cannot read them).
+    from flowkit.web import ACTIONS
+
+    text = (ROOT / "doc" / "api.rst").read_text(encoding="utf-8")
+    assert repr(ACTIONS).replace("'", '"') in text
+    assert json.dumps(LIMITS) in text
+    assert '``"%s"``' % (INTERRUPTED,) in text and '``"%s"``' % (SESSION_COOKIE,) in text
