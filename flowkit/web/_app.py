@@ -17,6 +17,8 @@ from typing import Any
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -258,6 +260,7 @@ def create_app(
     token: str | None = None,
     allowed_modules: Iterable[str] = (),
     refresh: int = 5,
+    allowed_hosts: Collection[str] | None = None,
 ) -> Starlette:
     """The dashboard over ``backend`` (and job ``board``, if given) as an ASGI application.
 
@@ -267,7 +270,11 @@ def create_app(
     ``mask_keys`` in results are shown as ``***``.  ``allowed_modules`` are the
     module prefixes whose factories may be imported to rebuild a flow (for its
     graph and for resuming); registered factories need none.  Pages reload
-    themselves every ``refresh`` seconds (0: never).
+    themselves every ``refresh`` seconds (0: never; a flow that ended is not
+    reloaded).  ``allowed_hosts`` (None: any) are the host names a request may
+    be addressed to (its ``Host`` header); others get 400, which keeps a page
+    of another site from reading a dashboard on this machine through a DNS
+    name it points at 127.0.0.1.
     """
     dashboard = _Dashboard(
         backend,
@@ -329,6 +336,8 @@ def create_app(
             graph=picture,
             graph_reason=reason,
             message=dashboard.pop_flash(request),
+            # Reloading a flow that ended shows nothing new and would fold an opened traceback.
+            refresh=0 if view["state"] in _FINISHED else dashboard.refresh,
         )
 
     def flow_api(request: Request) -> Response:
@@ -415,9 +424,7 @@ def create_app(
             scheme, _, given = header.partition(" ")
             if scheme.lower() != "bearer" or not dashboard.token_ok(given.strip()):
                 raise _Forbidden("send the dashboard's token as 'Authorization: Bearer TOKEN'")
-            raw = await request.body()
-            if len(raw) > 1_000_000:
-                raise ValueError("the request body is larger than 1000000 bytes")
+            raw = await _body(request, _MAX_BODY)
             body = json.loads(raw) if raw.strip() else {}
             if not isinstance(body, dict):
                 raise ValueError("the request body must be a JSON object")
@@ -451,9 +458,31 @@ def create_app(
         yield
         dashboard.stop_runs()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    middleware = []
+    if allowed_hosts is not None:
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)))
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.dashboard = dashboard
     return app
+
+
+# The largest JSON body an API action reads.
+_MAX_BODY = 64 * 1024
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request's body, refused (ValueError) once it passes ``limit`` bytes, before reading more."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ValueError("the request body is larger than %d bytes" % (limit,))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ValueError("the request body is larger than %d bytes" % (limit,))
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class _Forbidden(Exception):

@@ -102,6 +102,8 @@ def _cmd_web(args: argparse.Namespace, out: TextIO) -> int:
                 token=token,
                 allowed_modules=allowed,
                 refresh=args.refresh,
+                # On this machine only, requests must name it: no page elsewhere reads it by DNS rebinding.
+                allowed_hosts=_LOOPBACK if args.host in _LOOPBACK else None,
             )
             mode = "actions allowed with the token" if args.allow_actions else "read-only"
             out.write("flowkit web: serving %s on http://%s:%d/ (%s)\n" % (args.backend, args.host, args.port, mode))

@@ -73,6 +73,20 @@ def test_the_list_counts_states_and_filters_by_state_name_and_age(logbook: Any, 
         assert bad.status_code == 400
         assert "since must be a duration like 30m" in bad.json()["error"]
 
+        # A flow that ended does not reload (an opened traceback stays open); one that waits does.
+        assert 'http-equiv="refresh"' not in httpx.get(site.url + "/flows/" + uuids["failed"]).text
+        assert '<meta http-equiv="refresh" content="5">' in httpx.get(site.url + "/flows/" + uuids["waiting"]).text
+
+
+def test_a_dashboard_on_this_machine_answers_only_requests_naming_it(logbook: Any, serve: Any) -> None:
+    url, _ = logbook
+    with read_only(url) as backend:
+        site = serve(create_app(backend, allowed_hosts=["127.0.0.1", "localhost"]))
+        assert httpx.get(site.url + "/api/flows").status_code == 200
+        rebound = httpx.get(site.url + "/api/flows", headers={"Host": "evil.example"})
+        assert rebound.status_code == 400
+        assert "order-" not in rebound.text
+
 
 def test_one_flow_shows_its_failure_with_traceback_masked_results_and_waits(
     logbook: Any, serve: Any, dot_program: str
@@ -331,6 +345,8 @@ def test_the_api_acts_with_the_bearer_token_only(logbook: Any, serve: Any) -> No
         assert done.json()["done"].startswith("asked flow 'order-approval'")
         assert httpx.post(site.url + "/api/flows/%s/resume" % (waiting,), headers=auth).status_code == 200
         wait_until(lambda: flow_state(site, waiting) == states.REVERTED, "the cancelled flow to revert")
+        huge = httpx.post(site.url + "/api/flows/%s/signal" % (waiting,), headers=auth, content=b"{" + b" " * 100_000)
+        assert huge.status_code == 400 and "larger than 65536 bytes" in huge.json()["error"]
         unknown = httpx.post(site.url + "/api/flows/%s/explode" % (waiting,), headers=auth)
         assert unknown.status_code == 404 and "no action 'explode'" in unknown.json()["error"]
 
