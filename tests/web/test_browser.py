@@ -5,7 +5,10 @@ local port, over an SQLite logbook holding a flow that succeeded, one that
 failed with a traceback and one waiting for a signal.  The test clicks from
 the list to the failed flow and opens its failure, as a person would, and
 saves a screenshot of each step (in the test's tmp dir and, when
-``$FLOWKIT_ARTIFACTS_DIR`` is set, there too).  Mode-independent: runs once.
+``$FLOWKIT_ARTIFACTS_DIR`` is set, there too); another logs in with the
+token, signals the waiting flow and resumes it through the forms (with their
+CSRF tokens, under the pages' Content-Security-Policy).  Mode-independent:
+each runs once.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,43 +45,79 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture
-def dashboard(logbook: Any, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """``flowkit web`` serving the logbook in a child process; its base URL and the flows' uuids."""
-    url, uuids = logbook
-    port = free_port()
-    log = open(tmp_path / "web.log", "w+", encoding="utf-8")  # noqa: SIM115 - closed below
-    child = subprocess.Popen(
-        [
-            sys.executable, "-m", "flowkit.cli", "web", "--backend", url, "--port", str(port),
-            "--import", "tests.web.flows", "--mask-key", "password", "--refresh", "0",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    base = "http://127.0.0.1:%d" % (port,)
+class Dashboard:
+    """``flowkit web`` serving a logbook in a child process, on a free local port."""
 
-    def up() -> bool:
-        if child.poll() is not None:
-            raise AssertionError("flowkit web exited with %s" % (child.returncode,))
+    def __init__(self, url: str, log_path: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        port = free_port()
+        self.base = "http://127.0.0.1:%d" % (port,)
+        self.log = open(log_path, "w+", encoding="utf-8")  # noqa: SIM115 - closed by stop()
+        command = [
+            sys.executable, "-m", "flowkit.cli", "web", "--backend", url, "--port", str(port),
+            "--import", "tests.web.flows", "--mask-key", "password", "--refresh", "0", *extra,
+        ]  # fmt: skip
+        self.child = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(self.up, "flowkit web to answer on port %d" % (port,), detail=self.output)
+
+    def up(self) -> bool:
+        if self.child.poll() is not None:
+            raise AssertionError("flowkit web exited with %s:\n%s" % (self.child.returncode, self.output()))
         try:
-            return httpx.get(base + "/api/flows", timeout=2).status_code == 200
+            return httpx.get(self.base + "/api/flows", timeout=2).status_code == 200
         except httpx.TransportError:
             return False
 
-    def output() -> str:
-        log.seek(0)
-        return log.read()
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
 
-    try:
-        wait_until(up, "flowkit web to answer on port %d" % (port,), detail=output)
-        yield base, uuids
-    finally:
-        child.terminate()
-        child.wait(30)
-        log.close()
+    def stop(self) -> None:
+        self.child.terminate()
+        self.child.wait(30)
+        self.log.close()
+
+
+@pytest.fixture
+def dashboard(tmp_path: Path) -> Iterator[Callable[..., Dashboard]]:
+    """``dashboard(url, *options, env=...)`` starts ``flowkit web``; each is stopped after the test."""
+    started: list[Dashboard] = []
+
+    def start(url: str, *extra: str, env: dict[str, str] | None = None) -> Dashboard:
+        started.append(Dashboard(url, tmp_path / ("web-%d.log" % len(started)), *extra, env=env))
+        return started[-1]
+
+    yield start
+    for served in started:
+        served.stop()
+
+
+@pytest.fixture
+def console_errors() -> list[str]:
+    """The errors the browser's console reported (a test removes the ones it caused on purpose)."""
+    return []
+
+
+@pytest.fixture
+def browser(chromium: str, console_errors: list[str]) -> Iterator[Any]:
+    """A headless Chromium page (Debian's Chromium, no download), failing the test on a console error."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        try:
+            page = launched.new_page(viewport={"width": 1280, "height": 900})
+            errors = console_errors
+            page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+            yield page
+            assert errors == [], errors  # the page asked for nothing the server or its policy refused
+        finally:
+            launched.close()
 
 
 def screenshot(page: Any, tmp_path: Path, name: str) -> Path:
@@ -93,48 +132,81 @@ def screenshot(page: Any, tmp_path: Path, name: str) -> Path:
 
 
 def test_list_then_flow_then_failure_in_chromium(
-    chromium: str, dashboard: tuple[str, dict[str, str]], tmp_path: Path, dot_program: str
+    browser: Any, dashboard: Callable[..., Dashboard], logbook: Any, tmp_path: Path, dot_program: str
 ) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    base, uuids = dashboard
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors: list[str] = []
-            page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-            page.goto(base + "/")
-            expect(page).to_have_url(base + "/flows")
-            expect(page.locator("#counts")).to_contain_text("REVERTED 1")
-            expect(page.locator("#counts")).to_contain_text("SUCCESS 1")
-            expect(page.locator("#counts")).to_contain_text("WAITING 1")
-            rows = page.locator("#flows tbody tr")
-            expect(rows).to_have_count(3)
-            expect(rows.nth(0)).to_contain_text("order-approval")
-            expect(rows.nth(0)).to_contain_text("signal approval")
-            screenshot(page, tmp_path, "web-flows.png")
+    url, uuids = logbook
+    base = dashboard(url, "--board", "sql").base
+    page = browser
+    page.goto(base + "/")
+    expect(page).to_have_url(base + "/flows")
+    expect(page.locator("#counts")).to_contain_text("REVERTED 1")
+    expect(page.locator("#counts")).to_contain_text("SUCCESS 1")
+    expect(page.locator("#counts")).to_contain_text("WAITING 1")
+    rows = page.locator("#flows tbody tr")
+    expect(rows).to_have_count(3)
+    expect(rows.nth(0)).to_contain_text("order-approval")
+    expect(rows.nth(0)).to_contain_text("signal approval")
+    screenshot(page, tmp_path, "web-flows.png")
 
-            page.get_by_role("link", name="order-declined").click()
-            expect(page).to_have_url(base + "/flows/" + uuids["failed"])
-            expect(page.locator("#flow-state")).to_have_text("REVERTED")
-            graph = page.locator("#graph")
-            expect(graph).to_be_visible()
-            assert graph.evaluate("img => img.complete && img.naturalWidth > 0"), "the graph did not render"
-            atoms = page.locator("#atoms")
-            expect(atoms).to_contain_text('{"password": "***", "seat": "12A"}')
-            expect(atoms).not_to_contain_text("hunter2")
-            traceback = page.locator("#failures pre.traceback").first
-            expect(traceback).to_be_hidden()  # folded until asked for
+    page.get_by_role("link", name="order-declined").click()
+    expect(page).to_have_url(base + "/flows/" + uuids["failed"])
+    expect(page.locator("#flow-state")).to_have_text("REVERTED")
+    graph = page.locator("#graph")
+    expect(graph).to_be_visible()
+    assert graph.evaluate("img => img.complete && img.naturalWidth > 0"), "the graph did not render"
+    atoms = page.locator("#atoms")
+    expect(atoms).to_contain_text('{"password": "***", "seat": "12A"}')
+    expect(atoms).not_to_contain_text("hunter2")
+    traceback = page.locator("#failures pre.traceback").first
+    expect(traceback).to_be_hidden()  # folded until asked for
 
-            page.get_by_role("link", name="tests.web.flows.CardDeclined").click()
-            page.locator("#failures summary").first.click()
-            expect(traceback).to_be_visible()
-            expect(traceback).to_contain_text('raise CardDeclined("card 4242 declined by the bank")')
-            expect(page.locator("#failures summary").first).to_contain_text(
-                "charge (execute): tests.web.flows.CardDeclined: card 4242 declined by the bank"
-            )
-            screenshot(page, tmp_path, "web-failure.png")
-            assert errors == [], errors  # the page asked for nothing the policy refuses
-        finally:
-            browser.close()
+    page.get_by_role("link", name="tests.web.flows.CardDeclined").click()
+    page.locator("#failures summary").first.click()
+    expect(traceback).to_be_visible()
+    expect(traceback).to_contain_text('raise CardDeclined("card 4242 declined by the bank")')
+    expect(page.locator("#failures summary").first).to_contain_text(
+        "charge (execute): tests.web.flows.CardDeclined: card 4242 declined by the bank"
+    )
+    screenshot(page, tmp_path, "web-failure.png")
+
+    page.get_by_role("link", name="Jobs and conductors").click()
+    expect(page).to_have_url(base + "/jobs")
+    expect(page.locator("#jobs")).to_contain_text("no jobs")
+
+
+def test_log_in_signal_and_resume_in_chromium(
+    browser: Any, dashboard: Callable[..., Dashboard], logbook: Any, tmp_path: Path, console_errors: list[str]
+) -> None:
+    from playwright.sync_api import expect
+
+    url, uuids = logbook
+    base = dashboard(url, "--allow-actions", env={"FLOWKIT_WEB_TOKEN": "browser-token"}).base
+    page = browser
+    page.goto(base + "/flows/" + uuids["waiting"])
+    expect(page.locator("#flow-state")).to_have_text("WAITING")
+    page.get_by_role("link", name="Log in", exact=True).click()
+    page.get_by_label("Token").fill("wrong")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("#login-failed")).to_be_visible()
+    assert console_errors == ["Failed to load resource: the server responded with a status of 403 (Forbidden)"]
+    console_errors.clear()
+    page.get_by_label("Token").fill("browser-token")
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(base + "/flows/" + uuids["waiting"])
+
+    page.get_by_placeholder("signal name").fill("approval")
+    page.get_by_placeholder("JSON value").fill('{"by": "ann"}')
+    page.get_by_role("button", name="Send signal").click()
+    expect(page.locator("#flash")).to_contain_text("sent signal 'approval' to flow 'order-approval'")
+    page.get_by_role("button", name="Resume").click()
+    expect(page.locator("#flash")).to_contain_text("resuming flow 'order-approval'")
+    wait_until(
+        lambda: httpx.get(base + "/api/flows/" + uuids["waiting"]).json()["state"] == "SUCCESS",
+        "the flow resumed from the browser to finish",
+    )
+    page.reload()
+    expect(page.locator("#flow-state")).to_have_text("SUCCESS")
+    expect(page.locator("#atoms")).to_contain_text('{"by": "ann"}')
+    screenshot(page, tmp_path, "web-actions.png")
