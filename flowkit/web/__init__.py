@@ -27,7 +27,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from flowkit.web._app import ACTIONS, SESSION_COOKIE, create_app
+    from flowkit.web._actions import ACTIONS
+    from flowkit.web._app import SESSION_COOKIE, create_app
     from flowkit.web._model import INTERRUPTED, LIMITS
 
 __all__ = [
@@ -42,7 +43,7 @@ __all__ = [
 
 _FROM = {
     "create_app": "flowkit.web._app",
-    "ACTIONS": "flowkit.web._app",
+    "ACTIONS": "flowkit.web._actions",
     "SESSION_COOKIE": "flowkit.web._app",
     "INTERRUPTED": "flowkit.web._model",
     "LIMITS": "flowkit.web._model",

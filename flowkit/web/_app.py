@@ -8,7 +8,6 @@ import datetime
 import hashlib
 import hmac
 import json
-import logging
 import secrets
 import threading
 import urllib.parse
@@ -23,19 +22,15 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from flowkit import cancellation, graphs, signals, states
+from flowkit import graphs, states
 from flowkit.exceptions import FlowkitError, InvalidState, NotFound, SignalAlreadySent
 from flowkit.persistence.base import Backend
-from flowkit.persistence.models import FlowDetail
 from flowkit.web import _model
-from flowkit.web._liveness import holder_alive
+from flowkit.web._actions import Actions
 
-__all__ = ["create_app", "ACTIONS", "SESSION_COOKIE"]
+__all__ = ["create_app", "SESSION_COOKIE"]
 
-_LOG = logging.getLogger("flowkit.web")
 
-#: The actions ``--allow-actions`` enables, by the name their URL carries.
-ACTIONS = ("resume", "cancel", "retry", "signal")
 #: The cookie that carries a logged-in browser's session.
 SESSION_COOKIE = "flowkit_session"
 
@@ -87,7 +82,7 @@ class _Dashboard:
         self.sessions: set[str] = set()
         # What the last action of each session did, shown once on the next page.
         self.flashes: dict[str, str] = {}
-        self.runs: list[tuple[Any, threading.Thread]] = []
+        self.actions = Actions(backend, allowed_modules)
         self.lock = threading.Lock()
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("flowkit.web", "templates"),
@@ -136,73 +131,6 @@ class _Dashboard:
         host = request.headers.get("host", "")
         rest = origin.split("://", 1)[-1]
         return rest.split("/", 1)[0] == host
-
-    # -- actions -----------------------------------------------------------------------
-
-    def act(self, action: str, ident: str, form: dict[str, str]) -> str:
-        """Do ``action`` on the flow detail ``ident``; return what was done (raises on refusal)."""
-        _, fd = _model.find_flow(self.backend, ident)
-        if action == "cancel":
-            revert = form.get("mode", "revert") != "suspend"
-            stored = cancellation.request(self.backend, fd.uuid, revert=revert, reason="cancelled from the web view")
-            if not stored:
-                return "flow %r (%s) has a cancel request pending already" % (fd.name, fd.uuid)
-            return "asked flow %r (%s) to stop and %s" % (fd.name, fd.uuid, "revert" if revert else "suspend")
-        if action == "signal":
-            name = form.get("name", "")
-            text = form.get("value", "").strip()
-            try:
-                value = json.loads(text) if text else None
-            except ValueError as error:
-                raise ValueError("the signal's value is not JSON: %s" % (error,)) from None
-            key = form.get("key") or None
-            stored = signals.send(self.backend, fd.uuid, name, value, idempotency_key=key)
-            if not stored:
-                return "flow %r (%s) already got signal %r with key %r" % (fd.name, fd.uuid, name, key)
-            return "sent signal %r to flow %r (%s)" % (name, fd.name, fd.uuid)
-        if action == "resume":
-            if fd.state in _FINISHED:
-                raise InvalidState("flow %r (%s) already ended %s; nothing to resume" % (fd.name, fd.uuid, fd.state))
-            return self.run_in_background(fd, "resuming")
-        if action == "retry":
-            if fd.state != states.BROKEN:
-                raise InvalidState(
-                    "flow %r (%s) is %s, not BROKEN: retry is for a flow whose retry policy gave up"
-                    % (fd.name, fd.uuid, fd.state)
-                )
-            return self.run_in_background(fd, "retrying")
-        raise NotFound("no action %r (known: %s)" % (action, ", ".join(ACTIONS)))
-
-    def run_in_background(self, fd: FlowDetail, doing: str) -> str:
-        from flowkit.engines import load_from_detail
-
-        if holder_alive(self.backend, fd.uuid):
-            raise InvalidState("flow %r (%s) is being run by another engine" % (fd.name, fd.uuid))
-        engine = load_from_detail(fd, backend=self.backend, allowed_modules=self.allowed_modules)
-        if doing == "retrying":
-            engine.retry()
-
-        def run() -> None:
-            try:
-                engine.run()
-            except Exception as error:  # the flow's own end, recorded in its logbook
-                _LOG.info("flow %r (%s) ended with %s: %s", fd.name, fd.uuid, type(error).__name__, error)
-
-        thread = threading.Thread(target=run, name="flowkit-web-%s" % (fd.uuid,), daemon=True)
-        with self.lock:
-            self.runs.append((engine, thread))
-        thread.start()
-        return "%s flow %r (%s) in the web server's process" % (doing, fd.name, fd.uuid)
-
-    def stop_runs(self, timeout: float = 10.0) -> None:
-        """Suspend the flows this server resumed (they stay resumable) and wait for them."""
-        with self.lock:
-            runs = list(self.runs)
-        for engine, thread in runs:
-            if thread.is_alive():
-                engine.suspend()
-        for _, thread in runs:
-            thread.join(timeout)
 
 
 def _headers() -> dict[str, str]:
@@ -406,7 +334,7 @@ def create_app(
             ):
                 raise _Forbidden("the form's CSRF token is missing or wrong; reload the page and try again")
             ident = request.path_params["ident"]
-            done = dashboard.act(request.path_params["action"], ident, form)
+            done = dashboard.actions.do(request.path_params["action"], ident, form)
         except _Forbidden as error:
             return problem(request, error, 403)
         except NotFound as error:
@@ -429,7 +357,7 @@ def create_app(
             if not isinstance(body, dict):
                 raise ValueError("the request body must be a JSON object")
             form = {str(k): (v if isinstance(v, str) else json.dumps(v)) for k, v in body.items()}
-            done = dashboard.act(request.path_params["action"], request.path_params["ident"], form)
+            done = dashboard.actions.do(request.path_params["action"], request.path_params["ident"], form)
         except _Forbidden as error:
             return problem(request, error, 403)
         except NotFound as error:
@@ -456,7 +384,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
-        dashboard.stop_runs()
+        dashboard.actions.stop()
 
     middleware = []
     if allowed_hosts is not None:

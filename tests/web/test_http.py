@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import pytest
 from flowkit import states
 from flowkit.cli import main
 from flowkit.engines import load_from_factory
-from flowkit.exceptions import Broken
+from flowkit.exceptions import Broken, Cancelled
 from flowkit.factories import flow_factory
 from flowkit.patterns import linear_flow
 from flowkit.persistence.backends import fetch
@@ -351,26 +352,59 @@ def test_the_api_acts_with_the_bearer_token_only(logbook: Any, serve: Any) -> No
         assert unknown.status_code == 404 and "no action 'explode'" in unknown.json()["error"]
 
 
-def test_flows_the_server_resumed_are_suspended_when_it_stops(logbook: Any, serve: Any) -> None:
+class Patient(Task):
+    """Runs until its run is stopped, then says so (the attempt counts as interrupted)."""
+
+    def execute(self) -> None:
+        if self.context.cancelled.wait(60):
+            raise Cancelled("stopped while working")
+        raise AssertionError("nobody stopped the run within a minute")
+
+
+@flow_factory
+def make_patient() -> Any:
+    return linear_flow.Flow("patient").add(Patient("work"))
+
+
+def test_runs_the_server_started_are_suspended_when_it_stops(tmp_path: Path, serve: Any) -> None:
+    url = "sqlite:///%s" % (tmp_path / "patient.db",)
+    with fetch(url) as backend:
+        uuid = load_from_factory(make_patient, backend=backend).storage.flow_detail.uuid  # saved, never run
+        site = serve(create_app(backend, allow_actions=True, token=TOKEN))
+        auth = {"Authorization": "Bearer " + TOKEN}
+        answer = httpx.post(site.url + "/api/flows/%s/resume" % (uuid,), headers=auth)
+        assert answer.status_code == 200
+        assert "in the dashboard's process" in answer.json()["done"]
+
+        def running() -> bool:
+            flow = httpx.get(site.url + "/api/flows/" + uuid).json()
+            return flow["state"] == states.RUNNING and flow["engine_alive"] is True
+
+        wait_until(running, "the resumed run to hold its flow's lock")
+        busy = httpx.post(site.url + "/api/flows/%s/resume" % (uuid,), headers=auth)
+        assert busy.status_code == 409 and "being run by another engine" in busy.json()["error"]
+        site.stop()
+        with backend.get_connection() as conn:
+            fd = conn.get_flow_details(uuid)
+        assert fd.state == states.SUSPENDED
+        assert fd.find_by_name("work").state == states.PENDING  # interrupted, runs again on resume
+
+
+def test_a_resumed_flow_that_comes_to_a_wait_is_parked(logbook: Any, serve: Any) -> None:
     url, uuids = logbook
     waiting = uuids["waiting"]
     with fetch(url) as backend:
         site = serve(create_app(backend, allow_actions=True, token=TOKEN))
-        assert httpx.get(site.url + "/api/flows/" + waiting).json()["engine_alive"] is False  # parked
         auth = {"Authorization": "Bearer " + TOKEN}
-        answer = httpx.post(site.url + "/api/flows/%s/resume" % (waiting,), headers=auth)
-        assert answer.status_code == 200
-        assert "in the web server's process" in answer.json()["done"]
-        # The resumed run waits for its signal inside the server, holding the flow's lock.
+        assert httpx.post(site.url + "/api/flows/%s/resume" % (waiting,), headers=auth).status_code == 200
+        # No signal yet: the run parks the flow again and ends; no thread waits for the signal.
         wait_until(
-            lambda: httpx.get(site.url + "/api/flows/" + waiting).json()["engine_alive"], "the resumed run to start"
+            lambda: not any(t.name == "flowkit-web-" + waiting for t in threading.enumerate()),
+            "the resumed run to park the flow",
         )
-        assert "(inside a running engine)" in httpx.get(site.url + "/flows/" + waiting).text
-        busy = httpx.post(site.url + "/api/flows/%s/resume" % (waiting,), headers=auth)
-        assert busy.status_code == 409 and "being run by another engine" in busy.json()["error"]
-        site.stop()
-        with backend.get_connection() as conn:
-            assert conn.get_flow_details(waiting, lazy=True).state == states.SUSPENDED
+        flow = httpx.get(site.url + "/api/flows/" + waiting).json()
+        assert flow["state"] == states.WAITING and flow["engine_alive"] is False
+        assert "(parked: no engine holds it)" in httpx.get(site.url + "/flows/" + waiting).text
 
 
 class Fragile(Task):
