@@ -111,11 +111,11 @@ def parse_since(text: str, now: datetime.datetime) -> datetime.datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=datetime.timezone.utc)
 
 
-def _shown_state(backend: Backend, fd: FlowDetail) -> tuple[str, bool | None]:
+def _shown_state(backend: Backend, fd: FlowDetail, *, probe_waiting: bool = True) -> tuple[str, bool | None]:
     stored = str(fd.state) if fd.state is not None else states.PENDING
     if stored == states.WAITING:
         # Parked (no engine) or waiting inside a live engine's run(): both are fine, the page says which.
-        return stored, holder_alive(backend, fd.uuid)
+        return stored, holder_alive(backend, fd.uuid) if probe_waiting else None
     if stored not in _ACTIVE:
         return stored, None
     alive = holder_alive(backend, fd.uuid)
@@ -139,8 +139,8 @@ def _factory_name(fd: FlowDetail) -> str | None:
     return clip(name, "name") if isinstance(name, str) else None
 
 
-def _summary(backend: Backend, book: LogBook, fd: FlowDetail) -> dict[str, Any]:
-    state, alive = _shown_state(backend, fd)
+def _summary(backend: Backend, book: LogBook, fd: FlowDetail, *, probe_waiting: bool = True) -> dict[str, Any]:
+    state, alive = _shown_state(backend, fd, probe_waiting=probe_waiting)
     return {
         "uuid": fd.uuid,
         "name": clip(fd.name, "name"),
@@ -188,10 +188,13 @@ def list_flows(backend: Backend, which: FlowFilter) -> dict[str, Any]:
     counts: dict[str, int] = {}
     rows = []
     for book, fd in kept:
-        row = _summary(backend, book, fd)
+        # Whether a WAITING flow is parked changes no count: asked only of the rows shown.
+        row = _summary(backend, book, fd, probe_waiting=False)
         counts[row["state"]] = counts.get(row["state"], 0) + 1
         if which.states and row["state"] not in which.states:
             continue
+        if len(rows) < which.limit and row["state"] == states.WAITING:
+            row["engine_alive"] = holder_alive(backend, fd.uuid)
         rows.append(row)
     return {
         "flows": rows[: which.limit],

@@ -53,6 +53,7 @@ def test_the_list_counts_states_and_filters_by_state_name_and_age(logbook: Any, 
         waiting = listing["flows"][0]
         assert waiting["state"] == states.WAITING
         assert waiting["wake"] == {"due": None, "signals": ["approval"]}
+        assert waiting["engine_alive"] is False  # parked: no engine holds it
 
         only = httpx.get(site.url + "/api/flows", params={"state": "REVERTED,WAITING"}).json()
         assert {f["name"] for f in only["flows"]} == {"order-declined", "order-approval"}
