@@ -90,6 +90,9 @@ def _cmd_web(args: argparse.Namespace, out: TextIO) -> int:
             "unless a TLS proxy is in front\n" % (args.host,)
         )
     with fetch({"connection": args.backend, "read_only": not args.allow_actions}) as backend:
+        # Read once before serving: a missing database or an old schema is said here, not on every page.
+        with backend.get_connection() as conn:
+            next(iter(conn.get_logbooks(lazy=True)), None)
         board = None
         if args.board is not None:
             board = fetch_board(args.board_name, board_conf(args.board), persistence=backend).connect()

@@ -473,6 +473,13 @@ def test_jobs_and_the_conductors_holding_claims(tmp_path: Path, serve: Any) -> N
         assert answer.status_code == 404 and "--board URL" in answer.json()["error"]
 
 
+def test_the_command_reads_the_database_before_serving(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "none.db"
+    assert main(["web", "--backend", "sqlite:///%s" % (missing,), "--port", "0"]) == 2
+    assert "no database at" in capsys.readouterr().err
+    assert not missing.exists()  # read-only: nothing was created
+
+
 def test_the_command_refuses_actions_without_a_token(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["web", "--backend", "memory://", "--allow-actions"]) == 2
     assert "--allow-actions needs a token" in capsys.readouterr().err
