@@ -186,7 +186,7 @@ def list_flows(backend: Backend, which: FlowFilter) -> dict[str, Any]:
         kept.append((book, fd))
     kept.sort(key=lambda pair: _aware(pair[0].created_at), reverse=True)
     counts: dict[str, int] = {}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for book, fd in kept:
         # Whether a WAITING flow is parked changes no count: asked only of the rows shown.
         row = _summary(backend, book, fd, probe_waiting=False)
