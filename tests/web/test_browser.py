@@ -106,7 +106,10 @@ def console_errors() -> list[str]:
 @pytest.fixture
 def browser(chromium: str, console_errors: list[str]) -> Iterator[Any]:
     """A headless Chromium page (Debian's Chromium, no download), failing the test on a console error."""
-    from playwright.sync_api import sync_playwright
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("Playwright is not installed (pip install playwright; it is in the test extra)")
 
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
