@@ -25,6 +25,7 @@ from starlette.routing import Route
 from flowkit import graphs, states
 from flowkit.exceptions import FlowkitError, InvalidState, NotFound, SignalAlreadySent
 from flowkit.persistence.base import Backend
+from flowkit.persistence.models import FlowDetail
 from flowkit.web import _model
 from flowkit.web._actions import Actions
 
@@ -162,13 +163,12 @@ def _filter(request: Request) -> _model.FlowFilter:
     return _model.FlowFilter(states=wanted, name=(query.get("name") or "").strip() or None, since=since, limit=limit)
 
 
-def _graph(dashboard: _Dashboard, fd_uuid: str) -> tuple[bytes | None, str | None]:
+def _graph(dashboard: _Dashboard, fd: FlowDetail) -> tuple[bytes | None, str | None]:
     """The flow's SVG coloured by its states, or None and why it cannot be drawn."""
     from flowkit.engines import flow_from_detail
 
     if graphs.dot_program() is None:
         return None, "no graph: Graphviz's 'dot' program is not installed on the server (apt-get install graphviz)"
-    _, fd = _model.find_flow(dashboard.backend, fd_uuid)
     try:
         flow = flow_from_detail(fd, allowed_modules=dashboard.allowed_modules)
     except (FlowkitError, ValueError) as error:
@@ -254,8 +254,9 @@ def create_app(
         return _json(_model.list_flows(backend, _filter(request)))
 
     def flow_page(request: Request) -> Response:
-        view = _model.flow_view(backend, request.path_params["ident"], mask_keys=dashboard.mask_keys)
-        svg, reason = _graph(dashboard, view["uuid"])
+        book, fd = _model.find_flow(backend, request.path_params["ident"])
+        view = _model.flow_view(backend, book, fd, mask_keys=dashboard.mask_keys)
+        svg, reason = _graph(dashboard, fd)
         picture = "data:image/svg+xml;base64," + base64.b64encode(svg).decode("ascii") if svg is not None else None
         return dashboard.page(
             request,
@@ -269,8 +270,9 @@ def create_app(
         )
 
     def flow_api(request: Request) -> Response:
-        view = _model.flow_view(backend, request.path_params["ident"], mask_keys=dashboard.mask_keys)
-        svg, reason = _graph(dashboard, view["uuid"])
+        book, fd = _model.find_flow(backend, request.path_params["ident"])
+        view = _model.flow_view(backend, book, fd, mask_keys=dashboard.mask_keys)
+        svg, reason = _graph(dashboard, fd)
         view["graph"] = {
             "available": svg is not None,
             "reason": reason,
@@ -280,7 +282,7 @@ def create_app(
 
     def graph_svg(request: Request) -> Response:
         _, fd = _model.find_flow(backend, request.path_params["ident"])
-        svg, reason = _graph(dashboard, fd.uuid)
+        svg, reason = _graph(dashboard, fd)
         if svg is None:
             return PlainTextResponse(reason or "no graph", status_code=404, headers=_headers())
         return Response(svg, media_type="image/svg+xml", headers=_headers())

@@ -338,9 +338,11 @@ def _timeline(atoms: Iterable[dict[str, Any]], flow_duration: float | None) -> d
     }
 
 
-def flow_view(backend: Backend, ident: str, *, mask_keys: Collection[str] = ()) -> dict[str, Any]:
-    """The ``/api/flows/{id}`` answer: the flow detail's summary, its atoms, failures, waits and timeline."""
-    book, fd = find_flow(backend, ident)
+def flow_view(backend: Backend, book: LogBook, fd: FlowDetail, *, mask_keys: Collection[str] = ()) -> dict[str, Any]:
+    """The ``/api/flows/{id}`` answer for ``fd`` (of ``book``; see :func:`find_flow`).
+
+    The flow detail's summary, its atoms, failures, waits and timeline.
+    """
     view = _summary(backend, book, fd)
     atoms = [_atom(ad, mask_keys) for ad in fd]
     view["atoms"] = atoms
