@@ -16,10 +16,18 @@ and returns a flow of exactly ``n`` atoms:
     ``graph_flow.Flow`` of ``n - 1`` independent providers and one sink whose
     ``requires`` lists all of them (the values reach ``execute`` as keyword
     arguments, as in TaskFlow).
+``graph-fanout``
+    ``graph_flow.Flow`` of one provider of ``v`` and ``n - 1`` tasks that
+    each require ``v``: one value feeding every other task.
+``graph-lattice``
+    ``graph_flow.Flow`` of a diamond lattice: tasks on a grid about
+    ``sqrt(n)`` wide, task ``(r, c)`` requiring the values of ``(r - 1, c)``
+    and ``(r, c - 1)``, so every inner task joins two paths and forks two.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -82,12 +90,39 @@ def _graph_fanin(lib: Library, n: int) -> Any:
     return flow
 
 
+def _graph_fanout(lib: Library, n: int) -> Any:
+    task_cls = _noop_task_class(lib)
+    flow = lib.graph_flow.Flow("graph-fanout")
+    flow.add(task_cls(name="source", provides="v"))
+    flow.add(*(task_cls(name=f"t{i}", requires=["v"]) for i in range(1, n)))
+    return flow
+
+
+def _graph_lattice(lib: Library, n: int) -> Any:
+    task_cls = _noop_task_class(lib)
+    flow = lib.graph_flow.Flow("graph-lattice")
+    width = max(1, math.isqrt(n))
+    tasks = []
+    for i in range(n):
+        row, col = divmod(i, width)
+        requires = []
+        if row:
+            requires.append(f"v{row - 1}_{col}")
+        if col:
+            requires.append(f"v{row}_{col - 1}")
+        tasks.append(task_cls(name=f"t{row}_{col}", provides=f"v{row}_{col}", requires=requires or None))
+    flow.add(*tasks)
+    return flow
+
+
 #: Shape name -> builder ``(library, n) -> flow``, in report order.
 SHAPES: dict[str, Callable[[Library, int], Any]] = {
     "linear": _linear,
     "unordered": _unordered,
     "graph-chain": _graph_chain,
     "graph-fanin": _graph_fanin,
+    "graph-fanout": _graph_fanout,
+    "graph-lattice": _graph_lattice,
 }
 
 

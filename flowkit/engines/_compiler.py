@@ -449,9 +449,15 @@ class _Compiler:
         succ: list[list[int]] = [[] for _ in range(count)]
         pred: list[list[int]] = [[] for _ in range(count)]
         link_meta: dict[tuple[int, int], dict[str, Any]] = {}
+        # Edges already added, as ``u * count + v``: a set, so that one child
+        # feeding thousands of siblings costs one lookup per edge, not a scan
+        # of the edges added so far.
+        edges: set[int] = set()
 
         def add_edge(u: int, v: int) -> None:
-            if v not in succ[u]:
+            key = u * count + v
+            if key not in edges:
+                edges.add(key)
                 succ[u].append(v)
                 pred[v].append(u)
 
