@@ -51,6 +51,15 @@ class AtomExecutor(abc.ABC):
     def check_atom(self, atom: Any) -> None:
         """Raise if ``atom`` cannot be run by this executor (checked at prepare)."""
 
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` now, in this thread, and return what it returns (raise what it raises).
+
+        Only used when ``inline`` is True, in place of :meth:`submit`; the
+        default goes through :meth:`submit`, an inline executor may call
+        ``fn`` directly.
+        """
+        return self.submit(fn, *args).result()
+
     @abc.abstractmethod
     def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
         """Run ``fn(*args)`` and return a future of its return value."""

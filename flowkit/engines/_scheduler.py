@@ -547,22 +547,16 @@ class Scheduler:
             "%s-%d" % (detail.uuid, attempt if isinstance(attempt, int) else 0),
             st.cancelled,
         )
-        try:
-            future = executor.submit(fn, atom, kwargs, context)
-        except Exception as error:
-            failure = Failure.from_exception(
-                exc.ExecutionFailure("atom %r could not be submitted to the executor: %s" % (atom.name, error))
-            )
-            st.completions.put((index, kind, Outcome(False, failure)))
-            return
         if executor.inline:
-            # Done already.  A success is recorded at once: holding a whole
-            # round of outcomes alive makes the garbage collector rescan them
-            # again and again in large unordered flows.  Failures wait for the
-            # end of the round, so every atom of the round runs (as on a
-            # parallel engine) and all their failures are reported together.
+            # Run now.  A success is recorded at once: holding a whole round
+            # of outcomes alive makes the garbage collector rescan them again
+            # and again in large unordered flows.  Failures wait for the end
+            # of the round, so every atom of the round runs (as on a parallel
+            # engine) and all their failures are reported together.
             try:
-                outcome = future.result()
+                outcome = executor.call(fn, atom, kwargs, context)
+            except SystemExit:
+                raise  # the process is exiting: not a failure of the atom
             except BaseException as error:
                 st.completions.put((index, kind, error))
                 return
@@ -574,6 +568,14 @@ class Scheduler:
                     self.reverter.revert_done(index, True, outcome.value)
             else:
                 st.completions.put((index, kind, outcome))
+            return
+        try:
+            future = executor.submit(fn, atom, kwargs, context)
+        except Exception as error:
+            failure = Failure.from_exception(
+                exc.ExecutionFailure("atom %r could not be submitted to the executor: %s" % (atom.name, error))
+            )
+            st.completions.put((index, kind, Outcome(False, failure)))
             return
         future.add_done_callback(_Completion(st.completions.put, index, kind))
 

@@ -2,8 +2,8 @@
 
 An :class:`AtomExecutor` submits one module-level function with positional
 arguments and returns a ``concurrent.futures.Future``.  The engine modes
-differ only here: serial runs it inline (``futurist.SynchronousExecutor``),
-parallel on a futurist thread or process pool, or any
+differ only here: serial calls it inline, in the engine's thread (no
+future, no lock: :meth:`AtomExecutor.call`), parallel on a futurist thread or process pool, or any
 ``concurrent.futures.Executor`` the user passes, distributed on a Dask
 cluster (:mod:`flowkit.engines.distributed`, imported only when asked for;
 it finds the contract in ``_atom_executor``, so the two modules do not
@@ -167,11 +167,18 @@ class SerialExecutor(AtomExecutor):
     inline = True
 
     def __init__(self) -> None:
-        import futurist
+        self._executor: Any = None
 
-        self._executor = futurist.SynchronousExecutor()
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        # The engine's own path: the function is run_execute/run_revert,
+        # which never raise, so a Future around it would only cost time.
+        return fn(*args)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        if self._executor is None:
+            import futurist
+
+            self._executor = futurist.SynchronousExecutor()
         return self._executor.submit(fn, *args)
 
 
