@@ -17,7 +17,7 @@ from flowkit import states
 from flowkit.atom import AtomKind
 from flowkit.persistence._integrity import ATOM_COUNT_KEY
 from flowkit.persistence.base import Connection
-from flowkit.persistence.models import AtomDetail, FlowDetail
+from flowkit.persistence.models import AtomDetail, FlowDetail, _uuid_series
 from flowkit.types.failure import Failure
 
 if TYPE_CHECKING:
@@ -98,6 +98,7 @@ class Storage:
         """
         details: list[AtomDetail] = []
         created = False
+        next_uuid = None
         with self._lock:
             if self._flow_detail.state is None:
                 self._flow_detail.state = states.PENDING
@@ -108,7 +109,15 @@ class Storage:
                 if detail is None:
                     # The logbook records the plain value ("task"/"retry").
                     kind_value = _KIND_VALUES[kind is _RETRY_KIND]
-                    detail = AtomDetail(name=atom.name, atom_type=kind_value, version=tuple(atom.version))  # type: ignore[arg-type]
+                    if next_uuid is None:
+                        # One uuid4 per attach, not per atom (a quarter of preparing a big flow).
+                        next_uuid = _uuid_series().__next__
+                    detail = AtomDetail(
+                        name=atom.name,
+                        uuid=next_uuid(),
+                        atom_type=kind_value,
+                        version=tuple(atom.version),  # type: ignore[arg-type]
+                    )
                     if kind is _RETRY_KIND:
                         detail.results = []
                     self._flow_detail.add(detail)

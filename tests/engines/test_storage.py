@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -202,3 +203,23 @@ def test_a_stored_value_wins_over_an_atom_result_of_the_same_name(load: Any) -> 
     engine.run()
     assert engine.storage.fetch("y") == "stored stored "
     assert engine.storage.fetch("x") == "stored "
+
+
+def test_atom_details_have_distinct_uuids_within_and_across_flows(load: Any) -> None:
+    def chain(name: str) -> Any:
+        return linear_flow.Flow(name).add(
+            *(Const(name="c%d" % i, provides="v%d" % i, inject={"value": i}) for i in range(50))
+        )
+
+    seen: set[str] = set()
+    for name in ("first", "second", "third"):
+        engine = load(chain(name))
+        engine.run()
+        uuids = [detail.uuid for detail in engine.storage.flow_detail]
+        assert len(uuids) == 50
+        for text in uuids:
+            parsed = uuid.UUID(text)
+            assert str(parsed) == text and parsed.version == 4
+        assert not seen & set(uuids), "an atom uuid of flow %r is also one of an earlier flow" % name
+        seen.update(uuids)
+    assert len(seen) == 150
