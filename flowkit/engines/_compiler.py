@@ -123,8 +123,12 @@ class Compilation:
         self.policies: list[RetryPolicy | None] = []
         self.has_policies = False
         self.names: dict[str, int] = {}
-        self.preds: list[list[int]] = []
-        self.succs: list[list[int]] = []
+        # An atom's predecessors and successors: a tuple while it has at most
+        # one (most atoms), a list from its second.  A tuple of ints is left
+        # alone by the cyclic garbage collector; a list is rescanned on every
+        # collection for as long as the compilation lives.
+        self.preds: list[Sequence[int]] = []
+        self.succs: list[Sequence[int]] = []
         self.owner: list[int] = []
         self.parent_retry: dict[int, int] = {}
         self.scope_end: dict[int, int] = {}
@@ -132,7 +136,8 @@ class Compilation:
         self.store_requires: dict[str, list[int]] = {}  # symbol -> atoms needing it from the store
         self.deciders: list[DeciderLink] = []
         self.incoming_deciders: dict[int, list[int]] = {}  # atom -> decider idents
-        self.providers: dict[str, list[tuple[int, Any]]] = {}  # symbol -> (atom, result index)
+        #: symbol -> its providers, (atom, result index) each: a tuple while there is one, as for ``succs``.
+        self.providers: dict[str, Sequence[tuple[int, Any]]] = {}
         self.flow_ranges: dict[str, range] = {}  # flow name -> its atoms
         # The hidden atom of a flow with ``revert_with`` -> the atoms whose
         # reverts it replaces (the rest of that flow's range).
@@ -229,9 +234,10 @@ class _Compiler:
             )
 
     def _edge(self, u: int, v: int) -> None:
-        self.c.succs[u].append(v)
-        self.c.preds[v].append(u)
-        self.c.edge_count += 1
+        c = self.c
+        _add_to(c.succs, u, v)
+        _add_to(c.preds, v, u)
+        c.edge_count += 1
 
     def _link_sets(self, exits: Sequence[int], entries: Sequence[int]) -> None:
         for u in exits:
@@ -285,8 +291,8 @@ class _Compiler:
         c.policies.append(policy)
         if policy is not None:
             c.has_policies = True
-        c.preds.append([])
-        c.succs.append([])
+        c.preds.append(())
+        c.succs.append(())
         c.owner.append(owner)
         if atom.priority:
             c.has_priorities = True
@@ -312,8 +318,15 @@ class _Compiler:
             else:
                 plan.append(ArgStep(_FROM_STORE_OPTIONAL, arg, symbol))
         c.arg_plans.append(tuple(plan))
+        providers = c.providers
         for symbol, where in atom.save_as.items():
-            c.providers.setdefault(symbol, []).append((index, where))
+            found = providers.get(symbol)
+            if found is None:
+                providers[symbol] = ((index, where),)
+            elif type(found) is list:
+                found.append((index, where))
+            else:
+                providers[symbol] = [*found, (index, where)]
         return index
 
     @staticmethod
@@ -544,6 +557,17 @@ class _Compiler:
             why = "needs %s" % ", ".join(repr(r) for r in reasons) if reasons else "linked"
             steps.append("%r -> %r (%s)" % (children[u].name, children[v].name, why))
         return exc.DependencyFailure("graph flow %r has a cycle: %s" % (flow.name, "; ".join(steps)))
+
+
+def _add_to(lists: list[Any], at: int, item: Any) -> None:
+    """Add ``item`` to ``lists[at]``: a tuple of one item first, a list from the second (see ``Compilation``)."""
+    found = lists[at]
+    if type(found) is list:
+        found.append(item)
+    elif found:
+        lists[at] = [*found, item]
+    else:
+        lists[at] = (item,)
 
 
 def _topological_order(succ: list[list[int]], pred: list[list[int]]) -> list[int]:
