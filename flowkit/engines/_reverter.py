@@ -109,6 +109,7 @@ class Reverter:
         else:
             fd.meta.pop(REGIONS_KEY, None)
         st.storage.save_flow()
+        st.deliver()
 
     def cancel(self, failure: Failure) -> None:
         """Revert the whole flow because it was cancelled (once)."""
@@ -307,7 +308,7 @@ class Reverter:
         kwargs = st.arguments(index, lenient=True)
         atom = st.c.atoms[index]
         if st.c.is_retry[index]:
-            st.storage.connection.flush()  # write ahead, as for tasks
+            st.flush()  # write ahead, as for tasks
             try:
                 history = History([(r, f) for r, f in detail.results or ()])
                 result = atom.revert(history, **kwargs)  # type: ignore[attr-defined]

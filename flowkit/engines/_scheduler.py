@@ -276,7 +276,7 @@ class Scheduler:
         if ended:
             if st.storage.flow_detail.state == WAITING:
                 st.set_flow_state(RUNNING)
-            st.storage.connection.flush()
+            st.flush()
         return ended
 
     def _block(self) -> None:
@@ -309,6 +309,7 @@ class Scheduler:
             st.set_flow_state(WAITING)
         elif changed:
             st.storage.save_flow()
+            st.deliver()
 
     def _drain(self, get_nowait: Any) -> bool:
         """Process every queued completion; True if there was any."""
@@ -470,7 +471,7 @@ class Scheduler:
                 continue
             to_submit.append((index, EXEC, kwargs))
         if started_waits and not to_submit:
-            st.storage.connection.flush()  # the deadlines, written ahead
+            st.flush()  # the deadlines, written ahead
         if not to_submit:
             return
         if st.executor.inline:
@@ -479,6 +480,7 @@ class Scheduler:
             flush = st.storage.connection.flush
             for index, kind, kwargs in to_submit:
                 old: S | str | None = None
+                earlier = len(st.unflushed)
                 # (_stopping(), spelled out: this runs a few times per atom.)
                 if kind == EXEC:
                     if st.suspending or st.cancel_requested is not None:
@@ -489,27 +491,51 @@ class Scheduler:
                 # A stop requested while the atom was announced lets it run (it is
                 # in flight); one that the write-ahead flush itself finds holds it back.
                 announced = st.suspending or st.cancel_requested is not None
+                announcing = len(st.unflushed) - earlier
                 flush()
-                if old is not None and not announced and (st.suspending or st.cancel_requested is not None):
-                    self._hold_back(index, old)
+                if self._announce(earlier, announcing, old is not None and not announced):
+                    self._hold_back(index, old)  # type: ignore[arg-type]
                     continue
                 self._submit(index, kind, kwargs)
             return
         olds: dict[int, S | str] = {}
+        earlier = len(st.unflushed)
         for index, kind, _kwargs in to_submit:
             if kind == EXEC:
                 olds[index] = details[index].state
                 self._mark_running(index)
         announced = self._stopping()
+        announcing = len(st.unflushed) - earlier
         # Write ahead, in one commit: every RUNNING/REVERTING record is durable
         # before its atom starts.
         st.storage.connection.flush()
-        stopping = not announced and self._stopping()
+        stopping = self._announce(earlier, announcing, not announced)
         for index, kind, kwargs in to_submit:
             if stopping and kind == EXEC:
                 self._hold_back(index, olds[index])
                 continue
             self._submit(index, kind, kwargs)
+
+    def _announce(self, earlier: int, announcing: int, may_hold_back: bool) -> bool:
+        """After a write-ahead flush: notify what it made durable; True if the new RUNNING atoms are held back.
+
+        The ``earlier`` notifications come first (the successes the flush
+        made durable, say).  A stop that the flush itself or a listener of
+        one of those brings holds back the atoms just marked RUNNING (if
+        ``may_hold_back``): their ``announcing`` RUNNING notifications are
+        dropped, as they never start.  A stop that a listener of those
+        RUNNING notifications asks for lets them run: they were announced.
+        """
+        st = self.state
+        if earlier:
+            st.deliver(earlier)
+        hold = may_hold_back and (st.suspending or st.cancel_requested is not None)
+        if announcing:
+            if hold:
+                del st.unflushed[:announcing]
+            else:
+                st.deliver(announcing)
+        return hold
 
     def _stopping(self) -> bool:
         """Whether a suspend or cancel arrived, so no new atom may start.
@@ -525,9 +551,8 @@ class Scheduler:
         """Undo ``_mark_running`` of an atom that was not started after all; it is ready again."""
         st = self.state
         detail = st.details[index]
-        detail.state = state = S(old)
-        st.save(detail)
-        st.notify_atom(index, state, RUNNING)
+        detail.state = S(old)
+        st.save(detail)  # its RUNNING notification was dropped: listeners saw no change
         st.ready.push(index)
 
     def _submit(self, index: int, kind: int, kwargs: dict[str, Any]) -> None:
@@ -647,7 +672,7 @@ class Scheduler:
         detail = st.details[index]
         retry = st.c.atoms[index]
         self._mark_running(index)
-        st.storage.connection.flush()  # write ahead, as for tasks
+        st.flush()  # write ahead, as for tasks
         try:
             kwargs = st.arguments(index)
             history = History([(r, f) for r, f in detail.results or ()])
@@ -819,7 +844,7 @@ class Scheduler:
             st.counters["atoms_failed"] += 1
             st.notify_atom(index, WAITING, RUNNING)
             st.waits[index] = (due, None)
-            st.storage.connection.flush()  # the due time, written ahead: a resume keeps it
+            st.flush()  # the due time, written ahead: a resume keeps it
             return None
         if why.startswith("retry_if raised"):
             stopped = exc.ExecutionFailure(
@@ -834,7 +859,7 @@ class Scheduler:
             st.counters["atoms_failed"] += 1
             st.notify_atom(index, BROKEN, RUNNING, failure)
             st.broken.append(index)
-            st.storage.connection.flush()
+            st.flush()
             return None
         return failure
 

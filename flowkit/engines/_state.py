@@ -245,6 +245,9 @@ class RunState:
         self.look_for_signals = False
         #: Atoms whose retry policy gave up with on_exhausted="broken": nothing new starts.
         self.broken: list[int] = []
+        #: Atom notifications held until the flush that makes their state
+        #: durable (see :meth:`notify_atom`), in the order they happened.
+        self.unflushed: list[tuple[S, dict[str, Any]]] = []
 
     def wake(self) -> None:
         """Make the engine's loop look at its waits again (any thread; also a clock or signal callback)."""
@@ -254,8 +257,34 @@ class RunState:
         # Called in the thread running the task: hand it to the engine's loop.
         self.completions.put((self.c.names[atom_name], PROGRESS, progress))
 
+    def flush(self) -> None:
+        """Make every write so far durable, then tell the listeners what it made durable."""
+        self.storage.connection.flush()
+        if self.unflushed:
+            self.deliver()
+
+    def deliver(self, count: int | None = None) -> None:
+        """Send the (first ``count``) atom notifications held for a flush; call once that flush succeeded."""
+        # Only what was held: a change a listener makes meanwhile is not
+        # durable yet, so its notification waits for the next flush.
+        if count is None:
+            held, self.unflushed = self.unflushed, []
+        else:
+            held, self.unflushed = self.unflushed[:count], self.unflushed[count:]
+        notify = self.atom_notifier.notify
+        for state, details in held:
+            notify(state, details)
+
     def notify_atom(self, index: int, state: S, old: S | str | None, result: Any = _MISSING) -> None:
-        """Tell the atom notifier's listeners that atom ``index`` went from ``old`` to ``state``."""
+        """Tell the atom notifier's listeners that atom ``index`` went from ``old`` to ``state``.
+
+        SUCCESS and RUNNING are held until the next flush (:meth:`flush`):
+        a listener that acts on an atom's SUCCESS finds it in the logbook,
+        even if it ends the process, and writes are grouped, so this costs no
+        commit of its own.  Other states are told at once, unless something
+        is held (then they queue behind it, so listeners see every atom's
+        states in order).
+        """
         if not self.atom_notifier.has_listeners:
             return
         detail = self.details[index]
@@ -272,7 +301,10 @@ class RunState:
             details["task_uuid"] = detail.uuid
         if result is not _MISSING:
             details["result"] = result
-        self.atom_notifier.notify(state, details)
+        if state is SUCCESS or state is RUNNING or self.unflushed:
+            self.unflushed.append((state, details))
+        else:
+            self.atom_notifier.notify(state, details)
 
     def set_flow_state(self, state: S) -> None:
         """Record the flow's new state (durably unless RUNNING) and announce it."""
@@ -282,7 +314,10 @@ class RunState:
             return
         # RUNNING needs no transaction of its own: nothing runs before the
         # next flush (an atom's write-ahead RUNNING record, or the flow's end).
-        self.storage.set_flow_state(state, durable=state != RUNNING)
+        durable = state != RUNNING
+        self.storage.set_flow_state(state, durable=durable)
+        if durable and self.unflushed:
+            self.deliver()
         if self.notifier.has_listeners:
             self.notifier.notify(state, {"flow_name": fd.name, "flow_uuid": fd.uuid, "old_state": old})
 

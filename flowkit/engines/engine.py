@@ -297,6 +297,7 @@ class Engine:
                             self._flow_detail.meta[CANCEL_KEY] = watch.applied.record()
                             self._storage.save_flow()
                         self._connection.flush()
+                        run_state.deliver()
                     except exc.StorageFailure:
                         # Already failing on the same outage: the first error
                         # is the one to report; the buffer is kept for resume.

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import flowkit
 from flowkit import states
 from flowkit.patterns import linear_flow
+from flowkit.persistence.backends import fetch
 from flowkit.task import EVENT_UPDATE_PROGRESS, Task
 from flowkit.types.failure import Failure
 from tests.support import BoomError, Capture, Const, Fail, FlowCapture, Name, Progress, Undoable
@@ -204,3 +211,51 @@ def test_progress_of_a_silent_task_is_complete_after_success(load: Any) -> None:
     engine = load(linear_flow.Flow("f").add(Name(name="quiet")))
     engine.run()
     assert engine.storage.get_task_progress("quiet") == 1.0
+
+
+def _child_options(engine_options: dict[str, Any]) -> dict[str, Any]:
+    """The engine options as JSON data: a Dask client is passed by its scheduler's address."""
+    options = {k: v for k, v in engine_options.items() if k != "client"}
+    if "client" in engine_options:
+        options["address"] = engine_options["client"].scheduler.address
+    return options
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at", [0, 7, 19])
+def test_a_process_killed_from_a_success_listener_has_that_success_in_its_logbook(
+    tmp_path: Path, engine_options: dict[str, Any], kill_at: int
+) -> None:
+    from tests.engines import success_listener_child as child
+
+    url = "sqlite:///%s" % (tmp_path / "logbook.db")
+    env = dict(os.environ)
+    roots = [str(Path(__file__).resolve().parents[2]), str(Path(flowkit.__file__).resolve().parents[1])]
+    env["PYTHONPATH"] = os.pathsep.join([*roots, *filter(None, [env.get("PYTHONPATH")])])
+    env.pop("PYTHONWARNINGS", None)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.engines.success_listener_child",
+            url,
+            json.dumps(_child_options(engine_options)),
+            "20",
+            "t%d" % kill_at,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=90,
+    )
+    assert proc.returncode == child.KILL_EXIT, proc.stdout + proc.stderr
+    fd_uuid = proc.stdout.split()[0]
+    with fetch({"connection": url}).get_connection() as connection:
+        found = connection.get_atom_states(fd_uuid)
+    done = sorted(
+        (name for name, (_uuid, state, _intention) in found.items() if state == states.SUCCESS),
+        key=lambda n: int(n[1:]),
+    )
+    # Every atom up to the one whose listener ended the process is durable;
+    # the next one may have been announced RUNNING, never more.
+    assert done == ["t%d" % i for i in range(kill_at + 1)]
