@@ -66,6 +66,7 @@ class Config:
     taskflow_memory_n: int
     memory_methods: tuple[str, ...]
     output: Path | None
+    floors: bool = True
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     )
     parser.add_argument("--no-gc", action="store_true", help="disable the garbage collector inside timed phases")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocess measurements")
+    parser.add_argument("--no-floors", action="store_true", help="skip the near-the-floor table (benchmarks.floors)")
     parser.add_argument("--memory-n", type=int, default=None, help="flow size for flowkit memory (default: --max-n)")
     parser.add_argument(
         "--taskflow-memory-n",
@@ -192,6 +194,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         taskflow_memory_n=taskflow_memory_n,
         memory_methods=("rss", "tracemalloc") if args.tracemalloc else ("rss",),
         output=args.output,
+        floors=not args.no_floors,
     )
 
 
@@ -706,6 +709,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _progress(f"[{time.perf_counter() - started:.0f} s] memory done")
     if any(lib.name == "flowkit" for lib in usable):
         tables.append(_targets(config, results, step, memory))
+        if config.floors:
+            from benchmarks.floors import floor_table
+
+            _progress("near the floor:")
+            quick = max(config.sizes) < 100_000
+            tables.append(floor_table(quick=quick, repeats=min(3, config.repeats), memory=config.memory))
+            _progress(f"[{time.perf_counter() - started:.0f} s] floors done")
 
     preamble = _environment(usable, config, load_at_start)
     preamble += [f"- {note}" for note in notes]

@@ -1,0 +1,255 @@
+"""flowkit beside the floor: what the machine does for the same work with no engine at all.
+
+Each row of the "near the floor" table is measured in one run, flowkit and
+its floor alternating (best of each), so a burst of load on a shared machine
+affects both sides of the ratio:
+
+- fan-out and linear *prepare* (µs per atom at several N): no floor, the
+  target is a flat per-atom cost;
+- serial *run* of the linear chain against a loop calling N functions found
+  through a dict, storing each result in a dict;
+- the parallel engine running an unordered flow of 1,000 no-op tasks against
+  ``ThreadPoolExecutor.map`` over 1,000 no-ops (same number of threads);
+- a durable SQLite step (flowkit's default durability) against one raw
+  ``sqlite3`` commit of one upserted row in WAL mode with
+  ``synchronous=NORMAL``;
+- a durable PostgreSQL step against one raw autocommit upsert of one row
+  with psycopg (when ``FLOWKIT_TEST_POSTGRES_URL`` answers);
+- peak memory per atom of the linear chain at N (fresh interpreter, RSS)
+  against the flow the program built (the tasks alone, no engine).
+
+``python -m benchmarks`` prints it last; ``python -m benchmarks.floors
+[--quick]`` prints only it.  Numbers are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import gc
+import math
+import os
+import sqlite3
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks import shapes
+from benchmarks.memory import measure_memory
+from benchmarks.persistence import _flowkit_backend, _per_task_run, _postgres_url
+from benchmarks.report import Table, fmt_bytes, fmt_ratio, fmt_us, render
+from benchmarks.targets import Library, import_library, prepare_engine
+
+__all__ = ["floor_table", "main"]
+
+
+def _noop(_: object = None) -> int:
+    return 1
+
+
+def _alternate(first: Callable[[], float], second: Callable[[], float], repeats: int) -> tuple[float, float]:
+    """Best of ``repeats`` calls of each, alternating; each returns its own measurement."""
+    best_first = best_second = math.inf
+    for _ in range(repeats):
+        gc.collect()
+        best_first = min(best_first, first())
+        gc.collect()
+        best_second = min(best_second, second())
+    return best_first, best_second
+
+
+def _prepare_us(lib: Library, shape: str, n: int) -> float:
+    flow = shapes.build(lib, shape, n)
+    gc.collect()
+    started = time.perf_counter()
+    prepare_engine(lib.load(flow, "serial"))
+    return (time.perf_counter() - started) / n * 1e6
+
+
+def _run_us(lib: Library, shape: str, n: int, mode: str) -> float:
+    engine = lib.load(shapes.build(lib, shape, n), mode)
+    prepare_engine(engine)
+    gc.collect()
+    started = time.perf_counter()
+    engine.run()
+    elapsed = time.perf_counter() - started
+    if str(engine.storage.get_flow_state()) != "SUCCESS":
+        raise RuntimeError("the %s flow of %d atoms did not succeed" % (shape, n))
+    return elapsed / n * 1e6
+
+
+def _dict_loop_us(n: int) -> float:
+    functions = {"t%d" % i: _noop for i in range(n)}
+    order = list(functions)
+    results: dict[str, Any] = {}
+    started = time.perf_counter()
+    for name in order:
+        results[name] = functions[name]()
+    return (time.perf_counter() - started) / n * 1e6
+
+
+def _tpe_map_us(n: int, workers: int) -> float:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(_noop, range(workers * 4)))  # threads started, as flowkit's pool is by its first atoms
+        started = time.perf_counter()
+        for _ in pool.map(_noop, range(n)):
+            pass
+        return (time.perf_counter() - started) / n * 1e6
+
+
+def _raw_sqlite_us(path: str, count: int) -> float:
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v TEXT)")
+        started = time.perf_counter()
+        for i in range(count):
+            db.execute("BEGIN")
+            db.execute("INSERT INTO t VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v", (i % 10, "x"))
+            db.execute("COMMIT")
+        return (time.perf_counter() - started) / count * 1e6
+    finally:
+        db.close()
+
+
+def _raw_postgres_us(url: str, count: int) -> float:
+    import psycopg
+
+    table = "bench_floor_%s" % uuid.uuid4().hex[:8]
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as db:
+        db.execute("CREATE TABLE %s (k INTEGER PRIMARY KEY, v TEXT)" % table)
+        try:
+            statement = "INSERT INTO %s VALUES (%%s, %%s) ON CONFLICT (k) DO UPDATE SET v = excluded.v" % table
+            started = time.perf_counter()
+            for i in range(count):
+                db.execute(statement, (i % 10, "x"))
+            return (time.perf_counter() - started) / count * 1e6
+        finally:
+            db.execute("DROP TABLE %s" % table)
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
+def floor_table(*, quick: bool = False, repeats: int = 3, memory: bool = True) -> Table:
+    """Measure every row of the near-the-floor table (see the module docstring)."""
+    lib = import_library("flowkit")
+    for shape in ("linear", "graph-fanout"):
+        lib.load(shapes.build(lib, shape, 10), "serial").run()  # warm-up
+    table = Table(
+        "flowkit near the floor (same run, best of %d, flowkit and floor alternating)" % repeats,
+        ["measure", "N", "flowkit", "floor", "flowkit / floor", "target", "verdict"],
+    )
+    sizes = (100, 10_000) if quick else (100, 10_000, 100_000)
+    for shape, label, limit in (
+        ("graph-fanout", "fan-out prepare, µs/atom", 12.0),
+        ("linear", "prepare, linear chain, µs/atom", 4.0),
+    ):
+        values = []
+        for n in sizes:
+            best = min(_prepare_us(lib, shape, n) for _ in range(repeats if n <= 10_000 else 1))
+            values.append(best)
+            table.add(label, f"{n:,}", fmt_us(best), "-", "-", f"≤ {limit:g} at every N", _verdict(best <= limit))
+        spread = max(values) / min(values)
+        table.notes.append(f"{label}: largest / smallest over N = {spread:.2f}x (about 1x when flat)")
+    n = 1_000 if quick else 10_000
+    run_us, loop_us = _alternate(lambda: _run_us(lib, "linear", n, "serial"), lambda: _dict_loop_us(n), repeats)
+    table.add(
+        "serial run, linear chain, µs/atom",
+        f"{n:,}",
+        fmt_us(run_us),
+        fmt_us(loop_us),
+        fmt_ratio(run_us, loop_us),
+        "≤ 2.5 µs",
+        _verdict(run_us <= 2.5),
+    )
+    n = 1_000
+    fan_us, map_us = _alternate(lambda: _run_us(lib, "unordered", n, "parallel"), lambda: _tpe_map_us(n, 2), repeats)
+    table.add(
+        "thread fan-out, µs/task (2 threads)",
+        f"{n:,}",
+        fmt_us(fan_us),
+        fmt_us(map_us),
+        fmt_ratio(fan_us, map_us),
+        "≤ 1.5x",
+        _verdict(fan_us <= 1.5 * map_us),
+    )
+    with tempfile.TemporaryDirectory(prefix="flowkit-floor-") as tmp:
+        n = 200 if quick else 1_000
+
+        def sqlite_step() -> float:
+            path = "sqlite:///%s/fk-%s.db" % (tmp, uuid.uuid4().hex)
+            return _per_task_run(lib, lambda: _flowkit_backend(path), n, 1)
+
+        def sqlite_floor() -> float:
+            return _raw_sqlite_us(os.path.join(tmp, "raw-%s.db" % uuid.uuid4().hex), 300)
+
+        step_us, commit_us = _alternate(sqlite_step, sqlite_floor, repeats)
+        table.add(
+            "durable SQLite step (default durability), µs",
+            f"{n:,}",
+            fmt_us(step_us),
+            fmt_us(commit_us),
+            fmt_ratio(step_us, commit_us),
+            "≤ 3x",
+            _verdict(step_us <= 3 * commit_us),
+        )
+    pg = _postgres_url()
+    if pg is None:
+        table.notes.append("PostgreSQL not reachable (FLOWKIT_TEST_POSTGRES_URL): its row is not measured")
+    else:
+        n = 100 if quick else 300
+        pg_step, pg_floor = _alternate(
+            lambda: _per_task_run(lib, lambda: _flowkit_backend(pg), n, 1), lambda: _raw_postgres_us(pg, 300), repeats
+        )
+        table.add(
+            "durable PostgreSQL step, µs",
+            f"{n:,}",
+            fmt_us(pg_step),
+            fmt_us(pg_floor),
+            fmt_ratio(pg_step, pg_floor),
+            "≤ 1.5x",
+            _verdict(pg_step <= 1.5 * pg_floor),
+        )
+    if memory:
+        n = 10_000 if quick else 100_000
+        found = measure_memory("flowkit", "linear", n, method="rss")
+        per_atom = found.after_run / n
+        built = found.after_build / n
+        table.add(
+            "peak memory per atom, linear chain",
+            f"{n:,}",
+            fmt_bytes(per_atom),
+            fmt_bytes(built),
+            fmt_ratio(per_atom, built),
+            "≤ 1,200 B",
+            _verdict(per_atom <= 1200),
+        )
+        table.notes.append("memory floor: the flow the program built (its tasks), before any engine (RSS growth)")
+    table.notes.append(
+        "floors: serial run = a loop calling N functions through a dict; fan-out = ThreadPoolExecutor.map; "
+        "SQLite = one raw commit of one upserted row (WAL, synchronous=NORMAL); PostgreSQL = one raw "
+        "autocommit upsert (psycopg)"
+    )
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the near-the-floor table."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.floors", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller flows")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating repetitions per row (default 3)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory row")
+    args = parser.parse_args(argv)
+    load = "%.2f %.2f %.2f" % os.getloadavg()
+    table = floor_table(quick=args.quick, repeats=args.repeats, memory=not args.no_memory)
+    print(render([table], preamble=["- load average at start: %s (%d CPUs)" % (load, os.cpu_count() or 0)]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
