@@ -39,6 +39,7 @@ from flowkit.types.failure import Failure
 if TYPE_CHECKING:
     from flowkit.engines._atom_executor import AtomExecutor
     from flowkit.engines._compiler import Compilation
+    from flowkit.engines._heartbeats import Watch
     from flowkit.persistence.models import AtomDetail
     from flowkit.storage import Storage
     from flowkit.types.notifier import Notifier
@@ -245,6 +246,10 @@ class RunState:
         self.look_for_signals = False
         #: Atoms whose retry policy gave up with on_exhausted="broken": nothing new starts.
         self.broken: list[int] = []
+        #: Running attempts of tasks with a heartbeat timeout: atom index -> their watch.
+        self.beating: dict[int, Watch] = {}
+        #: When (monotonic) the watches were last looked at.
+        self.heartbeats_looked = 0.0
 
     def wake(self) -> None:
         """Make the engine's loop look at its waits again (any thread; also a clock or signal callback)."""

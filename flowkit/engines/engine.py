@@ -336,7 +336,7 @@ class Engine:
     def _wake_on_time_and_signals(self, run_state: RunState) -> list[Any]:
         """Wake ``run_state``'s loop when the clock jumps or a signal is sent in this process."""
         assert self._compilation is not None
-        if not self._compilation.waits and not self._compilation.has_policies:
+        if not self._compilation.waits and not self._compilation.has_policies and not self._compilation.heartbeats:
             return []
         from flowkit.signals import subscribe
 
