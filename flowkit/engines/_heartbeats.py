@@ -15,6 +15,11 @@ An abandoned attempt's future may still finish later: its
 settles the race between the two: whichever of "finished" and "abandoned"
 comes first wins.
 
+A revert is watched too (its details are stored, and a conductor gives up the
+job of a revert that stopped heartbeating, see :mod:`flowkit.conductors.base`)
+but not failed: a revert that does not finish cannot be retried by a policy,
+so the engine only reports it, once.
+
 The serial engine runs a watched attempt on a thread of its own (and nothing
 else while it runs), since an attempt running inline in the engine's thread
 could not be abandoned.
@@ -40,6 +45,7 @@ class Watch:
 
     __slots__ = (
         "index",
+        "kind",
         "name",
         "timeout",
         "pulse",
@@ -53,10 +59,13 @@ class Watch:
         "since",
         "saved_version",
         "saved_at",
+        "reported",
     )
 
-    def __init__(self, index: int, name: str, timeout: float, pulse: Pulse, now: float) -> None:
+    def __init__(self, index: int, kind: int, name: str, timeout: float, pulse: Pulse, now: float) -> None:
         self.index = index
+        #: EXEC or REVERT (see :mod:`flowkit.engines._state`).
+        self.kind = kind
         self.name = name
         self.timeout = timeout
         self.pulse = pulse
@@ -71,6 +80,8 @@ class Watch:
         self.since = now
         self.saved_version = 0
         self.saved_at = -1.0e18  # monotonic; the first details are written at once
+        #: A revert found overdue (and logged): it is not failed, only reported.
+        self.reported = False
 
     def look(self, now: float) -> None:
         """Read the pulse; note when it moved and what details it brought."""
@@ -78,13 +89,14 @@ class Watch:
         if beats != self.beats:
             self.beats = beats
             self.since = now
+            self.reported = False
         if version != self.version:
             self.version = version
             self.details = details
 
     def overdue(self, now: float) -> bool:
-        """Whether the pulse has not moved for longer than the timeout."""
-        return now - self.since > self.timeout
+        """Whether the pulse has not moved for longer than the timeout (and that is news)."""
+        return not self.reported and now - self.since > self.timeout
 
     def abandon(self) -> bool:
         """Give up on the attempt; False if its outcome came first (it is then on the engine's queue)."""
@@ -150,5 +162,5 @@ def run_in_thread(name: str, fn: Callable[..., Any], *args: Any) -> concurrent.f
 
 def poll_interval(watches: Any) -> float:
     """Real seconds between two looks at ``watches``: HEARTBEAT_POLL, or a quarter of the shortest timeout."""
-    shortest = min(watch.timeout for watch in watches)
+    shortest = min((watch.timeout for watch in watches), default=HEARTBEAT_POLL * 4.0)
     return min(HEARTBEAT_POLL, shortest / 4.0)

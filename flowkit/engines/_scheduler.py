@@ -297,8 +297,9 @@ class Scheduler:
                 timeout = DEFAULT_SIGNAL_POLL if timeout is None else min(timeout, DEFAULT_SIGNAL_POLL)
         if st.beating:
             poll = poll_interval(st.beating.values())
-            due = st.clock.timeout(min(w.since + w.timeout for w in st.beating.values()))
             timeout = poll if timeout is None else min(timeout, poll)
+            deadlines = [w.since + w.timeout for w in st.beating.values() if not w.reported]
+            due = st.clock.timeout(min(deadlines)) if deadlines else None
             if due is not None:
                 timeout = min(timeout, due)
         try:
@@ -437,6 +438,16 @@ class Scheduler:
         revert_ready = st.revert_ready
         while revert_ready and in_flight + len(to_submit) < window:
             index = revert_ready.popleft()
+            if st.executor.inline and index in c.heartbeats:
+                # Serial: a watched revert runs on a thread of its own, alone (see _submit_watched).
+                if to_submit:
+                    revert_ready.appendleft(index)
+                    break
+                kwargs = self.reverter.begin_revert(index)
+                if kwargs is not None:
+                    to_submit.append((index, REVERT, kwargs))
+                    break
+                continue
             kwargs = self.reverter.begin_revert(index)
             if kwargs is not None:
                 if index in c.waits:
@@ -616,16 +627,14 @@ class Scheduler:
         attempt = detail.meta.get(ATTEMPT_KEY)
         stored = detail.meta.get(HEARTBEAT_KEY)
         details = stored.get("details") if isinstance(stored, dict) else None
-        pulse: Pulse | None = None
-        if kind == EXEC:
-            try:
-                pulse = Pulse(executor.heartbeat_channel())
-            except Exception as error:
-                failure = Failure.from_exception(
-                    exc.ExecutionFailure("atom %r: no heartbeat channel to its executor: %s" % (atom.name, error))
-                )
-                st.completions.put((index, kind, Outcome(False, failure)))
-                return
+        try:
+            pulse = Pulse(executor.heartbeat_channel())
+        except Exception as error:
+            failure = Failure.from_exception(
+                exc.ExecutionFailure("atom %r: no heartbeat channel to its executor: %s" % (atom.name, error))
+            )
+            st.completions.put((index, kind, Outcome(False, failure)))
+            return
         context = TaskContext(
             atom.name,
             st.flow_uuid,
@@ -636,32 +645,18 @@ class Scheduler:
             pulse,
         )
         fn = run_execute if kind == EXEC else run_revert
-        watch: Watch | None = None
-        if pulse is not None:
-            watch = Watch(index, atom.name, timeout, pulse, st.clock.now())
+        watch = Watch(index, kind, atom.name, timeout, pulse, st.clock.now())
         try:
-            if executor.inline and watch is not None:
+            if executor.inline:
                 future = run_in_thread(atom.name, fn, atom, kwargs, context)
             else:
                 future = executor.submit(fn, atom, kwargs, context)
         except Exception as error:
-            if pulse is not None:
-                pulse.close()
+            pulse.close()
             failure = Failure.from_exception(
                 exc.ExecutionFailure("atom %r could not be submitted to the executor: %s" % (atom.name, error))
             )
             st.completions.put((index, kind, Outcome(False, failure)))
-            return
-        if watch is None:
-            if executor.inline:
-                try:
-                    outcome = future.result()
-                except BaseException as error:
-                    st.completions.put((index, kind, error))
-                    return
-                st.completions.put((index, kind, outcome))
-                return
-            future.add_done_callback(_Completion(st.completions.put, index, kind))
             return
         watch.future = future
         st.beating[index] = watch
@@ -682,8 +677,18 @@ class Scheduler:
         for index, watch in list(watches.items()):
             watch.look(now)
             if watch.overdue(now):
-                self._heartbeat_timeout(index, watch, now)
-                continue
+                if watch.kind == EXEC:
+                    self._heartbeat_timeout(index, watch, now)
+                    continue
+                watch.reported = True
+                _log.warning(
+                    "atom %r of flow %r: its revert sent no heartbeat for %.6g seconds (its heartbeat_timeout is "
+                    "%.6g); a revert is not abandoned, it is left to finish (a conductor gives up the job)",
+                    watch.name,
+                    st.storage.flow_detail.name,
+                    now - watch.since,
+                    watch.timeout,
+                )
             if watch.version != watch.saved_version and mono - watch.saved_at >= SAVE_EVERY:
                 wrote |= self._save_heartbeat(index, watch, now)
         if wrote:
@@ -821,7 +826,7 @@ class Scheduler:
             st.look_for_signals = True
             return
         st.running.discard(index)
-        if st.beating and kind == EXEC:
+        if st.beating:
             watch = st.beating.pop(index, None)
             if watch is not None:
                 watch.look(st.clock.now())
