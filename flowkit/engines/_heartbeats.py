@@ -20,22 +20,23 @@ job of a revert that stopped heartbeating, see :mod:`flowkit.conductors.base`)
 but not failed: a revert that does not finish cannot be retried by a policy,
 so the engine only reports it, once.
 
-The serial engine runs a watched attempt on a thread of its own (and nothing
-else while it runs), since an attempt running inline in the engine's thread
-could not be abandoned.
+The serial engine runs a watched attempt on a thread of its own
+(:class:`AttemptThread`), and nothing else while it runs, since an attempt
+running inline in the engine's thread could not be abandoned.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
+import queue
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from flowkit.types.heartbeat import HEARTBEAT_POLL, Pulse
 
-__all__ = ["Watch", "WatchedCompletion", "run_in_thread", "poll_interval"]
+__all__ = ["Watch", "WatchedCompletion", "AttemptThread", "IDLE_EXIT", "poll_interval"]
 
 _log = logging.getLogger(__name__)
 
@@ -138,26 +139,65 @@ class WatchedCompletion:
         self.put((self.index, self.kind, payload))
 
 
-def run_in_thread(name: str, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
-    """Run ``fn(*args)`` on a new daemon thread; a future of what it returns.
+class AttemptThread:
+    """Where the serial engine runs its watched attempts: one thread, kept between attempts.
 
-    A daemon: an abandoned attempt that never returns must not keep the
-    process alive.
+    Starting a thread per attempt costs more than a task that does little;
+    handing the next attempt to a waiting thread costs a wake-up.  A thread
+    whose attempt was abandoned is given up (it leaves once the attempt
+    returns, if ever) and the next attempt gets a new one.  A daemon: an
+    abandoned attempt that never returns must not keep the process alive;
+    an idle one leaves after :data:`IDLE_EXIT` seconds, or at :meth:`close`.
     """
-    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
-    def target() -> None:
-        if not future.set_running_or_notify_cancel():
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._queue: queue.SimpleQueue[Any] | None = None
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        """Run ``fn(*args)`` on the thread; a future of what it returns."""
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        work = self._queue
+        if work is None:
+            self._queue = work = queue.SimpleQueue()
+            threading.Thread(
+                target=_serve, args=(work,), name="flowkit-attempts-%s" % (self._name,), daemon=True
+            ).start()
+        work.put((future, fn, args))
+        return future
+
+    def abandon(self) -> None:
+        """The attempt running now was abandoned: its thread is not used again."""
+        work, self._queue = self._queue, None
+        if work is not None:
+            work.put(None)  # seen once (if ever) the abandoned attempt returns
+
+    def close(self) -> None:
+        """Let the thread go (the run is over)."""
+        self.abandon()
+
+
+#: Seconds an idle attempt thread waits for work before it leaves.
+IDLE_EXIT = 5.0
+
+
+def _serve(work: queue.SimpleQueue[Any]) -> None:
+    while True:
+        try:
+            item = work.get(timeout=IDLE_EXIT)
+        except queue.Empty:
             return
+        if item is None:
+            return
+        future, fn, args = item
+        if not future.set_running_or_notify_cancel():
+            continue
         try:
             result = fn(*args)
         except BaseException as error:
             future.set_exception(error)
         else:
             future.set_result(result)
-
-    threading.Thread(target=target, name="flowkit-attempt-%s" % (name,), daemon=True).start()
-    return future
 
 
 def poll_interval(watches: Any) -> float:

@@ -27,7 +27,7 @@ from typing import Any
 
 from flowkit import exceptions as exc
 from flowkit import states
-from flowkit.engines._heartbeats import Watch, WatchedCompletion, poll_interval, run_in_thread
+from flowkit.engines._heartbeats import AttemptThread, Watch, WatchedCompletion, poll_interval
 from flowkit.engines._reverter import Reverter
 from flowkit.engines._state import (
     DONE,
@@ -341,6 +341,8 @@ class Scheduler:
         details = st.details
         for watch in st.beating.values():
             watch.pulse.close()  # the run ends with them in flight (a lost executor)
+        if st.attempt_thread is not None:
+            st.attempt_thread.close()
         if st.lost is not None:
             st.set_flow_state(SUSPENDED)
             yield SUSPENDED
@@ -648,7 +650,9 @@ class Scheduler:
         watch = Watch(index, kind, atom.name, timeout, pulse, st.clock.now())
         try:
             if executor.inline:
-                future = run_in_thread(atom.name, fn, atom, kwargs, context)
+                if st.attempt_thread is None:
+                    st.attempt_thread = AttemptThread(st.storage.flow_detail.name)
+                future = st.attempt_thread.submit(fn, atom, kwargs, context)
             else:
                 future = executor.submit(fn, atom, kwargs, context)
         except Exception as error:
@@ -723,6 +727,8 @@ class Scheduler:
         del st.beating[index]
         st.running.discard(index)
         self._save_heartbeat(index, watch, now)
+        if st.attempt_thread is not None:
+            st.attempt_thread.abandon()
         if watch.future is not None:
             try:
                 st.executor.abandon(watch.future)

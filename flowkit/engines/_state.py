@@ -39,7 +39,7 @@ from flowkit.types.failure import Failure
 if TYPE_CHECKING:
     from flowkit.engines._atom_executor import AtomExecutor
     from flowkit.engines._compiler import Compilation
-    from flowkit.engines._heartbeats import Watch
+    from flowkit.engines._heartbeats import AttemptThread, Watch
     from flowkit.persistence.models import AtomDetail
     from flowkit.storage import Storage
     from flowkit.types.notifier import Notifier
@@ -250,6 +250,8 @@ class RunState:
         self.beating: dict[int, Watch] = {}
         #: When (monotonic) the watches were last looked at.
         self.heartbeats_looked = 0.0
+        #: Where the serial engine runs watched attempts (made on first use).
+        self.attempt_thread: AttemptThread | None = None
 
     def wake(self) -> None:
         """Make the engine's loop look at its waits again (any thread; also a clock or signal callback)."""
