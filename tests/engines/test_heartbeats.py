@@ -24,7 +24,7 @@ from flowkit import exceptions, states
 from flowkit.patterns import linear_flow
 from flowkit.task import Task
 from flowkit.testing.clock import VirtualClock
-from flowkit.types.heartbeat import HEARTBEAT_KEY
+from flowkit.types.heartbeat import HEARTBEAT_KEY, HEARTBEAT_POLL
 from tests.support import wait_until
 
 TIMEOUT = 30.0  # seconds of virtual time
@@ -203,3 +203,77 @@ def test_as_task_takes_a_heartbeat_timeout(run: Any) -> None:
     with pytest.raises(ValueError, match="atom 'beat2'"):
         beat("beat2", heartbeat_timeout=0)
     assert run(linear_flow.Flow("f").add(beat()))["seen"] is None  # a first attempt has no earlier details
+
+
+class Counting(Task):
+    """Heartbeats for ``seconds``, each beat with new details, as fast as it can; returns (beats, seconds taken)."""
+
+    def __init__(self, name: str, seconds: float, **options: Any) -> None:
+        super().__init__(name=name, provides="counted", **options)
+        self.seconds = seconds
+
+    def execute(self) -> list[float]:
+        start = time.monotonic()
+        n = 0
+        while time.monotonic() - start < self.seconds:
+            n += 1
+            self.heartbeat({"n": n})
+            if n % 100 == 0:
+                time.sleep(0.001)
+        return [n, time.monotonic() - start]
+
+
+@pytest.mark.slow
+def test_heartbeat_details_are_written_at_most_every_few_seconds(load: Any) -> None:
+    from flowkit.persistence.backends.impl_memory import MemoryBackend, MemoryConnection
+    from flowkit.types.heartbeat import SAVE_EVERY
+
+    written: list[Any] = []
+
+    class Recording(MemoryConnection):
+        def update_atom_details(self, atom_detail: Any) -> Any:
+            stored = atom_detail.meta.get(HEARTBEAT_KEY)
+            if stored is not None and (not written or written[-1] != stored["details"]):
+                written.append(stored["details"])
+            return super().update_atom_details(atom_detail)
+
+    class RecordingBackend(MemoryBackend):
+        def get_connection(self) -> MemoryConnection:
+            return Recording(self)
+
+    # Six times the engine's look at the pulse (every HEARTBEAT_POLL seconds): a write per look would be 6.
+    flow = linear_flow.Flow("counting").add(Counting("counting", 6 * HEARTBEAT_POLL, heartbeat_timeout=60))
+    engine = load(flow, backend=RecordingBackend())
+    engine.run()
+    beats, took = engine.storage.fetch("counted")
+    # The first details at once, then one write per 2 s at most (SAVE_EVERY, as documented), and
+    # the last ones at the end.
+    assert SAVE_EVERY == 2.0
+    assert 1 <= len(written) <= 2 + int(took / 2.0), (written, took)
+    assert written[-1] == {"n": beats}
+
+
+@pytest.mark.modes("serial", "parallel")
+def test_a_revert_that_stops_heartbeating_is_reported_not_failed(
+    load: Any, folder: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    class HungUndo(Task):
+        def execute(self) -> None:
+            raise RuntimeError("fails, so that it is reverted")
+
+        def revert(self, **kwargs: Any) -> None:
+            self.heartbeat({"undoing": True})
+            while not os.path.exists(os.path.join(folder, "release")):
+                time.sleep(0.01)
+
+    clock = VirtualClock()
+    engine = load(linear_flow.Flow("undo").add(HungUndo("undo", heartbeat_timeout=TIMEOUT)), clock=clock)
+    runner = Runner(engine)
+    with caplog.at_level(logging.WARNING, logger="flowkit.engines._scheduler"):
+        wait_until(lambda: stored_heartbeat(engine, "undo") is not None, "the revert's details", timeout=60)
+        clock.advance(TIMEOUT + 1)
+        wait_until(lambda: "its revert sent no heartbeat" in caplog.text, "the hung revert to be reported", timeout=10)
+    assert engine.storage.get_atom_state("undo") == states.REVERTING  # not failed: it may still finish
+    Path(folder, "release").touch()
+    assert isinstance(runner.join(), RuntimeError)
+    assert engine.storage.get_atom_state("undo") == states.REVERTED
