@@ -304,6 +304,7 @@ class ProcessExecutor(_OwnedPool):
 
     def __init__(self, max_workers: int | None = None) -> None:
         super().__init__(max_workers or (os.cpu_count() or 1))
+        self._abandoned = False  # an attempt was abandoned: its worker may never return
 
     def check_atom(self, atom: Any) -> None:
         _check_picklable(atom)
@@ -322,7 +323,7 @@ class ProcessExecutor(_OwnedPool):
 
     def stop(self) -> None:
         pool = self._pool
-        if pool is not None and getattr(self, "_abandoned", False):
+        if pool is not None and self._abandoned:
             self._abandoned = False
             # The pool's own record of its worker processes (concurrent.futures).
             for process in list(getattr(pool, "_processes", {}).values()):
