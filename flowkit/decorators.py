@@ -37,6 +37,7 @@ class TaskFactory:
         revert: Callable[..., Any] | None = None,
         priority: int | None = None,
         retry_policy: RetryPolicy | None = None,
+        heartbeat_timeout: float | None = None,
     ) -> FunctorTask:
         options = dict(self._defaults)
         overrides = {
@@ -48,6 +49,7 @@ class TaskFactory:
             "revert": revert,
             "priority": priority,
             "retry_policy": retry_policy,
+            "heartbeat_timeout": heartbeat_timeout,
         }
         options.update({k: v for k, v in overrides.items() if v is not None})
         if options.get("name") is None:
@@ -75,6 +77,7 @@ def as_task(
     revert: Callable[..., Any] | None = None,
     priority: int = 0,
     retry_policy: RetryPolicy | None = None,
+    heartbeat_timeout: float | None = None,
 ) -> Callable[[Callable[..., Any]], TaskFactory]: ...
 
 
@@ -89,6 +92,7 @@ def as_task(
     revert: Callable[..., Any] | None = None,
     priority: int = 0,
     retry_policy: RetryPolicy | None = None,
+    heartbeat_timeout: float | None = None,
 ) -> Any:
     """Make a task factory from a function; requirements come from its signature.
 
@@ -102,7 +106,10 @@ def as_task(
 
     ``revert`` receives the same arguments plus ``result`` and
     ``flow_failures`` when it accepts them.  ``retry_policy`` (a
-    :class:`~flowkit.RetryPolicy`) retries each task it makes when it fails.
+    :class:`~flowkit.RetryPolicy`) retries each task it makes when it fails;
+    ``heartbeat_timeout`` (seconds) fails an attempt that goes that long
+    without a heartbeat (a function beats with :func:`flowkit.task.heartbeat`
+    and reads :func:`flowkit.task.current_context`).
     """
     defaults = {
         "name": name,
@@ -113,6 +120,7 @@ def as_task(
         "revert": revert,
         "priority": priority,
         "retry_policy": retry_policy,
+        "heartbeat_timeout": heartbeat_timeout,
     }
 
     def decorate(function: Callable[..., Any]) -> TaskFactory:

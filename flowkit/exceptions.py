@@ -26,6 +26,7 @@
     │   └── ExecutorLost              the pool or cluster went away; run() again resumes
     ├── Cancelled                     the flow was cancelled and reverted
     ├── WaitTimeout                   a WaitFor's signal did not come in time (fails that atom)
+    ├── HeartbeatTimeout              a task sent no heartbeat within its heartbeat_timeout (fails that attempt)
     ├── Broken                        an atom's retry policy ran out with on_exhausted="broken"
     ├── JobFailure                    a job board operation failed
     │   ├── UnclaimableJob            the job is claimed, final, or its resources are held
@@ -69,6 +70,7 @@ __all__ = [
     "WrappedFailure",
     # waits and signals
     "WaitTimeout",
+    "HeartbeatTimeout",
     "Broken",
     "SignalAlreadySent",
     "NotStarted",
@@ -215,6 +217,15 @@ class WaitTimeout(FlowkitError):
 
     An ordinary atom failure: retry controllers are asked and reverts run as
     for any task that raised.
+    """
+
+
+class HeartbeatTimeout(FlowkitError):
+    """A task made with ``heartbeat_timeout=`` sent no heartbeat for longer than that.
+
+    The engine fails that attempt with it (its late result, if one comes, is
+    ignored and logged): the task's retry policy retries it, or retry
+    controllers and reverts apply as for any failure.
     """
 
 

@@ -17,9 +17,10 @@ from flowkit import _imports
 from flowkit.atom import Atom, ProvidesSpec, RebindSpec, RequiresSpec, signature_of
 from flowkit.policies import RetryPolicy
 from flowkit.types.cancellation import CancelToken
+from flowkit.types.heartbeat import Pulse
 from flowkit.types.notifier import RestrictedNotifier
 
-__all__ = ["Task", "FunctorTask", "TaskContext", "EVENT_UPDATE_PROGRESS"]
+__all__ = ["Task", "FunctorTask", "TaskContext", "EVENT_UPDATE_PROGRESS", "heartbeat", "current_context"]
 
 #: Event published on ``task.notifier`` when a task reports progress.
 EVENT_UPDATE_PROGRESS = "update_progress"
@@ -60,6 +61,14 @@ class TaskContext:
     #: resume), not as a failure, and it is not reverted.  It works wherever the
     #: task runs (see :mod:`flowkit.types.cancellation`).
     cancelled: CancelToken = dataclasses.field(repr=False, compare=False)
+    #: The details of the last heartbeat of this atom that the engine stored
+    #: (``self.heartbeat(details)`` in an earlier attempt, or in this one's
+    #: ``execute`` when this is ``revert``); None if there were none.  A task
+    #: made with ``heartbeat_timeout=`` reads it to continue where its last
+    #: attempt stopped.
+    heartbeat_details: Any = dataclasses.field(repr=False, compare=False)
+    #: What ``self.heartbeat()`` beats (None: the task has no ``heartbeat_timeout``).
+    pulse: Pulse | None = dataclasses.field(repr=False, compare=False)
 
     def __init__(
         self,
@@ -68,6 +77,8 @@ class TaskContext:
         progress_sink: Callable[[str, float], None] | None = None,
         idempotency_key: str = "",
         cancelled: CancelToken | None = None,
+        heartbeat_details: Any = None,
+        pulse: Pulse | None = None,
     ) -> None:
         # The engine makes one per atom run: setting the slots directly costs
         # half of what the generated frozen __init__ does.  A new field needs
@@ -77,6 +88,8 @@ class TaskContext:
         _set_progress_sink(self, progress_sink)
         _set_idempotency_key(self, idempotency_key)
         _set_cancelled(self, CancelToken() if cancelled is None else cancelled)
+        _set_heartbeat_details(self, heartbeat_details)
+        _set_pulse(self, pulse)
 
     def report_progress(self, progress: float) -> None:
         """Hand ``progress`` (already in [0.0, 1.0]) to the engine; ``Task.update_progress`` calls it."""
@@ -104,6 +117,8 @@ _set_flow_uuid = TaskContext.__dict__["flow_uuid"].__set__
 _set_progress_sink = TaskContext.__dict__["progress_sink"].__set__
 _set_idempotency_key = TaskContext.__dict__["idempotency_key"].__set__
 _set_cancelled = TaskContext.__dict__["cancelled"].__set__
+_set_heartbeat_details = TaskContext.__dict__["heartbeat_details"].__set__
+_set_pulse = TaskContext.__dict__["pulse"].__set__
 
 # A context variable, not an attribute the engine sets on the task: the task
 # object is the user's (and may be shared by two engines), and a context
@@ -111,6 +126,24 @@ _set_cancelled = TaskContext.__dict__["cancelled"].__set__
 _CURRENT_CONTEXT: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
     "flowkit_task_context", default=None
 )
+
+
+def current_context() -> TaskContext | None:
+    """The :class:`TaskContext` of the ``execute``/``revert`` running in this thread (None outside one).
+
+    A function made into a task (``@as_task``, :class:`FunctorTask`) has no
+    ``self``: this is its ``self.context``.
+    """
+    return _CURRENT_CONTEXT.get()
+
+
+def heartbeat(details: Any = None) -> None:
+    """:meth:`Task.heartbeat` of the task running in this thread, for functions made into tasks."""
+    context = _CURRENT_CONTEXT.get()
+    if context is not None:
+        pulse = context.pulse
+        if pulse is not None:
+            pulse.beat(details)
 
 
 class _ContextOfTask:
@@ -159,6 +192,7 @@ class Task(Atom):
         revert_requires: RequiresSpec = None,
         priority: int = 0,
         retry_policy: RetryPolicy | None = None,
+        heartbeat_timeout: float | None = None,
     ) -> None:
         super().__init__(
             name=name,
@@ -170,6 +204,10 @@ class Task(Atom):
             ignore_list=ignore_list,
             priority=priority,
         )
+        #: Seconds an attempt of ``execute`` may go without calling
+        #: :meth:`heartbeat` before the engine fails it with
+        #: :class:`~flowkit.exceptions.HeartbeatTimeout` (None: never).
+        self.heartbeat_timeout = _check_heartbeat_timeout(heartbeat_timeout, self.name)
         # Created on first use: most tasks are never watched, and a notifier
         # per atom would dominate memory in large flows.
         self._notifier: RestrictedNotifier | None = None
@@ -197,6 +235,24 @@ class Task(Atom):
         if self._notifier is not None:
             self._notifier.notify(EVENT_UPDATE_PROGRESS, {"progress": progress})
 
+    def heartbeat(self, details: Any = None) -> None:
+        """Tell the engine this attempt is alive; ``details`` (JSON data, unless None) records how far it got.
+
+        Call it from ``execute`` (or ``revert``) of a task made with
+        ``heartbeat_timeout=``, more often than that timeout.  The last
+        details given are stored in the atom's detail (at most every
+        :data:`~flowkit.types.heartbeat.SAVE_EVERY` seconds while the
+        attempt runs, and when it ends), and the next attempt, or the
+        revert, reads them as ``self.context.heartbeat_details``.  Elsewhere
+        (outside a run, or a task with no ``heartbeat_timeout``) it does
+        nothing.
+        """
+        context = _CURRENT_CONTEXT.get()
+        if context is not None and context.atom_name == self.name:
+            pulse = context.pulse
+            if pulse is not None:
+                pulse.beat(details)
+
     def revert(self, *args: Any, **kwargs: Any) -> Any:
         """Undo ``execute``; the default does nothing."""
         return None
@@ -221,6 +277,20 @@ class Task(Atom):
         # The engine applies the policy; its retry_if need not be picklable.
         state["retry_policy"] = None
         return state
+
+
+def _check_heartbeat_timeout(timeout: object, name: str) -> float | None:
+    """``timeout`` as seconds, or ValueError naming atom ``name``."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError("atom %r: heartbeat_timeout must be seconds (a number), got %r" % (name, timeout))
+    seconds = float(timeout)
+    if not 0.0 < seconds < float("inf"):
+        raise ValueError(
+            "atom %r: heartbeat_timeout must be a positive, finite number of seconds, got %r" % (name, timeout)
+        )
+    return seconds
 
 
 def _qualified_name(function: Callable[..., Any]) -> str:
@@ -290,6 +360,7 @@ class FunctorTask(Task):
         inject: Mapping[str, Any] | None = None,
         priority: int = 0,
         retry_policy: RetryPolicy | None = None,
+        heartbeat_timeout: float | None = None,
     ) -> None:
         if not callable(execute):
             raise ValueError("FunctorTask execute must be callable, got %r" % (execute,))
@@ -308,6 +379,7 @@ class FunctorTask(Task):
             inject=inject,
             priority=priority,
             retry_policy=retry_policy,
+            heartbeat_timeout=heartbeat_timeout,
         )
 
     def _arg_source(self) -> Callable[..., Any]:

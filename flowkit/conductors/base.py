@@ -61,6 +61,7 @@ import dataclasses
 import datetime
 import logging
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -174,6 +175,9 @@ class _Running:
     cancel_applied: bool = False
     cancel_announced: bool = False
     suspend: bool = False  # stop(drain=False)
+    lost_announced: bool = False
+    #: Heartbeats seen by the lease thread: attempt -> (beats, when seen, monotonic seconds).
+    pulses: dict[object, tuple[int, float]] = dataclasses.field(default_factory=dict)
 
 
 class Conductor(abc.ABC):
@@ -676,6 +680,9 @@ class Conductor(abc.ABC):
         self._notify(JOB_ABANDONED, job, reason=reason, attempts=attempts, failed_by=failed_by, delay=delay)
 
     def _lost(self, running: _Running, reason: str) -> None:
+        if running.lost_announced:
+            return
+        running.lost_announced = True
         LOG.warning("conductor %r lost job %s (%r): %s", self.name, running.job.uuid, running.job.name, reason)
         self._notify(JOB_LOST, running.job, reason=reason)
 
@@ -733,6 +740,15 @@ class Conductor(abc.ABC):
     def _heartbeat(self, running: _Running) -> None:
         if running.lost is not None:
             return
+        stale = self._stale_attempt(running)
+        if stale is not None:
+            # Not renewed: the lease runs out and another conductor resumes the
+            # job from the logbook, re-running the hung atom there.
+            running.lost = "it stopped renewing the claim: %s" % (stale,)
+            self._steer(running)
+            # Announced now: the job thread may stay inside the hung attempt for ever.
+            self._lost(running, running.lost)
+            return
         try:
             claim = self.board.renew(running.claim, ttl=self.ttl)
         except exc.LeaseLost as error:
@@ -753,6 +769,38 @@ class Conductor(abc.ABC):
             LOG.warning(
                 "conductor %r could not ask whether job %s was cancelled: %s", self.name, running.job.uuid, error
             )
+
+    def _stale_attempt(self, running: _Running) -> str | None:
+        """Why the job's running attempt counts as hung (no heartbeat for longer than its timeout), or None.
+
+        The engine fails an ``execute`` attempt that stops heartbeating itself;
+        what is left for the conductor is an attempt the engine did not end: a
+        revert (which is never abandoned), or any attempt while the engine's
+        loop cannot act.  Beats are compared from one renewal to the next, on
+        this process's monotonic clock.
+        """
+        with running.lock:
+            engine = running.engine
+        if engine is None:
+            running.pulses.clear()
+            return None
+        now = time.monotonic()
+        seen: dict[object, tuple[int, float]] = {}
+        stale: str | None = None
+        for attempt, name, beats, timeout in engine.heartbeats():
+            before = running.pulses.get(attempt)
+            if before is None or before[0] != beats:
+                seen[attempt] = (beats, now)
+                continue
+            seen[attempt] = before
+            if stale is None and now - before[1] > timeout:
+                stale = "atom %r sent no heartbeat for %.1f seconds (its heartbeat_timeout is %.6g)" % (
+                    name,
+                    now - before[1],
+                    timeout,
+                )
+        running.pulses = seen
+        return stale
 
     # -- events ---------------------------------------------------------------------------
 

@@ -48,6 +48,21 @@ class AtomExecutor(abc.ABC):
         """
         return None
 
+    def heartbeat_channel(self) -> Any:
+        """A new channel for one attempt's heartbeats, from where this executor runs atoms; None: this process.
+
+        See :class:`~flowkit.types.heartbeat.HeartbeatChannel`.  The engine
+        closes it when the attempt is over.  Called after :meth:`start`.
+        """
+        return None
+
+    def abandon(self, future: concurrent.futures.Future[Any]) -> None:
+        """The engine gave up on the attempt behind ``future`` (its heartbeat stopped): stop it if this executor can.
+
+        Its result, should it still come, is ignored.  The default does
+        nothing: a thread cannot be stopped from outside, and is left to finish.
+        """
+
     def check_atom(self, atom: Any) -> None:
         """Raise if ``atom`` cannot be run by this executor (checked at prepare)."""
 

@@ -122,6 +122,8 @@ class Compilation:
         #: Each atom's effective retry policy: its own, else its innermost flow's, else the engine's.
         self.policies: list[RetryPolicy | None] = []
         self.has_policies = False
+        #: Atoms made with ``heartbeat_timeout=``: index -> seconds.
+        self.heartbeats: dict[int, float] = {}
         self.names: dict[str, int] = {}
         # An atom's predecessors and successors: a tuple while it has at most
         # one (most atoms), a list from its second.  A tuple of ints is left
@@ -291,6 +293,9 @@ class _Compiler:
         c.policies.append(policy)
         if policy is not None:
             c.has_policies = True
+        heartbeat_timeout = getattr(atom, "heartbeat_timeout", None)
+        if isinstance(heartbeat_timeout, float) and not is_retry and index not in c.waits:
+            c.heartbeats[index] = heartbeat_timeout
         c.preds.append(())
         c.succs.append(())
         c.owner.append(owner)

@@ -19,12 +19,15 @@ the flow REVERTED.  Atoms outside a retrying region carry on meanwhile.
 
 from __future__ import annotations
 
+import logging
 import queue
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from flowkit import exceptions as exc
 from flowkit import states
+from flowkit.engines._heartbeats import AttemptThread, Watch, WatchedCompletion, poll_interval
 from flowkit.engines._reverter import Reverter
 from flowkit.engines._state import (
     DONE,
@@ -72,12 +75,15 @@ from flowkit.states import (
 )
 from flowkit.task import EVENT_UPDATE_PROGRESS, TaskContext
 from flowkit.types.failure import Failure
+from flowkit.types.heartbeat import HEARTBEAT_KEY, SAVE_EVERY, Pulse
 from flowkit.waits import WAIT_KEY, WAKE_KEY
 
 #: The key of ``AtomDetail.meta`` holding when the running attempt of an atom with a policy started.
 ATTEMPT_STARTED_KEY = "attempt_started"
 
 __all__ = ["Scheduler"]
+
+_log = logging.getLogger(__name__)
 
 
 class Scheduler:
@@ -289,12 +295,21 @@ class Scheduler:
                 timeout = st.clock.timeout(min(deadlines))
             if any(signal is not None for _until, signal in st.waits.values()):
                 timeout = DEFAULT_SIGNAL_POLL if timeout is None else min(timeout, DEFAULT_SIGNAL_POLL)
+        if st.beating:
+            poll = poll_interval(st.beating.values())
+            timeout = poll if timeout is None else min(timeout, poll)
+            deadlines = [w.since + w.timeout for w in st.beating.values() if not w.reported]
+            due = st.clock.timeout(min(deadlines)) if deadlines else None
+            if due is not None:
+                timeout = min(timeout, due)
         try:
             item = st.completions.get(timeout=timeout)
         except queue.Empty:
             st.look_for_signals = True
-            return
-        self._process(item)
+        else:
+            self._process(item)
+        if st.beating:
+            self._check_heartbeats()
 
     def _set_waiting(self) -> None:
         """The flow is WAITING: record that, and what it waits for (``meta[WAKE_KEY]``), durably."""
@@ -325,6 +340,10 @@ class Scheduler:
     def _finish(self) -> Iterator[S]:
         st = self.state
         details = st.details
+        for watch in st.beating.values():
+            watch.pulse.close()  # the run ends with them in flight (a lost executor)
+        if st.attempt_thread is not None:
+            st.attempt_thread.close()
         if st.lost is not None:
             st.set_flow_state(SUSPENDED)
             yield SUSPENDED
@@ -411,6 +430,8 @@ class Scheduler:
             self.reverter.cancel(st.cancel_requested)
         if st.suspending or st.fatal or st.lost is not None:
             return
+        if st.beating and st.executor.inline:
+            return  # serial: a watched attempt runs on a thread of its own, and nothing beside it
         window = st.executor.max_in_flight
         details = st.details
         c = st.c
@@ -420,6 +441,16 @@ class Scheduler:
         revert_ready = st.revert_ready
         while revert_ready and in_flight + len(to_submit) < window:
             index = revert_ready.popleft()
+            if st.executor.inline and index in c.heartbeats:
+                # Serial: a watched revert runs on a thread of its own, alone (see _submit_watched).
+                if to_submit:
+                    revert_ready.appendleft(index)
+                    break
+                kwargs = self.reverter.begin_revert(index)
+                if kwargs is not None:
+                    to_submit.append((index, REVERT, kwargs))
+                    break
+                continue
             kwargs = self.reverter.begin_revert(index)
             if kwargs is not None:
                 if index in c.waits:
@@ -478,7 +509,15 @@ class Scheduler:
             # Inline (serial): announce, persist and run one atom at a time, so
             # an atom that suspends or cancels the engine stops the rest of its round.
             flush = st.storage.connection.flush
-            for index, kind, kwargs in to_submit:
+            for position, (index, kind, kwargs) in enumerate(to_submit):
+                if st.beating:
+                    # A watched attempt started on its thread: the rest of the round waits for it.
+                    for later, later_kind, _kwargs in to_submit[position:]:
+                        if later_kind == EXEC:
+                            st.ready.push(later)
+                        else:
+                            self._submit(later, later_kind, _kwargs)
+                    return
                 old: S | str | None = None
                 earlier = len(st.unflushed)
                 # (_stopping(), spelled out: this runs a few times per atom.)
@@ -565,6 +604,10 @@ class Scheduler:
         # loop; elsewhere its run collects it (see run_execute).
         detail = st.details[index]
         attempt = detail.meta.get(ATTEMPT_KEY)
+        heartbeats = st.c.heartbeats
+        if heartbeats and index in heartbeats:
+            self._submit_watched(index, kind, kwargs, heartbeats[index])
+            return
         context = TaskContext(
             atom.name,
             st.flow_uuid,
@@ -603,6 +646,129 @@ class Scheduler:
             st.completions.put((index, kind, Outcome(False, failure)))
             return
         future.add_done_callback(_Completion(st.completions.put, index, kind))
+
+    def _submit_watched(self, index: int, kind: int, kwargs: dict[str, Any], timeout: float) -> None:
+        """Submit an attempt of a task with a heartbeat timeout (or its revert, which sees the details)."""
+        st = self.state
+        atom = st.c.atoms[index]
+        executor = st.executor
+        detail = st.details[index]
+        attempt = detail.meta.get(ATTEMPT_KEY)
+        stored = detail.meta.get(HEARTBEAT_KEY)
+        details = stored.get("details") if isinstance(stored, dict) else None
+        try:
+            pulse = Pulse(executor.heartbeat_channel())
+        except Exception as error:
+            failure = Failure.from_exception(
+                exc.ExecutionFailure("atom %r: no heartbeat channel to its executor: %s" % (atom.name, error))
+            )
+            st.completions.put((index, kind, Outcome(False, failure)))
+            return
+        context = TaskContext(
+            atom.name,
+            st.flow_uuid,
+            st.progress_sink if executor.local else None,
+            "%s-%d" % (detail.uuid, attempt if isinstance(attempt, int) else 0),
+            st.cancelled,
+            details,
+            pulse,
+        )
+        fn = run_execute if kind == EXEC else run_revert
+        watch = Watch(index, kind, atom.name, timeout, pulse, st.clock.now())
+        try:
+            if executor.inline:
+                if st.attempt_thread is None:
+                    st.attempt_thread = AttemptThread(st.storage.flow_detail.name)
+                future = st.attempt_thread.submit(fn, atom, kwargs, context)
+            else:
+                future = executor.submit(fn, atom, kwargs, context)
+        except Exception as error:
+            pulse.close()
+            failure = Failure.from_exception(
+                exc.ExecutionFailure("atom %r could not be submitted to the executor: %s" % (atom.name, error))
+            )
+            st.completions.put((index, kind, Outcome(False, failure)))
+            return
+        watch.future = future
+        st.beating[index] = watch
+        future.add_done_callback(WatchedCompletion(st.completions.put, index, kind, watch))
+
+    def _check_heartbeats(self) -> None:
+        """Look at every watched attempt: note beats, store new details, abandon the overdue ones."""
+        st = self.state
+        now = st.clock.now()
+        mono = time.monotonic()
+        watches = st.beating
+        if mono - st.heartbeats_looked < poll_interval(watches.values()) / 2 and all(
+            not w.overdue(now) for w in watches.values()
+        ):
+            return
+        st.heartbeats_looked = mono
+        wrote = False
+        for index, watch in list(watches.items()):
+            watch.look(now)
+            if watch.overdue(now):
+                if watch.kind == EXEC:
+                    self._heartbeat_timeout(index, watch, now)
+                    continue
+                watch.reported = True
+                _log.warning(
+                    "atom %r of flow %r: its revert sent no heartbeat for %.6g seconds (its heartbeat_timeout is "
+                    "%.6g); a revert is not abandoned, it is left to finish (a conductor gives up the job)",
+                    watch.name,
+                    st.storage.flow_detail.name,
+                    now - watch.since,
+                    watch.timeout,
+                )
+            if watch.version != watch.saved_version and mono - watch.saved_at >= SAVE_EVERY:
+                wrote |= self._save_heartbeat(index, watch, now)
+        if wrote:
+            st.storage.connection.flush()
+
+    def _save_heartbeat(self, index: int, watch: Watch, now: float) -> bool:
+        """Put the watch's latest details in the atom detail (for the next flush); True if they changed."""
+        if watch.version == watch.saved_version:
+            return False
+        st = self.state
+        detail = st.details[index]
+        watch.saved_version = watch.version
+        watch.saved_at = time.monotonic()
+        try:
+            details = codec.canonical(
+                watch.details, what="heartbeat details of atom %r" % (detail.name,), max_bytes=st.result_limit
+            )
+        except exc.ResultNotStorable as error:
+            _log.warning(
+                "atom %r of flow %r: %s; keeping the last ones", detail.name, st.storage.flow_detail.name, error
+            )
+            return False
+        detail.meta[HEARTBEAT_KEY] = {"details": details, "at": now}
+        st.save(detail)
+        return True
+
+    def _heartbeat_timeout(self, index: int, watch: Watch, now: float) -> None:
+        """Fail the attempt of ``watch``: no heartbeat came for longer than its timeout."""
+        if not watch.abandon():
+            return  # it finished first; its outcome is on the queue
+        st = self.state
+        del st.beating[index]
+        st.running.discard(index)
+        self._save_heartbeat(index, watch, now)
+        if st.attempt_thread is not None:
+            st.attempt_thread.abandon()
+        if watch.future is not None:
+            try:
+                st.executor.abandon(watch.future)
+            except Exception:  # the attempt is failed all the same
+                _log.warning("atom %r: stopping its abandoned attempt failed", watch.name, exc_info=True)
+        watch.pulse.close()
+        flow = st.storage.flow_detail.name
+        message = (
+            "atom %r of flow %r sent no heartbeat for %.6g seconds (its heartbeat_timeout is %.6g); "
+            "the attempt was abandoned" % (watch.name, flow, now - watch.since, watch.timeout)
+        )
+        _log.warning("%s", message)
+        self._executed(index, False, Failure.from_exception(exc.HeartbeatTimeout(message)))
 
     def _mark_running(self, index: int) -> None:
         st = self.state
@@ -693,6 +859,12 @@ class Scheduler:
             st.look_for_signals = True
             return
         st.running.discard(index)
+        if st.beating:
+            watch = st.beating.pop(index, None)
+            if watch is not None:
+                watch.look(st.clock.now())
+                self._save_heartbeat(index, watch, st.clock.now())
+                watch.pulse.close()
         if isinstance(payload, BaseException):
             if isinstance(payload, exc.ExecutorLost):
                 # Nobody knows whether the atom ran: keep it RUNNING for the resume.

@@ -39,6 +39,7 @@ from flowkit.types.failure import Failure
 if TYPE_CHECKING:
     from flowkit.engines._atom_executor import AtomExecutor
     from flowkit.engines._compiler import Compilation
+    from flowkit.engines._heartbeats import AttemptThread, Watch
     from flowkit.persistence.models import AtomDetail
     from flowkit.storage import Storage
     from flowkit.types.notifier import Notifier
@@ -248,6 +249,12 @@ class RunState:
         #: Atom notifications held until the flush that makes their state
         #: durable (see :meth:`notify_atom`), in the order they happened.
         self.unflushed: list[tuple[S, dict[str, Any]]] = []
+        #: Running attempts of tasks with a heartbeat timeout: atom index -> their watch.
+        self.beating: dict[int, Watch] = {}
+        #: When (monotonic) the watches were last looked at.
+        self.heartbeats_looked = 0.0
+        #: Where the serial engine runs watched attempts (made on first use).
+        self.attempt_thread: AttemptThread | None = None
 
     def wake(self) -> None:
         """Make the engine's loop look at its waits again (any thread; also a clock or signal callback)."""

@@ -41,7 +41,7 @@ from typing import Any
 from flowkit import exceptions as exc
 from flowkit.engines._atom_executor import AtomExecutor
 
-__all__ = ["DistributedExecutor", "DaskFlag", "INSTALL_HINT", "local_cluster_options"]
+__all__ = ["DistributedExecutor", "DaskFlag", "DaskChannel", "INSTALL_HINT", "local_cluster_options"]
 
 #: What to tell a user who asks for the distributed mode without Dask installed.
 INSTALL_HINT = "engine='distributed' needs Dask's distributed package: pip install flowkit[distributed]"
@@ -130,6 +130,49 @@ class DaskFlag:
         return (DaskFlag, (self.name,))
 
 
+class DaskChannel:
+    """A heartbeat channel to Dask workers: a ``distributed.Variable`` named for one attempt.
+
+    A worker-side copy (it pickles as its name) sets the variable through the
+    worker's own client (a small message to the scheduler per send, which the
+    pulse sends at most every :data:`~flowkit.types.heartbeat.SEND_EVERY`
+    seconds); the engine reads it through its client when it looks.
+    """
+
+    __slots__ = ("name", "_client", "_variable")
+
+    def __init__(self, name: str, client: Any = None) -> None:
+        self.name = name
+        self._client = client
+        self._variable: Any = None
+
+    def _get(self) -> Any:
+        if self._variable is None:
+            distributed = _import_distributed()
+            self._variable = distributed.Variable(self.name, client=self._client)
+        return self._variable
+
+    def send(self, state: str) -> None:
+        self._get().set(state)
+
+    def read(self) -> str | None:
+        try:
+            value = self._get().get(timeout=0)
+        except (TimeoutError, asyncio.TimeoutError):
+            return None  # nothing sent yet
+        return value if isinstance(value, str) else None
+
+    def close(self) -> None:
+        if self._variable is not None and self._client is not None and self._client.status == "running":
+            try:
+                self._variable.delete()
+            except Exception:  # the scheduler forgets it with the client anyway
+                pass
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (DaskChannel, (self.name,))
+
+
 class DistributedExecutor(AtomExecutor):
     """Runs atoms on a Dask cluster through a ``distributed.Client``.
 
@@ -201,6 +244,16 @@ class DistributedExecutor(AtomExecutor):
     def cancel_flag(self) -> DaskFlag:
         return DaskFlag("flowkit-cancel-%s" % (uuid.uuid4().hex,), self._client)
 
+    def heartbeat_channel(self) -> DaskChannel:
+        return DaskChannel("flowkit-heartbeat-%s" % (uuid.uuid4().hex,), self._client)
+
+    def abandon(self, future: concurrent.futures.Future[Any]) -> None:
+        dask_future = getattr(future, "flowkit_dask_future", None)
+        if dask_future is not None and self._client is not None and self._client.status == "running":
+            # The scheduler releases the task; a worker thread still inside it
+            # finishes on its own, and its result is dropped.
+            dask_future.cancel()
+
     def start(self) -> None:
         if self._client is not None:
             return
@@ -249,6 +302,7 @@ class DistributedExecutor(AtomExecutor):
                 return result
             raise
         future.add_done_callback(functools.partial(self._finished, client, result))
+        result.flowkit_dask_future = future  # type: ignore[attr-defined]  # for abandon()
         return result
 
     def _finished(self, client: Any, result: concurrent.futures.Future[Any], future: Any) -> None:

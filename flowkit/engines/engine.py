@@ -337,7 +337,7 @@ class Engine:
     def _wake_on_time_and_signals(self, run_state: RunState) -> list[Any]:
         """Wake ``run_state``'s loop when the clock jumps or a signal is sent in this process."""
         assert self._compilation is not None
-        if not self._compilation.waits and not self._compilation.has_policies:
+        if not self._compilation.waits and not self._compilation.has_policies and not self._compilation.heartbeats:
             return []
         from flowkit.signals import subscribe
 
@@ -395,6 +395,26 @@ class Engine:
                 "read it (%s); load it again (load_from_detail, flowkit resume) to continue from what is "
                 "stored" % (self._flow.name, fd.uuid, why)
             )
+
+    def heartbeats(self) -> list[tuple[object, str, int, float]]:
+        """The running attempts with a heartbeat timeout, as ``(attempt, atom name, beats so far, timeout)``.
+
+        Safe from any thread: a conductor's lease thread asks it to see whether
+        an attempt stopped heartbeating while the engine could not act on it.
+        ``attempt`` is the same object for as long as the same attempt runs.
+        Empty when the engine is not running.
+        """
+        run_state = self._run_state
+        if run_state is None:
+            return []
+        found: list[tuple[object, str, int, float]] = []
+        for watch in list(run_state.beating.values()):
+            try:
+                beats = watch.pulse.look()[0]
+            except Exception:  # a channel that cannot be read now: no news of that attempt
+                continue
+            found.append((watch, watch.name, beats, watch.timeout))
+        return found
 
     def suspend(self) -> None:
         """Stop starting atoms; in-flight ones finish and the flow ends SUSPENDED.

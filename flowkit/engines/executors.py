@@ -34,6 +34,7 @@ __all__ = [
     "ProcessExecutor",
     "WrappedExecutor",
     "FileFlag",
+    "FileChannel",
     "run_execute",
     "run_revert",
     "make_executor",
@@ -87,7 +88,21 @@ def run_execute(task: Any, kwargs: dict[str, Any], context: TaskContext) -> Outc
         return Outcome(False, Failure(), tuple(events) if events else ())
     finally:
         TaskContext.deactivate(token)
+        if context.pulse is not None:
+            _flush_pulse(context)
     return Outcome(True, result, tuple(events) if events else ())
+
+
+def _flush_pulse(context: TaskContext) -> None:
+    """Send the last heartbeat of an attempt in another process (its details reach the engine)."""
+    try:
+        context.pulse.flush()  # type: ignore[union-attr]
+    except Exception:  # the engine then keeps the details it has; the outcome matters more
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "atom %r: sending its last heartbeat failed", context.atom_name, exc_info=True
+        )
 
 
 def run_revert(task: Any, kwargs: dict[str, Any], context: TaskContext) -> Outcome:
@@ -153,6 +168,51 @@ class FileFlag:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (FileFlag, (self.path,))
+
+
+class FileChannel:
+    """A heartbeat channel that processes on this machine share: a small file, replaced whole on each send.
+
+    Made per attempt, in a directory of its own, removed by :meth:`close`.
+    """
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str | None = None) -> None:
+        if path is None:
+            import tempfile
+
+            path = os.path.join(tempfile.mkdtemp(prefix="flowkit-heartbeat-"), "pulse")
+        self.path = path
+
+    def send(self, state: str) -> None:
+        staging = "%s.%d" % (self.path, os.getpid())
+        with open(staging, "w", encoding="utf-8") as handle:
+            handle.write(state)
+        os.replace(staging, self.path)  # a reader sees the old state or the new one, never half
+
+    def read(self) -> str | None:
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                return handle.read(_MAX_CHANNEL_STATE + 1)
+        except FileNotFoundError:
+            return None
+
+    def close(self) -> None:
+        directory = os.path.dirname(self.path)
+        try:
+            for entry in os.listdir(directory):
+                os.remove(os.path.join(directory, entry))
+            os.rmdir(directory)
+        except OSError:
+            pass
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FileChannel, (self.path,))
+
+
+#: The most of a channel file that is read: heartbeat details are small (a larger state is ignored).
+_MAX_CHANNEL_STATE = 1 << 20
 
 
 class SerialExecutor(AtomExecutor):
@@ -251,12 +311,32 @@ class ProcessExecutor(_OwnedPool):
 
     def __init__(self, max_workers: int | None = None) -> None:
         super().__init__(max_workers or (os.cpu_count() or 1))
+        self._abandoned = False  # an attempt was abandoned: its worker may never return
 
     def check_atom(self, atom: Any) -> None:
         _check_picklable(atom)
 
     def cancel_flag(self) -> FileFlag:
         return FileFlag()
+
+    def heartbeat_channel(self) -> FileChannel:
+        return FileChannel()
+
+    def abandon(self, future: concurrent.futures.Future[Any]) -> None:
+        # Killing the worker now would break the pool for every other atom
+        # in flight; it is killed when the run ends instead (see stop()),
+        # which would otherwise wait for it for ever.
+        self._abandoned = True
+
+    def stop(self) -> None:
+        pool = self._pool
+        if pool is not None and self._abandoned:
+            self._abandoned = False
+            # The pool's own record of its worker processes (concurrent.futures).
+            for process in list(getattr(pool, "_processes", {}).values()):
+                if process.is_alive():
+                    process.kill()
+        super().stop()
 
     def _make_pool(self) -> Any:
         import futurist
@@ -279,6 +359,9 @@ class WrappedExecutor(AtomExecutor):
 
     def cancel_flag(self) -> FileFlag | None:
         return None if self.local else FileFlag()
+
+    def heartbeat_channel(self) -> FileChannel | None:
+        return None if self.local else FileChannel()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
         return self._executor.submit(fn, *args)

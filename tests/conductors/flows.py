@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import time
 from typing import Any
 
 from flowkit.exceptions import Cancelled
@@ -29,6 +30,7 @@ __all__ = [
     "backing_off",
     "patient",
     "append_line",
+    "hung_revert",
 ]
 
 #: In a conductor process started with this variable set, ``Hold`` blocks
@@ -103,6 +105,26 @@ class Patient(Task):
             pass
         append_line(log, "%s-stopped %s" % (self.name, job))
         raise Cancelled("%s stopped" % (self.name,))
+
+
+class SlowUndo(Task):
+    """Records its execute and its revert; where HOLD_ENV is set, the revert beats once and hangs."""
+
+    def execute(self, log: str, job: str, release: str) -> None:
+        append_line(log, "%s %s %d" % (self.name, job, os.getpid()))
+
+    def revert(self, log: str, job: str, release: str, **kwargs: Any) -> None:
+        append_line(log, "undo-%s %s %d" % (self.name, job, os.getpid()))
+        self.heartbeat({"undoing": job})
+        if os.environ.get(HOLD_ENV):
+            while not os.path.exists(release):  # hung: no more heartbeats
+                time.sleep(0.01)
+
+
+@flow_factory
+def hung_revert() -> Any:
+    """``reserve`` (a line), ``boom`` fails, ``reserve`` is reverted (a line; hangs where HOLD_ENV is set)."""
+    return linear_flow.Flow("hung-revert").add(SlowUndo("reserve", heartbeat_timeout=1.0), Fail("boom"))
 
 
 @flow_factory

@@ -107,6 +107,47 @@ def test_killed_conductor_job_is_reclaimed_and_finished(setup: Setup, conductors
 
 
 @pytest.mark.timeout(90)
+def test_a_conductor_whose_task_stopped_heartbeating_loses_the_job(
+    setup: Setup, conductors: list[ConductorProcess]
+) -> None:
+    log = str(setup.tmp / "ran.txt")
+    release = str(setup.tmp / "release")
+    with setup.persistence() as persistence:
+        board = setup.board(persistence)
+        job = post_flow(board, flows.hung_revert, store={"log": log, "job": "h", "release": release})
+        hung = ConductorProcess(setup, "hung", ttl=TTL, hold=True)
+        conductors.append(hung)
+        deadline = time.monotonic() + 60
+        wait_until(
+            lambda: [line[0] for line in _lines(log)] == ["reserve", "undo-reserve"], "the revert", deadline=deadline
+        )
+
+        # Its own lease thread is alive, but the revert sends no more heartbeats
+        # (heartbeat_timeout=1): the conductor stops renewing, the claim expires.
+        hung.wait_for_line("job_lost %s" % job.uuid, deadline)
+        assert "sent no heartbeat" in hung.text()
+        healthy = ConductorProcess(setup, "healthy", ttl=TTL)
+        conductors.append(healthy)
+        assert job.wait(60), "the job was not finished by the other conductor"
+
+        assert healthy.events("job_claimed") == [job.uuid]
+        assert healthy.events("job_consumed") == [job.uuid]
+        ran = [(line[0], int(line[2])) for line in _lines(log)]
+        assert ran == [
+            ("reserve", hung.proc.pid),
+            ("undo-reserve", hung.proc.pid),
+            ("undo-reserve", healthy.proc.pid),  # REVERTING in the logbook: reverted again, to the end
+        ]
+        with persistence.get_connection() as conn:
+            (fd,) = conn.get_logbook(job.book_uuid or "")
+        assert fd.state == states.REVERTED
+        assert {ad.name: ad.meta.get("heartbeat", {}).get("details") for ad in fd}["reserve"] == {"undoing": "h"}
+        open(release, "w").close()
+        assert healthy.terminate(30) == 0
+        board.close()
+
+
+@pytest.mark.timeout(90)
 def test_frozen_conductor_cannot_write_after_its_lease(setup: Setup, conductors: list[ConductorProcess]) -> None:
     log = str(setup.tmp / "ran.txt")
     release = str(setup.tmp / "release")
