@@ -103,14 +103,17 @@ def find_problems(compilation: Compilation, flow_detail: FlowDetail, table: str 
     return problems
 
 
-def check_resumable(flow: Any, flow_detail: FlowDetail, backend: Any, *, repair: bool) -> Compilation:
+def check_resumable(
+    flow: Any, flow_detail: FlowDetail, backend: Any, *, repair: bool, compilation: Compilation | None = None
+) -> Compilation:
     """Compile ``flow`` and check ``flow_detail`` can be resumed with it; return the compilation.
 
     Raises :class:`~flowkit.exceptions.InconsistentLogbook` naming every
     problem unless ``repair``; with ``repair``, records and logs what will
     run again (see the module docstring) and returns.
     """
-    compilation = compile_flow(flow)
+    if compilation is None:
+        compilation = compile_flow(flow)
     tables = getattr(backend, "tables", None)
     table = getattr(getattr(tables, "atoms", None), "name", None)
     problems = find_problems(compilation, flow_detail, table)
