@@ -367,10 +367,13 @@ def load_from_detail(
     _check_stored_store(flow_detail)
     compiled = compile_flow(flow)
     before = flow_detail.meta.get(STRUCTURE_KEY)
-    check_resume(compiled, flow_detail, migration_for_resume(flow_detail, migrate, factories))
+    accepted = check_resume(compiled, flow_detail, migration_for_resume(flow_detail, migrate, factories))
     changed = flow_detail.meta.get(STRUCTURE_KEY) != before
     _record_current_version(flow_detail, factories)
-    compilation = _consistency.check_resumable(flow, flow_detail, backend, repair=repair, compilation=compiled)
+    added = frozenset(d.atoms[0] for d in accepted if d.kind == "added")
+    compilation = _consistency.check_resumable(
+        flow, flow_detail, backend, repair=repair, compilation=compiled, added=added
+    )
     eng = _loading.load(flow, store=store, engine=engine, backend=backend, flow_detail=flow_detail, **options)
     eng._compilation = compilation  # compiled once, by the check
     if changed:
