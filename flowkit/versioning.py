@@ -133,17 +133,37 @@ def fingerprint(compilation: Compilation) -> dict[str, Any]:
     the same digest resume alike.  Above :data:`MAX_RECORDED_ATOMS` atoms,
     ``atoms`` is left out.
     """
-    entries = _atom_entries(compilation)
-    names = [atom.name for atom in compilation.atoms]
-    edges = sorted([names[u], names[v]] for u, succs in enumerate(compilation.succs) for v in succs)
-    text = json.dumps({"atoms": entries, "edges": edges}, sort_keys=True, separators=(",", ":"))
+    c = compilation
+    atoms = c.atoms
+    names = [atom.name for atom in atoms]
+    is_retry = c.is_retry
+    owner = c.owner
+    parent_retry = c.parent_retry
+    parts = []
+    # One line per atom, cheap to build (this runs once per new flow detail, for
+    # flows of 100,000 atoms too): name, kind, version, provides, scope, successors.
+    for index, atom in enumerate(atoms):
+        parent = parent_retry.get(index, -1) if is_retry[index] else owner[index]
+        provides = atom.save_as
+        parts.append(
+            "%s\x1f%s\x1f%d.%d\x1f%s\x1f%s\x1f%s"
+            % (
+                names[index],
+                "retry" if is_retry[index] else "task",
+                atom.version[0],
+                atom.version[1],
+                ",".join(sorted(provides)) if provides else "",
+                "" if parent == -1 else names[parent],
+                ",".join([names[s] for s in c.succs[index]]),
+            )
+        )
     record: dict[str, Any] = {
         "format": _FORMAT,
-        "digest": hashlib.sha256(text.encode("utf-8")).hexdigest(),
-        "count": len(entries),
+        "digest": hashlib.sha256("\x1e".join(parts).encode("utf-8", "surrogatepass")).hexdigest(),
+        "count": len(atoms),
     }
-    if len(entries) <= MAX_RECORDED_ATOMS:
-        record["atoms"] = entries
+    if len(atoms) <= MAX_RECORDED_ATOMS:
+        record["atoms"] = _atom_entries(c)
     return record
 
 
@@ -508,6 +528,10 @@ def check_resume(
     changed).  Returns the differences accepted.
     """
     migration = migration or Migration()
+    if not migration and len(flow_detail) == 0 and STRUCTURE_KEY not in flow_detail.meta:
+        # Never prepared (a job just posted): nothing ran, so there is nothing to compare.
+        flow_detail.meta[STRUCTURE_KEY] = fingerprint(compilation)
+        return []
     if not migration and _recorded_digest(flow_detail) == fingerprint(compilation)["digest"]:
         if all(atom.name in {ad.name for ad in flow_detail} for atom in compilation.atoms):
             return []

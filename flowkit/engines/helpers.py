@@ -370,7 +370,9 @@ def load_from_detail(
     accepted = check_resume(compiled, flow_detail, migration_for_resume(flow_detail, migrate, factories))
     changed = flow_detail.meta.get(STRUCTURE_KEY) != before
     _record_current_version(flow_detail, factories)
-    added = frozenset(d.atoms[0] for d in accepted if d.kind == "added")
+    # Atoms known to be new have no detail because they never had one; without a
+    # recorded structure a missing detail may be a lost row, which the check below names.
+    added = frozenset(d.atoms[0] for d in accepted if d.kind == "added") if before is not None else frozenset()
     compilation = _consistency.check_resumable(
         flow, flow_detail, backend, repair=repair, compilation=compiled, added=added
     )
