@@ -48,6 +48,13 @@ type-only imports included).
   conductors, listeners, ``testing``, ``graphs`` or the command.
 - ``conductors/``: claim jobs and run them with the engine.  Never import
   listeners, ``testing``, ``graphs`` or the command.
+- ``versioning.py``: the structure a run recorded, the rules for what a
+  resume may change, and migrations (data and rules; the engine and its
+  helpers import it).  Never imports storage, the factories, SQL code or
+  anything above the engine.
+- ``plan.py``: what a resume would do, read from the logbook without
+  writing (built on the engine's helpers).  Never imports job boards,
+  conductors, listeners, ``testing``, ``graphs`` or the command.
 - ``starts.py``: start a flow once per key and get its outcome from any
   process (the engine, the factories, persistence).  Never imports job
   boards, conductors, listeners, ``testing``, ``graphs`` or the command.

@@ -57,7 +57,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from flowkit import cancellation, signals, states
+from flowkit import _cli_plan, cancellation, signals, states
 from flowkit._cli_common import (
     CommandError,
     Handler,
@@ -308,6 +308,7 @@ def _cmd_show(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
             [
                 ad.name,
                 ad.atom_type,
+                "" if ad.version is None else "%s.%s" % tuple(ad.version[:2]),
                 "UNREADABLE" if ad.uuid in unreadable_uuids else _state(ad.state),
                 str(ad.intention),
                 _value(result),
@@ -320,9 +321,10 @@ def _cmd_show(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
     if colour:
 
         def style(column: int, cell: str, padded: str) -> str:
-            return _coloured(cell, padded) if column == 2 else padded
+            return _coloured(cell, padded) if column == 3 else padded
 
-    out.write(table(["ATOM", "TYPE", "STATE", "INTENTION", "RESULT", "FAILURE", "DURATION"], rows, style) + "\n")
+    headers = ["ATOM", "TYPE", "VERSION", "STATE", "INTENTION", "RESULT", "FAILURE", "DURATION"]
+    out.write(table(headers, rows, style) + "\n")
     timeline = _timeline(fd)
     if timeline:
         out.write("\n" + "\n".join(timeline) + "\n")
@@ -406,12 +408,17 @@ def _cmd_resume(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
             hint = " (a revert failed: 'flowkit resume --retry-reverts %s' tries the reverts again)" % (fd.uuid,)
         out.write("flow %r (%s) already ended %s; nothing to resume%s\n" % (fd.name, fd.uuid, fd.state, hint))
         return EXIT_CODES[states.State(fd.state)]
+    if args.dry_run:
+        return _cli_plan.print_plan(fd, args, allowed, out)
     options: dict[str, Any] = {"engine": args.engine}
     if args.max_workers is not None:
         options["max_workers"] = args.max_workers
+    migrate = _cli_plan.migration_from_args(args)
     before = _repairs(fd)
     try:
-        engine = load_from_detail(fd, backend=backend, allowed_modules=allowed, repair=args.repair, **options)
+        engine = load_from_detail(
+            fd, backend=backend, allowed_modules=allowed, repair=args.repair, migrate=migrate, **options
+        )
     except ValueError as problem:
         raise CommandError(str(problem)) from problem
     for record in _repairs(fd)[len(before) :]:
@@ -544,6 +551,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="resume even if atom records are lost or unreadable: re-run those atoms (prints them)",
     )
+    _cli_plan.add_resume_options(resume)
     graph = commands.add_parser("graph", parents=[common, factories], help="draw a flow's execution graph")
     graph.add_argument(
         "factory", nargs="?", metavar="MODULE:FACTORY", help="function returning the flow (default: the flow detail's)"
@@ -597,6 +605,7 @@ _READ_ONLY = frozenset({"logbooks", "show"})
 _COMMAND_GROUPS: tuple[Callable[[Any, argparse.ArgumentParser], dict[str, Handler]], ...] = (
     conductor_commands,
     web_commands,
+    _cli_plan.add_commands,
 )
 
 
@@ -622,7 +631,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return extra[args.command](args, sys.stdout)
         if args.command == "graph":  # opens a backend only for --flow-detail
             return _cmd_graph(args, sys.stdout)
-        with _open(args.backend, read_only=args.command in _READ_ONLY) as backend:
+        read_only = args.command in _READ_ONLY or getattr(args, "dry_run", False)  # a plan writes nothing
+        with _open(args.backend, read_only=read_only) as backend:
             return _COMMANDS[args.command](backend, args, sys.stdout)
     except (CommandError, FlowkitError, ValueError, OSError) as error:
         sys.stderr.write("flowkit: %s\n" % (error,))

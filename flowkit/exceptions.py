@@ -15,6 +15,7 @@
     │   └── NotStarted                no flow was started under that key (flowkit.result)
     ├── InvalidState                  an operation that the current state forbids
     │   ├── FlowDetailLocked          another engine is driving that flow detail
+    │   ├── FlowChanged               the flow's code changed in a way its logbook cannot resume
     │   └── SignalAlreadySent         that flow already got a signal of that name
     ├── StorageFailure                the logbook could not be read or written
     │   ├── LeaseLost                 a job's claim expired or was taken over; writes refused
@@ -62,6 +63,7 @@ __all__ = [
     "UnknownFactory",
     "InvalidState",
     "FlowDetailLocked",
+    "FlowChanged",
     "StorageFailure",
     "ResultNotStorable",
     "ExecutionFailure",
@@ -181,6 +183,37 @@ class InvalidState(FlowkitError):
 
 class FlowDetailLocked(InvalidState):
     """Another engine (in this or another process) is driving the same flow detail."""
+
+
+class FlowChanged(InvalidState):
+    """The flow rebuilt from code differs from the one its logbook ran, in a way a resume cannot absorb.
+
+    ``differences`` holds one line per incompatible difference, each naming
+    the atoms concerned; the message adds what the user can do (a
+    :class:`~flowkit.versioning.Migration`: ``rename``, ``drop``, ``rerun``).
+    Raised by ``load_from_detail()`` (and so ``flowkit resume`` and
+    conductors) before anything runs or is written.
+    """
+
+    def __init__(self, flow_name: str, flow_uuid: str, differences: Sequence[str], hints: Sequence[str] = ()) -> None:
+        self.flow_name = flow_name
+        self.flow_uuid = flow_uuid
+        self.differences = tuple(differences)
+        self.hints = tuple(hints)
+        count = len(self.differences)
+        text = "flow %r (%s) changed since its logbook was written: %d incompatible difference%s: %s" % (
+            flow_name,
+            flow_uuid,
+            count,
+            "" if count == 1 else "s",
+            "; ".join(self.differences),
+        )
+        if self.hints:
+            text += ". " + " ".join(self.hints)
+        super().__init__(text)
+
+    def __reduce__(self) -> Any:
+        return (FlowChanged, (self.flow_name, self.flow_uuid, self.differences, self.hints))
 
 
 class StorageFailure(FlowkitError):

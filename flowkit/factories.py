@@ -38,6 +38,16 @@ people who run the process, never by the data it reads:
 
 Any other name is refused with :class:`~flowkit.exceptions.UnknownFactory`
 before anything is imported or called.
+
+A factory may declare a version and the migrations from its older versions
+(see :mod:`flowkit.versioning`)::
+
+    @flow_factory(version=3, migrations={2: Migration(rename={"allocate_ip": "allocate_address"})})
+    def make_network(order_id): ...
+
+The version is recorded with the factory's name in the flow detail; a resume
+by code of a later version applies the migrations from the recorded version
+on (``migrations[2]`` takes a flow detail of version 2 to version 3).
 """
 
 from __future__ import annotations
@@ -46,7 +56,7 @@ import importlib
 import re
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from flowkit import _imports
@@ -56,6 +66,7 @@ if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
 
     from flowkit.persistence.models import FlowDetail
+    from flowkit.versioning import Migration
 
 __all__ = [
     # registering
@@ -153,15 +164,28 @@ class FactoryRegistry:
         self._factories: dict[str, Callable[..., Any]] = {}
         self._names: dict[Any, str] = {}
         self._entry_points: dict[str, EntryPoint] | None = None
+        self._versions: dict[str, tuple[int, dict[int, Any]]] = {}
 
     # -- registering ------------------------------------------------------------------
 
-    def register(self, factory: F, name: str | None = None) -> F:
+    def register(
+        self,
+        factory: F,
+        name: str | None = None,
+        *,
+        version: int | None = None,
+        migrations: Mapping[int, Migration] | None = None,
+    ) -> F:
         """Make ``factory`` known as ``name`` (default: its ``"module:qualname"``); return it.
 
         Registering the same factory again is a no-op.  Raises ValueError when
-        ``name`` is taken by a different factory.
+        ``name`` is taken by a different factory.  ``version`` (a positive
+        int) is recorded in the flow details the factory builds;
+        ``migrations`` maps an older version ``v`` to the
+        :class:`~flowkit.versioning.Migration` that takes a flow detail of
+        version ``v`` to ``v + 1``.
         """
+        declared = _check_versions(factory, version, migrations)
         if name is None:
             name = _natural_name(factory)
         elif not callable(factory):
@@ -176,6 +200,8 @@ class FactoryRegistry:
                     % (name, existing, factory)
                 )
             self._factories[name] = factory
+            if declared is not None:
+                self._versions[name] = declared
             try:
                 self._names.setdefault(factory, name)
             except TypeError:  # an unhashable callable: found by name_of's scan
@@ -205,6 +231,38 @@ class FactoryRegistry:
                 if registered is factory or registered == factory:
                     return name
         return None
+
+    def version_of(self, name: str) -> int | None:
+        """The version the factory registered as ``name`` declared, or None."""
+        with self._lock:
+            found = self._versions.get(name)
+        return None if found is None else found[0]
+
+    def migration_for(self, name: str, recorded: int) -> Migration | None:
+        """The migration from version ``recorded`` of factory ``name`` to its version now (None: none needed).
+
+        The migrations declared for the versions in between are applied one
+        after the other (a version without one changed nothing a resume
+        minds).  Raises ValueError when the recorded version is newer than
+        the code's.
+        """
+        with self._lock:
+            found = self._versions.get(name)
+        if found is None or recorded == found[0]:
+            return None
+        current, migrations = found
+        if recorded > current:
+            raise ValueError(
+                "flow factory %s is version %d here, but the flow detail was built by its version %d: "
+                "resume it with code at least that new" % (_shown(name), current, recorded)
+            )
+        from flowkit.versioning import Migration
+
+        combined = Migration()
+        for step in range(recorded, current):
+            if step in migrations:
+                combined = combined.then(migrations[step])
+        return combined
 
     # -- looking up ---------------------------------------------------------------------
 
@@ -377,6 +435,33 @@ class FactoryRegistry:
         )
 
 
+def _check_versions(
+    factory: Any, version: int | None, migrations: Mapping[int, Any] | None
+) -> tuple[int, dict[int, Any]] | None:
+    if version is None:
+        if migrations:
+            raise ValueError("flow factory %r declares migrations but no version" % (factory,))
+        return None
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError("flow factory %r: version must be a positive int, got %r" % (factory, version))
+    from flowkit.versioning import Migration
+
+    checked: dict[int, Any] = {}
+    for step, migration in (migrations or {}).items():
+        if not isinstance(step, int) or isinstance(step, bool) or not 1 <= step < version:
+            raise ValueError(
+                "flow factory %r (version %d): migrations are keyed by an older version (1 to %d), got %r"
+                % (factory, version, version - 1, step)
+            )
+        if not isinstance(migration, Migration):
+            raise TypeError(
+                "flow factory %r: migrations[%d] must be a flowkit.versioning.Migration, got %r"
+                % (factory, step, migration)
+            )
+        checked[step] = migration
+    return version, checked
+
+
 def _about(flow_detail: FlowDetail | None) -> str:
     if flow_detail is None:
         return ""
@@ -388,9 +473,18 @@ def _about(flow_detail: FlowDetail | None) -> str:
 default_registry = FactoryRegistry()
 
 
-def register(factory: F, name: str | None = None) -> F:
-    """Register ``factory`` in :data:`default_registry` as ``name`` (default: ``"module:qualname"``)."""
-    return default_registry.register(factory, name)
+def register(
+    factory: F,
+    name: str | None = None,
+    *,
+    version: int | None = None,
+    migrations: Mapping[int, Migration] | None = None,
+) -> F:
+    """Register ``factory`` in :data:`default_registry` as ``name`` (default: ``"module:qualname"``).
+
+    ``version`` and ``migrations``: see :meth:`FactoryRegistry.register`.
+    """
+    return default_registry.register(factory, name, version=version, migrations=migrations)
 
 
 @overload
@@ -398,22 +492,40 @@ def flow_factory(factory: F, /) -> F: ...
 
 
 @overload
-def flow_factory(name: str | None = None, /) -> Callable[[F], F]: ...
+def flow_factory(
+    name: str | None = None,
+    /,
+    *,
+    version: int | None = None,
+    migrations: Mapping[int, Migration] | None = None,
+) -> Callable[[F], F]: ...
 
 
 @overload
-def flow_factory(*, name: str) -> Callable[[F], F]: ...
+def flow_factory(
+    *, name: str, version: int | None = None, migrations: Mapping[int, Migration] | None = None
+) -> Callable[[F], F]: ...
 
 
-def flow_factory(arg: Any = None, /, *, name: str | None = None) -> Any:
+def flow_factory(
+    arg: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    version: int | None = None,
+    migrations: Mapping[int, Migration] | None = None,
+) -> Any:
     """Decorator registering a flow factory in :data:`default_registry`.
 
     ``@flow_factory`` registers it as ``"module:qualname"``;
-    ``@flow_factory("name")`` (or ``name="name"``) under that name.  The
-    function is returned unchanged.
+    ``@flow_factory("name")`` (or ``name="name"``) under that name.
+    ``@flow_factory(version=3, migrations={2: Migration(...)})`` declares the
+    factory's version and how flow details of older versions are migrated
+    when they are resumed (see :mod:`flowkit.versioning`).  The function is
+    returned unchanged.
     """
     if callable(arg):
-        if name is not None:
+        if name is not None or version is not None or migrations is not None:
             raise TypeError("flow_factory(factory, name=...) is register(factory, name)")
         return register(arg)
     if arg is not None and not isinstance(arg, str):
@@ -423,6 +535,6 @@ def flow_factory(arg: Any = None, /, *, name: str | None = None) -> Any:
     chosen = arg if arg is not None else name
 
     def decorate(factory: F) -> F:
-        return register(factory, chosen)
+        return register(factory, chosen, version=version, migrations=migrations)
 
     return decorate

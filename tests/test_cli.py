@@ -105,18 +105,18 @@ def test_show_prints_an_aligned_table_of_atoms(url: str, capsys: pytest.CaptureF
     ]
     table = lines[5 : lines.index("", 5)]  # a timeline follows the table after a blank line
     header = table[0]
-    assert header.split() == ["ATOM", "TYPE", "STATE", "INTENTION", "RESULT", "FAILURE", "DURATION"]
+    assert header.split() == ["ATOM", "TYPE", "VERSION", "STATE", "INTENTION", "RESULT", "FAILURE", "DURATION"]
     rows = {line.split()[0]: line for line in table[1:]}
     assert set(rows) == {"reserve", "charge", "ship", "decline"}
     # Aligned: every column starts where its header does.
-    for column in ("STATE", "RESULT", "FAILURE"):
+    for column in ("VERSION", "STATE", "RESULT", "FAILURE"):
         start = header.index(column)
         assert all(row[start - 2 : start] == "  " and row[start] != " " for row in rows.values())
-    assert rows["ship"].split()[2:4] == ["REVERTED", "REVERT"]
+    assert rows["ship"].split()[2:5] == ["1.0", "REVERTED", "REVERT"]  # the version each atom ran with
     assert '["reserve", "charge", "ship"]' in rows["ship"]
     assert rows["ship"].endswith("0.250s")
     assert "RuntimeError: card declined" in rows["decline"]
-    assert rows["decline"].split()[2] == "REVERTED"  # a failed task is reverted too
+    assert rows["decline"].split()[3] == "REVERTED"  # a failed task is reverted too
 
 
 def test_resume_runs_what_is_left(url: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -40,6 +40,8 @@ def _read_only_commands(url: str) -> list[list[str]]:
         ["show", FAKE_UUID, "--backend", url],
         ["graph", "--flow-detail", FAKE_UUID, "--backend", url],
         ["jobs", "list", "--persistence", url],
+        ["plan", FAKE_UUID, "--backend", url],
+        ["resume", FAKE_UUID, "--dry-run", "--backend", url],
     ]
 
 
@@ -47,7 +49,9 @@ def _listing(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
 
 
-@pytest.mark.parametrize("command", range(4), ids=["logbooks", "show", "graph", "jobs-list"])
+@pytest.mark.parametrize(
+    "command", range(6), ids=["logbooks", "show", "graph", "jobs-list", "plan", "resume-dry-run"]
+)
 def test_a_mistyped_path_is_reported_and_not_created(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: int
 ) -> None:
@@ -58,7 +62,9 @@ def test_a_mistyped_path_is_reported_and_not_created(
     assert _listing(tmp_path) == []  # no database, no -wal/-shm, no lock directory
 
 
-@pytest.mark.parametrize("command", range(4), ids=["logbooks", "show", "graph", "jobs-list"])
+@pytest.mark.parametrize(
+    "command", range(6), ids=["logbooks", "show", "graph", "jobs-list", "plan", "resume-dry-run"]
+)
 def test_an_empty_file_is_not_a_flowkit_database_and_stays_empty(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: int
 ) -> None:
@@ -128,6 +134,8 @@ def test_read_only_commands_read_a_flowkit_database_without_changing_it(
     assert 'label="a\\nSUCCESS"' in capsys.readouterr().out
     assert main(["jobs", "list", "--persistence", url]) == 0
     assert capsys.readouterr().out == "no unfinished jobs (--all lists finished ones too)\n"
+    assert main(["plan", uuid, "--backend", url]) == 0
+    assert "outcome if nothing fails: SUCCESS" in capsys.readouterr().out
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
 
 

@@ -105,6 +105,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "ExecutionFailure",
         "WrappedFailure",
         "FlowDetailLocked",
+        "FlowChanged",
         "ResultNotStorable",
         "ExecutorLost",
         "Cancelled",
@@ -230,6 +231,20 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "save_factory_details",
     },
     "flowkit.factories": {"register", "flow_factory", "FactoryRegistry", "default_registry", "ENTRY_POINT_GROUP"},
+    # changing flows: the recorded structure, migrations, and the plan of a resume
+    "flowkit.versioning": {
+        "Difference",
+        "Migration",
+        "compare",
+        "apply_migration",
+        "check_resume",
+        "fingerprint",
+        "STRUCTURE_KEY",
+        "CHANGES_KEY",
+        "DROPPED_KEY",
+        "MAX_RECORDED_ATOMS",
+    },
+    "flowkit.plan": {"Plan", "PlanStep", "Action", "plan_flow_detail"},
     "flowkit.conductors": {
         "Conductor",
         "BlockingConductor",

@@ -192,9 +192,7 @@ def test_no_import_cycles() -> None:
     ]
     assert not unexpected, "import cycles between modules:\n" + "\n\n".join(details)
     gone = set(ACCEPTED_CYCLES) - cycles
-    assert not gone, "no longer cycles, remove them from ACCEPTED_CYCLES: %s" % sorted(
-        sorted(cycle) for cycle in gone
-    )
+    assert not gone, "no longer cycles, remove them from ACCEPTED_CYCLES: %s" % sorted(sorted(cycle) for cycle in gone)
 
 
 def test_the_cycle_finder_finds_cycles() -> None:
@@ -305,6 +303,7 @@ def test_importing_the_engine_core_loads_no_sql_dask_redis_or_web_package() -> N
 
 #: The modules of the ``flowkit`` command.
 CLI = ("flowkit.cli", "flowkit.conductors.cli", "flowkit._cli_common", "flowkit.web.cli")
+CLI += ("flowkit._cli_plan",)  # flowkit plan, flowkit resume --dry-run
 #: What every other module may build on: errors, states, names, small value types, the clock.
 FOUNDATION = (
     "flowkit.exceptions",
@@ -371,6 +370,11 @@ NEVER_IMPORTS: dict[str, tuple[str, ...]] = {
     + CLI,
     # The conformance suites test the public contracts of backends and boards.
     "flowkit.testing": ("flowkit.conductors", "flowkit.listeners", "flowkit.graphs") + CLI,
+    # The structure a run recorded and the changes a resume may make: data and rules, never running anything.
+    "flowkit.versioning": ("flowkit.storage", "flowkit.factories") + _ABOVE_ENGINES + PERSISTENCE_SQL,
+    # What a resume would do: read from the logbook and the compiled flow, built on the engine's helpers.
+    "flowkit.plan": ("flowkit.jobs", "flowkit.conductors", "flowkit.listeners", "flowkit.testing", "flowkit.graphs")
+    + CLI,
     # The dashboard reads logbooks and boards it is handed; the command builds them.
     "flowkit.web": ("flowkit.jobs", "flowkit.conductors", "flowkit.testing") + CLI,
 }

@@ -67,12 +67,19 @@ def _started_successor(compilation: Compilation, index: int, started: list[bool]
     return None
 
 
-def find_problems(compilation: Compilation, flow_detail: FlowDetail, table: str | None) -> list[exc.CorruptLogbook]:
-    """Every reason resuming ``flow_detail`` with ``compilation`` could run a finished atom again."""
+def find_problems(
+    compilation: Compilation, flow_detail: FlowDetail, table: str | None, added: frozenset[str] = frozenset()
+) -> list[exc.CorruptLogbook]:
+    """Every reason resuming ``flow_detail`` with ``compilation`` could run a finished atom again.
+
+    ``added`` names atoms known to be new in the code (not in the structure
+    the flow detail recorded, see :mod:`flowkit.versioning`): they have no
+    detail because they never had one, not because it was lost.
+    """
     problems = unreadable_problems(flow_detail)
     by_name = {ad.name: ad for ad in flow_detail}
     details = [by_name.get(atom.name) for atom in compilation.atoms]
-    missing = [i for i, d in enumerate(details) if d is None]
+    missing = [i for i, d in enumerate(details) if d is None and compilation.atoms[i].name not in added]
     if not missing:
         return problems
     started = [d is not None and _started(d) for d in details]
@@ -103,17 +110,26 @@ def find_problems(compilation: Compilation, flow_detail: FlowDetail, table: str 
     return problems
 
 
-def check_resumable(flow: Any, flow_detail: FlowDetail, backend: Any, *, repair: bool) -> Compilation:
+def check_resumable(
+    flow: Any,
+    flow_detail: FlowDetail,
+    backend: Any,
+    *,
+    repair: bool,
+    compilation: Compilation | None = None,
+    added: frozenset[str] = frozenset(),
+) -> Compilation:
     """Compile ``flow`` and check ``flow_detail`` can be resumed with it; return the compilation.
 
     Raises :class:`~flowkit.exceptions.InconsistentLogbook` naming every
     problem unless ``repair``; with ``repair``, records and logs what will
     run again (see the module docstring) and returns.
     """
-    compilation = compile_flow(flow)
+    if compilation is None:
+        compilation = compile_flow(flow)
     tables = getattr(backend, "tables", None)
     table = getattr(getattr(tables, "atoms", None), "name", None)
-    problems = find_problems(compilation, flow_detail, table)
+    problems = find_problems(compilation, flow_detail, table, added)
     if not problems:
         return compilation
     if not repair:

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowkit import exceptions as exc
 from flowkit import states
@@ -30,6 +30,10 @@ from flowkit.storage import Storage
 from flowkit.types.cancellation import CancelToken
 from flowkit.types.failure import Failure
 from flowkit.types.notifier import Notifier
+from flowkit.versioning import STRUCTURE_KEY, fingerprint
+
+if TYPE_CHECKING:
+    from flowkit.engines._plan import Plan
 
 __all__ = ["Engine", "EngineStatistics"]
 
@@ -211,8 +215,30 @@ class Engine:
         assert self._compilation is not None
         self._check_executor()
         if self._details is None:
+            if STRUCTURE_KEY not in self._flow_detail.meta and self._flow_detail.state in (None, states.PENDING):
+                # What a resume compares the code with (flowkit.versioning); written
+                # with the new atom details.
+                self._flow_detail.meta[STRUCTURE_KEY] = fingerprint(self._compilation)
             self._details = self._storage.attach(self._compilation)
         self._times["prepare"] += time.perf_counter() - started
+
+    def plan(self) -> Plan:
+        """What :meth:`run` would do now, atom by atom, without running or writing anything.
+
+        Done atoms are skipped, atoms that were in flight run again
+        (``step.at_least_once``), the rest run; a flow (or retry scope) that
+        was reverting reverts; waits say until when.  The plan assumes that
+        nothing fails from here on.  See :mod:`flowkit.plan`, which also
+        plans a flow detail straight from the logbook (``flowkit plan UUID``).
+        """
+        from flowkit.engines._plan import plan_run
+        from flowkit.versioning import compare
+
+        self.compile()
+        assert self._compilation is not None
+        fd = self._flow_detail
+        changes = compare(self._compilation, fd) if STRUCTURE_KEY in fd.meta else []
+        return plan_run(self._compilation, fd, changes, any(not d.compatible for d in changes))
 
     # -- running --------------------------------------------------------------------------
 

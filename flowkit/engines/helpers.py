@@ -25,14 +25,22 @@ from typing import Any
 from flowkit import _imports
 from flowkit.atom import Atom
 from flowkit.engines import _consistency, _loading
+from flowkit.engines._compiler import compile_flow
 from flowkit.engines.engine import Engine
 from flowkit.exceptions import ResultNotStorable
 from flowkit.factories import FactoryRegistry, _natural_name, default_registry
 from flowkit.flow import Flow
 from flowkit.persistence import codec
 from flowkit.persistence.models import FlowDetail, LogBook
+from flowkit.versioning import STRUCTURE_KEY, Migration, check_resume
 
-__all__ = ["load_from_factory", "flow_from_detail", "load_from_detail", "save_factory_details", "FACTORY_KEY"]
+__all__ = [
+    "load_from_factory",
+    "flow_from_detail",
+    "load_from_detail",
+    "save_factory_details",
+    "FACTORY_KEY",
+]
 
 #: The key of ``FlowDetail.meta`` that records how to rebuild the flow.
 FACTORY_KEY = "factory"
@@ -90,6 +98,15 @@ def _registered_name(factory: Callable[..., Any], factories: FactoryRegistry | N
     return name
 
 
+def _factory_record(name: str, args: Any, kwargs: Any, factories: FactoryRegistry | None) -> dict[str, Any]:
+    registry = factories if factories is not None else default_registry
+    record: dict[str, Any] = {"name": name, "args": args, "kwargs": kwargs}
+    version = registry.version_of(name)
+    if version is not None:
+        record["version"] = version
+    return record
+
+
 def _json_copy(value: Any, what: str) -> Any:
     """``value`` as it will read back from the logbook, or ValueError if it cannot be stored."""
     try:
@@ -142,6 +159,12 @@ def _stored_record(flow_detail: FlowDetail) -> tuple[str, list[Any], dict[str, A
         raise ValueError(
             "cannot rebuild the flow of %s: its factory record's kwargs must be a JSON object, got %s"
             % (what, type(kwargs).__name__)
+        )
+    version = record.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(
+            "cannot rebuild the flow of %s: its factory record's version must be a positive int, got %s"
+            % (what, type(version).__name__)
         )
     for part, value in (("args", args), ("kwargs", kwargs)):
         problem = _not_json(value, part)
@@ -200,7 +223,7 @@ def load_from_factory(
     kwargs = _json_copy(dict(factory_kwargs or {}), "factory_kwargs of %r" % (name,))
     flow = _build(flow_factory, tuple(factory_args or ()), dict(factory_kwargs or {}), name)
     flow_detail = FlowDetail(name=flow.name)
-    flow_detail.meta[FACTORY_KEY] = {"name": name, "args": args, "kwargs": kwargs}
+    flow_detail.meta[FACTORY_KEY] = _factory_record(name, args, kwargs, factories)
     return _loading.load(
         flow, store=store, engine=engine, backend=backend, book=book, flow_detail=flow_detail, **options
     )
@@ -227,7 +250,7 @@ def save_factory_details(
     name = _registered_name(flow_factory, factories)
     args = _json_copy(list(factory_args or ()), "factory_args of %r" % (name,))
     kwargs = _json_copy(dict(factory_kwargs or {}), "factory_kwargs of %r" % (name,))
-    flow_detail.meta[FACTORY_KEY] = {"name": name, "args": args, "kwargs": kwargs}
+    flow_detail.meta[FACTORY_KEY] = _factory_record(name, args, kwargs, factories)
     return flow_detail
 
 
@@ -259,6 +282,45 @@ def flow_from_detail(
         ) from error
 
 
+def factory_migration(flow_detail: FlowDetail, factories: FactoryRegistry | None = None) -> Migration | None:
+    """The migration the flow detail's factory declares from the version that built it (None: none).
+
+    Raises ValueError when the flow detail was built by a newer version of
+    the factory than the one registered here.
+    """
+    record = flow_detail.meta.get(FACTORY_KEY)
+    if not isinstance(record, Mapping) or not isinstance(record.get("name"), str):
+        return None
+    registry = factories if factories is not None else default_registry
+    recorded = record.get("version", 1)
+    if not isinstance(recorded, int) or isinstance(recorded, bool):
+        return None  # refused by _stored_record when the flow is rebuilt
+    try:
+        return registry.migration_for(record["name"], recorded)
+    except ValueError as error:
+        raise ValueError("cannot resume %s: %s" % (_what(flow_detail), error)) from None
+
+
+def migration_for_resume(
+    flow_detail: FlowDetail, migrate: Migration | None, factories: FactoryRegistry | None = None
+) -> Migration | None:
+    """The factory's declared migration (if any) followed by ``migrate``."""
+    declared = factory_migration(flow_detail, factories)
+    if declared is None:
+        return migrate
+    return declared if migrate is None else declared.then(migrate)
+
+
+def _record_current_version(flow_detail: FlowDetail, factories: FactoryRegistry | None) -> None:
+    record = flow_detail.meta.get(FACTORY_KEY)
+    if not isinstance(record, dict) or not isinstance(record.get("name"), str):
+        return
+    registry = factories if factories is not None else default_registry
+    version = registry.version_of(record["name"])
+    if version is not None and record.get("version", 1) != version:
+        flow_detail.meta[FACTORY_KEY] = {**record, "version": version}
+
+
 def load_from_detail(
     flow_detail: FlowDetail,
     store: Mapping[str, Any] | None = None,
@@ -268,6 +330,7 @@ def load_from_detail(
     factories: FactoryRegistry | None = None,
     allowed_modules: Iterable[str] | None = None,
     repair: bool = False,
+    migrate: Migration | None = None,
     **options: Any,
 ) -> Engine:
     """Rebuild ``flow_detail``'s flow and load an engine that continues it.
@@ -287,14 +350,51 @@ def load_from_detail(
     problem, before anything is written.  ``repair=True`` instead re-runs the
     atoms concerned, recording that in ``flow_detail.meta["repairs"]`` (see
     :mod:`flowkit.engines._consistency` for the rules).
+
+    Before that, the flow rebuilt from code is compared with the structure
+    the flow detail recorded when it started (see :mod:`flowkit.versioning`):
+    an incompatible change (a finished atom renamed or removed, a major
+    version bump, ...) raises :class:`~flowkit.exceptions.FlowChanged`
+    naming each difference, before anything runs or is written.  ``migrate``
+    (a :class:`~flowkit.versioning.Migration`) says what to do instead; it
+    follows the migrations the factory declares for the version that built
+    the flow detail.  What was accepted is written at once, in one
+    transaction, and recorded in ``flow_detail.meta["changes"]``.
     """
+    if migrate is not None and not isinstance(migrate, Migration):
+        raise TypeError("migrate must be a flowkit.versioning.Migration, got %r" % (migrate,))
     flow = flow_from_detail(flow_detail, factories=factories, allowed_modules=allowed_modules)
     _check_stored_store(flow_detail)
-    compilation = _consistency.check_resumable(flow, flow_detail, backend, repair=repair)
+    compiled = compile_flow(flow)
+    before = flow_detail.meta.get(STRUCTURE_KEY)
+    accepted = check_resume(compiled, flow_detail, migration_for_resume(flow_detail, migrate, factories))
+    changed = flow_detail.meta.get(STRUCTURE_KEY) != before
+    _record_current_version(flow_detail, factories)
+    # Atoms known to be new have no detail because they never had one; without a
+    # recorded structure a missing detail may be a lost row, which the check below names.
+    added = frozenset(d.atoms[0] for d in accepted if d.kind == "added") if before is not None else frozenset()
+    compilation = _consistency.check_resumable(
+        flow, flow_detail, backend, repair=repair, compilation=compiled, added=added
+    )
     eng = _loading.load(flow, store=store, engine=engine, backend=backend, flow_detail=flow_detail, **options)
     eng._compilation = compilation  # compiled once, by the check
+    if changed:
+        _write_changes(eng, flow_detail)
     # Attach the atom details now so that ``engine.storage`` answers questions
     # (fetch_all, get) about a finished flow without running anything.  Any
     # new detail is written by ``prepare()`` or by ``run()``'s first flush.
     eng._prepare()
     return eng
+
+
+def _write_changes(eng: Engine, flow_detail: FlowDetail) -> None:
+    """Write an accepted change (a migration, the new structure) in one transaction, holding the flow lock."""
+    connection = eng.storage.connection
+    if not connection.has_flow_detail(flow_detail.uuid):
+        return  # a flow detail of no backend: written when the engine first saves it
+    lock = connection.lock_flow(flow_detail)
+    try:
+        connection.update_flow_details(flow_detail)
+        connection.flush()
+    finally:
+        lock.release()
