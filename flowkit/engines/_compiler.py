@@ -30,6 +30,7 @@ from flowkit.flow import Flow
 from flowkit.patterns import graph_flow, unordered_flow
 from flowkit.policies import RetryPolicy
 from flowkit.retry import Retry
+from flowkit.types.graph import DiGraph
 from flowkit.waits import Wait
 
 __all__ = ["Compilation", "DeciderLink", "compile_flow", "ArgSource", "ArgStep"]
@@ -139,16 +140,16 @@ class Compilation:
         self.undos: dict[int, range] = {}
         self.edge_count = 0
         self.has_priorities = False
-        self._graph: nx.DiGraph | None = None
+        self._graph: DiGraph | None = None
 
     def __len__(self) -> int:
         return len(self.atoms)
 
     @property
-    def execution_graph(self) -> nx.DiGraph:
-        """The execution graph as a networkx DiGraph of atom names (built on first use)."""
+    def execution_graph(self) -> DiGraph:
+        """The execution graph as a :class:`flowkit.types.graph.DiGraph` of atom names (built on first use)."""
         if self._graph is None:
-            graph = nx.DiGraph()
+            graph = DiGraph(name=self.root.name)
             for index, atom in enumerate(self.atoms):
                 graph.add_node(atom.name, atom=atom, kind=self.kinds[index].value)
             for index, successors in enumerate(self.succs):

@@ -19,11 +19,33 @@ class Depth(str, enum.Enum):
 
     #: The target and everything that runs after it (TaskFlow's default).
     ALL = "ALL"
+    #: The target and what runs after it through atoms of the same graph flow.
+    FLOW = "FLOW"
+    #: The target and the tasks that run directly after it.
+    NEIGHBORS = "NEIGHBORS"
     #: Only the target's own atoms; what follows still runs.
     ATOM = "ATOM"
 
     def __str__(self) -> str:
         return self.value
+
+    @classmethod
+    def translate(cls, depth: Depth | str) -> Depth:  # type: ignore[override]
+        """The depth ``depth`` names, in any case (``"flow"``).
+
+        ValueError for another string, TypeError for what is not a string (as
+        TaskFlow's ``Depth.translate``; it hides ``str.translate`` on purpose).
+        """
+        if isinstance(depth, cls):
+            return depth
+        if not isinstance(depth, str):
+            raise TypeError("a decider depth is a string, got %s" % (type(depth).__name__,))
+        try:
+            return cls(depth.upper())
+        except ValueError:
+            raise ValueError(
+                "unknown decider depth %r (one of %s, in any case)" % (depth, ", ".join(d.value for d in cls))
+            ) from None
 
 
 class Flow(flow.Flow):
@@ -62,8 +84,8 @@ class Flow(flow.Flow):
             if not callable(decider):
                 raise ValueError("graph flow %r: decider must be callable, got %r" % (self._name, decider))
             try:
-                depth = Depth(str(decider_depth) if decider_depth is not None else "ALL")
-            except ValueError:
+                depth = Depth.translate(decider_depth if decider_depth is not None else Depth.ALL)
+            except (TypeError, ValueError):
                 raise ValueError(
                     "graph flow %r: decider_depth must be one of %s, got %r"
                     % (self._name, ", ".join(d.value for d in Depth), decider_depth)

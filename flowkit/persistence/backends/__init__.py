@@ -9,13 +9,14 @@ in-memory runs).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flowkit.persistence.backends.impl_memory import MemoryBackend
 from flowkit.persistence.base import Backend
 
-__all__ = ["fetch", "Backend", "MemoryBackend", "SQLAlchemyBackend"]
+__all__ = ["fetch", "backend", "Backend", "MemoryBackend", "SQLAlchemyBackend"]
 
 _SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
 _SQL_OPTIONS = ("durability", "table_prefix", "create_schema", "read_only")
@@ -47,6 +48,22 @@ def fetch(conf: Mapping[str, Any] | str) -> Backend:
     raise ValueError(
         "no persistence backend for %r (known: memory://, sqlite:///path, postgresql://..., mysql://...)" % (url,)
     )
+
+
+@contextlib.contextmanager
+def backend(conf: Mapping[str, Any] | str) -> Iterator[Backend]:
+    """``with backend(conf) as b:`` a backend from :func:`fetch`, its schema upgraded, closed on exit.
+
+    TaskFlow's context manager of that name: the schema upgrade is a no-op
+    when it is current.
+    """
+    fetched = fetch(conf)
+    try:
+        with fetched.get_connection() as conn:
+            conn.upgrade()
+        yield fetched
+    finally:
+        fetched.close()
 
 
 def __getattr__(name: str) -> Any:
