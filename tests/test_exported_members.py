@@ -41,7 +41,14 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "exceptions",
         "__version__",
     },
-    "flowkit.task": {"Task", "FunctorTask", "TaskContext", "EVENT_UPDATE_PROGRESS"},
+    "flowkit.task": {
+        "Task",
+        "FunctorTask",
+        "MapFunctorTask",
+        "ReduceFunctorTask",
+        "TaskContext",
+        "EVENT_UPDATE_PROGRESS",
+    },
     "flowkit.retry": {
         "Decision",
         "RETRY",
@@ -58,7 +65,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
     "flowkit.patterns": {"linear_flow", "unordered_flow", "graph_flow"},
     "flowkit.patterns.linear_flow": {"Flow"},
     "flowkit.patterns.unordered_flow": {"Flow"},
-    "flowkit.patterns.graph_flow": {"Flow", "Depth"},
+    "flowkit.patterns.graph_flow": {"Flow", "TargetedFlow", "Depth"},
     "flowkit.states": {
         "State",
         "Intention",
@@ -371,9 +378,17 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "NOTSET",
     },
     "flowkit.deciders": {"Depth", "pick_widest"},
+    "flowkit.engines.action_engine.engine": {
+        "ActionEngine",
+        "SerialActionEngine",
+        "ParallelActionEngine",
+        "DistributedActionEngine",
+        "ENGINE_CLASSES",
+    },
     "flowkit.types.graph": {"Graph", "DiGraph", "OrderedGraph", "OrderedDiGraph", "merge_graphs"},
     # packages whose modules are imported by name, and re-export nothing
     "flowkit.utils": set(),
+    "flowkit.engines.action_engine": set(),
     "flowkit.types": set(),
     "flowkit.persistence.migrations": set(),
     "flowkit.persistence.migrations.versions": set(),
