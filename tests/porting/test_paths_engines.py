@@ -68,7 +68,8 @@ def test_a_distributed_engine_is_an_action_engine(dask_client: Any) -> None:
     from flowkit.engines.action_engine import engine as engine_module
     from flowkit.patterns import linear_flow
 
-    engine = engines.load(linear_flow.Flow("f").add(_named_task("flowkit")("a", provides="x")), client=dask_client)
+    flow = linear_flow.Flow("f").add(_named_task("flowkit")("a", provides="x"))
+    engine = engines.load(flow, engine="distributed", client=dask_client)
     assert type(engine) is engine_module.DistributedActionEngine
     assert isinstance(engine, engine_module.ActionEngine)
     assert engine.options == {"client": dask_client}
