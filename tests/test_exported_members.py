@@ -217,6 +217,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
     },
     "flowkit.listeners.capturing": {"CaptureListener", "FLOW", "TASK", "RETRY"},
     "flowkit.listeners.progress": {"ProgressListener"},
+    "flowkit.listeners.claims": {"CheckingClaimListener"},
     "flowkit.graphs": {
         "to_dot",
         "STATE_COLORS",
