@@ -379,6 +379,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "NOTSET",
     },
     "flowkit.deciders": {"Depth", "pick_widest"},
+    "flowkit.formatters": {"FailureFormatter", "AtomNode"},
     "flowkit.engines.action_engine.engine": {
         "ActionEngine",
         "SerialActionEngine",

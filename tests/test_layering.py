@@ -374,6 +374,7 @@ NEVER_IMPORTS: dict[str, tuple[str, ...]] = {
     # TaskFlow's module paths beside the layers they belong to.
     "flowkit.deciders": _RUNNING + _ABOVE_ENGINES,
     "flowkit.logging": ATOMS + _RUNNING + _ABOVE_ENGINES,
+    "flowkit.formatters": ATOMS + _RUNNING + _ABOVE_ENGINES,
     "flowkit.utils": ATOMS + ("flowkit.engines", "flowkit.storage", "flowkit.factories") + _ABOVE_ENGINES,
 }
 
