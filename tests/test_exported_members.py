@@ -312,6 +312,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
     "flowkit.persistence": {"models", "backends", "base"},
     "flowkit.persistence.backends": {"fetch", "backend", "Backend", "MemoryBackend", "SQLAlchemyBackend"},
     "flowkit.persistence.backends.impl_memory": {"MemoryBackend"},
+    "flowkit.persistence.backends.impl_dir": {"DirBackend", "DirConnection"},
     "flowkit.persistence.backends.impl_sqlalchemy": {
         "SQLAlchemyBackend",
         "SQLAlchemyConnection",

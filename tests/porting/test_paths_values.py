@@ -287,3 +287,21 @@ def test_no_stray_module_shadows_the_stdlib_logging() -> None:
     import flowkit.utils.persistence_utils as persistence_utils
 
     assert persistence_utils.logging is sys.modules["logging"]
+
+
+def test_a_run_on_a_directory_backend_is_read_back_by_another_backend(package: str, tmp_path: Any) -> None:
+    backends = _m(package, "persistence.backends")
+    engines = _m(package, "engines")
+    linear_flow = _m(package, "patterns.linear_flow")
+    persistence_utils = _m(package, "utils.persistence_utils")
+    states = _m(package, "states")
+    conf = {"connection": "dir", "path": str(tmp_path / "books")}
+    with backends.backend(conf) as backend:
+        book, flow_detail = persistence_utils.temporary_flow_detail(backend)
+        flow = linear_flow.Flow("sums").add(_Add.make(package)("add", provides="sum"))
+        engines.load(flow, store={"x": 1, "y": 2}, book=book, flow_detail=flow_detail, backend=backend).run()
+    with backends.backend(conf) as again:
+        with contextlib.closing(again.get_connection()) as conn:
+            stored = conn.get_logbook(book.uuid).find(flow_detail.uuid)
+    assert stored.state == states.SUCCESS
+    assert [(ad.name, ad.state, ad.results) for ad in stored if ad.name == "add"] == [("add", states.SUCCESS, 3)]

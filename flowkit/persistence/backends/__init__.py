@@ -25,7 +25,9 @@ _SQL_OPTIONS = ("durability", "table_prefix", "create_schema", "read_only")
 def fetch(conf: Mapping[str, Any] | str) -> Backend:
     """A backend for ``conf``: a URL, or a dict whose ``"connection"`` is a URL.
 
-    ``memory://`` keeps logbooks in this process; ``sqlite:///path``,
+    ``memory://`` keeps logbooks in this process; ``dir:///path`` (or
+    ``file:///path``, or TaskFlow's ``{"connection": "dir", "path": path}``)
+    in JSON files under a folder; ``sqlite:///path``,
     ``postgresql://...`` and ``mysql://...`` (optionally with a ``+driver``)
     use the SQL backend.  A conf dict may also carry ``max_result_bytes``
     (see :class:`~flowkit.persistence.base.Backend`) and the SQL backend's
@@ -34,19 +36,26 @@ def fetch(conf: Mapping[str, Any] | str) -> Backend:
     if isinstance(conf, str):
         conf = {"connection": conf}
     url = conf.get("connection")
+    if url in ("dir", "file", "memory"):  # TaskFlow's spelling: the kind alone, its options beside it
+        url = "%s://" % (url,)
     if not isinstance(url, str) or "://" not in url:
         raise ValueError("persistence conf needs a 'connection' URL like 'memory://', got %r" % (url,))
     scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
     limit = {"max_result_bytes": conf["max_result_bytes"]} if "max_result_bytes" in conf else {}
     if scheme == "memory":
         return MemoryBackend(dict(conf), **limit)
+    if scheme in ("dir", "file"):
+        from flowkit.persistence.backends.impl_dir import DirBackend
+
+        return DirBackend({**conf, "connection": url}, **limit)
     if scheme in _SQL_SCHEMES:
         from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend
 
         options = {key: conf[key] for key in _SQL_OPTIONS if key in conf}
         return SQLAlchemyBackend(url, **options, **limit)
     raise ValueError(
-        "no persistence backend for %r (known: memory://, sqlite:///path, postgresql://..., mysql://...)" % (url,)
+        "no persistence backend for %r (known: memory://, dir:///path, sqlite:///path, postgresql://..., mysql://...)"
+        % (url,)
     )
 
 
