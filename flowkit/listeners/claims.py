@@ -63,8 +63,9 @@ class CheckingClaimListener(Listener):
         try:
             engine.suspend()
         except exc.FlowkitError as error:
-            LOG.warning("could not suspend %r after job %r lost its claim by %r: %s", engine, self._job.name,
-                        self._owner, error)
+            LOG.warning(
+                "could not suspend %r after job %r lost its claim by %r: %s", engine, self._job.name, self._owner, error
+            )
 
     def _lost(self) -> bool:
         try:
@@ -74,8 +75,9 @@ class CheckingClaimListener(Listener):
 
     def _check(self, state: Any, details: Mapping[str, Any]) -> None:
         if self._lost():
-            LOG.warning("job %r is no longer claimed by %r (state %s): its engine stops", self._job.name,
-                        self._owner, state)
+            LOG.warning(
+                "job %r is no longer claimed by %r (state %s): its engine stops", self._job.name, self._owner, state
+            )
             self._on_job_loss(self._engine, state, details)
 
     def on_flow_event(self, state: Any, details: Mapping[str, Any]) -> None:

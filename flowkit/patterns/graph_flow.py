@@ -70,7 +70,11 @@ class Flow(flow.Flow):
         decider: Decider | None = None,
         decider_depth: Depth | str | None = None,
     ) -> Flow:
-        """Make ``v`` run after ``u`` (both already added); optionally guarded by ``decider``."""
+        """Make ``v`` run after ``u`` (both already added); optionally guarded by ``decider``.
+
+        ``decider_depth`` (a :class:`Depth` or its name, in any case; default
+        ``ALL``) is how far a "no" reaches; see :mod:`flowkit.deciders`.
+        """
         for item in (u, v):
             if not any(item is child for child in self._children):
                 raise ValueError(

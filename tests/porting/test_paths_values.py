@@ -305,3 +305,12 @@ def test_a_run_on_a_directory_backend_is_read_back_by_another_backend(package: s
             stored = conn.get_logbook(book.uuid).find(flow_detail.uuid)
     assert stored.state == states.SUCCESS
     assert [(ad.name, ad.state, ad.results) for ad in stored if ad.name == "add"] == [("add", states.SUCCESS, 3)]
+
+
+def test_job_boards_live_at_taskflows_module_paths(package: str) -> None:
+    impl_redis = _m(package, "jobs.backends.impl_redis")
+    base = _m(package, "jobs.base")
+    assert issubclass(impl_redis.RedisJobBoard, base.JobBoard)
+    if package == "flowkit":  # TaskFlow has no memory or SQL board
+        assert issubclass(_m(package, "jobs.backends.impl_memory").MemoryJobBoard, base.JobBoard)
+        assert issubclass(_m(package, "jobs.backends.impl_sql").SQLJobBoard, base.JobBoard)
