@@ -70,6 +70,11 @@ type-only imports included).
 - ``web/``: the dashboard (Starlette, imported on first use).  It reads the
   logbooks and the board it is handed: never imports job boards, conductors,
   ``testing`` or the command.
+- TaskFlow's module paths beside the layers: ``deciders`` (the decider
+  depths; with the atoms), ``logging`` (logger helpers; imports nothing of
+  flowkit), ``utils/persistence_utils`` (logbooks in a few calls; with
+  persistence), ``formatters`` (failure text from a run's storage; with the
+  engine's types, never the engine).
 - ``cli.py``, ``conductors/cli.py``, ``web/cli.py`` (and their shared ``_cli_common.py``):
   the ``flowkit`` command, on top of everything; nothing else imports them.
 

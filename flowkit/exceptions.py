@@ -9,6 +9,7 @@
     │   │   └── MissingDependencies   an atom requires a symbol nothing provides
     │   ├── AmbiguousDependency       two atoms in one scope provide a symbol
     │   ├── InvalidName               a name that cannot be stored (too long, a NUL, not Unicode)
+    │   ├── InvalidFormat             data (a failure dict, say) is not in the expected format
     │   └── AtomNotPicklable          a process executor cannot ship the atom
     ├── NotFound                      a name (atom, symbol, detail) does not exist
     │   ├── UnknownFactory            a flow detail names a factory this process does not know
@@ -41,8 +42,9 @@ engine re-raises it with its own type, as TaskFlow does.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from flowkit.types.failure import Failure
@@ -57,6 +59,7 @@ __all__ = [
     "MissingDependencies",
     "AmbiguousDependency",
     "InvalidName",
+    "InvalidFormat",
     "AtomNotPicklable",
     # run-time errors
     "NotFound",
@@ -85,6 +88,8 @@ __all__ = [
     # logbook integrity
     "CorruptLogbook",
     "InconsistentLogbook",
+    # raising
+    "raise_with_cause",
 ]
 
 
@@ -94,6 +99,19 @@ class FlowkitError(Exception):
 
 # The name TaskFlow code catches.
 TaskFlowException = FlowkitError
+
+
+def raise_with_cause(exc_cls: type[FlowkitError], message: str, *args: Any, **kwargs: Any) -> NoReturn:
+    """Raise ``exc_cls(message, *args, **kwargs)`` chained to a cause (TaskFlow's helper).
+
+    The cause is ``kwargs["cause"]`` when given (None for no cause), else the
+    exception being handled, if any; it becomes ``__cause__`` of what is raised.
+    ``exc_cls`` must be a flowkit exception (ValueError otherwise).
+    """
+    if not (isinstance(exc_cls, type) and issubclass(exc_cls, FlowkitError)):
+        raise ValueError("raise_with_cause needs a flowkit exception class, got %r" % (exc_cls,))
+    cause = kwargs.pop("cause") if "cause" in kwargs else sys.exc_info()[1]
+    raise exc_cls(message, *args, **kwargs) from cause
 
 
 class DefinitionError(FlowkitError):
@@ -140,6 +158,10 @@ class InvalidName(DefinitionError):
     surrogate: raised when the atom or flow is built (or the engine loaded),
     the same on every backend, before anything is written.
     """
+
+
+class InvalidFormat(DefinitionError):
+    """Data handed to flowkit (a failure dict, a conf) does not have the expected format."""
 
 
 class AtomNotPicklable(DefinitionError):

@@ -16,7 +16,7 @@ from flowkit import exceptions as exc
 from flowkit import states
 from flowkit.atom import AtomKind
 from flowkit.persistence._integrity import ATOM_COUNT_KEY
-from flowkit.persistence.base import Connection
+from flowkit.persistence.base import Backend, Connection
 from flowkit.persistence.models import AtomDetail, FlowDetail, _uuid_series
 from flowkit.types.failure import Failure
 
@@ -69,9 +69,25 @@ def provided_result(detail: AtomDetail) -> tuple[bool, Any]:
 
 
 class Storage:
-    """Values, states and results of one flow run, backed by its flow detail."""
+    """Values, states and results of one flow run, backed by its flow detail.
 
-    def __init__(self, flow_detail: FlowDetail, connection: Connection) -> None:
+    Writes go through ``connection``; TaskFlow's spelling
+    ``Storage(flow_detail, backend=backend)`` opens a connection of
+    ``backend`` instead, and with neither the flow detail is kept in a new
+    in-memory backend.
+    """
+
+    def __init__(
+        self, flow_detail: FlowDetail, connection: Connection | None = None, *, backend: Backend | None = None
+    ) -> None:
+        if connection is None:
+            if backend is None:
+                from flowkit.persistence.backends.impl_memory import MemoryBackend
+
+                backend = MemoryBackend()
+            connection = backend.get_connection()
+        elif backend is not None and connection.backend is not backend:
+            raise ValueError("Storage: the connection given is not one of the backend given")
         self._flow_detail = flow_detail
         self._connection = connection
         self._lock = threading.RLock()
@@ -89,6 +105,30 @@ class Storage:
     def connection(self) -> Connection:
         """The persistence connection writes go through."""
         return self._connection
+
+    @property
+    def backend(self) -> Backend:
+        """The persistence backend the flow detail is written to."""
+        return self._connection.backend
+
+    @property
+    def flow_name(self) -> str:
+        """The name of the flow detail (the flow's name)."""
+        return self._flow_detail.name
+
+    @property
+    def flow_uuid(self) -> str:
+        """The uuid of the flow detail."""
+        return self._flow_detail.uuid
+
+    @property
+    def flow_meta(self) -> dict[str, Any]:
+        """The flow detail's metadata (the injected store, how to rebuild the flow, ...)."""
+        return self._flow_detail.meta
+
+    def get_atom_uuid(self, atom_name: str) -> str:
+        """The uuid of the atom detail of ``atom_name``; NotFound when the flow detail has none."""
+        return self._detail(atom_name).uuid
 
     def attach(self, compilation: Compilation) -> list[AtomDetail]:
         """Make sure every compiled atom has a detail; return them by atom index.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -20,7 +21,16 @@ from flowkit.types.cancellation import CancelToken
 from flowkit.types.heartbeat import Pulse
 from flowkit.types.notifier import RestrictedNotifier
 
-__all__ = ["Task", "FunctorTask", "TaskContext", "EVENT_UPDATE_PROGRESS", "heartbeat", "current_context"]
+__all__ = [
+    "Task",
+    "FunctorTask",
+    "MapFunctorTask",
+    "ReduceFunctorTask",
+    "TaskContext",
+    "EVENT_UPDATE_PROGRESS",
+    "heartbeat",
+    "current_context",
+]
 
 #: Event published on ``task.notifier`` when a task reports progress.
 EVENT_UPDATE_PROGRESS = "update_progress"
@@ -416,3 +426,100 @@ class FunctorTask(Task):
         state["_execute"] = _function_from_pickle(state["_execute"])
         state["_revert"] = _function_from_pickle(state["_revert"])
         self.__dict__.update(state)
+
+
+class _OverInputs(Task):
+    """A task applying one function over its inputs, in the order ``requires`` names them."""
+
+    _KIND = ""
+    _ARITY = 0
+    _MIN_INPUTS = 0
+
+    def __init__(
+        self,
+        functor: Callable[..., Any],
+        requires: Iterable[str],
+        name: str | None = None,
+        provides: ProvidesSpec = None,
+        auto_extract: bool = True,
+        rebind: RebindSpec = None,
+        inject: Mapping[str, Any] | None = None,
+        priority: int = 0,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        kind = type(self).__name__
+        if not callable(functor):
+            raise ValueError("%s: the function to %s with must be callable, got %r" % (kind, self._KIND, functor))
+        signature = signature_of(functor)
+        arity = len(signature.required) + len(signature.optional)
+        if arity != self._ARITY:
+            raise ValueError(
+                "%s: the function %s takes %d argument(s); to %s with it, it must take exactly %d"
+                % (kind, _qualified_name(functor), arity, self._KIND, self._ARITY)
+            )
+        if isinstance(requires, (str, bytes, Mapping)) or not isinstance(requires, Iterable):
+            raise TypeError("%s: requires must be a list of names, got %s" % (kind, type(requires).__name__))
+        inputs = list(requires)
+        if len(inputs) < self._MIN_INPUTS:
+            raise ValueError(
+                "%s: requires names %d input(s); it needs at least %d" % (kind, len(inputs), self._MIN_INPUTS)
+            )
+        self._functor = functor
+        self._inputs = tuple(inputs)
+        super().__init__(
+            name=name if name is not None else _qualified_name(functor),
+            provides=provides,
+            requires=inputs,
+            auto_extract=auto_extract,
+            rebind=rebind,
+            inject=inject,
+            priority=priority,
+            retry_policy=retry_policy,
+        )
+
+    @property
+    def functor(self) -> Callable[..., Any]:
+        """The function applied to the inputs."""
+        return self._functor
+
+    def _values(self, kwargs: Mapping[str, Any]) -> list[Any]:
+        return [kwargs[name] for name in self._inputs]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_functor"] = _function_for_pickle(self._functor)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["_functor"] = _function_from_pickle(state["_functor"])
+        self.__dict__.update(state)
+
+
+class MapFunctorTask(_OverInputs):
+    """Applies a one-argument function to each input: ``MapFunctorTask(fn, requires=["a", "b"])``.
+
+    Returns ``[fn(a), fn(b)]``, in the order of ``requires``; ``provides``
+    may name each element (``provides=("fa", "fb")``).  The name defaults
+    to the function's qualified name (TaskFlow's task of that name).
+    """
+
+    _KIND = "map"
+    _ARITY = 1
+
+    def execute(self, *args: Any, **kwargs: Any) -> list[Any]:
+        return [self._functor(value) for value in self._values(kwargs)]
+
+
+class ReduceFunctorTask(_OverInputs):
+    """Folds its inputs with a two-argument function: ``ReduceFunctorTask(fn, requires=["a", "b", "c"])``.
+
+    Returns ``fn(fn(a, b), c)``, in the order of ``requires`` (at least two
+    inputs), like :func:`functools.reduce` (TaskFlow's task of that name).
+    """
+
+    _KIND = "reduce"
+    _ARITY = 2
+    _MIN_INPUTS = 2
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        return functools.reduce(self._functor, self._values(kwargs))

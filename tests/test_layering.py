@@ -377,6 +377,11 @@ NEVER_IMPORTS: dict[str, tuple[str, ...]] = {
     + CLI,
     # The dashboard reads logbooks and boards it is handed; the command builds them.
     "flowkit.web": ("flowkit.jobs", "flowkit.conductors", "flowkit.testing") + CLI,
+    # TaskFlow's module paths beside the layers they belong to.
+    "flowkit.deciders": _RUNNING + _ABOVE_ENGINES,
+    "flowkit.logging": ATOMS + _RUNNING + _ABOVE_ENGINES,
+    "flowkit.formatters": ATOMS + _RUNNING + _ABOVE_ENGINES,
+    "flowkit.utils": ATOMS + ("flowkit.engines", "flowkit.storage", "flowkit.factories") + _ABOVE_ENGINES,
 }
 
 #: Imports that break a rule of NEVER_IMPORTS on purpose, each with the reason.

@@ -30,6 +30,7 @@ from flowkit.flow import Flow
 from flowkit.patterns import graph_flow, unordered_flow
 from flowkit.policies import RetryPolicy
 from flowkit.retry import Retry
+from flowkit.types.graph import DiGraph
 from flowkit.waits import Wait
 
 __all__ = ["Compilation", "DeciderLink", "compile_flow", "ArgSource", "ArgStep"]
@@ -101,6 +102,8 @@ class DeciderLink:
     target: range  # the atoms of v: ignored when the decider says False
     source_name: str
     target_name: str
+    #: What ``Depth.FLOW`` / ``Depth.NEIGHBORS`` ignore besides the target (see :mod:`flowkit.deciders`).
+    reach: tuple[int, ...] = ()
 
 
 class Compilation:
@@ -146,16 +149,16 @@ class Compilation:
         self.undos: dict[int, range] = {}
         self.edge_count = 0
         self.has_priorities = False
-        self._graph: nx.DiGraph | None = None
+        self._graph: DiGraph | None = None
 
     def __len__(self) -> int:
         return len(self.atoms)
 
     @property
-    def execution_graph(self) -> nx.DiGraph:
-        """The execution graph as a networkx DiGraph of atom names (built on first use)."""
+    def execution_graph(self) -> DiGraph:
+        """The execution graph as a :class:`flowkit.types.graph.DiGraph` of atom names (built on first use)."""
         if self._graph is None:
-            graph = nx.DiGraph()
+            graph = DiGraph(name=self.root.name)
             for index, atom in enumerate(self.atoms):
                 graph.add_node(atom.name, atom=atom, kind=self.kinds[index].value)
             for index, successors in enumerate(self.succs):
@@ -171,6 +174,34 @@ class Compilation:
             return self.names[name]
         except KeyError:
             raise exc.NotFound("no atom named %r in flow %r" % (name, self.root.name)) from None
+
+
+def _reach(
+    depth: graph_flow.Depth, start: int, succ: list[list[int]], children: list[Any], ranges: list[range]
+) -> tuple[int, ...]:
+    """What a decider on the link into child ``start`` of a graph flow ignores besides ``start``.
+
+    ``Depth.FLOW``: the atom children after it, walking through atom children
+    only (a nested flow stops the walk: neither it nor what follows it is
+    reached).  ``Depth.NEIGHBORS``: the atom children right after it.  Both
+    stay inside this graph flow, as TaskFlow's walks stop at flow boundaries.
+    """
+    if depth not in (graph_flow.Depth.FLOW, graph_flow.Depth.NEIGHBORS):
+        return ()
+    seen = {start}
+    todo = [start]
+    reached: list[int] = []
+    while todo:
+        current = todo.pop()
+        if current != start and depth == graph_flow.Depth.NEIGHBORS:
+            continue  # one step only
+        for nxt in succ[current]:
+            if nxt in seen or isinstance(children[nxt], Flow):
+                continue
+            seen.add(nxt)
+            reached.extend(ranges[nxt])
+            todo.append(nxt)
+    return tuple(sorted(reached))
 
 
 class _Scope:
@@ -528,14 +559,16 @@ class _Compiler:
                 decider = link_meta.get((u, v), {}).get("decider")
                 if decider is None:
                     continue
+                depth = link_meta[(u, v)].get("decider_depth", graph_flow.Depth.ALL)
                 link = DeciderLink(
                     ident=len(self.c.deciders),
                     decider=decider,
-                    depth=link_meta[(u, v)].get("decider_depth", graph_flow.Depth.ALL),
+                    depth=depth,
                     source=ranges[u],
                     target=ranges[v],
                     source_name=children[u].name,
                     target_name=children[v].name,
+                    reach=_reach(depth, v, succ, children, ranges),
                 )
                 self.c.deciders.append(link)
                 for entry in entries_of[v]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from flowkit.engines.action_engine.engine import ENGINE_CLASSES
 from flowkit.engines.engine import DEFER_REVERTS_KEY, Engine, make_flow_detail
 from flowkit.engines.executors import make_executor
 from flowkit.persistence.backends import fetch as fetch_backend
@@ -62,6 +63,11 @@ def _mode_and_executor(
     return mode, executor
 
 
+def _options(**given: Any) -> dict[str, Any]:
+    """The engine options a caller gave (those not left at None): what ``Engine.options`` shows."""
+    return {name: value for name, value in given.items() if value is not None}
+
+
 def load(
     flow: Any,
     store: Mapping[str, Any] | None = None,
@@ -108,7 +114,13 @@ def load(
     ``retry_policy`` (a :class:`flowkit.RetryPolicy`) is the policy of every
     task that has none of its own and none from a flow around it.  It is not
     recorded in the logbook: an engine that resumes the flow is given it again.
+
+    The engine is a :class:`~flowkit.engines.action_engine.engine.SerialActionEngine`,
+    ``ParallelActionEngine`` or ``DistributedActionEngine`` (by mode, for
+    TaskFlow's ``isinstance`` checks); ``engine.options`` shows the options
+    given here that were not left at None.
     """
+    given_executor = executor
     mode, executor = _mode_and_executor(engine, executor, max_workers, address, client, security, defer_reverts)
     persistence = _backend_from(backend)
     with persistence.get_connection() as conn:
@@ -123,7 +135,7 @@ def load(
                 conn.update_flow_details(flow_detail)
         else:
             conn.save_logbook(book)
-    return Engine(
+    return ENGINE_CLASSES[mode](
         flow,
         flow_detail,
         persistence,
@@ -132,6 +144,16 @@ def load(
         max_workers=max_workers,
         clock=clock,
         retry_policy=retry_policy,
+        options=_options(
+            executor=given_executor,
+            max_workers=max_workers,
+            address=address,
+            client=client,
+            security=security,
+            defer_reverts=defer_reverts,
+            clock=clock,
+            retry_policy=retry_policy,
+        ),
     )
 
 
@@ -167,9 +189,10 @@ def load_unsaved(
     :meth:`~flowkit.persistence.base.Connection.create_logbook`, say) before
     it runs the engine, and may validate first (``engine.validate()``).
     """
+    given_executor = executor
     mode, executor = _mode_and_executor(engine, executor, max_workers, address, client, security, defer_reverts)
     book, flow_detail = make_flow_detail(flow, book, flow_detail, store, defer_reverts)
-    return Engine(
+    return ENGINE_CLASSES[mode](
         flow,
         flow_detail,
         backend,
@@ -178,4 +201,14 @@ def load_unsaved(
         max_workers=max_workers,
         clock=clock,
         retry_policy=retry_policy,
+        options=_options(
+            executor=given_executor,
+            max_workers=max_workers,
+            address=address,
+            client=client,
+            security=security,
+            defer_reverts=defer_reverts,
+            clock=clock,
+            retry_policy=retry_policy,
+        ),
     )

@@ -25,6 +25,7 @@ from flowkit.engines._compiler import NO_RETRY
 from flowkit.engines._state import (
     DONE,
     ENGINE_FAILURES_KEY,
+    IGNORED_BY_KEY,
     NEEDS_REVERT,
     REGIONS_KEY,
     RETRY_SCOPE,
@@ -71,6 +72,7 @@ class Reverter:
             if detail.state != SUCCESS or detail.intention != states.EXECUTE:
                 detail.reset(PENDING)
                 detail.meta.pop("ignore_depth", None)
+                detail.meta.pop(IGNORED_BY_KEY, None)
                 detail.meta.pop(ERRORS_KEY, None)
                 st.save(detail)
         st.storage.flow_detail.meta.pop(REGIONS_KEY, None)

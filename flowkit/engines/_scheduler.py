@@ -27,6 +27,7 @@ from typing import Any
 
 from flowkit import exceptions as exc
 from flowkit import states
+from flowkit.engines._compiler import DeciderLink
 from flowkit.engines._heartbeats import AttemptThread, Watch, WatchedCompletion, poll_interval
 from flowkit.engines._reverter import Reverter
 from flowkit.engines._state import (
@@ -35,6 +36,7 @@ from flowkit.engines._state import (
     EXEC,
     IGNORE_ALL,
     IGNORE_ATOM,
+    IGNORED_BY_KEY,
     PROGRESS,
     REGIONS_KEY,
     RETRY_SCOPE,
@@ -84,6 +86,8 @@ ATTEMPT_STARTED_KEY = "attempt_started"
 __all__ = ["Scheduler"]
 
 _log = logging.getLogger(__name__)
+# The decider depths that ignore more than the target, chosen when the decider says no.
+_REACHING = (Depth.FLOW, Depth.NEIGHBORS)
 
 
 class Scheduler:
@@ -102,6 +106,7 @@ class Scheduler:
         details = st.details
         preds = c.preds
         waiting = st.waiting
+        ignored_by: list[int] = []
         for index in range(len(details)):
             count = 0
             for p in preds[index]:
@@ -112,6 +117,17 @@ class Scheduler:
             if detail.state == IGNORE and detail.meta.get("ignore_depth") == Depth.ALL:
                 for s in c.succs[index]:
                     st.ignore_flag[s] = IGNORE_ALL
+            if detail.state == IGNORE and IGNORED_BY_KEY in detail.meta:
+                ignored_by.append(index)
+        if ignored_by:
+            # A FLOW/NEIGHBORS decider said no before the crash: what it
+            # ignores besides its target may not have been reached yet.
+            links = {(link.source_name, link.target_name): link for link in c.deciders}
+            for index in ignored_by:
+                named = details[index].meta[IGNORED_BY_KEY]
+                found = links.get(tuple(named)) if isinstance(named, list) else None
+                if found is not None and found.depth in _REACHING:
+                    self._flag_reach(found)
         fd = st.storage.flow_detail
         unhandled: list[int] = []
         if fd.state == REVERTED:
@@ -807,12 +823,24 @@ class Scheduler:
                 st.decisions[ident] = decision
                 if not decision:
                     flag = IGNORE_ALL if link.depth == Depth.ALL else IGNORE_ATOM
+                    reaching = link.depth in _REACHING
                     for target in link.target:
                         if st.ignore_flag[target] < flag:
                             st.ignore_flag[target] = flag
+                        if reaching:
+                            st.ignored_by[target] = ident
+                    if reaching:
+                        self._flag_reach(link)
             if not decision:
                 ignored = True
         return ignored
+
+    def _flag_reach(self, link: DeciderLink) -> None:
+        """Flag what a FLOW or NEIGHBORS decider ignores besides its target."""
+        flags = self.state.ignore_flag
+        for index in link.reach:
+            if flags[index] < IGNORE_ATOM:
+                flags[index] = IGNORE_ATOM
 
     def _ignore(self, index: int) -> None:
         st = self.state
@@ -822,6 +850,12 @@ class Scheduler:
         propagate = st.ignore_flag[index] == IGNORE_ALL
         if propagate:
             detail.meta["ignore_depth"] = Depth.ALL.value  # stored as the plain string
+        ident = st.ignored_by.get(index)
+        if ident is not None:
+            link = st.c.deciders[ident]
+            detail.meta[IGNORED_BY_KEY] = [link.source_name, link.target_name]
+        else:
+            detail.meta.pop(IGNORED_BY_KEY, None)
         st.save(detail)
         st.counters["atoms_ignored"] += 1
         st.notify_atom(index, IGNORE, old)

@@ -56,6 +56,7 @@ __all__ = [
     "PROGRESS",
     "WAKE",
     "IGNORE_ATOM",
+    "IGNORED_BY_KEY",
     "IGNORE_ALL",
     "RegionOutcome",
     "RETRY_SCOPE",
@@ -107,6 +108,10 @@ REVERT_ALL = RegionOutcome.REVERT_ALL
 
 #: The key of ``FlowDetail.meta`` holding failures that belong to no atom (a
 #: cancellation) while the revert they caused is not over.
+#: The key of an ignored atom's meta naming the FLOW/NEIGHBORS decider link
+#: (``[source name, target name]``) that ignored it.
+IGNORED_BY_KEY = "ignored_by"
+
 ENGINE_FAILURES_KEY = "engine_failures"
 #: The key of ``FlowDetail.meta`` naming the retry controllers whose scope was
 #: reverted (REVERT) while the rest of the flow went on.
@@ -227,6 +232,9 @@ class RunState:
         self.waiting = [0] * n
         self.ignore_flag = bytearray(n)
         self.decisions: dict[int, bool] = {}
+        # Target atom -> the FLOW/NEIGHBORS decider link that said no to it
+        # (recorded in its detail once ignored, so a resume ignores the rest too).
+        self.ignored_by: dict[int, int] = {}
         self.regions: list[Region] = []
         self.running: set[int] = set()
         self.fatal = False

@@ -10,6 +10,7 @@ import dataclasses
 import sys
 import threading
 import time
+import types
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from flowkit.clock import Clock, as_clock
 from flowkit.engines import _compiler as compiler
 from flowkit.engines._cancel_watch import CancelWatch
 from flowkit.engines._scheduler import Scheduler
-from flowkit.engines._state import ENGINE_FAILURES_KEY, REGIONS_KEY, REVERTED_SCOPES_KEY, RunState
+from flowkit.engines._state import ENGINE_FAILURES_KEY, IGNORED_BY_KEY, REGIONS_KEY, REVERTED_SCOPES_KEY, RunState
 from flowkit.engines.executors import AtomExecutor, make_executor
 from flowkit.persistence.base import Backend
 from flowkit.persistence.models import FlowDetail, LogBook
@@ -76,8 +77,10 @@ class Engine:
         max_workers: int | None = None,
         clock: Any = None,
         retry_policy: RetryPolicy | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         self._flow = flow
+        self._options = types.MappingProxyType(dict(options or {}))
         self._clock = as_clock(clock)
         self._retry_policy = RetryPolicy.check(retry_policy, "engine for flow %r" % (getattr(flow, "name", flow),))
         self._flow_detail = flow_detail
@@ -108,6 +111,11 @@ class Engine:
     def flow(self) -> Any:
         """The flow (or single atom) this engine runs."""
         return self._flow
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """The options ``load()`` was given (those not left at None), read-only (TaskFlow's ``options``)."""
+        return self._options
 
     @property
     def storage(self) -> Storage:
@@ -623,6 +631,7 @@ class Engine:
             detail.meta.pop("progress", None)
             detail.meta.pop(ERRORS_KEY, None)
             detail.meta.pop("ignore_depth", None)
+            detail.meta.pop(IGNORED_BY_KEY, None)
             self._storage.save_atom(detail)
         self._flow_detail.meta.pop(REGIONS_KEY, None)
         self._flow_detail.meta.pop(ENGINE_FAILURES_KEY, None)

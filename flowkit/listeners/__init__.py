@@ -14,7 +14,9 @@ is logged and disabled.  One concept per module, at TaskFlow's paths:
 - :mod:`flowkit.listeners.capturing`: :class:`CaptureListener` (events as
   strings, for tests);
 - :mod:`flowkit.listeners.progress`: :class:`ProgressListener` (a live bar
-  on a terminal).
+  on a terminal);
+- :mod:`flowkit.listeners.claims`: ``CheckingClaimListener`` (suspends an
+  engine whose job's claim was lost).
 """
 
 from flowkit.listeners.base import ANY, DumpingListener, Listener

@@ -37,6 +37,10 @@ TASK = ".t"
 RETRY = ".r"
 
 
+# kind -> (the details key naming the atom or flow, the suffix after that name)
+_NAMES = {"flow": ("flow_name", FLOW), "task": ("task_name", TASK), "retry": ("retry_name", RETRY)}
+
+
 def _result_text(result: Any) -> str:
     if isinstance(result, Failure):
         return "Failure: %s: %s" % (result.exception_type_name.rsplit(".", 1)[-1], result.exception_str)
@@ -52,6 +56,13 @@ class CaptureListener(Listener):
     to append to (shared between several listeners, say).
     """
 
+    #: The kind of a flow event, as :meth:`_format_capture` is given it (TaskFlow's constant).
+    FLOW = "flow"
+    #: The kind of a task event.
+    TASK = "task"
+    #: The kind of a retry controller event.
+    RETRY = "retry"
+
     def __init__(
         self,
         engine: Engine,
@@ -63,7 +74,7 @@ class CaptureListener(Listener):
         skip_flows: Iterable[str] = (),
         skip_tasks: Iterable[str] = (),
         skip_retries: Iterable[str] = (),
-        values: list[str] | None = None,
+        values: list[Any] | None = None,
         task_listen_for: Iterable[Any] = (ANY,),
         flow_listen_for: Iterable[Any] = (ANY,),
         retry_listen_for: Iterable[Any] = (ANY,),
@@ -78,26 +89,35 @@ class CaptureListener(Listener):
         self.skip_flows = frozenset(skip_flows)
         self.skip_tasks = frozenset(skip_tasks)
         self.skip_retries = frozenset(skip_retries)
-        self.values: list[str] = values if values is not None else []
+        self.values: list[Any] = values if values is not None else []
         """The captured events, oldest first."""
 
-    def _capture(self, name: str, suffix: str, state: Any, details: Mapping[str, Any]) -> None:
-        text = "%s%s %s" % (name, suffix, state)
+    def _format_capture(self, kind: str, state: Any, details: Mapping[str, Any]) -> Any:
+        """What one event appends to :attr:`values`; ``kind`` is :attr:`FLOW`, :attr:`TASK` or :attr:`RETRY`.
+
+        Override it (as TaskFlow code does) to capture something else, e.g.
+        ``(kind, state, details)`` tuples.
+        """
+        name, suffix = _NAMES[kind]
+        text = "%s%s %s" % (details[name], suffix, state)
         if self.capture_results and "result" in details:
             text += "(%s)" % (_result_text(details["result"]),)
-        self.values.append(text)
+        return text
+
+    def _capture(self, kind: str, state: Any, details: Mapping[str, Any]) -> None:
+        self.values.append(self._format_capture(kind, state, details))
 
     def on_flow_event(self, state: Any, details: Mapping[str, Any]) -> None:
         name = details["flow_name"]
         if self.capture_flow and name not in self.skip_flows:
-            self._capture(name, FLOW, state, details)
+            self._capture(self.FLOW, state, details)
 
     def on_task_event(self, state: Any, details: Mapping[str, Any]) -> None:
         name = details["task_name"]
         if self.capture_task and name not in self.skip_tasks:
-            self._capture(name, TASK, state, details)
+            self._capture(self.TASK, state, details)
 
     def on_retry_event(self, state: Any, details: Mapping[str, Any]) -> None:
         name = details["retry_name"]
         if self.capture_retry and name not in self.skip_retries:
-            self._capture(name, RETRY, state, details)
+            self._capture(self.RETRY, state, details)

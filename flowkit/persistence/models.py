@@ -117,6 +117,33 @@ class AtomDetail:
             version=self.version,
         )
 
+    def pformat(self, indent: int = 0, linesep: str = "\n") -> str:
+        """A readable, indented description (TaskFlow's ``pformat``)."""
+        kind = "RetryDetail" if self.atom_type == "retry" else "TaskDetail"
+        fields: list[tuple[str, Any]] = [
+            ("uuid", self.uuid),
+            ("state", self.state),
+            ("intention", self.intention),
+            ("version", ".".join(str(part) for part in self.version) if self.version else None),
+            ("results", self.results),
+            ("failure", self.failure is not None),
+        ]
+        if self.meta:
+            fields.append(("meta", self.meta))
+        return linesep.join(_pformat(kind, self.name, fields, indent, linesep))
+
+
+def _pformat(kind: str, name: str, fields: list[tuple[str, Any]], indent: int, linesep: str) -> list[str]:
+    """``<kind>: 'name'`` then `` - field = value`` lines, indented by ``indent`` spaces (TaskFlow's layout)."""
+    pad = " " * indent
+    lines = ["%s%s: %r" % (pad, kind, name)]
+    lines.extend("%s - %s = %s" % (pad, field, value) for field, value in fields)
+    return lines
+
+
+def _when_text(value: datetime.datetime | None) -> str:
+    return value.isoformat() if value is not None else "None"
+
 
 def TaskDetail(name: str, uuid: str | None = None) -> AtomDetail:
     """An AtomDetail for a task (TaskFlow's name)."""
@@ -163,6 +190,15 @@ class FlowDetail:
     def __len__(self) -> int:
         return len(self._atoms)
 
+    def pformat(self, indent: int = 0, linesep: str = "\n") -> str:
+        """A readable, indented description of the flow detail and its atom details."""
+        fields: list[tuple[str, Any]] = [("uuid", self.uuid), ("state", self.state)]
+        if self.meta:
+            fields.append(("meta", self.meta))
+        lines = _pformat("FlowDetail", self.name, fields, indent, linesep)
+        lines.extend(detail.pformat(indent + 1, linesep) for detail in self)
+        return linesep.join(lines)
+
 
 @dataclasses.dataclass(slots=True, eq=False)
 class LogBook:
@@ -188,6 +224,19 @@ class LogBook:
 
     def __len__(self) -> int:
         return len(self._flows)
+
+    def pformat(self, indent: int = 0, linesep: str = "\n") -> str:
+        """A readable, indented description of the logbook, its flow details and their atoms."""
+        fields: list[tuple[str, Any]] = [
+            ("uuid", self.uuid),
+            ("created_at", _when_text(self.created_at)),
+            ("updated_at", _when_text(self.updated_at)),
+        ]
+        if self.meta:
+            fields.append(("meta", self.meta))
+        lines = _pformat("LogBook", self.name, fields, indent, linesep)
+        lines.extend(flow_detail.pformat(indent + 1, linesep) for flow_detail in self)
+        return linesep.join(lines)
 
 
 # -- generic data form -----------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pickle
 import sys
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any, NoReturn
 
@@ -27,6 +27,39 @@ def _type_names(exc_type: type[BaseException]) -> tuple[str, ...]:
             break
         names.append("%s.%s" % (cls.__module__, cls.__qualname__))
     return tuple(names)
+
+
+def _format_problem(data: Any, where: str) -> str | None:
+    """What makes ``data`` not a failure dict (None when it is one)."""
+    if not isinstance(data, dict):
+        return "%s must be a dict, got %s" % (where, type(data).__name__)
+    for key in ("exception_str", "traceback_str"):
+        if key not in data:
+            return "%s: %r is a required property" % (where, key)
+        if not isinstance(data[key], str):
+            return "%s: %r must be a string, got %s" % (where, key, type(data[key]).__name__)
+    names = data.get("exc_type_names")
+    if "exc_type_names" not in data:
+        return "%s: 'exc_type_names' is a required property" % (where,)
+    if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
+        return "%s: 'exc_type_names' must be a non-empty list of strings, got %r" % (where, names)
+    version = data.get("version")
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 0):
+        return "%s: 'version' must be a non-negative int, got %r" % (where, version)
+    cause = data.get("cause")
+    if cause is not None:
+        problem = _format_problem(cause, where + " cause")
+        if problem is not None:
+            return problem
+    causes = data.get("causes")
+    if causes is not None:
+        if not isinstance(causes, list):
+            return "%s: 'causes' must be a list, got %s" % (where, type(causes).__name__)
+        for position, item in enumerate(causes):
+            problem = _format_problem(item, "%s cause %d" % (where, position))
+            if problem is not None:
+                return problem
+    return None
 
 
 def _pickles(obj: object) -> bool:
@@ -182,6 +215,21 @@ class Failure:
         }
 
     @classmethod
+    def validate(cls, data: Any) -> None:
+        """Check that ``data`` is a failure dict; raise :class:`~flowkit.exceptions.InvalidFormat` if not.
+
+        The dict needs ``exception_str`` and ``traceback_str`` (strings) and
+        ``exc_type_names`` (a non-empty list of strings); ``version`` is a
+        non-negative int, ``cause`` a failure dict and ``causes`` (TaskFlow's
+        spelling) a list of them, each checked the same way.
+        """
+        problem = _format_problem(data, "failure data")
+        if problem is not None:
+            from flowkit.exceptions import InvalidFormat
+
+            raise InvalidFormat("failure data not of the expected format: %s" % problem)
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Failure:
         """Rebuild a failure from :meth:`to_dict` output (without the exception object)."""
         try:
@@ -230,6 +278,19 @@ class Failure:
 
     def __hash__(self) -> int:
         return hash((self._exc_type_names, self._exception_str))
+
+    def __iter__(self) -> Iterator[str]:
+        """The exception's class names, most derived first, up to ``Exception`` (as TaskFlow yields them).
+
+        Builtin classes come without their module (``"ValueError"``), others
+        qualified (``"myapp.errors.Quota"``).
+        """
+        for name in self._exc_type_names:
+            if name == "builtins.BaseException":
+                return
+            yield name[len("builtins.") :] if name.startswith("builtins.") else name
+            if name == "builtins.Exception":
+                return
 
     def __repr__(self) -> str:
         return "Failure(%s: %s)" % (self.exception_type_name, self._exception_str)

@@ -57,3 +57,13 @@ class TestMySQL(PersistenceBackendTests):
     @pytest.fixture
     def backend(self, mysql_url: str, sql_backend_factory: Callable[..., SQLAlchemyBackend]) -> Backend:
         return sql_backend_factory(mysql_url)
+
+
+class TestDirectory(PersistenceBackendTests):
+    @pytest.fixture
+    def backend(self, tmp_path: Path) -> Iterator[Backend]:
+        from flowkit.persistence.backends.impl_dir import DirBackend
+
+        backend = DirBackend(tmp_path / "logbooks")
+        yield backend
+        backend.close()

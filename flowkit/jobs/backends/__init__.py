@@ -19,14 +19,15 @@ Common options: ``lease_ttl`` (seconds, default 30), ``max_details_bytes``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flowkit.jobs.base import JobBoard
 from flowkit.persistence._sql import DEFAULT_SQLITE_URL
 from flowkit.persistence.base import Backend
 
-__all__ = ["fetch", "KINDS", "DEFAULT_REDIS_URL", "DEFAULT_SQLITE_URL"]
+__all__ = ["fetch", "backend", "KINDS", "DEFAULT_REDIS_URL", "DEFAULT_SQLITE_URL"]
 
 #: The board kinds ``fetch`` knows.
 KINDS = ("memory", "sql", "redis")
@@ -72,3 +73,19 @@ def fetch(board_name: str, conf: Mapping[str, Any] | str, *, persistence: Backen
     from flowkit.jobs.backends.impl_redis import RedisJobBoard
 
     return RedisJobBoard(board_name, url or DEFAULT_REDIS_URL, persistence=persistence, **options)
+
+
+@contextlib.contextmanager
+def backend(
+    board_name: str, conf: Mapping[str, Any] | str, *, persistence: Backend | None = None
+) -> Iterator[JobBoard]:
+    """``with backend(name, conf) as board:`` a board from :func:`fetch`, connected, closed on exit.
+
+    TaskFlow's context manager of that name.
+    """
+    board = fetch(board_name, conf, persistence=persistence)
+    try:
+        board.connect()
+        yield board
+    finally:
+        board.close()

@@ -9,13 +9,14 @@ in-memory runs).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flowkit.persistence.backends.impl_memory import MemoryBackend
 from flowkit.persistence.base import Backend
 
-__all__ = ["fetch", "Backend", "MemoryBackend", "SQLAlchemyBackend"]
+__all__ = ["fetch", "backend", "Backend", "MemoryBackend", "SQLAlchemyBackend"]
 
 _SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
 _SQL_OPTIONS = ("durability", "table_prefix", "create_schema", "read_only")
@@ -24,7 +25,9 @@ _SQL_OPTIONS = ("durability", "table_prefix", "create_schema", "read_only")
 def fetch(conf: Mapping[str, Any] | str) -> Backend:
     """A backend for ``conf``: a URL, or a dict whose ``"connection"`` is a URL.
 
-    ``memory://`` keeps logbooks in this process; ``sqlite:///path``,
+    ``memory://`` keeps logbooks in this process; ``dir:///path`` (or
+    ``file:///path``, or TaskFlow's ``{"connection": "dir", "path": path}``)
+    in JSON files under a folder; ``sqlite:///path``,
     ``postgresql://...`` and ``mysql://...`` (optionally with a ``+driver``)
     use the SQL backend.  A conf dict may also carry ``max_result_bytes``
     (see :class:`~flowkit.persistence.base.Backend`) and the SQL backend's
@@ -33,20 +36,43 @@ def fetch(conf: Mapping[str, Any] | str) -> Backend:
     if isinstance(conf, str):
         conf = {"connection": conf}
     url = conf.get("connection")
+    if url in ("dir", "file", "memory"):  # TaskFlow's spelling: the kind alone, its options beside it
+        url = "%s://" % (url,)
     if not isinstance(url, str) or "://" not in url:
         raise ValueError("persistence conf needs a 'connection' URL like 'memory://', got %r" % (url,))
     scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
     limit = {"max_result_bytes": conf["max_result_bytes"]} if "max_result_bytes" in conf else {}
     if scheme == "memory":
         return MemoryBackend(dict(conf), **limit)
+    if scheme in ("dir", "file"):
+        from flowkit.persistence.backends.impl_dir import DirBackend
+
+        return DirBackend({**conf, "connection": url}, **limit)
     if scheme in _SQL_SCHEMES:
         from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend
 
         options = {key: conf[key] for key in _SQL_OPTIONS if key in conf}
         return SQLAlchemyBackend(url, **options, **limit)
     raise ValueError(
-        "no persistence backend for %r (known: memory://, sqlite:///path, postgresql://..., mysql://...)" % (url,)
+        "no persistence backend for %r (known: memory://, dir:///path, sqlite:///path, postgresql://..., mysql://...)"
+        % (url,)
     )
+
+
+@contextlib.contextmanager
+def backend(conf: Mapping[str, Any] | str) -> Iterator[Backend]:
+    """``with backend(conf) as b:`` a backend from :func:`fetch`, its schema upgraded, closed on exit.
+
+    TaskFlow's context manager of that name: the schema upgrade is a no-op
+    when it is current.
+    """
+    fetched = fetch(conf)
+    try:
+        with fetched.get_connection() as conn:
+            conn.upgrade()
+        yield fetched
+    finally:
+        fetched.close()
 
 
 def __getattr__(name: str) -> Any:

@@ -12,6 +12,11 @@ board: :mod:`~flowkit.persistence._sql.store` describes how a write travels.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
 from flowkit.persistence._sql.connection import SQLAlchemyConnection
 from flowkit.persistence._sql.locks import lock_key, mysql_lock_name
 from flowkit.persistence._sql.store import DURABILITIES, SQLStore, normalize_url
@@ -50,7 +55,16 @@ class SQLAlchemyBackend(SQLStore):
     is reported with its revision), every write or flow lock raises
     :class:`~flowkit.exceptions.InvalidState`, and :meth:`upgrade` only
     checks that the schema is current.
+
+    TaskFlow's spelling works too: a conf dict ``{"connection": url, ...}``
+    as the first argument, whose other keys are the options above (given
+    both ways, they must agree); other keys raise ValueError naming them.
     """
+
+    def __init__(self, url_or_engine: str | sa.URL | sa.Engine | Mapping[str, Any], **options: Any) -> None:
+        if isinstance(url_or_engine, Mapping):
+            url_or_engine, options = _from_conf(url_or_engine, options)
+        super().__init__(url_or_engine, **options)
 
     def get_connection(self) -> SQLAlchemyConnection:
         """A connection that buffers writes until :meth:`SQLAlchemyConnection.flush`."""
@@ -60,3 +74,28 @@ class SQLAlchemyBackend(SQLStore):
     def __repr__(self) -> str:
         mode = " read-only" if self.read_only else ""
         return "<SQLAlchemyBackend %s durability=%s%s>" % (self.describe_url(), self.durability, mode)
+
+
+_CONF_OPTIONS = ("durability", "table_prefix", "create_schema", "busy_timeout", "max_result_bytes", "read_only")
+
+
+def _from_conf(conf: Mapping[str, Any], options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The URL and the options a TaskFlow-style conf dict names, merged with ``options``."""
+    url = conf.get("connection")
+    if not isinstance(url, str) or "://" not in url:
+        raise ValueError("SQLAlchemyBackend conf needs a 'connection' URL like 'sqlite:///path', got %r" % (url,))
+    unknown = sorted(set(conf) - {"connection"} - set(_CONF_OPTIONS))
+    if unknown:
+        raise ValueError(
+            "SQLAlchemyBackend conf has unknown option(s) %s (known: connection, %s)"
+            % (", ".join(map(repr, unknown)), ", ".join(_CONF_OPTIONS))
+        )
+    merged = dict(options)
+    for key in _CONF_OPTIONS:
+        if key in conf:
+            if key in merged and merged[key] != conf[key]:
+                raise ValueError(
+                    "SQLAlchemyBackend: %r is %r in the conf but %r as an argument" % (key, conf[key], merged[key])
+                )
+            merged[key] = conf[key]
+    return url, merged
