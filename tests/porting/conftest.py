@@ -1,8 +1,8 @@
-"""Porting tests: each body is TaskFlow code with the package renamed, run on flowkit and on TaskFlow.
+"""The porting suite: each test is written as TaskFlow code, with only the package renamed.
 
-The ``package`` fixture is the top-level package the test imports from: ``"flowkit"``, and
-``"taskflow"`` where TaskFlow is installed (the ``bench`` extra), which proves that what the
-test expects is what TaskFlow really does.
+``package`` is ``"flowkit"`` and, where TaskFlow is installed (the ``bench``
+extra), ``"taskflow"``: the same test body then proves the expectation is
+TaskFlow's real behaviour.
 """
 
 from __future__ import annotations
@@ -13,16 +13,18 @@ import warnings
 
 import pytest
 
+PACKAGES = ("flowkit", "taskflow")
 
-@pytest.fixture(params=["flowkit", "taskflow"])
+
+@pytest.fixture(params=PACKAGES)
 def package(request: pytest.FixtureRequest) -> str:
-    """The package under test: ``flowkit``, or ``taskflow`` (skipped when it is not installed)."""
+    """The package the test imports from: ``flowkit``, or ``taskflow`` when installed."""
     if request.param == "taskflow" and importlib.util.find_spec("taskflow") is None:
-        pytest.skip("TaskFlow is not installed (pip install -e '.[bench]')")
+        pytest.skip("TaskFlow is not installed (pip install flowkit[bench])")
     if request.param == "taskflow":
-        # TaskFlow's engines import oslo_utils.eventletutils, deprecated: TaskFlow's warning, not ours.
+        # TaskFlow's engines import futurist's deprecated eventlet helpers:
+        # import them once with that warning silenced (the suite makes warnings errors).
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             importlib.import_module("taskflow.engines")
-            importlib.import_module("taskflow.engines.action_engine.engine")
-    return str(request.param)
+    return request.param
