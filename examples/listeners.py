@@ -1,12 +1,12 @@
 """Watching a flow: print, capture, time and draw progress with listeners.
 
 Listeners are context managers over an engine: entering one registers it with the engine's
-notifiers and leaving removes it. ``PrintingListener`` prints every state change (here with
-the card number masked), ``CaptureListener`` keeps a compact list of events (handy in tests),
-``PrintingDurationListener`` prints how long each step took and records the seconds in the
-logbook (``meta["duration"]``, which ``flowkit show`` reads), and ``ProgressListener`` draws a
-live bar when standard error is a terminal, and stays quiet otherwise (as when this example
-runs under the test suite).
+notifiers and leaving removes it. ``PrintingListener`` prints every state change in TaskFlow's
+words (here with the flow's inputs, and the card number masked), ``CaptureListener`` keeps a
+compact list of events (handy in tests), ``PrintingDurationListener`` prints how long each
+step took and records the seconds in the logbook (``meta["duration"]``, which ``flowkit show``
+reads), and ``ProgressListener`` draws a live bar when standard error is a terminal, and stays
+quiet otherwise (as when this example runs under the test suite).
 """
 
 from flowkit import LinearFlow, as_task, engines
@@ -34,7 +34,7 @@ def main():
 
     print("--- printing (card numbers masked) ---")
     with (
-        PrintingListener(engine, mask_keys={"card", "number"}, show_uuids=False),
+        PrintingListener(engine, mask_keys={"card", "number"}, show_uuids=False, show_inputs=True),
         CaptureListener(engine, capture_results=False) as capture,
         PrintingDurationListener(engine),
         ProgressListener(engine),

@@ -3,14 +3,19 @@
 States are members of :class:`State`, a ``str`` enum whose members compare
 equal to the plain strings TaskFlow uses (``states.SUCCESS == "SUCCESS"``), so
 code ported from TaskFlow that compares against strings keeps working.
-The transition tables are explicit: every state change the engine makes is
-checked against them, so an impossible transition is a bug found at once, not
-a corrupted logbook found later.
+The transition tables are explicit.  ``check_flow_transition``,
+``check_task_transition`` and ``check_retry_transition`` answer as TaskFlow's
+do (True: a real change; False: ignored; for flows, an impossible move raises
+:class:`~flowkit.exceptions.InvalidState`), extended with the states only
+flowkit has (WAITING, BROKEN, a flow's REVERTING); ``check_atom_transition``
+is flowkit's own wider table, with the moves a resume and a reset make.
 """
 
 from __future__ import annotations
 
 import enum
+
+from flowkit.exceptions import InvalidState
 
 __all__ = [
     # the enum and its members as module constants
@@ -217,23 +222,102 @@ _ATOM_TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
 )
 
 
-def check_flow_transition(old: State | str, new: State | str) -> bool:
-    """Return True if a flow may move from ``old`` to ``new``.
+# The TaskFlow-compatible checks.  TaskFlow's tables, as TaskFlow code asks
+# them, plus what only flowkit does: a flow REVERTING on its way to REVERTED
+# or FAILURE, and the WAITING (durable waits) and BROKEN (retry policies) of
+# flows and atoms, which TaskFlow's engines never enter.
+_TASKFLOW_FLOW: frozenset[tuple[State, State]] = frozenset(
+    [
+        (PENDING, RUNNING),
+        (RUNNING, SUCCESS),
+        (RUNNING, FAILURE),
+        (RUNNING, REVERTED),
+        (RUNNING, SUSPENDING),
+        (RUNNING, RESUMING),
+        (SUCCESS, RUNNING),
+        (FAILURE, RUNNING),
+        (REVERTED, PENDING),
+        (SUCCESS, PENDING),
+        (SUSPENDING, SUSPENDED),
+        (SUSPENDING, SUCCESS),
+        (SUSPENDING, FAILURE),
+        (SUSPENDING, REVERTED),
+        (SUSPENDING, RESUMING),
+        (SUSPENDED, RUNNING),
+        (RESUMING, SUSPENDED),
+    ]
+)
+# Moves TaskFlow ignores (False, nothing to do): asking a flow that is not
+# running to suspend or resume.
+_IGNORED_FLOW: frozenset[tuple[State, State]] = frozenset(
+    (old, new)
+    for old in (PENDING, FAILURE, SUCCESS, SUSPENDED, REVERTED)
+    for new in (SUSPENDING, SUSPENDED, RESUMING)
+    if old != new
+)
+_FLOWKIT_ONLY = (WAITING, BROKEN)
+_FLOW_ALLOWED = _TASKFLOW_FLOW | frozenset(
+    pair for pair in _FLOW_TRANSITIONS if REVERTING in pair or set(pair) & set(_FLOWKIT_ONLY)
+)
+_TASKFLOW_TASK: frozenset[tuple[State, State]] = frozenset(
+    [
+        (PENDING, RUNNING),
+        (PENDING, IGNORE),
+        (RUNNING, SUCCESS),
+        (RUNNING, FAILURE),
+        (FAILURE, REVERTING),
+        (SUCCESS, REVERTING),
+        (REVERTING, REVERTED),
+        (REVERTING, REVERT_FAILURE),
+        (REVERTED, PENDING),
+        (IGNORE, PENDING),
+    ]
+)
+_TASK_ALLOWED = _TASKFLOW_TASK | frozenset(pair for pair in _ATOM_TRANSITIONS if set(pair) & set(_FLOWKIT_ONLY))
+_RETRY_ALLOWED = _TASK_ALLOWED | {(SUCCESS, RETRYING), (RETRYING, RUNNING)}
 
-    A transition to the same state is allowed but means nothing changed.
+
+def _pair(old: State | str, new: State | str) -> tuple[State, State] | None:
+    try:
+        return State(old), State(new)
+    except ValueError:
+        return None  # not a state at all: never a transition
+
+
+def check_flow_transition(old: State | str, new: State | str) -> bool:
+    """Whether a flow moves from ``old`` to ``new``, answered as TaskFlow does.
+
+    True: a real change.  False: nothing to do (the same state, or a suspend or
+    resume of a flow that is not running).  Any other move raises
+    :class:`~flowkit.exceptions.InvalidState`.
     """
     if old == new:
+        return False
+    pair = _pair(old, new)
+    if pair in _FLOW_ALLOWED:
         return True
-    return (State(old), State(new)) in _FLOW_TRANSITIONS
+    if pair in _IGNORED_FLOW:
+        return False
+    raise InvalidState("Flow transition from '%s' to '%s' is not allowed" % (old, new))
+
+
+def check_task_transition(old: State | str, new: State | str) -> bool:
+    """Whether a task may move from ``old`` to ``new`` (TaskFlow's table; False, never an error)."""
+    return _pair(old, new) in _TASK_ALLOWED
+
+
+def check_retry_transition(old: State | str, new: State | str) -> bool:
+    """Whether a retry controller may move from ``old`` to ``new`` (a task's moves, and RETRYING)."""
+    return _pair(old, new) in _RETRY_ALLOWED
 
 
 def check_atom_transition(old: State | str, new: State | str) -> bool:
-    """Return True if an atom (task or retry) may move from ``old`` to ``new``."""
+    """Whether flowkit's engine may move an atom from ``old`` to ``new``.
+
+    Wider than :func:`check_task_transition`: it has the moves a resume after
+    a crash and a reset make (``RUNNING`` to ``RUNNING``, ``SUCCESS`` to
+    ``PENDING``, ...).  A transition to the same state means nothing changed.
+    """
     if old == new:
         return True
-    return (State(old), State(new)) in _ATOM_TRANSITIONS
-
-
-# TaskFlow has one table per atom kind; flowkit's are the same table.
-check_task_transition = check_atom_transition
-check_retry_transition = check_atom_transition
+    return _pair(old, new) in _ATOM_TRANSITIONS

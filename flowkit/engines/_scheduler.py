@@ -205,39 +205,59 @@ class Scheduler:
         for region in list(st.regions):
             if not region.reverting:
                 self.reverter.start_revert(region)
-        get_nowait = st.completions.get_nowait
-        while True:
-            yield SCHEDULING
-            self._schedule()
-            if st.waits and self._check_waits():
-                yield ANALYZING
-                continue
-            if self._drain(get_nowait):
-                yield ANALYZING
-                continue
-            if st.lost is not None:
-                break  # in-flight atoms may never report back
-            if st.running:
-                yield WAITING
-                self._block()
-                self._drain(get_nowait)
-                yield ANALYZING
-                continue
-            if st.suspending or st.fatal or st.lost is not None:
-                break
-            if st.revert_ready or (len(st.ready) and not st.halted and not st.broken):
-                continue  # _schedule() takes at least one of these each time
-            if st.waits and not st.park and not st.broken:
-                # Only waits are left: the flow is WAITING (durably, so another
-                # process sees it) while this thread blocks until one can end.
-                self._set_waiting()
-                yield WAITING
-                self._block()
-                self._drain(get_nowait)
-                yield ANALYZING
-                continue
-            break
+        # The rounds TaskFlow's users drive engines by: SCHEDULING (start what
+        # can start), WAITING (for what is in flight), ANALYZING (record what
+        # ended); then SCHEDULING again if that made work, WAITING if only
+        # in-flight atoms or timers remain, or the end.  They are markers: a
+        # round with nothing to wait for does not block.
+        step: S | None = SCHEDULING
+        while step is not None:
+            if step is SCHEDULING:
+                yield SCHEDULING
+                self._schedule()
+            yield WAITING
+            self._wait()
+            yield ANALYZING
+            step = self._next_step()
         yield from self._finish()
+
+    def _wait(self) -> None:
+        """Take what ended since the last round; block for it when nothing has yet."""
+        st = self.state
+        if st.waits and self._check_waits():
+            return
+        if self._drain(st.completions.get_nowait) or st.lost is not None:
+            return
+        if not st.running:
+            if st.suspending or st.fatal or not self._only_waits_left():
+                return
+            # Only waits are left: the flow is WAITING (durably, so another
+            # process sees it) while this thread blocks until one can end.
+            self._set_waiting()
+        self._block()
+        self._drain(st.completions.get_nowait)
+
+    def _only_waits_left(self) -> bool:
+        st = self.state
+        if st.revert_ready or (len(st.ready) and not st.halted and not st.broken):
+            return False
+        return bool(st.waits) and not st.park and not st.broken
+
+    def _next_step(self) -> S | None:
+        """SCHEDULING, WAITING or None (the run is over) after a round's ANALYZING."""
+        st = self.state
+        if st.lost is not None:
+            return None  # in-flight atoms may never report back
+        if st.cancel_requested is not None:
+            return SCHEDULING
+        if not (st.suspending or st.fatal):
+            if st.revert_ready or (len(st.ready) and not st.halted and not st.broken):
+                return SCHEDULING  # _schedule() takes at least one of these each time
+        if st.running:
+            return WAITING
+        if st.suspending or st.fatal:
+            return None
+        return WAITING if self._only_waits_left() else None
 
     # -- waits ------------------------------------------------------------------------
 

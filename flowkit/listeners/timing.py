@@ -5,7 +5,9 @@ revert) took and stores the seconds in the atom detail's
 ``meta["duration"]`` (``meta["revert_duration"]`` for a revert), when it
 started in ``meta["start_offset"]`` (seconds after the run started), and the
 flow's run time in the flow detail's ``meta["duration"]``.  ``flowkit show``
-reads them back and draws a timeline.  :class:`PrintingDurationListener` also prints each one.
+reads them back and draws a timeline.  :class:`PrintingDurationListener` also
+prints each one, in TaskFlow's words (``'a' task started.``, ``It took task 'a'
+0.37 seconds to finish.``).
 
 The durations are written through ``engine.storage`` from inside the
 engine's own notifications, which run on the thread driving the flow, so
@@ -86,12 +88,19 @@ class DurationListener(Listener):
     def flow_timed(self, name: str, state: str, seconds: float) -> None:
         """Called after the flow's duration was recorded."""
 
+    def atom_started(self, kind: str, name: str, reverting: bool) -> None:
+        """Called when an atom starts executing (or reverting) and its clock starts."""
+
+    def flow_started(self, name: str) -> None:
+        """Called when the flow starts running and its clock starts."""
+
     # -- hooks ---------------------------------------------------------------------------
 
     def _atom_event(self, kind: str, state: Any, details: Mapping[str, Any]) -> None:
         uuid = details["atom_uuid"]
         if state in _ATOM_STARTS:
             self._started[(uuid, state)] = self._clock()
+            self.atom_started(kind, details["atom_name"], state == states.REVERTING)
             return
         reverting = state in _REVERTED
         started = self._started.pop((uuid, states.REVERTING if reverting else states.RUNNING), None)
@@ -119,6 +128,7 @@ class DurationListener(Listener):
         if state not in _FLOW_ENDS:
             if self._flow_started is None:
                 self._flow_started = self._clock()
+                self.flow_started(str(details["flow_name"]))
             return
         started, self._flow_started = self._flow_started, None
         if started is None:
@@ -132,25 +142,45 @@ class DurationListener(Listener):
 
 
 class PrintingDurationListener(DurationListener):
-    """A :class:`DurationListener` that also prints each duration, e.g. ``task 'ship' SUCCESS after 0.012s``."""
+    """A :class:`DurationListener` that also prints when each task and the flow start and how long they took.
+
+    The lines are TaskFlow's: ``'a' task started.`` and ``It took task 'a' 0.37
+    seconds to finish.`` (a revert is a start and a finish of its own; retry
+    controllers are timed but not printed, as in TaskFlow).  They go to
+    ``printer`` (a callable taking the line, TaskFlow's argument), else to
+    ``stream``, else to standard output.
+    """
 
     def __init__(
         self,
         engine: Engine,
+        printer: Callable[[str], None] | None = None,
         *,
         stream: TextIO | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         super().__init__(engine, clock=clock)
+        self._printer = printer
         self._stream = stream
 
     def _write(self, line: str) -> None:
+        if self._printer is not None:
+            self._printer(line)
+            return
         stream = self._stream if self._stream is not None else sys.stdout
         stream.write(line + "\n")
         stream.flush()
 
+    def atom_started(self, kind: str, name: str, reverting: bool) -> None:
+        if kind == "task":
+            self._write("'%s' task started." % (name,))
+
     def atom_timed(self, kind: str, name: str, state: str, seconds: float, reverting: bool) -> None:
-        self._write("%s %r %s after %.3fs%s" % (kind, name, state, seconds, " (revert)" if reverting else ""))
+        if kind == "task":
+            self._write("It took task '%s' %0.2f seconds to finish." % (name, seconds))
+
+    def flow_started(self, name: str) -> None:
+        self._write("'%s' flow started." % (name,))
 
     def flow_timed(self, name: str, state: str, seconds: float) -> None:
-        self._write("flow %r %s after %.3fs" % (name, state, seconds))
+        self._write("It took flow '%s' %0.2f seconds to finish." % (name, seconds))

@@ -6,6 +6,7 @@ import enum
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from flowkit import exceptions as exc
 from flowkit import flow
 from flowkit.policies import RetryPolicy
 
@@ -55,6 +56,11 @@ class Flow(flow.Flow):
     calls ``fn(history)`` once ``u`` is done (``history`` maps each atom name of
     ``u`` to its result) and, if it returns False, ``v`` and what depends on it
     are marked IGNORE instead of running; the flow still succeeds.
+
+    An ``add()`` or ``link()`` that would close a cycle (by data or by links)
+    raises :class:`~flowkit.exceptions.DependencyFailure` at once, naming the
+    cycle, and leaves the flow as it was; ``compile()`` checks again, for
+    nested flows changed after they were added.
     """
 
     def __init__(
@@ -62,6 +68,78 @@ class Flow(flow.Flow):
     ) -> None:
         super().__init__(name, retry, retry_policy=retry_policy, revert_with=revert_with)
         self._links: list[tuple[Any, Any, dict[str, Any]]] = []
+        # What the cycle check at add()/link() walks: symbol -> the children that
+        # provide / require it (as they were when added), and the links out of
+        # and into each child (by id).
+        self._providers: dict[str, list[flow.Item]] = {}
+        self._requirers: dict[str, list[flow.Item]] = {}
+        self._linked_to: dict[int, list[flow.Item]] = {}
+        self._linked_in: dict[int, int] = {}
+
+    def add(self, *items: flow.Item) -> Flow:
+        """Add atoms or flows, ordered by the data they require and provide.
+
+        Raises :class:`~flowkit.exceptions.DependencyFailure` (and adds none of
+        ``items``) if that data would close a cycle.
+        """
+        self._check_items(items)
+        added: list[flow.Item] = []
+        try:
+            for item in items:
+                self._children.append(item)
+                added.append(item)
+                self._index(item, add=True)
+                has_pred = any(p is not item for s in item.requires for p in self._providers.get(s, ()))
+                if has_pred and self._successors(item):
+                    self._refuse_cycle(item, "adding %r" % (item.name,))
+        except exc.DependencyFailure:
+            for item in added:
+                self._index(item, add=False)
+            del self._children[len(self._children) - len(added) :]
+            raise
+        return self
+
+    def _index(self, item: flow.Item, *, add: bool) -> None:
+        for table, symbols in ((self._providers, item.provides), (self._requirers, item.requires)):
+            for symbol in symbols:
+                if add:
+                    table.setdefault(symbol, []).append(item)
+                else:
+                    table[symbol] = [other for other in table[symbol] if other is not item]
+
+    def _successors(self, item: flow.Item) -> list[tuple[flow.Item, str]]:
+        """What must run after ``item``, each with why (the symbol, or "linked")."""
+        found = [
+            (other, "needs %r" % (symbol,))
+            for symbol in sorted(item.provides)
+            for other in self._requirers.get(symbol, ())
+            if other is not item
+        ]
+        found.extend((other, "linked") for other in self._linked_to.get(id(item), ()))
+        return found
+
+    def _refuse_cycle(self, item: flow.Item, doing: str) -> None:
+        """Raise DependencyFailure, naming the cycle, if ``item`` is reachable from itself."""
+        parent: dict[int, tuple[flow.Item, str]] = {}
+        seen: set[int] = set()
+        stack = [item]
+        while stack:
+            node = stack.pop()
+            for nxt, why in self._successors(node):
+                if nxt is item:
+                    steps = ["%r -> %r (%s)" % (node.name, item.name, why)]
+                    at = node
+                    while at is not item:
+                        before, reason = parent[id(at)]
+                        steps.append("%r -> %r (%s)" % (before.name, at.name, reason))
+                        at = before
+                    raise exc.DependencyFailure(
+                        "graph flow %r: %s would close a cycle: %s" % (self._name, doing, "; ".join(reversed(steps)))
+                    )
+                if id(nxt) not in seen:
+                    seen.add(id(nxt))
+                    parent[id(nxt)] = (node, why)
+                    stack.append(nxt)
 
     def link(
         self,
@@ -96,7 +174,19 @@ class Flow(flow.Flow):
                 ) from None
             meta["decider"] = decider
             meta["decider_depth"] = depth
+        has_pred = self._linked_in.get(id(u), 0) or any(
+            p is not u for s in u.requires for p in self._providers.get(s, ())
+        )
+        if has_pred and self._successors(v):
+            # v -> ... -> u already: the new link u -> v closes the cycle.
+            self._linked_to.setdefault(id(u), []).append(v)
+            try:
+                self._refuse_cycle(v, "linking %r to %r" % (u.name, v.name))
+            finally:
+                self._linked_to[id(u)].pop()
         self._links.append((u, v, meta))
+        self._linked_to.setdefault(id(u), []).append(v)
+        self._linked_in[id(v)] = self._linked_in.get(id(v), 0) + 1
         return self
 
     def iter_links(self) -> Iterator[tuple[Any, Any, dict[str, Any]]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import re
 import time
 from typing import Any
 
@@ -71,6 +72,14 @@ def test_run_iter_yields_states_ending_with_the_flow_state(load: Any) -> None:
     assert all(isinstance(state, states.State) for state in seen)
     assert seen[-1] == states.SUCCESS
     assert engine.storage.fetch("y") == 2
+
+
+def test_run_iter_yields_taskflows_rounds_in_every_mode(load: Any) -> None:
+    # RESUMING, then rounds of [SCHEDULING] WAITING ANALYZING, then the flow's state
+    seen = " ".join(str(state) for state in load(simple_flow()).run_iter())
+    assert re.fullmatch(r"RESUMING SCHEDULING WAITING ANALYZING ((SCHEDULING )?WAITING ANALYZING )*SUCCESS", seen), seen
+    seen = " ".join(str(state) for state in load(linear_flow.Flow("empty")).run_iter())
+    assert seen == "RESUMING SCHEDULING WAITING ANALYZING SUCCESS"
 
 
 def test_run_iter_ends_reverted_on_failure(load: Any) -> None:

@@ -17,11 +17,13 @@ def test_prints_each_event(load: Any) -> None:
     out = io.StringIO()
     with PrintingListener(engine, stream=out, show_uuids=False, mask_keys={"pin"}):
         engine.run()
+    engine = object.__repr__(engine)  # "<flowkit.engines.engine.Engine object at 0x...>", as TaskFlow prints it
     assert out.getvalue().splitlines() == [
-        "flow 'f': PENDING -> RUNNING",
-        "task 'a': PENDING -> RUNNING",
-        "task 'a': RUNNING -> SUCCESS, result: {'pin': '***', 'ok': True}",
-        "flow 'f': RUNNING -> SUCCESS",
+        "%s has moved flow 'f' into state 'RUNNING' from state 'PENDING'" % (engine,),
+        "%s has moved task 'a' into state 'RUNNING' from state 'PENDING'" % (engine,),
+        "%s has moved task 'a' into state 'SUCCESS' from state 'RUNNING'"
+        " with result '{'pin': '***', 'ok': True}' (failure=False)" % (engine,),
+        "%s has moved flow 'f' into state 'SUCCESS' from state 'RUNNING'" % (engine,),
     ]
 
 
@@ -30,14 +32,30 @@ def test_default_stream_is_stdout_at_event_time(load: Any, capsys: pytest.Captur
     with PrintingListener(engine):
         engine.run()
     captured = capsys.readouterr()
-    assert "task 'a' (" in captured.out and "RUNNING -> SUCCESS, result: 1" in captured.out
+    uuid = engine.storage.flow_detail.find_by_name("a").uuid
+    assert "has moved task 'a' (%s) into state 'SUCCESS' from state 'RUNNING' with result '1' (failure=False)" % (
+        uuid,
+    ) in captured.out
     assert captured.err == ""
 
 
 def test_tracebacks_on_request(load: Any) -> None:
     engine = load(linear_flow.Flow("f").add(Fail(name="b")))
     out = io.StringIO()
-    with pytest.raises(BoomError), PrintingListener(engine, stream=out, show_tracebacks=True, show_uuids=False):
+    with pytest.raises(BoomError), PrintingListener(engine, stream=out, show_uuids=False):
         engine.run()
     text = out.getvalue()
-    assert "task 'b': RUNNING -> FAILURE, failure: BoomError: b\nTraceback (most recent call last):" in text
+    assert (
+        "has moved task 'b' into state 'FAILURE' from state 'RUNNING'"
+        " with result 'Failure: tests.support.BoomError: b' (failure=True)\nTraceback (most recent call last):\n"
+    ) in text
+    assert "\ntests.support.BoomError: b\n" in text
+
+
+def test_tracebacks_can_be_left_out(load: Any) -> None:
+    engine = load(linear_flow.Flow("f").add(Fail(name="b")))
+    out = io.StringIO()
+    with pytest.raises(BoomError), PrintingListener(engine, stream=out, show_tracebacks=False):
+        engine.run()
+    assert "(failure=True)\n" in out.getvalue()
+    assert "Traceback" not in out.getvalue()

@@ -84,7 +84,30 @@ def test_printing_duration_listener(load: Any) -> None:
     with PrintingDurationListener(engine, stream=out, clock=Ticker()):
         engine.run()
     assert out.getvalue().splitlines() == [
-        "task 'a' SUCCESS after 1.000s",
-        "task 'b' SUCCESS after 1.000s",
-        "flow 'f' SUCCESS after 5.000s",
+        "'f' flow started.",
+        "'a' task started.",
+        "It took task 'a' 1.00 seconds to finish.",
+        "'b' task started.",
+        "It took task 'b' 1.00 seconds to finish.",
+        "It took flow 'f' 5.00 seconds to finish.",
+    ]
+
+
+def test_printing_duration_listener_prints_reverts_to_a_printer(load: Any) -> None:
+    engine = load(linear_flow.Flow("f").add(Undoable(name="a"), Fail(name="b")))
+    lines: list[str] = []
+    with pytest.raises(BoomError), PrintingDurationListener(engine, lines.append, clock=Ticker()):
+        engine.run()
+    # a revert is a start and a finish of its own
+    assert lines == [
+        "'f' flow started.",
+        "'a' task started.",
+        "It took task 'a' 1.00 seconds to finish.",
+        "'b' task started.",
+        "It took task 'b' 1.00 seconds to finish.",
+        "'b' task started.",
+        "It took task 'b' 1.00 seconds to finish.",
+        "'a' task started.",
+        "It took task 'a' 1.00 seconds to finish.",
+        "It took flow 'f' 9.00 seconds to finish.",
     ]
