@@ -7,6 +7,9 @@ both import it, so neither imports the other's helpers.
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
@@ -20,11 +23,21 @@ __all__ = [
     "CELL_WIDTH",
     "cut",
     "table",
+    "on_closed_pipe",
     # rebuilding flows
+    "put_cwd_on_path",
     "import_factory",
+    "factory_arguments",
     "factory_options",
     "prepare_factories",
+    # running flows
+    "ENGINE_MODES",
+    "engine_option",
+    "engine_options",
 ]
+
+#: What ``--engine`` accepts, wherever a command takes it.
+ENGINE_MODES = ("serial", "parallel", "distributed")
 
 #: A subcommand: given the parsed arguments and standard output, returns the exit status.
 Handler = Callable[[argparse.Namespace, TextIO], int]
@@ -111,3 +124,63 @@ def prepare_factories(args: argparse.Namespace) -> tuple[str, ...]:
         return _prefixes(args.allow_modules)
     except ValueError as error:
         raise CommandError("--allow-module: %s" % (error,)) from error
+
+
+def on_closed_pipe() -> int:
+    """What a command does when its reader went away (``flowkit flows | head``): stop quietly, exit 1.
+
+    Standard output is pointed at ``/dev/null`` first, so the interpreter's
+    own flush at exit cannot fail again and print a traceback.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # not a real file (a test's capture): nothing to protect
+        pass
+    return 1
+
+
+def put_cwd_on_path() -> None:
+    """Let ``--import`` and ``module:factory`` find modules in the current folder, as ``python -m`` does."""
+    here = os.getcwd()
+    if "" not in sys.path and here not in sys.path:
+        sys.path.insert(0, here)
+
+
+def factory_arguments(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["K=V", ...]`` from ``--arg`` as keywords: each V read as JSON when it is JSON, else as text."""
+    found: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise CommandError("--arg %r is not KEY=VALUE with KEY a Python name" % (pair,))
+        try:
+            found[key] = json.loads(text)
+        except ValueError:
+            found[key] = text
+    return found
+
+
+def engine_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--engine serial|parallel|distributed``, ``--max-workers`` and ``--address`` to ``parser``."""
+    parser.add_argument("--engine", choices=ENGINE_MODES, default="serial", help="engine mode (default: serial)")
+    if not any("--max-workers" in action.option_strings for action in parser._actions):
+        parser.add_argument("--max-workers", type=int, default=None, help="pool size of a parallel engine")
+    parser.add_argument(
+        "--address", default=None, metavar="TCP_URL",
+        help="the Dask scheduler of --engine distributed (default: a local cluster per run)",
+    )  # fmt: skip
+
+
+def engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keywords of :func:`flowkit.engines.load_from_detail` that :func:`engine_option` parsed."""
+    options: dict[str, Any] = {"engine": args.engine}
+    if getattr(args, "max_workers", None) is not None:
+        options["max_workers"] = args.max_workers
+    if getattr(args, "address", None) is not None:
+        if args.engine != "distributed":
+            raise CommandError("--address is the Dask scheduler of --engine distributed")
+        options["address"] = args.address
+    return options

@@ -62,9 +62,14 @@ from flowkit._cli_common import (
     CommandError,
     Handler,
     cut,
+    engine_option,
+    engine_options,
+    factory_arguments,
     factory_options,
     import_factory,
+    on_closed_pipe,
     prepare_factories,
+    put_cwd_on_path,
     table,
 )
 from flowkit.conductors.cli import add_commands as conductor_commands
@@ -354,7 +359,7 @@ def _cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
     if args.factory is not None:
         factory = import_factory(args.factory)
         try:
-            flow = factory()
+            flow = factory(**factory_arguments(args.arg))
         except Exception as error:
             raise CommandError("factory %r failed: %s: %s" % (args.factory, type(error).__name__, error)) from error
     elif fd is not None:
@@ -406,9 +411,7 @@ def _cmd_resume(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
             hint = " (a revert failed: 'flowkit resume --retry-reverts %s' tries the reverts again)" % (fd.uuid,)
         out.write("flow %r (%s) already ended %s; nothing to resume%s\n" % (fd.name, fd.uuid, fd.state, hint))
         return EXIT_CODES[states.State(fd.state)]
-    options: dict[str, Any] = {"engine": args.engine}
-    if args.max_workers is not None:
-        options["max_workers"] = args.max_workers
+    options = engine_options(args)
     before = _repairs(fd)
     try:
         engine = load_from_detail(fd, backend=backend, allowed_modules=allowed, repair=args.repair, **options)
@@ -435,7 +438,7 @@ def _cmd_retry_or_revert(backend: Backend, args: argparse.Namespace, out: TextIO
             "flow %r (%s) is %s, not BROKEN: 'flowkit %s' is for a flow whose retry policy gave up"
             % (fd.name, fd.uuid, fd.state, args.command)
         )
-    engine = load_from_detail(fd, backend=backend, allowed_modules=allowed, engine=args.engine)
+    engine = load_from_detail(fd, backend=backend, allowed_modules=allowed, **engine_options(args))
     if args.command == "retry":
         engine.retry(args.atom)  # InvalidState (exit 2) when that atom is not BROKEN
         out.write(
@@ -520,6 +523,9 @@ def _parser() -> argparse.ArgumentParser:
     default = os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND
     backend_help = "logbook backend URL (default: $%s or %s; now %s)" % (BACKEND_ENV, DEFAULT_BACKEND, default)
     parser = argparse.ArgumentParser(prog="flowkit", description="Inspect flowkit logbooks and resume flows from them.")
+    # The package's own __version__: loaded before any of its modules, so read without importing it upward.
+    version = getattr(sys.modules.get("flowkit"), "__version__", "unknown")
+    parser.add_argument("--version", action="version", version="flowkit %s" % (version,))
     parser.add_argument("--backend", default=default, metavar="URL", help=backend_help)
     # Accepted after the command too; SUPPRESS keeps a subcommand's default from
     # overwriting a --backend given before the command.
@@ -532,8 +538,7 @@ def _parser() -> argparse.ArgumentParser:
     factories = factory_options()
     resume = commands.add_parser("resume", parents=[common, factories], help="resume a flow from its logbook")
     resume.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
-    resume.add_argument("--engine", choices=("serial", "parallel"), default="serial", help="engine mode")
-    resume.add_argument("--max-workers", type=int, default=None, help="pool size of a parallel engine")
+    engine_option(resume)
     resume.add_argument(
         "--retry-reverts",
         action="store_true",
@@ -551,6 +556,10 @@ def _parser() -> argparse.ArgumentParser:
     graph.add_argument("--format", choices=("dot", "svg", "png"), default=None, help="default: from --output, or dot")
     graph.add_argument("--output", "-o", metavar="FILE", default=None, help="write here instead of standard output")
     graph.add_argument("--flow-detail", metavar="UUID", default=None, help="colour atoms by this run's states")
+    graph.add_argument(
+        "--arg", action="append", default=[], metavar="K=V",
+        help="call FACTORY with keyword K set to V (V read as JSON, else as text; repeatable)",
+    )  # fmt: skip
     signal = commands.add_parser("signal", parents=[common], help="send a flow detail a signal")
     signal.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
     signal.add_argument("name", metavar="NAME", help="the signal's name (what a WaitFor atom waits for)")
@@ -563,10 +572,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     retry.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
     retry.add_argument("atom", metavar="ATOM", nargs="?", default=None, help="only this broken atom")
-    retry.add_argument("--engine", choices=("serial", "parallel"), default="serial", help="engine mode")
+    engine_option(retry)
     revert = commands.add_parser("revert", parents=[common, factories], help="revert a BROKEN flow")
     revert.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
-    revert.add_argument("--engine", choices=("serial", "parallel"), default="serial", help="engine mode")
+    engine_option(revert)
     cancel = commands.add_parser("cancel", parents=[common], help="cancel a flow, running or not")
     cancel.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
     cancel.add_argument(
@@ -611,6 +620,7 @@ def _extensions(parser: argparse.ArgumentParser) -> dict[str, Handler]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``flowkit`` command with ``argv`` (default: ``sys.argv[1:]``); return its exit status."""
+    put_cwd_on_path()
     parser = _parser()
     extra = _extensions(parser)
     try:
@@ -624,7 +634,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_graph(args, sys.stdout)
         with _open(args.backend, read_only=args.command in _READ_ONLY) as backend:
             return _COMMANDS[args.command](backend, args, sys.stdout)
-    except (CommandError, FlowkitError, ValueError, OSError) as error:
+    except BrokenPipeError:  # the reader went away (| head): not an error of the command
+        return on_closed_pipe()
+    except (CommandError, FlowkitError, ValueError, OSError, ImportError) as error:
         sys.stderr.write("flowkit: %s\n" % (error,))
         return _EXIT_USAGE
 

@@ -45,7 +45,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 from flowkit import _imports
-from flowkit._cli_common import Handler, factory_options, prepare_factories, table
+from flowkit._cli_common import ENGINE_MODES, Handler, factory_options, prepare_factories, table
 from flowkit.conductors.base import DEFAULT_BACKOFF, DEFAULT_MAX_BACKOFF, DEFAULT_MAX_CONDUCTOR_FAILURES
 from flowkit.persistence.base import Backend
 
@@ -104,7 +104,6 @@ def _board_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--board-name", default=DEFAULT_BOARD_NAME, help="board name (default %(default)s)")
     parser.add_argument("--persistence", default=None, metavar="URL", help="logbook backend (default: --backend)")
-    parser.add_argument("--lease-ttl", type=float, default=None, metavar="S", help="claim lease in seconds")
 
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> dict[str, Handler]:
@@ -115,9 +114,12 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> dict[str, Ha
     _board_options(conductor)
     conductor.add_argument("--name", default=None, help="owner name of its claims (default: host-pid)")
     conductor.add_argument("--kind", choices=("blocking", "nonblocking"), default="blocking")
-    conductor.add_argument("--engine", choices=("serial", "parallel"), default="serial", help="engine mode")
+    conductor.add_argument("--engine", choices=ENGINE_MODES, default="serial", help="engine mode (default: serial)")
     conductor.add_argument("--max-simultaneous-jobs", type=int, default=None, help="jobs at once (nonblocking)")
-    conductor.add_argument("--ttl", type=float, default=None, help="claim lease in seconds (default: the board's)")
+    conductor.add_argument(
+        "--ttl", type=float, default=None, metavar="S",
+        help="claim lease in seconds, renewed every S/3 (default: the board's, 30)",
+    )  # fmt: skip
     conductor.add_argument("--max-dispatches", type=int, default=None, help="stop after this many jobs")
     conductor.add_argument(
         "--max-conductor-failures",
@@ -180,8 +182,6 @@ def _board(args: argparse.Namespace, persistence: Backend) -> Any:
     from flowkit.jobs.backends import fetch
 
     conf = board_conf(args.board)
-    if args.lease_ttl is not None:
-        conf["lease_ttl"] = args.lease_ttl
     return fetch(args.board_name, conf, persistence=persistence).connect()
 
 
@@ -218,7 +218,7 @@ def _cmd_conductor(args: argparse.Namespace, out: TextIO) -> int:
 
             for event in EVENTS:
                 conductor.notifier.register(event, report)
-            signals = _install_signals(conductor.stop)
+            signals = _install_signals(conductor.stop, out)
             out.write("conductor %s working board %r (pid %d)\n" % (name, board.name, os.getpid()))
             out.flush()
             try:
@@ -232,13 +232,24 @@ def _cmd_conductor(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _install_signals(stop: Callable[..., None]) -> dict[int, Any]:
-    """First SIGTERM/SIGINT drains the conductor, a second suspends its running jobs."""
+def _install_signals(stop: Callable[..., None], out: TextIO) -> dict[int, Any]:
+    """First SIGTERM/SIGINT drains the conductor, a second suspends its running jobs; each is said in the log."""
     received = []
 
     def on_signal(signum: int, frame: Any) -> None:
         received.append(signum)
-        stop(drain=len(received) == 1)
+        first = len(received) == 1
+        what = (
+            "draining: no new claims, running jobs finish (send it again to suspend them)"
+            if first
+            else "suspending the running jobs and giving them back to the board"
+        )
+        try:
+            out.write("received %s: %s\n" % (signal.Signals(signum).name, what))
+            out.flush()
+        except (OSError, ValueError):  # a closed log must not stop the conductor from stopping
+            pass
+        stop(drain=first)
 
     previous: dict[int, Any] = {}
     for signum in (signal.SIGTERM, signal.SIGINT):
