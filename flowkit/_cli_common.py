@@ -23,6 +23,9 @@ __all__ = [
     "CELL_WIDTH",
     "cut",
     "table",
+    "paint",
+    "wants_colour",
+    "STATE_STYLES",
     "on_closed_pipe",
     # rebuilding flows
     "put_cwd_on_path",
@@ -56,24 +59,91 @@ def cut(text: str, width: int = CELL_WIDTH) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def table(
-    headers: Sequence[str], rows: Sequence[Sequence[str]], style: Callable[[int, str, str], str] | None = None
-) -> str:
-    """Left-aligned columns separated by two spaces.
+#: How each state is drawn on a terminal (rich styles); what fails or needs a hand stands out.
+STATE_STYLES: dict[str, str] = {
+    "SUCCESS": "green",
+    "FAILURE": "bold red",
+    "REVERT_FAILURE": "bold red",
+    "BROKEN": "bold white on red",
+    "INTERRUPTED": "bold magenta",
+    "REVERTED": "yellow",
+    "REVERTING": "yellow",
+    "RUNNING": "cyan",
+    "WAITING": "blue",
+    "RETRYING": "magenta",
+    "SUSPENDED": "magenta",
+    "IGNORE": "dim",
+}
 
-    ``style(column, cell, padded)`` may decorate a padded body cell (colours),
-    after the widths are worked out from the plain text.
+
+def wants_colour(out: TextIO) -> bool:
+    """True when ``out`` is a terminal and ``NO_COLOR`` is unset."""
+    isatty = getattr(out, "isatty", None)
+    try:
+        return bool(isatty and isatty()) and not os.environ.get("NO_COLOR")
+    except ValueError:  # a closed stream
+        return False
+
+
+def _console(colour: bool) -> Any:
+    import io
+
+    from rich.console import Console
+
+    # Off a terminal nothing is wrapped or cut but by cut(): a pipe gets whole rows.
+    return Console(
+        file=io.StringIO(),
+        force_terminal=colour,
+        no_color=not colour,
+        color_system="standard" if colour else None,
+        width=None if colour else 100_000,
+        highlight=False,
+        emoji=False,
+        markup=False,
+    )
+
+
+def _rendered(console: Any, renderable: Any) -> str:
+    console.print(renderable)
+    return "\n".join(line.rstrip() for line in console.file.getvalue().rstrip("\n").splitlines())
+
+
+def paint(text: str, style: str | None, colour: bool) -> str:
+    """``text`` in ``style`` (a rich style) when ``colour``, else as it is."""
+    if not colour or not style:
+        return text
+    from rich.text import Text
+
+    return _rendered(_console(True), Text(text, style=style, no_wrap=True))
+
+
+def table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    style: Callable[[int, str], str | None] | None = None,
+    *,
+    colour: bool = False,
+) -> str:
+    """Left-aligned columns two spaces apart, drawn by rich.
+
+    ``style(column, cell)`` may name a rich style for a body cell (used when
+    ``colour``).  Cells are plain text: brackets in stored data are never
+    read as markup.
     """
-    widths = [len(h) for h in headers]
+    from rich.table import Table
+    from rich.text import Text
+
+    grid = Table(box=None, pad_edge=False, padding=(0, 1), show_edge=False, header_style="")
+    for header in headers:
+        # On a terminal narrower than the table, rich cuts the widest cells with an ellipsis.
+        grid.add_column(header, no_wrap=True, overflow="ellipsis")
     for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(headers, widths)).rstrip()]
-    for row in rows:
-        cells = [cell.ljust(w) for cell, w in zip(row, widths)]
-        if style is not None:
-            cells = [style(column, cell, padded) for column, (cell, padded) in enumerate(zip(row, cells))]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
+        cells = []
+        for column, cell in enumerate(row):
+            wanted = style(column, cell) if (style is not None and colour) else None
+            cells.append(Text(cell, style=wanted or ""))
+        grid.add_row(*cells)
+    return _rendered(_console(colour), grid)
 
 
 def import_factory(name: str) -> Any:

@@ -59,6 +59,7 @@ from typing import Any, TextIO
 
 from flowkit import cancellation, signals, states
 from flowkit._cli_common import (
+    STATE_STYLES,
     CommandError,
     Handler,
     cut,
@@ -68,9 +69,11 @@ from flowkit._cli_common import (
     factory_options,
     import_factory,
     on_closed_pipe,
+    paint,
     prepare_factories,
     put_cwd_on_path,
     table,
+    wants_colour,
 )
 from flowkit.conductors.cli import add_commands as conductor_commands
 from flowkit.exceptions import CorruptLogbook, FlowkitError, InvalidState, NotFound, SignalAlreadySent
@@ -126,29 +129,7 @@ def _duration(detail: AtomDetail) -> str:
     return "-"
 
 
-# ANSI colours of states in a terminal (flowkit show).
-_STATE_COLOURS: dict[str, str] = {
-    states.SUCCESS: "32",  # green
-    states.FAILURE: "31",  # red
-    states.REVERT_FAILURE: "1;31",  # bold red
-    states.REVERTED: "33",  # yellow
-    states.REVERTING: "33",
-    states.RUNNING: "36",  # cyan
-    states.RETRYING: "35",  # magenta
-    states.IGNORE: "2",  # dim
-    states.SUSPENDED: "35",
-}
 _TIMELINE_WIDTH = 24
-
-
-def _use_colour(out: TextIO) -> bool:
-    isatty = getattr(out, "isatty", None)
-    return bool(isatty and isatty()) and not os.environ.get("NO_COLOR")
-
-
-def _coloured(state: str, text: str) -> str:
-    code = _STATE_COLOURS.get(state)
-    return "\x1b[%sm%s\x1b[0m" % (code, text) if code else text
 
 
 def _seconds(detail: AtomDetail | FlowDetail, key: str) -> float | None:
@@ -294,9 +275,9 @@ def _cmd_show(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
     factory = fd.meta.get("factory")
     out.write("flow detail %s\n" % (fd.uuid,))
     out.write("  flow:    %s\n" % (fd.name,))
-    colour = _use_colour(out)
+    colour = wants_colour(out)
     flow_state = _state(fd.state)
-    out.write("  state:   %s\n" % (_coloured(flow_state, flow_state) if colour else flow_state,))
+    out.write("  state:   %s\n" % (paint(flow_state, STATE_STYLES.get(flow_state), colour),))
     flow_duration = _seconds(fd, "duration")
     if flow_duration is not None:
         out.write("  took:    %.3fs\n" % (flow_duration,))
@@ -321,13 +302,11 @@ def _cmd_show(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
             ]
         )
     out.write("\n")
-    style = None
-    if colour:
+    def style(column: int, cell: str) -> str | None:
+        return STATE_STYLES.get(cell) if column == 2 else None
 
-        def style(column: int, cell: str, padded: str) -> str:
-            return _coloured(cell, padded) if column == 2 else padded
-
-    out.write(table(["ATOM", "TYPE", "STATE", "INTENTION", "RESULT", "FAILURE", "DURATION"], rows, style) + "\n")
+    headers = ["ATOM", "TYPE", "STATE", "INTENTION", "RESULT", "FAILURE", "DURATION"]
+    out.write(table(headers, rows, style, colour=colour) + "\n")
     timeline = _timeline(fd)
     if timeline:
         out.write("\n" + "\n".join(timeline) + "\n")
@@ -383,7 +362,7 @@ def _cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
     elif fmt == "svg":
         out.write(picture.decode("utf-8"))
     else:
-        if _use_colour(out):
+        if wants_colour(out):
             raise CommandError("not writing PNG to a terminal; use --output FILE or a pipe")
         out.flush()
         binary: Any = getattr(out, "buffer", out)
