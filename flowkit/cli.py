@@ -75,6 +75,9 @@ from flowkit._cli_common import (
     table,
     wants_colour,
 )
+from flowkit._cli_flows import add_commands as flows_commands
+from flowkit._cli_flows import flow_json, print_failures, resolve_flow_id
+from flowkit._cli_recover import add_commands as recover_commands
 from flowkit.conductors.cli import add_commands as conductor_commands
 from flowkit.exceptions import CorruptLogbook, FlowkitError, InvalidState, NotFound, SignalAlreadySent
 from flowkit.persistence._integrity import ATOM_COUNT_KEY, REPAIRS_KEY, UNREADABLE_KEY, unreadable_problems
@@ -84,6 +87,8 @@ from flowkit.persistence.models import AtomDetail, FlowDetail
 from flowkit.policies import ATTEMPTS_KEY, ERRORS_KEY
 from flowkit.types.failure import Failure
 from flowkit.waits import WAIT_KEY
+from flowkit.web._liveness import holder_alive
+from flowkit.web._model import INTERRUPTED
 from flowkit.web.cli import add_commands as web_commands
 
 __all__ = ["main", "DEFAULT_BACKEND", "BACKEND_ENV", "EXIT_CODES"]
@@ -213,17 +218,20 @@ def _open(url: str, *, read_only: bool) -> Backend:
 
 
 def _find_flow_detail(backend: Backend, uuid: str, *, salvage: bool = False) -> FlowDetail:
-    """The flow detail; with ``salvage``, undecodable atom rows come back as marked stand-ins (SQL only)."""
+    """The flow detail ``uuid`` (or the one whose uuid starts with it); with ``salvage``,
+    undecodable atom rows come back as marked stand-ins (SQL only)."""
     import inspect
 
     with backend.get_connection() as conn:
+        if not conn.has_flow_detail(uuid):
+            uuid = resolve_flow_id(backend, uuid)[1].uuid
         try:
             if salvage and "salvage" in inspect.signature(conn.get_flow_details).parameters:
                 found: FlowDetail = conn.get_flow_details(uuid, salvage=True)  # type: ignore[call-arg]
                 return found
             return conn.get_flow_details(uuid)
         except NotFound:
-            raise CommandError("no flow detail %r in this backend (try 'flowkit logbooks')" % (uuid,)) from None
+            raise CommandError("no flow detail %r in this backend (try 'flowkit flows')" % (uuid,)) from None
 
 
 def _cmd_logbooks(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
@@ -268,16 +276,26 @@ def _report_problems(problems: Sequence[str], out: TextIO) -> int:
 
 
 def _cmd_show(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
-    fd = _find_flow_detail(backend, args.flow_detail, salvage=True)
+    book, lazy = resolve_flow_id(backend, args.flow_detail)
+    fd = _find_flow_detail(backend, lazy.uuid, salvage=True)
     unreadable = unreadable_problems(fd)
     unreadable_uuids = {p.uuid for p in unreadable}
     fd.meta.pop(UNREADABLE_KEY, None)
+    if args.json:
+        out.write(flow_json(backend, book, fd))
+        return 1 if unreadable else 0
     factory = fd.meta.get("factory")
     out.write("flow detail %s\n" % (fd.uuid,))
     out.write("  flow:    %s\n" % (fd.name,))
     colour = wants_colour(out)
     flow_state = _state(fd.state)
-    out.write("  state:   %s\n" % (paint(flow_state, STATE_STYLES.get(flow_state), colour),))
+    liveness = ""
+    if flow_state in (states.RUNNING, states.REVERTING) and holder_alive(backend, fd.uuid) is False:
+        liveness = "  %s: no engine runs it (resume with: flowkit resume %s)" % (
+            paint(INTERRUPTED, STATE_STYLES[INTERRUPTED], colour),
+            fd.uuid,
+        )
+    out.write("  state:   %s%s\n" % (paint(flow_state, STATE_STYLES.get(flow_state), colour), liveness))
     flow_duration = _seconds(fd, "duration")
     if flow_duration is not None:
         out.write("  took:    %.3fs\n" % (flow_duration,))
@@ -302,6 +320,7 @@ def _cmd_show(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
             ]
         )
     out.write("\n")
+
     def style(column: int, cell: str) -> str | None:
         return STATE_STYLES.get(cell) if column == 2 else None
 
@@ -313,6 +332,10 @@ def _cmd_show(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
     history = _attempt_history(fd)
     if history:
         out.write("\nfailed attempts (retry policies):\n" + "\n".join(history) + "\n")
+    if args.traceback:
+        print_failures(backend, book, fd, out)
+    elif any(ad.failure is not None or ad.revert_failure is not None for ad in fd):
+        out.write("\n(failures are cut: 'flowkit show %s --traceback' prints them whole)\n" % (fd.uuid,))
     problems = [str(p) for p in unreadable]
     recorded = fd.meta.get(ATOM_COUNT_KEY)
     if isinstance(recorded, int) and recorded > len(fd):
@@ -513,7 +536,11 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands.add_parser("logbooks", parents=[common], help="list logbooks and their flow details")
     show = commands.add_parser("show", parents=[common], help="show a flow detail's atoms")
-    show.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
+    show.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID", help="its uuid, or a unique start of it")
+    show.add_argument("--traceback", action="store_true", help="print every failure whole, with its traceback")
+    show.add_argument(
+        "--json", action="store_true", help="print the flow detail as JSON (schema: doc/command_line.rst)"
+    )
     factories = factory_options()
     resume = commands.add_parser("resume", parents=[common, factories], help="resume a flow from its logbook")
     resume.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
@@ -585,6 +612,8 @@ _READ_ONLY = frozenset({"logbooks", "show"})
 _COMMAND_GROUPS: tuple[Callable[[Any, argparse.ArgumentParser], dict[str, Handler]], ...] = (
     conductor_commands,
     web_commands,
+    flows_commands,
+    recover_commands,
 )
 
 
