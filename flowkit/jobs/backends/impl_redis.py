@@ -679,6 +679,8 @@ class RedisJobBoard(JobBoard):
             bool(h.get("parked")) and waiting,
             h.get("park_reason") or None,
             h.get("outcome") or None,
+            (h.get("owner") or None) if h["state"] == "CLAIMED" else None,
+            float(h["expires_at"]) if h["state"] == "CLAIMED" and h.get("expires_at") else None,
         )
 
     def next_due(self) -> float | None:
