@@ -372,6 +372,17 @@ def flow_view(backend: Backend, book: LogBook, fd: FlowDetail, *, mask_keys: Col
 # -- jobs and conductors ----------------------------------------------------------------
 
 
+def _lease(status: Any) -> dict[str, Any] | None:
+    """The last claim not given up: its owner, when it ends, whether it ran out (the owner presumed dead)."""
+    if status.owner is None:
+        return None
+    return {
+        "owner": clip(status.owner, "name"),
+        "expires": _iso(status.lease_expires_at),
+        "expired": status.lease_expired,
+    }
+
+
 def jobs_view(board: Any) -> dict[str, Any]:
     """The ``/api/jobs`` answer: every job (finished ones too) and the owners holding claims."""
     jobs = []
@@ -402,6 +413,7 @@ def jobs_view(board: Any) -> dict[str, Any]:
                 "failed_by": [clip(name, "name") for name in failures.failed_by],
                 "outcome": clip(status.outcome, "name") if status.outcome else None,
                 "logbook": job.book_uuid,
+                "lease": _lease(status),
             }
         )
     conductors = [{"name": clip(name, "name"), "claims": uuids} for name, uuids in sorted(owners.items())]
