@@ -220,8 +220,9 @@ def _render(text: Any, columns: int, color: bool) -> str:
 
     line = text.copy()
     line.truncate(max(1, columns - 1), overflow="ellipsis")
+    buffer = io.StringIO()
     console = Console(
-        file=io.StringIO(),
+        file=buffer,
         force_terminal=color,
         no_color=not color,
         color_system="standard" if color else None,
@@ -232,4 +233,4 @@ def _render(text: Any, columns: int, color: bool) -> str:
     )
     console.print(line, end="", no_wrap=True, crop=True)
     home = Control(ControlType.CARRIAGE_RETURN, (ControlType.ERASE_IN_LINE, 2))
-    return str(home) + console.file.getvalue()
+    return str(home) + buffer.getvalue()
