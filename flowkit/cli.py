@@ -2,8 +2,12 @@
 
 ::
 
+    flowkit flows [--state S] [--since 2h] [--name GLOB] [--limit N] [--json]
+                                     flow details newest first; INTERRUPTED when their engine died
     flowkit logbooks                 every logbook and its flow details
     flowkit show FLOW_DETAIL_UUID    a flow detail's atoms: states, results, failures, timings
+                                     (a unique start of the uuid will do; --traceback, --json)
+    flowkit recover [--once]         resume the flows whose engine died
     flowkit resume FLOW_DETAIL_UUID  rebuild the flow and run it to its end
                                      (--retry-reverts: revert again after a failed revert;
                                      --repair: re-run atoms whose records are lost or unreadable)
@@ -16,6 +20,8 @@
     flowkit cancel FLOW_DETAIL_UUID [--no-revert] [--reason TEXT]
                                      cancel a flow, running or not (flowkit.cancellation.request)
 
+``flowkit --version`` and ``python -m flowkit`` work too; ``doc/command_line.rst``
+describes every command and the JSON that ``--json`` prints.
 Every command takes ``--backend URL``; the default is ``$FLOWKIT_BACKEND`` or,
 when that is unset, the SQLite file ``flowkit.db`` in the current directory.
 ``logbooks``, ``show`` and ``graph --flow-detail`` open the backend read-only:
