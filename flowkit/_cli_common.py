@@ -33,6 +33,8 @@ __all__ = [
     "factory_arguments",
     "factory_options",
     "prepare_factories",
+    # job boards
+    "board_conf",
     # running flows
     "ENGINE_MODES",
     "engine_option",
@@ -254,3 +256,20 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
             raise CommandError("--address is the Dask scheduler of --engine distributed")
         options["address"] = args.address
     return options
+
+
+_SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
+
+
+def board_conf(board: str) -> dict[str, Any]:
+    """The :func:`flowkit.jobs.backends.fetch` conf for a ``--board`` value (a URL or a kind)."""
+    if "://" not in board:
+        return {"board": board}
+    scheme = board.split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme == "memory":
+        return {"board": "memory"}
+    if scheme in ("redis", "rediss", "unix"):
+        return {"board": "redis", "url": board}
+    if scheme in _SQL_SCHEMES:
+        return {"board": "sql", "url": board}
+    raise ValueError("no job board for %r (known: redis://..., postgresql://..., sqlite:///..., memory://)" % (board,))

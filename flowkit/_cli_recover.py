@@ -35,13 +35,21 @@ from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 from flowkit import states
-from flowkit._cli_common import CommandError, Handler, engine_option, engine_options, factory_options, prepare_factories
+from flowkit._cli_common import (
+    CommandError,
+    Handler,
+    board_conf,
+    engine_option,
+    engine_options,
+    factory_options,
+    prepare_factories,
+)
 from flowkit.exceptions import CorruptLogbook, FlowDetailLocked, FlowkitError
 from flowkit.persistence.base import Backend
 from flowkit.persistence.models import FlowDetail
 from flowkit.web._liveness import holder_alive
 
-__all__ = ["add_commands", "interrupted_flows", "DEFAULT_INTERVAL"]
+__all__ = ["add_commands", "interrupted_flows", "recover_pass", "DEFAULT_INTERVAL"]
 
 #: Seconds between two looks of ``flowkit recover`` without ``--once``.
 DEFAULT_INTERVAL = 30.0
@@ -89,7 +97,6 @@ def interrupted_flows(backend: Backend, *, skip_books: frozenset[str] = frozense
 def _job_books(args: argparse.Namespace, backend: Backend) -> frozenset[str]:
     if args.board is None:
         return frozenset()
-    from flowkit.conductors.cli import board_conf
     from flowkit.jobs.backends import fetch
 
     board = fetch(args.board_name, board_conf(args.board), persistence=backend).connect()
@@ -120,7 +127,9 @@ class _Stop:
             engine.suspend()
 
 
-def _resume(backend: Backend, fd: FlowDetail, args: argparse.Namespace, allowed: Any, stop: _Stop, out: TextIO) -> bool:
+def _resume(
+    backend: Backend, fd: FlowDetail, options: dict[str, Any], allowed: Any, stop: _Stop | None, out: TextIO
+) -> bool:
     """Resume ``fd``; True when it ended SUCCESS (or another process took it first)."""
     from flowkit.engines import load_from_detail
 
@@ -131,14 +140,15 @@ def _resume(backend: Backend, fd: FlowDetail, args: argparse.Namespace, allowed:
     out.write("recovering flow %r (%s) from %s\n" % (fd.name, fd.uuid, fd.state))
     out.flush()
     try:
-        engine = load_from_detail(fd, backend=backend, allowed_modules=allowed, **engine_options(args))
+        engine = load_from_detail(fd, backend=backend, allowed_modules=allowed, **options)
     except FlowDetailLocked:
         out.write("  flow %r (%s) is being resumed by another process; left to it\n" % (fd.name, fd.uuid))
         return True
     except (FlowkitError, ValueError, ImportError) as error:
         out.write("  cannot rebuild flow %r (%s): %s\n" % (fd.name, fd.uuid, error))
         return False
-    stop.engine = engine
+    if stop is not None:
+        stop.engine = engine
     failure = None
     try:
         engine.run()
@@ -148,7 +158,8 @@ def _resume(backend: Backend, fd: FlowDetail, args: argparse.Namespace, allowed:
     except Exception as raised:  # the flow's own failure: reported, the next flow is still recovered
         failure = "%s: %s" % (type(raised).__name__, " ".join(str(raised).split())[:200])
     finally:
-        stop.engine = None
+        if stop is not None:
+            stop.engine = None
     final = engine.storage.get_flow_state()
     out.write("  flow %r (%s): %s\n" % (fd.name, fd.uuid, final))
     if failure is not None:
@@ -157,13 +168,33 @@ def _resume(backend: Backend, fd: FlowDetail, args: argparse.Namespace, allowed:
     return final == states.SUCCESS
 
 
+def recover_pass(
+    backend: Backend,
+    *,
+    skip_books: frozenset[str],
+    options: dict[str, Any],
+    allowed: Any,
+    out: TextIO,
+    stop: _Stop | None = None,
+) -> tuple[int, bool]:
+    """One look: resume each interrupted flow not in ``skip_books``; ``(how many, all ended SUCCESS)``."""
+    found = 0
+    all_well = True
+    for fd in interrupted_flows(backend, skip_books=skip_books):
+        if stop is not None and stop.event.is_set():
+            break
+        found += 1
+        all_well = _resume(backend, fd, options, allowed, stop, out) and all_well
+    return found, all_well
+
+
 def _cmd_recover(args: argparse.Namespace, out: TextIO) -> int:
     from flowkit.persistence.backends import fetch
 
     if args.interval <= 0:
         raise CommandError("--interval must be positive, got %r" % (args.interval,))
     allowed = prepare_factories(args)
-    engine_options(args)  # a bad --address is a usage error before anything runs
+    options = engine_options(args)  # a bad --address is a usage error before anything runs
     stop = _Stop(out)
     previous = _install(stop) if not args.once else {}
     try:
@@ -173,13 +204,10 @@ def _cmd_recover(args: argparse.Namespace, out: TextIO) -> int:
                 out.write("recover: looking for interrupted flows every %gs (pid %d)\n" % (args.interval, os.getpid()))
                 out.flush()
             while not stop.event.is_set():
-                skip = _job_books(args, backend)
-                found = 0
-                for fd in interrupted_flows(backend, skip_books=skip):
-                    if stop.event.is_set():
-                        break
-                    found += 1
-                    all_well = _resume(backend, fd, args, allowed, stop, out) and all_well
+                found, well = recover_pass(
+                    backend, skip_books=_job_books(args, backend), options=options, allowed=allowed, out=out, stop=stop
+                )
+                all_well = all_well and well
                 if args.once:
                     if not found:
                         out.write("no interrupted flows\n")

@@ -207,3 +207,24 @@ def test_recover_says_sigterm_in_its_log_and_stops(url: str) -> None:
     out, err = child.communicate(timeout=60)
     assert child.returncode == 0, err
     assert out.splitlines() == ["received SIGTERM: stopping"]
+
+
+@pytest.mark.slow
+def test_a_conductor_with_recover_resumes_flows_without_jobs_first(url: str, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    uuid = killed_run(url, gate)
+    gate.touch()
+    where = ["--board", url, "--persistence", url, "--board-name", "cli"]
+    run = [sys.executable, "-m", "flowkit", "conductor", "--name", "c1", "--recover", "--max-dispatches", "0"]
+    done = subprocess.run(
+        [*run, "--import", "tests.cli_recover_child", *where],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[:3] == [
+        "recovering flow 'gated' (%s) from RUNNING" % (uuid,),
+        "  flow 'gated' (%s): SUCCESS" % (uuid,),
+        "conductor c1: 1 interrupted flow(s) without a job found and resumed",
+    ]
+    with fetch(url) as backend, backend.get_connection() as conn:
+        assert conn.get_flow_details(uuid, lazy=True).state == states.SUCCESS

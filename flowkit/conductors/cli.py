@@ -45,7 +45,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 from flowkit import _imports
-from flowkit._cli_common import ENGINE_MODES, Handler, cut, factory_options, prepare_factories, table
+from flowkit._cli_common import ENGINE_MODES, Handler, board_conf, cut, factory_options, prepare_factories, table
 from flowkit.conductors.base import DEFAULT_BACKOFF, DEFAULT_MAX_BACKOFF, DEFAULT_MAX_CONDUCTOR_FAILURES
 from flowkit.jobs.base import JobState
 from flowkit.persistence.base import Backend
@@ -54,22 +54,6 @@ __all__ = ["add_commands", "board_conf", "DEFAULT_BOARD_NAME"]
 
 #: The board name the commands use unless ``--board-name`` says otherwise.
 DEFAULT_BOARD_NAME = "flowkit"
-
-_SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
-
-
-def board_conf(board: str) -> dict[str, Any]:
-    """The :func:`flowkit.jobs.backends.fetch` conf for a ``--board`` value (a URL or a kind)."""
-    if "://" not in board:
-        return {"board": board}
-    scheme = board.split("://", 1)[0].split("+", 1)[0].lower()
-    if scheme == "memory":
-        return {"board": "memory"}
-    if scheme in ("redis", "rediss", "unix"):
-        return {"board": "redis", "url": board}
-    if scheme in _SQL_SCHEMES:
-        return {"board": "sql", "url": board}
-    raise ValueError("no job board for %r (known: redis://..., postgresql://..., sqlite:///..., memory://)" % (board,))
 
 
 def _json(what: str) -> Callable[[str], Any]:
@@ -122,6 +106,10 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> dict[str, Ha
         help="claim lease in seconds, renewed every S/3 (default: the board's, 30)",
     )  # fmt: skip
     conductor.add_argument("--max-dispatches", type=int, default=None, help="stop after this many jobs")
+    conductor.add_argument(
+        "--recover", action="store_true",
+        help="first resume the flows without a job on this board whose engine died (as 'flowkit recover --once')",
+    )  # fmt: skip
     conductor.add_argument(
         "--max-conductor-failures",
         type=int,
@@ -228,6 +216,8 @@ def _cmd_conductor(args: argparse.Namespace, out: TextIO) -> int:
 
             for event in EVENTS:
                 conductor.notifier.register(event, report)
+            if args.recover:
+                _recover(name, board, persistence, args, allowed, out)
             signals = _install_signals(conductor.stop, out)
             out.write("conductor %s working board %r (pid %d)\n" % (name, board.name, os.getpid()))
             out.flush()
@@ -240,6 +230,17 @@ def _cmd_conductor(args: argparse.Namespace, out: TextIO) -> int:
         finally:
             board.close()
     return 0
+
+
+def _recover(name: str, board: Any, persistence: Backend, args: argparse.Namespace, allowed: Any, out: TextIO) -> None:
+    """Resume the interrupted flows that no job of ``board`` owns (those its conductors resume as jobs)."""
+    from flowkit._cli_recover import recover_pass
+
+    jobs = frozenset(job.book_uuid for job in board.iterjobs() if job.book_uuid)
+    options: dict[str, Any] = {"engine": args.engine}
+    found, _ = recover_pass(persistence, skip_books=jobs, options=options, allowed=allowed, out=out)
+    out.write("conductor %s: %d interrupted flow(s) without a job found and resumed\n" % (name, found))
+    out.flush()
 
 
 def _install_signals(stop: Callable[..., None], out: TextIO) -> dict[int, Any]:
