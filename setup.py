@@ -53,6 +53,8 @@ setup(
         # The embedded SQLite logbook (the persistence default) is built on SQLAlchemy.
         "sqlalchemy>=2",
         "alembic>=1.10",
+        # The flowkit command's tables, colours and the progress bar (installed with the command it serves).
+        "rich>=13",
     ],
     extras_require={
         "distributed": ["distributed>=2023.1"],

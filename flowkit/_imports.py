@@ -11,7 +11,31 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["ResolveError", "split", "lookup", "resolve"]
+__all__ = ["ResolveError", "split", "lookup", "resolve", "EXTRAS", "missing_extra"]
+
+#: The optional dependency each extra of ``pip install 'flowkit[EXTRA]'`` installs, by module name.
+EXTRAS = {
+    "psycopg": "postgres",
+    "psycopg2": "postgres",
+    "pymysql": "mysql",
+    "MySQLdb": "mysql",
+    "redis": "redis",
+    "distributed": "distributed",
+}
+
+
+def missing_extra(error: ImportError, what: str) -> ImportError:
+    """``error`` (a driver that is not installed) as an ImportError that says which extra installs it.
+
+    ``error`` itself when the missing module is none of :data:`EXTRAS`.
+    """
+    module = (error.name or "").split(".")[0]
+    extra = EXTRAS.get(module)
+    if extra is None:
+        return error
+    found = ImportError("%s needs %s, which is not installed: pip install 'flowkit[%s]'" % (what, module, extra))
+    found.name = module
+    return found
 
 
 class ResolveError(ImportError):

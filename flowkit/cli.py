@@ -2,8 +2,12 @@
 
 ::
 
+    flowkit flows [--state S] [--since 2h] [--name GLOB] [--limit N] [--json]
+                                     flow details newest first; INTERRUPTED when their engine died
     flowkit logbooks                 every logbook and its flow details
     flowkit show FLOW_DETAIL_UUID    a flow detail's atoms: states, results, failures, timings
+                                     (a unique start of the uuid will do; --traceback, --json)
+    flowkit recover [--once]         resume the flows whose engine died
     flowkit resume FLOW_DETAIL_UUID  rebuild the flow and run it to its end
                                      (--retry-reverts: revert again after a failed revert;
                                      --repair: re-run atoms whose records are lost or unreadable)
@@ -16,6 +20,8 @@
     flowkit cancel FLOW_DETAIL_UUID [--no-revert] [--reason TEXT]
                                      cancel a flow, running or not (flowkit.cancellation.request)
 
+``flowkit --version`` and ``python -m flowkit`` work too; ``doc/command_line.rst``
+describes every command and the JSON that ``--json`` prints.
 Every command takes ``--backend URL``; the default is ``$FLOWKIT_BACKEND`` or,
 when that is unset, the SQLite file ``flowkit.db`` in the current directory.
 ``logbooks``, ``show`` and ``graph --flow-detail`` open the backend read-only:
@@ -59,14 +65,25 @@ from typing import Any, TextIO
 
 from flowkit import _cli_plan, cancellation, signals, states
 from flowkit._cli_common import (
+    STATE_STYLES,
     CommandError,
     Handler,
     cut,
+    engine_option,
+    engine_options,
+    factory_arguments,
     factory_options,
     import_factory,
+    on_closed_pipe,
+    paint,
     prepare_factories,
+    put_cwd_on_path,
     table,
+    wants_colour,
 )
+from flowkit._cli_flows import add_commands as flows_commands
+from flowkit._cli_flows import flow_json, print_failures, resolve_flow_id
+from flowkit._cli_recover import add_commands as recover_commands
 from flowkit.conductors.cli import add_commands as conductor_commands
 from flowkit.exceptions import CorruptLogbook, FlowkitError, InvalidState, NotFound, SignalAlreadySent
 from flowkit.persistence._integrity import ATOM_COUNT_KEY, REPAIRS_KEY, UNREADABLE_KEY, unreadable_problems
@@ -76,6 +93,8 @@ from flowkit.persistence.models import AtomDetail, FlowDetail
 from flowkit.policies import ATTEMPTS_KEY, ERRORS_KEY
 from flowkit.types.failure import Failure
 from flowkit.waits import WAIT_KEY
+from flowkit.web._liveness import holder_alive
+from flowkit.web._model import INTERRUPTED
 from flowkit.web.cli import add_commands as web_commands
 
 __all__ = ["main", "DEFAULT_BACKEND", "BACKEND_ENV", "EXIT_CODES"]
@@ -121,29 +140,7 @@ def _duration(detail: AtomDetail) -> str:
     return "-"
 
 
-# ANSI colours of states in a terminal (flowkit show).
-_STATE_COLOURS: dict[str, str] = {
-    states.SUCCESS: "32",  # green
-    states.FAILURE: "31",  # red
-    states.REVERT_FAILURE: "1;31",  # bold red
-    states.REVERTED: "33",  # yellow
-    states.REVERTING: "33",
-    states.RUNNING: "36",  # cyan
-    states.RETRYING: "35",  # magenta
-    states.IGNORE: "2",  # dim
-    states.SUSPENDED: "35",
-}
 _TIMELINE_WIDTH = 24
-
-
-def _use_colour(out: TextIO) -> bool:
-    isatty = getattr(out, "isatty", None)
-    return bool(isatty and isatty()) and not os.environ.get("NO_COLOR")
-
-
-def _coloured(state: str, text: str) -> str:
-    code = _STATE_COLOURS.get(state)
-    return "\x1b[%sm%s\x1b[0m" % (code, text) if code else text
 
 
 def _seconds(detail: AtomDetail | FlowDetail, key: str) -> float | None:
@@ -227,17 +224,20 @@ def _open(url: str, *, read_only: bool) -> Backend:
 
 
 def _find_flow_detail(backend: Backend, uuid: str, *, salvage: bool = False) -> FlowDetail:
-    """The flow detail; with ``salvage``, undecodable atom rows come back as marked stand-ins (SQL only)."""
+    """The flow detail ``uuid`` (or the one whose uuid starts with it); with ``salvage``,
+    undecodable atom rows come back as marked stand-ins (SQL only)."""
     import inspect
 
     with backend.get_connection() as conn:
+        if not conn.has_flow_detail(uuid):
+            uuid = resolve_flow_id(backend, uuid)[1].uuid
         try:
             if salvage and "salvage" in inspect.signature(conn.get_flow_details).parameters:
                 found: FlowDetail = conn.get_flow_details(uuid, salvage=True)  # type: ignore[call-arg]
                 return found
             return conn.get_flow_details(uuid)
         except NotFound:
-            raise CommandError("no flow detail %r in this backend (try 'flowkit logbooks')" % (uuid,)) from None
+            raise CommandError("no flow detail %r in this backend (try 'flowkit flows')" % (uuid,)) from None
 
 
 def _cmd_logbooks(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
@@ -282,16 +282,26 @@ def _report_problems(problems: Sequence[str], out: TextIO) -> int:
 
 
 def _cmd_show(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
-    fd = _find_flow_detail(backend, args.flow_detail, salvage=True)
+    book, lazy = resolve_flow_id(backend, args.flow_detail)
+    fd = _find_flow_detail(backend, lazy.uuid, salvage=True)
     unreadable = unreadable_problems(fd)
     unreadable_uuids = {p.uuid for p in unreadable}
     fd.meta.pop(UNREADABLE_KEY, None)
+    if args.json:
+        out.write(flow_json(backend, book, fd))
+        return 1 if unreadable else 0
     factory = fd.meta.get("factory")
     out.write("flow detail %s\n" % (fd.uuid,))
     out.write("  flow:    %s\n" % (fd.name,))
-    colour = _use_colour(out)
+    colour = wants_colour(out)
     flow_state = _state(fd.state)
-    out.write("  state:   %s\n" % (_coloured(flow_state, flow_state) if colour else flow_state,))
+    liveness = ""
+    if flow_state in (states.RUNNING, states.REVERTING) and holder_alive(backend, fd.uuid) is False:
+        liveness = "  %s: no engine runs it (resume with: flowkit resume %s)" % (
+            paint(INTERRUPTED, STATE_STYLES[INTERRUPTED], colour),
+            fd.uuid,
+        )
+    out.write("  state:   %s%s\n" % (paint(flow_state, STATE_STYLES.get(flow_state), colour), liveness))
     flow_duration = _seconds(fd, "duration")
     if flow_duration is not None:
         out.write("  took:    %.3fs\n" % (flow_duration,))
@@ -317,20 +327,22 @@ def _cmd_show(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
             ]
         )
     out.write("\n")
-    style = None
-    if colour:
 
-        def style(column: int, cell: str, padded: str) -> str:
-            return _coloured(cell, padded) if column == 3 else padded
+    def style(column: int, cell: str) -> str | None:
+        return STATE_STYLES.get(cell) if column == 3 else None
 
     headers = ["ATOM", "TYPE", "VERSION", "STATE", "INTENTION", "RESULT", "FAILURE", "DURATION"]
-    out.write(table(headers, rows, style) + "\n")
+    out.write(table(headers, rows, style, colour=colour) + "\n")
     timeline = _timeline(fd)
     if timeline:
         out.write("\n" + "\n".join(timeline) + "\n")
     history = _attempt_history(fd)
     if history:
         out.write("\nfailed attempts (retry policies):\n" + "\n".join(history) + "\n")
+    if args.traceback:
+        print_failures(backend, book, fd, out)
+    elif any(ad.failure is not None or ad.revert_failure is not None for ad in fd):
+        out.write("\n(failures are cut: 'flowkit show %s --traceback' prints them whole)\n" % (fd.uuid,))
     problems = [str(p) for p in unreadable]
     recorded = fd.meta.get(ATOM_COUNT_KEY)
     if isinstance(recorded, int) and recorded > len(fd):
@@ -356,7 +368,7 @@ def _cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
     if args.factory is not None:
         factory = import_factory(args.factory)
         try:
-            flow = factory()
+            flow = factory(**factory_arguments(args.arg))
         except Exception as error:
             raise CommandError("factory %r failed: %s: %s" % (args.factory, type(error).__name__, error)) from error
     elif fd is not None:
@@ -380,7 +392,7 @@ def _cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
     elif fmt == "svg":
         out.write(picture.decode("utf-8"))
     else:
-        if _use_colour(out):
+        if wants_colour(out):
             raise CommandError("not writing PNG to a terminal; use --output FILE or a pipe")
         out.flush()
         binary: Any = getattr(out, "buffer", out)
@@ -410,9 +422,7 @@ def _cmd_resume(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_CODES[states.State(fd.state)]
     if args.dry_run:
         return _cli_plan.print_plan(fd, args, allowed, out)
-    options: dict[str, Any] = {"engine": args.engine}
-    if args.max_workers is not None:
-        options["max_workers"] = args.max_workers
+    options = engine_options(args)
     migrate = _cli_plan.migration_from_args(args)
     before = _repairs(fd)
     try:
@@ -442,7 +452,7 @@ def _cmd_retry_or_revert(backend: Backend, args: argparse.Namespace, out: TextIO
             "flow %r (%s) is %s, not BROKEN: 'flowkit %s' is for a flow whose retry policy gave up"
             % (fd.name, fd.uuid, fd.state, args.command)
         )
-    engine = load_from_detail(fd, backend=backend, allowed_modules=allowed, engine=args.engine)
+    engine = load_from_detail(fd, backend=backend, allowed_modules=allowed, **engine_options(args))
     if args.command == "retry":
         engine.retry(args.atom)  # InvalidState (exit 2) when that atom is not BROKEN
         out.write(
@@ -527,6 +537,9 @@ def _parser() -> argparse.ArgumentParser:
     default = os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND
     backend_help = "logbook backend URL (default: $%s or %s; now %s)" % (BACKEND_ENV, DEFAULT_BACKEND, default)
     parser = argparse.ArgumentParser(prog="flowkit", description="Inspect flowkit logbooks and resume flows from them.")
+    # The package's own __version__: loaded before any of its modules, so read without importing it upward.
+    version = getattr(sys.modules.get("flowkit"), "__version__", "unknown")
+    parser.add_argument("--version", action="version", version="flowkit %s" % (version,))
     parser.add_argument("--backend", default=default, metavar="URL", help=backend_help)
     # Accepted after the command too; SUPPRESS keeps a subcommand's default from
     # overwriting a --backend given before the command.
@@ -535,12 +548,15 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands.add_parser("logbooks", parents=[common], help="list logbooks and their flow details")
     show = commands.add_parser("show", parents=[common], help="show a flow detail's atoms")
-    show.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
+    show.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID", help="its uuid, or a unique start of it")
+    show.add_argument("--traceback", action="store_true", help="print every failure whole, with its traceback")
+    show.add_argument(
+        "--json", action="store_true", help="print the flow detail as JSON (schema: doc/command_line.rst)"
+    )
     factories = factory_options()
     resume = commands.add_parser("resume", parents=[common, factories], help="resume a flow from its logbook")
     resume.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
-    resume.add_argument("--engine", choices=("serial", "parallel"), default="serial", help="engine mode")
-    resume.add_argument("--max-workers", type=int, default=None, help="pool size of a parallel engine")
+    engine_option(resume)
     resume.add_argument(
         "--retry-reverts",
         action="store_true",
@@ -559,6 +575,10 @@ def _parser() -> argparse.ArgumentParser:
     graph.add_argument("--format", choices=("dot", "svg", "png"), default=None, help="default: from --output, or dot")
     graph.add_argument("--output", "-o", metavar="FILE", default=None, help="write here instead of standard output")
     graph.add_argument("--flow-detail", metavar="UUID", default=None, help="colour atoms by this run's states")
+    graph.add_argument(
+        "--arg", action="append", default=[], metavar="K=V",
+        help="call FACTORY with keyword K set to V (V read as JSON, else as text; repeatable)",
+    )  # fmt: skip
     signal = commands.add_parser("signal", parents=[common], help="send a flow detail a signal")
     signal.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
     signal.add_argument("name", metavar="NAME", help="the signal's name (what a WaitFor atom waits for)")
@@ -571,10 +591,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     retry.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
     retry.add_argument("atom", metavar="ATOM", nargs="?", default=None, help="only this broken atom")
-    retry.add_argument("--engine", choices=("serial", "parallel"), default="serial", help="engine mode")
+    engine_option(retry)
     revert = commands.add_parser("revert", parents=[common, factories], help="revert a BROKEN flow")
     revert.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
-    revert.add_argument("--engine", choices=("serial", "parallel"), default="serial", help="engine mode")
+    engine_option(revert)
     cancel = commands.add_parser("cancel", parents=[common], help="cancel a flow, running or not")
     cancel.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
     cancel.add_argument(
@@ -606,6 +626,8 @@ _COMMAND_GROUPS: tuple[Callable[[Any, argparse.ArgumentParser], dict[str, Handle
     conductor_commands,
     web_commands,
     _cli_plan.add_commands,
+    flows_commands,
+    recover_commands,
 )
 
 
@@ -620,6 +642,7 @@ def _extensions(parser: argparse.ArgumentParser) -> dict[str, Handler]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``flowkit`` command with ``argv`` (default: ``sys.argv[1:]``); return its exit status."""
+    put_cwd_on_path()
     parser = _parser()
     extra = _extensions(parser)
     try:
@@ -634,7 +657,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         read_only = args.command in _READ_ONLY or getattr(args, "dry_run", False)  # a plan writes nothing
         with _open(args.backend, read_only=read_only) as backend:
             return _COMMANDS[args.command](backend, args, sys.stdout)
-    except (CommandError, FlowkitError, ValueError, OSError) as error:
+    except BrokenPipeError:  # the reader went away (| head): not an error of the command
+        return on_closed_pipe()
+    except (CommandError, FlowkitError, ValueError, OSError, ImportError) as error:
         sys.stderr.write("flowkit: %s\n" % (error,))
         return _EXIT_USAGE
 

@@ -172,7 +172,7 @@ def test_unknown_flow_detail_is_a_clear_error(url: str, capsys: pytest.CaptureFi
     assert main(["show", "no-such-uuid", "--backend", url]) == 2
     assert main(["resume", "no-such-uuid", "--backend", url]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err == ["flowkit: no flow detail 'no-such-uuid' in this backend (try 'flowkit logbooks')"] * 2
+    assert err == ["flowkit: no flow detail 'no-such-uuid' in this backend (try 'flowkit flows')"] * 2
 
 
 def test_a_flow_without_a_factory_cannot_be_resumed(url: str, capsys: pytest.CaptureFixture[str]) -> None:

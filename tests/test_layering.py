@@ -304,6 +304,7 @@ def test_importing_the_engine_core_loads_no_sql_dask_redis_or_web_package() -> N
 #: The modules of the ``flowkit`` command.
 CLI = ("flowkit.cli", "flowkit.conductors.cli", "flowkit._cli_common", "flowkit.web.cli")
 CLI += ("flowkit._cli_plan",)  # flowkit plan, flowkit resume --dry-run
+CLI += ("flowkit.__main__", "flowkit._cli_flows", "flowkit._cli_recover")  # python -m flowkit, flows, recover
 #: What every other module may build on: errors, states, names, small value types, the clock.
 FOUNDATION = (
     "flowkit.exceptions",

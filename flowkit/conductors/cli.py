@@ -45,30 +45,15 @@ from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 from flowkit import _imports
-from flowkit._cli_common import Handler, factory_options, prepare_factories, table
+from flowkit._cli_common import ENGINE_MODES, Handler, board_conf, cut, factory_options, prepare_factories, table
 from flowkit.conductors.base import DEFAULT_BACKOFF, DEFAULT_MAX_BACKOFF, DEFAULT_MAX_CONDUCTOR_FAILURES
+from flowkit.jobs.base import JobState
 from flowkit.persistence.base import Backend
 
 __all__ = ["add_commands", "board_conf", "DEFAULT_BOARD_NAME"]
 
 #: The board name the commands use unless ``--board-name`` says otherwise.
 DEFAULT_BOARD_NAME = "flowkit"
-
-_SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
-
-
-def board_conf(board: str) -> dict[str, Any]:
-    """The :func:`flowkit.jobs.backends.fetch` conf for a ``--board`` value (a URL or a kind)."""
-    if "://" not in board:
-        return {"board": board}
-    scheme = board.split("://", 1)[0].split("+", 1)[0].lower()
-    if scheme == "memory":
-        return {"board": "memory"}
-    if scheme in ("redis", "rediss", "unix"):
-        return {"board": "redis", "url": board}
-    if scheme in _SQL_SCHEMES:
-        return {"board": "sql", "url": board}
-    raise ValueError("no job board for %r (known: redis://..., postgresql://..., sqlite:///..., memory://)" % (board,))
 
 
 def _json(what: str) -> Callable[[str], Any]:
@@ -104,7 +89,6 @@ def _board_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--board-name", default=DEFAULT_BOARD_NAME, help="board name (default %(default)s)")
     parser.add_argument("--persistence", default=None, metavar="URL", help="logbook backend (default: --backend)")
-    parser.add_argument("--lease-ttl", type=float, default=None, metavar="S", help="claim lease in seconds")
 
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> dict[str, Handler]:
@@ -115,10 +99,17 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> dict[str, Ha
     _board_options(conductor)
     conductor.add_argument("--name", default=None, help="owner name of its claims (default: host-pid)")
     conductor.add_argument("--kind", choices=("blocking", "nonblocking"), default="blocking")
-    conductor.add_argument("--engine", choices=("serial", "parallel"), default="serial", help="engine mode")
+    conductor.add_argument("--engine", choices=ENGINE_MODES, default="serial", help="engine mode (default: serial)")
     conductor.add_argument("--max-simultaneous-jobs", type=int, default=None, help="jobs at once (nonblocking)")
-    conductor.add_argument("--ttl", type=float, default=None, help="claim lease in seconds (default: the board's)")
+    conductor.add_argument(
+        "--ttl", type=float, default=None, metavar="S",
+        help="claim lease in seconds, renewed every S/3 (default: the board's, 30)",
+    )  # fmt: skip
     conductor.add_argument("--max-dispatches", type=int, default=None, help="stop after this many jobs")
+    conductor.add_argument(
+        "--recover", action="store_true",
+        help="first resume the flows without a job on this board whose engine died (as 'flowkit recover --once')",
+    )  # fmt: skip
     conductor.add_argument(
         "--max-conductor-failures",
         type=int,
@@ -140,6 +131,15 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> dict[str, Ha
     listing = actions.add_parser("list", help="jobs that are not finished (--all: every job)")
     _board_options(listing)
     listing.add_argument("--all", action="store_true", help="also finished jobs: COMPLETE, CANCELLED, TRASHED")
+    listing.add_argument(
+        "--state", action="append", default=[], metavar="STATE",
+        help="only jobs in this state (repeatable, or comma-separated; finished states included)",
+    )  # fmt: skip
+    listing.add_argument("--json", action="store_true", help="print the jobs as JSON (schema: doc/command_line.rst)")
+    show = actions.add_parser("show", help="one job: its state, owner, lease, attempts, last error")
+    _board_options(show)
+    show.add_argument("job", metavar="JOB_UUID", help="its uuid, or a unique start of it")
+    show.add_argument("--json", action="store_true", help="print it as JSON")
     post = actions.add_parser("post", help="post a flow factory as a job; prints the job's uuid")
     _board_options(post)
     post.add_argument("factory", metavar="FACTORY", help="'module:function' returning the flow")
@@ -180,8 +180,6 @@ def _board(args: argparse.Namespace, persistence: Backend) -> Any:
     from flowkit.jobs.backends import fetch
 
     conf = board_conf(args.board)
-    if args.lease_ttl is not None:
-        conf["lease_ttl"] = args.lease_ttl
     return fetch(args.board_name, conf, persistence=persistence).connect()
 
 
@@ -218,7 +216,9 @@ def _cmd_conductor(args: argparse.Namespace, out: TextIO) -> int:
 
             for event in EVENTS:
                 conductor.notifier.register(event, report)
-            signals = _install_signals(conductor.stop)
+            if args.recover:
+                _recover(name, board, persistence, args, allowed, out)
+            signals = _install_signals(conductor.stop, out)
             out.write("conductor %s working board %r (pid %d)\n" % (name, board.name, os.getpid()))
             out.flush()
             try:
@@ -232,13 +232,35 @@ def _cmd_conductor(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _install_signals(stop: Callable[..., None]) -> dict[int, Any]:
-    """First SIGTERM/SIGINT drains the conductor, a second suspends its running jobs."""
+def _recover(name: str, board: Any, persistence: Backend, args: argparse.Namespace, allowed: Any, out: TextIO) -> None:
+    """Resume the interrupted flows that no job of ``board`` owns (those its conductors resume as jobs)."""
+    from flowkit._cli_recover import recover_pass
+
+    jobs = frozenset(job.book_uuid for job in board.iterjobs() if job.book_uuid)
+    options: dict[str, Any] = {"engine": args.engine}
+    found, _ = recover_pass(persistence, skip_books=jobs, options=options, allowed=allowed, out=out)
+    out.write("conductor %s: %d interrupted flow(s) without a job found and resumed\n" % (name, found))
+    out.flush()
+
+
+def _install_signals(stop: Callable[..., None], out: TextIO) -> dict[int, Any]:
+    """First SIGTERM/SIGINT drains the conductor, a second suspends its running jobs; each is said in the log."""
     received = []
 
     def on_signal(signum: int, frame: Any) -> None:
         received.append(signum)
-        stop(drain=len(received) == 1)
+        first = len(received) == 1
+        what = (
+            "draining: no new claims, running jobs finish (send it again to suspend them)"
+            if first
+            else "suspending the running jobs and giving them back to the board"
+        )
+        try:
+            out.write("received %s: %s\n" % (signal.Signals(signum).name, what))
+            out.flush()
+        except (OSError, ValueError):  # a closed log must not stop the conductor from stopping
+            pass
+        stop(drain=first)
 
     previous: dict[int, Any] = {}
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -256,11 +278,12 @@ def _restore_signals(previous: Mapping[int, Any]) -> None:
 
 def _cmd_jobs(args: argparse.Namespace, out: TextIO) -> int:
     # Listing only reads: it must not create a database (or tables) where there was none.
-    with _persistence(args, read_only=args.jobs_command == "list") as persistence:
+    with _persistence(args, read_only=args.jobs_command in ("list", "show")) as persistence:
         board = _board(args, persistence)
         try:
             action: Callable[[argparse.Namespace, Any, TextIO], int] = {
                 "list": _jobs_list,
+                "show": _jobs_show,
                 "post": _jobs_post,
                 "cancel": _jobs_cancel,
                 "retry": _jobs_retry,
@@ -271,34 +294,97 @@ def _cmd_jobs(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _jobs_list(args: argparse.Namespace, board: Any, out: TextIO) -> int:
-    rows = []
-    now = board.clock.now()
-    for job in board.iterjobs(include_final=args.all):
-        failures = board.failures_of(job)
-        status = board.status_of(job)
-        error = " ".join((failures.last_error or "-").split())  # one line per job
-        if len(error) > _ERROR_WIDTH:
-            error = error[: _ERROR_WIDTH - 3] + "..."
-        row = [
-            job.uuid,
-            job.name,
-            str(status.state),
-            board.find_owner(job) or "-",
-            str(job.priority),
-            job.created_on.strftime("%Y-%m-%d %H:%M:%S"),
-            _due_text(status, now),
-            str(failures.attempts),
-        ]
-        if args.all:
-            row.append(status.outcome or "-")
-        rows.append([*row, error])
-    if not rows:
-        out.write("no jobs\n" if args.all else "no unfinished jobs (--all lists finished ones too)\n")
+    from flowkit.web._model import jobs_view
+
+    wanted = {part.strip().upper() for text in args.state for part in text.split(",") if part.strip()}
+    unknown = sorted(wanted - {str(s.value) for s in JobState})
+    if unknown:
+        known = ", ".join(str(s.value) for s in JobState)
+        raise ValueError("--state %s: not a job state (known: %s)" % (", ".join(unknown), known))
+    view = jobs_view(board)
+    final = {str(s.value) for s in (JobState.COMPLETE, JobState.CANCELLED, JobState.TRASHED)}
+    jobs = [
+        job for job in view["jobs"] if (job["state"] in wanted if wanted else (args.all or job["state"] not in final))
+    ]
+    if args.json:
+        out.write(json.dumps({"board": view["board"], "jobs": jobs}, indent=2, sort_keys=True) + "\n")
         return 0
-    headers = ["JOB", "NAME", "STATE", "OWNER", "PRIORITY", "POSTED", "DUE", "ATTEMPTS"]
-    if args.all:
-        headers.append("OUTCOME")
+    now = board.clock.now()
+    rows = []
+    for job in jobs:
+        status = board.status_of(job["uuid"])
+        rows.append(
+            [
+                job["uuid"],
+                cut(job["name"], 32),
+                job["state"],
+                status.owner or "-",
+                _lease_text(status, now),
+                job["priority"],
+                _when(job["posted"]),
+                _due_text(status, now),
+                str(job["attempts"]),
+                job["outcome"] or "-",
+                cut(job["last_error"] or "-", _ERROR_WIDTH),
+            ]
+        )
+    if not rows:
+        out.write("no jobs\n" if (args.all or wanted) else "no unfinished jobs (--all lists finished ones too)\n")
+        return 0
+    headers = ["JOB", "NAME", "STATE", "OWNER", "LEASE", "PRIORITY", "POSTED", "DUE", "ATTEMPTS", "OUTCOME"]
     out.write(table([*headers, "LAST ERROR"], rows) + "\n")
+    return 0
+
+
+def _when(iso: str | None) -> str:
+    return iso.replace("T", " ").replace("+00:00", "") if iso else "-"
+
+
+def _lease_text(status: Any, now: float) -> str:
+    """The claim's lease: "until T" while its owner renews it, "expired T (owner gone)" once it ran out."""
+    if status.lease_expires_at is None:
+        return "-"
+    when = datetime.datetime.fromtimestamp(status.lease_expires_at, datetime.timezone.utc).strftime("%H:%M:%S")
+    if status.lease_expired:
+        return "expired %s, %ds ago (owner gone)" % (when, max(0, int(now - status.lease_expires_at)))
+    return "until %s (owner alive)" % (when,)
+
+
+def _jobs_show(args: argparse.Namespace, board: Any, out: TextIO) -> int:
+    from flowkit.web._model import jobs_view
+
+    matches = [job for job in jobs_view(board)["jobs"] if job["uuid"].startswith(args.job.strip().lower())]
+    if len(matches) != 1:
+        what = "no job" if not matches else "%d jobs whose ids start with" % (len(matches),)
+        raise ValueError("%s %r on board %r (try 'flowkit jobs list --all')" % (what, args.job, board.name))
+    job = matches[0]
+    if args.json:
+        out.write(json.dumps(job, indent=2, sort_keys=True) + "\n")
+        return 0
+    status = board.status_of(job["uuid"])
+    now = board.clock.now()
+    failed_by = " (failed by %s)" % (", ".join(job["failed_by"]),) if job["failed_by"] else ""
+    lines = [
+        ("job", job["uuid"]),
+        ("name", job["name"]),
+        ("state", job["state"]),
+        ("owner", status.owner or "-"),
+        ("lease", _lease_text(status, now)),
+        ("priority", job["priority"]),
+        ("posted", _when(job["posted"])),
+        ("due", _due_text(status, now)),
+        ("attempts", "%d%s" % (job["attempts"], failed_by)),
+        ("outcome", job["outcome"] or "-"),
+        ("logbook", job["logbook"] or "-"),
+    ]
+    if job["reason"]:
+        lines.append(("parked", job["reason"]))
+    width = max(len(key) for key, _ in lines) + 1
+    out.write("".join("%s %s\n" % ((key + ":").ljust(width), value) for key, value in lines))
+    if job["last_error"]:
+        out.write("last error:\n%s\n" % ("\n".join("  " + line for line in job["last_error"].splitlines()),))
+    if job["logbook"]:
+        out.write("its flow: flowkit flows (logbook %s), then flowkit show ID\n" % (job["logbook"],))
     return 0
 
 

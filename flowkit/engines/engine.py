@@ -186,11 +186,12 @@ class Engine:
                 for name, symbols in sorted(missing.items())
             ]
             symbols = sorted({s for symbols in missing.values() for s in symbols})
+            hint = _misspelt_store_keys(symbols, self._storage.injected, self._compilation)
             raise exc.MissingDependencies(
                 ", ".join(repr(name) for name in sorted(missing)),
                 symbols,
                 message="flow %r: %s, but no atom that runs before it in its scope provides that and "
-                "the store does not have it" % (self._flow.name, "; ".join(parts)),
+                "the store does not have it%s" % (self._flow.name, "; ".join(parts), hint),
             )
         self._check_executor()
 
@@ -701,3 +702,21 @@ def make_flow_detail(
     elif defer_reverts is not None:
         flow_detail.meta.pop(DEFER_REVERTS_KEY, None)
     return book, flow_detail
+
+
+def _misspelt_store_keys(symbols: list[str], injected: Any, compilation: Any) -> str:
+    """``" (did you mean ...?)"`` naming store keys nothing requires that look like a missing symbol, or ``""``."""
+    import difflib
+
+    unused = sorted(set(injected) - set(compilation.store_requires))
+    hints = []
+    for symbol in symbols:
+        close = difflib.get_close_matches(symbol, unused, n=1, cutoff=0.6)
+        if close:
+            hints.append("store key %r for %r" % (close[0], symbol))
+    if not hints:
+        return ""
+    return " (did you mean %s? no atom requires %s)" % (
+        ", ".join(hints),
+        "it" if len(hints) == 1 else "them",
+    )

@@ -260,6 +260,12 @@ class JobStatus:
     :meth:`JobBoard.park` until the job is next claimed; ``reason`` is what
     the parking owner said.  ``outcome`` is what :meth:`JobBoard.consume`
     recorded of the flow's end (None if nothing was).
+
+    ``owner`` and ``lease_expires_at`` (board clock) are the last claim's
+    while it is not given up: set for a CLAIMED job, and still set for one
+    whose lease expired without its owner abandoning, consuming or failing it
+    (``state`` then reads UNCLAIMED: the owner is presumed dead and any
+    owner may claim it); None once the claim ended.
     """
 
     state: JobState
@@ -267,6 +273,13 @@ class JobStatus:
     parked: bool = False
     reason: str | None = None
     outcome: str | None = None
+    owner: str | None = None
+    lease_expires_at: float | None = None
+
+    @property
+    def lease_expired(self) -> bool:
+        """True when the job's last claim ran out without its owner giving it up (the owner is likely dead)."""
+        return self.owner is not None and self.state is not JobState.CLAIMED
 
     @property
     def on_signal(self) -> bool:

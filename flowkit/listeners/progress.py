@@ -10,8 +10,10 @@ draws and redraws one line on standard error, e.g.::
     order [##########----------] 5/10  running: charge, ship  failed: 0
 
 When the stream is not a terminal (a log file, a pipe, CI), the listener
-stays quiet: it does not even register.  Plain ANSI escape codes, no extra
-dependency; colours are left out when ``NO_COLOR`` is set.
+stays quiet: it does not even register.  The line is drawn with ``rich``:
+it is cut (with an ellipsis) to fit the terminal's width, however narrow, so
+a redraw always overwrites the whole of it; colours are left out when
+``NO_COLOR`` is set.
 """
 
 from __future__ import annotations
@@ -31,11 +33,6 @@ if TYPE_CHECKING:
     from flowkit.engines.engine import Engine
 
 __all__ = ["ProgressListener"]
-
-_CLEAR_LINE = "\r\x1b[2K"
-_RED = "\x1b[31m"
-_GREEN = "\x1b[32m"
-_RESET = "\x1b[0m"
 
 # Atom states that count as done for the bar.
 _DONE = frozenset({states.SUCCESS, states.IGNORE})
@@ -114,29 +111,32 @@ class ProgressListener(Listener):
         return list(self._failed)
 
     def line(self) -> str:
-        """The progress line as it is drawn now (without escape codes when ``color`` is off)."""
+        """The progress line as it is drawn now, as plain text (before it is cut to the terminal's width)."""
+        return self._text().plain
+
+    def _text(self) -> Any:
+        from rich.text import Text
+
         total = self._total
         done = len(self._done)
         filled = self.width * done // total if total else 0
-        bar = "#" * filled + "-" * (self.width - filled)
-        if self.color:
-            bar = _GREEN + "#" * filled + _RESET + "-" * (self.width - filled)
-        parts = ["%s [%s] %d/%d" % (self._engine.flow.name, bar, done, total)]
+        text = Text("%s [" % (self._engine.flow.name,))
+        text.append("#" * filled, style="green")
+        text.append("-" * (self.width - filled))
+        text.append("] %d/%d" % (done, total))
         if self._running:
             names = list(self._running)
             shown = ", ".join(names[:_SHOWN_RUNNING])
             if len(names) > _SHOWN_RUNNING:
                 shown += " +%d" % (len(names) - _SHOWN_RUNNING,)
-            parts.append("running: " + shown)
-        failed = "failed: %d" % (len(self._failed),)
-        if self._failed and self.color:
-            failed = _RED + failed + _RESET
-        parts.append(failed)
+            text.append("  running: " + shown)
+        text.append("  ")
+        text.append("failed: %d" % (len(self._failed),), style="red" if self._failed else "")
         if self._reverted:
-            parts.append("reverted: %d" % (self._reverted,))
+            text.append("  reverted: %d" % (self._reverted,))
         if self._flow_state in _FLOW_ENDS:
-            parts.append(self._flow_state)
-        return "  ".join(parts)
+            text.append("  " + self._flow_state)
+        return text
 
     # -- registration ------------------------------------------------------------------
 
@@ -196,11 +196,7 @@ class ProgressListener(Listener):
         if not force and self._last_draw is not None and now - self._last_draw < self.refresh_seconds:
             return
         self._last_draw = now
-        line = self.line()
-        columns = shutil.get_terminal_size((100, 24)).columns
-        if not self.color and len(line) >= columns:
-            line = line[: columns - 4] + "..."
-        self._stream.write(_CLEAR_LINE + line)
+        self._stream.write(_render(self._text(), shutil.get_terminal_size((100, 24)).columns, self.color))
         self._stream.flush()
         self._drawn = True
 
@@ -212,3 +208,29 @@ class ProgressListener(Listener):
                 self._stream.flush()
                 self._drawn = False
         super().deregister()
+
+
+def _render(text: Any, columns: int, color: bool) -> str:
+    """Back to the line's start, clear it, and ``text`` cut to fit ``columns`` (one cell left for the cursor)."""
+    import io
+
+    from rich.console import Console
+    from rich.control import Control
+    from rich.segment import ControlType
+
+    line = text.copy()
+    line.truncate(max(1, columns - 1), overflow="ellipsis")
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer,
+        force_terminal=color,
+        no_color=not color,
+        color_system="standard" if color else None,
+        width=max(1, columns),
+        highlight=False,
+        emoji=False,
+        markup=False,
+    )
+    console.print(line, end="", no_wrap=True, crop=True)
+    home = Control(ControlType.CARRIAGE_RETURN, (ControlType.ERASE_IN_LINE, 2))
+    return str(home) + buffer.getvalue()

@@ -304,6 +304,27 @@ class JobBoardTests:
         timed.consume(job, "bob")
         assert _state(job) is JobState.COMPLETE
 
+    def test_status_shows_the_lease_and_an_owner_that_let_it_expire(self, timed: JobBoard, clock: FakeClock) -> None:
+        job = timed.post("j")
+        assert (timed.status_of(job).owner, timed.status_of(job).lease_expires_at) == (None, None)
+        claim = timed.claim(job, "alice", ttl=10)
+        status = timed.status_of(job)
+        assert status.state is JobState.CLAIMED and status.owner == "alice" and not status.lease_expired
+        assert status.lease_expires_at == pytest.approx(claim.expires_at)
+        clock.advance(11)  # alice died: no renewal
+        status = timed.status_of(job)
+        assert status.state is JobState.UNCLAIMED and status.lease_expired
+        assert status.owner == "alice" and status.lease_expires_at == pytest.approx(claim.expires_at)
+        timed.claim(job, "bob", ttl=10)
+        assert timed.status_of(job).owner == "bob" and not timed.status_of(job).lease_expired
+        timed.consume(job, "bob")
+        status = timed.status_of(job)
+        assert (status.state, status.owner, status.lease_expires_at) == (JobState.COMPLETE, None, None)
+        other = timed.post("k")
+        timed.claim(other, "carol", ttl=10)
+        timed.abandon(other, "carol")
+        assert (timed.status_of(other).owner, timed.status_of(other).lease_expired) == (None, False)
+
     def test_renew_extends_the_lease(self, timed: JobBoard, clock: FakeClock) -> None:
         job = timed.post("j")
         claim = timed.claim(job, "alice", ttl=10)

@@ -32,6 +32,7 @@ __all__ = [
     "FlowFilter",
     "parse_since",
     "list_flows",
+    "match_flow",
     "find_flow",
     "flow_view",
     "jobs_view",
@@ -205,8 +206,11 @@ def list_flows(backend: Backend, which: FlowFilter) -> dict[str, Any]:
     }
 
 
-def find_flow(backend: Backend, ident: str) -> tuple[LogBook, FlowDetail]:
-    """The logbook and (full) flow detail whose uuid is ``ident`` or starts with it; NotFound otherwise."""
+def match_flow(backend: Backend, ident: str) -> tuple[LogBook, FlowDetail]:
+    """The logbook and lazy flow detail (no atoms read) whose uuid is ``ident`` or starts with it.
+
+    NotFound when none does, or when several do (the message says how many).
+    """
     ident = ident.strip().lower()
     if not ident:
         raise NotFound("no flow detail id given")
@@ -218,11 +222,17 @@ def find_flow(backend: Backend, ident: str) -> tuple[LogBook, FlowDetail]:
             except CorruptLogbook:
                 continue
             matches.extend((book, fd) for fd in flows if fd.uuid.startswith(ident))
-        if not matches:
-            raise NotFound("no flow detail %r in this backend" % (ident,))
-        if len(matches) > 1:
-            raise NotFound("%r is the start of %d flow details' ids; give more of it" % (ident, len(matches)))
-        book, fd = matches[0]
+    if not matches:
+        raise NotFound("no flow detail %r in this backend" % (ident,))
+    if len(matches) > 1:
+        raise NotFound("%r is the start of %d flow details' ids; give more of it" % (ident, len(matches)))
+    return matches[0]
+
+
+def find_flow(backend: Backend, ident: str) -> tuple[LogBook, FlowDetail]:
+    """The logbook and (full) flow detail whose uuid is ``ident`` or starts with it; NotFound otherwise."""
+    book, fd = match_flow(backend, ident)
+    with backend.get_connection() as conn:
         return book, conn.get_flow_details(fd.uuid)
 
 
@@ -362,6 +372,17 @@ def flow_view(backend: Backend, book: LogBook, fd: FlowDetail, *, mask_keys: Col
 # -- jobs and conductors ----------------------------------------------------------------
 
 
+def _lease(status: Any) -> dict[str, Any] | None:
+    """The last claim not given up: its owner, when it ends, whether it ran out (the owner presumed dead)."""
+    if status.owner is None:
+        return None
+    return {
+        "owner": clip(status.owner, "name"),
+        "expires": _iso(status.lease_expires_at),
+        "expired": status.lease_expired,
+    }
+
+
 def jobs_view(board: Any) -> dict[str, Any]:
     """The ``/api/jobs`` answer: every job (finished ones too) and the owners holding claims."""
     jobs = []
@@ -392,6 +413,7 @@ def jobs_view(board: Any) -> dict[str, Any]:
                 "failed_by": [clip(name, "name") for name in failures.failed_by],
                 "outcome": clip(status.outcome, "name") if status.outcome else None,
                 "logbook": job.book_uuid,
+                "lease": _lease(status),
             }
         )
     conductors = [{"name": clip(name, "name"), "claims": uuids} for name, uuids in sorted(owners.items())]

@@ -98,3 +98,21 @@ def test_refresh_interval_limits_redraws(load: Any) -> None:
         engine.run()
     # the first event draws, the rest fall inside the interval, the end always draws
     assert out.getvalue().count("\r\x1b[2K") == 2
+
+
+def test_stays_on_one_line_in_a_narrow_terminal(load: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    monkeypatch.setenv("COLUMNS", "20")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    engine = load(three_tasks())
+    out = FakeTerminal()
+    with ProgressListener(engine, stream=out, refresh_seconds=0, width=6) as progress:
+        engine.run()
+    assert progress.line() == "order [######] 3/3  failed: 0  SUCCESS"  # longer than the terminal
+    drawn = out.getvalue().rstrip("\n").split("\r\x1b[2K")[1:]
+    assert len(drawn) >= 4
+    for line in drawn:
+        visible = re.sub("\x1b\\[[0-9;]*m", "", line)
+        # Shorter than the terminal, so it never wraps and every redraw clears all of it.
+        assert len(visible) <= 19 and "\n" not in visible and visible.endswith("…")

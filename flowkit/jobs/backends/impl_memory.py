@@ -193,7 +193,16 @@ class MemoryJobBoard(JobBoard):
             r = self._get(job)
             state = r.live_state(self.clock())
             due = r.due_at if state is JobState.UNCLAIMED else None
-            return JobStatus(state, due, r.parked and state is JobState.UNCLAIMED, r.park_reason, r.outcome)
+            claimed = r.state is JobState.CLAIMED
+            return JobStatus(
+                state,
+                due,
+                r.parked and state is JobState.UNCLAIMED,
+                r.park_reason,
+                r.outcome,
+                r.owner if claimed else None,
+                r.expires_at if claimed else None,
+            )
 
     def next_due(self) -> float | None:
         """The earliest due time of an unclaimed job not due yet; None if there is none."""

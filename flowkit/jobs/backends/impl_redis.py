@@ -52,6 +52,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from flowkit import exceptions as exc
+from flowkit._imports import missing_extra
 from flowkit.clock import Clock
 from flowkit.jobs.base import (
     DEFAULT_LEASE_TTL,
@@ -346,7 +347,10 @@ class RedisJobBoard(JobBoard):
         super().__init__(
             name, persistence=persistence, lease_ttl=lease_ttl, clock=clock, max_details_bytes=max_details_bytes
         )
-        import redis
+        try:
+            import redis
+        except ImportError as error:
+            raise missing_extra(error, "the Redis job board") from error
 
         self.url = url
         self.client = redis.Redis.from_url(url, decode_responses=True)
@@ -675,6 +679,8 @@ class RedisJobBoard(JobBoard):
             bool(h.get("parked")) and waiting,
             h.get("park_reason") or None,
             h.get("outcome") or None,
+            (h.get("owner") or None) if h["state"] == "CLAIMED" else None,
+            float(h["expires_at"]) if h["state"] == "CLAIMED" and h.get("expires_at") else None,
         )
 
     def next_due(self) -> float | None:

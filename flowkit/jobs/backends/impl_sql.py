@@ -404,6 +404,8 @@ class SQLJobBoard(JobBoard):
             bool(row["parked"]) and waiting,
             row["park_reason"],
             row["outcome"],
+            row["owner"] if row["state"] == _CLAIMED else None,
+            float(row["expires_at"]) if row["state"] == _CLAIMED and row["expires_at"] is not None else None,
         )
 
     def next_due(self) -> float | None:

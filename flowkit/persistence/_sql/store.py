@@ -43,6 +43,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from flowkit import exceptions as exc
+from flowkit._imports import missing_extra
 from flowkit.persistence._sql import schema
 from flowkit.persistence._sql.locks import FileFlowLock, SessionFlowLock, database_lock, upgrade_lock
 from flowkit.persistence.base import DEFAULT_MAX_RESULT_BYTES, Backend, FlowLock, check_max_result_bytes
@@ -181,7 +182,10 @@ class SQLStore(Backend):
                 self.engine.dispose(close=False)
         else:
             self.url = normalize_url(url_or_engine)
-            self.engine = self._create_engine(self.url)
+            try:
+                self.engine = self._create_engine(self.url)
+            except ImportError as error:
+                raise missing_extra(error, "a %s logbook" % (self.url.get_backend_name(),)) from error
             self._owns_engine = True
         self.dialect = self.engine.dialect.name
         self.memory = _is_memory_sqlite(self.url)
