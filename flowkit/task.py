@@ -60,6 +60,12 @@ class TaskContext:
     #: resume), not as a failure, and it is not reverted.  It works wherever the
     #: task runs (see :mod:`flowkit.types.cancellation`).
     cancelled: CancelToken = dataclasses.field(repr=False, compare=False)
+    #: The W3C trace-context headers (``traceparent``, maybe ``tracestate``) of
+    #: the span of this attempt, when the flow is traced
+    #: (:func:`flowkit.tracing.enable_tracing`); None otherwise.  The run
+    #: makes it the current OpenTelemetry context wherever the task runs, so
+    #: spans the task starts are children of the attempt's span.
+    trace_context: Mapping[str, str] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def __init__(
         self,
@@ -68,6 +74,7 @@ class TaskContext:
         progress_sink: Callable[[str, float], None] | None = None,
         idempotency_key: str = "",
         cancelled: CancelToken | None = None,
+        trace_context: Mapping[str, str] | None = None,
     ) -> None:
         # The engine makes one per atom run: setting the slots directly costs
         # half of what the generated frozen __init__ does.  A new field needs
@@ -77,6 +84,7 @@ class TaskContext:
         _set_progress_sink(self, progress_sink)
         _set_idempotency_key(self, idempotency_key)
         _set_cancelled(self, CancelToken() if cancelled is None else cancelled)
+        _set_trace_context(self, trace_context)
 
     def report_progress(self, progress: float) -> None:
         """Hand ``progress`` (already in [0.0, 1.0]) to the engine; ``Task.update_progress`` calls it."""
@@ -104,6 +112,7 @@ _set_flow_uuid = TaskContext.__dict__["flow_uuid"].__set__
 _set_progress_sink = TaskContext.__dict__["progress_sink"].__set__
 _set_idempotency_key = TaskContext.__dict__["idempotency_key"].__set__
 _set_cancelled = TaskContext.__dict__["cancelled"].__set__
+_set_trace_context = TaskContext.__dict__["trace_context"].__set__
 
 # A context variable, not an attribute the engine sets on the task: the task
 # object is the user's (and may be shared by two engines), and a context

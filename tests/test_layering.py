@@ -336,6 +336,7 @@ _RUNNING = ("flowkit.engines", "flowkit.storage", "flowkit.persistence", "flowki
 #: What is built on the engine.
 _ABOVE_ENGINES = ("flowkit.jobs", "flowkit.conductors", "flowkit.listeners", "flowkit.testing", "flowkit.graphs") + CLI
 _ABOVE_ENGINES += ("flowkit.web",)  # the dashboard
+_ABOVE_ENGINES += ("flowkit.metrics", "flowkit.tracing")  # observers of engines and conductors
 
 #: Package (or module) -> what it never imports; a module obeys the rules of
 #: every package it is in.  The foundation has its own, stricter test
@@ -371,6 +372,11 @@ NEVER_IMPORTS: dict[str, tuple[str, ...]] = {
     + CLI,
     # The conformance suites test the public contracts of backends and boards.
     "flowkit.testing": ("flowkit.conductors", "flowkit.listeners", "flowkit.graphs") + CLI,
+    # Metrics and tracing watch engines and conductors through their notifiers: never boards, SQL or the command.
+    **dict.fromkeys(
+        ("flowkit.metrics", "flowkit.tracing"),
+        ("flowkit.jobs", "flowkit.testing", "flowkit.graphs", "flowkit.web") + PERSISTENCE_SQL + CLI,
+    ),
     # The dashboard reads logbooks and boards it is handed; the command builds them.
     "flowkit.web": ("flowkit.jobs", "flowkit.conductors", "flowkit.testing") + CLI,
 }

@@ -66,6 +66,7 @@ from typing import Any
 
 from flowkit import exceptions as exc
 from flowkit import states
+from flowkit.engines import _observers
 from flowkit.engines.engine import Engine
 from flowkit.factories import FactoryRegistry, _prefixes
 from flowkit.jobs.base import CancelRequest, Claim, FencedBackend, Job, JobBoard
@@ -261,6 +262,8 @@ class Conductor(abc.ABC):
         self._dead = threading.Event()
         self._dead.set()
         self._heartbeat_stop = threading.Event()
+        if _observers.CONDUCTOR_OBSERVERS:
+            _observers.observe(_observers.CONDUCTOR_OBSERVERS, self)
 
     # -- the public loop ------------------------------------------------------------
 

@@ -540,12 +540,14 @@ class Scheduler:
         # loop; elsewhere its run collects it (see run_execute).
         detail = st.details[index]
         attempt = detail.meta.get(ATTEMPT_KEY)
+        carriers = st.trace_carriers
         context = TaskContext(
             atom.name,
             st.flow_uuid,
             st.progress_sink if executor.local else None,
             "%s-%d" % (detail.uuid, attempt if isinstance(attempt, int) else 0),
             st.cancelled,
+            carriers.get(detail.uuid) if carriers is not None else None,
         )
         try:
             future = executor.submit(fn, atom, kwargs, context)

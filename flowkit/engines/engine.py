@@ -19,6 +19,7 @@ from flowkit._names import MAX_NAME_LENGTH, check_name
 from flowkit.cancellation import CANCEL_KEY, CancelRequest
 from flowkit.clock import Clock, as_clock
 from flowkit.engines import _compiler as compiler
+from flowkit.engines import _observers
 from flowkit.engines._cancel_watch import CancelWatch
 from flowkit.engines._scheduler import Scheduler
 from flowkit.engines._state import ENGINE_FAILURES_KEY, REGIONS_KEY, REVERTED_SCOPES_KEY, RunState
@@ -97,6 +98,10 @@ class Engine:
         self._times = {"compile": 0.0, "prepare": 0.0, "run": 0.0}
         self._runs = 0
         self._executor_checked = False
+        self.trace_carriers: dict[str, dict[str, str]] | None = None
+        """Set by :mod:`flowkit.tracing`: atom uuid -> the trace context its next run carries (None: not traced)."""
+        if _observers.ENGINE_OBSERVERS:
+            _observers.observe(_observers.ENGINE_OBSERVERS, self)
 
     # -- what it works on ---------------------------------------------------------
 
@@ -257,6 +262,7 @@ class Engine:
                 defer_reverts=self.defer_reverts,
                 clock=self._clock,
                 park=park,
+                trace_carriers=self.trace_carriers,
             )
             flow_lock = self._connection.lock_flow(self._flow_detail)
             try:

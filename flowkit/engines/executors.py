@@ -75,6 +75,10 @@ def run_execute(task: Any, kwargs: dict[str, Any], context: TaskContext) -> Outc
     """Run ``task.execute(**kwargs)`` with its hooks, ``context`` current; never raises."""
     # (run_revert is the same with the revert hooks: one copy each, as this
     # runs once per atom and a shared helper would add a call to every run.)
+    if context.trace_context is not None:
+        from flowkit.engines._trace_context import run_traced
+
+        return run_traced(run_execute, "execute", task, kwargs, context)
     events, context = _progress_collector(context)
     token = context.activate()
     try:
@@ -92,6 +96,10 @@ def run_execute(task: Any, kwargs: dict[str, Any], context: TaskContext) -> Outc
 
 def run_revert(task: Any, kwargs: dict[str, Any], context: TaskContext) -> Outcome:
     """Run ``task.revert(**kwargs)`` with its hooks, ``context`` current; never raises."""
+    if context.trace_context is not None:
+        from flowkit.engines._trace_context import run_traced
+
+        return run_traced(run_revert, "revert", task, kwargs, context)
     events, context = _progress_collector(context)
     token = context.activate()
     try:
