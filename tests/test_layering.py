@@ -304,7 +304,7 @@ def test_importing_the_engine_core_loads_no_sql_dask_redis_or_web_package() -> N
 # -- (c) what each package never imports ----------------------------------------------
 
 #: The modules of the ``flowkit`` command.
-CLI = ("flowkit.cli", "flowkit.conductors.cli", "flowkit._cli_common", "flowkit.web.cli")
+CLI = ("flowkit.cli", "flowkit.conductors.cli", "flowkit._cli_common", "flowkit._cli_metrics", "flowkit.web.cli")
 #: What every other module may build on: errors, states, names, small value types, the clock.
 FOUNDATION = (
     "flowkit.exceptions",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from flowkit.persistence.backends.impl_memory import MemoryBackend
 from flowkit.testing.clock import VirtualClock
 from flowkit.waits import Sleep
 from tests.conductors import flows
+from tests.conductors.conftest import ConductorProcess, Setup
 from tests.conductors.test_conductor import DEADLINE, Events, FakeClock, lines
 from tests.support import BoomError, Const, Fail, FailUntil, Undoable, wait_until
 
@@ -137,3 +139,33 @@ def test_conductors_count_claims_parked_jobs_and_lost_leases(
     assert value(metrics, "flowkit_lease_losses_total", conductor="holder") == 1
     assert value(metrics, "flowkit_lease_losses_total", conductor="napper") == 0
     held.abandon(job, "thief", token=thief.token)
+
+
+@pytest.mark.slow
+def test_a_conductor_serves_its_metrics_on_the_port_it_is_given(
+    tmp_path: Path, conductors: list[ConductorProcess]
+) -> None:
+    url = "sqlite:///%s" % (tmp_path / "flowkit.db")
+    setup = Setup("sqlite", url, url, "metrics", tmp_path)
+    log = tmp_path / "log.txt"
+    with setup.persistence() as persistence, setup.board(persistence) as board:
+        job = post_flow(board, flows.one_line, store={"log": str(log), "job": "m"})
+    conductor = ConductorProcess(setup, "c1", ttl=30.0, extra=("--metrics-port", "0"))
+    conductors.append(conductor)
+    deadline = time.monotonic() + 60
+    conductor.wait_for_line("metrics at http://127.0.0.1:", deadline)
+    conductor.wait_for_line("job_consumed %s" % (job.uuid,), deadline)
+    (served,) = [line.split()[-1] for line in conductor.lines() if line.startswith("metrics at ")]
+    with urllib.request.urlopen(served, timeout=10) as response:
+        samples = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(response.read().decode("utf-8"))
+            for sample in family.samples
+        }
+    assert samples[("flowkit_job_claims_total", (("conductor", "c1"),))] == 1.0
+    assert samples[("flowkit_flows_total", (("state", "SUCCESS"),))] == 1.0
+    assert samples[("flowkit_atoms_finished_total", (("kind", "task"), ("state", "SUCCESS")))] == 1.0
+    assert conductor.terminate(DEADLINE) == 0
+    # The port is released with the process: nothing answers there any more.
+    with pytest.raises(OSError):
+        urllib.request.urlopen(served, timeout=5)
