@@ -102,7 +102,7 @@ def as_task(
 
     ``revert`` receives the same arguments plus ``result`` and
     ``flow_failures`` when it accepts them.  ``retry_policy`` (a
-    :class:`~flowkit.RetryPolicy`) retries each task it makes when it fails.
+    :class:`~flowkit.policies.RetryPolicy`) retries each task it makes when it fails.
     """
     defaults = {
         "name": name,

@@ -1,7 +1,7 @@
 """The conductor: claim jobs from a board, run their flows, finish the jobs.
 
 One :class:`Conductor` loop (``run()``) claims jobs while it has room for
-more (``max_simultaneous_jobs``) and hands each to :meth:`Conductor._dispatch`
+more (``max_simultaneous_jobs``) and hands each to ``Conductor._dispatch()``
 (run inline by the blocking conductor, on a thread pool by the non-blocking
 one).  Running a job means:
 

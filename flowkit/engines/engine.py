@@ -235,7 +235,7 @@ class Engine:
         ``park=True`` it returns at once instead, the flow WAITING in the
         logbook (``flow_detail.meta["wake"]`` says until when); running it
         again later, in this process or another, continues the waits.  The
-        backoff of a :class:`~flowkit.RetryPolicy` between attempts is such a
+        backoff of a :class:`~flowkit.policies.RetryPolicy` between attempts is such a
         wait.  A policy that gives up with ``on_exhausted="broken"`` ends the
         flow BROKEN and raises :class:`~flowkit.exceptions.Broken` (see
         :meth:`retry` and :meth:`revert`).
@@ -454,7 +454,7 @@ class Engine:
     def retry(self, atom: str | None = None) -> None:
         """Clear BROKEN so the next ``run()`` runs the broken atom (``atom``) or atoms (None) again.
 
-        For a flow that ended BROKEN (a :class:`~flowkit.RetryPolicy` with
+        For a flow that ended BROKEN (a :class:`~flowkit.policies.RetryPolicy` with
         ``on_exhausted="broken"`` ran out): each atom is PENDING again with its
         error count at zero and a new attempt number (its attempt history is
         kept); the flow is PENDING unless other atoms stay BROKEN.  Written to

@@ -130,7 +130,7 @@ class FileFlag:
 
     A process pool's workers share the engine's file system, so a look costs
     one ``stat`` and needs no server, manager process or pipe.  The file lives
-    in a directory of its own, made for the run and removed by :meth:`close`.
+    in a directory of its own, made for the run and removed by ``close()``.
     """
 
     __slots__ = ("path",)

@@ -286,7 +286,7 @@ def load_from_detail(
     not) raises :class:`~flowkit.exceptions.InconsistentLogbook` naming each
     problem, before anything is written.  ``repair=True`` instead re-runs the
     atoms concerned, recording that in ``flow_detail.meta["repairs"]`` (see
-    :mod:`flowkit.engines._consistency` for the rules).
+    ``flowkit.engines._consistency`` for the rules).
     """
     flow = flow_from_detail(flow_detail, factories=factories, allowed_modules=allowed_modules)
     _check_stored_store(flow_detail)
