@@ -11,6 +11,8 @@ from setuptools import find_packages, setup
 HERE = Path(__file__).resolve().parent
 
 WEB_REQUIRES = ["starlette>=0.37", "uvicorn>=0.29", "jinja2>=3.1", "python-multipart>=0.0.9"]
+OTEL_REQUIRES = ["opentelemetry-api>=1.20", "opentelemetry-sdk>=1.20"]
+METRICS_REQUIRES = ["prometheus_client>=0.17"]
 
 TEST_REQUIRES = [
     "pytest>=7",
@@ -24,6 +26,9 @@ TEST_REQUIRES = [
     *WEB_REQUIRES,
     "httpx>=0.27",
     "playwright>=1.40",
+    # Spans are read back from the SDK's in-memory exporter; metrics scraped from prometheus_client's server.
+    *OTEL_REQUIRES,
+    *METRICS_REQUIRES,
 ]
 
 setup(
@@ -64,6 +69,8 @@ setup(
         # Benchmark-only: the benchmarks run the same flows on TaskFlow, and parked flows on DBOS, for comparison.
         "bench": ["taskflow==6.5.0", "dbos==3.4.0"],
         "web": WEB_REQUIRES,
+        "otel": OTEL_REQUIRES,
+        "metrics": METRICS_REQUIRES,
         "test": TEST_REQUIRES,
         "docs": ["sphinx>=7"],
         "lint": ["ruff>=0.17,<0.18", "mypy>=2.4,<3"],

@@ -62,6 +62,10 @@ type-only imports included).
   Never import the engine (except its types, in annotations), storage,
   persistence, the factories, boards, conductors, ``testing``, ``graphs`` or
   the command.
+- ``metrics.py``, ``tracing.py``: Prometheus metrics and OpenTelemetry spans
+  (imported on first use), attached to every engine and conductor through
+  ``engines/_observers.py`` and the notifiers.  Never import job boards,
+  SQL code, ``testing``, ``graphs``, ``web`` or the command.
 - ``graphs.py``: draws a flow with the compiler.  Never imports persistence,
   the factories, or anything else built on the engine.
 - ``testing/``: conformance suites for backends and boards, for your own

@@ -18,8 +18,11 @@ from flowkit._names import check_name
 
 __all__ = ["Atom", "AtomKind", "ProvidesSpec", "RebindSpec", "RequiresSpec"]
 
+#: What ``provides=`` takes: one name, names (the result is unpacked by position), or None.
 ProvidesSpec = Union[str, Sequence[str], "set[str]", "frozenset[str]", None]  # noqa: UP007 (string members)
+#: What ``requires=`` takes: one name or names of extra arguments, or None.
 RequiresSpec = str | Iterable[str] | None
+#: What ``rebind=`` takes: new names by position, a mapping from argument to stored name, or None.
 RebindSpec = Sequence[str] | Mapping[str, str] | None
 
 _EMPTY: Mapping[str, Any] = {}

@@ -8,7 +8,7 @@ long to block before looking again (:meth:`Clock.timeout`).  Deadlines are
 absolute clock seconds, so a deadline written to a logbook means the same
 moment to the process that resumes it.
 
-:data:`SYSTEM` is the real clock.  :class:`flowkit.testing.VirtualClock`
+:data:`SYSTEM` is the real clock.  :class:`flowkit.testing.clock.VirtualClock`
 jumps forward when a test says so; whoever blocks on a clock subscribes with
 :meth:`Clock.on_change` and is woken when it jumps.  A clock never promises
 that a wake-up is due: a woken waiter looks at ``now()`` again.

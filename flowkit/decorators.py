@@ -106,7 +106,7 @@ def as_task(
 
     ``revert`` receives the same arguments plus ``result`` and
     ``flow_failures`` when it accepts them.  ``retry_policy`` (a
-    :class:`~flowkit.RetryPolicy`) retries each task it makes when it fails;
+    :class:`~flowkit.policies.RetryPolicy`) retries each task it makes when it fails;
     ``heartbeat_timeout`` (seconds) fails an attempt that goes that long
     without a heartbeat (a function beats with :func:`flowkit.task.heartbeat`
     and reads :func:`flowkit.task.current_context`).

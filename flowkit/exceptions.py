@@ -285,7 +285,7 @@ class HeartbeatTimeout(FlowkitError):
 
 
 class Broken(FlowkitError):
-    """An atom's :class:`~flowkit.RetryPolicy` ran out (``on_exhausted="broken"``): it and its flow are BROKEN.
+    """An atom's :class:`~flowkit.policies.RetryPolicy` ran out (``on_exhausted="broken"``): it and its flow are BROKEN.
 
     Nothing was reverted and nothing more starts.  ``engine.retry()`` (``flowkit
     retry UUID [ATOM]``) makes the broken atoms PENDING again for the next
@@ -309,7 +309,7 @@ class SignalAlreadySent(InvalidState):
 
 
 class NotStarted(NotFound):
-    """No flow was started under that key or uuid (:func:`flowkit.result`)."""
+    """No flow was started under that key or uuid (:func:`flowkit.starts.result`)."""
 
 
 class JobFailure(FlowkitError):
@@ -446,9 +446,9 @@ def _rebuild_corrupt(
 
 
 class WrappedFailure(FlowkitError):
-    """Several failures at once; iterate over it to see each :class:`Failure`.
+    """Several failures at once; iterate over it to see each :class:`~flowkit.types.failure.Failure`.
 
-    Iterating yields the :class:`Failure` objects, as in TaskFlow.  The engine
+    Iterating yields the :class:`~flowkit.types.failure.Failure` objects, as in TaskFlow.  The engine
     also records which atom each failure belongs to: :meth:`atom_failures`
     returns ``(atom name, Failure)`` pairs (the name is None for a failure
     that belongs to no atom, such as a cancellation), and ``str()`` shows the

@@ -22,7 +22,7 @@ people who run the process, never by the data it reads:
   ``flowkit`` command's ``--import MODULE``);
 - :func:`flowkit.engines.load_from_factory`,
   :func:`flowkit.engines.save_factory_details` and
-  :func:`flowkit.conductors.post_flow`, which register the factory they are
+  :func:`flowkit.conductors.posting.post_flow`, which register the factory they are
   given (under its ``"module:qualname"`` name, which is what they record);
 - an entry point in the group ``flowkit.factories`` of an installed
   distribution (the entry point's name is the factory name).  Installing a

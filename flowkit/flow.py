@@ -24,7 +24,7 @@ class Flow:
 
     ``retry`` optionally attaches a :class:`~flowkit.retry.Retry` controller
     that decides what happens when an atom of this flow fails.
-    ``retry_policy`` (a :class:`~flowkit.RetryPolicy`) is the policy of every
+    ``retry_policy`` (a :class:`~flowkit.policies.RetryPolicy`) is the policy of every
     task inside this flow, nested flows included, that sets none of its own
     (a nested flow's own ``retry_policy`` wins inside it).
 

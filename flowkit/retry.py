@@ -62,7 +62,7 @@ class History:
     """What happened on each attempt of a retry controller's flow.
 
     Each entry is ``(result, failures)``: the controller's result for that
-    attempt and a dict of atom name -> :class:`Failure` seen during it.
+    attempt and a dict of atom name -> :class:`~flowkit.types.failure.Failure` seen during it.
     """
 
     __slots__ = ("_contents", "failure")

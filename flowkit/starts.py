@@ -536,7 +536,7 @@ class FlowHandle:
         matches them by type name).
 
         ``timeout`` is in seconds of ``clock`` (default the real clock; a
-        :class:`flowkit.testing.VirtualClock` in tests): once it is over
+        :class:`flowkit.testing.clock.VirtualClock` in tests): once it is over
         with the flow not ended, TimeoutError naming the flow is raised.  A
         flow started here whose run stopped before the flow ended (the
         database went away, say) raises

@@ -272,7 +272,7 @@ class Storage:
         return self._detail(task_name).meta.get("progress_details")
 
     def get(self, atom_name: str) -> Any:
-        """The atom's result, or its :class:`Failure` if it failed.
+        """The atom's result, or its :class:`~flowkit.types.failure.Failure` if it failed.
 
         For a retry controller, the result of its latest attempt.
         """

@@ -79,6 +79,12 @@ class TaskContext:
     heartbeat_details: Any = dataclasses.field(repr=False, compare=False)
     #: What ``self.heartbeat()`` beats (None: the task has no ``heartbeat_timeout``).
     pulse: Pulse | None = dataclasses.field(repr=False, compare=False)
+    #: The W3C trace-context headers (``traceparent``, maybe ``tracestate``) of
+    #: the span of this attempt, when the flow is traced
+    #: (:func:`flowkit.tracing.enable_tracing`); None otherwise.  The run
+    #: makes it the current OpenTelemetry context wherever the task runs, so
+    #: spans the task starts are children of the attempt's span.
+    trace_context: Mapping[str, str] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def __init__(
         self,
@@ -89,6 +95,7 @@ class TaskContext:
         cancelled: CancelToken | None = None,
         heartbeat_details: Any = None,
         pulse: Pulse | None = None,
+        trace_context: Mapping[str, str] | None = None,
     ) -> None:
         # The engine makes one per atom run: setting the slots directly costs
         # half of what the generated frozen __init__ does.  A new field needs
@@ -100,6 +107,7 @@ class TaskContext:
         _set_cancelled(self, CancelToken() if cancelled is None else cancelled)
         _set_heartbeat_details(self, heartbeat_details)
         _set_pulse(self, pulse)
+        _set_trace_context(self, trace_context)
 
     def report_progress(self, progress: float) -> None:
         """Hand ``progress`` (already in [0.0, 1.0]) to the engine; ``Task.update_progress`` calls it."""
@@ -129,6 +137,7 @@ _set_idempotency_key = TaskContext.__dict__["idempotency_key"].__set__
 _set_cancelled = TaskContext.__dict__["cancelled"].__set__
 _set_heartbeat_details = TaskContext.__dict__["heartbeat_details"].__set__
 _set_pulse = TaskContext.__dict__["pulse"].__set__
+_set_trace_context = TaskContext.__dict__["trace_context"].__set__
 
 # A context variable, not an attribute the engine sets on the task: the task
 # object is the user's (and may be shared by two engines), and a context

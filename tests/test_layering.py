@@ -302,7 +302,7 @@ def test_importing_the_engine_core_loads_no_sql_dask_redis_or_web_package() -> N
 # -- (c) what each package never imports ----------------------------------------------
 
 #: The modules of the ``flowkit`` command.
-CLI = ("flowkit.cli", "flowkit.conductors.cli", "flowkit._cli_common", "flowkit.web.cli")
+CLI = ("flowkit.cli", "flowkit.conductors.cli", "flowkit._cli_common", "flowkit._cli_metrics", "flowkit.web.cli")
 CLI += ("flowkit._cli_plan",)  # flowkit plan, flowkit resume --dry-run
 CLI += ("flowkit.__main__", "flowkit._cli_flows", "flowkit._cli_recover")  # python -m flowkit, flows, recover
 #: What every other module may build on: errors, states, names, small value types, the clock.
@@ -336,6 +336,7 @@ _RUNNING = ("flowkit.engines", "flowkit.storage", "flowkit.persistence", "flowki
 #: What is built on the engine.
 _ABOVE_ENGINES = ("flowkit.jobs", "flowkit.conductors", "flowkit.listeners", "flowkit.testing", "flowkit.graphs") + CLI
 _ABOVE_ENGINES += ("flowkit.web",)  # the dashboard
+_ABOVE_ENGINES += ("flowkit.metrics", "flowkit.tracing")  # observers of engines and conductors
 
 #: Package (or module) -> what it never imports; a module obeys the rules of
 #: every package it is in.  The foundation has its own, stricter test
@@ -376,6 +377,11 @@ NEVER_IMPORTS: dict[str, tuple[str, ...]] = {
     # What a resume would do: read from the logbook and the compiled flow, built on the engine's helpers.
     "flowkit.plan": ("flowkit.jobs", "flowkit.conductors", "flowkit.listeners", "flowkit.testing", "flowkit.graphs")
     + CLI,
+    # Metrics and tracing watch engines and conductors through their notifiers: never boards, SQL or the command.
+    **dict.fromkeys(
+        ("flowkit.metrics", "flowkit.tracing"),
+        ("flowkit.jobs", "flowkit.testing", "flowkit.graphs", "flowkit.web") + PERSISTENCE_SQL + CLI,
+    ),
     # The dashboard reads logbooks and boards it is handed; the command builds them.
     "flowkit.web": ("flowkit.jobs", "flowkit.conductors", "flowkit.testing") + CLI,
     # TaskFlow's module paths beside the layers they belong to.

@@ -1,10 +1,10 @@
 """Conductors: processes that claim jobs from a job board and run their flows.
 
-- ``base``: the :class:`Conductor` loop (claim, build the flow from its
+- ``base``: the :class:`~flowkit.conductors.base.Conductor` loop (claim, build the flow from its
   logbook, run it on a fenced backend, heartbeat the claim, consume/abandon)
   and the events it publishes.
 - ``backends``: ``fetch("blocking" | "nonblocking", ...)`` and the two kinds.
-- ``posting``: :func:`post_flow`, the producer's side: a job whose flow a
+- ``posting``: :func:`~flowkit.conductors.posting.post_flow`, the producer's side: a job whose flow a
   conductor can rebuild.
 - ``cli``: the ``flowkit conductor`` and ``flowkit jobs`` commands.
 

@@ -1,7 +1,7 @@
 """The conductor: claim jobs from a board, run their flows, finish the jobs.
 
 One :class:`Conductor` loop (``run()``) claims jobs while it has room for
-more (``max_simultaneous_jobs``) and hands each to :meth:`Conductor._dispatch`
+more (``max_simultaneous_jobs``) and hands each to ``Conductor._dispatch()``
 (run inline by the blocking conductor, on a thread pool by the non-blocking
 one).  Running a job means:
 
@@ -67,6 +67,7 @@ from typing import Any
 
 from flowkit import exceptions as exc
 from flowkit import states
+from flowkit.engines import _observers
 from flowkit.engines.engine import Engine
 from flowkit.factories import FactoryRegistry, _prefixes
 from flowkit.jobs.base import CancelRequest, Claim, FencedBackend, Job, JobBoard
@@ -265,6 +266,8 @@ class Conductor(abc.ABC):
         self._dead = threading.Event()
         self._dead.set()
         self._heartbeat_stop = threading.Event()
+        if _observers.CONDUCTOR_OBSERVERS:
+            _observers.observe(_observers.CONDUCTOR_OBSERVERS, self)
 
     # -- the public loop ------------------------------------------------------------
 

@@ -46,6 +46,7 @@ from typing import Any, TextIO
 
 from flowkit import _imports
 from flowkit._cli_common import ENGINE_MODES, Handler, board_conf, cut, factory_options, prepare_factories, table
+from flowkit._cli_metrics import add_metrics_options, serving_metrics
 from flowkit.conductors.base import DEFAULT_BACKOFF, DEFAULT_MAX_BACKOFF, DEFAULT_MAX_CONDUCTOR_FAILURES
 from flowkit.jobs.base import JobState
 from flowkit.persistence.base import Backend
@@ -125,6 +126,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> dict[str, Ha
         "--max-backoff", type=float, default=DEFAULT_MAX_BACKOFF, metavar="S",
         help="longest such wait (default %(default)s)",
     )  # fmt: skip
+    add_metrics_options(conductor)
 
     jobs = commands.add_parser("jobs", parents=[common], help="list, post and cancel jobs")
     actions = jobs.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
@@ -191,7 +193,7 @@ def _cmd_conductor(args: argparse.Namespace, out: TextIO) -> int:
 
     allowed = prepare_factories(args)
     name = args.name or "%s-%d" % (socket.gethostname(), os.getpid())
-    with _persistence(args) as persistence:
+    with serving_metrics(args, out), _persistence(args) as persistence:
         board = _board(args, persistence)
         try:
             conductor = fetch(

@@ -44,7 +44,7 @@ class AtomExecutor(abc.ABC):
         The engine raises it when the run is being stopped, so that the
         :class:`~flowkit.types.cancellation.CancelToken` a task got in another
         process sees it (see :class:`~flowkit.types.cancellation.CancelFlag`),
-        and closes it when the run ends.  Called after :meth:`start`.
+        and closes it when the run ends.  Called after :meth:`~flowkit.engines.executors.AtomExecutor.start`.
         """
         return None
 

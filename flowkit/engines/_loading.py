@@ -111,7 +111,7 @@ def load(
     time on: a :class:`flowkit.clock.Clock` (default: the real one), e.g. a
     :class:`flowkit.testing.clock.VirtualClock` in tests.
 
-    ``retry_policy`` (a :class:`flowkit.RetryPolicy`) is the policy of every
+    ``retry_policy`` (a :class:`flowkit.policies.RetryPolicy`) is the policy of every
     task that has none of its own and none from a flow around it.  It is not
     recorded in the logbook: an engine that resumes the flow is given it again.
 

@@ -644,12 +644,14 @@ class Scheduler:
         if heartbeats and index in heartbeats:
             self._submit_watched(index, kind, kwargs, heartbeats[index])
             return
+        carriers = st.trace_carriers
         context = TaskContext(
             atom.name,
             st.flow_uuid,
             st.progress_sink if executor.local else None,
             "%s-%d" % (detail.uuid, attempt if isinstance(attempt, int) else 0),
             st.cancelled,
+            trace_context=carriers.get(detail.uuid) if carriers is not None else None,
         )
         if executor.inline:
             # Run now.  A success is recorded at once: holding a whole round
@@ -708,6 +710,7 @@ class Scheduler:
             st.cancelled,
             details,
             pulse,
+            trace_context=st.trace_carriers.get(detail.uuid) if st.trace_carriers is not None else None,
         )
         fn = run_execute if kind == EXEC else run_revert
         watch = Watch(index, kind, atom.name, timeout, pulse, st.clock.now())

@@ -200,6 +200,7 @@ class RunState:
         defer_reverts: bool = False,
         clock: Clock = SYSTEM,
         park: bool = False,
+        trace_carriers: dict[str, dict[str, str]] | None = None,
     ) -> None:
         self.c = compilation
         # A REVERT decision defers to the enclosing controller even when that
@@ -252,6 +253,8 @@ class RunState:
         self.waits: dict[int, tuple[float | None, str | None]] = {}
         #: Whether the signals of the waits must be read again (a wake-up, a poll, a new wait).
         self.look_for_signals = False
+        #: Atom uuid -> the trace context its run carries to where it runs (None: the run is not traced).
+        self.trace_carriers = trace_carriers
         #: Atoms whose retry policy gave up with on_exhausted="broken": nothing new starts.
         self.broken: list[int] = []
         #: Atom notifications held until the flush that makes their state

@@ -20,6 +20,7 @@ from flowkit._names import MAX_NAME_LENGTH, check_name
 from flowkit.cancellation import CANCEL_KEY, CancelRequest
 from flowkit.clock import Clock, as_clock
 from flowkit.engines import _compiler as compiler
+from flowkit.engines import _observers
 from flowkit.engines._cancel_watch import CancelWatch
 from flowkit.engines._scheduler import Scheduler
 from flowkit.engines._state import ENGINE_FAILURES_KEY, IGNORED_BY_KEY, REGIONS_KEY, REVERTED_SCOPES_KEY, RunState
@@ -104,6 +105,10 @@ class Engine:
         self._times = {"compile": 0.0, "prepare": 0.0, "run": 0.0}
         self._runs = 0
         self._executor_checked = False
+        self.trace_carriers: dict[str, dict[str, str]] | None = None
+        """Set by :mod:`flowkit.tracing`: atom uuid -> the trace context its next run carries (None: not traced)."""
+        if _observers.ENGINE_OBSERVERS:
+            _observers.observe(_observers.ENGINE_OBSERVERS, self)
 
     # -- what it works on ---------------------------------------------------------
 
@@ -265,7 +270,7 @@ class Engine:
         ``park=True`` it returns at once instead, the flow WAITING in the
         logbook (``flow_detail.meta["wake"]`` says until when); running it
         again later, in this process or another, continues the waits.  The
-        backoff of a :class:`~flowkit.RetryPolicy` between attempts is such a
+        backoff of a :class:`~flowkit.policies.RetryPolicy` between attempts is such a
         wait.  A policy that gives up with ``on_exhausted="broken"`` ends the
         flow BROKEN and raises :class:`~flowkit.exceptions.Broken` (see
         :meth:`retry` and :meth:`revert`).
@@ -292,6 +297,7 @@ class Engine:
                 defer_reverts=self.defer_reverts,
                 clock=self._clock,
                 park=park,
+                trace_carriers=self.trace_carriers,
             )
             flow_lock = self._connection.lock_flow(self._flow_detail)
             try:
@@ -504,7 +510,7 @@ class Engine:
     def retry(self, atom: str | None = None) -> None:
         """Clear BROKEN so the next ``run()`` runs the broken atom (``atom``) or atoms (None) again.
 
-        For a flow that ended BROKEN (a :class:`~flowkit.RetryPolicy` with
+        For a flow that ended BROKEN (a :class:`~flowkit.policies.RetryPolicy` with
         ``on_exhausted="broken"`` ran out): each atom is PENDING again with its
         error count at zero and a new attempt number (its attempt history is
         kept); the flow is PENDING unless other atoms stay BROKEN.  Written to

@@ -76,6 +76,10 @@ def run_execute(task: Any, kwargs: dict[str, Any], context: TaskContext) -> Outc
     """Run ``task.execute(**kwargs)`` with its hooks, ``context`` current; never raises."""
     # (run_revert is the same with the revert hooks: one copy each, as this
     # runs once per atom and a shared helper would add a call to every run.)
+    if context.trace_context is not None:
+        from flowkit.engines._trace_context import run_traced
+
+        return run_traced(run_execute, "execute", task, kwargs, context)
     events, context = _progress_collector(context)
     token = context.activate()
     try:
@@ -107,6 +111,10 @@ def _flush_pulse(context: TaskContext) -> None:
 
 def run_revert(task: Any, kwargs: dict[str, Any], context: TaskContext) -> Outcome:
     """Run ``task.revert(**kwargs)`` with its hooks, ``context`` current; never raises."""
+    if context.trace_context is not None:
+        from flowkit.engines._trace_context import run_traced
+
+        return run_traced(run_revert, "revert", task, kwargs, context)
     events, context = _progress_collector(context)
     token = context.activate()
     try:
@@ -137,7 +145,7 @@ class FileFlag:
 
     A process pool's workers share the engine's file system, so a look costs
     one ``stat`` and needs no server, manager process or pipe.  The file lives
-    in a directory of its own, made for the run and removed by :meth:`close`.
+    in a directory of its own, made for the run and removed by ``close()``.
     """
 
     __slots__ = ("path",)

@@ -349,7 +349,7 @@ def load_from_detail(
     not) raises :class:`~flowkit.exceptions.InconsistentLogbook` naming each
     problem, before anything is written.  ``repair=True`` instead re-runs the
     atoms concerned, recording that in ``flow_detail.meta["repairs"]`` (see
-    :mod:`flowkit.engines._consistency` for the rules).
+    ``flowkit.engines._consistency`` for the rules).
 
     Before that, the flow rebuilt from code is compared with the structure
     the flow detail recorded when it started (see :mod:`flowkit.versioning`):

@@ -1,9 +1,9 @@
 """Job boards: flows posted as jobs, claimed under leases by conductors.
 
-:mod:`flowkit.jobs.base` states the contract (:class:`JobBoard`, :class:`Job`,
-:class:`Claim`); ``flowkit.jobs.backends.fetch(name, {"board": "sql"|"redis"|"memory"})``
-builds a board.  The SQL and Redis boards import SQLAlchemy / redis-py only
-when fetched.
+:mod:`flowkit.jobs.base` states the contract (:class:`~flowkit.jobs.base.JobBoard`,
+:class:`~flowkit.jobs.base.Job`, :class:`~flowkit.jobs.base.Claim`);
+``flowkit.jobs.backends.fetch(name, {"board": "sql"|"redis"|"memory"})`` builds a board.
+The SQL and Redis boards import SQLAlchemy / redis-py only when fetched.
 """
 
 from flowkit.jobs.base import (

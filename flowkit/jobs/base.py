@@ -438,7 +438,7 @@ class JobBoard(abc.ABC):
     #: Longest resource key or idempotency key the board stores; None: no limit of its own.
     max_key_chars: ClassVar[int | None] = None
 
-    #: Whether :meth:`post` takes ``connection=`` (the SQL board: the caller's transaction).
+    #: Whether :meth:`~flowkit.jobs.base.JobBoard.post` takes ``connection=`` (the SQL board: the caller's transaction).
     takes_connection: ClassVar[bool] = False
 
     def post(
@@ -476,7 +476,7 @@ class JobBoard(abc.ABC):
         refused (ValueError): give it a timezone.
 
         Every board checks the arguments here, the same way, then writes the
-        :class:`Posting` with its ``_post``.
+        ``Posting`` with its ``_post``.
         """
         if connection is not None and not self.takes_connection:
             raise TypeError(
@@ -581,7 +581,7 @@ class JobBoard(abc.ABC):
         What a conductor calls: one call instead of listing the board and
         claiming job by job.  Of conductors racing for the same jobs each
         gets a different one.  The default tries the jobs of
-        :meth:`_claim_candidates` in order; after losing a race it tries the
+        ``_claim_candidates`` in order; after losing a race it tries the
         rest of each window of 8 jobs in random order (still by priority) so
         racing claimers spread out.  The Redis board does the whole search
         in one atomic server-side step.
@@ -930,9 +930,9 @@ class FencedConnection(Connection):
     Reads pass straight through.  Writes are fenced where they become
     durable: at each flush for connections that buffer (the SQL backend),
     inside the flush's own transaction when the board provides a
-    :meth:`FencedBackend.transaction_check` (:meth:`Connection.fence`); at
+    :meth:`FencedBackend.transaction_check` (:meth:`~flowkit.persistence.base.Connection.fence`); at
     every write for those that write at once
-    (:attr:`Connection.writes_immediately`, like the memory backend's); and
+    (:attr:`~flowkit.persistence.base.Connection.writes_immediately`, like the memory backend's); and
     always for ``destroy_logbook``/``clear_all``.  A refused write raises
     :class:`~flowkit.exceptions.LeaseLost`.  The claim stands in for the
     flow lock (:meth:`lock_flow`).
@@ -1147,7 +1147,7 @@ class FencedBackend(Backend):
         """The claim check a buffering connection runs inside each flush's transaction; None by default.
 
         A board whose claims live in the logbook's own database returns a
-        precondition for :meth:`Connection.fence` (the SQL board reads the
+        precondition for :meth:`~flowkit.persistence.base.Connection.fence` (the SQL board reads the
         job row in the flush's transaction), so check and write commit
         together.  With None, each flush runs inside :meth:`fenced`.
         """

@@ -4,16 +4,16 @@ Each is a context manager over an engine (``with PrintingListener(engine):
 engine.run()``) and never breaks the flow it watches: a listener that raises
 is logged and disabled.  One concept per module, at TaskFlow's paths:
 
-- :mod:`flowkit.listeners.base`: :class:`Listener` and :class:`DumpingListener`
-  to build your own;
-- :mod:`flowkit.listeners.logging`: :class:`LoggingListener`,
-  :class:`DynamicLoggingListener` (stdlib logging, with masked keys);
-- :mod:`flowkit.listeners.printing`: :class:`PrintingListener`;
-- :mod:`flowkit.listeners.timing`: :class:`DurationListener`,
-  :class:`PrintingDurationListener` (durations recorded in the logbook);
-- :mod:`flowkit.listeners.capturing`: :class:`CaptureListener` (events as
+- :mod:`flowkit.listeners.base`: :class:`~flowkit.listeners.base.Listener` and
+  :class:`~flowkit.listeners.base.DumpingListener` to build your own;
+- :mod:`flowkit.listeners.logging`: :class:`~flowkit.listeners.logging.LoggingListener`,
+  :class:`~flowkit.listeners.logging.DynamicLoggingListener` (stdlib logging, with masked keys);
+- :mod:`flowkit.listeners.printing`: :class:`~flowkit.listeners.printing.PrintingListener`;
+- :mod:`flowkit.listeners.timing`: :class:`~flowkit.listeners.timing.DurationListener`,
+  :class:`~flowkit.listeners.timing.PrintingDurationListener` (durations recorded in the logbook);
+- :mod:`flowkit.listeners.capturing`: :class:`~flowkit.listeners.capturing.CaptureListener` (events as
   strings, for tests);
-- :mod:`flowkit.listeners.progress`: :class:`ProgressListener` (a live bar
+- :mod:`flowkit.listeners.progress`: :class:`~flowkit.listeners.progress.ProgressListener` (a live bar
   on a terminal);
 - :mod:`flowkit.listeners.claims`: ``CheckingClaimListener`` (suspends an
   engine whose job's claim was lost).

@@ -8,6 +8,11 @@ and inputs::
 
     with DynamicLoggingListener(engine, mask_keys={"password", "card_number"}):
         engine.run()
+
+Each record also carries the event as fields (``extra=``), for a JSON or
+structured log formatter to pick up: ``flow_uuid``, ``flow_name``, ``atom``
+and ``atom_uuid`` (None on a flow's own events), ``state`` and ``old_state``
+(strings; ``old_state`` may be None), e.g. ``record.flow_uuid``.
 """
 
 from __future__ import annotations
@@ -59,9 +64,22 @@ class LoggingListener(DumpingListener):
         self.log = log if log is not None else LOG
         self.level = level
 
+    def fields(self, event: Event) -> dict[str, str | None]:
+        """The structured fields of ``event``'s record (see :mod:`flowkit.listeners.logging`)."""
+        flow = self._engine.storage.flow_detail
+        atom = event.kind != "flow"
+        return {
+            "flow_uuid": flow.uuid,
+            "flow_name": flow.name,
+            "atom": event.name if atom else None,
+            "atom_uuid": event.uuid if atom else None,
+            "state": event.state,
+            "old_state": event.old_state,
+        }
+
     def dump(self, message: str, event: Event) -> None:
         # "%s" keeps a result containing "%" from being read as a format string.
-        self.log.log(self.level, "%s", message)
+        self.log.log(self.level, "%s", message, extra=self.fields(event))
 
 
 class DynamicLoggingListener(LoggingListener):
@@ -117,4 +135,4 @@ class DynamicLoggingListener(LoggingListener):
         failure = event.failure
         if failure is not None and failure.traceback_str:
             message += "\nTraceback (most recent call last):\n" + failure.traceback_str.rstrip()
-        self.log.log(level, "%s", message)
+        self.log.log(level, "%s", message, extra=self.fields(event))

@@ -2,14 +2,14 @@
 
 A :class:`Backend` is configuration plus shared resources (an engine, a pool);
 a :class:`Connection` does the reads and writes.  The engine uses one
-connection per run and calls :meth:`Connection.flush` at each durability
+connection per run and calls :meth:`~flowkit.persistence.base.Connection.flush` at each durability
 point: before an atom starts and before a successor may start, so a backend
 may buffer writes between flushes (group commit) but never across one.
 
 Fencing (a job board's claim, see :mod:`flowkit.jobs.base`) hooks in where
-writes become durable: :meth:`Connection.fence` gives a buffering connection
+writes become durable: :meth:`~flowkit.persistence.base.Connection.fence` gives a buffering connection
 a precondition that each flush runs inside the transaction that commits it;
-:attr:`Connection.writes_immediately` tells the fence when there is no such
+:attr:`~flowkit.persistence.base.Connection.writes_immediately` tells the fence when there is no such
 transaction, so that it guards every write call instead.
 """
 
@@ -333,7 +333,7 @@ class Backend(abc.ABC):
         A value is an atom's result or failure.  The engine may refuse a larger
         result before anything is written; a backend that finds a result it
         cannot store raises :class:`~flowkit.exceptions.ResultNotStorable`
-        from :meth:`Connection.update_atom_details`, which fails that atom.
+        from :meth:`~flowkit.persistence.base.Connection.update_atom_details`, which fails that atom.
         """
         return None
 

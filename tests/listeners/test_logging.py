@@ -90,3 +90,26 @@ def test_dynamic_listener_skips_work_below_the_logger_level(load: Any, caplog: p
     with DynamicLoggingListener(engine, log=logging.getLogger(LOGGER)):
         engine.run()
     assert messages(caplog) == []
+
+
+def test_records_carry_the_flow_the_atom_and_the_state_as_fields(load: Any, caplog: pytest.LogCaptureFixture) -> None:
+    engine = load(linear_flow.Flow("f").add(Const(name="a", inject={"value": 3}), Fail(name="boom")))
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    with DynamicLoggingListener(engine, log=logging.getLogger(LOGGER)), pytest.raises(BoomError):
+        engine.run()
+    fields = [
+        (r.flow_uuid, r.flow_name, r.atom, r.atom_uuid, r.state, r.old_state)  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == LOGGER
+    ]
+    uuid = engine.flow_detail.uuid
+    a, boom = engine.flow_detail.find_by_name("a").uuid, engine.flow_detail.find_by_name("boom").uuid
+    assert fields[:4] == [
+        (uuid, "f", None, None, "RUNNING", "PENDING"),
+        (uuid, "f", "a", a, "RUNNING", "PENDING"),
+        (uuid, "f", "a", a, "SUCCESS", "RUNNING"),
+        (uuid, "f", "boom", boom, "RUNNING", "PENDING"),
+    ]
+    failed = [r for r in caplog.records if r.name == LOGGER and r.levelno == logging.WARNING]
+    assert [(r.atom, r.state) for r in failed][:1] == [("boom", "FAILURE")]  # type: ignore[attr-defined]
+    assert fields[-1] == (uuid, "f", None, None, "REVERTED", "REVERTING")

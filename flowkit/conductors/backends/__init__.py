@@ -56,7 +56,7 @@ def fetch(
     :func:`flowkit.engines.load`).  ``ttl`` is the claim lease (default: the
     board's), renewed every ``ttl / 3`` while a job runs.  ``factories``
     and ``allowed_modules`` say which flow factories its jobs may name (see
-    :class:`~flowkit.conductors.Conductor`).  ``max_conductor_failures``,
+    :class:`~flowkit.conductors.base.Conductor`).  ``max_conductor_failures``,
     ``backoff`` and ``max_backoff`` govern jobs whose flow cannot be built
     (see :class:`~flowkit.conductors.base.Conductor`).  ``signal_poll`` is
     how often (real seconds) it looks for signals sent to parked flows.

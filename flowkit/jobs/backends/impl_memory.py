@@ -133,7 +133,7 @@ class MemoryJobBoard(JobBoard):
         return [r.job for r in sorted(records, key=lambda r: (r.job.priority.rank, r.seq))]
 
     def _post(self, posting: Posting, connection: Any) -> Job:
-        """Add the job under the board's lock (see :meth:`JobBoard.post`)."""
+        """Add the job under the board's lock (see :meth:`~flowkit.jobs.base.JobBoard.post`)."""
         name, book, idempotency_key = posting.name, posting.book, posting.idempotency_key
         # Stored as a copy of what the other boards would store.
         details = json.loads(posting.details_json)
@@ -170,7 +170,7 @@ class MemoryJobBoard(JobBoard):
     def iterjobs(
         self, only_unclaimed: bool = False, ensure_fresh: bool = False, *, include_final: bool = False
     ) -> Iterator[Job]:
-        """Jobs not yet final (or all), by priority then age (see :meth:`JobBoard.iterjobs`)."""
+        """Jobs not yet final (or all), by priority then age (see :meth:`~flowkit.jobs.base.JobBoard.iterjobs`)."""
         with self._cond:
             now = self.clock()
             wanted = [
@@ -241,7 +241,7 @@ class MemoryJobBoard(JobBoard):
         }
 
     def claim(self, job: Job | str, who: str, *, ttl: float | None = None) -> Claim:
-        """Lease the job to ``who`` (see :meth:`JobBoard.claim`)."""
+        """Lease the job to ``who`` (see :meth:`~flowkit.jobs.base.JobBoard.claim`)."""
         seconds = self._ttl(ttl)
         with self._cond:
             record = self._get(job)
@@ -293,7 +293,7 @@ class MemoryJobBoard(JobBoard):
         return record
 
     def renew(self, claim: Claim, *, ttl: float | None = None) -> Claim:
-        """Extend a current claim (see :meth:`JobBoard.renew`)."""
+        """Extend a current claim (see :meth:`~flowkit.jobs.base.JobBoard.renew`)."""
         seconds = self._ttl(ttl)
         with self._cond:
             record = self._current(claim)
@@ -353,7 +353,7 @@ class MemoryJobBoard(JobBoard):
             self._finish(record, JobState.UNCLAIMED)
 
     def wake(self, job: Job | str) -> bool:
-        """Make a parked job due now (see :meth:`JobBoard.wake`)."""
+        """Make a parked job due now (see :meth:`~flowkit.jobs.base.JobBoard.wake`)."""
         with self._cond:
             record = self._get(job)
             if record.state is JobState.CLAIMED:
@@ -396,7 +396,7 @@ class MemoryJobBoard(JobBoard):
             self._finish(record, JobState.TRASHED)
 
     def restore(self, job: Job | str) -> JobState:
-        """TRASHED -> UNCLAIMED with a fresh count (see :meth:`JobBoard.restore`)."""
+        """TRASHED -> UNCLAIMED with a fresh count (see :meth:`~flowkit.jobs.base.JobBoard.restore`)."""
         with self._cond:
             record = self._get(job)
             if record.state is not JobState.TRASHED:
@@ -411,7 +411,7 @@ class MemoryJobBoard(JobBoard):
     # -- cancellation -----------------------------------------------------------------------
 
     def cancel(self, job: Job | str, *, revert: bool = True) -> JobState:
-        """Cancel the job (see :meth:`JobBoard.cancel`)."""
+        """Cancel the job (see :meth:`~flowkit.jobs.base.JobBoard.cancel`)."""
         with self._cond:
             record = self._get(job)
             state = record.live_state(self.clock())

@@ -414,7 +414,7 @@ class RedisJobBoard(JobBoard):
     # -- posting and reading ------------------------------------------------------------------
 
     def _post(self, posting: Posting, connection: Any) -> Job:
-        """Add the job in one server-side step (see :meth:`JobBoard.post`)."""
+        """Add the job in one server-side step (see :meth:`~flowkit.jobs.base.JobBoard.post`)."""
         name, book, idempotency_key = posting.name, posting.book, posting.idempotency_key
         prio, keys, encoded = posting.priority, posting.resources, posting.details_json
         if idempotency_key is not None:
@@ -494,7 +494,7 @@ class RedisJobBoard(JobBoard):
     def iterjobs(
         self, only_unclaimed: bool = False, ensure_fresh: bool = False, *, include_final: bool = False
     ) -> Iterator[Job]:
-        """Jobs not yet final (or all), by priority then age (see :meth:`JobBoard.iterjobs`)."""
+        """Jobs not yet final (or all), by priority then age (see :meth:`~flowkit.jobs.base.JobBoard.iterjobs`)."""
         now = self.clock()
         hashes = self._all_hashes() if include_final else self._open_hashes()
         return iter(
@@ -513,7 +513,7 @@ class RedisJobBoard(JobBoard):
     # -- claims ---------------------------------------------------------------------------------
 
     def claim(self, job: Job | str, who: str, *, ttl: float | None = None) -> Claim:
-        """Lease the job to ``who`` (see :meth:`JobBoard.claim`)."""
+        """Lease the job to ``who`` (see :meth:`~flowkit.jobs.base.JobBoard.claim`)."""
         seconds = self._ttl(ttl)
         uuid = self._uuid_of(job)
         now = self.clock()
@@ -540,7 +540,10 @@ class RedisJobBoard(JobBoard):
         raise exc.UnclaimableJob("job %s is %s" % (uuid, out[1]))
 
     def claim_next(self, who: str, *, ttl: float | None = None) -> tuple[Job, Claim] | None:
-        """Claim the first claimable job in one server-side step (see :meth:`JobBoard.claim_next`)."""
+        """Claim the first claimable job in one server-side step.
+
+        See :meth:`~flowkit.jobs.base.JobBoard.claim_next`.
+        """
         seconds = self._ttl(ttl)
         now = self.clock()
         expires = now + seconds
@@ -578,7 +581,7 @@ class RedisJobBoard(JobBoard):
         )
 
     def renew(self, claim: Claim, *, ttl: float | None = None) -> Claim:
-        """Extend a current claim (see :meth:`JobBoard.renew`)."""
+        """Extend a current claim (see :meth:`~flowkit.jobs.base.JobBoard.renew`)."""
         seconds = self._ttl(ttl)
         now = self.clock()
         expires = now + seconds
@@ -654,7 +657,7 @@ class RedisJobBoard(JobBoard):
         self._finish(job, who, token, "park", due=when, note=None if reason is None else _clip_error(reason))
 
     def wake(self, job: Job | str) -> bool:
-        """Make a parked job due now in one server-side step (see :meth:`JobBoard.wake`)."""
+        """Make a parked job due now in one server-side step (see :meth:`~flowkit.jobs.base.JobBoard.wake`)."""
         uuid = self._uuid_of(job)
         out = self._call(
             lambda: self._wake(
@@ -706,7 +709,7 @@ class RedisJobBoard(JobBoard):
         self._finish(job, who, token, "trash", error)
 
     def restore(self, job: Job | str) -> JobState:
-        """TRASHED -> UNCLAIMED with a fresh count (see :meth:`JobBoard.restore`)."""
+        """TRASHED -> UNCLAIMED with a fresh count (see :meth:`~flowkit.jobs.base.JobBoard.restore`)."""
         uuid = self._uuid_of(job)
         out = self._call(
             lambda: self._restore(
@@ -740,7 +743,7 @@ class RedisJobBoard(JobBoard):
     # -- cancellation --------------------------------------------------------------------------------
 
     def cancel(self, job: Job | str, *, revert: bool = True) -> JobState:
-        """Cancel the job (see :meth:`JobBoard.cancel`)."""
+        """Cancel the job (see :meth:`~flowkit.jobs.base.JobBoard.cancel`)."""
         uuid = self._uuid_of(job)
         out = self._call(
             lambda: self._cancel(

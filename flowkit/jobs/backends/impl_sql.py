@@ -125,7 +125,7 @@ class SQLJobBoard(JobBoard):
     """Jobs in SQL tables next to the logbook; see the module docs.
 
     ``url`` names the database; when None the board uses ``persistence``'s
-    database (a :class:`SQLAlchemyBackend`), else ``sqlite:///flowkit.db``.
+    database (a :class:`~flowkit.persistence.backends.impl_sqlalchemy.SQLAlchemyBackend`), else ``sqlite:///flowkit.db``.
     When ``persistence`` is None the board's own database keeps the logbooks.
     """
 
@@ -298,7 +298,10 @@ class SQLJobBoard(JobBoard):
         return row
 
     def _post(self, posting: Posting, connection: Any) -> Job:
-        """Write the job (see :meth:`JobBoard.post`); with ``connection``, inside the caller's transaction."""
+        """Write the job; with ``connection``, inside the caller's transaction.
+
+        See :meth:`~flowkit.jobs.base.JobBoard.post`.
+        """
         name, book, idempotency_key = posting.name, posting.book, posting.idempotency_key
         prio, keys, encoded = posting.priority, posting.resources, posting.details_json
         row = {
@@ -370,7 +373,7 @@ class SQLJobBoard(JobBoard):
     def iterjobs(
         self, only_unclaimed: bool = False, ensure_fresh: bool = False, *, include_final: bool = False
     ) -> Iterator[Job]:
-        """Jobs not yet final (or all), by priority then age (see :meth:`JobBoard.iterjobs`)."""
+        """Jobs not yet final (or all), by priority then age (see :meth:`~flowkit.jobs.base.JobBoard.iterjobs`)."""
         rows = self._read(
             functools.partial(self._open_rows, include_final=include_final), "the jobs of board %r" % (self.name,)
         )
@@ -434,7 +437,7 @@ class SQLJobBoard(JobBoard):
     # -- claims -------------------------------------------------------------------------------
 
     def claim(self, job: Job | str, who: str, *, ttl: float | None = None) -> Claim:
-        """Lease the job to ``who`` (see :meth:`JobBoard.claim`)."""
+        """Lease the job to ``who`` (see :meth:`~flowkit.jobs.base.JobBoard.claim`)."""
         seconds = self._ttl(ttl)
         uuid = self._uuid_of(job)
         t, locks = self.tables.jobs, self.tables.locks
@@ -524,7 +527,7 @@ class SQLJobBoard(JobBoard):
         )
 
     def renew(self, claim: Claim, *, ttl: float | None = None) -> Claim:
-        """Extend a current claim (see :meth:`JobBoard.renew`)."""
+        """Extend a current claim (see :meth:`~flowkit.jobs.base.JobBoard.renew`)."""
         seconds = self._ttl(ttl)
         t, locks = self.tables.jobs, self.tables.locks
         uuid = claim.job_uuid
@@ -645,7 +648,7 @@ class SQLJobBoard(JobBoard):
         self._finish(job, who, token, "park", values)
 
     def wake(self, job: Job | str) -> bool:
-        """Make a parked job due now (see :meth:`JobBoard.wake`)."""
+        """Make a parked job due now (see :meth:`~flowkit.jobs.base.JobBoard.wake`)."""
         uuid = self._uuid_of(job)
         t = self.tables.jobs
 
@@ -685,7 +688,7 @@ class SQLJobBoard(JobBoard):
         self._finish(job, who, token, "trash", values, failure=error)
 
     def restore(self, job: Job | str) -> JobState:
-        """TRASHED -> UNCLAIMED with a fresh count (see :meth:`JobBoard.restore`)."""
+        """TRASHED -> UNCLAIMED with a fresh count (see :meth:`~flowkit.jobs.base.JobBoard.restore`)."""
         uuid = self._uuid_of(job)
         t = self.tables.jobs
 
@@ -707,7 +710,7 @@ class SQLJobBoard(JobBoard):
     # -- cancellation ---------------------------------------------------------------------------
 
     def cancel(self, job: Job | str, *, revert: bool = True) -> JobState:
-        """Cancel the job (see :meth:`JobBoard.cancel`)."""
+        """Cancel the job (see :meth:`~flowkit.jobs.base.JobBoard.cancel`)."""
         uuid = self._uuid_of(job)
         t = self.tables.jobs
 

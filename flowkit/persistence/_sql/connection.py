@@ -1,6 +1,6 @@
 """The connection half of the SQL backend: buffered writes, reads, flow locks.
 
-See :mod:`flowkit.persistence._sql.store` for how a write travels; this
+See ``flowkit.persistence._sql.store`` for how a write travels; this
 module turns records into rows (through :mod:`flowkit.persistence._sql.schema`)
 and rows back into records, and hands batches to the store's group commit.
 """
@@ -37,7 +37,7 @@ __all__ = ["SQLAlchemyConnection"]
 
 
 class SQLAlchemyConnection(Connection):
-    """Reads and (buffered) writes through a :class:`SQLStore`.
+    """Reads and (buffered) writes through a ``SQLStore``.
 
     Reads flush this connection's buffer first, so a connection always
     reads its own writes.
@@ -136,7 +136,10 @@ class SQLAlchemyConnection(Connection):
         raise again from self._lost.__cause__
 
     def fence(self, precondition: Callable[[Any], None]) -> None:
-        """Run ``precondition(cursor)`` inside every later flush's transaction (see :meth:`Connection.fence`)."""
+        """Run ``precondition(cursor)`` inside every later flush's transaction.
+
+        See :meth:`~flowkit.persistence.base.Connection.fence`.
+        """
         with self._guard:
             self._precondition = precondition
 

@@ -6,8 +6,8 @@
 that buffer writes until a flush commits them (group commit).
 
 This module is the backend's public face (TaskFlow's module path); the
-machinery lives in :mod:`flowkit.persistence._sql`, shared with the SQL job
-board: :mod:`~flowkit.persistence._sql.store` describes how a write travels.
+machinery lives in ``flowkit.persistence._sql``, shared with the SQL job
+board: ``store`` describes how a write travels.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class SQLAlchemyBackend(SQLStore):
 
     ``url_or_engine`` is a URL (``sqlite:///path``, ``sqlite://`` for an
     in-memory database, ``postgresql://...``, ``mysql://...``) or an
-    existing :class:`sqlalchemy.Engine` (not disposed by :meth:`close`).
+    existing :class:`sqlalchemy.Engine` (not disposed by ``close()``).
     ``durability`` picks SQLite's ``synchronous`` level ("normal": survives a
     process crash; "full": fsync on every commit, survives power loss);
     PostgreSQL and MySQL keep the server's own setting.  ``table_prefix``
@@ -53,7 +53,7 @@ class SQLAlchemyBackend(SQLStore):
     schema is created or upgraded (a database without flowkit's tables is
     "not a flowkit database (schema version none)", one at another revision
     is reported with its revision), every write or flow lock raises
-    :class:`~flowkit.exceptions.InvalidState`, and :meth:`upgrade` only
+    :class:`~flowkit.exceptions.InvalidState`, and ``upgrade()`` only
     checks that the schema is current.
 
     TaskFlow's spelling works too: a conf dict ``{"connection": url, ...}``
