@@ -48,6 +48,10 @@ type-only imports included).
   conductors, listeners, ``testing``, ``graphs`` or the command.
 - ``conductors/``: claim jobs and run them with the engine.  Never import
   listeners, ``testing``, ``graphs`` or the command.
+- ``reconcile/``: resources driven toward a target state (rules, the
+  service-side store, the driver that posts one job per resource and runs
+  them in conductors).  Never imports listeners, ``testing``, ``graphs`` or
+  the command.
 - ``starts.py``: start a flow once per key and get its outcome from any
   process (the engine, the factories, persistence).  Never imports job
   boards, conductors, listeners, ``testing``, ``graphs`` or the command.

@@ -9,13 +9,16 @@
     │   │   └── MissingDependencies   an atom requires a symbol nothing provides
     │   ├── AmbiguousDependency       two atoms in one scope provide a symbol
     │   ├── InvalidName               a name that cannot be stored (too long, a NUL, not Unicode)
+    │   ├── RuleError                 a reconciler's rules contradict each other or name unknown states
     │   └── AtomNotPicklable          a process executor cannot ship the atom
     ├── NotFound                      a name (atom, symbol, detail) does not exist
     │   ├── UnknownFactory            a flow detail names a factory this process does not know
-    │   └── NotStarted                no flow was started under that key (flowkit.result)
+    │   ├── NotStarted                no flow was started under that key (flowkit.result)
+    │   └── UnknownKind               no reconciler is registered for that kind of resource
     ├── InvalidState                  an operation that the current state forbids
     │   ├── FlowDetailLocked          another engine is driving that flow detail
-    │   └── SignalAlreadySent         that flow already got a signal of that name
+    │   ├── SignalAlreadySent         that flow already got a signal of that name
+    │   └── ResourceExists            a resource of that kind and id was created before
     ├── StorageFailure                the logbook could not be read or written
     │   ├── LeaseLost                 a job's claim expired or was taken over; writes refused
     │   ├── LockLost                  an engine's flow lock is gone (its session ended); writes refused
@@ -81,6 +84,10 @@ __all__ = [
     # logbook integrity
     "CorruptLogbook",
     "InconsistentLogbook",
+    # reconciling resources
+    "RuleError",
+    "UnknownKind",
+    "ResourceExists",
 ]
 
 
@@ -244,6 +251,18 @@ class SignalAlreadySent(InvalidState):
 
 class NotStarted(NotFound):
     """No flow was started under that key or uuid (:func:`flowkit.result`)."""
+
+
+class RuleError(DefinitionError):
+    """A :class:`~flowkit.reconcile.Reconciler`'s rules are wrong; raised when it is built, naming the rules."""
+
+
+class UnknownKind(NotFound):
+    """No :class:`~flowkit.reconcile.Reconciler` is registered for that kind of resource."""
+
+
+class ResourceExists(InvalidState):
+    """A resource of that kind and id exists already (``create`` does not overwrite one)."""
 
 
 class JobFailure(FlowkitError):
