@@ -173,7 +173,10 @@ class Reconciler:
             if not isinstance(rule.flow, str):
                 name = registry.name_of(rule.flow)
                 if name is None:
-                    registry.register(rule.flow)
+                    try:
+                        registry.register(rule.flow)
+                    except ValueError as error:
+                        raise RuleError("kind %r: rule %r: %s" % (kind, rule.name, error)) from error
                     name = registry.name_of(rule.flow)
                 assert name is not None
                 rule = dataclasses.replace(rule, flow=name)
