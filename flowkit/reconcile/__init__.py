@@ -11,12 +11,14 @@ limit the resource is BROKEN, or driven to its rollback state.
 - :mod:`flowkit.reconcile._rules`: :class:`Rule`, :class:`Reconciler` (rules checked when built)
   and the registry of reconcilers by kind.
 - :mod:`flowkit.reconcile._store`: :class:`Resources`, the service side (create, set_target, get).
+- :mod:`flowkit.reconcile._driver`: :class:`Driver`, the engine side (one job per resource, results recorded).
 
 See ``doc/reconcile.rst``.
 """
 
 from __future__ import annotations
 
+from flowkit.reconcile._driver import DEFAULT_BATCH, DEFAULT_POLL, RESOURCE_KEY, Driver, lock_key
 from flowkit.reconcile._rules import (
     DEFAULT_MAX_ERRORS,
     Reconciler,
@@ -40,6 +42,12 @@ __all__ = [
     "Resources",
     "KEEP",
     "DEFAULT_MAX_FACTS_BYTES",
+    # the engine side
+    "Driver",
+    "lock_key",
+    "RESOURCE_KEY",
+    "DEFAULT_POLL",
+    "DEFAULT_BATCH",
     # values
     "Resource",
     "ResourceStatus",
