@@ -67,6 +67,7 @@ from flowkit._cli_common import (
     prepare_factories,
     table,
 )
+from flowkit._cli_resources import add_commands as resources_commands
 from flowkit.conductors.cli import add_commands as conductor_commands
 from flowkit.exceptions import CorruptLogbook, FlowkitError, InvalidState, NotFound, SignalAlreadySent
 from flowkit.persistence._integrity import ATOM_COUNT_KEY, REPAIRS_KEY, UNREADABLE_KEY, unreadable_problems
@@ -597,6 +598,7 @@ _READ_ONLY = frozenset({"logbooks", "show"})
 _COMMAND_GROUPS: tuple[Callable[[Any, argparse.ArgumentParser], dict[str, Handler]], ...] = (
     conductor_commands,
     web_commands,
+    resources_commands,
 )
 
 
