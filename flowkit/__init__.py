@@ -55,6 +55,10 @@ type-only imports included).
 - ``plan.py``: what a resume would do, read from the logbook without
   writing (built on the engine's helpers).  Never imports job boards,
   conductors, listeners, ``testing``, ``graphs`` or the command.
+- ``reconcile/``: resources driven toward a target state (rules, the
+  service-side store, the driver that posts one job per resource and runs
+  them in conductors).  Never imports listeners, ``testing``, ``graphs`` or
+  the command.
 - ``starts.py``: start a flow once per key and get its outcome from any
   process (the engine, the factories, persistence).  Never imports job
   boards, conductors, listeners, ``testing``, ``graphs`` or the command.

@@ -84,6 +84,7 @@ from flowkit._cli_common import (
 from flowkit._cli_flows import add_commands as flows_commands
 from flowkit._cli_flows import flow_json, print_failures, resolve_flow_id
 from flowkit._cli_recover import add_commands as recover_commands
+from flowkit._cli_resources import add_commands as resources_commands
 from flowkit.conductors.cli import add_commands as conductor_commands
 from flowkit.exceptions import CorruptLogbook, FlowkitError, InvalidState, NotFound, SignalAlreadySent
 from flowkit.persistence._integrity import ATOM_COUNT_KEY, REPAIRS_KEY, UNREADABLE_KEY, unreadable_problems
@@ -628,6 +629,7 @@ _COMMAND_GROUPS: tuple[Callable[[Any, argparse.ArgumentParser], dict[str, Handle
     _cli_plan.add_commands,
     flows_commands,
     recover_commands,
+    resources_commands,
 )
 
 

@@ -10,14 +10,17 @@
     │   ├── AmbiguousDependency       two atoms in one scope provide a symbol
     │   ├── InvalidName               a name that cannot be stored (too long, a NUL, not Unicode)
     │   ├── InvalidFormat             data (a failure dict, say) is not in the expected format
+    │   ├── RuleError                 a reconciler's rules contradict each other or name unknown states
     │   └── AtomNotPicklable          a process executor cannot ship the atom
     ├── NotFound                      a name (atom, symbol, detail) does not exist
     │   ├── UnknownFactory            a flow detail names a factory this process does not know
-    │   └── NotStarted                no flow was started under that key (flowkit.result)
+    │   ├── NotStarted                no flow was started under that key (flowkit.result)
+    │   └── UnknownKind               no reconciler is registered for that kind of resource
     ├── InvalidState                  an operation that the current state forbids
     │   ├── FlowDetailLocked          another engine is driving that flow detail
     │   ├── FlowChanged               the flow's code changed in a way its logbook cannot resume
-    │   └── SignalAlreadySent         that flow already got a signal of that name
+    │   ├── SignalAlreadySent         that flow already got a signal of that name
+    │   └── ResourceExists            a resource of that kind and id was created before
     ├── StorageFailure                the logbook could not be read or written
     │   ├── LeaseLost                 a job's claim expired or was taken over; writes refused
     │   ├── LockLost                  an engine's flow lock is gone (its session ended); writes refused
@@ -90,6 +93,10 @@ __all__ = [
     "InconsistentLogbook",
     # raising
     "raise_with_cause",
+    # reconciling resources
+    "RuleError",
+    "UnknownKind",
+    "ResourceExists",
 ]
 
 
@@ -310,6 +317,18 @@ class SignalAlreadySent(InvalidState):
 
 class NotStarted(NotFound):
     """No flow was started under that key or uuid (:func:`flowkit.starts.result`)."""
+
+
+class RuleError(DefinitionError):
+    """A :class:`~flowkit.reconcile.Reconciler`'s rules are wrong; raised when it is built, naming the rules."""
+
+
+class UnknownKind(NotFound):
+    """No :class:`~flowkit.reconcile.Reconciler` is registered for that kind of resource."""
+
+
+class ResourceExists(InvalidState):
+    """A resource of that kind and id exists already (``create`` does not overwrite one)."""
 
 
 class JobFailure(FlowkitError):

@@ -111,7 +111,7 @@ def test_an_older_schema_is_reported_with_its_version(tmp_path: Path, capsys: py
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     assert main(["logbooks", "--backend", "sqlite:///%s" % path]) == 2
     err = capsys.readouterr().err
-    assert "is at schema version 0001, older than this flowkit's 0005" in err
+    assert "is at schema version 0001, older than this flowkit's 0006" in err
     assert "opening it for writing upgrades it" in err
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
 

@@ -305,6 +305,7 @@ def test_importing_the_engine_core_loads_no_sql_dask_redis_or_web_package() -> N
 CLI = ("flowkit.cli", "flowkit.conductors.cli", "flowkit._cli_common", "flowkit._cli_metrics", "flowkit.web.cli")
 CLI += ("flowkit._cli_plan",)  # flowkit plan, flowkit resume --dry-run
 CLI += ("flowkit.__main__", "flowkit._cli_flows", "flowkit._cli_recover")  # python -m flowkit, flows, recover
+CLI += ("flowkit._cli_resources",)  # flowkit reconcile, flowkit resources
 #: What every other module may build on: errors, states, names, small value types, the clock.
 FOUNDATION = (
     "flowkit.exceptions",
@@ -370,6 +371,8 @@ NEVER_IMPORTS: dict[str, tuple[str, ...]] = {
     # Starting by key is built on the engine, beside conductors, not on them.
     "flowkit.starts": ("flowkit.jobs", "flowkit.conductors", "flowkit.listeners", "flowkit.testing", "flowkit.graphs")
     + CLI,
+    # Reconciling is built on boards and conductors; the command sits above it.
+    "flowkit.reconcile": ("flowkit.listeners", "flowkit.testing", "flowkit.graphs") + CLI,
     # The conformance suites test the public contracts of backends and boards.
     "flowkit.testing": ("flowkit.conductors", "flowkit.listeners", "flowkit.graphs") + CLI,
     # The structure a run recorded and the changes a resume may make: data and rules, never running anything.

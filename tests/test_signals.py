@@ -277,7 +277,7 @@ def test_a_logbook_made_before_migration_0004_is_upgraded(
         # A reader refuses it, naming the revision; the first writer upgrades it.
         reader = SQLAlchemyBackend(url, table_prefix=prefix, read_only=True)
         try:
-            with pytest.raises(exc.StorageFailure, match="schema version 0003, older than this flowkit's 0005"):
+            with pytest.raises(exc.StorageFailure, match="schema version 0003, older than this flowkit's 0006"):
                 signals.get(reader, fd.uuid)
         finally:
             reader.close()

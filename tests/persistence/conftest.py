@@ -82,7 +82,9 @@ def drop_tables(url: str, prefix: str) -> None:
     try:
         tables = make_tables(prefix)
         with engine.begin() as conn:
-            # The job board's tables (migration 0002) first: nothing references them.
+            # The reconciler's (0006) and the job board's tables (0002) first: nothing references them.
+            conn.execute(sa.text("DROP TABLE IF EXISTS %sresource_operations" % prefix))
+            conn.execute(sa.text("DROP TABLE IF EXISTS %sresources" % prefix))
             conn.execute(sa.text("DROP TABLE IF EXISTS %sjob_locks" % prefix))
             conn.execute(sa.text("DROP TABLE IF EXISTS %sjobs" % prefix))
             tables.metadata.drop_all(conn)
