@@ -196,6 +196,11 @@ class Scheduler:
             if st.lost is not None:
                 break  # in-flight atoms may never report back
             if st.running:
+                if st.unflushed:
+                    # Results that started nothing new: commit them before idling,
+                    # rather than holding them (and their listeners) until the
+                    # next atom finishes.
+                    st.flush()
                 yield WAITING
                 self._block()
                 self._drain(get_nowait)
