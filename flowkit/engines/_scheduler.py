@@ -498,8 +498,9 @@ class Scheduler:
                 announced = st.suspending or st.cancel_requested is not None
                 announcing = len(st.unflushed) - earlier
                 flush()
-                if self._announce(earlier, announcing, old is not None and not announced):
-                    self._hold_back(index, old)  # type: ignore[arg-type]
+                held_back = self._announce(earlier, announcing, old is not None and not announced)
+                if held_back and old is not None:
+                    self._hold_back(index, old)
                     continue
                 self._submit(index, kind, kwargs)
             return
