@@ -234,6 +234,11 @@ class Scheduler:
             # Only waits are left: the flow is WAITING (durably, so another
             # process sees it) while this thread blocks until one can end.
             self._set_waiting()
+        elif st.unflushed:
+            # Results that started nothing new: commit them before idling,
+            # rather than holding them (and their listeners) until the next
+            # atom finishes.
+            st.flush()
         self._block()
         self._drain(st.completions.get_nowait)
 
@@ -568,8 +573,9 @@ class Scheduler:
                 announced = st.suspending or st.cancel_requested is not None
                 announcing = len(st.unflushed) - earlier
                 flush()
-                if self._announce(earlier, announcing, old is not None and not announced):
-                    self._hold_back(index, old)  # type: ignore[arg-type]
+                held_back = self._announce(earlier, announcing, old is not None and not announced)
+                if held_back and old is not None:
+                    self._hold_back(index, old)
                     continue
                 self._submit(index, kind, kwargs)
             return
