@@ -215,7 +215,8 @@ class DirBackend(MemoryBackend):
                 for fd_uuid, named in self.signals.items()
             }
             self._write_json(self.path / "signals.json", {"seq": self.signal_seq, "signals": held})
-        generation = str(int(self._read_generation() or "0") + 1)
+        current = self._read_generation()
+        generation = str(int(current) + 1) if current.isdigit() else "1"
         self._write_text(self.path / "generation", generation)
         self._generation = generation
 
