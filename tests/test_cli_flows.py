@@ -111,10 +111,10 @@ def test_a_killed_run_is_listed_interrupted_with_how_to_resume_it(
 
 
 def test_show_takes_a_unique_prefix_and_refuses_an_ambiguous_one(url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    uuids = [make_flow(url) for _ in range(12)]
+    uuids = [make_flow(url) for _ in range(17)]
     assert main(["show", uuids[0][:13], "--backend", url]) == 0
     assert capsys.readouterr().out.splitlines()[0] == "flow detail %s" % (uuids[0],)
-    # 12 random uuids: some two share a first hex digit.
+    # 17 uuids, 16 hex digits: some two start with the same one.
     shared = next(c for c in "0123456789abcdef" if sum(u.startswith(c) for u in uuids) > 1)
     assert main(["show", shared, "--backend", url]) == 2
     assert "give more of it" in capsys.readouterr().err
