@@ -228,3 +228,29 @@ def test_a_conductor_with_recover_resumes_flows_without_jobs_first(url: str, tmp
     ]
     with fetch(url) as backend, backend.get_connection() as conn:
         assert conn.get_flow_details(uuid, lazy=True).state == states.SUCCESS
+
+
+@pytest.mark.slow
+def test_sigterm_while_recovering_suspends_the_flow_it_runs(url: str, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    uuid = killed_run(url, gate)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "flowkit", "--backend", url, "recover", "--import", "tests.cli_recover_child"],
+        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert child.stdout is not None
+    try:
+        assert child.stdout.readline().startswith("recover: looking for interrupted flows")
+        assert child.stdout.readline() == "recovering flow 'gated' (%s) from RUNNING\n" % (uuid,)
+        assert child.stdout.readline() == "blocked\n"  # inside the gate task again
+        child.send_signal(signal.SIGTERM)
+        assert child.stdout.readline() == "received SIGTERM: suspending flow %s and stopping\n" % (uuid,)
+    finally:
+        gate.touch()  # the task ends; the engine stops at the next atom boundary
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    assert out.splitlines() == ["  flow 'gated' (%s): SUSPENDED" % (uuid,)]
+    with fetch(url) as backend, backend.get_connection() as conn:
+        fd = conn.get_flow_details(uuid)
+        assert fd.state == states.SUSPENDED
+        assert {ad.name: ad.state for ad in fd} == {"first": "SUCCESS", "gate": "SUCCESS", "last": "PENDING"}
