@@ -15,7 +15,10 @@ import pytest
 
 from flowkit import states
 from flowkit.cli import main
+from flowkit.engines import load
+from flowkit.patterns import linear_flow
 from flowkit.persistence.backends import fetch
+from flowkit.task import Task
 from tests.support import ROOT
 from tests.test_cli import make_flow
 
@@ -125,7 +128,7 @@ def test_show_takes_a_unique_prefix_and_refuses_an_ambiguous_one(url: str, capsy
 def test_show_traceback_prints_failures_whole(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     reverted = make_flow(url, fail=True)
     assert main(["show", reverted, "--backend", url]) == 0
-    assert "--traceback' prints them whole" in capsys.readouterr().out
+    assert "--traceback' prints them whole" not in capsys.readouterr().out  # "card declined" fits its cell
     assert main(["show", reverted, "--backend", url, "--traceback"]) == 0
     out = capsys.readouterr().out
     assert "decline failed during execute:\n  builtins.RuntimeError: card declined\n" in out
@@ -254,3 +257,24 @@ def test_sigterm_while_recovering_suspends_the_flow_it_runs(url: str, tmp_path: 
         fd = conn.get_flow_details(uuid)
         assert fd.state == states.SUSPENDED
         assert {ad.name: ad.state for ad in fd} == {"first": "SUCCESS", "gate": "SUCCESS", "last": "PENDING"}
+
+
+class Verbose(Task):
+    """Fail with a long message, as a driver error does."""
+
+    def execute(self) -> None:
+        raise RuntimeError("the payment gateway said: " + "x" * 200 + " (end of the message)")
+
+
+def test_a_cut_failure_says_how_to_see_it_whole(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with fetch(url) as backend:
+        engine = load(linear_flow.Flow("verbose").add(Verbose(name="pay")), backend=backend)
+        with pytest.raises(RuntimeError):
+            engine.run()
+        uuid = engine.storage.flow_detail.uuid
+    assert main(["show", uuid[:8], "--backend", url]) == 0
+    out = capsys.readouterr().out
+    assert "(end of the message)" not in out
+    assert out.endswith("(failures are cut: 'flowkit show %s --traceback' prints them whole)\n" % (uuid,))
+    assert main(["show", uuid[:8], "--backend", url, "--traceback"]) == 0
+    assert "x" * 200 + " (end of the message)\n" in capsys.readouterr().out
