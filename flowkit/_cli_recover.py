@@ -124,13 +124,14 @@ class _Stop:
         except (OSError, ValueError, RuntimeError):  # a log that cannot be written must not stop the stop
             pass
         if engine is not None:
-            engine.suspend()
+            # From another thread: the handler interrupts the engine's own thread, which may hold its locks.
+            threading.Thread(target=engine.suspend, name="flowkit-recover-stop", daemon=True).start()
 
 
 def _resume(
     backend: Backend, fd: FlowDetail, options: dict[str, Any], allowed: Any, stop: _Stop | None, out: TextIO
 ) -> bool:
-    """Resume ``fd``; True when it ended SUCCESS (or another process took it first)."""
+    """Resume ``fd``; True when it ended SUCCESS, was suspended by a stop, or another process took it first."""
     from flowkit.engines import load_from_detail
 
     with backend.get_connection() as conn:
@@ -165,7 +166,9 @@ def _resume(
     if failure is not None:
         out.write("  failure: %s\n" % (failure,))
     out.flush()
-    return final == states.SUCCESS
+    # Suspended because this process was told to stop: resumable, and not a failure of the flow.
+    stopped = stop is not None and stop.event.is_set() and final == states.SUSPENDED
+    return final == states.SUCCESS or stopped
 
 
 def recover_pass(

@@ -133,6 +133,14 @@ def _failure(failure: Failure | None) -> str:
     return cut("%s: %s" % (failure.exception_type_name.rsplit(".", 1)[-1], failure.exception_str))
 
 
+def _was_cut(failure: Failure | None) -> bool:
+    """Whether the table's one line of ``failure`` leaves part of its message out."""
+    if failure is None:
+        return False
+    whole = "%s: %s" % (failure.exception_type_name.rsplit(".", 1)[-1], failure.exception_str)
+    return _failure(failure) != whole
+
+
 def _duration(detail: AtomDetail) -> str:
     # Timing listeners record seconds under "duration" (TaskFlow's key).
     duration = detail.meta.get("duration")
@@ -342,7 +350,7 @@ def _cmd_show(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
         out.write("\nfailed attempts (retry policies):\n" + "\n".join(history) + "\n")
     if args.traceback:
         print_failures(backend, book, fd, out)
-    elif any(ad.failure is not None or ad.revert_failure is not None for ad in fd):
+    elif any(_was_cut(ad.failure) or _was_cut(ad.revert_failure) for ad in fd):
         out.write("\n(failures are cut: 'flowkit show %s --traceback' prints them whole)\n" % (fd.uuid,))
     problems = [str(p) for p in unreadable]
     recorded = fd.meta.get(ATOM_COUNT_KEY)

@@ -166,3 +166,28 @@ def test_no_hint_when_no_store_key_is_close(run: Any) -> None:
     with pytest.raises(MissingDependencies) as raised:
         run(flow, store={"currency": "EUR"})
     assert "did you mean" not in str(raised.value)
+
+
+def test_resume_with_engine_distributed_on_a_dask_scheduler(
+    tmp_path: Path, dask_client: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.test_cli import make_flow
+
+    url = "sqlite:///%s" % (tmp_path / "cli.db",)
+    uuid = make_flow(url, suspend_after="reserve")
+    address = dask_client.scheduler.address
+    assert main(["resume", uuid[:12], "--backend", url, "--engine", "distributed", "--address", address]) == 0
+    out = capsys.readouterr().out
+    assert "resuming flow 'order' (%s) from SUSPENDED" % (uuid,) in out
+    assert out.splitlines()[-1] == "flow 'order' (%s): SUCCESS" % (uuid,)
+
+
+def test_address_without_engine_distributed_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.test_cli import make_flow
+
+    url = "sqlite:///%s" % (tmp_path / "cli.db",)
+    uuid = make_flow(url, suspend_after="reserve")
+    assert main(["resume", uuid, "--backend", url, "--address", "tcp://127.0.0.1:8786"]) == 2
+    assert "--address is the Dask scheduler of --engine distributed" in capsys.readouterr().err

@@ -15,7 +15,10 @@ import pytest
 
 from flowkit import states
 from flowkit.cli import main
+from flowkit.engines import load
+from flowkit.patterns import linear_flow
 from flowkit.persistence.backends import fetch
+from flowkit.task import Task
 from tests.support import ROOT
 from tests.test_cli import make_flow
 
@@ -111,10 +114,10 @@ def test_a_killed_run_is_listed_interrupted_with_how_to_resume_it(
 
 
 def test_show_takes_a_unique_prefix_and_refuses_an_ambiguous_one(url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    uuids = [make_flow(url) for _ in range(12)]
+    uuids = [make_flow(url) for _ in range(17)]
     assert main(["show", uuids[0][:13], "--backend", url]) == 0
     assert capsys.readouterr().out.splitlines()[0] == "flow detail %s" % (uuids[0],)
-    # 12 random uuids: some two share a first hex digit.
+    # 17 uuids, 16 hex digits: some two start with the same one.
     shared = next(c for c in "0123456789abcdef" if sum(u.startswith(c) for u in uuids) > 1)
     assert main(["show", shared, "--backend", url]) == 2
     assert "give more of it" in capsys.readouterr().err
@@ -125,7 +128,7 @@ def test_show_takes_a_unique_prefix_and_refuses_an_ambiguous_one(url: str, capsy
 def test_show_traceback_prints_failures_whole(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     reverted = make_flow(url, fail=True)
     assert main(["show", reverted, "--backend", url]) == 0
-    assert "--traceback' prints them whole" in capsys.readouterr().out
+    assert "--traceback' prints them whole" not in capsys.readouterr().out  # "card declined" fits its cell
     assert main(["show", reverted, "--backend", url, "--traceback"]) == 0
     out = capsys.readouterr().out
     assert "decline failed during execute:\n  builtins.RuntimeError: card declined\n" in out
@@ -228,3 +231,50 @@ def test_a_conductor_with_recover_resumes_flows_without_jobs_first(url: str, tmp
     ]
     with fetch(url) as backend, backend.get_connection() as conn:
         assert conn.get_flow_details(uuid, lazy=True).state == states.SUCCESS
+
+
+@pytest.mark.slow
+def test_sigterm_while_recovering_suspends_the_flow_it_runs(url: str, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    uuid = killed_run(url, gate)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "flowkit", "--backend", url, "recover", "--import", "tests.cli_recover_child"],
+        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert child.stdout is not None
+    try:
+        assert child.stdout.readline().startswith("recover: looking for interrupted flows")
+        assert child.stdout.readline() == "recovering flow 'gated' (%s) from RUNNING\n" % (uuid,)
+        assert child.stdout.readline() == "blocked\n"  # inside the gate task again
+        child.send_signal(signal.SIGTERM)
+        assert child.stdout.readline() == "received SIGTERM: suspending flow %s and stopping\n" % (uuid,)
+    finally:
+        gate.touch()  # the task ends; the engine stops at the next atom boundary
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    assert out.splitlines() == ["  flow 'gated' (%s): SUSPENDED" % (uuid,)]
+    with fetch(url) as backend, backend.get_connection() as conn:
+        fd = conn.get_flow_details(uuid)
+        assert fd.state == states.SUSPENDED
+        assert {ad.name: ad.state for ad in fd} == {"first": "SUCCESS", "gate": "SUCCESS", "last": "PENDING"}
+
+
+class Verbose(Task):
+    """Fail with a long message, as a driver error does."""
+
+    def execute(self) -> None:
+        raise RuntimeError("the payment gateway said: " + "x" * 200 + " (end of the message)")
+
+
+def test_a_cut_failure_says_how_to_see_it_whole(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with fetch(url) as backend:
+        engine = load(linear_flow.Flow("verbose").add(Verbose(name="pay")), backend=backend)
+        with pytest.raises(RuntimeError):
+            engine.run()
+        uuid = engine.storage.flow_detail.uuid
+    assert main(["show", uuid[:8], "--backend", url]) == 0
+    out = capsys.readouterr().out
+    assert "(end of the message)" not in out
+    assert out.endswith("(failures are cut: 'flowkit show %s --traceback' prints them whole)\n" % (uuid,))
+    assert main(["show", uuid[:8], "--backend", url, "--traceback"]) == 0
+    assert "x" * 200 + " (end of the message)\n" in capsys.readouterr().out
