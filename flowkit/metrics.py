@@ -166,6 +166,7 @@ class MetricsListener(Listener):
         self.metrics = metrics
         self._lock = threading.Lock()
         self._started: dict[str, float] = {}
+        self._children: dict[tuple[int, str, str | None], Any] = {}
 
     def on_flow_event(self, state: Any, details: Mapping[str, Any]) -> None:
         if state in _FLOW_ENDS:
@@ -182,10 +183,19 @@ class MetricsListener(Listener):
     def on_retry_event(self, state: Any, details: Mapping[str, Any]) -> None:
         self._atom_event("retry", state, details)
 
+    def _child(self, metric: Any, kind: str, state: str | None) -> Any:
+        """``metric.labels(...)``, looked up once per listener (a labels() call takes a lock)."""
+        key = (id(metric), kind, state)
+        child = self._children.get(key)
+        if child is None:
+            child = metric.labels(kind=kind) if state is None else metric.labels(kind=kind, state=state)
+            self._children[key] = child
+        return child
+
     def _atom_event(self, kind: str, state: Any, details: Mapping[str, Any]) -> None:
         uuid = details["atom_uuid"]
         if state == states.RUNNING:
-            self.metrics.atoms_started.labels(kind=kind).inc()
+            self._child(self.metrics.atoms_started, kind, None).inc()
             with self._lock:
                 self._started[uuid] = time.perf_counter()
             return
@@ -196,9 +206,10 @@ class MetricsListener(Listener):
             return
         with self._lock:
             started = self._started.pop(uuid, None)
-        self.metrics.atoms_finished.labels(kind=kind, state=str(state)).inc()
+        name = str(state)
+        self._child(self.metrics.atoms_finished, kind, name).inc()
         if started is not None and state in _EXECUTED:
-            self.metrics.attempt_seconds.labels(kind=kind, state=str(state)).observe(time.perf_counter() - started)
+            self._child(self.metrics.attempt_seconds, kind, name).observe(time.perf_counter() - started)
 
 
 class _Recording:
