@@ -184,3 +184,22 @@ def test_one_engine_can_be_traced_on_its_own(load: Any) -> None:
         engine.run()
     assert engine.trace_carriers is None  # given back when the listener is removed
     assert sorted(s.name for s in exporter.get_finished_spans()) == ["atom a", "flow alone"]
+
+
+def test_an_observer_that_fails_does_not_stop_an_engine_being_built(
+    load: Any, exporter: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    from flowkit.engines import _observers
+
+    def broken(engine: Any) -> None:
+        raise RuntimeError("observer bug")
+
+    _observers.add(_observers.ENGINE_OBSERVERS, broken)
+    try:
+        engine = load(linear_flow.Flow("still").add(Const(name="a", inject={"value": 1})))
+    finally:
+        _observers.remove(_observers.ENGINE_OBSERVERS, broken)
+    engine.run()
+    assert engine.storage.get("a") == 1
+    assert "observer bug" in caplog.text
+    assert "atom a" in [s.name for s in exporter.get_finished_spans()]  # the tracing observer still ran
