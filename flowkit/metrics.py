@@ -175,7 +175,9 @@ class MetricsListener(Listener):
             wake = self._engine.storage.flow_detail.meta.get(WAKE_KEY)
             due = wake.get("due") if isinstance(wake, Mapping) else None
             if isinstance(due, (int, float)) and not isinstance(due, bool):
-                self.metrics.wakeup_lag.observe(max(0.0, self._engine.clock.now() - float(due)))
+                late = self._engine.clock.now() - float(due)
+                if late >= 0:  # (earlier: a signal woke it, not its timer)
+                    self.metrics.wakeup_lag.observe(late)
 
     def on_task_event(self, state: Any, details: Mapping[str, Any]) -> None:
         self._atom_event("task", state, details)
