@@ -20,7 +20,8 @@ Every engine and conductor built afterwards in the process records:
 ``flowkit_flows_total``                 runs of a flow ended (``state``: SUCCESS, REVERTED, FAILURE,
                                         SUSPENDED, WAITING, BROKEN)
 ``flowkit_wakeup_lag_seconds``          histogram of how late a parked (WAITING) flow was resumed
-                                        after its due time, on the engine's clock
+                                        after its due time, on the engine's clock (one a signal
+                                        woke before it was due is not counted)
 ``flowkit_job_claims_total``            jobs claimed (label ``conductor``)
 ``flowkit_lease_losses_total``          claims lost while their job ran (``conductor``)
 ``flowkit_jobs_parked_total``           jobs given back to the board because their flow waits on a
