@@ -20,7 +20,8 @@ Every engine and conductor built afterwards in the process records:
 ``flowkit_flows_total``                 runs of a flow ended (``state``: SUCCESS, REVERTED, FAILURE,
                                         SUSPENDED, WAITING, BROKEN)
 ``flowkit_wakeup_lag_seconds``          histogram of how late a parked (WAITING) flow was resumed
-                                        after its due time, on the engine's clock
+                                        after its due time, on the engine's clock (one a signal
+                                        woke before it was due is not counted)
 ``flowkit_job_claims_total``            jobs claimed (label ``conductor``)
 ``flowkit_lease_losses_total``          claims lost while their job ran (``conductor``)
 ``flowkit_jobs_parked_total``           jobs given back to the board because their flow waits on a
@@ -166,6 +167,7 @@ class MetricsListener(Listener):
         self.metrics = metrics
         self._lock = threading.Lock()
         self._started: dict[str, float] = {}
+        self._children: dict[tuple[int, str, str | None], Any] = {}
 
     def on_flow_event(self, state: Any, details: Mapping[str, Any]) -> None:
         if state in _FLOW_ENDS:
@@ -174,7 +176,9 @@ class MetricsListener(Listener):
             wake = self._engine.storage.flow_detail.meta.get(WAKE_KEY)
             due = wake.get("due") if isinstance(wake, Mapping) else None
             if isinstance(due, (int, float)) and not isinstance(due, bool):
-                self.metrics.wakeup_lag.observe(max(0.0, self._engine.clock.now() - float(due)))
+                late = self._engine.clock.now() - float(due)
+                if late >= 0:  # (earlier: a signal woke it, not its timer)
+                    self.metrics.wakeup_lag.observe(late)
 
     def on_task_event(self, state: Any, details: Mapping[str, Any]) -> None:
         self._atom_event("task", state, details)
@@ -182,10 +186,19 @@ class MetricsListener(Listener):
     def on_retry_event(self, state: Any, details: Mapping[str, Any]) -> None:
         self._atom_event("retry", state, details)
 
+    def _child(self, metric: Any, kind: str, state: str | None) -> Any:
+        """``metric.labels(...)``, looked up once per listener (a labels() call takes a lock)."""
+        key = (id(metric), kind, state)
+        child = self._children.get(key)
+        if child is None:
+            child = metric.labels(kind=kind) if state is None else metric.labels(kind=kind, state=state)
+            self._children[key] = child
+        return child
+
     def _atom_event(self, kind: str, state: Any, details: Mapping[str, Any]) -> None:
         uuid = details["atom_uuid"]
         if state == states.RUNNING:
-            self.metrics.atoms_started.labels(kind=kind).inc()
+            self._child(self.metrics.atoms_started, kind, None).inc()
             with self._lock:
                 self._started[uuid] = time.perf_counter()
             return
@@ -196,9 +209,10 @@ class MetricsListener(Listener):
             return
         with self._lock:
             started = self._started.pop(uuid, None)
-        self.metrics.atoms_finished.labels(kind=kind, state=str(state)).inc()
+        name = str(state)
+        self._child(self.metrics.atoms_finished, kind, name).inc()
         if started is not None and state in _EXECUTED:
-            self.metrics.attempt_seconds.labels(kind=kind, state=str(state)).observe(time.perf_counter() - started)
+            self._child(self.metrics.attempt_seconds, kind, name).observe(time.perf_counter() - started)
 
 
 class _Recording:

@@ -21,12 +21,13 @@ Every engine built afterwards records:
   ``flowkit.atom.attempt`` (1 for the first) and ``flowkit.atom.state`` (the
   state it ended in); a failure sets the span's status to ERROR with the
   exception's type and message;
-- around the call where the atom runs (a worker thread, a process-pool
-  worker, a Dask worker), a span ``<name>.execute`` (``<name>.revert``) whose
-  parent is the attempt's span: its trace context travels with the call in
-  :attr:`flowkit.task.TaskContext.trace_context`, so spans a task starts
-  belong to the same trace.  It is recorded by the tracer provider of the
-  process running the atom (configure OpenTelemetry there, e.g. in a Dask
+- the attempt's trace context travels with the call in
+  :attr:`flowkit.task.TaskContext.trace_context` to where the atom runs (a
+  worker thread, a process-pool worker, a Dask worker) and is the current
+  context there, so spans a task starts belong to the same trace.  Away from
+  the engine's process the call is a span of its own, ``<name>.execute``
+  (``<name>.revert``), a child of the attempt's span, recorded by the tracer
+  provider of that process (configure OpenTelemetry there, e.g. in a Dask
   worker plugin, to export those).
 
 A span is ended when its flow or atom leaves the state it covers; a process

@@ -13,11 +13,6 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from docutils import nodes
-from docutils.statemachine import StringList
-from sphinx.util.docutils import SphinxDirective
-from sphinx.util.nodes import nested_parse_with_titles
-
 #: The width the help text is wrapped at (argparse reads $COLUMNS).
 WIDTH = 100
 
@@ -52,7 +47,7 @@ def _section(title: str, depth: int) -> list[str]:
 
 
 def _literal(text: str) -> list[str]:
-    return ["::", ""] + ["   " + line if line else "" for line in text.rstrip().splitlines()] + [""]
+    return [".. code-block:: text", ""] + ["   " + line if line else "" for line in text.rstrip().splitlines()] + [""]
 
 
 def render(parser: argparse.ArgumentParser, depth: int = 0, path: str = "flowkit") -> list[str]:
@@ -66,27 +61,36 @@ def render(parser: argparse.ArgumentParser, depth: int = 0, path: str = "flowkit
     return lines
 
 
-class FlowkitCli(SphinxDirective):
-    """Insert the generated reference of the ``flowkit`` command."""
-
-    has_content = False
-
-    def run(self) -> list[nodes.Node]:
-        previous = os.environ.get("COLUMNS")
-        os.environ["COLUMNS"] = str(WIDTH)
-        try:
-            lines = render(build_parser())
-        finally:
-            if previous is None:
-                os.environ.pop("COLUMNS", None)
-            else:
-                os.environ["COLUMNS"] = previous
-        container = nodes.section()
-        container.document = self.state.document
-        nested_parse_with_titles(self.state, StringList(lines, source="flowkit.cli"), container)
-        return list(container.children)
+def reference_lines() -> list[str]:
+    """The whole reference, with the help text wrapped at :data:`WIDTH` columns."""
+    previous = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(WIDTH)
+    try:
+        return render(build_parser())
+    finally:
+        if previous is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = previous
 
 
 def setup(app: Any) -> dict[str, Any]:
+    # Sphinx is imported here, so that the rendering above can be tested without it.
+    from docutils import nodes
+    from docutils.statemachine import StringList
+    from sphinx.util.docutils import SphinxDirective
+    from sphinx.util.nodes import nested_parse_with_titles
+
+    class FlowkitCli(SphinxDirective):
+        """Insert the generated reference of the ``flowkit`` command."""
+
+        has_content = False
+
+        def run(self) -> list[nodes.Node]:
+            container = nodes.section()
+            container.document = self.state.document
+            nested_parse_with_titles(self.state, StringList(reference_lines(), source="flowkit.cli"), container)
+            return list(container.children)
+
     app.add_directive("flowkit-cli", FlowkitCli)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

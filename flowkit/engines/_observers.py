@@ -15,10 +15,13 @@ trace context to the thread, process or Dask worker that runs it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 __all__ = ["ENGINE_OBSERVERS", "CONDUCTOR_OBSERVERS", "add", "remove", "observe"]
+
+LOG = logging.getLogger(__name__)
 
 #: Called with every engine built (after its notifiers exist).
 ENGINE_OBSERVERS: list[Callable[[Any], None]] = []
@@ -39,6 +42,13 @@ def remove(observers: list[Callable[[Any], None]], observer: Callable[[Any], Non
 
 
 def observe(observers: list[Callable[[Any], None]], subject: Any) -> None:
-    """Hand ``subject`` to each of ``observers`` (a copy of the list: one may remove itself)."""
+    """Hand ``subject`` to each of ``observers`` (a copy of the list: one may remove itself).
+
+    Watching never breaks what is watched: an observer that raises is logged, and ``subject``
+    is built without it.
+    """
     for observer in tuple(observers):
-        observer(subject)
+        try:
+            observer(subject)
+        except Exception:
+            LOG.warning("observer %r failed on %r; it does not watch it", observer, subject, exc_info=True)

@@ -20,7 +20,7 @@ from flowkit.metrics import FlowkitMetrics, disable_metrics, enable_metrics, ser
 from flowkit.patterns import linear_flow
 from flowkit.persistence.backends.impl_memory import MemoryBackend
 from flowkit.testing.clock import VirtualClock
-from flowkit.waits import Sleep
+from flowkit.waits import Sleep, WaitFor
 from tests.conductors import flows
 from tests.conductors.conftest import ConductorProcess, Setup
 from tests.conductors.test_conductor import DEADLINE, Events, FakeClock, lines
@@ -80,6 +80,17 @@ def test_a_parked_flow_resumed_late_records_its_lag(load: Any, metrics: FlowkitM
     assert value(metrics, "flowkit_wakeup_lag_seconds_sum") == pytest.approx(7.5)
     assert value(metrics, "flowkit_wakeup_lag_seconds_bucket", le="5.0") == 0
     assert value(metrics, "flowkit_wakeup_lag_seconds_bucket", le="10.0") == 1
+
+
+def test_a_parked_flow_woken_early_by_a_signal_records_no_lag(load: Any, metrics: FlowkitMetrics) -> None:
+    clock = VirtualClock(1_000.0)
+    engine = load(linear_flow.Flow("nap").add(WaitFor("approval", timeout=60)), clock=clock)
+    engine.run(park=True)
+    clock.advance(10)
+    engine.signal("approval", "yes")
+    engine.run(park=True)
+    assert value(metrics, "flowkit_flows_total", state="SUCCESS") == 1
+    assert value(metrics, "flowkit_wakeup_lag_seconds_count") == 0
 
 
 def test_nothing_is_recorded_once_metrics_are_off(load: Any, metrics: FlowkitMetrics) -> None:
