@@ -96,6 +96,8 @@ _FORMAT = 1
 _FINISHED = frozenset(
     [states.SUCCESS, states.IGNORE, states.FAILURE, states.REVERTED, states.REVERT_FAILURE, states.BROKEN]
 )
+# States of a predecessor that has not (or not yet again) produced a result.
+_NOT_RUN = frozenset([states.PENDING, states.RUNNING, states.WAITING, states.RETRYING])
 # States an atom can be depended on in: its successors may run.
 _DONE = frozenset([states.SUCCESS, states.IGNORE])
 
@@ -347,13 +349,16 @@ def compare(compilation: Compilation, flow_detail: FlowDetail) -> list[Differenc
                         % (atom.name, _scope_text(before.get("scope")), _scope_text(entry["scope"])),
                     )
                 )
-        if finished:
+        # Only a result that stands can be made stale by a predecessor that has
+        # not run: a FAILURE or REVERTED atom is one a revert or retry in progress
+        # handles, whatever state its predecessors are in.
+        if ad.state in _DONE:
             for p in c.preds[index]:
                 pred = c.atoms[p].name
                 pd = details.get(pred)
                 if pd is None and recorded is not None and pred in recorded:
                     continue  # a lost row, not a change: the consistency check names it
-                if pd is None or pd.state not in _DONE:
+                if pd is None or pd.state in _NOT_RUN:
                     found.append(
                         Difference(
                             "order",
