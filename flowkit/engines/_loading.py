@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from flowkit import exceptions as exc
 from flowkit.engines.engine import DEFER_REVERTS_KEY, Engine, make_flow_detail
 from flowkit.engines.executors import make_executor
 from flowkit.persistence.backends import fetch as fetch_backend
@@ -50,7 +51,7 @@ def _mode_and_executor(
     try:
         mode = _ALIASES[engine]
     except (KeyError, TypeError):
-        raise ValueError(
+        raise exc.UnknownChoice(
             "unknown engine %r; choose one of %s" % (engine, ", ".join(repr(m) for m in ENGINE_MODES))
         ) from None
     if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
