@@ -84,8 +84,11 @@ def load(
 
     ``store`` injects values any atom may require.  ``engine`` is ``"serial"``
     (atoms run one at a time in this thread) or ``"parallel"`` (on a pool:
-    ``executor="threads"`` (default), ``"processes"`` for CPU-bound tasks, or
-    any ``concurrent.futures.Executor``; ``max_workers`` sizes the pool) or
+    ``executor="threads"`` (default), ``"processes"`` for CPU-bound tasks,
+    ``"greenthreads"`` (eventlet, the ``greenthreads`` extra), TaskFlow's
+    spellings of these (``"threaded"``, ``"greenthreaded"``, ...), or any
+    executor whose ``submit(fn, *args)`` returns a future, such as a
+    ``concurrent.futures.Executor``; ``max_workers`` sizes the pool) or
     ``"distributed"`` (on a Dask cluster: the scheduler at ``address``, e.g.
     ``"tcp://host:8786"``, with ``security`` a ``distributed.security.Security``
     for TLS; an existing ``distributed.Client`` as ``client``; or neither, for a
