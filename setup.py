@@ -66,6 +66,8 @@ setup(
         "postgres": ["psycopg[binary]>=3.1"],
         "mysql": ["PyMySQL>=1.0"],
         "redis": ["redis>=4.5"],
+        # executor="greenthreads": futurist's green-thread pool (eventlet; not in "test", it warns on import).
+        "greenthreads": ["eventlet>=0.33"],
         # Benchmark-only: the benchmarks run the same flows on TaskFlow, and parked flows on DBOS, for comparison.
         "bench": ["taskflow==6.5.0", "dbos==3.4.0"],
         "web": WEB_REQUIRES,

@@ -14,6 +14,8 @@
     │   └── AtomNotPicklable          a process executor cannot ship the atom
     ├── NotFound                      a name (atom, symbol, detail) does not exist
     │   ├── UnknownFactory            a flow detail names a factory this process does not know
+    │   ├── UnknownChoice             an engine or backend URL scheme flowkit does not have (also a ValueError)
+    │   ├── MissingConnection         a persistence conf without a 'connection' URL (also a KeyError, ValueError)
     │   ├── NotStarted                no flow was started under that key (flowkit.result)
     │   └── UnknownKind               no reconciler is registered for that kind of resource
     ├── InvalidState                  an operation that the current state forbids
@@ -67,6 +69,8 @@ __all__ = [
     # run-time errors
     "NotFound",
     "UnknownFactory",
+    "UnknownChoice",
+    "MissingConnection",
     "InvalidState",
     "FlowDetailLocked",
     "FlowChanged",
@@ -177,6 +181,21 @@ class AtomNotPicklable(DefinitionError):
 
 class NotFound(FlowkitError):
     """A named atom, symbol or detail does not exist."""
+
+
+class UnknownChoice(NotFound, ValueError):
+    """A string option names nothing flowkit has: an engine (``engine="nope"``), a backend URL scheme.
+
+    TaskFlow raises :class:`NotFound` there; flowkit did raise ValueError, so it is both.
+    """
+
+
+class MissingConnection(NotFound, KeyError, ValueError):
+    """A persistence conf has no ``"connection"`` URL (TaskFlow raises KeyError; flowkit did raise ValueError)."""
+
+    def __str__(self) -> str:
+        # KeyError's own str() quotes its argument, as for a missing key; this is a sentence.
+        return Exception.__str__(self)
 
 
 class UnknownFactory(NotFound):

@@ -71,7 +71,8 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 255
 #: sent in the same process wakes it at once (:func:`subscribe`).
 DEFAULT_SIGNAL_POLL = 1.0
 
-_log = logging.getLogger(__name__)
+#: This module's logger (TaskFlow code configures or patches a module's ``LOG``).
+LOG = logging.getLogger(__name__)
 
 
 # -- checks --------------------------------------------------------------------------
@@ -254,4 +255,4 @@ def _wake(flow_uuid: str) -> None:
         try:
             callback()
         except Exception:
-            _log.exception("a subscriber to the signals of flow detail %s failed", flow_uuid)
+            LOG.exception("a subscriber to the signals of flow detail %s failed", flow_uuid)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import functools
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -31,6 +32,9 @@ __all__ = [
     "heartbeat",
     "current_context",
 ]
+
+#: This module's logger: a progress outside [0.0, 1.0] is a warning here (TaskFlow's ``task.LOG``).
+LOG = logging.getLogger(__name__)
 
 #: Event published on ``task.notifier`` when a task reports progress.
 EVENT_UPDATE_PROGRESS = "update_progress"
@@ -241,12 +245,14 @@ class Task(Atom):
         return self._notifier
 
     def update_progress(self, progress: float) -> None:
-        """Report progress in [0.0, 1.0]; values outside are clamped."""
-        progress = float(progress)
+        """Report progress in [0.0, 1.0]; values outside are clamped (with a warning on :data:`LOG`)."""
+        given = progress = float(progress)
         if progress > 1.0:
             progress = 1.0
         elif progress < 0.0 or progress != progress:  # NaN counts as no progress
             progress = 0.0
+        if progress != given:
+            LOG.warning("task %r reported progress %r, outside [0.0, 1.0]: clamped to %s", self.name, given, progress)
         context = _CURRENT_CONTEXT.get()
         if context is not None and context.atom_name == self.name:
             # To the engine: into storage, or collected on a worker and replayed.

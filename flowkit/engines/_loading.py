@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from flowkit import exceptions as exc
 from flowkit.engines.action_engine.engine import ENGINE_CLASSES
 from flowkit.engines.engine import DEFER_REVERTS_KEY, Engine, make_flow_detail
 from flowkit.engines.executors import make_executor
@@ -51,7 +52,7 @@ def _mode_and_executor(
     try:
         mode = _ALIASES[engine]
     except (KeyError, TypeError):
-        raise ValueError(
+        raise exc.UnknownChoice(
             "unknown engine %r; choose one of %s" % (engine, ", ".join(repr(m) for m in ENGINE_MODES))
         ) from None
     if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
@@ -89,8 +90,11 @@ def load(
 
     ``store`` injects values any atom may require.  ``engine`` is ``"serial"``
     (atoms run one at a time in this thread) or ``"parallel"`` (on a pool:
-    ``executor="threads"`` (default), ``"processes"`` for CPU-bound tasks, or
-    any ``concurrent.futures.Executor``; ``max_workers`` sizes the pool) or
+    ``executor="threads"`` (default), ``"processes"`` for CPU-bound tasks,
+    ``"greenthreads"`` (eventlet, the ``greenthreads`` extra), TaskFlow's
+    spellings of these (``"threaded"``, ``"greenthreaded"``, ...), or any
+    executor whose ``submit(fn, *args)`` returns a future, such as a
+    ``concurrent.futures.Executor``; ``max_workers`` sizes the pool) or
     ``"distributed"`` (on a Dask cluster: the scheduler at ``address``, e.g.
     ``"tcp://host:8786"``, with ``security`` a ``distributed.security.Security``
     for TLS; an existing ``distributed.Client`` as ``client``; or neither, for a

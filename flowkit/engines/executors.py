@@ -3,8 +3,8 @@
 An :class:`AtomExecutor` submits one module-level function with positional
 arguments and returns a ``concurrent.futures.Future``.  The engine modes
 differ only here: serial calls it inline, in the engine's thread (no
-future, no lock: :meth:`AtomExecutor.call`), parallel on a futurist thread or process pool, or any
-``concurrent.futures.Executor`` the user passes, distributed on a Dask
+future, no lock: :meth:`AtomExecutor.call`), parallel on a futurist thread, process or green-thread pool, or any
+``concurrent.futures``-style executor the user passes, distributed on a Dask
 cluster (:mod:`flowkit.engines.distributed`, imported only when asked for;
 it finds the contract in ``_atom_executor``, so the two modules do not
 import each other).  What runs on the other side is :func:`run_execute` /
@@ -32,6 +32,7 @@ __all__ = [
     "SerialExecutor",
     "ThreadExecutor",
     "ProcessExecutor",
+    "GreenThreadExecutor",
     "WrappedExecutor",
     "FileFlag",
     "FileChannel",
@@ -352,14 +353,60 @@ class ProcessExecutor(_OwnedPool):
         return futurist.ProcessPoolExecutor(max_workers=self.max_in_flight)
 
 
-class WrappedExecutor(AtomExecutor):
-    """A ``concurrent.futures.Executor`` owned by the caller (never shut down here)."""
+def _waits_green() -> bool:
+    """Whether the engine's own waiting lets green threads run: eventlet monkey-patched threading."""
+    import eventlet.patcher
 
-    def __init__(self, executor: concurrent.futures.Executor, max_workers: int | None = None) -> None:
+    return bool(eventlet.patcher.is_monkey_patched("thread"))
+
+
+def _is_green(executor: Any) -> bool:
+    if "eventlet" not in sys.modules:
+        return False  # no green pool can exist without eventlet loaded
+    import futurist
+
+    return isinstance(executor, futurist.GreenThreadPoolExecutor)
+
+
+class GreenThreadExecutor(_OwnedPool):
+    """A futurist green-thread pool (eventlet), created for the run: TaskFlow's ``executor="greenthreaded"``.
+
+    Green threads run only while the thread that started them waits in a way
+    eventlet sees.  When eventlet has monkey-patched threading
+    (``eventlet.monkey_patch()``), the engine's waits are such waits, and the
+    atoms run at once, up to ``max_workers``.  Otherwise the engine waits on
+    each atom in turn (it runs them one at a time, as the serial engine does),
+    since its own waiting would never let a green thread run.
+    """
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        super().__init__(max_workers or 1000)
+        self.inline = not _waits_green()
+        self._workers = self.max_in_flight
+        if self.inline:
+            self.max_in_flight = sys.maxsize
+
+    def _make_pool(self) -> Any:
+        import futurist
+
+        return futurist.GreenThreadPoolExecutor(max_workers=self._workers)
+
+
+class WrappedExecutor(AtomExecutor):
+    """A ``concurrent.futures``-style executor owned by the caller (never shut down here).
+
+    Anything with ``submit(fn, *args)`` returning a future will do.  A futurist
+    ``GreenThreadPoolExecutor`` is waited on as :class:`GreenThreadExecutor` says.
+    """
+
+    def __init__(self, executor: Any, max_workers: int | None = None) -> None:
         self._executor = executor
         self.local = not isinstance(executor, concurrent.futures.ProcessPoolExecutor)
         workers = max_workers or getattr(executor, "_max_workers", None) or getattr(executor, "max_workers", None)
         self.max_in_flight = int(workers) if isinstance(workers, int) and workers > 0 else 64
+        if _is_green(executor) and not _waits_green():
+            self.inline = True
+            self.max_in_flight = sys.maxsize
 
     def check_atom(self, atom: Any) -> None:
         if not self.local:
@@ -372,7 +419,18 @@ class WrappedExecutor(AtomExecutor):
         return None if self.local else FileChannel()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
-        return self._executor.submit(fn, *args)
+        future = self._executor.submit(fn, *args)
+        if not (callable(getattr(future, "add_done_callback", None)) and callable(getattr(future, "result", None))):
+            raise TypeError(
+                "%s.submit() returned %s, not a future (with result() and add_done_callback())"
+                % (type(self._executor).__name__, type(future).__name__)
+            )
+        return future
+
+
+_THREADS = ("threads", "thread", "threaded")
+_PROCESSES = ("processes", "process")
+_GREEN_THREADS = ("greenthreads", "greenthread", "greenthreaded")
 
 
 def make_executor(
@@ -408,14 +466,25 @@ def make_executor(
             raise ValueError("engine='serial' runs atoms inline; it takes no executor (got %r)" % (executor,))
         return SerialExecutor()
     if mode == "parallel":
-        if executor is None or executor == "threads" or executor == "thread":
+        name = executor.lower() if isinstance(executor, str) else None
+        if executor is None or name in _THREADS:
             return ThreadExecutor(max_workers)
-        if executor == "processes" or executor == "process":
+        if name in _PROCESSES:
             return ProcessExecutor(max_workers)
-        if isinstance(executor, concurrent.futures.Executor):
+        if name in _GREEN_THREADS:
+            import importlib.util
+
+            if importlib.util.find_spec("eventlet") is None:
+                raise ValueError(
+                    "engine='parallel' executor=%r runs atoms on green threads, which needs eventlet: "
+                    "pip install 'flowkit[greenthreads]'" % (executor,)
+                )
+            return GreenThreadExecutor(max_workers)
+        if name is None and callable(getattr(executor, "submit", None)):
             return WrappedExecutor(executor, max_workers)
         raise ValueError(
-            "engine='parallel' executor must be 'threads', 'processes' or a concurrent.futures.Executor, "
+            "engine='parallel' executor must be 'threads', 'processes', 'greenthreads' or an executor "
+            "(an object whose submit(fn, *args) returns a future, as concurrent.futures executors do), "
             "got %r" % (executor,)
         )
     raise ValueError("unknown engine mode %r (expected 'serial', 'parallel' or 'distributed')" % (mode,))

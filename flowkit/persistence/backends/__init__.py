@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from flowkit.exceptions import MissingConnection, UnknownChoice
 from flowkit.persistence.backends.impl_memory import MemoryBackend
 from flowkit.persistence.base import Backend
 
@@ -32,6 +33,12 @@ def fetch(conf: Mapping[str, Any] | str) -> Backend:
     use the SQL backend.  A conf dict may also carry ``max_result_bytes``
     (see :class:`~flowkit.persistence.base.Backend`) and the SQL backend's
     options: ``durability``, ``table_prefix``, ``create_schema``, ``read_only``.
+
+    A conf without a ``"connection"`` raises
+    :class:`~flowkit.exceptions.MissingConnection` (a KeyError, as in TaskFlow);
+    a URL no backend serves, :class:`~flowkit.exceptions.UnknownChoice` (a
+    :class:`~flowkit.exceptions.NotFound`, as in TaskFlow).  Both are also
+    ValueErrors.
     """
     if isinstance(conf, str):
         conf = {"connection": conf}
@@ -39,7 +46,9 @@ def fetch(conf: Mapping[str, Any] | str) -> Backend:
     if url in ("dir", "file", "memory"):  # TaskFlow's spelling: the kind alone, its options beside it
         url = "%s://" % (url,)
     if not isinstance(url, str) or "://" not in url:
-        raise ValueError("persistence conf needs a 'connection' URL like 'memory://', got %r" % (url,))
+        if not isinstance(url, str):
+            raise MissingConnection("persistence conf needs a 'connection' URL like 'memory://', got %r" % (url,))
+        raise UnknownChoice("persistence conf needs a 'connection' URL like 'memory://', got %r" % (url,))
     scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
     limit = {"max_result_bytes": conf["max_result_bytes"]} if "max_result_bytes" in conf else {}
     if scheme == "memory":
@@ -53,7 +62,7 @@ def fetch(conf: Mapping[str, Any] | str) -> Backend:
 
         options = {key: conf[key] for key in _SQL_OPTIONS if key in conf}
         return SQLAlchemyBackend(url, **options, **limit)
-    raise ValueError(
+    raise UnknownChoice(
         "no persistence backend for %r (known: memory://, dir:///path, sqlite:///path, postgresql://..., mysql://...)"
         % (url,)
     )
