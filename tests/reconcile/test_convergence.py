@@ -166,6 +166,7 @@ def test_resources_converge_across_killed_conductors(server: str, tmp_path: Path
             found = {r.id: r for r in store.list(kind="public_ip") if r.id.startswith(run + "-")}
             assert len(found) == COUNT
             broken = 0
+            ran = 0  # operations whose flow ran to an end: each started in the journal
             with store.backend.get_connection() as conn:
                 for resource_id, resource in found.items():
                     history = store.operations("public_ip", resource_id)
@@ -182,9 +183,10 @@ def test_resources_converge_across_killed_conductors(server: str, tmp_path: Path
                         assert resource.observed_generation == resource.generation
                     for op in history:
                         assert op.outcome is not None, (resource_id, op)
+                        ran += op.outcome in ("SUCCESS", "REVERTED")
                         assert conn.get_flow_details(op.flow).name == "public_ip/%s: %s" % (resource_id, op.rule)
         starts = _check_no_overlap(journal, reconcilers.killed)
-        assert starts >= COUNT
+        assert ran > COUNT // 2 and starts >= ran
         assert broken < COUNT // 4
     finally:
         reconcilers.stop()
