@@ -245,7 +245,7 @@ class Task(Atom):
         return self._notifier
 
     def update_progress(self, progress: float) -> None:
-        """Report progress in [0.0, 1.0]; values outside are clamped (with a warning on :data:`LOG`)."""
+        """Report progress in [0.0, 1.0]; values outside are clamped (with a warning on ``flowkit.task.LOG``)."""
         given = progress = float(progress)
         if progress > 1.0:
             progress = 1.0

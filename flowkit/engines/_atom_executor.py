@@ -52,7 +52,7 @@ class AtomExecutor(abc.ABC):
         """A new channel for one attempt's heartbeats, from where this executor runs atoms; None: this process.
 
         See :class:`~flowkit.types.heartbeat.HeartbeatChannel`.  The engine
-        closes it when the attempt is over.  Called after :meth:`start`.
+        closes it when the attempt is over.  Called after ``start()``.
         """
         return None
 

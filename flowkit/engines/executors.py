@@ -182,7 +182,7 @@ class FileFlag:
 class FileChannel:
     """A heartbeat channel that processes on this machine share: a small file, replaced whole on each send.
 
-    Made per attempt, in a directory of its own, removed by :meth:`close`.
+    Made per attempt, in a directory of its own, removed by ``close()``.
     """
 
     __slots__ = ("path",)

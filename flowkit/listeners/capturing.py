@@ -56,7 +56,7 @@ class CaptureListener(Listener):
     to append to (shared between several listeners, say).
     """
 
-    #: The kind of a flow event, as :meth:`_format_capture` is given it (TaskFlow's constant).
+    #: The kind of a flow event, as ``_format_capture()`` is given it (TaskFlow's constant).
     FLOW = "flow"
     #: The kind of a task event.
     TASK = "task"

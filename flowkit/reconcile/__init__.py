@@ -7,11 +7,11 @@ target, runs it as a job, and records the result.  Cancelling is changing the
 target; an operation's failures are counted and reset on success; past a
 limit the resource is BROKEN, or driven to its rollback state.
 
-- :mod:`flowkit.reconcile._values`: :class:`ResourceStatus`, :class:`Resource`, :class:`Operation`.
-- :mod:`flowkit.reconcile._rules`: :class:`Rule`, :class:`Reconciler` (rules checked when built)
+- ``flowkit.reconcile._values``: :class:`ResourceStatus`, :class:`Resource`, :class:`Operation`.
+- ``flowkit.reconcile._rules``: :class:`Rule`, :class:`Reconciler` (rules checked when built)
   and the registry of reconcilers by kind.
-- :mod:`flowkit.reconcile._store`: :class:`Resources`, the service side (create, set_target, get).
-- :mod:`flowkit.reconcile._driver`: :class:`Driver`, the engine side (one job per resource, results recorded).
+- ``flowkit.reconcile._store``: :class:`Resources`, the service side (create, set_target, get).
+- ``flowkit.reconcile._driver``: :class:`Driver`, the engine side (one job per resource, results recorded).
 
 See ``doc/reconcile.rst``.
 """

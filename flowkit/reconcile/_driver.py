@@ -83,7 +83,7 @@ class Driver:
     ``board`` is a :class:`~flowkit.jobs.backends.impl_sql.SQLJobBoard`
     whose logbooks are in its own database.  ``kinds`` are looked up in
     ``reconcilers`` (default:
-    :data:`~flowkit.reconcile.default_reconcilers`); every rule's factory must
+    ``default_reconcilers``); every rule's factory must
     be known to ``factories`` (default: the process-wide registry), checked
     here, so a missing one is an error at start, not a job failing later.
     ``poll`` bounds how long a running driver (:meth:`start`) waits between

@@ -370,7 +370,7 @@ default_reconcilers = ReconcilerRegistry()
 
 
 def register(reconciler: Reconciler, registry: ReconcilerRegistry | None = None) -> Reconciler:
-    """Register ``reconciler`` in ``registry`` (default: :data:`default_reconcilers`).
+    """Register ``reconciler`` in ``registry`` (default: ``default_reconcilers``).
 
     See :meth:`ReconcilerRegistry.add`; returns the reconciler registered for the kind.
     """

@@ -6,7 +6,7 @@ Every write takes ``connection=``: a SQLAlchemy ``Connection`` whose open
 transaction receives the change, so a service's own row and the target change
 commit (or roll back) together; without it each call is its own transaction.
 A call only records what is wanted and returns: the reconciler's driver
-(:mod:`flowkit.reconcile._driver`) does the work.
+(``flowkit.reconcile._driver``) does the work.
 
 Kinds and states are checked against the kind's registered
 :class:`~flowkit.reconcile.Reconciler` before anything is written; facts must
@@ -85,7 +85,7 @@ class Resources:
 
     ``backend`` is the logbook backend (or its URL); the resources go in its
     database, under its table prefix.  ``reconcilers`` is where kinds are
-    looked up (default: :data:`~flowkit.reconcile.default_reconcilers`);
+    looked up (default: ``default_reconcilers``);
     ``clock`` stamps ``created_at``/``updated_at``.
     """
 
