@@ -23,6 +23,8 @@ class _Step(Task):
         return self.name
 
 
+# The tasks below hand the job of an in-process memory board back: they run where the board is
+# (serial and parallel modes), not on a Dask worker.
 class _GiveUp(Task):
     """Gives the job back in the middle of the flow: the claim is lost from here on."""
 
@@ -65,6 +67,7 @@ def test_a_held_claim_lets_the_flow_finish(load: Any) -> None:
     assert engine.storage.get_flow_state() == states.SUCCESS
 
 
+@pytest.mark.modes("serial", "parallel")
 def test_on_job_loss_is_called_with_the_engine_state_and_details(load: Any) -> None:
     board = impl_memory.MemoryJobBoard("porting")
     job = _claimed(board)
