@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -40,6 +41,9 @@ __all__ = [
     "run_revert",
     "make_executor",
 ]
+
+#: This module's logger (TaskFlow's modules each have a ``LOG``).
+LOG = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, init=False)
@@ -103,11 +107,7 @@ def _flush_pulse(context: TaskContext) -> None:
     try:
         context.pulse.flush()  # type: ignore[union-attr]
     except Exception:  # the engine then keeps the details it has; the outcome matters more
-        import logging
-
-        logging.getLogger(__name__).warning(
-            "atom %r: sending its last heartbeat failed", context.atom_name, exc_info=True
-        )
+        LOG.warning("atom %r: sending its last heartbeat failed", context.atom_name, exc_info=True)
 
 
 def run_revert(task: Any, kwargs: dict[str, Any], context: TaskContext) -> Outcome:
