@@ -64,9 +64,38 @@ def _mode_and_executor(
     return mode, executor
 
 
-def _options(**given: Any) -> dict[str, Any]:
-    """The engine options a caller gave (those not left at None): what ``Engine.options`` shows."""
-    return {name: value for name, value in given.items() if value is not None}
+def _make_engine(
+    flow: Any,
+    flow_detail: FlowDetail,
+    backend: Backend,
+    mode: str,
+    executor: Any,
+    given_executor: Any,
+    *,
+    max_workers: int | None,
+    clock: Any,
+    retry_policy: RetryPolicy | None,
+    **others: Any,
+) -> Engine:
+    """The engine of ``mode`` (its TaskFlow class); ``Engine.options`` shows the options given, not left at None."""
+    given = {
+        "executor": given_executor,
+        "max_workers": max_workers,
+        **others,
+        "clock": clock,
+        "retry_policy": retry_policy,
+    }
+    return ENGINE_CLASSES[mode](
+        flow,
+        flow_detail,
+        backend,
+        mode=mode,
+        executor=executor,
+        max_workers=max_workers,
+        clock=clock,
+        retry_policy=retry_policy,
+        options={name: value for name, value in given.items() if value is not None},
+    )
 
 
 def load(
@@ -139,25 +168,20 @@ def load(
                 conn.update_flow_details(flow_detail)
         else:
             conn.save_logbook(book)
-    return ENGINE_CLASSES[mode](
+    return _make_engine(
         flow,
         flow_detail,
         persistence,
-        mode=mode,
-        executor=executor,
+        mode,
+        executor,
+        given_executor,
         max_workers=max_workers,
+        address=address,
+        client=client,
+        security=security,
+        defer_reverts=defer_reverts,
         clock=clock,
         retry_policy=retry_policy,
-        options=_options(
-            executor=given_executor,
-            max_workers=max_workers,
-            address=address,
-            client=client,
-            security=security,
-            defer_reverts=defer_reverts,
-            clock=clock,
-            retry_policy=retry_policy,
-        ),
     )
 
 
@@ -196,23 +220,18 @@ def load_unsaved(
     given_executor = executor
     mode, executor = _mode_and_executor(engine, executor, max_workers, address, client, security, defer_reverts)
     book, flow_detail = make_flow_detail(flow, book, flow_detail, store, defer_reverts)
-    return ENGINE_CLASSES[mode](
+    return _make_engine(
         flow,
         flow_detail,
         backend,
-        mode=mode,
-        executor=executor,
+        mode,
+        executor,
+        given_executor,
         max_workers=max_workers,
+        address=address,
+        client=client,
+        security=security,
+        defer_reverts=defer_reverts,
         clock=clock,
         retry_policy=retry_policy,
-        options=_options(
-            executor=given_executor,
-            max_workers=max_workers,
-            address=address,
-            client=client,
-            security=security,
-            defer_reverts=defer_reverts,
-            clock=clock,
-            retry_policy=retry_policy,
-        ),
     )
