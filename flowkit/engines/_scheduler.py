@@ -642,23 +642,11 @@ class Scheduler:
         fn = run_execute if kind == EXEC else run_revert
         atom = st.c.atoms[index]
         executor = st.executor
-        # A task in this process reports progress straight to the engine's
-        # loop; elsewhere its run collects it (see run_execute).
-        detail = st.details[index]
-        attempt = detail.meta.get(ATTEMPT_KEY)
         heartbeats = st.c.heartbeats
         if heartbeats and index in heartbeats:
             self._submit_watched(index, kind, kwargs, heartbeats[index])
             return
-        carriers = st.trace_carriers
-        context = TaskContext(
-            atom.name,
-            st.flow_uuid,
-            st.progress_sink if executor.local else None,
-            "%s-%d" % (detail.uuid, attempt if isinstance(attempt, int) else 0),
-            st.cancelled,
-            trace_context=carriers.get(detail.uuid) if carriers is not None else None,
-        )
+        context = self._context(index)
         if executor.inline:
             # Run now.  A success is recorded at once: holding a whole round
             # of outcomes alive makes the garbage collector rescan them again
@@ -691,14 +679,31 @@ class Scheduler:
             return
         future.add_done_callback(_Completion(st.completions.put, index, kind))
 
+    def _context(self, index: int, heartbeat_details: Any = None, pulse: Pulse | None = None) -> TaskContext:
+        """The context of atom ``index``'s attempt (or revert) about to be submitted."""
+        st = self.state
+        detail = st.details[index]
+        attempt = detail.meta.get(ATTEMPT_KEY)
+        carriers = st.trace_carriers
+        return TaskContext(
+            st.c.atoms[index].name,
+            st.flow_uuid,
+            # A task in this process reports progress straight to the engine's
+            # loop; elsewhere its run collects it (see run_execute).
+            st.progress_sink if st.executor.local else None,
+            "%s-%d" % (detail.uuid, attempt if isinstance(attempt, int) else 0),
+            st.cancelled,
+            heartbeat_details,
+            pulse,
+            trace_context=carriers.get(detail.uuid) if carriers is not None else None,
+        )
+
     def _submit_watched(self, index: int, kind: int, kwargs: dict[str, Any], timeout: float) -> None:
         """Submit an attempt of a task with a heartbeat timeout (or its revert, which sees the details)."""
         st = self.state
         atom = st.c.atoms[index]
         executor = st.executor
-        detail = st.details[index]
-        attempt = detail.meta.get(ATTEMPT_KEY)
-        stored = detail.meta.get(HEARTBEAT_KEY)
+        stored = st.details[index].meta.get(HEARTBEAT_KEY)
         details = stored.get("details") if isinstance(stored, dict) else None
         try:
             pulse = Pulse(executor.heartbeat_channel())
@@ -708,16 +713,7 @@ class Scheduler:
             )
             st.completions.put((index, kind, Outcome(False, failure)))
             return
-        context = TaskContext(
-            atom.name,
-            st.flow_uuid,
-            st.progress_sink if executor.local else None,
-            "%s-%d" % (detail.uuid, attempt if isinstance(attempt, int) else 0),
-            st.cancelled,
-            details,
-            pulse,
-            trace_context=st.trace_carriers.get(detail.uuid) if st.trace_carriers is not None else None,
-        )
+        context = self._context(index, details, pulse)
         fn = run_execute if kind == EXEC else run_revert
         watch = Watch(index, kind, atom.name, timeout, pulse, st.clock.now())
         try:
