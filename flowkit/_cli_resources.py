@@ -29,13 +29,12 @@ import datetime
 import json
 import os
 import socket
-from collections.abc import Mapping
 from typing import Any, TextIO
 
 from flowkit._cli_common import CommandError, Handler, cut, factory_options, prepare_factories, table
 
 # The signal handling is the conductor command's own: SIGTERM/SIGINT drain, a second one suspends.
-from flowkit.conductors.cli import DEFAULT_BOARD_NAME, _install_signals, _restore_signals, board_conf
+from flowkit.conductors.cli import DEFAULT_BOARD_NAME, _install_signals, _report_events, _restore_signals, board_conf
 from flowkit.persistence.base import Backend
 
 __all__ = ["add_commands"]
@@ -93,7 +92,6 @@ def _open(url: str, *, read_only: bool) -> Backend:
 
 
 def _cmd_reconcile(args: argparse.Namespace, out: TextIO) -> int:
-    from flowkit.conductors import EVENTS
     from flowkit.conductors import fetch as fetch_conductor
     from flowkit.jobs.backends import fetch as fetch_board
     from flowkit.jobs.backends.impl_sql import SQLJobBoard
@@ -119,15 +117,7 @@ def _cmd_reconcile(args: argparse.Namespace, out: TextIO) -> int:
                 ttl=args.ttl,
                 allowed_modules=allowed,
             )
-
-            def report(event: str, details: Mapping[str, Any]) -> None:
-                job = details["job"]
-                extra = details.get("state") or details.get("reason") or ""
-                out.write("%s %s %s %s\n" % (event, job.uuid, job.name, extra))
-                out.flush()
-
-            for event in EVENTS:
-                conductor.notifier.register(event, report)
+            _report_events(conductor, out)
             signals = _install_signals(conductor.stop, out)
             out.write(
                 "reconciling %s on board %r as %s (pid %d)\n" % (", ".join(args.kind), board.name, name, os.getpid())

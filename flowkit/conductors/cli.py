@@ -189,7 +189,7 @@ def _board(args: argparse.Namespace, persistence: Backend) -> Any:
 
 
 def _cmd_conductor(args: argparse.Namespace, out: TextIO) -> int:
-    from flowkit.conductors import EVENTS, fetch
+    from flowkit.conductors import fetch
 
     allowed = prepare_factories(args)
     name = args.name or "%s-%d" % (socket.gethostname(), os.getpid())
@@ -209,15 +209,7 @@ def _cmd_conductor(args: argparse.Namespace, out: TextIO) -> int:
                 backoff=args.backoff,
                 max_backoff=args.max_backoff,
             )
-
-            def report(event: str, details: Mapping[str, Any]) -> None:
-                job = details["job"]
-                extra = details.get("state") or details.get("reason") or ""
-                out.write("%s %s %s %s\n" % (event, job.uuid, job.name, extra))
-                out.flush()
-
-            for event in EVENTS:
-                conductor.notifier.register(event, report)
+            _report_events(conductor, out)
             if args.recover:
                 _recover(name, board, persistence, args, allowed, out)
             signals = _install_signals(conductor.stop, out)
@@ -243,6 +235,20 @@ def _recover(name: str, board: Any, persistence: Backend, args: argparse.Namespa
     found, _ = recover_pass(persistence, skip_books=jobs, options=options, allowed=allowed, out=out)
     out.write("conductor %s: %d interrupted flow(s) without a job found and resumed\n" % (name, found))
     out.flush()
+
+
+def _report_events(conductor: Any, out: TextIO) -> None:
+    """Print a line on ``out`` for each of the conductor's job events (event, job uuid, name, state or reason)."""
+    from flowkit.conductors import EVENTS
+
+    def report(event: str, details: Mapping[str, Any]) -> None:
+        job = details["job"]
+        extra = details.get("state") or details.get("reason") or ""
+        out.write("%s %s %s %s\n" % (event, job.uuid, job.name, extra))
+        out.flush()
+
+    for event in EVENTS:
+        conductor.notifier.register(event, report)
 
 
 def _install_signals(stop: Callable[..., None], out: TextIO) -> dict[int, Any]:
