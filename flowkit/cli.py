@@ -661,12 +661,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(stop.code or 0)
     try:
         if args.command in extra:
-            return extra[args.command](args, sys.stdout)
-        if args.command == "graph":  # opens a backend only for --flow-detail
-            return _cmd_graph(args, sys.stdout)
-        read_only = args.command in _READ_ONLY or getattr(args, "dry_run", False)  # a plan writes nothing
-        with _open(args.backend, read_only=read_only) as backend:
-            return _COMMANDS[args.command](backend, args, sys.stdout)
+            status = extra[args.command](args, sys.stdout)
+        elif args.command == "graph":  # opens a backend only for --flow-detail
+            status = _cmd_graph(args, sys.stdout)
+        else:
+            read_only = args.command in _READ_ONLY or getattr(args, "dry_run", False)  # a plan writes nothing
+            with _open(args.backend, read_only=read_only) as backend:
+                status = _COMMANDS[args.command](backend, args, sys.stdout)
+        # Output still buffered meets a closed pipe here, not in the interpreter's flush at exit.
+        sys.stdout.flush()
+        return status
     except BrokenPipeError:  # the reader went away (| head): not an error of the command
         return on_closed_pipe()
     except (CommandError, FlowkitError, ValueError, OSError, ImportError) as error:
