@@ -95,6 +95,8 @@ class Engine:
         self.atom_notifier = Notifier()
         """Atom state events: ``callback(state, details)`` with atom_name, old_state, result."""
         self._compilation: compiler.Compilation | None = None
+        # The atoms load_from_detail(repair=True) re-runs because their rows could not be read.
+        self._repairing: frozenset[str] = frozenset()
         self._details: list[Any] | None = None
         self._run_state: RunState | None = None
         self._lock = threading.Lock()
@@ -420,6 +422,7 @@ class Engine:
             # repair rewrites them as the atoms run again): nothing to compare.
             return
         buffered = conn.pending
+        repaired = self._repairing
         for own in fd:
             theirs = stored.get(own.name)
             if theirs is None:
@@ -427,6 +430,10 @@ class Engine:
             uuid, state, intention = theirs
             if own.uuid != uuid:
                 why = "atom %r has another atom detail there (%s, not %s)" % (own.name, uuid, own.uuid)
+            elif own.name in repaired and own.state == states.PENDING:
+                # A repair put a fresh atom detail where an unreadable row is;
+                # the row's readable columns say what it was, not what runs now.
+                continue
             elif not buffered and (own.state != state or own.intention != intention):
                 why = "atom %r is %s there, %s here" % (own.name, state, own.state)
             else:
@@ -726,3 +733,4 @@ def _misspelt_store_keys(symbols: list[str], injected: Any, compilation: Any) ->
         ", ".join(hints),
         "it" if len(hints) == 1 else "them",
     )
+

@@ -31,6 +31,7 @@ from flowkit.exceptions import ResultNotStorable
 from flowkit.factories import FactoryRegistry, _natural_name, default_registry
 from flowkit.flow import Flow
 from flowkit.persistence import codec
+from flowkit.persistence._integrity import REPAIRS_KEY
 from flowkit.persistence.models import FlowDetail, LogBook
 from flowkit.versioning import STRUCTURE_KEY, Migration, check_resume
 
@@ -373,11 +374,15 @@ def load_from_detail(
     # Atoms known to be new have no detail because they never had one; without a
     # recorded structure a missing detail may be a lost row, which the check below names.
     added = frozenset(d.atoms[0] for d in accepted if d.kind == "added") if before is not None else frozenset()
+    repairs = len(flow_detail.meta.get(REPAIRS_KEY) or ())
     compilation = _consistency.check_resumable(
         flow, flow_detail, backend, repair=repair, compilation=compiled, added=added
     )
     eng = _loading.load(flow, store=store, engine=engine, backend=backend, flow_detail=flow_detail, **options)
     eng._compilation = compilation  # compiled once, by the check
+    records: list[Any] = flow_detail.meta.get(REPAIRS_KEY) or []
+    if len(records) > repairs:
+        eng._repairing = frozenset(records[-1]["atoms"])
     if changed:
         _write_changes(eng, flow_detail)
     # Attach the atom details now so that ``engine.storage`` answers questions

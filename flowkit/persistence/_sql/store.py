@@ -577,7 +577,8 @@ class SQLStore(Backend):
         turns out to be gone, :class:`~flowkit.exceptions.LockLost` is raised,
         now and for every later write under that lock.
         """
-        self._refuse_write("write %s" % (describe(),))
+        if self.read_only:
+            self._refuse_write("write %s" % (describe(),))
         if self.dialect in ("mysql", "mariadb"):
             self._check_row_sizes(books, flows, atoms)
         batch = _Batch(books, flows, atoms, describe, precondition)
