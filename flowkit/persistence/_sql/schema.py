@@ -29,7 +29,6 @@ does.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -41,6 +40,7 @@ from sqlalchemy.dialects import mysql
 from flowkit.exceptions import CorruptLogbook
 from flowkit.persistence import codec
 from flowkit.persistence.models import AtomDetail, FlowDetail, LogBook, to_data
+from flowkit.states import Intention, State
 
 __all__ = [
     "DEFAULT_TABLE_PREFIX",
@@ -205,25 +205,55 @@ _ATOM_FIELDS = tuple(f.name for f in dataclasses.fields(AtomDetail))
 def atom_row(atom_detail: AtomDetail, flow_uuid: str, position: int) -> dict[str, Any]:
     """The ``atomdetails`` row of ``atom_detail``.
 
-    The row :func:`_row` makes of its :func:`to_data`, built in one pass: two
-    are written per step of a flow, so the intermediate dict was a good part
-    of a durable step's Python.
+    The row :func:`_row` makes of its :func:`to_data`, built field by field:
+    two are written per step of a flow, so this is a good part of a durable
+    step's Python.  JSON columns are NULL rather than ``"null"``, as
+    :func:`_row` writes them.
     """
-    row: dict[str, Any] = {}
+    ad = atom_detail
     dumps = json.dumps
     stored = codec.to_data
-    for name in _ATOM_FIELDS:
-        value = getattr(atom_detail, name)
-        if name in ATOM_JSON:
-            # NULL rather than "null", as _row writes it.
-            row[name] = None if value is None else dumps(stored(value))
-        elif isinstance(value, enum.Enum):
-            row[name] = value.value
-        else:
-            row[name] = value
-    row["parent_uuid"] = flow_uuid
-    row["position"] = position
-    return row
+    results = ad.results
+    failure = ad.failure
+    revert_results = ad.revert_results
+    revert_failure = ad.revert_failure
+    meta = ad.meta
+    version: Any = ad.version
+    if type(version) is tuple:
+        text = _VERSION_TEXT.get(version)
+        if text is None:
+            text = dumps(stored(version))
+            if len(_VERSION_TEXT) < 256:
+                _VERSION_TEXT[version] = text
+        version = text
+    elif version is not None:
+        version = dumps(stored(version))
+    return {
+        "name": ad.name,
+        "uuid": ad.uuid,
+        "atom_type": ad.atom_type,
+        "state": _ENUM_TEXT.get(ad.state, ad.state),
+        "intention": _ENUM_TEXT.get(ad.intention, ad.intention),
+        "results": None if results is None else dumps(stored(results)),
+        "failure": None if failure is None else dumps(stored(failure)),
+        "revert_results": None if revert_results is None else dumps(stored(revert_results)),
+        "revert_failure": None if revert_failure is None else dumps(stored(revert_failure)),
+        "meta": None if meta is None else dumps(stored(meta)),
+        "version": version,
+        "parent_uuid": flow_uuid,
+        "position": position,
+    }
+
+
+# What atom_row writes for a state or an intention, and for a version (few distinct ones).
+_ENUM_TEXT: dict[Any, str] = {e: e.value for kind in (State, Intention) for e in kind}
+_VERSION_TEXT: dict[Any, str] = {}
+# atom_row names every field: one added to AtomDetail must be added there too.
+if _ATOM_FIELDS != (
+    "name", "uuid", "atom_type", "state", "intention", "results", "failure",
+    "revert_results", "revert_failure", "meta", "version",
+):  # fmt: skip
+    raise RuntimeError("atom_row does not write every AtomDetail field: %s" % (_ATOM_FIELDS,))
 
 
 def logbook_rows(book: LogBook) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:

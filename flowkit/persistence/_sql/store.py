@@ -33,6 +33,7 @@ connection per backend guarded by a lock.
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import threading
 import time
@@ -202,6 +203,7 @@ class SQLStore(Backend):
         # The SQLite file the writer has open: (st_dev, st_ino) of it and of its -wal.
         self._file_id: tuple[int, int] | None = None
         self._wal_id: tuple[int, int] | None = None
+        self._file_path = ""
         self._file_broken: exc.StorageFailure | None = None
         #: Write transactions committed so far (group commit makes this smaller than the flushes).
         self.commits = 0
@@ -220,6 +222,12 @@ class SQLStore(Backend):
         self._hot_sql: dict[str, _Compiled] | None = None
         if all(stmt is not None for stmt in self._upserts.values()):
             self._hot_sql = {kind: self.driver_sql(stmt) for kind, stmt in self._upserts.items()}
+        # A row's parameters in the order of a positional driver's statement, taken in C.
+        self._row_params = {
+            kind: operator.itemgetter(*order)
+            for kind, (_sql, order) in (self._hot_sql or {}).items()
+            if order is not None and len(order) > 1
+        }
         self._tree_sql = {kind: self.driver_sql(stmt) for kind, stmt in _tree_selects(self.tables).items()}
         dbapi = self.engine.dialect.loaded_dbapi
         # What a dead server or a failed statement raises on the driver's own cursor.
@@ -495,8 +503,10 @@ class SQLStore(Backend):
             if self.dialect == "sqlite" and not self.memory:
                 # The file this connection has just opened: a later commit that
                 # finds another file (or none) at the path went nowhere durable.
+                # Resolved once: the file opened is the one the path named then.
+                self._file_path = self._database_path()
                 try:
-                    self._file_id = _identity(self._database_path())
+                    self._file_id = _identity(self._file_path)
                 except OSError:
                     self._file_id = None
                 self._wal_id = None
@@ -507,7 +517,7 @@ class SQLStore(Backend):
 
     def _check_file(self) -> None:
         """StorageFailure if the SQLite file the writer has open is no longer the one at its path."""
-        path = self._database_path()
+        path = self._file_path
         problem = None
         try:
             now = _identity(path)
@@ -787,7 +797,7 @@ class SQLStore(Backend):
                         continue
                     sql, order = self._hot_sql[kind]
                     if order is not None:
-                        cursor.executemany(sql, [tuple([row[k] for k in order]) for row in rows])
+                        cursor.executemany(sql, list(map(self._row_params[kind], rows)))
                     else:
                         cursor.executemany(sql, rows)
                 if commit_inside:
