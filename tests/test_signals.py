@@ -363,6 +363,8 @@ def test_a_sender_that_loses_at_the_unique_constraint_gets_the_second_senders_an
             sender.start()
 
             def blocked() -> bool:
+                if outcome:
+                    raise AssertionError("send() returned without waiting on the uncommitted row: %r" % (outcome,))
                 if server == "postgres":
                     waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"
                 else:
@@ -370,7 +372,15 @@ def test_a_sender_that_loses_at_the_unique_constraint_gets_the_second_senders_an
                 with other.connect() as monitor:  # a fresh session: MariaDB keeps what one transaction saw
                     return bool(monitor.execute(sa.text(waiting)).scalar())
 
-            wait_until(blocked, "send() waiting on the uncommitted row")
+            def sessions() -> str:
+                if server == "postgres":
+                    query = "SELECT pid, state, wait_event_type, left(query, 120) FROM pg_stat_activity"
+                else:
+                    query = "SELECT trx_mysql_thread_id, trx_state, trx_query FROM information_schema.innodb_trx"
+                with other.connect() as monitor:
+                    return "\n".join(str(tuple(row)) for row in monitor.execute(sa.text(query)))
+
+            wait_until(blocked, "send() waiting on the uncommitted row", detail=sessions)
             conn.commit()
             sender.join(30)
         if same_key:
