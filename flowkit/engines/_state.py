@@ -48,6 +48,7 @@ __all__ = [
     "RunState",
     "Region",
     "ReadyQueue",
+    "PriorityReadyQueue",
     "short",
     "DONE",
     "NEEDS_REVERT",
@@ -157,31 +158,40 @@ class Region:
         return self.start <= index < self.end
 
 
-class ReadyQueue:
-    """FIFO of ready atoms, or a priority heap when any atom has a priority."""
+class ReadyQueue(collections.deque[int]):
+    """FIFO of ready atoms: ``push`` appends, ``pop`` takes the oldest.
 
-    def __init__(self, priorities: list[int] | None) -> None:
+    A deque itself, so that ``push``, ``pop`` and ``len()`` (each a few times
+    per atom) are the deque's own C methods.
+    """
+
+    push = collections.deque.append
+    pop = collections.deque.popleft
+
+
+class PriorityReadyQueue(ReadyQueue):
+    """Ready atoms by priority (highest first), then in the order they became ready."""
+
+    def __init__(self, priorities: list[int]) -> None:
+        super().__init__()
         self._priorities = priorities
-        self._fifo: collections.deque[int] = collections.deque()
         self._heap: list[tuple[int, int, int]] = []
         self._seq = 0
 
     def push(self, index: int) -> None:
         """Queue atom ``index``."""
-        if self._priorities is None:
-            self._fifo.append(index)
-        else:
-            self._seq += 1
-            heapq.heappush(self._heap, (-self._priorities[index], self._seq, index))
+        self._seq += 1
+        heapq.heappush(self._heap, (-self._priorities[index], self._seq, index))
 
-    def pop(self) -> int:
-        """Take the next atom: the oldest, or the one of highest priority."""
-        if self._priorities is None:
-            return self._fifo.popleft()
+    def pop(self) -> int:  # type: ignore[override]
+        """Take the ready atom of highest priority."""
         return heapq.heappop(self._heap)[2]
 
     def __len__(self) -> int:
-        return len(self._fifo) if self._priorities is None else len(self._heap)
+        return len(self._heap)
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
 
 
 class RunState:
@@ -243,7 +253,9 @@ class RunState:
         self.engine_failures: list[Failure] = []  # failures that belong to no atom
         self.final_failures: dict[str, Failure] = {}
         self.reverted = False
-        self.ready = ReadyQueue([a.priority for a in compilation.atoms] if compilation.has_priorities else None)
+        self.ready: ReadyQueue = (
+            PriorityReadyQueue([a.priority for a in compilation.atoms]) if compilation.has_priorities else ReadyQueue()
+        )
         self.revert_ready: collections.deque[int] = collections.deque()
         #: The clock deadlines are read on (the engine's ``clock=``).
         self.clock = clock
