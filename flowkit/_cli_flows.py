@@ -29,7 +29,7 @@ from flowkit.persistence.base import Backend
 from flowkit.persistence.models import FlowDetail, LogBook
 from flowkit.web import _model
 
-__all__ = ["add_commands", "resolve_flow_id", "flow_json", "print_failures", "SHOWN_STATES"]
+__all__ = ["add_commands", "resolve_flow_id", "flow_uuid", "flow_json", "print_failures", "SHOWN_STATES"]
 
 #: What ``--state`` accepts: the stored flow states and INTERRUPTED.
 SHOWN_STATES = tuple(sorted({str(s) for s in states.State} | {_model.INTERRUPTED}))
@@ -140,6 +140,14 @@ def resolve_flow_id(backend: Backend, ident: str) -> tuple[LogBook, FlowDetail]:
         return _model.match_flow(backend, ident)
     except NotFound as missing:
         raise CommandError("%s (try 'flowkit flows')" % (missing,)) from None
+
+
+def flow_uuid(backend: Backend, ident: str) -> str:
+    """The whole uuid of the flow detail ``ident`` names (itself, or the one whose uuid starts with it)."""
+    with backend.get_connection() as conn:
+        if conn.has_flow_detail(ident):
+            return ident
+    return resolve_flow_id(backend, ident)[1].uuid
 
 
 def flow_json(backend: Backend, book: LogBook, fd: FlowDetail) -> str:

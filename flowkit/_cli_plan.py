@@ -15,6 +15,7 @@ import json
 from typing import Any, TextIO
 
 from flowkit._cli_common import CommandError, Handler, factory_options, prepare_factories, table
+from flowkit._cli_flows import flow_uuid
 from flowkit.engines._plan import Action, Plan
 from flowkit.persistence.backends import fetch
 from flowkit.persistence.models import FlowDetail
@@ -135,13 +136,12 @@ def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
     allowed = prepare_factories(args)
     # Read-only: a plan writes nothing and takes no lock, even by mistake.
     with fetch({"connection": args.backend, "read_only": True}) as backend:
+        uuid = flow_uuid(backend, args.flow_detail)
         with backend.get_connection() as conn:
             try:
-                fd = conn.get_flow_details(args.flow_detail)
-            except NotFound:
-                raise CommandError(
-                    "no flow detail %r in this backend (try 'flowkit logbooks')" % (args.flow_detail,)
-                ) from None
+                fd = conn.get_flow_details(uuid)
+            except NotFound:  # deleted since it was found
+                raise CommandError("no flow detail %r in this backend (try 'flowkit flows')" % (uuid,)) from None
         return print_plan(fd, args, allowed, out)
 
 
@@ -153,7 +153,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> dict[str, Ha
         help="say what resuming a flow would do, without running or writing anything",
     )
     plan.add_argument("--backend", default=argparse.SUPPRESS, metavar="URL", help="logbook backend URL")
-    plan.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
+    plan.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID", help="its uuid, or a unique start of it")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     _add_migration_options(plan)
     return {"plan": _cmd_plan}

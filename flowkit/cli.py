@@ -82,7 +82,7 @@ from flowkit._cli_common import (
     wants_colour,
 )
 from flowkit._cli_flows import add_commands as flows_commands
-from flowkit._cli_flows import flow_json, print_failures, resolve_flow_id
+from flowkit._cli_flows import flow_json, flow_uuid, print_failures, resolve_flow_id
 from flowkit._cli_recover import add_commands as recover_commands
 from flowkit._cli_resources import add_commands as resources_commands
 from flowkit.conductors.cli import add_commands as conductor_commands
@@ -237,9 +237,8 @@ def _find_flow_detail(backend: Backend, uuid: str, *, salvage: bool = False) -> 
     undecodable atom rows come back as marked stand-ins (SQL only)."""
     import inspect
 
+    uuid = flow_uuid(backend, uuid)
     with backend.get_connection() as conn:
-        if not conn.has_flow_detail(uuid):
-            uuid = resolve_flow_id(backend, uuid)[1].uuid
         try:
             if salvage and "salvage" in inspect.signature(conn.get_flow_details).parameters:
                 found: FlowDetail = conn.get_flow_details(uuid, salvage=True)  # type: ignore[call-arg]
@@ -504,38 +503,40 @@ def _cmd_signal(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
             value = json.loads(args.value, parse_constant=_refuse_constant)
         except ValueError as error:
             raise CommandError("--value is not JSON: %s" % (error,)) from None
+    uuid = flow_uuid(backend, args.flow_detail)
     try:
-        stored = signals.send(backend, args.flow_detail, args.name, value, idempotency_key=args.key)
-    except NotFound:
-        raise CommandError("no flow detail %r in this backend (try 'flowkit logbooks')" % (args.flow_detail,)) from None
+        stored = signals.send(backend, uuid, args.name, value, idempotency_key=args.key)
+    except NotFound:  # deleted since it was found
+        raise CommandError("no flow detail %r in this backend (try 'flowkit flows')" % (uuid,)) from None
     except TypeError as error:
         raise CommandError(str(error)) from None
     except SignalAlreadySent as error:
         sys.stderr.write("flowkit: %s\n" % (error,))
         return 1
     if stored:
-        out.write("sent signal %r to flow detail %s\n" % (args.name, args.flow_detail))
+        out.write("sent signal %r to flow detail %s\n" % (args.name, uuid))
     else:
         out.write(
             "signal %r was already sent to flow detail %s with key %r; nothing changed\n"
-            % (args.name, args.flow_detail, args.key)
+            % (args.name, uuid, args.key)
         )
     return 0
 
 
 def _cmd_cancel(backend: Backend, args: argparse.Namespace, out: TextIO) -> int:
     revert = not args.no_revert
+    uuid = flow_uuid(backend, args.flow_detail)
     try:
-        stored = cancellation.request(backend, args.flow_detail, revert=revert, reason=args.reason)
-    except NotFound:
-        raise CommandError("no flow detail %r in this backend (try 'flowkit logbooks')" % (args.flow_detail,)) from None
+        stored = cancellation.request(backend, uuid, revert=revert, reason=args.reason)
+    except NotFound:  # deleted since it was found
+        raise CommandError("no flow detail %r in this backend (try 'flowkit flows')" % (uuid,)) from None
     except InvalidState as error:
         sys.stderr.write("flowkit: %s\n" % (error,))
         return 1
     if stored:
-        out.write("asked flow detail %s to stop and %s\n" % (args.flow_detail, "revert" if revert else "suspend"))
+        out.write("asked flow detail %s to stop and %s\n" % (uuid, "revert" if revert else "suspend"))
     else:
-        out.write("flow detail %s has a cancel request pending already; nothing changed\n" % (args.flow_detail,))
+        out.write("flow detail %s has a cancel request pending already; nothing changed\n" % (uuid,))
     return 0
 
 
@@ -589,7 +590,7 @@ def _parser() -> argparse.ArgumentParser:
         help="call FACTORY with keyword K set to V (V read as JSON, else as text; repeatable)",
     )  # fmt: skip
     signal = commands.add_parser("signal", parents=[common], help="send a flow detail a signal")
-    signal.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
+    signal.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID", help="its uuid, or a unique start of it")
     signal.add_argument("name", metavar="NAME", help="the signal's name (what a WaitFor atom waits for)")
     signal.add_argument("--value", metavar="JSON", default=None, help="the signal's value as JSON (default: null)")
     signal.add_argument(
@@ -605,7 +606,7 @@ def _parser() -> argparse.ArgumentParser:
     revert.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
     engine_option(revert)
     cancel = commands.add_parser("cancel", parents=[common], help="cancel a flow, running or not")
-    cancel.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID")
+    cancel.add_argument("flow_detail", metavar="FLOW_DETAIL_UUID", help="its uuid, or a unique start of it")
     cancel.add_argument(
         "--no-revert", action="store_true", help="suspend the flow instead of reverting what ran (resume it later)"
     )

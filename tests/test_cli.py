@@ -347,7 +347,7 @@ def test_signal_to_an_unknown_flow_detail_exits_2(url: str, capsys: pytest.Captu
     make_flow(url)
     assert main(["signal", "no-such-uuid", "approved", "--backend", url]) == 2
     assert capsys.readouterr().err == (
-        "flowkit: no flow detail 'no-such-uuid' in this backend (try 'flowkit logbooks')\n"
+        "flowkit: no flow detail 'no-such-uuid' in this backend (try 'flowkit flows')\n"
     )
 
 
@@ -471,6 +471,21 @@ def test_cancel_no_revert_of_a_suspended_flow_keeps_it_suspended_and_resumable(
     assert "flow 'order' (%s): SUCCESS" % uuid in capsys.readouterr().out
 
 
+def test_signal_and_cancel_take_a_unique_start_of_the_id(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from flowkit import cancellation, signals
+
+    make_flow(url)  # another flow detail, so the start has to pick one
+    uuid = make_flow(url, suspend_after="reserve")
+    assert main(["signal", uuid[:8], "approved", "--backend", url]) == 0
+    assert capsys.readouterr().out == "sent signal 'approved' to flow detail %s\n" % uuid
+    assert main(["cancel", uuid[:8].upper(), "--no-revert", "--backend", url]) == 0
+    assert capsys.readouterr().out == "asked flow detail %s to stop and suspend\n" % uuid
+    with fetch(url) as backend, backend.get_connection() as conn:
+        assert signals.get(backend, uuid, ["approved"]) == {"approved": None}
+        meta = conn.get_flow_details(uuid).meta
+        assert cancellation.pending_request(conn, uuid, meta) is not None
+
+
 def test_cancel_of_an_ended_or_unknown_flow_is_refused(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     uuid = make_flow(url)
     assert main(["cancel", uuid, "--backend", url]) == 1
@@ -478,5 +493,5 @@ def test_cancel_of_an_ended_or_unknown_flow_is_refused(url: str, capsys: pytest.
     assert err == "flowkit: flow 'order' (flow detail %s) has ended SUCCESS; there is nothing to cancel\n" % uuid
     assert main(["cancel", "no-such-uuid", "--backend", url]) == 2
     assert (
-        capsys.readouterr().err == "flowkit: no flow detail 'no-such-uuid' in this backend (try 'flowkit logbooks')\n"
+        capsys.readouterr().err == "flowkit: no flow detail 'no-such-uuid' in this backend (try 'flowkit flows')\n"
     )
