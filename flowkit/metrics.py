@@ -26,6 +26,8 @@ Every engine and conductor built afterwards in the process records:
 ``flowkit_lease_losses_total``          claims lost while their job ran (``conductor``)
 ``flowkit_jobs_parked_total``           jobs given back to the board because their flow waits on a
                                         timer or a signal (``conductor``)
+``flowkit_parked_jobs``                 gauge: jobs parked on the board now, read from the board when
+                                        scraped (``board``; one COUNT on SQL boards)
 ======================================  ===========================================================
 
 Labels are deliberately few and bounded: flow and atom names are not
@@ -37,6 +39,7 @@ engines register no listener: nothing is paid per atom
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -50,6 +53,8 @@ from flowkit.waits import WAKE_KEY
 if TYPE_CHECKING:
     from flowkit.conductors.base import Conductor
     from flowkit.engines.engine import Engine
+
+LOG = logging.getLogger(__name__)
 
 __all__ = [
     # turning them on for every engine and conductor
@@ -95,7 +100,7 @@ class FlowkitMetrics:
     def __init__(self, registry: Any = None) -> None:
         prometheus_client = _import_prometheus()
         self.registry = registry if registry is not None else prometheus_client.REGISTRY
-        counter, histogram = prometheus_client.Counter, prometheus_client.Histogram
+        counter, histogram, gauge = prometheus_client.Counter, prometheus_client.Histogram, prometheus_client.Gauge
         where = {"registry": self.registry}
         self.atoms_started = counter("flowkit_atoms_started", "Atom executions started.", ["kind"], **where)
         self.atoms_finished = counter(
@@ -127,6 +132,9 @@ class FlowkitMetrics:
             ["conductor"],
             **where,
         )
+        self.parked_jobs = gauge(
+            "flowkit_parked_jobs", "Jobs parked on the board now (read when scraped).", ["board"], **where
+        )
 
     # -- what the observers call ------------------------------------------------------
 
@@ -147,6 +155,21 @@ class FlowkitMetrics:
         conductor.notifier.register(JOB_CLAIMED, _Count(claims))
         conductor.notifier.register(JOB_LOST, _Count(losses))
         conductor.notifier.register(JOB_PARKED, _Count(parked))
+        self.parked_jobs.labels(board=conductor.board.name).set_function(_ParkedJobs(conductor.board))
+
+
+class _ParkedJobs:
+    """A gauge's function: how many jobs ``board`` has parked now, NaN while the board cannot say."""
+
+    def __init__(self, board: Any) -> None:
+        self._board = board
+
+    def __call__(self) -> float:
+        try:
+            return float(self._board.parked_count)
+        except Exception as error:  # a scrape must answer even when the board's store is down
+            LOG.warning("cannot count the parked jobs of board %r: %s", self._board.name, error)
+            return float("nan")
 
 
 class _Count:

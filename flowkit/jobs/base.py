@@ -561,6 +561,11 @@ class JobBoard(abc.ABC):
         """How many jobs are not final."""
         return sum(1 for _ in self.iterjobs())
 
+    @property
+    def parked_count(self) -> int:
+        """How many jobs are parked now (given back by :meth:`park` and not claimed since)."""
+        return sum(1 for job in self.iterjobs(only_unclaimed=True) if self.status_of(job).parked)
+
     # -- claims -----------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -8,9 +8,17 @@ them.
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from flowkit.jobs.backends.impl_memory import MemoryJobBoard
+from flowkit.jobs.backends.impl_redis import RedisJobBoard
+from flowkit.jobs.backends.impl_sql import SQLJobBoard
+from flowkit.jobs.base import JobBoard
+from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend
 from tests.persistence.conftest import mysql_url, postgres_url, server_url  # noqa: F401  (fixtures)
 from tests.support import unavailable
 
@@ -45,3 +53,24 @@ def redis_url() -> str:
         )
         unavailable(message)
     return REDIS_URL
+
+
+@pytest.fixture(params=["memory", "sql", pytest.param("redis", marks=pytest.mark.redis)])
+def any_board(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobBoard]:
+    """A fresh board of each kind (memory, SQL, Redis), its logbook an SQLite file."""
+    persistence = SQLAlchemyBackend("sqlite:///%s" % (tmp_path / "logbooks.db"))
+    made: JobBoard
+    if request.param == "memory":
+        made = MemoryJobBoard("b", persistence=persistence)
+    elif request.param == "sql":
+        made = SQLJobBoard("b", persistence=persistence)
+    else:
+        url = request.getfixturevalue("redis_url")
+        made = RedisJobBoard("test-%s" % uuid.uuid4().hex[:12], url, persistence=persistence)
+    try:
+        yield made
+    finally:
+        if isinstance(made, RedisJobBoard):
+            made.clear()
+        made.close()
+        persistence.close()

@@ -127,6 +127,11 @@ def test_conductors_count_claims_parked_jobs_and_lost_leases(
     fetch("blocking", "napper", board, engine_options={"clock": clock}).run(max_dispatches=1)
     assert value(metrics, "flowkit_job_claims_total", conductor="napper") == 1
     assert value(metrics, "flowkit_jobs_parked_total", conductor="napper") == 1
+    assert value(metrics, "flowkit_parked_jobs", board="parking") == 1  # a gauge: read from the board
+    clock.advance(3600)
+    fetch("blocking", "napper", board, engine_options={"clock": clock}).run(max_dispatches=1)
+    assert value(metrics, "flowkit_parked_jobs", board="parking") == 0
+    assert value(metrics, "flowkit_jobs_parked_total", conductor="napper") == 1
 
     # A lost lease: the board's clock passes the claim's expiry while a task holds, another owner claims it.
     fake = FakeClock()
@@ -161,11 +166,14 @@ def test_a_conductor_serves_its_metrics_on_the_port_it_is_given(
     log = tmp_path / "log.txt"
     with setup.persistence() as persistence, setup.board(persistence) as board:
         job = post_flow(board, flows.one_line, store={"log": str(log), "job": "m"})
+        # A job that waits a day: the conductor parks it, and the gauge reads it off the board.
+        napping = post_flow(board, flows.napping, [time.time() + 86400], store={"log": str(log), "job": "n"})
     conductor = ConductorProcess(setup, "c1", ttl=30.0, extra=("--metrics-port", "0"))
     conductors.append(conductor)
     deadline = time.monotonic() + 60
     conductor.wait_for_line("metrics at http://127.0.0.1:", deadline)
     conductor.wait_for_line("job_consumed %s" % (job.uuid,), deadline)
+    conductor.wait_for_line("job_parked %s" % (napping.uuid,), deadline)
     (served,) = [line.split()[-1] for line in conductor.lines() if line.startswith("metrics at ")]
     with urllib.request.urlopen(served, timeout=10) as response:
         samples = {
@@ -173,9 +181,11 @@ def test_a_conductor_serves_its_metrics_on_the_port_it_is_given(
             for family in text_string_to_metric_families(response.read().decode("utf-8"))
             for sample in family.samples
         }
-    assert samples[("flowkit_job_claims_total", (("conductor", "c1"),))] == 1.0
+    assert samples[("flowkit_job_claims_total", (("conductor", "c1"),))] == 2.0
+    assert samples[("flowkit_jobs_parked_total", (("conductor", "c1"),))] == 1.0
+    assert samples[("flowkit_parked_jobs", (("board", "metrics"),))] == 1.0
     assert samples[("flowkit_flows_total", (("state", "SUCCESS"),))] == 1.0
-    assert samples[("flowkit_atoms_finished_total", (("kind", "task"), ("state", "SUCCESS")))] == 1.0
+    assert samples[("flowkit_atoms_finished_total", (("kind", "task"), ("state", "SUCCESS")))] == 2.0  # and "before"
     assert conductor.terminate(DEADLINE) == 0
     # The port is released with the process: nothing answers there any more.
     with pytest.raises(OSError):

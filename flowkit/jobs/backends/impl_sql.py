@@ -422,6 +422,18 @@ class SQLJobBoard(JobBoard):
         ).scalar()
         return None if found is None else float(found)
 
+    @property
+    def parked_count(self) -> int:
+        """How many jobs are parked now (one COUNT: a claim clears ``parked``)."""
+        t = self.tables.jobs
+        stmt = (
+            sa.select(sa.func.count())
+            .select_from(t)
+            .where(t.c.board == self.name, t.c.state == _UNCLAIMED, t.c.parked != 0)
+        )
+        found = self._read(lambda conn: conn.execute(stmt).scalar(), "the parked jobs of board %r" % (self.name,))
+        return int(found or 0)
+
     def state_of(self, job: Job | str) -> JobState:
         """The job's state now."""
         uuid = self._uuid_of(job)
