@@ -49,7 +49,7 @@ from flowkit.persistence.base import Backend
 from flowkit.persistence.models import FlowDetail
 from flowkit.web._liveness import holder_alive
 
-__all__ = ["add_commands", "interrupted_flows", "recover_pass", "DEFAULT_INTERVAL"]
+__all__ = ["add_commands", "interrupted_flows", "recover_pass", "Stop", "DEFAULT_INTERVAL"]
 
 #: Seconds between two looks of ``flowkit recover`` without ``--once``.
 DEFAULT_INTERVAL = 30.0
@@ -106,7 +106,7 @@ def _job_books(args: argparse.Namespace, backend: Backend) -> frozenset[str]:
         board.close()
 
 
-class _Stop:
+class Stop:
     """SIGTERM/SIGINT: stop looking, and suspend the flow being resumed (it stays resumable)."""
 
     def __init__(self, out: TextIO) -> None:
@@ -129,7 +129,7 @@ class _Stop:
 
 
 def _resume(
-    backend: Backend, fd: FlowDetail, options: dict[str, Any], allowed: Any, stop: _Stop | None, out: TextIO
+    backend: Backend, fd: FlowDetail, options: dict[str, Any], allowed: Any, stop: Stop | None, out: TextIO
 ) -> bool:
     """Resume ``fd``; True when it ended SUCCESS, was suspended by a stop, or another process took it first."""
     from flowkit.engines import load_from_detail
@@ -178,7 +178,7 @@ def recover_pass(
     options: dict[str, Any],
     allowed: Any,
     out: TextIO,
-    stop: _Stop | None = None,
+    stop: Stop | None = None,
 ) -> tuple[int, bool]:
     """One look: resume each interrupted flow not in ``skip_books``; ``(how many, all ended SUCCESS)``."""
     found = 0
@@ -198,7 +198,7 @@ def _cmd_recover(args: argparse.Namespace, out: TextIO) -> int:
         raise CommandError("--interval must be positive, got %r" % (args.interval,))
     allowed = prepare_factories(args)
     options = engine_options(args)  # a bad --address is a usage error before anything runs
-    stop = _Stop(out)
+    stop = Stop(out)
     previous = _install(stop) if not args.once else {}
     try:
         with fetch({"connection": args.backend}) as backend:

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from flowkit.engines import load
 from flowkit.patterns import linear_flow
 from flowkit.persistence.backends import fetch
 from flowkit.task import Task
-from tests.support import ROOT
+from tests.support import ROOT, wait_until
 from tests.test_cli import make_flow
 
 
@@ -231,6 +232,115 @@ def test_a_conductor_with_recover_resumes_flows_without_jobs_first(url: str, tmp
     ]
     with fetch(url) as backend, backend.get_connection() as conn:
         assert conn.get_flow_details(uuid, lazy=True).state == states.SUCCESS
+
+
+class _Lines:
+    """The lines a child prints, read on a thread of their own so a test can wait for one with a deadline."""
+
+    def __init__(self, child: subprocess.Popen[str]) -> None:
+        self.child = child
+        self.seen: list[str] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.child.stdout is not None
+        for line in self.child.stdout:
+            self.seen.append(line.rstrip("\n"))
+
+    def wait_for(self, line: str) -> None:
+        def printed() -> bool:
+            if self.child.poll() is not None and not self._thread.is_alive():
+                raise AssertionError("the child exited (%s):\n%s" % (self.child.returncode, "\n".join(self.seen)))
+            return line in self.seen
+
+        wait_until(printed, "the line %r" % (line,), detail=lambda: "\n".join(self.seen))
+
+
+@pytest.mark.slow
+def test_a_conductor_with_a_recover_interval_resumes_a_flow_killed_while_it_runs_but_not_a_jobs_flow(
+    url: str, tmp_path: Path
+) -> None:
+    from flowkit.jobs.backends.impl_sql import SQLJobBoard
+
+    # Killed before the conductor starts, but its logbook belongs to a job (due tomorrow): the job's to resume.
+    owned_gate = tmp_path / "owned-gate"
+    owned = killed_run(url, owned_gate)
+    owned_gate.touch()
+    with fetch(url) as backend:
+        with backend.get_connection() as conn:
+            (book,) = [b for b in conn.get_logbooks() if b.find(owned) is not None]
+        with SQLJobBoard("cli", persistence=backend) as board:
+            job = board.post("owned", book=book, delay=86400)
+    where = ["--board", url, "--persistence", url, "--board-name", "cli"]
+    run = [sys.executable, "-m", "flowkit", "conductor", "--name", "c1", "--recover", "--recover-interval", "0.2"]
+    child = subprocess.Popen(
+        [*run, "--import", "tests.cli_recover_child", *where],
+        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines = _Lines(child)
+    try:
+        lines.wait_for("conductor c1 working board 'cli' (pid %d)" % (child.pid,))
+        assert lines.seen[0] == "conductor c1: 0 interrupted flow(s) without a job found and resumed"
+
+        gate = tmp_path / "gate"
+        uuid = killed_run(url, gate)  # SIGKILLed while the conductor runs
+        gate.touch()
+        lines.wait_for("  flow 'gated' (%s): SUCCESS" % (uuid,))
+        lines.wait_for("conductor c1: 1 interrupted flow(s) without a job resumed")
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    assert "recovering flow 'gated' (%s) from RUNNING" % (uuid,) in lines.seen
+    assert not any(owned in line for line in lines.seen), lines.seen
+    with fetch(url) as backend, backend.get_connection() as conn:
+        assert conn.get_flow_details(uuid, lazy=True).state == states.SUCCESS
+        assert conn.get_flow_details(owned, lazy=True).state == states.RUNNING  # left to its job
+        with SQLJobBoard("cli", persistence=backend) as board:
+            assert board.state_of(job).value == "UNCLAIMED"
+
+
+@pytest.mark.slow
+def test_a_conductor_stopped_while_its_recover_loop_resumes_a_flow_suspends_that_flow(url: str, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    where = ["--board", url, "--persistence", url, "--board-name", "cli"]
+    run = [sys.executable, "-m", "flowkit", "conductor", "--name", "c1", "--recover", "--recover-interval", "0.2"]
+    child = subprocess.Popen(
+        [*run, "--import", "tests.cli_recover_child", *where],
+        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines = _Lines(child)
+    try:
+        lines.wait_for("conductor c1 working board 'cli' (pid %d)" % (child.pid,))
+        uuid = killed_run(url, gate)
+        lines.wait_for("recovering flow 'gated' (%s) from RUNNING" % (uuid,))
+        lines.wait_for("blocked")  # the gate task runs again, in the conductor
+        child.send_signal(signal.SIGTERM)
+        lines.wait_for("conductor c1: suspending flow %s it was recovering" % (uuid,))
+        gate.touch()  # the task ends; the engine stops at the next atom boundary
+        _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    assert "  flow 'gated' (%s): SUSPENDED" % (uuid,) in lines.seen
+    with fetch(url) as backend, backend.get_connection() as conn:
+        fd = conn.get_flow_details(uuid)
+        assert fd.state == states.SUSPENDED
+        assert {ad.name: ad.state for ad in fd} == {"first": "SUCCESS", "gate": "SUCCESS", "last": "PENDING"}
+
+
+def test_recover_interval_needs_recover_and_a_positive_number(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    conductor = ["conductor", "--board", url, "--persistence", url, "--max-dispatches", "0"]
+    assert main([*conductor, "--recover-interval", "5"]) == 2
+    assert capsys.readouterr().err == "flowkit: --recover-interval needs --recover\n"
+    assert main([*conductor, "--recover", "--recover-interval", "0"]) == 2
+    assert capsys.readouterr().err == "flowkit: --recover-interval must be positive, got 0.0\n"
 
 
 @pytest.mark.slow

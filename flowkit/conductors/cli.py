@@ -31,21 +31,35 @@ the library never does.  A conductor runs only jobs whose factory it knows:
 installed ``flowkit.factories`` entry points, factories registered by the
 modules given with ``--import``, and (the escape hatch) factories under a
 ``--allow-module`` prefix; see :mod:`flowkit.factories`.
+``--recover`` first resumes the flows on its persistence backend whose engine
+died and that no job of the board owns (as ``flowkit recover --once``);
+``--recover-interval S`` looks for them again every S seconds while it runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import signal
 import socket
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 from flowkit import _imports
-from flowkit._cli_common import ENGINE_MODES, Handler, board_conf, cut, factory_options, prepare_factories, table
+from flowkit._cli_common import (
+    ENGINE_MODES,
+    CommandError,
+    Handler,
+    board_conf,
+    cut,
+    factory_options,
+    prepare_factories,
+    table,
+)
 from flowkit._cli_metrics import add_metrics_options, serving_metrics
 from flowkit.conductors.base import DEFAULT_BACKOFF, DEFAULT_MAX_BACKOFF, DEFAULT_MAX_CONDUCTOR_FAILURES
 from flowkit.jobs.base import JobState
@@ -110,6 +124,10 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> dict[str, Ha
     conductor.add_argument(
         "--recover", action="store_true",
         help="first resume the flows without a job on this board whose engine died (as 'flowkit recover --once')",
+    )  # fmt: skip
+    conductor.add_argument(
+        "--recover-interval", type=float, default=None, metavar="S",
+        help="with --recover: look for such flows again every S seconds while the conductor runs",
     )  # fmt: skip
     conductor.add_argument(
         "--max-conductor-failures",
@@ -191,6 +209,11 @@ def _board(args: argparse.Namespace, persistence: Backend) -> Any:
 def _cmd_conductor(args: argparse.Namespace, out: TextIO) -> int:
     from flowkit.conductors import fetch
 
+    if args.recover_interval is not None:
+        if not args.recover:
+            raise CommandError("--recover-interval needs --recover")
+        if not args.recover_interval > 0:
+            raise CommandError("--recover-interval must be positive, got %r" % (args.recover_interval,))
     allowed = prepare_factories(args)
     name = args.name or "%s-%d" % (socket.gethostname(), os.getpid())
     with serving_metrics(args, out), _persistence(args) as persistence:
@@ -211,13 +234,20 @@ def _cmd_conductor(args: argparse.Namespace, out: TextIO) -> int:
             )
             _report_events(conductor, out)
             if args.recover:
-                _recover(name, board, persistence, args, allowed, out)
+                found = _recover(name, board, persistence, args, allowed, out)
+                out.write("conductor %s: %d interrupted flow(s) without a job found and resumed\n" % (name, found))
+                out.flush()
             signals = _install_signals(conductor.stop, out)
             out.write("conductor %s working board %r (pid %d)\n" % (name, board.name, os.getpid()))
             out.flush()
+            looking = None
+            if args.recover_interval is not None:
+                looking = _RecoverLoop(name, board, persistence, args, allowed, out)
             try:
                 conductor.run(max_dispatches=args.max_dispatches)
             finally:
+                if looking is not None:
+                    looking.stop()
                 _restore_signals(signals)
             out.write("conductor %s stopped\n" % (name,))
             out.flush()
@@ -226,15 +256,67 @@ def _cmd_conductor(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _recover(name: str, board: Any, persistence: Backend, args: argparse.Namespace, allowed: Any, out: TextIO) -> None:
-    """Resume the interrupted flows that no job of ``board`` owns (those its conductors resume as jobs)."""
+def _recover(
+    name: str, board: Any, persistence: Backend, args: argparse.Namespace, allowed: Any, out: TextIO, stop: Any = None
+) -> int:
+    """Resume the interrupted flows that no job of ``board`` owns (those its conductors resume as jobs); how many."""
     from flowkit._cli_recover import recover_pass
 
+    # Read at each look: a flow whose book a job names is that job's, even if the job is not due yet.
     jobs = frozenset(job.book_uuid for job in board.iterjobs() if job.book_uuid)
     options: dict[str, Any] = {"engine": args.engine}
-    found, _ = recover_pass(persistence, skip_books=jobs, options=options, allowed=allowed, out=out)
-    out.write("conductor %s: %d interrupted flow(s) without a job found and resumed\n" % (name, found))
-    out.flush()
+    found, _ = recover_pass(persistence, skip_books=jobs, options=options, allowed=allowed, out=out, stop=stop)
+    return found
+
+
+class _RecoverLoop:
+    """``--recover-interval``: a thread that looks for interrupted flows without a job while the conductor runs.
+
+    A flow it is resuming when the conductor stops is suspended (it stays
+    resumable, and the next look of any recovering process resumes it).
+    """
+
+    def __init__(
+        self, name: str, board: Any, persistence: Backend, args: argparse.Namespace, allowed: Any, out: TextIO
+    ) -> None:
+        from flowkit._cli_recover import Stop
+
+        self._stopping = Stop(out)
+        self._look = functools.partial(_recover, name, board, persistence, args, allowed, out, self._stopping)
+        self._name = name
+        self._interval = float(args.recover_interval)
+        self._out = out
+        self._thread = threading.Thread(target=self._run, name="flowkit-conductor-recover", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping.event.wait(self._interval):
+            try:
+                found = self._look()
+            except Exception as error:  # a store that is down now may be up at the next look
+                self._out.write("conductor %s: looking for interrupted flows failed: %s\n" % (self._name, error))
+                self._out.flush()
+                continue
+            if found:
+                self._out.write("conductor %s: %d interrupted flow(s) without a job resumed\n" % (self._name, found))
+                self._out.flush()
+
+    def stop(self) -> None:
+        """Stop looking; suspend the flow being resumed, if any; wait for the thread."""
+        self._stopping.event.set()
+        told = None
+        while self._thread.is_alive():
+            # Asked again until the thread ends: an engine built, or started, after one ask would miss it.
+            engine = self._stopping.engine
+            if engine is not None:
+                engine.suspend()
+                if engine is not told:
+                    told = engine
+                    self._out.write(
+                        "conductor %s: suspending flow %s it was recovering\n" % (self._name, engine.flow_detail.uuid)
+                    )
+                    self._out.flush()
+            self._thread.join(0.05)
 
 
 def _report_events(conductor: Any, out: TextIO) -> None:
