@@ -42,7 +42,10 @@ _CSP = (
     "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+# The class (a colour in web.css) of each state a flow or an atom can be shown in.
 _STATE_CLASSES = {
+    states.PENDING: "idle",
+    states.IGNORE: "idle",
     states.SUCCESS: "ok",
     states.FAILURE: "bad",
     states.REVERT_FAILURE: "bad",
@@ -51,7 +54,10 @@ _STATE_CLASSES = {
     states.REVERTED: "warn",
     states.REVERTING: "warn",
     states.RUNNING: "live",
+    states.RESUMING: "live",
+    states.RETRYING: "live",
     states.WAITING: "wait",
+    states.SUSPENDING: "wait",
     states.SUSPENDED: "wait",
 }
 

@@ -32,7 +32,7 @@ from flowkit.persistence.models import AtomDetail, FlowDetail, LogBook
 from flowkit.policies import RetryPolicy
 from flowkit.task import Task
 from flowkit.web import INTERRUPTED, LIMITS, SESSION_COOKIE, create_app
-from tests.support import ROOT, wait_until
+from tests.support import ROOT, stored_states, wait_until
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -485,6 +485,22 @@ def test_the_command_refuses_actions_without_a_token(capsys: pytest.CaptureFixtu
     assert "--allow-actions needs a token" in capsys.readouterr().err
     assert main(["web", "--backend", "memory://", "--token", "x"]) == 2
     assert "only used with --allow-actions" in capsys.readouterr().err
+
+
+def test_every_state_a_flow_or_atom_is_shown_in_has_a_colour(logbook: Any, serve: Any) -> None:
+    url, _ = logbook
+    with read_only(url) as backend:
+        app = create_app(backend)
+        site = serve(app)
+        css = httpx.get(site.url + "/static/web.css").text
+        coloured = set(re.findall(r"^\.state\.([a-z]+) \{[^}]*background:", css, re.M))
+        state_class = app.state.dashboard.templates.globals["state_class"]
+        shown = {str(state) for state in stored_states()} | {INTERRUPTED}
+        assert {state for state in shown if state_class(state) not in coloured} == set()
+        # Bad states stand apart from the rest.
+        assert {state for state in shown if state_class(state) == "bad"} == {
+            states.FAILURE, states.REVERT_FAILURE, states.BROKEN,
+        }  # fmt: skip
 
 
 def test_the_documented_constants_are_the_real_ones() -> None:
