@@ -170,31 +170,12 @@ def _when(seconds: float | None) -> str:
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _resource_data(found: Any) -> dict[str, Any]:
-    return {
-        "kind": found.kind,
-        "id": found.id,
-        "current": found.current,
-        "target": found.target,
-        "rollback": found.rollback,
-        "status": found.status.value,
-        "reason": found.reason,
-        "generation": found.generation,
-        "observed_generation": found.observed_generation,
-        "errors": dict(found.errors),
-        "last_error": found.last_error,
-        "operation": found.operation,
-        "job": found.job,
-        "facts": found.facts,
-        "created_at": found.created_at,
-        "updated_at": found.updated_at,
-    }
-
-
 def _list(store: Any, args: argparse.Namespace, out: TextIO) -> int:
+    from flowkit.reconcile._values import resource_json
+
     found = store.list(kind=args.kind, status=args.state)
     if args.json:
-        out.write(json.dumps([_resource_data(r) for r in found], indent=2, sort_keys=True) + "\n")
+        out.write(json.dumps([resource_json(r) for r in found], indent=2, sort_keys=True) + "\n")
         return 0
     if not found:
         out.write("no resources\n")
@@ -219,27 +200,13 @@ def _list(store: Any, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _show(store: Any, args: argparse.Namespace, out: TextIO) -> int:
+    from flowkit.reconcile._values import operation_json, resource_json
+
     found = store.get(args.kind, args.id)
     history = store.operations(args.kind, args.id)
     if args.json:
-        data = _resource_data(found)
-        data["operations"] = [
-            {
-                "seq": op.seq,
-                "rule": op.rule,
-                "job": op.job,
-                "flow": op.flow,
-                "current": op.current,
-                "target": op.target,
-                "leads_to": op.leads_to,
-                "generation": op.generation,
-                "started_at": op.started_at,
-                "ended_at": op.ended_at,
-                "outcome": op.outcome,
-                "error": op.error,
-            }
-            for op in history
-        ]
+        data = resource_json(found)
+        data["operations"] = [operation_json(op) for op in history]
         out.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
         return 0
     lines = [

@@ -45,7 +45,8 @@ __all__ = [
     "RenderFailed",
 ]
 
-#: Fill colour of an atom in each state (states without an entry are white).
+#: Fill colour of an atom in each state an atom or a flow can be stored in, each its own
+#: (a state without an entry, such as an engine-loop state, is white).
 STATE_COLORS: Mapping[str, str] = {
     states.PENDING: "white",
     states.RUNNING: "lightskyblue",
@@ -56,6 +57,12 @@ STATE_COLORS: Mapping[str, str] = {
     states.REVERT_FAILURE: "red",
     states.RETRYING: "plum",
     states.IGNORE: "lightgrey",
+    states.WAITING: "paleturquoise",
+    # stopped until an operator retries or reverts it: it must catch the eye
+    states.BROKEN: "hotpink",
+    states.SUSPENDING: "lavender",
+    states.SUSPENDED: "lightsteelblue",
+    states.RESUMING: "lightcyan",
 }
 
 #: Output formats :func:`render` accepts.

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from flowkit import states
+from flowkit.exceptions import InvalidState
 from flowkit.task import Task
 from flowkit.types.failure import Failure
 
@@ -290,3 +291,24 @@ def run_flowkit(*args: str, cwd: Path | str) -> subprocess.CompletedProcess[str]
         timeout=60,
         check=False,
     )
+
+
+def stored_states() -> set[states.State]:
+    """Every state an atom or a flow can be stored in: those the transition checks move between.
+
+    Read from :mod:`flowkit.states` itself, so a state added there (with its
+    transitions) shows up in every test that asks for this.
+    """
+    found: set[states.State] = set()
+    for old in states.State:
+        for new in states.State:
+            if old == new:
+                continue
+            if states.check_atom_transition(old, new):
+                found.update((old, new))
+            try:
+                if states.check_flow_transition(old, new):
+                    found.update((old, new))
+            except InvalidState:
+                pass
+    return found

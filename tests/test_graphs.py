@@ -10,7 +10,7 @@ import pytest
 from flowkit import graphs, retry, states
 from flowkit.patterns import graph_flow, linear_flow, unordered_flow
 from flowkit.task import Task
-from tests.support import BoomError, Fail, Name
+from tests.support import BoomError, Fail, Name, stored_states
 
 needs_dot = pytest.mark.usefixtures("dot_program")
 
@@ -107,6 +107,16 @@ def test_coloured_by_a_flow_detail_or_explicit_states(load: Any) -> None:
     lines = node_lines(graphs.to_dot(flow, atom_states={"a": states.SUCCESS, "b": states.FAILURE}))
     assert graphs.STATE_COLORS[states.FAILURE] in lines["b"]
     assert 'fillcolor="palegreen"' in lines["a"]
+
+
+def test_every_state_an_atom_or_flow_is_stored_in_has_a_colour_of_its_own() -> None:
+    wanted = stored_states()
+    assert {states.WAITING, states.BROKEN, states.SUSPENDED} <= wanted  # the derivation sees flowkit's own states
+    assert wanted - set(graphs.STATE_COLORS) == set()
+    colours = [graphs.STATE_COLORS[state] for state in wanted]
+    assert len(set(colours)) == len(colours), "two states share a colour"
+    lines = node_lines(graphs.to_dot(linear_flow.Flow("f").add(Name(name="a")), atom_states={"a": states.BROKEN}))
+    assert 'fillcolor="%s"' % (graphs.STATE_COLORS[states.BROKEN],) in lines["a"]
 
 
 def test_render_rejects_unknown_formats() -> None:

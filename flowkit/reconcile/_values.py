@@ -1,4 +1,9 @@
-"""What the reconciler stores about a resource, as values: its status, the resource, an operation."""
+"""What the reconciler stores about a resource, as values: its status, the resource, an operation.
+
+:func:`resource_json` and :func:`operation_json` are the one JSON shape of
+both, which ``flowkit resources list/show --json`` prints and the
+dashboard's ``/api/resources`` answers.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ResourceStatus", "STATUS_TRANSITIONS", "Resource", "Operation"]
+__all__ = ["ResourceStatus", "STATUS_TRANSITIONS", "Resource", "Operation", "resource_json", "operation_json"]
 
 
 class ResourceStatus(str, enum.Enum):
@@ -101,3 +106,43 @@ class Operation:
     ended_at: float | None
     outcome: str | None
     error: str | None
+
+
+def resource_json(resource: Resource) -> dict[str, Any]:
+    """``resource`` as a JSON object: its fields by name, the status as its value, times in epoch seconds."""
+    return {
+        "kind": resource.kind,
+        "id": resource.id,
+        "current": resource.current,
+        "target": resource.target,
+        "rollback": resource.rollback,
+        "status": resource.status.value,
+        "reason": resource.reason,
+        "generation": resource.generation,
+        "observed_generation": resource.observed_generation,
+        "errors": dict(resource.errors),
+        "last_error": resource.last_error,
+        "operation": resource.operation,
+        "job": resource.job,
+        "facts": resource.facts,
+        "created_at": resource.created_at,
+        "updated_at": resource.updated_at,
+    }
+
+
+def operation_json(operation: Operation) -> dict[str, Any]:
+    """``operation`` as a JSON object, without the kind and id of its resource (it is listed under it)."""
+    return {
+        "seq": operation.seq,
+        "rule": operation.rule,
+        "job": operation.job,
+        "flow": operation.flow,
+        "current": operation.current,
+        "target": operation.target,
+        "leads_to": operation.leads_to,
+        "generation": operation.generation,
+        "started_at": operation.started_at,
+        "ended_at": operation.ended_at,
+        "outcome": operation.outcome,
+        "error": operation.error,
+    }

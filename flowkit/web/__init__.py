@@ -1,4 +1,4 @@
-"""The dashboard: flows, their atoms, failures and waits, jobs and conductors, in a browser.
+"""The dashboard: flows, their atoms, failures and waits, jobs and conductors, reconciled resources, in a browser.
 
 ::
 

@@ -26,7 +26,7 @@ from flowkit import graphs, states
 from flowkit.exceptions import FlowkitError, InvalidState, NotFound, SignalAlreadySent
 from flowkit.persistence.base import Backend
 from flowkit.persistence.models import FlowDetail
-from flowkit.web import _model
+from flowkit.web import _model, _resources
 from flowkit.web._actions import Actions
 
 __all__ = ["create_app", "SESSION_COOKIE"]
@@ -42,7 +42,10 @@ _CSP = (
     "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+# The class (a colour in web.css) of each state a flow or an atom can be shown in.
 _STATE_CLASSES = {
+    states.PENDING: "idle",
+    states.IGNORE: "idle",
     states.SUCCESS: "ok",
     states.FAILURE: "bad",
     states.REVERT_FAILURE: "bad",
@@ -51,8 +54,20 @@ _STATE_CLASSES = {
     states.REVERTED: "warn",
     states.REVERTING: "warn",
     states.RUNNING: "live",
+    states.RESUMING: "live",
+    states.RETRYING: "live",
     states.WAITING: "wait",
+    states.SUSPENDING: "wait",
     states.SUSPENDED: "wait",
+}
+
+
+# The same for each status of a reconciled resource (flowkit.reconcile.ResourceStatus values).
+_STATUS_CLASSES = {
+    "converging": "live",
+    "converged": "ok",
+    "broken": "bad",
+    "unreachable": "warn",
 }
 
 
@@ -91,6 +106,9 @@ class _Dashboard:
             undefined=jinja2.StrictUndefined,
         )
         self.templates.globals["state_class"] = lambda state: _STATE_CLASSES.get(state, "")
+        self.templates.globals["status_class"] = lambda status: _STATUS_CLASSES.get(status, "")
+        self.templates.filters["when"] = _model._iso  # epoch seconds (a resource's times) as ISO 8601 UTC
+        self.templates.filters["json_text"] = lambda value: _model._json_text(value, ())
 
     # -- pages -------------------------------------------------------------------------
 
@@ -153,14 +171,29 @@ def _filter(request: Request) -> _model.FlowFilter:
     since_text = (query.get("since") or "").strip()
     now = datetime.datetime.now(datetime.timezone.utc)
     since = _model.parse_since(since_text, now) if since_text else None
-    limit_text = query.get("limit") or "200"
+    name = (query.get("name") or "").strip() or None
+    return _model.FlowFilter(states=wanted, name=name, since=since, limit=_limit(request))
+
+
+def _limit(request: Request) -> int:
+    text = request.query_params.get("limit") or "200"
     try:
-        limit = int(limit_text)
+        limit = int(text)
     except ValueError:
-        raise ValueError("limit must be a whole number, got %r" % (limit_text,)) from None
+        raise ValueError("limit must be a whole number, got %r" % (text,)) from None
     if not 1 <= limit <= 5000:
         raise ValueError("limit must be between 1 and 5000, got %d" % (limit,))
-    return _model.FlowFilter(states=wanted, name=(query.get("name") or "").strip() or None, since=since, limit=limit)
+    return limit
+
+
+def _resource_filter(request: Request) -> _resources.ResourceFilter:
+    query = request.query_params
+    status = (query.get("status") or "").strip().lower() or None
+    known = _resources.statuses()
+    if status is not None and status not in known:
+        raise ValueError("status must be one of %s, got %r" % (", ".join(known), status))
+    kind = (query.get("kind") or "").strip() or None
+    return _resources.ResourceFilter(kind=kind, status=status, limit=_limit(request))
 
 
 def _graph(dashboard: _Dashboard, fd: FlowDetail) -> tuple[bytes | None, str | None]:
@@ -298,6 +331,32 @@ def create_app(
     def jobs_api(request: Request) -> Response:
         return _json(jobs_view())
 
+    def resources_page(request: Request) -> Response:
+        which = _resource_filter(request)
+        listing = _resources.list_resources(backend, which, mask_keys=dashboard.mask_keys)
+        return dashboard.page(
+            request,
+            "resources.html",
+            listing=listing,
+            statuses=_resources.statuses(),
+            query={"kind": which.kind or "", "status": which.status or "", "limit": which.limit},
+        )
+
+    def resources_api(request: Request) -> Response:
+        # A list, as `flowkit resources list --json` prints it.
+        listing = _resources.list_resources(backend, _resource_filter(request), mask_keys=dashboard.mask_keys)
+        return _json(listing["resources"])
+
+    def resource_view(request: Request) -> dict[str, Any]:
+        params = request.path_params
+        return _resources.resource_view(backend, params["kind"], params["ident"], mask_keys=dashboard.mask_keys)
+
+    def resource_page(request: Request) -> Response:
+        return dashboard.page(request, "resource.html", resource=resource_view(request))
+
+    def resource_api(request: Request) -> Response:
+        return _json(resource_view(request))
+
     def stylesheet(request: Request) -> Response:
         css = dashboard.templates.loader.get_source(dashboard.templates, "web.css")[0]  # type: ignore[union-attr]
         return Response(css, media_type="text/css", headers={"Cache-Control": "max-age=300"})
@@ -373,10 +432,15 @@ def create_app(
         Route("/flows", guarded(flows_page)),
         Route("/flows/{ident}", guarded(flow_page)),
         Route("/jobs", guarded(jobs_page)),
+        Route("/resources", guarded(resources_page)),
+        # An id may hold any character but NUL, a slash too: it is the rest of the path.
+        Route("/resources/{kind}/{ident:path}", guarded(resource_page)),
         Route("/api/flows", guarded(flows_api)),
         Route("/api/flows/{ident}", guarded(flow_api)),
         Route("/api/flows/{ident}/graph.svg", guarded(graph_svg)),
         Route("/api/jobs", guarded(jobs_api)),
+        Route("/api/resources", guarded(resources_api)),
+        Route("/api/resources/{kind}/{ident:path}", guarded(resource_api)),
         Route("/static/web.css", stylesheet),
         Route("/login", login, methods=["GET", "POST"]),
         Route("/flows/{ident}/{action}", act_form, methods=["POST"]),

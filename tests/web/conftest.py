@@ -53,3 +53,12 @@ def serve() -> Iterator[Callable[..., Served]]:
     yield start
     for served in started:
         served.stop()
+
+
+@pytest.fixture
+def reconciled(tmp_path: Path) -> tuple[str, dict[str, Any]]:
+    """The URL of an SQLite logbook holding the resources of tests/web/resources.py, and those resources."""
+    from tests.web.resources import reconcile
+
+    url = "sqlite:///%s" % (tmp_path / "resources.db",)
+    return url, reconcile(url)

@@ -213,3 +213,52 @@ def test_log_in_signal_and_resume_in_chromium(
     expect(page.locator("#flow-state")).to_have_text("SUCCESS")
     expect(page.locator("#atoms")).to_contain_text('{"by": "ann"}')
     screenshot(page, tmp_path, "web-actions.png")
+
+
+def test_resources_then_a_broken_one_then_its_operations_flow_in_chromium(
+    browser: Any, dashboard: Callable[..., Dashboard], reconciled: Any, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    url, found = reconciled
+    base = dashboard(url, "--import", "tests.reconcile.flows").base
+    page = browser
+    page.goto(base + "/flows")
+    page.get_by_role("link", name="Resources", exact=True).click()
+    expect(page).to_have_url(base + "/resources")
+    counts = page.locator("#counts")
+    for text in ("converging 1", "converged 1", "broken 1", "unreachable 0"):
+        expect(counts).to_contain_text(text)
+    rows = page.locator("#resources tbody tr")
+    expect(rows).to_have_count(3)
+    broken = rows.filter(has_text="ip-broken")
+    expect(broken).to_have_class("bad")
+    expect(broken).to_contain_text("attach=3")
+    expect(rows.filter(has_text="ip-ok")).not_to_have_class("bad")
+    # The broken row stands out: its cells are not on the page's background.
+    background = broken.locator("td").first.evaluate("td => getComputedStyle(td).backgroundColor")
+    plain = rows.filter(has_text="ip-ok").locator("td").first.evaluate("td => getComputedStyle(td).backgroundColor")
+    assert background != plain, (background, plain)
+    screenshot(page, tmp_path, "web-resources.png")
+
+    page.get_by_role("link", name="broken 1").click()
+    expect(page).to_have_url(base + "/resources?status=broken&kind=")
+    expect(rows).to_have_count(1)
+    page.get_by_role("link", name="ip-broken").click()
+    expect(page).to_have_url(base + "/resources/public_ip/ip-broken")
+    expect(page.locator("#resource-status")).to_have_text("broken")
+    expect(page.locator("#errors")).to_have_text("attach=3")
+    expect(page.locator("#reason")).to_contain_text("attach failed 3 time(s) in a row")
+    operations = page.locator("#operations tbody tr")
+    expect(operations).to_have_count(3)
+    expect(operations.first).to_contain_text("REVERTED")
+    screenshot(page, tmp_path, "web-resource.png")
+
+    first = operations.first.locator("a.flow-link")
+    flow_uuid = first.inner_text()
+    first.click()
+    expect(page).to_have_url(base + "/flows/" + flow_uuid)
+    expect(page.locator("h1")).to_contain_text("public_ip/ip-broken: attach")
+    expect(page.locator("#flow-state")).to_have_text("REVERTED")
+    expect(page.locator("#failures")).to_contain_text("attach of public_ip/ip-broken failed (injected)")
+    screenshot(page, tmp_path, "web-resource-flow.png")

@@ -11,6 +11,7 @@ import datetime
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -32,7 +33,8 @@ from flowkit.persistence.models import AtomDetail, FlowDetail, LogBook
 from flowkit.policies import RetryPolicy
 from flowkit.task import Task
 from flowkit.web import INTERRUPTED, LIMITS, SESSION_COOKIE, create_app
-from tests.support import ROOT, wait_until
+from flowkit.web._resources import statuses
+from tests.support import ROOT, stored_states, wait_until
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -485,6 +487,175 @@ def test_the_command_refuses_actions_without_a_token(capsys: pytest.CaptureFixtu
     assert "--allow-actions needs a token" in capsys.readouterr().err
     assert main(["web", "--backend", "memory://", "--token", "x"]) == 2
     assert "only used with --allow-actions" in capsys.readouterr().err
+
+
+def test_the_resources_list_counts_statuses_filters_and_marks_the_broken_one(reconciled: Any, serve: Any) -> None:
+    url, found = reconciled
+    assert {r.id: r.status.value for r in found.values()} == {
+        "ip-ok": "converged", "ip-broken": "broken", "ip-later": "converging",
+    }  # fmt: skip
+    with read_only(url) as backend:
+        site = serve(create_app(backend))
+        listing = httpx.get(site.url + "/api/resources").json()
+        assert [(r["kind"], r["id"], r["status"]) for r in listing] == [
+            ("public_ip", "ip-broken", "broken"),
+            ("public_ip", "ip-later", "converging"),
+            ("public_ip", "ip-ok", "converged"),
+        ]
+        broken = httpx.get(site.url + "/api/resources", params={"status": "broken"}).json()
+        assert [r["id"] for r in broken] == ["ip-broken"]
+        assert broken[0]["errors"] == {"attach": 3} and broken[0]["reason"].startswith("attach failed 3 time(s)")
+        assert httpx.get(site.url + "/api/resources", params={"status": "BROKEN"}).json() == broken
+        assert httpx.get(site.url + "/api/resources", params={"kind": "dns_record"}).json() == []
+        assert len(httpx.get(site.url + "/api/resources", params={"limit": "2"}).json()) == 2
+        bad = httpx.get(site.url + "/api/resources", params={"status": "melted"})
+        assert bad.status_code == 400
+        assert "status must be one of converging, converged, broken, unreachable" in bad.json()["error"]
+
+        page = httpx.get(site.url + "/resources")
+        assert page.status_code == 200
+        counts = re.search(r'<p class="counts" id="counts">(.*?)</p>', page.text, re.S)
+        assert counts is not None
+        assert re.findall(r'class="state (\w+)"[^>]*>(\w+ \d+)<', counts.group(1)) == [
+            ("live", "converging 1"), ("ok", "converged 1"), ("bad", "broken 1"), ("warn", "unreachable 0"),
+        ]  # fmt: skip
+        rows = re.findall(
+            r'<tr class="(\w*)">\s*<td>public_ip</td>\s*<td><a [^>]*href="([^"]+)">([^<]+)</a>', page.text
+        )
+        assert rows == [
+            ("bad", "/resources/public_ip/ip-broken", "ip-broken"),
+            ("live", "/resources/public_ip/ip-later", "ip-later"),
+            ("ok", "/resources/public_ip/ip-ok", "ip-ok"),
+        ]
+        assert 'href="/resources" class="here">Resources</a>' in page.text
+        only = httpx.get(site.url + "/resources", params={"status": "broken"}).text
+        assert "ip-broken" in only and "ip-ok" not in only
+        assert "broken 1" in only and "converged 1" in only  # counts stay over every status
+        assert 'href="/resources">Resources</a>' in httpx.get(site.url + "/flows").text  # in the nav
+
+
+def test_one_resource_shows_its_fields_and_operations_linked_to_their_flows(
+    reconciled: Any, serve: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, _ = reconciled
+    with read_only(url) as backend:
+        site = serve(create_app(backend))
+        shown = httpx.get(site.url + "/api/resources/public_ip/ip-broken").json()
+        # The command's JSON, field for field.
+        assert main(["resources", "show", "public_ip", "ip-broken", "--json", "--backend", url]) == 0
+        assert shown == json.loads(capsys.readouterr().out)
+        assert main(["resources", "list", "--json", "--backend", url]) == 0
+        assert httpx.get(site.url + "/api/resources").json() == json.loads(capsys.readouterr().out)
+
+        operations = shown["operations"]
+        assert [(op["rule"], op["outcome"]) for op in operations] == [("attach", "REVERTED")] * 3
+        assert all(op["flow"] and op["job"] for op in operations)
+        page = httpx.get(site.url + "/resources/public_ip/ip-broken")
+        assert page.status_code == 200
+        assert '<span class="state bad" id="resource-status">broken</span>' in page.text
+        for field in ("Kind", "Id", "Current", "Target", "Status", "Reason", "Errors", "Generation", "Updated"):
+            assert "<dt>%s</dt>" % (field,) in page.text
+        assert '<dd id="errors">attach=3 </dd>' in page.text
+        assert '<dd id="generation">1 (observed 1)</dd>' in page.text
+        for op in operations:
+            assert '<a class="flow-link" href="/flows/%s">' % (op["flow"],) in page.text
+            assert "<code>%s</code>" % (op["job"],) in page.text
+        assert "attach of public_ip/ip-broken failed (injected)" in page.text
+        # The link leads to the operation's flow detail.
+        flow = httpx.get(site.url + "/api/flows/" + operations[0]["flow"]).json()
+        assert flow["name"] == "public_ip/ip-broken: attach" and flow["state"] == states.REVERTED
+        assert httpx.get(site.url + "/flows/" + operations[0]["flow"]).status_code == 200
+
+        converged = httpx.get(site.url + "/api/resources/public_ip/ip-ok").json()
+        assert [(op["rule"], op["outcome"]) for op in converged["operations"]] == [
+            ("allocate_for_attach", "SUCCESS"), ("attach", "SUCCESS"),
+        ]  # fmt: skip
+        later = httpx.get(site.url + "/resources/public_ip/ip-later").text
+        assert "no operations" in later
+
+        missing = httpx.get(site.url + "/api/resources/public_ip/ip-none")
+        assert missing.status_code == 404 and missing.json() == {"error": "no resource public_ip/ip-none"}
+        page = httpx.get(site.url + "/resources/public_ip/ip-none")
+        assert page.status_code == 404 and "no resource public_ip/ip-none" in page.text
+
+
+def test_resource_facts_are_masked_and_odd_ids_are_linked(reconciled: Any, serve: Any) -> None:
+    from flowkit.reconcile import ReconcilerRegistry, Resources
+    from tests.reconcile.conftest import public_ip
+
+    url, _ = reconciled
+    registry = ReconcilerRegistry()
+    registry.add(public_ip())
+    odd = "eu/west ip?#1<b>"
+    with Resources(url, reconcilers=registry) as store:
+        store.create("public_ip", odd)
+    with read_only(url) as backend:
+        site = serve(create_app(backend, mask_keys=["password"]))
+        ok = httpx.get(site.url + "/api/resources/public_ip/ip-ok").json()
+        assert ok["facts"] == {"password": "***", "server": "vm-1"}
+        page = httpx.get(site.url + "/resources/public_ip/ip-ok").text
+        assert "hunter2" not in page and "&#34;password&#34;: &#34;***&#34;" in page
+        assert "hunter2" not in httpx.get(site.url + "/api/resources").text
+        listing = httpx.get(site.url + "/resources").text
+        assert "<b>" not in listing
+        link = re.search(r'href="(/resources/public_ip/eu/[^"]+)"', listing)
+        assert link is not None and link.group(1) == "/resources/public_ip/eu/west%20ip%3F%231%3Cb%3E"
+        odd_page = httpx.get(site.url + link.group(1))
+        assert odd_page.status_code == 200 and "<code>eu/west ip?#1&lt;b&gt;</code>" in odd_page.text
+        assert httpx.get(site.url + "/api/" + link.group(1)[1:]).json()["id"] == odd
+
+
+def test_a_database_without_resource_tables_lists_none_and_says_why(logbook: Any, serve: Any) -> None:
+    url, _ = logbook
+    path = url[len("sqlite:///") :]
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        # A logbook whose database never got the reconciler's tables.
+        db.execute("DROP TABLE flowkit_resource_operations")
+        db.execute("DROP TABLE flowkit_resources")
+    with read_only(url) as backend:
+        site = serve(create_app(backend))
+        answer = httpx.get(site.url + "/api/resources")
+        assert answer.status_code == 200 and answer.json() == []
+        page = httpx.get(site.url + "/resources")
+        assert page.status_code == 200
+        assert "this database has no resource tables" in page.text and "no resource matches" in page.text
+        assert "broken 0" in page.text
+        one = httpx.get(site.url + "/api/resources/public_ip/ip-1")
+        assert one.status_code == 404 and "has no resource tables" in one.json()["error"]
+        assert httpx.get(site.url + "/api/flows").json()["total"] == 3  # the flows are all there
+    with fetch("memory://") as backend:
+        site = serve(create_app(backend))
+        assert httpx.get(site.url + "/api/resources").json() == []
+        assert "resources are kept in a SQL database" in httpx.get(site.url + "/resources").text
+        assert httpx.get(site.url + "/api/resources/public_ip/ip-1").status_code == 404
+
+
+def test_a_logbook_that_never_reconciled_lists_no_resources(logbook: Any, serve: Any) -> None:
+    url, _ = logbook
+    with read_only(url) as backend:
+        site = serve(create_app(backend))
+        assert httpx.get(site.url + "/api/resources").json() == []
+        page = httpx.get(site.url + "/resources").text
+        assert "no resource matches" in page and "resources-note" not in page
+
+
+def test_every_state_a_flow_or_atom_is_shown_in_has_a_colour(logbook: Any, serve: Any) -> None:
+    url, _ = logbook
+    with read_only(url) as backend:
+        app = create_app(backend)
+        site = serve(app)
+        css = httpx.get(site.url + "/static/web.css").text
+        coloured = set(re.findall(r"^\.state\.([a-z]+) \{[^}]*background:", css, re.M))
+        state_class = app.state.dashboard.templates.globals["state_class"]
+        shown = {str(state) for state in stored_states()} | {INTERRUPTED}
+        assert {state for state in shown if state_class(state) not in coloured} == set()
+        status_class = app.state.dashboard.templates.globals["status_class"]
+        assert {status for status in statuses() if status_class(status) not in coloured} == set()
+        assert status_class("broken") == "bad"
+        # Bad states stand apart from the rest.
+        assert {state for state in shown if state_class(state) == "bad"} == {
+            states.FAILURE, states.REVERT_FAILURE, states.BROKEN,
+        }  # fmt: skip
 
 
 def test_the_documented_constants_are_the_real_ones() -> None:
