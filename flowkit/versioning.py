@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowkit import exceptions as exc
 from flowkit import states
+from flowkit.persistence import _structure
 from flowkit.persistence.models import AtomDetail, FlowDetail
 
 if TYPE_CHECKING:
@@ -80,7 +81,8 @@ __all__ = [
 ]
 
 #: The key of ``FlowDetail.meta`` holding the structure the flow detail runs (:func:`fingerprint`).
-STRUCTURE_KEY = "structure"
+#: The structure is replaced, never changed in place: backends store it once per object.
+STRUCTURE_KEY = _structure.STRUCTURE_KEY
 #: The key of ``FlowDetail.meta`` holding the history of accepted changes and migrations.
 CHANGES_KEY = "changes"
 #: The key of ``AtomDetail.meta`` marking an atom detail retired by ``Migration(drop=...)``.

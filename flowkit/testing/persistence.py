@@ -266,6 +266,33 @@ class PersistenceBackendTests:
         assert stored.meta == fd.meta
         assert [(ad.uuid, ad.name) for ad in stored] == [(ad.uuid, ad.name) for ad in fd]
 
+    def test_a_flow_structure_written_again_or_replaced_reads_back_as_last_written(
+        self, backend: Backend, conn: Connection
+    ) -> None:
+        book = sample_logbook()
+        fd = list(book)[0]
+        first = {"format": 1, "digest": "d1", "count": 2, "atoms": [{"name": "a", "version": [1, 0]}, {"name": "b"}]}
+        fd.meta["structure"] = first
+        conn.save_logbook(book)
+        for state in (states.RUNNING, states.SUCCESS):  # the same structure, written at each state change
+            fd.state = state
+            conn.update_flow_state(fd)
+            conn.flush()
+        with self.reader(backend) as other:
+            assert other.get_flow_details(fd.uuid).meta == fd.meta
+        # Replaced (flowkit.versioning never changes one in place): the new one is what is read.
+        fd.meta = {"structure": {"format": 1, "digest": "d2", "count": 1, "atoms": [{"name": "a"}]}}
+        conn.update_flow_state(fd)
+        conn.flush()
+        with self.reader(backend) as other:
+            assert other.get_flow_details(fd.uuid).meta == fd.meta
+        fd.meta["structure"] = first
+        fd.meta["other"] = {"x": [1, "ü"]}
+        conn.update_flow_state(fd)
+        conn.flush()
+        with self.reader(backend) as other:
+            assert other.get_flow_details(fd.uuid).meta == {"structure": first, "other": {"x": [1, "ü"]}}
+
     def test_atom_states_are_what_was_stored(self, backend: Backend, conn: Connection) -> None:
         book = sample_logbook()
         conn.save_logbook(book)

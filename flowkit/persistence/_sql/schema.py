@@ -39,6 +39,7 @@ from sqlalchemy.dialects import mysql
 
 from flowkit.exceptions import CorruptLogbook
 from flowkit.persistence import codec
+from flowkit.persistence._structure import STRUCTURE_KEY, StoredForms, structure_of
 from flowkit.persistence.models import AtomDetail, FlowDetail, LogBook, to_data
 from flowkit.states import Intention, State
 
@@ -191,11 +192,30 @@ def logbook_row(book: LogBook) -> dict[str, Any]:
 
 def flow_row(flow_detail: FlowDetail, book_uuid: str, position: int) -> dict[str, Any]:
     """The ``flowdetails`` row of ``flow_detail`` (without its atom details)."""
-    data = to_data(_shallow(flow_detail))
-    row = _row(data, FLOW_JSON, ("atoms",))
+    meta = flow_detail.meta
+    structure = structure_of(meta)
+    if structure is None:
+        data = to_data(_shallow(flow_detail))
+        row = _row(data, FLOW_JSON, ("atoms",))
+    else:
+        # The rest of the meta as usual, and the structure's text, made once, spliced in.
+        rest = {key: value for key, value in meta.items() if key != STRUCTURE_KEY}
+        shallow = FlowDetail(name=flow_detail.name, uuid=flow_detail.uuid, state=flow_detail.state, meta=rest)
+        row = _row(to_data(shallow), FLOW_JSON, ("atoms",))
+        rest_text = row["meta"]
+        head = '{"%s": %s' % (STRUCTURE_KEY, _structure_text(structure))
+        row["meta"] = head + "}" if rest_text == "{}" else head + ", " + rest_text[1:]
     row["parent_uuid"] = book_uuid
     row["position"] = position
     return row
+
+
+def _encode_structure(structure: dict[str, Any]) -> str:
+    return json.dumps(codec.to_data(structure))
+
+
+#: The JSON text of each structure written (see flowkit.persistence._structure).
+_structure_text = StoredForms(_encode_structure)
 
 
 #: The fields of an atom detail, in the order its rows have them.

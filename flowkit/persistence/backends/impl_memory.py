@@ -25,6 +25,7 @@ from typing import Any
 from flowkit.exceptions import NotFound
 from flowkit.persistence import codec
 from flowkit.persistence._signals import resend
+from flowkit.persistence._structure import STRUCTURE_KEY, StoredForms, structure_of
 from flowkit.persistence.base import DEFAULT_MAX_RESULT_BYTES, Backend, Connection, check_max_result_bytes
 from flowkit.persistence.models import AtomDetail, FlowDetail, LogBook
 
@@ -131,9 +132,20 @@ def _meta(meta: dict[str, Any]) -> dict[str, Any]:
     return copied
 
 
+#: The private copy of each structure stored (see flowkit.persistence._structure): readers get
+#: copies of it (_flow), so records stored from the same structure may share it.
+_structure_copy = StoredForms(_meta)
+
+
 def _flow_record(fd: FlowDetail) -> FlowDetail:
     """``fd`` as stored: without its atom details (kept apart), sharing no container with it."""
-    return FlowDetail(name=fd.name, uuid=fd.uuid, state=fd.state, meta=_meta(fd.meta))
+    meta = fd.meta
+    structure = structure_of(meta)
+    if structure is None:
+        return FlowDetail(name=fd.name, uuid=fd.uuid, state=fd.state, meta=_meta(meta))
+    stored = _meta({**meta, STRUCTURE_KEY: None})  # in the same order
+    stored[STRUCTURE_KEY] = _structure_copy(structure)
+    return FlowDetail(name=fd.name, uuid=fd.uuid, state=fd.state, meta=stored)
 
 
 class MemoryConnection(Connection):
