@@ -23,12 +23,21 @@ class AtomExecutor(abc.ABC):
     objects passed (so a task's progress reaches the engine live, through its
     :class:`~flowkit.task.TaskContext`); ``inline`` whether
     ``submit`` runs the function before it returns; ``max_in_flight`` how
-    many atoms the engine should have submitted at once (more would only
-    queue, and a queued atom has already been recorded RUNNING).
+    many atoms the engine should have submitted at once.
     """
 
     local: bool = True
     max_in_flight: int = 1
+    #: How many atoms it runs at once when ``max_in_flight`` is more, or None
+    #: (it starts each atom as it is submitted).  The engine then submits the
+    #: atoms beyond its free workers to wait in its queue, in this process:
+    #: each is recorded RUNNING (written ahead, as every atom is) but
+    #: announced to listeners only once a worker starts it, and one the run
+    #: no longer wants by then (it is stopping or reverting) is not started
+    #: and goes back to the state it was in, unannounced.  Flows with
+    #: heartbeat timeouts or retry policies get only this many at once, so no
+    #: attempt's clock (or its recorded start) runs while it waits.
+    workers: int | None = None
     #: True when ``submit`` runs the function before returning (serial).
     inline: bool = False
 

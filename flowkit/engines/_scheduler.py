@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flowkit import exceptions as exc
@@ -44,6 +44,7 @@ from flowkit.engines._state import (
     REVERT_ALL,
     REVERT_SCOPE,
     REVERTED_SCOPES_KEY,
+    STARTED,
     WAKE,
     Region,
     RegionOutcome,
@@ -474,9 +475,18 @@ class Scheduler:
             return
         if st.beating and st.executor.inline:
             return  # serial: a watched attempt runs on a thread of its own, and nothing beside it
-        window = st.executor.max_in_flight
         details = st.details
         c = st.c
+        executor = st.executor
+        window = executor.max_in_flight
+        # Atoms beyond the executor's free workers wait in its queue (see AtomExecutor.workers),
+        # except in flows whose attempts are timed: their clocks would run while they wait.
+        free = None
+        if executor.workers is not None:
+            if c.heartbeats or c.has_policies:
+                window = executor.workers
+            else:
+                free = executor.workers - len(st.running)
         to_submit: list[tuple[int, int, dict[str, Any]]] = []
         in_flight = len(st.running)
         # Reverts first: a region waiting on them holds up everything in it.
@@ -583,9 +593,15 @@ class Scheduler:
         olds: dict[int, S | str] = {}
         earlier = len(st.unflushed)
         for index, kind, _kwargs in to_submit:
+            if free is not None:
+                free -= 1
             if kind == EXEC:
                 olds[index] = details[index].state
-                self._mark_running(index)
+                if free is not None and free < 0:
+                    st.queued[index] = olds[index]
+                    self._mark_running(index, announce=False)  # announced when a worker starts it
+                else:
+                    self._mark_running(index)
         announced = self._stopping()
         announcing = len(st.unflushed) - earlier
         # Write ahead, in one commit: every RUNNING/REVERTING record is durable
@@ -594,6 +610,7 @@ class Scheduler:
         stopping = self._announce(earlier, announcing, not announced)
         for index, kind, kwargs in to_submit:
             if stopping and kind == EXEC:
+                st.queued.pop(index, None)
                 self._hold_back(index, olds[index])
                 continue
             self._submit(index, kind, kwargs)
@@ -671,7 +688,11 @@ class Scheduler:
                 st.completions.put((index, kind, outcome))
             return
         try:
-            future = executor.submit(fn, atom, kwargs, context)
+            if st.queued and index in st.queued:
+                gate = (self._may_start, st.completions.put, index)
+                future = executor.submit(_start_if, *gate, fn, atom, kwargs, context)
+            else:
+                future = executor.submit(fn, atom, kwargs, context)
         except Exception as error:
             failure = Failure.from_exception(
                 exc.ExecutionFailure("atom %r could not be submitted to the executor: %s" % (atom.name, error))
@@ -812,7 +833,7 @@ class Scheduler:
         _log.warning("%s", message)
         self._executed(index, False, Failure.from_exception(exc.HeartbeatTimeout(message)))
 
-    def _mark_running(self, index: int) -> None:
+    def _mark_running(self, index: int, announce: bool = True) -> None:
         st = self.state
         detail = st.details[index]
         old = detail.state
@@ -820,11 +841,38 @@ class Scheduler:
         if st.c.has_policies and st.c.policies[index] is not None:
             detail.meta[ATTEMPT_STARTED_KEY] = st.clock.now()
         st.save(detail)
+        if announce:
+            self._announce_running(index, old)
+
+    def _announce_running(self, index: int, old: S | str) -> None:
+        st = self.state
         st.notify_atom(index, RUNNING, old)
         # (_notify_task_progress(), spelled out: this runs once per atom.)
         notifier = getattr(st.c.atoms[index], "_notifier", None)
         if notifier is not None and notifier.has_listeners:
             notifier.notify(EVENT_UPDATE_PROGRESS, {"progress": 0.0})
+
+    def _may_start(self, index: int) -> bool:
+        """Whether atom ``index``, taken up by a worker after waiting in the executor's queue, may start.
+
+        Read in the worker's thread: a stop or revert the engine is setting up
+        at that moment may be missed, and the atom then runs as one started
+        just before it would.
+        """
+        st = self.state
+        if st.suspending or st.cancel_requested is not None or st.halted or st.fatal:
+            return False
+        if st.lost is not None or st.broken:
+            return False
+        return not (st.regions and st.region_of(index) is not None)
+
+    def _not_started(self, index: int) -> None:
+        """Atom ``index`` waited in the executor's queue and was not started: back as it was, never announced."""
+        st = self.state
+        detail = st.details[index]
+        detail.state = S(st.queued.pop(index))
+        st.save(detail)
+        self._requeue(index)
 
     def _decided_no(self, index: int) -> bool:
         """Evaluate the deciders on links into ``index``; flag ignores; True if it is ignored."""
@@ -918,6 +966,9 @@ class Scheduler:
         if kind == WAKE:
             st.look_for_signals = True
             return
+        if kind == STARTED:
+            self._announce_running(index, st.queued.pop(index))
+            return
         st.running.discard(index)
         if st.beating:
             watch = st.beating.pop(index, None)
@@ -925,6 +976,12 @@ class Scheduler:
                 watch.look(st.clock.now())
                 self._save_heartbeat(index, watch, st.clock.now())
                 watch.pulse.close()
+        if payload is _NOT_STARTED:
+            self._not_started(index)
+            return
+        if st.queued and index in st.queued:
+            # Queued and ended without a worker starting it (the executor failed it): heard RUNNING first.
+            self._announce_running(index, st.queued.pop(index))
         if isinstance(payload, BaseException):
             if isinstance(payload, exc.ExecutorLost):
                 # Nobody knows whether the atom ran: keep it RUNNING for the resume.
@@ -960,6 +1017,11 @@ class Scheduler:
         detail.results = None
         st.save(detail)
         st.notify_atom(index, PENDING, RUNNING)
+        self._requeue(index)
+
+    def _requeue(self, index: int) -> None:
+        """Atom ``index``, submitted and not run to its end, is ready again (or done with, for its reverting region)."""
+        st = self.state
         region = st.region_of(index) if st.regions else None
         if region is None:
             st.ready.push(index)  # held back while stopping; the next run starts it
@@ -1111,6 +1173,29 @@ class Scheduler:
         notifier = getattr(self.state.c.atoms[index], "_notifier", None)
         if notifier is not None and notifier.has_listeners:
             notifier.notify(EVENT_UPDATE_PROGRESS, {"progress": progress})
+
+
+#: What :func:`_start_if` hands back for an atom it did not start.
+_NOT_STARTED = Outcome(False, None)
+
+
+def _start_if(
+    may_start: Callable[[int], bool],
+    tell: Callable[[tuple[int, int, Any]], None],
+    index: int,
+    fn: Callable[..., Outcome],
+    *args: Any,
+) -> Outcome:
+    """In an executor's worker: ``fn(*args)`` for atom ``index``, which waited in its queue.
+
+    Unless ``may_start(index)`` says the run no longer wants it; else the
+    engine is told (``tell``, the run's completion queue) that it started,
+    before its outcome, so listeners hear of it RUNNING first.
+    """
+    if not may_start(index):
+        return _NOT_STARTED
+    tell((index, STARTED, None))
+    return fn(*args)
 
 
 class _Completion:

@@ -79,6 +79,7 @@ EXEC = 0  # an execute finished
 REVERT = 1  # a revert finished
 PROGRESS = 2  # a task running in this process reported progress
 WAKE = 3  # look at the waiting atoms again (the clock jumped, a signal came, a stop was asked)
+STARTED = 4  # a worker took up an atom that waited in its executor's queue, and started it
 
 _MISSING = object()
 
@@ -248,6 +249,9 @@ class RunState:
         self.ignored_by: dict[int, int] = {}
         self.regions: list[Region] = []
         self.running: set[int] = set()
+        #: Atoms submitted to wait in the executor's queue (see AtomExecutor.workers): recorded
+        #: RUNNING, announced only once a worker starts them; index -> the state they were in.
+        self.queued: dict[int, S | str] = {}
         self.fatal = False
         self.halted = False  # the whole flow is reverting: nothing new starts
         self.engine_failures: list[Failure] = []  # failures that belong to no atom
