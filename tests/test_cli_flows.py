@@ -256,6 +256,16 @@ class _Lines:
 
         wait_until(printed, "the line %r" % (line,), detail=lambda: "\n".join(self.seen))
 
+    def finish(self, timeout: float = 60) -> str:
+        """Wait for the child to exit and for every line it printed to be read; its standard error."""
+        self.child.wait(timeout=timeout)
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the child's output did not end"
+        assert self.child.stdout is not None and self.child.stderr is not None
+        self.child.stdout.close()
+        with self.child.stderr:
+            return self.child.stderr.read()
+
 
 @pytest.mark.slow
 def test_a_conductor_with_a_recover_interval_resumes_a_flow_killed_while_it_runs_but_not_a_jobs_flow(
@@ -289,7 +299,7 @@ def test_a_conductor_with_a_recover_interval_resumes_a_flow_killed_while_it_runs
         lines.wait_for("  flow 'gated' (%s): SUCCESS" % (uuid,))
         lines.wait_for("conductor c1: 1 interrupted flow(s) without a job resumed")
         child.send_signal(signal.SIGTERM)
-        _, err = child.communicate(timeout=60)
+        err = lines.finish()
     finally:
         if child.poll() is None:
             child.kill()
@@ -322,7 +332,7 @@ def test_a_conductor_stopped_while_its_recover_loop_resumes_a_flow_suspends_that
         child.send_signal(signal.SIGTERM)
         lines.wait_for("conductor c1: suspending flow %s it was recovering" % (uuid,))
         gate.touch()  # the task ends; the engine stops at the next atom boundary
-        _, err = child.communicate(timeout=60)
+        err = lines.finish()
     finally:
         if child.poll() is None:
             child.kill()
