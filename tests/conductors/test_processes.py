@@ -129,6 +129,8 @@ def test_a_conductor_whose_task_stopped_heartbeating_loses_the_job(
         healthy = ConductorProcess(setup, "healthy", ttl=TTL)
         conductors.append(healthy)
         assert job.wait(60), "the job was not finished by the other conductor"
+        # The board says COMPLETE as the conductor consumes the job; its line follows.
+        healthy.wait_for_line("job_consumed %s" % job.uuid, time.monotonic() + 60)
 
         assert healthy.events("job_claimed") == [job.uuid]
         assert healthy.events("job_consumed") == [job.uuid]
