@@ -235,13 +235,24 @@ def test_a_conductor_with_recover_resumes_flows_without_jobs_first(url: str, tmp
 
 
 class _Lines:
-    """The lines a child prints, read on a thread of their own so a test can wait for one with a deadline."""
+    """The lines a child prints, read on a thread of their own so a test can wait for one with a deadline.
+
+    As a context manager, a child still running at the end is killed.
+    """
 
     def __init__(self, child: subprocess.Popen[str]) -> None:
         self.child = child
         self.seen: list[str] = []
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
+
+    def __enter__(self) -> _Lines:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.child.poll() is None:
+            self.child.kill()
+            self.child.communicate(timeout=60)
 
     def _read(self) -> None:
         assert self.child.stdout is not None
@@ -267,6 +278,19 @@ class _Lines:
             return self.child.stderr.read()
 
 
+def _recovering_conductor(url: str) -> _Lines:
+    """A ``flowkit conductor --recover --recover-interval 0.2`` process on the SQL board ``cli`` of ``url``."""
+    where = ["--board", url, "--persistence", url, "--board-name", "cli"]
+    run = [sys.executable, "-m", "flowkit", "conductor", "--name", "c1", "--recover", "--recover-interval", "0.2"]
+    child = subprocess.Popen(
+        [*run, "--import", "tests.cli_recover_child", *where],
+        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines = _Lines(child)
+    lines.wait_for("conductor c1 working board 'cli' (pid %d)" % (child.pid,))
+    return lines
+
+
 @pytest.mark.slow
 def test_a_conductor_with_a_recover_interval_resumes_a_flow_killed_while_it_runs_but_not_a_jobs_flow(
     url: str, tmp_path: Path
@@ -282,15 +306,7 @@ def test_a_conductor_with_a_recover_interval_resumes_a_flow_killed_while_it_runs
             (book,) = [b for b in conn.get_logbooks() if b.find(owned) is not None]
         with SQLJobBoard("cli", persistence=backend) as board:
             job = board.post("owned", book=book, delay=86400)
-    where = ["--board", url, "--persistence", url, "--board-name", "cli"]
-    run = [sys.executable, "-m", "flowkit", "conductor", "--name", "c1", "--recover", "--recover-interval", "0.2"]
-    child = subprocess.Popen(
-        [*run, "--import", "tests.cli_recover_child", *where],
-        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    lines = _Lines(child)
-    try:
-        lines.wait_for("conductor c1 working board 'cli' (pid %d)" % (child.pid,))
+    with _recovering_conductor(url) as lines:
         assert lines.seen[0] == "conductor c1: 0 interrupted flow(s) without a job found and resumed"
 
         gate = tmp_path / "gate"
@@ -298,13 +314,9 @@ def test_a_conductor_with_a_recover_interval_resumes_a_flow_killed_while_it_runs
         gate.touch()
         lines.wait_for("  flow 'gated' (%s): SUCCESS" % (uuid,))
         lines.wait_for("conductor c1: 1 interrupted flow(s) without a job resumed")
-        child.send_signal(signal.SIGTERM)
+        lines.child.send_signal(signal.SIGTERM)
         err = lines.finish()
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.communicate(timeout=60)
-    assert child.returncode == 0, err
+    assert lines.child.returncode == 0, err
     assert "recovering flow 'gated' (%s) from RUNNING" % (uuid,) in lines.seen
     assert not any(owned in line for line in lines.seen), lines.seen
     with fetch(url) as backend, backend.get_connection() as conn:
@@ -317,27 +329,15 @@ def test_a_conductor_with_a_recover_interval_resumes_a_flow_killed_while_it_runs
 @pytest.mark.slow
 def test_a_conductor_stopped_while_its_recover_loop_resumes_a_flow_suspends_that_flow(url: str, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
-    where = ["--board", url, "--persistence", url, "--board-name", "cli"]
-    run = [sys.executable, "-m", "flowkit", "conductor", "--name", "c1", "--recover", "--recover-interval", "0.2"]
-    child = subprocess.Popen(
-        [*run, "--import", "tests.cli_recover_child", *where],
-        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    lines = _Lines(child)
-    try:
-        lines.wait_for("conductor c1 working board 'cli' (pid %d)" % (child.pid,))
+    with _recovering_conductor(url) as lines:
         uuid = killed_run(url, gate)
         lines.wait_for("recovering flow 'gated' (%s) from RUNNING" % (uuid,))
         lines.wait_for("blocked")  # the gate task runs again, in the conductor
-        child.send_signal(signal.SIGTERM)
+        lines.child.send_signal(signal.SIGTERM)
         lines.wait_for("conductor c1: suspending flow %s it was recovering" % (uuid,))
         gate.touch()  # the task ends; the engine stops at the next atom boundary
         err = lines.finish()
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.communicate(timeout=60)
-    assert child.returncode == 0, err
+    assert lines.child.returncode == 0, err
     assert "  flow 'gated' (%s): SUSPENDED" % (uuid,) in lines.seen
     with fetch(url) as backend, backend.get_connection() as conn:
         fd = conn.get_flow_details(uuid)

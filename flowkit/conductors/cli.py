@@ -234,7 +234,7 @@ def _cmd_conductor(args: argparse.Namespace, out: TextIO) -> int:
             )
             _report_events(conductor, out)
             if args.recover:
-                found = _recover(name, board, persistence, args, allowed, out)
+                found = _recover(board, persistence, args, allowed, out)
                 out.write("conductor %s: %d interrupted flow(s) without a job found and resumed\n" % (name, found))
                 out.flush()
             signals = _install_signals(conductor.stop, out)
@@ -257,7 +257,7 @@ def _cmd_conductor(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _recover(
-    name: str, board: Any, persistence: Backend, args: argparse.Namespace, allowed: Any, out: TextIO, stop: Any = None
+    board: Any, persistence: Backend, args: argparse.Namespace, allowed: Any, out: TextIO, stop: Any = None
 ) -> int:
     """Resume the interrupted flows that no job of ``board`` owns (those its conductors resume as jobs); how many."""
     from flowkit._cli_recover import recover_pass
@@ -282,7 +282,7 @@ class _RecoverLoop:
         from flowkit._cli_recover import Stop
 
         self._stopping = Stop(out)
-        self._look = functools.partial(_recover, name, board, persistence, args, allowed, out, self._stopping)
+        self._look = functools.partial(_recover, board, persistence, args, allowed, out, self._stopping)
         self._name = name
         self._interval = float(args.recover_interval)
         self._out = out

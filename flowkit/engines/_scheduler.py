@@ -860,9 +860,7 @@ class Scheduler:
         just before it would.
         """
         st = self.state
-        if st.suspending or st.cancel_requested is not None or st.halted or st.fatal:
-            return False
-        if st.lost is not None or st.broken:
+        if self._stopping() or st.halted or st.fatal or st.lost is not None or st.broken:
             return False
         return not (st.regions and st.region_of(index) is not None)
 
