@@ -122,6 +122,9 @@ class Compilation:
         self.kinds: list[AtomKind] = []
         self.is_retry: list[bool] = []  # kinds[i] is AtomKind.RETRY, looked up on every step
         self.waits: set[int] = set()  # atoms the engine ends itself (flowkit.waits)
+        #: Tasks that provide a part of their result (``provides`` naming an
+        #: index or key): their results are checked to have it (RunState.check_provides).
+        self.picks_parts: set[int] = set()
         #: Each atom's effective retry policy: its own, else its innermost flow's, else the engine's.
         self.policies: list[RetryPolicy | None] = []
         self.has_policies = False
@@ -322,6 +325,8 @@ class _Compiler:
             own = getattr(atom, "retry_policy", None)
             policy = own if isinstance(own, RetryPolicy) else self.policy
         c.policies.append(policy)
+        if not is_retry and any(where is not None for where in atom.save_as.values()):
+            c.picks_parts.add(index)
         if policy is not None:
             c.has_policies = True
         heartbeat_timeout = getattr(atom, "heartbeat_timeout", None)

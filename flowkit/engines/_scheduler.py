@@ -87,6 +87,8 @@ ATTEMPT_STARTED_KEY = "attempt_started"
 __all__ = ["Scheduler"]
 
 _log = logging.getLogger(__name__)
+# Ints in this range are their own canonical form (codec.canonical returns them as they are).
+_SMALL_INT = 2**53
 # The decider depths that ignore more than the target, chosen when the decider says no.
 _REACHING = (Depth.FLOW, Depth.NEIGHBORS)
 
@@ -94,11 +96,15 @@ _REACHING = (Depth.FLOW, Depth.NEIGHBORS)
 class Scheduler:
     """Runs one pass of a compiled flow over the :class:`RunState` it is handed."""
 
-    __slots__ = ("state", "reverter")
+    __slots__ = ("state", "reverter", "rounds")
 
-    def __init__(self, state: RunState) -> None:
+    def __init__(self, state: RunState, rounds: bool = True) -> None:
         self.state = state
         self.reverter = Reverter(state)
+        #: Whether every round is yielded (run_iter()); without, a serial
+        #: run goes from one round's atoms to the next's without leaving
+        #: _schedule() when nothing happened between them (run()).
+        self.rounds = rounds
 
     def _rebuild(self) -> list[int]:
         """Work out counters, regions and ready atoms from the details; return unhandled failures."""
@@ -468,6 +474,30 @@ class Scheduler:
         )
 
     def _schedule(self) -> None:
+        self._schedule_round()
+        if self.rounds or not self.state.executor.inline:
+            return
+        while self._only_scheduling_next():
+            self._schedule_round()
+
+    def _only_scheduling_next(self) -> bool:
+        """Whether the next round would do nothing but schedule: its WAITING and ANALYZING have nothing to take.
+
+        That is _wait() finding no wait, completion or lost executor, and
+        _next_step() answering SCHEDULING for atoms ready to start.
+        """
+        st = self.state
+        return (
+            len(st.ready) > 0
+            and not st.running
+            and not st.waits
+            and st.lost is None
+            and st.cancel_requested is None
+            and not (st.suspending or st.fatal or st.halted or st.broken)
+            and st.completions.empty()
+        )
+
+    def _schedule_round(self) -> None:
         st = self.state
         if st.cancel_requested is not None:
             self.reverter.cancel(st.cancel_requested)
@@ -1042,14 +1072,19 @@ class Scheduler:
         st = self.state
         detail = st.details[index]
         c = st.c
-        if ok and value is not None:
+        if (
+            ok
+            and value is not None
+            and (type(value) is not int or not -_SMALL_INT < value < _SMALL_INT or not st.small_ints_fit)
+        ):
             # Canonical before anyone sees it: successors, listeners and the
-            # logbook get the value a resumed run would read back.
+            # logbook get the value a resumed run would read back.  (A small
+            # int, the commonest result, is its own canonical form.)
             try:
                 value = codec.canonical(value, max_bytes=st.result_limit)
             except exc.ResultNotStorable as error:
                 ok, value = False, st.unstorable(index, "returned a result", error)
-        if ok and not c.is_retry[index] and c.atoms[index].save_as:
+        if ok and index in c.picks_parts:
             try:
                 st.check_provides(index, value)
             except exc.ExecutionFailure:

@@ -225,6 +225,9 @@ class RunState:
         self.flow_uuid = storage.flow_detail.uuid
         #: The size cap on one result (read once per run: a property of the backend).
         self.result_limit: int | None = storage.connection.backend.result_limit
+        #: Whether any int of under 2**53 (17 characters of JSON at most) is
+        #: within that cap: then such a result needs no check (see Scheduler._executed).
+        self.small_ints_fit = self.result_limit is None or self.result_limit >= 17
         self.executor = executor
         self.notifier = notifier
         self.atom_notifier = atom_notifier

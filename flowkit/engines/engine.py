@@ -277,11 +277,16 @@ class Engine:
         flow BROKEN and raises :class:`~flowkit.exceptions.Broken` (see
         :meth:`retry` and :meth:`revert`).
         """
-        for _ in self.run_iter(park=park):
+        for _ in self._states(park, rounds=False):
             pass
 
     def run_iter(self, *, park: bool = False) -> Iterator[states.State]:
         """Run the flow, yielding each state the engine passes through (``park``: see :meth:`run`)."""
+        return self._states(park, rounds=True)
+
+    def _states(self, park: bool, rounds: bool) -> Iterator[states.State]:
+        # ``rounds``: yield every round, for a caller that acts between them
+        # (run() has none, and a serial run then skips the empty ones).
         if not self._lock.acquire(blocking=False):
             raise exc.InvalidState("engine for flow %r is already running" % (self._flow.name,))
         try:
@@ -323,7 +328,7 @@ class Engine:
                     run_state.cancelled = token
                     self._check_cancel_request(watch)
                     watch.start()
-                    yield from Scheduler(run_state).run_iter()
+                    yield from Scheduler(run_state, rounds).run_iter()
                 finally:
                     watch.stop()
                     for stop in unsubscribe:
