@@ -20,7 +20,7 @@ import collections
 import dataclasses
 import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import networkx as nx
 
@@ -89,6 +89,8 @@ _FROM_INJECT = ArgSource.INJECT
 
 # A provider entry in a scope table: (atom index, result index, owner token).
 _Provider = tuple[int, Any, int]
+# What a flow or atom provides to what follows it: symbol -> its providers.
+_Exports = dict[str, Sequence[_Provider]]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -144,8 +146,6 @@ class Compilation:
         self.store_requires: dict[str, list[int]] = {}  # symbol -> atoms needing it from the store
         self.deciders: list[DeciderLink] = []
         self.incoming_deciders: dict[int, list[int]] = {}  # atom -> decider idents
-        #: symbol -> its providers, (atom, result index) each: a tuple while there is one, as for ``succs``.
-        self.providers: dict[str, Sequence[tuple[int, Any]]] = {}
         self.flow_ranges: dict[str, range] = {}  # flow name -> its atoms
         # The hidden atom of a flow with ``revert_with`` -> the atoms whose
         # reverts it replaces (the rest of that flow's range).
@@ -153,9 +153,27 @@ class Compilation:
         self.edge_count = 0
         self.has_priorities = False
         self._graph: DiGraph | None = None
+        self._providers: dict[str, list[tuple[int, Any]]] | None = None
 
     def __len__(self) -> int:
         return len(self.atoms)
+
+    @property
+    def providers(self) -> dict[str, list[tuple[int, Any]]]:
+        """symbol -> its providers, ``(atom index, result index)`` each, in atom order.
+
+        Built on first use: fetching a result by name needs it, running does
+        not (atoms find their arguments through ``arg_plans``), and a big
+        flow would hold an entry per atom for nothing.
+        """
+        providers = self._providers
+        if providers is None:
+            providers = {}
+            for index, atom in enumerate(self.atoms):
+                for symbol, where in atom.save_as.items():
+                    providers.setdefault(symbol, []).append((index, where))
+            self._providers = providers
+        return providers
 
     @property
     def execution_graph(self) -> DiGraph:
@@ -214,7 +232,7 @@ class _Scope:
 
     def __init__(
         self,
-        table: Mapping[str, list[_Provider]],
+        table: Mapping[str, Sequence[_Provider]],
         parent: _Scope | None,
         where: str,
         exclude: int = -1,
@@ -284,7 +302,12 @@ class _Compiler:
         level = scope
         while level is not None:
             found = level.table.get(symbol)
-            if found:
+            if found and len(found) == 1:
+                # One provider, the common case: no list to build.
+                p = found[0]
+                if p[2] != level.exclude and (not optional or level.only is None or level.only(p[2])):
+                    return p
+            elif found:
                 visible = [p for p in found if p[2] != level.exclude]
                 if optional and level.only is not None:
                     visible = [p for p in visible if level.only(p[2])]
@@ -359,35 +382,23 @@ class _Compiler:
             else:
                 plan.append(ArgStep(_FROM_STORE_OPTIONAL, arg, symbol))
         c.arg_plans.append(tuple(plan))
-        providers = c.providers
-        for symbol, where in atom.save_as.items():
-            found = providers.get(symbol)
-            if found is None:
-                providers[symbol] = ((index, where),)
-            elif type(found) is list:
-                found.append((index, where))
-            else:
-                providers[symbol] = [*found, (index, where)]
         return index
 
     @staticmethod
-    def _exports_of(atom_index: int, atom: Atom, token: int) -> dict[str, list[_Provider]]:
-        return {symbol: [(atom_index, where, token)] for symbol, where in atom.save_as.items()}
+    def _exports_of(atom_index: int, atom: Atom, token: int) -> _Exports:
+        # Tuples of tuples of ints: the collector stops tracking them (lists it would rescan).
+        return {symbol: ((atom_index, where, token),) for symbol, where in atom.save_as.items()}
 
     # -- items ------------------------------------------------------------------
 
-    def compile_item(
-        self, item: Any, scope: _Scope | None, owner: int
-    ) -> tuple[list[int], list[int], dict[str, list[_Provider]]]:
+    def compile_item(self, item: Any, scope: _Scope | None, owner: int) -> tuple[list[int], list[int], _Exports]:
         """Compile ``item``; return its entry atoms, exit atoms and exported symbols."""
         if isinstance(item, Flow):
             return self._compile_flow(item, scope, owner)
         index = self._add_atom(item, scope, owner)
         return [index], [index], self._exports_of(index, item, self._new_token())
 
-    def _compile_flow(
-        self, flow: Flow, scope: _Scope | None, owner: int
-    ) -> tuple[list[int], list[int], dict[str, list[_Provider]]]:
+    def _compile_flow(self, flow: Flow, scope: _Scope | None, owner: int) -> tuple[list[int], list[int], _Exports]:
         # A flow may share its name with an atom (TaskFlow allows it), not with another flow.
         if flow.name in self.flow_names:
             raise exc.Duplicate("flow name %r is used twice in flow %r" % (flow.name, self.c.root.name))
@@ -398,7 +409,7 @@ class _Compiler:
         if isinstance(flow_policy, RetryPolicy):
             self.policy = flow_policy
         retry = flow.retry
-        retry_exports: dict[str, list[_Provider]] = {}
+        retry_exports: _Exports = {}
         retry_index = NO_RETRY
         if retry is not None:
             retry_index = self._add_atom(retry, scope, owner)
@@ -439,14 +450,25 @@ class _Compiler:
         self.policy = outer_policy
         return entries, exits, exports
 
-    def _compile_linear(
-        self, flow: Flow, scope: _Scope | None, owner: int
-    ) -> tuple[list[int], list[int], dict[str, list[_Provider]]]:
-        table: dict[str, list[_Provider]] = {}
+    def _compile_linear(self, flow: Flow, scope: _Scope | None, owner: int) -> tuple[list[int], list[int], _Exports]:
+        table: _Exports = {}
         inner = _Scope(table, scope, "linear flow %r" % flow.name)
         entries: list[int] = []
         exits: list[int] = []
         for child in flow:
+            if not isinstance(child, Flow):
+                # An atom: what compile_item() does, without the lists and
+                # dicts it returns (a chain of atoms is the commonest flow).
+                index = self._add_atom(child, inner, owner)
+                if exits:
+                    self._link_sets(exits, (index,))
+                else:
+                    entries = [index]
+                exits = [index]
+                token = self._new_token()
+                for symbol, where in child.save_as.items():
+                    table[symbol] = ((index, where, token),)  # shadows, as below
+                continue
             child_entries, child_exits, child_exports = self.compile_item(child, inner, owner)
             if not child_entries:
                 continue  # an empty subflow orders nothing
@@ -459,9 +481,7 @@ class _Compiler:
             table.update(child_exports)
         return entries, exits, dict(table)
 
-    def _compile_unordered(
-        self, flow: Flow, scope: _Scope | None, owner: int
-    ) -> tuple[list[int], list[int], dict[str, list[_Provider]]]:
+    def _compile_unordered(self, flow: Flow, scope: _Scope | None, owner: int) -> tuple[list[int], list[int], _Exports]:
         children = list(flow)
         provided_by: dict[str, list[Any]] = {}
         for child in children:
@@ -490,11 +510,11 @@ class _Compiler:
             exits.extend(child_exits)
             for symbol, providers in child_exports.items():
                 exports.setdefault(symbol, []).extend(providers)
-        return entries, exits, exports
+        return entries, exits, cast(_Exports, exports)  # lists, read as sequences from here
 
     def _compile_graph(
         self, flow: graph_flow.Flow, scope: _Scope | None, owner: int
-    ) -> tuple[list[int], list[int], dict[str, list[_Provider]]]:
+    ) -> tuple[list[int], list[int], _Exports]:
         # Plain lists rather than a networkx graph: this runs once per graph
         # flow and must stay linear and light for flows of 100,000 children.
         children = list(flow)
@@ -585,7 +605,7 @@ class _Compiler:
                 entries.extend(entries_of[pos])
             if not succ[pos]:
                 exits.extend(exits_of[pos])
-        return entries, exits, exports
+        return entries, exits, cast(_Exports, exports)  # lists, read as sequences from here
 
     @staticmethod
     def _cycle_error(flow: Any, children: list[Any], succ: list[list[int]]) -> exc.DependencyFailure:

@@ -743,7 +743,10 @@ class Scheduler:
             # A task in this process reports progress straight to the engine's
             # loop; elsewhere its run collects it (see run_execute).
             st.progress_sink if st.executor.local else None,
-            "%s-%d" % (detail.uuid, attempt if isinstance(attempt, int) else 0),
+            # (The first attempt's key by concatenation: formatting costs more, once per atom.)
+            detail.uuid + "-0"
+            if attempt is None
+            else "%s-%d" % (detail.uuid, attempt if isinstance(attempt, int) else 0),
             st.cancelled,
             heartbeat_details,
             pulse,

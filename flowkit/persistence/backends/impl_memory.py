@@ -31,7 +31,9 @@ from flowkit.persistence.models import AtomDetail, FlowDetail, LogBook
 
 __all__ = ["MemoryBackend"]
 
-# An atom detail as stored: its fields in AtomDetail's order (see _snapshot).
+# An atom detail as stored: the uuid of its flow detail, then its fields in
+# AtomDetail's order, an empty meta as None (see _snapshot).  One tuple per
+# atom: a big flow keeps many of them.
 _Snapshot = tuple[Any, ...]
 
 
@@ -51,7 +53,7 @@ class MemoryBackend(Backend):
         self.book_flows: dict[str, dict[str, None]] = {}  # book uuid -> its fd uuids
         self.flows: dict[str, tuple[str, FlowDetail]] = {}  # fd uuid -> (book uuid, fd)
         self.flow_atoms: dict[str, dict[str, None]] = {}  # fd uuid -> its ad uuids
-        self.atoms: dict[str, tuple[str, _Snapshot]] = {}  # ad uuid -> (fd uuid, ad)
+        self.atoms: dict[str, _Snapshot] = {}  # ad uuid -> (fd uuid, *ad)
         # fd uuid -> {signal name: (seq, value, idempotency key, sent at)}
         self.signals: dict[str, dict[str, tuple[int, Any, str | None, float]]] = {}
         # (seq, fd uuid, name) of every stored signal, in seq order; the last seq handed out.
@@ -65,13 +67,14 @@ class MemoryBackend(Backend):
 _PLAIN = frozenset([str, int, float, bool, type(None)])
 
 
-def _snapshot(ad: AtomDetail) -> _Snapshot:
-    """``ad``'s fields, sharing no container with it (states, versions and Failures are immutable)."""
+def _snapshot(fd_uuid: str, ad: AtomDetail) -> _Snapshot:
+    """``ad`` of flow detail ``fd_uuid``, sharing no container with it (states, versions and Failures are immutable)."""
     copy = codec.copy
     results = ad.results
     revert_results = ad.revert_results
     meta = ad.meta
     return (
+        fd_uuid,
         ad.name,
         ad.uuid,
         ad.atom_type,
@@ -81,32 +84,35 @@ def _snapshot(ad: AtomDetail) -> _Snapshot:
         ad.failure,
         revert_results if type(revert_results) in _PLAIN else copy(revert_results),
         ad.revert_failure,
-        copy(meta) if meta else {},
+        copy(meta) if meta else None,
         ad.version,
     )
 
 
 def _unchanged(ad: AtomDetail, snapshot: _Snapshot) -> bool:
-    """Whether ``snapshot`` is what :func:`_snapshot` of ``ad`` would be."""
+    """Whether ``snapshot`` holds what :func:`_snapshot` of ``ad`` would."""
     same = codec.same
+    meta = snapshot[10]
     return (
-        ad.state is snapshot[3]
-        and ad.intention is snapshot[4]
-        and ad.failure is snapshot[6]
-        and ad.revert_failure is snapshot[8]
-        and ad.version == snapshot[10]
-        and ad.name == snapshot[0]
-        and ad.atom_type == snapshot[2]
-        and (ad.results is snapshot[5] or same(ad.results, snapshot[5]))
-        and (ad.revert_results is snapshot[7] or same(ad.revert_results, snapshot[7]))
-        and same(ad.meta, snapshot[9])
+        ad.state is snapshot[4]
+        and ad.intention is snapshot[5]
+        and ad.failure is snapshot[7]
+        and ad.revert_failure is snapshot[9]
+        and ad.version == snapshot[11]
+        and ad.name == snapshot[1]
+        and ad.atom_type == snapshot[3]
+        and (ad.results is snapshot[6] or same(ad.results, snapshot[6]))
+        and (ad.revert_results is snapshot[8] or same(ad.revert_results, snapshot[8]))
+        and (not ad.meta if meta is None else same(ad.meta, meta))
     )
 
 
 def _atom(snapshot: _Snapshot) -> AtomDetail:
     """A new AtomDetail of a snapshot, sharing no container with it."""
     copy = codec.copy
-    name, uuid, atom_type, state, intention, results, failure, revert_results, revert_failure, meta, version = snapshot
+    _fd, name, uuid, atom_type, state, intention, results, failure, revert_results, revert_failure, meta, version = (
+        snapshot
+    )
     return AtomDetail(
         name,
         uuid,
@@ -117,7 +123,7 @@ def _atom(snapshot: _Snapshot) -> AtomDetail:
         failure,
         revert_results if type(revert_results) in _PLAIN else copy(revert_results),
         revert_failure,
-        copy(meta),
+        {} if meta is None else copy(meta),
         version,
     )
 
@@ -166,7 +172,7 @@ class MemoryConnection(Connection):
         fd = FlowDetail(name=stored.name, uuid=stored.uuid, state=stored.state, meta=_meta(stored.meta))
         atoms = b.atoms
         for ad_uuid in b.flow_atoms[fd_uuid]:
-            fd.add(_atom(atoms[ad_uuid][1]))
+            fd.add(_atom(atoms[ad_uuid]))
         return fd
 
     def _book(self, book_uuid: str) -> LogBook:
@@ -212,8 +218,8 @@ class MemoryConnection(Connection):
             atoms = b.atoms
             states = {}
             for ad_uuid in b.flow_atoms[fd_uuid]:
-                snapshot = atoms[ad_uuid][1]
-                states[snapshot[0]] = (ad_uuid, snapshot[3], snapshot[4])
+                snapshot = atoms[ad_uuid]
+                states[snapshot[1]] = (ad_uuid, snapshot[4], snapshot[5])
             return states
 
     def has_flow_detail(self, fd_uuid: str) -> bool:
@@ -225,7 +231,7 @@ class MemoryConnection(Connection):
             stored = b.atoms.get(ad_uuid)
             if stored is None or stored[0] not in b.flows:
                 raise NotFound("no atom detail with uuid %r" % (ad_uuid,))
-            return _atom(stored[1])
+            return _atom(stored)
 
     # -- writing: always copies --------------------------------------------------------
 
@@ -240,9 +246,9 @@ class MemoryConnection(Connection):
             stored = atoms.get(ad.uuid)
             # The engine writes each atom as it changes, so most are unchanged
             # here; comparing them is cheaper than copying them again.
-            if stored is None or stored[0] != fd.uuid or not _unchanged(ad, stored[1]):
+            if stored is None or stored[0] != fd.uuid or not _unchanged(ad, stored):
                 order[ad.uuid] = None
-                atoms[ad.uuid] = (fd.uuid, _snapshot(ad))
+                atoms[ad.uuid] = _snapshot(fd.uuid, ad)
 
     def save_logbook(self, book: LogBook) -> LogBook:
         b = self._backend
@@ -294,11 +300,10 @@ class MemoryConnection(Connection):
         # racing the destruction of its logbook may leave its entry behind;
         # get_atom_details ignores an entry whose flow detail is gone.
         atoms = self._backend.atoms
-        snapshot = _snapshot(atom_detail)
         stored = atoms.get(atom_detail.uuid)
         if stored is None:
             raise NotFound("atom detail %r (%s) belongs to no saved flow detail" % (atom_detail.name, atom_detail.uuid))
-        atoms[atom_detail.uuid] = (stored[0], snapshot)
+        atoms[atom_detail.uuid] = _snapshot(stored[0], atom_detail)
         return atom_detail
 
     def destroy_logbook(self, book_uuid: str) -> None:
