@@ -33,7 +33,18 @@ from flowkit.retry import Retry
 from flowkit.types.graph import DiGraph
 from flowkit.waits import Wait
 
-__all__ = ["Compilation", "DeciderLink", "compile_flow", "ArgSource", "ArgStep"]
+__all__ = [
+    "Compilation",
+    "DeciderLink",
+    "compile_flow",
+    "ArgSource",
+    "ArgStep",
+    "FROM_ATOM",
+    "FROM_ATOM_OPTIONAL",
+    "FROM_STORE",
+    "FROM_STORE_OPTIONAL",
+    "FROM_INJECT",
+]
 
 NO_RETRY = -1
 
@@ -53,39 +64,21 @@ class ArgSource(enum.Enum):
     INJECT = "inject"  # the atom's own ``inject=``
 
 
-@dataclasses.dataclass(frozen=True, slots=True, init=False)
-class ArgStep:
-    """How one keyword argument of an atom's ``execute`` is filled (one step of its plan)."""
-
-    source: ArgSource
-    arg: str  # the parameter's name
-    symbol: str  # the symbol it is bound to
-    provider: int  # ATOM*: the index of the atom providing ``symbol`` (else -1)
-    where: Any  # ATOM*: the part of the provider's result (None: all of it)
-
-    def __init__(self, source: ArgSource, arg: str, symbol: str, provider: int = -1, where: Any = None) -> None:
-        # One is made per argument of every atom compiled: setting the slots
-        # directly costs half of what the generated frozen __init__ does.
-        _set_source(self, source)
-        _set_arg(self, arg)
-        _set_symbol(self, symbol)
-        _set_provider(self, provider)
-        _set_where(self, where)
-
-
-# The slots' own setters: they bypass the frozen __setattr__, which is what
-# makes a step read-only once built.
-_set_source = ArgStep.__dict__["source"].__set__
-_set_arg = ArgStep.__dict__["arg"].__set__
-_set_symbol = ArgStep.__dict__["symbol"].__set__
-_set_provider = ArgStep.__dict__["provider"].__set__
-_set_where = ArgStep.__dict__["where"].__set__
+#: How one keyword argument of an atom's ``execute`` is filled (one step of
+#: its plan): ``(source, arg, symbol, provider, where)``.  ``source`` is an
+#: :class:`ArgSource` value (the plain string: the enum's member would keep
+#: the step tracked by the cyclic collector, which rescans what it tracks);
+#: ``arg`` the parameter's name; ``symbol`` what it is bound to; for the
+#: ATOM sources ``provider`` is the index of the atom providing it (else -1)
+#: and ``where`` the part of that atom's result (None: all of it).  A plain
+#: tuple of strings and ints: one is made per argument of every atom.
+ArgStep = tuple[str, str, str, int, Any]
 # Bound once: a member looked up on its enum class is slow.
-_FROM_ATOM = ArgSource.ATOM
-_FROM_ATOM_OPTIONAL = ArgSource.ATOM_OPTIONAL
-_FROM_STORE = ArgSource.STORE
-_FROM_STORE_OPTIONAL = ArgSource.STORE_OPTIONAL
-_FROM_INJECT = ArgSource.INJECT
+FROM_ATOM: str = ArgSource.ATOM.value
+FROM_ATOM_OPTIONAL: str = ArgSource.ATOM_OPTIONAL.value
+FROM_STORE: str = ArgSource.STORE.value
+FROM_STORE_OPTIONAL: str = ArgSource.STORE_OPTIONAL.value
+FROM_INJECT: str = ArgSource.INJECT.value
 
 # A provider entry in a scope table: (atom index, result index, owner token).
 _Provider = tuple[int, Any, int]
@@ -364,23 +357,23 @@ class _Compiler:
         inject = atom.inject
         for arg, symbol in atom.rebind.items():
             if symbol in inject:
-                plan.append(ArgStep(_FROM_INJECT, arg, symbol))
+                plan.append((FROM_INJECT, arg, symbol, -1, None))
                 continue
             provider = self._resolve(atom, symbol, scope, optional=False)
             if provider is not None:
-                plan.append(ArgStep(_FROM_ATOM, arg, symbol, provider[0], provider[1]))
+                plan.append((FROM_ATOM, arg, symbol, provider[0], provider[1]))
             else:
-                plan.append(ArgStep(_FROM_STORE, arg, symbol))
+                plan.append((FROM_STORE, arg, symbol, -1, None))
                 c.store_requires.setdefault(symbol, []).append(index)
         for arg, symbol in atom.optional_args.items():
             if symbol in inject:
-                plan.append(ArgStep(_FROM_INJECT, arg, symbol))
+                plan.append((FROM_INJECT, arg, symbol, -1, None))
                 continue
             provider = self._resolve(atom, symbol, scope, optional=True)
             if provider is not None:
-                plan.append(ArgStep(_FROM_ATOM_OPTIONAL, arg, symbol, provider[0], provider[1]))
+                plan.append((FROM_ATOM_OPTIONAL, arg, symbol, provider[0], provider[1]))
             else:
-                plan.append(ArgStep(_FROM_STORE_OPTIONAL, arg, symbol))
+                plan.append((FROM_STORE_OPTIONAL, arg, symbol, -1, None))
         c.arg_plans.append(tuple(plan))
         return index
 

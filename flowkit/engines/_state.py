@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from flowkit import exceptions as exc
 from flowkit import states
 from flowkit.clock import SYSTEM, Clock
-from flowkit.engines._compiler import ArgSource
+from flowkit.engines._compiler import FROM_ATOM, FROM_ATOM_OPTIONAL, FROM_INJECT, FROM_STORE
 from flowkit.states import (
     FAILURE,
     IGNORE,
@@ -83,12 +83,11 @@ STARTED = 4  # a worker took up an atom that waited in its executor's queue, and
 
 _MISSING = object()
 
-# Module globals (a member looked up on its enum class is slow): ``arguments()``
-# runs once per atom and compares by identity.
-_FROM_ATOM = ArgSource.ATOM
-_FROM_ATOM_OPTIONAL = ArgSource.ATOM_OPTIONAL
-_FROM_STORE = ArgSource.STORE
-_FROM_INJECT = ArgSource.INJECT
+# ``arguments()`` runs once per atom and compares the sources by identity.
+_FROM_ATOM = FROM_ATOM
+_FROM_ATOM_OPTIONAL = FROM_ATOM_OPTIONAL
+_FROM_STORE = FROM_STORE
+_FROM_INJECT = FROM_INJECT
 
 # ``RunState.ignore_flag`` values.
 IGNORE_ATOM = 1  # ignored, what follows still runs
@@ -367,42 +366,38 @@ class RunState:
         kwargs: dict[str, Any] = {}
         store: Any = None
         atom = self.c.atoms[index]
-        for step in self.c.arg_plans[index]:
-            source = step.source
+        for source, arg, symbol, provider, where in self.c.arg_plans[index]:
             if source is _FROM_ATOM or source is _FROM_ATOM_OPTIONAL:
                 # Injected values win over atom results (TaskFlow's precedence).
                 if store is None:
                     store = self.storage.injected
-                if store and step.symbol in store:
-                    kwargs[step.arg] = store[step.symbol]
+                if store and symbol in store:
+                    kwargs[arg] = store[symbol]
                     continue
-                found, value = provided_result(self.details[step.provider])
+                found, value = provided_result(self.details[provider])
+                if found and where is not None:
+                    try:
+                        value = value[where]
+                    except (LookupError, TypeError):
+                        found = False
                 if found:
-                    where = step.where
-                    if where is not None:
-                        try:
-                            value = value[where]
-                        except (LookupError, TypeError):
-                            found = False
-                if found:
-                    kwargs[step.arg] = value
+                    kwargs[arg] = value
                 elif source is _FROM_ATOM and not lenient:
-                    provider = self.c.atoms[step.provider].name
                     raise exc.NotFound(
                         "atom %r needs %r (argument %r) from atom %r, which has no such result (it is %s)"
-                        % (atom.name, step.symbol, step.arg, provider, self.details[step.provider].state)
+                        % (atom.name, symbol, arg, self.c.atoms[provider].name, self.details[provider].state)
                     )
             elif source is _FROM_INJECT:
-                kwargs[step.arg] = atom.inject[step.symbol]
+                kwargs[arg] = atom.inject[symbol]
             else:
                 if store is None:
                     store = self.storage.injected
-                if step.symbol in store:
-                    kwargs[step.arg] = store[step.symbol]
+                if symbol in store:
+                    kwargs[arg] = store[symbol]
                 elif source is _FROM_STORE and not lenient:
                     raise exc.NotFound(
                         "atom %r needs %r (argument %r) from the store, which does not have it"
-                        % (atom.name, step.symbol, step.arg)
+                        % (atom.name, symbol, arg)
                     )
         return kwargs
 

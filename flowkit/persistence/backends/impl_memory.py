@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from flowkit import states
 from flowkit.exceptions import NotFound
 from flowkit.persistence import codec
 from flowkit.persistence._signals import resend
@@ -32,9 +33,17 @@ from flowkit.persistence.models import AtomDetail, FlowDetail, LogBook
 __all__ = ["MemoryBackend"]
 
 # An atom detail as stored: the uuid of its flow detail, then its fields in
-# AtomDetail's order, an empty meta as None (see _snapshot).  One tuple per
-# atom: a big flow keeps many of them.
+# AtomDetail's order, an empty meta as None and the state and intention as
+# their plain strings (see _snapshot).  One tuple per atom: a big flow keeps
+# many, and one that holds only strings, numbers and tuples of them is one the
+# cyclic collector stops tracking (an enum member it would have to keep
+# rescanning with every full collection).
 _Snapshot = tuple[Any, ...]
+# member -> its string (a plain string maps to itself through .get), and back.
+_PLAIN_STATE: dict[Any, str] = {s: s.value for s in states.State}
+_PLAIN_INTENTION: dict[Any, str] = {i: i.value for i in states.Intention}
+_STATE_OF: dict[Any, Any] = {s.value: s for s in states.State}
+_INTENTION_OF: dict[Any, Any] = {i.value: i for i in states.Intention}
 
 
 class MemoryBackend(Backend):
@@ -78,8 +87,8 @@ def _snapshot(fd_uuid: str, ad: AtomDetail) -> _Snapshot:
         ad.name,
         ad.uuid,
         ad.atom_type,
-        ad.state,
-        ad.intention,
+        _PLAIN_STATE.get(ad.state, ad.state),
+        _PLAIN_INTENTION.get(ad.intention, ad.intention),
         results if type(results) in _PLAIN else copy(results),
         ad.failure,
         revert_results if type(revert_results) in _PLAIN else copy(revert_results),
@@ -94,8 +103,8 @@ def _unchanged(ad: AtomDetail, snapshot: _Snapshot) -> bool:
     same = codec.same
     meta = snapshot[10]
     return (
-        ad.state is snapshot[4]
-        and ad.intention is snapshot[5]
+        ad.state == snapshot[4]
+        and ad.intention == snapshot[5]
         and ad.failure is snapshot[7]
         and ad.revert_failure is snapshot[9]
         and ad.version == snapshot[11]
@@ -117,8 +126,8 @@ def _atom(snapshot: _Snapshot) -> AtomDetail:
         name,
         uuid,
         atom_type,
-        state,
-        intention,
+        _STATE_OF[state] if state in _STATE_OF else state,
+        _INTENTION_OF[intention] if intention in _INTENTION_OF else intention,
         results if type(results) in _PLAIN else copy(results),
         failure,
         revert_results if type(revert_results) in _PLAIN else copy(revert_results),
@@ -216,11 +225,12 @@ class MemoryConnection(Connection):
             if fd_uuid not in b.flows:
                 raise NotFound("no flow detail with uuid %r" % (fd_uuid,))
             atoms = b.atoms
-            states = {}
+            found = {}
             for ad_uuid in b.flow_atoms[fd_uuid]:
                 snapshot = atoms[ad_uuid]
-                states[snapshot[1]] = (ad_uuid, snapshot[4], snapshot[5])
-            return states
+                state, intention = snapshot[4], snapshot[5]
+                found[snapshot[1]] = (ad_uuid, _STATE_OF.get(state, state), _INTENTION_OF.get(intention, intention))
+            return found
 
     def has_flow_detail(self, fd_uuid: str) -> bool:
         return fd_uuid in self._backend.flows
