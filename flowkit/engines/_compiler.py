@@ -84,6 +84,10 @@ FROM_INJECT: str = ArgSource.INJECT.value
 _Provider = tuple[int, Any, int]
 # What a flow or atom provides to what follows it: symbol -> its providers.
 _Exports = dict[str, Sequence[_Provider]]
+# What compiling a flow or an atom gives: its entry atoms, its exit atoms and
+# its exports (tuples where they can be: a tuple of ints is one the cyclic
+# collector stops tracking).
+_Compiled = tuple[Sequence[int], Sequence[int], _Exports]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -191,7 +195,7 @@ class Compilation:
 
 
 def _reach(
-    depth: graph_flow.Depth, start: int, succ: list[list[int]], children: list[Any], ranges: list[range]
+    depth: graph_flow.Depth, start: int, succ: list[Sequence[int]], children: list[Any], ranges: list[range]
 ) -> tuple[int, ...]:
     """What a decider on the link into child ``start`` of a graph flow ignores besides ``start``.
 
@@ -384,14 +388,14 @@ class _Compiler:
 
     # -- items ------------------------------------------------------------------
 
-    def compile_item(self, item: Any, scope: _Scope | None, owner: int) -> tuple[list[int], list[int], _Exports]:
+    def compile_item(self, item: Any, scope: _Scope | None, owner: int) -> _Compiled:
         """Compile ``item``; return its entry atoms, exit atoms and exported symbols."""
         if isinstance(item, Flow):
             return self._compile_flow(item, scope, owner)
         index = self._add_atom(item, scope, owner)
-        return [index], [index], self._exports_of(index, item, self._new_token())
+        return (index,), (index,), self._exports_of(index, item, self._new_token())
 
-    def _compile_flow(self, flow: Flow, scope: _Scope | None, owner: int) -> tuple[list[int], list[int], _Exports]:
+    def _compile_flow(self, flow: Flow, scope: _Scope | None, owner: int) -> _Compiled:
         # A flow may share its name with an atom (TaskFlow allows it), not with another flow.
         if flow.name in self.flow_names:
             raise exc.Duplicate("flow name %r is used twice in flow %r" % (flow.name, self.c.root.name))
@@ -427,37 +431,38 @@ class _Compiler:
             self.c.undos[undo_index] = range(undo_index + 1, len(self.c.atoms))
             for entry in entries:
                 self._edge(undo_index, entry)
-            entries = [undo_index]
+            entries = (undo_index,)
             if not exits:
-                exits = [undo_index]
+                exits = entries
         if retry_index != NO_RETRY:
             self.c.scope_end[retry_index] = len(self.c.atoms)
             for entry in entries:
                 self._edge(retry_index, entry)
-            entries = [retry_index]
+            entries = (retry_index,)
             if not exits:
-                exits = [retry_index]
+                exits = entries
             for symbol, providers in retry_exports.items():
                 exports.setdefault(symbol, providers)
         self.c.flow_ranges[flow.name] = range(start, len(self.c.atoms))
         self.policy = outer_policy
         return entries, exits, exports
 
-    def _compile_linear(self, flow: Flow, scope: _Scope | None, owner: int) -> tuple[list[int], list[int], _Exports]:
+    def _compile_linear(self, flow: Flow, scope: _Scope | None, owner: int) -> _Compiled:
         table: _Exports = {}
         inner = _Scope(table, scope, "linear flow %r" % flow.name)
-        entries: list[int] = []
-        exits: list[int] = []
+        entries: Sequence[int] = ()
+        exits: Sequence[int] = ()
         for child in flow:
             if not isinstance(child, Flow):
                 # An atom: what compile_item() does, without the lists and
                 # dicts it returns (a chain of atoms is the commonest flow).
                 index = self._add_atom(child, inner, owner)
+                exits_now = (index,)
                 if exits:
-                    self._link_sets(exits, (index,))
+                    self._link_sets(exits, exits_now)
                 else:
-                    entries = [index]
-                exits = [index]
+                    entries = exits_now
+                exits = exits_now
                 token = self._new_token()
                 for symbol, where in child.save_as.items():
                     table[symbol] = ((index, where, token),)  # shadows, as below
@@ -474,7 +479,7 @@ class _Compiler:
             table.update(child_exports)
         return entries, exits, dict(table)
 
-    def _compile_unordered(self, flow: Flow, scope: _Scope | None, owner: int) -> tuple[list[int], list[int], _Exports]:
+    def _compile_unordered(self, flow: Flow, scope: _Scope | None, owner: int) -> _Compiled:
         children = list(flow)
         provided_by: dict[str, list[Any]] = {}
         for child in children:
@@ -505,16 +510,15 @@ class _Compiler:
                 exports.setdefault(symbol, []).extend(providers)
         return entries, exits, cast(_Exports, exports)  # lists, read as sequences from here
 
-    def _compile_graph(
-        self, flow: graph_flow.Flow, scope: _Scope | None, owner: int
-    ) -> tuple[list[int], list[int], _Exports]:
+    def _compile_graph(self, flow: graph_flow.Flow, scope: _Scope | None, owner: int) -> _Compiled:
         # Plain lists rather than a networkx graph: this runs once per graph
         # flow and must stay linear and light for flows of 100,000 children.
         children = list(flow)
         count = len(children)
         position = {id(child): pos for pos, child in enumerate(children)}
-        succ: list[list[int]] = [[] for _ in range(count)]
-        pred: list[list[int]] = [[] for _ in range(count)]
+        # A tuple of one, then a list (see _add_to): most children have few links.
+        succ: list[Sequence[int]] = [()] * count
+        pred: list[Sequence[int]] = [()] * count
         link_meta: dict[tuple[int, int], dict[str, Any]] = {}
         # Edges already added, as ``u * count + v``: a set, so that one child
         # feeding thousands of siblings costs one lookup per edge, not a scan
@@ -525,8 +529,8 @@ class _Compiler:
             key = u * count + v
             if key not in edges:
                 edges.add(key)
-                succ[u].append(v)
-                pred[v].append(u)
+                _add_to(succ, u, v)
+                _add_to(pred, v, u)
 
         for u_item, v_item, meta in flow.iter_links():
             u, v = position[id(u_item)], position[id(v_item)]
@@ -557,8 +561,8 @@ class _Compiler:
         table: dict[str, list[_Provider]] = {}
         tokens = [self._new_token() for _ in children]
         token_pos = {token: pos for pos, token in enumerate(tokens)}
-        entries_of: list[list[int]] = [[] for _ in range(count)]
-        exits_of: list[list[int]] = [[] for _ in range(count)]
+        entries_of: list[Sequence[int]] = [()] * count
+        exits_of: list[Sequence[int]] = [()] * count
         ranges: list[range] = [range(0)] * count
         exports: dict[str, list[_Provider]] = {}
         for pos in order:
@@ -601,7 +605,7 @@ class _Compiler:
         return entries, exits, cast(_Exports, exports)  # lists, read as sequences from here
 
     @staticmethod
-    def _cycle_error(flow: Any, children: list[Any], succ: list[list[int]]) -> exc.DependencyFailure:
+    def _cycle_error(flow: Any, children: list[Any], succ: list[Sequence[int]]) -> exc.DependencyFailure:
         """Name the atoms of one cycle and the symbols that tie them (the rare path)."""
         graph = nx.DiGraph()
         for u, targets in enumerate(succ):
@@ -626,7 +630,7 @@ def _add_to(lists: list[Any], at: int, item: Any) -> None:
         lists[at] = (item,)
 
 
-def _topological_order(succ: list[list[int]], pred: list[list[int]]) -> list[int]:
+def _topological_order(succ: list[Sequence[int]], pred: list[Sequence[int]]) -> list[int]:
     """Kahn's algorithm; shorter than the node count when there is a cycle."""
     remaining = [len(p) for p in pred]
     queue = collections.deque(pos for pos, n in enumerate(remaining) if n == 0)
@@ -646,7 +650,7 @@ class _OrderedBefore:
 
     __slots__ = ("pred", "pos", "token_pos", "ancestors")
 
-    def __init__(self, pred: list[list[int]], pos: int, token_pos: dict[int, int]) -> None:
+    def __init__(self, pred: list[Sequence[int]], pos: int, token_pos: dict[int, int]) -> None:
         self.pred = pred
         self.pos = pos
         self.token_pos = token_pos
