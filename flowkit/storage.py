@@ -152,14 +152,21 @@ class Storage:
                     if next_uuid is None:
                         # One uuid4 per attach, not per atom (a quarter of preparing a big flow).
                         next_uuid = _uuid_series().__next__
+                    # Every field given, in order: keywords and the default
+                    # factories cost more than the rest of making the detail.
                     detail = AtomDetail(
-                        name=atom.name,
-                        uuid=next_uuid(),
-                        atom_type=kind_value,
-                        version=tuple(atom.version),  # type: ignore[arg-type]
+                        atom.name,
+                        next_uuid(),
+                        kind_value,
+                        states.PENDING,
+                        states.EXECUTE,
+                        [] if kind is _RETRY_KIND else None,
+                        None,
+                        None,
+                        None,
+                        {},
+                        tuple(atom.version),  # type: ignore[arg-type]
                     )
-                    if kind is _RETRY_KIND:
-                        detail.results = []
                     self._flow_detail.add(detail)
                     self._by_name[atom.name] = detail
                     created = True
