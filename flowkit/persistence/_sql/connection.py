@@ -38,6 +38,10 @@ __all__ = ["SQLAlchemyConnection"]
 
 _STATES = frozenset(s.value for s in State)
 _INTENTIONS = frozenset(i.value for i in Intention)
+# Column value -> member (an empty column reads as the default), for get_atom_states:
+# a lookup per row instead of calling the enum, which costs more than reading the row.
+_STATE_OF: dict[Any, State] = {**{s.value: s for s in State}, None: PENDING, "": PENDING}
+_INTENTION_OF: dict[Any, Intention] = {**{i.value: i for i in Intention}, None: EXECUTE, "": EXECUTE}
 
 
 class SQLAlchemyConnection(Connection):
@@ -707,18 +711,22 @@ class SQLAlchemyConnection(Connection):
         if rows is None:
             raise exc.NotFound("no flow detail with uuid %r in %s" % (fd_uuid, self._backend.describe_url()))
         found: dict[str, tuple[str, Any, Any]] = {}
+        state_of = _STATE_OF.get
+        intention_of = _INTENTION_OF.get
         for name, uuid, state, intention in rows:
-            for column, value, known in (("state", state, _STATES), ("intention", intention, _INTENTIONS)):
-                if value and value not in known:
-                    raise exc.CorruptLogbook(
-                        "unknown %s %r" % (column, value),
-                        table=t.atoms.name,
-                        uuid=uuid,
-                        column=column,
-                        atom=name,
-                        flow_detail=fd_uuid,
-                    )
-            found[name] = (uuid, State(state or PENDING), Intention(intention or EXECUTE))
+            known_state = state_of(state)
+            known_intention = intention_of(intention)
+            if known_state is None or known_intention is None:
+                column, value = ("state", state) if known_state is None else ("intention", intention)
+                raise exc.CorruptLogbook(
+                    "unknown %s %r" % (column, value),
+                    table=t.atoms.name,
+                    uuid=uuid,
+                    column=column,
+                    atom=name,
+                    flow_detail=fd_uuid,
+                )
+            found[name] = (uuid, known_state, known_intention)
         return found
 
     # -- locks and lifetime ------------------------------------------------------------

@@ -251,8 +251,9 @@ class MemoryConnection(Connection):
             found = {}
             for ad_uuid in b.flow_atoms[fd_uuid]:
                 snapshot = atoms[ad_uuid]
-                state, intention = snapshot[4], snapshot[5]
-                found[snapshot[1]] = (ad_uuid, _STATE_OF.get(state, state), _INTENTION_OF.get(intention, intention))
+                # The plain strings, as the SQL backend reads them: equal to the
+                # states, and tuples of strings the cyclic collector stops tracking.
+                found[snapshot[1]] = (ad_uuid, snapshot[4], snapshot[5])
             return found
 
     def has_flow_detail(self, fd_uuid: str) -> bool:
