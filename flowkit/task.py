@@ -119,7 +119,7 @@ class TaskContext:
         if sink is not None:
             sink(self.atom_name, progress)
 
-    def activate(self) -> contextvars.Token[TaskContext | None]:
+    def activate(self) -> contextvars.Token[Any]:
         """Make this the current context (of this thread); the executor calls it around ``execute``/``revert``.
 
         Give the token back to :meth:`deactivate` when the call is over.
@@ -127,9 +127,40 @@ class TaskContext:
         return _CURRENT_CONTEXT.set(self)
 
     @staticmethod
-    def deactivate(token: contextvars.Token[TaskContext | None]) -> None:
-        """End what :meth:`activate` returned ``token`` for."""
+    def activate_later(make: Callable[[int], TaskContext], arg: int) -> contextvars.Token[Any]:
+        """Make ``make(arg)`` the current context, calling ``make`` only when something first asks for it.
+
+        For the serial engine, whose atoms run in its own thread: most never
+        look at their context, and making one costs more than the rest of
+        starting them.  What asks for it (``self.context``,
+        :func:`current_context`, progress, a context copied meanwhile) gets
+        that one context, made once.  Give the token back to :meth:`deactivate`.
+        """
+        return _CURRENT_CONTEXT.set(_Deferred(make, arg))
+
+    @staticmethod
+    def deactivate(token: contextvars.Token[Any]) -> None:
+        """End what :meth:`activate` (or :meth:`activate_later`) returned ``token`` for."""
         _CURRENT_CONTEXT.reset(token)
+
+
+class _Deferred:
+    """A :class:`TaskContext` to be made by ``make(arg)`` when first asked for (see TaskContext.activate_later)."""
+
+    __slots__ = ("make", "arg", "made")
+
+    def __init__(self, make: Callable[[int], TaskContext], arg: int) -> None:
+        self.make: Callable[[int], TaskContext] | None = make
+        self.arg = arg
+        self.made: TaskContext | None = None
+
+    def get(self) -> TaskContext:
+        made = self.made
+        if made is None:
+            assert self.make is not None
+            made = self.made = self.make(self.arg)
+            self.make = None  # what made it (an engine's scheduler) is not kept alive by a copied context
+        return made
 
 
 # The slots' own setters: they bypass the frozen __setattr__, which is what
@@ -146,9 +177,16 @@ _set_trace_context = TaskContext.__dict__["trace_context"].__set__
 # A context variable, not an attribute the engine sets on the task: the task
 # object is the user's (and may be shared by two engines), and a context
 # variable is per thread, so two runs never see each other's context.
-_CURRENT_CONTEXT: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
+_CURRENT_CONTEXT: contextvars.ContextVar[TaskContext | _Deferred | None] = contextvars.ContextVar(
     "flowkit_task_context", default=None
 )
+
+
+def _current() -> TaskContext | None:
+    found = _CURRENT_CONTEXT.get()
+    if found is None or type(found) is TaskContext:
+        return found
+    return found.get()  # type: ignore[union-attr]
 
 
 def current_context() -> TaskContext | None:
@@ -157,12 +195,12 @@ def current_context() -> TaskContext | None:
     A function made into a task (``@as_task``, :class:`FunctorTask`) has no
     ``self``: this is its ``self.context``.
     """
-    return _CURRENT_CONTEXT.get()
+    return _current()
 
 
 def heartbeat(details: Any = None) -> None:
     """:meth:`Task.heartbeat` of the task running in this thread, for functions made into tasks."""
-    context = _CURRENT_CONTEXT.get()
+    context = _current()
     if context is not None:
         pulse = context.pulse
         if pulse is not None:
@@ -178,7 +216,7 @@ class _ContextOfTask:
     """
 
     def __get__(self, task: Any, owner: Any = None) -> TaskContext | None:
-        context = _CURRENT_CONTEXT.get()
+        context = _current()
         if task is None or context is None or context.atom_name != task.name:
             return None  # outside a call, or another task's (this one was called from inside it)
         return context
@@ -253,7 +291,7 @@ class Task(Atom):
             progress = 0.0
         if progress != given:
             LOG.warning("task %r reported progress %r, outside [0.0, 1.0]: clamped to %s", self.name, given, progress)
-        context = _CURRENT_CONTEXT.get()
+        context = _current()
         if context is not None and context.atom_name == self.name:
             # To the engine: into storage, or collected on a worker and replayed.
             context.report_progress(progress)
@@ -272,7 +310,7 @@ class Task(Atom):
         (outside a run, or a task with no ``heartbeat_timeout``) it does
         nothing.
         """
-        context = _CURRENT_CONTEXT.get()
+        context = _current()
         if context is not None and context.atom_name == self.name:
             pulse = context.pulse
             if pulse is not None:

@@ -52,7 +52,7 @@ from flowkit.engines._state import (
     S,
     short,
 )
-from flowkit.engines.executors import Outcome, run_execute, run_revert
+from flowkit.engines.executors import Outcome, SerialExecutor, run_execute, run_revert
 from flowkit.patterns.graph_flow import Depth
 from flowkit.persistence import codec
 from flowkit.persistence.models import ATTEMPT_KEY
@@ -96,7 +96,7 @@ _REACHING = (Depth.FLOW, Depth.NEIGHBORS)
 class Scheduler:
     """Runs one pass of a compiled flow over the :class:`RunState` it is handed."""
 
-    __slots__ = ("state", "reverter", "rounds")
+    __slots__ = ("state", "reverter", "rounds", "here")
 
     def __init__(self, state: RunState, rounds: bool = True) -> None:
         self.state = state
@@ -105,6 +105,10 @@ class Scheduler:
         #: run goes from one round's atoms to the next's without leaving
         #: _schedule() when nothing happened between them (run()).
         self.rounds = rounds
+        #: Whether this thread runs each execute itself (_execute_here): the
+        #: serial executor, whose call(fn, *args) is fn(*args), in a run
+        #: that is not traced (run_execute does that).
+        self.here = type(state.executor).call is SerialExecutor.call and state.trace_carriers is None
 
     def _rebuild(self) -> list[int]:
         """Work out counters, regions and ready atoms from the details; return unhandled failures."""
@@ -694,6 +698,22 @@ class Scheduler:
         if heartbeats and index in heartbeats:
             self._submit_watched(index, kind, kwargs, heartbeats[index])
             return
+        if self.here and kind == EXEC:
+            # (What executor.call(run_execute, ...) below does, with the
+            # context made only if the task asks for it.)
+            try:
+                ok, value = _execute_here(atom, kwargs, self._context, index)
+            except SystemExit:
+                raise
+            except BaseException as error:
+                st.completions.put((index, kind, error))
+                return
+            if ok:
+                st.running.discard(index)
+                self._executed(index, True, value)
+            else:
+                st.completions.put((index, kind, Outcome(False, value)))
+            return
         context = self._context(index)
         if executor.inline:
             # Run now.  A success is recorded at once: holding a whole round
@@ -1213,6 +1233,29 @@ class Scheduler:
 
 #: What :func:`_start_if` hands back for an atom it did not start.
 _NOT_STARTED = Outcome(False, None)
+
+
+def _execute_here(
+    task: Any, kwargs: dict[str, Any], make: Callable[[int], TaskContext], index: int
+) -> tuple[bool, Any]:
+    """run_execute() for an atom the serial engine runs in its own thread: ``(ok, result or Failure)``.
+
+    The context is made by ``make(index)`` only if the task asks for it
+    (TaskContext.activate_later), and no Outcome is built: in this thread
+    there is no progress to carry back, no heartbeat and no trace.
+    """
+    token = TaskContext.activate_later(make, index)
+    try:
+        task.pre_execute()
+        try:
+            result = task.execute(**kwargs)
+        finally:
+            task.post_execute()
+    except Exception:
+        return False, Failure()
+    finally:
+        TaskContext.deactivate(token)
+    return True, result
 
 
 def _start_if(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ import flowkit
 from flowkit import states
 from flowkit.patterns import linear_flow
 from flowkit.persistence.backends import fetch
-from flowkit.task import EVENT_UPDATE_PROGRESS, Task
+from flowkit.task import EVENT_UPDATE_PROGRESS, Task, current_context
 from flowkit.types.failure import Failure
 from tests.support import BoomError, Capture, Const, Fail, FlowCapture, Name, Progress, Undoable
 
@@ -195,6 +196,47 @@ def test_execute_and_revert_read_the_task_context(load: Any) -> None:
     expected = {"atom_name": "where", "flow_uuid": engine.storage.flow_detail.uuid}
     assert engine.storage.get_revert_result("where") == expected
     assert task.context is None  # only while a call runs
+
+
+class Introspective(Task):
+    """Return what its context says, read three ways; keep a copy of the running context for later."""
+
+    def __init__(self, name: str, kept: list[contextvars.Context] | None = None, **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.kept = kept
+
+    def execute(self, **kwargs: Any) -> dict[str, Any]:
+        context = self.context
+        assert context is not None
+        assert current_context() is context, "self.context and current_context() are one context"
+        if self.kept is not None:
+            self.kept.append(contextvars.copy_context())
+        return {"atom": context.atom_name, "flow": context.flow_uuid, "key": context.idempotency_key}
+
+
+def test_every_atom_reads_its_own_context_and_one_that_never_asks_runs_the_same(load: Any) -> None:
+    flow = linear_flow.Flow("f").add(
+        Introspective("first", provides="one"),
+        Name(name="silent"),
+        Introspective("second", requires=["one"], provides="two"),
+    )
+    engine = load(flow)
+    engine.run()
+    fd = engine.storage.flow_detail
+    for name in ("first", "second"):
+        detail = fd.find_by_name(name)
+        assert detail is not None
+        assert engine.storage.get(name) == {"atom": name, "flow": fd.uuid, "key": detail.uuid + "-0"}
+    assert current_context() is None  # the engine's thread, after the run
+
+
+def test_a_context_copied_during_a_serial_call_still_names_its_atom_afterwards() -> None:
+    kept: list[contextvars.Context] = []
+    flow = linear_flow.Flow("f").add(Introspective("first", kept, provides="one"), Introspective("second", kept))
+    engine = flowkit.engines.load(flow)
+    engine.run()
+    assert [copied.run(current_context).atom_name for copied in kept] == ["first", "second"]  # type: ignore[union-attr]
+    assert kept[0].run(current_context) is kept[0].run(current_context), "made once"
 
 
 def test_a_task_may_use_the_name_context_for_its_own_attribute(load: Any) -> None:
