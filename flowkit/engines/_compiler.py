@@ -542,7 +542,15 @@ class _Compiler:
                 provided_by.setdefault(symbol, []).append(pos)
         for pos, child in enumerate(children):
             for symbol in sorted(child.requires):
-                providers = [p for p in provided_by.get(symbol, ()) if p != pos]
+                found = provided_by.get(symbol)
+                if not found:
+                    continue
+                if len(found) == 1:
+                    # One provider, the common case: no list to build.
+                    if found[0] != pos:
+                        add_edge(found[0], pos)
+                    continue
+                providers = [p for p in found if p != pos]
                 if len(providers) > 1:
                     raise exc.AmbiguousDependency(
                         "graph flow %r: %s requires %r, which several of its siblings provide: %s"
@@ -565,9 +573,10 @@ class _Compiler:
         exits_of: list[Sequence[int]] = [()] * count
         ranges: list[range] = [range(0)] * count
         exports: dict[str, list[_Provider]] = {}
+        where = "graph flow %r" % flow.name
         for pos in order:
             child = children[pos]
-            inner = _Scope(table, scope, "graph flow %r" % flow.name, tokens[pos], _OrderedBefore(pred, pos, token_pos))
+            inner = _Scope(table, scope, where, tokens[pos], _OrderedBefore(pred, pos, token_pos))
             start = len(self.c.atoms)
             entries_of[pos], exits_of[pos], child_exports = self.compile_item(child, inner, owner)
             ranges[pos] = range(start, len(self.c.atoms))
@@ -578,10 +587,11 @@ class _Compiler:
         for u in range(count):
             for v in succ[u]:
                 self._link_sets(exits_of[u], entries_of[v])
-                decider = link_meta.get((u, v), {}).get("decider")
-                if decider is None:
+                made = link_meta.get((u, v)) if link_meta else None  # the meta of a link made with link()
+                decider = made.get("decider") if made else None
+                if made is None or decider is None:
                     continue
-                depth = link_meta[(u, v)].get("decider_depth", graph_flow.Depth.ALL)
+                depth = made.get("decider_depth", graph_flow.Depth.ALL)
                 link = DeciderLink(
                     ident=len(self.c.deciders),
                     decider=decider,
