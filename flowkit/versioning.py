@@ -108,23 +108,54 @@ _DONE = frozenset([states.SUCCESS, states.IGNORE])
 
 
 def _atom_entries(compilation: Compilation) -> list[dict[str, Any]]:
+    return _describe(compilation, True)[1]
+
+
+def _describe(compilation: Compilation, entries: bool) -> tuple[list[str], list[dict[str, Any]]]:
+    """One line per atom for the digest and, if ``entries``, the recorded entry of each atom.
+
+    One pass over the atoms (this runs once per new flow detail, for flows
+    of 100,000 atoms too): name, kind, version, provides, scope, successors.
+    """
     c = compilation
-    entries = []
-    for index, atom in enumerate(c.atoms):
-        if c.is_retry[index]:
-            parent = c.parent_retry.get(index, -1)
-        else:
-            parent = c.owner[index]
-        entries.append(
-            {
-                "name": atom.name,
-                "kind": c.kinds[index].value,
-                "version": [int(part) for part in tuple(atom.version)[:2]],
-                "provides": sorted(atom.provides),
-                "scope": None if parent == -1 else c.atoms[parent].name,
-            }
+    atoms = c.atoms
+    names = [atom.name for atom in atoms]
+    is_retry = c.is_retry
+    owner = c.owner
+    parent_retry = c.parent_retry
+    succs = c.succs
+    lines = []
+    made: list[dict[str, Any]] = []
+    for index, atom in enumerate(atoms):
+        retry = is_retry[index]
+        parent = parent_retry.get(index, -1) if retry else owner[index]
+        provides = sorted(atom.save_as)
+        version = atom.version
+        scope = None if parent == -1 else names[parent]
+        kind = "retry" if retry else "task"
+        lines.append(
+            "%s\x1f%s\x1f%d.%d\x1f%s\x1f%s\x1f%s"
+            % (
+                names[index],
+                kind,
+                version[0],
+                version[1],
+                ",".join(provides),
+                "" if scope is None else scope,
+                ",".join([names[s] for s in succs[index]]),
+            )
         )
-    return entries
+        if entries:
+            made.append(
+                {
+                    "name": names[index],
+                    "kind": kind,
+                    "version": [int(version[0]), int(version[1])],
+                    "provides": provides,
+                    "scope": scope,
+                }
+            )
+    return lines, made
 
 
 def fingerprint(compilation: Compilation) -> dict[str, Any]:
@@ -137,37 +168,15 @@ def fingerprint(compilation: Compilation) -> dict[str, Any]:
     the same digest resume alike.  Above :data:`MAX_RECORDED_ATOMS` atoms,
     ``atoms`` is left out.
     """
-    c = compilation
-    atoms = c.atoms
-    names = [atom.name for atom in atoms]
-    is_retry = c.is_retry
-    owner = c.owner
-    parent_retry = c.parent_retry
-    parts = []
-    # One line per atom, cheap to build (this runs once per new flow detail, for
-    # flows of 100,000 atoms too): name, kind, version, provides, scope, successors.
-    for index, atom in enumerate(atoms):
-        parent = parent_retry.get(index, -1) if is_retry[index] else owner[index]
-        provides = atom.save_as
-        parts.append(
-            "%s\x1f%s\x1f%d.%d\x1f%s\x1f%s\x1f%s"
-            % (
-                names[index],
-                "retry" if is_retry[index] else "task",
-                atom.version[0],
-                atom.version[1],
-                ",".join(sorted(provides)) if provides else "",
-                "" if parent == -1 else names[parent],
-                ",".join([names[s] for s in c.succs[index]]),
-            )
-        )
+    count = len(compilation.atoms)
+    lines, entries = _describe(compilation, count <= MAX_RECORDED_ATOMS)
     record: dict[str, Any] = {
         "format": _FORMAT,
-        "digest": hashlib.sha256("\x1e".join(parts).encode("utf-8", "surrogatepass")).hexdigest(),
-        "count": len(atoms),
+        "digest": hashlib.sha256("\x1e".join(lines).encode("utf-8", "surrogatepass")).hexdigest(),
+        "count": count,
     }
-    if len(atoms) <= MAX_RECORDED_ATOMS:
-        record["atoms"] = _atom_entries(c)
+    if count <= MAX_RECORDED_ATOMS:
+        record["atoms"] = entries
     return record
 
 
