@@ -222,6 +222,35 @@ class PersistenceBackendTests:
             same_records(other.get_atom_details(ad.uuid), ad)
             same_records(other.get_flow_details(fd.uuid), fd)
 
+    def test_common_metas_and_results_read_back_with_their_types(self, backend: Backend, conn: Connection) -> None:
+        # Backends may write the commonest values (an int result, an empty
+        # meta, a finished task's progress) without encoding them: 1, 1.0 and
+        # True are equal in Python, so each is checked for its type too.
+        book = sample_logbook()
+        conn.save_logbook(book)
+        fd = list(book)[1]
+        ad = fd.find_by_name("pending")
+        assert ad is not None
+        cases: list[tuple[Any, Any]] = [
+            ({"progress": 1.0}, 1),
+            ({"progress": 1}, True),
+            ({"progress": True}, 2**60),
+            ({}, -7),
+            ({"progress": 1.0, "details": [1, 2.5]}, 1.0),
+            ({"progress": 0.5}, "1"),
+        ]
+        for meta, result in cases:
+            ad.state = states.SUCCESS
+            ad.meta = meta
+            ad.results = result
+            conn.update_atom_details(ad)
+            conn.flush()
+            with self.reader(backend) as other:
+                back = other.get_atom_details(ad.uuid)
+            assert back.meta == meta and back.results == result
+            assert [type(v) for v in back.meta.values()] == [type(v) for v in meta.values()], meta
+            assert type(back.results) is type(result), result
+
     def test_flow_updates_store_state_meta_and_new_atoms(self, backend: Backend, conn: Connection) -> None:
         book = sample_logbook()
         conn.save_logbook(book)

@@ -254,18 +254,31 @@ def atom_row(atom_detail: AtomDetail, flow_uuid: str, position: int) -> dict[str
         "atom_type": ad.atom_type,
         "state": _ENUM_TEXT.get(ad.state, ad.state),
         "intention": _ENUM_TEXT.get(ad.intention, ad.intention),
-        # (An int's JSON is its repr, and an empty meta's is "{}": the commonest values, spared the walk.)
+        # (An int's JSON is its repr: the commonest result, spared the walk.)
         "results": None if results is None else repr(results) if type(results) is int else dumps(stored(results)),
         "failure": None if failure is None else dumps(stored(failure)),
         "revert_results": None if revert_results is None else dumps(stored(revert_results)),
         "revert_failure": None if revert_failure is None else dumps(stored(revert_failure)),
-        "meta": None if meta is None else dumps(stored(meta)) if meta else "{}",
+        "meta": _meta_text(meta),
         "version": version,
         "parent_uuid": flow_uuid,
         "position": position,
     }
 
 
+def _meta_text(meta: Any) -> str | None:
+    # An empty meta, and the one of a task that succeeded without reporting
+    # progress, are the commonest of all: their texts are known.
+    if not meta:
+        return None if meta is None else "{}"
+    if type(meta) is dict and len(meta) == 1:
+        progress = meta.get("progress")
+        if type(progress) is float and progress == 1.0:
+            return _DONE_META_TEXT
+    return json.dumps(codec.to_data(meta))
+
+
+_DONE_META_TEXT = json.dumps({"progress": 1.0})
 # What atom_row writes for a state or an intention, and for a version (few distinct ones).
 _ENUM_TEXT: dict[Any, str] = {e: e.value for kind in (State, Intention) for e in kind}
 _VERSION_TEXT: dict[Any, str] = {}
