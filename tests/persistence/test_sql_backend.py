@@ -121,6 +121,35 @@ def test_failed_write_names_what_and_keeps_it_for_the_next_flush(tmp_path: Path)
             assert other.get_atom_details(ad.uuid).state == states.RUNNING
 
 
+@pytest.mark.postgres
+def test_a_statement_the_server_refuses_writes_nothing_of_its_transaction(
+    postgres_url: str, sql_backend_factory: Callable[..., SQLAlchemyBackend]
+) -> None:
+    # PostgreSQL answers COMMIT on an aborted transaction with ROLLBACK and no
+    # error: the first row's change must not pass for committed, and the
+    # connection must still commit afterwards.
+    backend = sql_backend_factory(postgres_url)
+    book = _book(atoms=2)
+    fd = next(iter(book))
+    first, second = list(fd)
+    conn = backend.get_connection()
+    conn.save_logbook(book)
+    first.state = states.SUCCESS
+    second.name = "x" * 300  # longer than the column: refused by the server
+    conn.update_atom_details(first)
+    conn.update_atom_details(second)
+    with pytest.raises(exc.StorageFailure) as caught:
+        conn.flush()
+    assert fd.uuid in str(caught.value)
+    with backend.get_connection() as other:
+        assert other.get_atom_details(first.uuid).state == states.PENDING
+        assert other.get_atom_details(second.uuid).name == "a1"
+    second.name = "a1"
+    conn.flush()  # the buffered writes land, through the same backend
+    with backend.get_connection() as other:
+        assert other.get_atom_details(first.uuid).state == states.SUCCESS
+
+
 def test_validate_reports_a_missing_schema(tmp_path: Path) -> None:
     with SQLAlchemyBackend("sqlite:///%s" % (tmp_path / "x.db"), create_schema=False) as backend:
         with backend.get_connection() as conn:
