@@ -5,7 +5,8 @@ its floor alternating (best of each), so a burst of load on a shared machine
 affects both sides of the ratio:
 
 - fan-out and linear *prepare* (µs per atom at several N): no floor, the
-  target is a flat per-atom cost;
+  target is a flat per-atom cost; below N = 10,000, 10,000 / N flows of N
+  atoms are prepared one after another and timed together;
 - serial *run* of the linear chain against a loop calling N functions found
   through a dict, storing each result in a dict;
 - the parallel engine running an unordered flow of 1,000 no-op tasks against
@@ -61,11 +62,20 @@ def _alternate(first: Callable[[], float], second: Callable[[], float], repeats:
 
 
 def _prepare_us(lib: Library, shape: str, n: int) -> float:
-    flow = shapes.build(lib, shape, n)
+    # Below 10,000 atoms, enough flows of n atoms prepared one after another
+    # to make 10,000 in all: one flow of 100 takes under a millisecond, and
+    # right after the full collection that makes the runs comparable, most of
+    # that is the CPU refilling the caches the collection walked over.
+    flows = [shapes.build(lib, shape, n) for _ in range(max(1, _PREPARED_ATOMS // n))]
     gc.collect()
     started = time.perf_counter()
-    prepare_engine(lib.load(flow, "serial"))
-    return (time.perf_counter() - started) / n * 1e6
+    for flow in flows:
+        prepare_engine(lib.load(flow, "serial"))
+    return (time.perf_counter() - started) / (n * len(flows)) * 1e6
+
+
+#: Atoms prepared per measurement of a prepare row (see _prepare_us).
+_PREPARED_ATOMS = 10_000
 
 
 def _run_us(lib: Library, shape: str, n: int, mode: str) -> float:
