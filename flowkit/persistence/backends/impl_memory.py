@@ -34,7 +34,8 @@ from flowkit.persistence.models import AtomDetail, FlowDetail, LogBook
 __all__ = ["MemoryBackend"]
 
 # An atom detail as stored: the uuid of its flow detail, then its fields in
-# AtomDetail's order, an empty meta as None and the state and intention as
+# AtomDetail's order, an empty meta as None, a finished task's meta (only its
+# progress, 1.0) as _DONE_META, and the state and intention as
 # their plain strings (see _snapshot).  One tuple per atom: a big flow keeps
 # many, and one that holds only strings, numbers and tuples of them is one the
 # cyclic collector stops tracking (an enum member it would have to keep
@@ -45,6 +46,17 @@ _PLAIN_STATE: dict[Any, str] = {s: s.value for s in states.State}
 _PLAIN_INTENTION: dict[Any, str] = {i: i.value for i in states.Intention}
 _STATE_OF: dict[Any, Any] = {s.value: s for s in states.State}
 _INTENTION_OF: dict[Any, Any] = {i.value: i for i in states.Intention}
+# Stands for {"progress": 1.0}, the meta of every task that succeeded without
+# reporting progress: no dict of its own per atom.  Compared by identity (a
+# stored meta is None, a dict or a list, never this tuple).
+_DONE_META = ("progress", 1.0)
+
+
+def _is_done_meta(meta: Any) -> bool:
+    if type(meta) is not dict or len(meta) != 1:
+        return False
+    progress = meta.get("progress")
+    return type(progress) is float and progress == 1.0
 
 
 class MemoryBackend(Backend):
@@ -94,7 +106,7 @@ def _snapshot(fd_uuid: str, ad: AtomDetail) -> _Snapshot:
         ad.failure,
         revert_results if type(revert_results) in _PLAIN else copy(revert_results),
         ad.revert_failure,
-        copy(meta) if meta else None,
+        None if not meta else _DONE_META if _is_done_meta(meta) else copy(meta),
         ad.version,
     )
 
@@ -113,7 +125,9 @@ def _unchanged(ad: AtomDetail, snapshot: _Snapshot) -> bool:
         and ad.atom_type == snapshot[3]
         and (ad.results is snapshot[6] or same(ad.results, snapshot[6]))
         and (ad.revert_results is snapshot[8] or same(ad.revert_results, snapshot[8]))
-        and (not ad.meta if meta is None else same(ad.meta, meta))
+        and (
+            not ad.meta if meta is None else _is_done_meta(ad.meta) if meta is _DONE_META else same(ad.meta, meta)
+        )
     )
 
 
@@ -133,7 +147,7 @@ def _atom(snapshot: _Snapshot) -> AtomDetail:
         failure,
         revert_results if type(revert_results) in _PLAIN else copy(revert_results),
         revert_failure,
-        {} if meta is None else copy(meta),
+        {} if meta is None else {"progress": 1.0} if meta is _DONE_META else copy(meta),
         version,
     )
 
