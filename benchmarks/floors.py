@@ -109,6 +109,18 @@ def _tpe_map_us(n: int, workers: int) -> float:
         return (time.perf_counter() - started) / n * 1e6
 
 
+def _futurist_submit_us(n: int, workers: int) -> float:
+    import futurist
+
+    with futurist.ThreadPoolExecutor(max_workers=workers) as pool:
+        for future in [pool.submit(_noop, i) for i in range(workers * 4)]:  # threads started
+            future.result()
+        started = time.perf_counter()
+        for future in [pool.submit(_noop, i) for i in range(n)]:
+            future.result()
+        return (time.perf_counter() - started) / n * 1e6
+
+
 def _raw_sqlite_us(path: str, count: int) -> float:
     db = sqlite3.connect(path, isolation_level=None)
     try:
@@ -187,6 +199,12 @@ def floor_table(*, quick: bool = False, repeats: int = 3, memory: bool = True) -
         fmt_ratio(fan_us, map_us),
         "≤ 1.5x",
         _verdict(fan_us <= 1.5 * map_us),
+    )
+    pool_us, map_again_us = _alternate(lambda: _futurist_submit_us(n, 2), lambda: _tpe_map_us(n, 2), repeats)
+    table.notes.append(
+        "thread fan-out: futurist's own ThreadPoolExecutor (the pool flowkit uses), N submits and then "
+        f"their results, no engine: {fmt_us(pool_us)} µs/task, {fmt_ratio(pool_us, map_again_us)} "
+        "ThreadPoolExecutor.map"
     )
     with tempfile.TemporaryDirectory(prefix="flowkit-floor-") as tmp:
         n = 200 if quick else 1_000
