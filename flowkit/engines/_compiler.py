@@ -269,6 +269,8 @@ class _Compiler:
         self.flow_names: dict[str, Any] = {}
         self.token = 0
         self.policy = retry_policy  # the default of the flow being compiled
+        #: By atom index: the one-item tuple of that index, once made (see _edge).
+        self.ones: list[tuple[int] | None] = []
 
     # -- helpers --------------------------------------------------------------
 
@@ -286,8 +288,27 @@ class _Compiler:
 
     def _edge(self, u: int, v: int) -> None:
         c = self.c
-        _add_to(c.succs, u, v)
-        _add_to(c.preds, v, u)
+        ones = self.ones
+        succs = c.succs
+        preds = c.preds
+        # An atom's first successor or predecessor is the one-item tuple of
+        # that atom, shared (in a chain, atom k is the successor of k - 1 and
+        # the predecessor of k + 1): half the tuples, and a collector with less
+        # to look at.
+        if succs[u]:
+            _add_to(succs, u, v)
+        else:
+            one = ones[v]
+            if one is None:
+                ones[v] = one = (v,)
+            succs[u] = one
+        if preds[v]:
+            _add_to(preds, v, u)
+        else:
+            one = ones[u]
+            if one is None:
+                ones[u] = one = (u,)
+            preds[v] = one
         c.edge_count += 1
 
     def _link_sets(self, exits: Sequence[int], entries: Sequence[int]) -> None:
@@ -354,6 +375,7 @@ class _Compiler:
             c.heartbeats[index] = heartbeat_timeout
         c.preds.append(())
         c.succs.append(())
+        self.ones.append(None)
         c.owner.append(owner)
         if atom.priority:
             c.has_priorities = True
