@@ -206,6 +206,9 @@ class Engine:
         assert self._compilation is not None
         if self._executor_checked:
             return
+        if type(self._executor).check_atom is AtomExecutor.check_atom:
+            self._executor_checked = True  # the default: every atom can run
+            return
         for index, atom in enumerate(self._compilation.atoms):
             if not self._compilation.is_retry[index]:
                 self._executor.check_atom(atom)
