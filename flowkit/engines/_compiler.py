@@ -288,27 +288,8 @@ class _Compiler:
 
     def _edge(self, u: int, v: int) -> None:
         c = self.c
-        ones = self.ones
-        succs = c.succs
-        preds = c.preds
-        # An atom's first successor or predecessor is the one-item tuple of
-        # that atom, shared (in a chain, atom k is the successor of k - 1 and
-        # the predecessor of k + 1): half the tuples, and a collector with less
-        # to look at.
-        if succs[u]:
-            _add_to(succs, u, v)
-        else:
-            one = ones[v]
-            if one is None:
-                ones[v] = one = (v,)
-            succs[u] = one
-        if preds[v]:
-            _add_to(preds, v, u)
-        else:
-            one = ones[u]
-            if one is None:
-                ones[u] = one = (u,)
-            preds[v] = one
+        _add_shared(c.succs, u, v, self.ones)
+        _add_shared(c.preds, v, u, self.ones)
         c.edge_count += 1
 
     def _link_sets(self, exits: Sequence[int], entries: Sequence[int]) -> None:
@@ -649,6 +630,21 @@ class _Compiler:
             why = "needs %s" % ", ".join(repr(r) for r in reasons) if reasons else "linked"
             steps.append("%r -> %r (%s)" % (children[u].name, children[v].name, why))
         return exc.DependencyFailure("graph flow %r has a cycle: %s" % (flow.name, "; ".join(steps)))
+
+
+def _add_shared(lists: list[Any], at: int, item: int, ones: list[tuple[int] | None]) -> None:
+    """``_add_to(lists, at, item)``, but a first item is the shared one-item tuple ``ones[item]``.
+
+    In a chain, atom k is the successor of k - 1 and the predecessor of k + 1:
+    sharing its tuple makes half the tuples, and less for the collector to look at.
+    """
+    if lists[at]:
+        _add_to(lists, at, item)
+        return
+    one = ones[item]
+    if one is None:
+        ones[item] = one = (item,)
+    lists[at] = one
 
 
 def _add_to(lists: list[Any], at: int, item: Any) -> None:
