@@ -150,6 +150,38 @@ def test_a_statement_the_server_refuses_writes_nothing_of_its_transaction(
         assert other.get_atom_details(first.uuid).state == states.SUCCESS
 
 
+@pytest.mark.postgres
+def test_a_writer_whose_session_was_killed_while_idle_writes_on_a_new_one(
+    postgres_url: str, sql_backend_factory: Callable[..., SQLAlchemyBackend]
+) -> None:
+    backend = sql_backend_factory(postgres_url)
+    book = _book()
+    fd = next(iter(book))
+    ad = next(iter(fd))
+    conn = backend.get_connection()
+    conn.save_logbook(book)
+    ad.state = states.RUNNING
+    conn.update_atom_details(ad)
+    conn.flush()
+    session = backend._writer.connection.dbapi_connection.info.backend_pid  # type: ignore[union-attr]
+    # Autocommit: in a transaction, pg_stat_activity would keep showing its first snapshot.
+    admin_engine = sa.create_engine(normalize_url(postgres_url), isolation_level="AUTOCOMMIT")
+    with admin_engine.connect() as admin:
+        assert admin.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": session}).scalar()
+
+        def gone() -> bool:
+            alive = sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p")
+            return admin.execute(alive, {"p": session}).scalar() == 0
+
+        wait_until(gone, what="the writer's session to end")
+    admin_engine.dispose()
+    ad.state = states.SUCCESS
+    conn.update_atom_details(ad)
+    conn.flush()
+    with backend.get_connection() as other:
+        assert other.get_atom_details(ad.uuid).state == states.SUCCESS
+
+
 def test_validate_reports_a_missing_schema(tmp_path: Path) -> None:
     with SQLAlchemyBackend("sqlite:///%s" % (tmp_path / "x.db"), create_schema=False) as backend:
         with backend.get_connection() as conn:

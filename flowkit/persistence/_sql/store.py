@@ -792,7 +792,7 @@ class SQLStore(Backend):
         cursor = raw.cursor()
         postgres = self.dialect == "postgresql"
         commit_inside = not postgres or _batch_chars(group) <= _PIPELINE_COMMIT_CHARS
-        if postgres:
+        if postgres and raw.info.transaction_status == 0:  # idle; on a broken connection BEGIN says why
             raw.autocommit = True
         try:
             with _pipeline(raw):
