@@ -782,23 +782,23 @@ class SQLStore(Backend):
         # slow link).  Leaving the pipeline flushes everything first, so a
         # large batch commits after it, for one more round trip.
         #
-        # On PostgreSQL, BEGIN and COMMIT are sent as statements, on a
+        # With psycopg, BEGIN and COMMIT are sent as statements, on a
         # connection switched to autocommit for the while: psycopg's own
         # transaction (its commit() inside a pipeline) waits for the server
         # more than once, which cost a durable step a third of its time
-        # (``python -m benchmarks.floors``).
+        # (``python -m benchmarks.floors``).  Other drivers keep their own.
         assert self._hot_sql is not None
         raw: Any = conn.connection.dbapi_connection
         cursor = raw.cursor()
-        postgres = self.dialect == "postgresql"
-        commit_inside = not postgres or _batch_chars(group) <= _PIPELINE_COMMIT_CHARS
-        if postgres and raw.info.transaction_status == 0:  # idle; on a broken connection BEGIN says why
+        commit_inside = self.dialect != "postgresql" or _batch_chars(group) <= _PIPELINE_COMMIT_CHARS
+        statements = self.dialect == "postgresql" and self.engine.dialect.driver == "psycopg"
+        if statements and raw.info.transaction_status == 0:  # idle; on a broken connection BEGIN says why
             raw.autocommit = True
         try:
             with _pipeline(raw):
                 if self.dialect == "sqlite":
                     cursor.execute("BEGIN IMMEDIATE")
-                elif postgres:
+                elif statements:
                     cursor.execute("BEGIN")
                 if any(b.precondition is not None for b in group):
                     group = self._check_preconditions(cursor, group)
@@ -812,10 +812,10 @@ class SQLStore(Backend):
                     else:
                         cursor.executemany(sql, rows)
                 if commit_inside:
-                    _commit(raw, cursor, postgres)
+                    _commit(raw, cursor, statements)
             if not commit_inside:
-                _commit(raw, cursor, postgres)
-            if postgres and cursor.statusmessage != "COMMIT":
+                _commit(raw, cursor, statements)
+            if statements and cursor.statusmessage != "COMMIT":
                 # PostgreSQL answers COMMIT with ROLLBACK, and no error, for a
                 # transaction a failed statement aborted.  The pipeline raises
                 # that statement's error first; this is in case it did not:
@@ -832,7 +832,7 @@ class SQLStore(Backend):
         finally:
             try:
                 cursor.close()
-                if postgres:
+                if statements:
                     raw.autocommit = False
             except Exception:
                 pass
@@ -1025,9 +1025,9 @@ def _sqlite_length_limit(conn: sa.Connection) -> int:
     return int(getlimit(getattr(sqlite3, "SQLITE_LIMIT_LENGTH", 0)))
 
 
-def _commit(raw: Any, cursor: Any, postgres: bool) -> None:
-    """Commit the transaction _commit_raw began: a COMMIT statement on PostgreSQL, the driver's commit elsewhere."""
-    if not postgres:
+def _commit(raw: Any, cursor: Any, statements: bool) -> None:
+    """Commit the transaction _commit_raw began: a COMMIT statement if it began with one, else the driver's commit."""
+    if not statements:
         raw.commit()
         return
     cursor.execute("COMMIT")
