@@ -39,6 +39,7 @@ from sqlalchemy.dialects import mysql
 
 from flowkit.exceptions import CorruptLogbook
 from flowkit.persistence import codec
+from flowkit.persistence._meta import is_finished
 from flowkit.persistence._structure import STRUCTURE_KEY, StoredForms, structure_of
 from flowkit.persistence.models import AtomDetail, FlowDetail, LogBook, to_data
 from flowkit.states import Intention, State
@@ -271,10 +272,8 @@ def _meta_text(meta: Any) -> str | None:
     # progress, are the commonest of all: their texts are known.
     if not meta:
         return None if meta is None else "{}"
-    if type(meta) is dict and len(meta) == 1:
-        progress = meta.get("progress")
-        if type(progress) is float and progress == 1.0:
-            return _DONE_META_TEXT
+    if is_finished(meta):
+        return _DONE_META_TEXT
     return json.dumps(codec.to_data(meta))
 
 

@@ -189,6 +189,8 @@ class SQLStore(Backend):
                 raise missing_extra(error, "a %s logbook" % (self.url.get_backend_name(),)) from error
             self._owns_engine = True
         self.dialect = self.engine.dialect.name
+        #: Whether a commit sends BEGIN and COMMIT itself (psycopg: see _commit_raw).
+        self._commit_by_statements = self.dialect == "postgresql" and self.engine.dialect.driver == "psycopg"
         self.memory = _is_memory_sqlite(self.url)
         self._lock_engine: sa.Engine | None = None
         self._write_lock = threading.Lock()
@@ -791,7 +793,7 @@ class SQLStore(Backend):
         raw: Any = conn.connection.dbapi_connection
         cursor = raw.cursor()
         commit_inside = self.dialect != "postgresql" or _batch_chars(group) <= _PIPELINE_COMMIT_CHARS
-        statements = self.dialect == "postgresql" and self.engine.dialect.driver == "psycopg"
+        statements = self._commit_by_statements
         if statements and raw.info.transaction_status == 0:  # idle; on a broken connection BEGIN says why
             raw.autocommit = True
         try:

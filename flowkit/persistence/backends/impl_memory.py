@@ -26,6 +26,7 @@ from typing import Any
 from flowkit import states
 from flowkit.exceptions import NotFound
 from flowkit.persistence import codec
+from flowkit.persistence._meta import is_finished
 from flowkit.persistence._signals import resend
 from flowkit.persistence._structure import STRUCTURE_KEY, StoredForms, structure_of
 from flowkit.persistence.base import DEFAULT_MAX_RESULT_BYTES, Backend, Connection, check_max_result_bytes
@@ -50,13 +51,6 @@ _INTENTION_OF: dict[Any, Any] = {i.value: i for i in states.Intention}
 # reporting progress: no dict of its own per atom.  Compared by identity (a
 # stored meta is None, a dict or a list, never this tuple).
 _DONE_META = ("progress", 1.0)
-
-
-def _is_done_meta(meta: Any) -> bool:
-    if type(meta) is not dict or len(meta) != 1:
-        return False
-    progress = meta.get("progress")
-    return type(progress) is float and progress == 1.0
 
 
 class MemoryBackend(Backend):
@@ -106,7 +100,7 @@ def _snapshot(fd_uuid: str, ad: AtomDetail) -> _Snapshot:
         ad.failure,
         revert_results if type(revert_results) in _PLAIN else copy(revert_results),
         ad.revert_failure,
-        None if not meta else _DONE_META if _is_done_meta(meta) else copy(meta),
+        None if not meta else _DONE_META if is_finished(meta) else copy(meta),
         ad.version,
     )
 
@@ -114,7 +108,6 @@ def _snapshot(fd_uuid: str, ad: AtomDetail) -> _Snapshot:
 def _unchanged(ad: AtomDetail, snapshot: _Snapshot) -> bool:
     """Whether ``snapshot`` holds what :func:`_snapshot` of ``ad`` would."""
     same = codec.same
-    meta = snapshot[10]
     return (
         ad.state == snapshot[4]
         and ad.intention == snapshot[5]
@@ -125,10 +118,17 @@ def _unchanged(ad: AtomDetail, snapshot: _Snapshot) -> bool:
         and ad.atom_type == snapshot[3]
         and (ad.results is snapshot[6] or same(ad.results, snapshot[6]))
         and (ad.revert_results is snapshot[8] or same(ad.revert_results, snapshot[8]))
-        and (
-            not ad.meta if meta is None else _is_done_meta(ad.meta) if meta is _DONE_META else same(ad.meta, meta)
-        )
+        and _same_meta(ad.meta, snapshot[10])
     )
+
+
+def _same_meta(meta: dict[str, Any], stored: Any) -> bool:
+    """Whether ``stored`` is what :func:`_snapshot` keeps of ``meta``."""
+    if stored is None:
+        return not meta
+    if stored is _DONE_META:
+        return is_finished(meta)
+    return codec.same(meta, stored)
 
 
 def _atom(snapshot: _Snapshot) -> AtomDetail:
