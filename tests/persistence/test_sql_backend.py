@@ -122,18 +122,25 @@ def test_failed_write_names_what_and_keeps_it_for_the_next_flush(tmp_path: Path)
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("with_flow", [False, True], ids=["atoms-only", "flow-and-atoms"])
 def test_a_statement_the_server_refuses_writes_nothing_of_its_transaction(
-    postgres_url: str, sql_backend_factory: Callable[..., SQLAlchemyBackend]
+    postgres_url: str, sql_backend_factory: Callable[..., SQLAlchemyBackend], with_flow: bool
 ) -> None:
-    # PostgreSQL answers COMMIT on an aborted transaction with ROLLBACK and no
-    # error: the first row's change must not pass for committed, and the
-    # connection must still commit afterwards.
+    # Two atom rows alone are written as one statement; with the flow detail's
+    # row beside them, as a transaction of several.  PostgreSQL answers COMMIT
+    # on an aborted transaction with ROLLBACK and no error: the first row's
+    # change must not pass for committed, and the connection must still
+    # commit afterwards.
     backend = sql_backend_factory(postgres_url)
     book = _book(atoms=2)
     fd = next(iter(book))
     first, second = list(fd)
     conn = backend.get_connection()
     conn.save_logbook(book)
+    saved = fd.state
+    if with_flow:
+        fd.state = states.RUNNING
+        conn.update_flow_details(fd)
     first.state = states.SUCCESS
     second.name = "x" * 300  # longer than the column: refused by the server
     conn.update_atom_details(first)
@@ -144,10 +151,12 @@ def test_a_statement_the_server_refuses_writes_nothing_of_its_transaction(
     with backend.get_connection() as other:
         assert other.get_atom_details(first.uuid).state == states.PENDING
         assert other.get_atom_details(second.uuid).name == "a1"
+        assert other.get_flow_details(fd.uuid).state == saved
     second.name = "a1"
     conn.flush()  # the buffered writes land, through the same backend
     with backend.get_connection() as other:
         assert other.get_atom_details(first.uuid).state == states.SUCCESS
+        assert other.get_flow_details(fd.uuid).state == (states.RUNNING if with_flow else saved)
 
 
 @pytest.mark.postgres
@@ -198,6 +207,28 @@ def test_unwritable_location_is_a_storage_failure(tmp_path: Path) -> None:
     assert caught.value.__cause__ is not None
 
 
+def _hold_writer_while(backend: SQLAlchemyBackend, flushes: list[Callable[[], None]]) -> list[BaseException]:
+    # Hold the writer as a commit in progress would; the flushes queue behind
+    # it, in the order given, and then commit together.  Returns what they raised.
+    errors: list[BaseException] = []
+
+    def flush(one: Callable[[], None]) -> None:
+        try:
+            one()
+        except BaseException as error:
+            errors.append(error)
+
+    threads = []
+    with backend._write_lock:
+        for queued, one in enumerate(flushes, 1):
+            threads.append(threading.Thread(target=flush, args=(one,)))
+            threads[-1].start()
+            wait_until(lambda n=queued: len(backend._queue) >= n, "flush %d to queue behind the writer" % (queued,))
+    for thread in threads:
+        thread.join(30)
+    return errors
+
+
 def test_concurrent_flushes_share_one_commit(tmp_path: Path) -> None:
     with SQLAlchemyBackend("sqlite:///%s" % (tmp_path / "x.db")) as backend:
         books = [_book() for _ in range(3)]
@@ -208,27 +239,36 @@ def test_concurrent_flushes_share_one_commit(tmp_path: Path) -> None:
             ad.state = states.SUCCESS
             conn.update_atom_details(ad)
         before = backend.commits
-        errors: list[BaseException] = []
-
-        def flush(conn: object) -> None:
-            try:
-                conn.flush()  # type: ignore[attr-defined]
-            except BaseException as error:
-                errors.append(error)
-
-        # Hold the writer as a commit in progress would; the three flushes queue behind it.
-        with backend._write_lock:
-            threads = [threading.Thread(target=flush, args=(c,)) for c in conns]
-            for thread in threads:
-                thread.start()
-            wait_until(lambda: len(backend._queue) >= 3, "the three flushes to queue behind the writer")
-        for thread in threads:
-            thread.join(30)
-        assert not errors
+        assert not _hold_writer_while(backend, [conn.flush for conn in conns])
         assert backend.commits == before + 1
         with backend.get_connection() as other:
             for book in books:
                 assert all(ad.state == states.SUCCESS for fd in other.get_logbook(book.uuid) for ad in fd)
+
+
+@pytest.mark.postgres
+def test_two_writers_of_one_atom_detail_in_one_commit_leave_the_later_write(
+    postgres_url: str, sql_backend_factory: Callable[..., SQLAlchemyBackend]
+) -> None:
+    # A commit of one kind of rows is one multi-row upsert on PostgreSQL,
+    # which may not touch a row twice; the same atom detail written by two
+    # connections in one group commit must still land, as two upserts in
+    # order would leave it.
+    backend = sql_backend_factory(postgres_url)
+    book = _book(atoms=2)
+    first, second = backend.get_connection(), backend.get_connection()
+    first.save_logbook(book)
+    ad = next(iter(next(iter(book))))
+    mine = second.get_atom_details(ad.uuid)
+    ad.state, ad.results = states.SUCCESS, "first"
+    first.update_atom_details(ad)
+    mine.state, mine.results = states.SUCCESS, "second"
+    second.update_atom_details(mine)
+    before = backend.commits
+    assert not _hold_writer_while(backend, [first.flush, second.flush])
+    assert backend.commits == before + 1
+    with backend.get_connection() as other:
+        assert other.get_atom_details(ad.uuid).results == "second"
 
 
 @pytest.mark.parametrize("shared", [True, False], ids=["one-backend", "backend-per-engine"])

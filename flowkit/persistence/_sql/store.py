@@ -33,8 +33,10 @@ connection per backend guarded by a lock.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import operator
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -68,11 +70,26 @@ _DRIVERS = {
 
 _T = TypeVar("_T")
 
+# The kinds of rows a batch holds, in the order they are written (parents first).
+_KINDS = ("books", "flows", "atoms")
+
+# A parameter of a statement compiled for psycopg: %(name)s.
+_NAMED_PARAMETER = re.compile(r"%\((\w+)\)s")
+
 # A PostgreSQL batch up to this many characters commits inside its pipeline
 # (one round trip); a larger one after it (see _commit_raw).  Well under the
 # smallest send buffer a TCP socket starts with (16 KiB), so the kernel takes
 # such a batch whole and nothing is left unsent.
 _PIPELINE_COMMIT_CHARS = 8 * 1024
+
+# A PostgreSQL batch of up to this many rows of one kind (and no precondition)
+# is written as one multi-row upsert in autocommit: a single statement is its
+# own transaction, so the server reads one message and answers once (see
+# _commit_raw).  A step of a linear flow writes two atom rows.
+_ONE_STATEMENT_ROWS = 64
+# ... and up to this many characters of text: one protocol message holds at
+# most 1 GB, a limit each value is checked against, not their sum.
+_ONE_STATEMENT_CHARS = 16 << 20
 
 # Room left in a MySQL statement for its SQL text and the other columns of the row.
 _STATEMENT_HEADROOM = 64 * 1024
@@ -230,6 +247,8 @@ class SQLStore(Backend):
             for kind, (_sql, order) in (self._hot_sql or {}).items()
             if order is not None and len(order) > 1
         }
+        # (kind, rows) -> the multi-row upsert of that many rows and a row's parameters in its order.
+        self._multi_row: dict[tuple[str, int], tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]]]] = {}
         self._tree_sql = {kind: self.driver_sql(stmt) for kind, stmt in _tree_selects(self.tables).items()}
         dbapi = self.engine.dialect.loaded_dbapi
         # What a dead server or a failed statement raises on the driver's own cursor.
@@ -773,8 +792,20 @@ class SQLStore(Backend):
         # SQLite commit itself (a flush per atom makes that the engine's
         # dominant cost).  SQLAlchemy never sees a transaction on this
         # connection: each one is committed or rolled back here.
-        # psycopg 3 sends BEGIN, the upserts and COMMIT in one pipeline: one
-        # round trip to the server instead of one per statement.
+        #
+        # With psycopg (PostgreSQL), on a connection switched to autocommit
+        # for the while (only when it is idle; on a broken one the first
+        # statement fails as a disconnect and the caller retries):
+        #
+        # - a batch of one kind of rows, few enough and without a
+        #   precondition (a step: one atom's SUCCESS, the next one's
+        #   RUNNING) is ONE multi-row upsert, which the server commits as its
+        #   own transaction: one message each way.  As BEGIN, the upserts and
+        #   COMMIT in a pipeline, psycopg sent five messages and the server
+        #   woke for each (``python -m benchmarks.floors``);
+        # - anything else is BEGIN, the upserts and COMMIT as statements in
+        #   one pipeline.  psycopg's own transaction (its commit() inside a
+        #   pipeline) waits for the server more than once.
         #
         # Except for a large batch: psycopg (3.3) stops flushing its output
         # buffer once the last queued command is handed to libpq, so a COMMIT
@@ -782,49 +813,22 @@ class SQLStore(Backend):
         # and then wait for a reply the server, still reading, never sends
         # (both sides wait for ever; from 16 MB on loopback, much less on a
         # slow link).  Leaving the pipeline flushes everything first, so a
-        # large batch commits after it, for one more round trip.
-        #
-        # With psycopg, BEGIN and COMMIT are sent as statements, on a
-        # connection switched to autocommit for the while: psycopg's own
-        # transaction (its commit() inside a pipeline) waits for the server
-        # more than once, which cost a durable step a third of its time
-        # (``python -m benchmarks.floors``).  Other drivers keep their own.
+        # large batch commits after it, for one more round trip.  Other
+        # drivers keep their own commit.
         assert self._hot_sql is not None
         raw: Any = conn.connection.dbapi_connection
         cursor = raw.cursor()
-        commit_inside = self.dialect != "postgresql" or _batch_chars(group) <= _PIPELINE_COMMIT_CHARS
         statements = self._commit_by_statements
         if statements and raw.info.transaction_status == 0:  # idle; on a broken connection BEGIN says why
             raw.autocommit = True
+            one = self._one_statement(group)
+        else:
+            one = None
         try:
-            with _pipeline(raw):
-                if self.dialect == "sqlite":
-                    cursor.execute("BEGIN IMMEDIATE")
-                elif statements:
-                    cursor.execute("BEGIN")
-                if any(b.precondition is not None for b in group):
-                    group = self._check_preconditions(cursor, group)
-                for kind in ("books", "flows", "atoms"):
-                    rows = [row for b in group for row in getattr(b, kind)]
-                    if not rows:
-                        continue
-                    sql, order = self._hot_sql[kind]
-                    if order is not None:
-                        cursor.executemany(sql, list(map(self._row_params[kind], rows)))
-                    else:
-                        cursor.executemany(sql, rows)
-                if commit_inside:
-                    _commit(raw, cursor, statements)
-            if not commit_inside:
-                _commit(raw, cursor, statements)
-            if statements and cursor.statusmessage != "COMMIT":
-                # PostgreSQL answers COMMIT with ROLLBACK, and no error, for a
-                # transaction a failed statement aborted.  The pipeline raises
-                # that statement's error first; this is in case it did not:
-                # nothing rolled back may pass for committed.
-                raise self.engine.dialect.dbapi.OperationalError(  # type: ignore[union-attr]
-                    "PostgreSQL answered %r to COMMIT: nothing was written" % (cursor.statusmessage,)
-                )
+            if one is not None:
+                cursor.execute(*one)
+            else:
+                self._commit_statements(raw, cursor, group, statements)
         except BaseException:
             try:
                 raw.rollback()
@@ -838,6 +842,84 @@ class SQLStore(Backend):
                     raw.autocommit = False
             except Exception:
                 pass
+
+    def _commit_statements(self, raw: Any, cursor: Any, group: list[_Batch], statements: bool) -> None:
+        # One transaction of an upsert per kind of rows (see _commit_raw).
+        assert self._hot_sql is not None
+        commit_inside = self.dialect != "postgresql" or _batch_chars(group) <= _PIPELINE_COMMIT_CHARS
+        with _pipeline(raw):
+            if self.dialect == "sqlite":
+                cursor.execute("BEGIN IMMEDIATE")
+            elif statements:
+                cursor.execute("BEGIN")
+            if any(b.precondition is not None for b in group):
+                group = self._check_preconditions(cursor, group)
+            for kind in _KINDS:
+                rows = [row for b in group for row in getattr(b, kind)]
+                if not rows:
+                    continue
+                sql, order = self._hot_sql[kind]
+                if order is not None:
+                    cursor.executemany(sql, list(map(self._row_params[kind], rows)))
+                else:
+                    cursor.executemany(sql, rows)
+            if commit_inside:
+                _commit(raw, cursor, statements)
+        if not commit_inside:
+            _commit(raw, cursor, statements)
+        if statements and cursor.statusmessage != "COMMIT":
+            # PostgreSQL answers COMMIT with ROLLBACK, and no error, for a
+            # transaction a failed statement aborted.  The pipeline raises
+            # that statement's error first; this is in case it did not:
+            # nothing rolled back may pass for committed.
+            raise self.engine.dialect.dbapi.OperationalError(  # type: ignore[union-attr]
+                "PostgreSQL answered %r to COMMIT: nothing was written" % (cursor.statusmessage,)
+            )
+
+    def _one_statement(self, group: list[_Batch]) -> tuple[str, list[Any]] | None:
+        # ``group`` as one multi-row upsert (SQL, parameters), or None if it
+        # needs a transaction: more than one kind of rows, a precondition, too
+        # many rows or characters, or one record twice (an upsert may not
+        # touch a row twice).
+        found = None
+        for b in group:
+            if b.precondition is not None:
+                return None
+            for kind in _KINDS:
+                rows = getattr(b, kind)
+                if rows:
+                    if found is not None and found != kind:
+                        return None
+                    found = kind
+        if found is None:
+            return None
+        rows = [row for b in group for row in getattr(b, found)]
+        count = len(rows)
+        if count > 1 and (
+            count > _ONE_STATEMENT_ROWS
+            or len({row["uuid"] for row in rows}) < count
+            or _batch_chars(group) > _ONE_STATEMENT_CHARS
+        ):
+            return None
+        sql, params = self._multi_row_sql(found, count)
+        return sql, list(itertools.chain.from_iterable(map(params, rows)))
+
+    def _multi_row_sql(self, kind: str, count: int) -> tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]]]:
+        # The upsert of ``kind`` for ``count`` rows with positional parameters,
+        # made from the one-row statement (its VALUES tuple repeated), and a
+        # row's parameters in the order it takes them.
+        made = self._multi_row.get((kind, count))
+        if made is None:
+            assert self._hot_sql is not None
+            sql = self._hot_sql[kind][0]
+            start = sql.index(" VALUES (") + len(" VALUES ")
+            end = sql.index(") ON CONFLICT ", start) + 1
+            values = sql[start:end]
+            names = _NAMED_PARAMETER.findall(values)
+            row = _NAMED_PARAMETER.sub("%s", values)
+            made = (sql[:start] + ", ".join([row] * count) + sql[end:], operator.itemgetter(*names))
+            self._multi_row[(kind, count)] = made
+        return made
 
     def tree_rows(self, conn: sa.Connection, book_uuid: str) -> dict[str, list[dict[str, Any]]]:
         """The rows of logbook ``book_uuid``, its flow details and their atom details, in ``conn``'s transaction.
