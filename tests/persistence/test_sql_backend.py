@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from flowkit import engines, states
 from flowkit import exceptions as exc
 from flowkit.patterns import linear_flow, unordered_flow
+from flowkit.persistence._sql._libpq import text_parameters
 from flowkit.persistence.backends import MemoryBackend, fetch
 from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend, normalize_url
 from flowkit.persistence.models import FlowDetail, LogBook, TaskDetail
@@ -189,6 +190,63 @@ def test_a_writer_whose_session_was_killed_while_idle_writes_on_a_new_one(
     conn.flush()
     with backend.get_connection() as other:
         assert other.get_atom_details(ad.uuid).state == states.SUCCESS
+
+
+@pytest.mark.postgres
+def test_a_session_that_lost_its_prepared_statements_prepares_them_again(
+    postgres_url: str, sql_backend_factory: Callable[..., SQLAlchemyBackend]
+) -> None:
+    # A step's upsert is prepared once per session; DISCARD ALL (a pooler
+    # resetting the session, say) drops it without closing the session.
+    backend = sql_backend_factory(postgres_url)
+    book = _book()
+    ad = next(iter(next(iter(book))))
+    conn = backend.get_connection()
+    conn.save_logbook(book)
+    ad.state = states.RUNNING
+    conn.update_atom_details(ad)
+    conn.flush()
+    raw = backend._writer.connection.dbapi_connection  # type: ignore[union-attr]
+    prepared = "SELECT count(*) FROM pg_prepared_statements WHERE starts_with(name, 'flowkit_')"
+    raw.autocommit = True  # leave the session idle, as the writer keeps it
+    assert raw.execute(prepared).fetchone()[0] == 1
+    raw.execute("DISCARD ALL")
+    assert raw.execute(prepared).fetchone()[0] == 0
+    raw.autocommit = False
+    ad.state, ad.results = states.SUCCESS, "done"
+    conn.update_atom_details(ad)
+    conn.flush()
+    with backend.get_connection() as other:
+        assert other.get_atom_details(ad.uuid).results == "done"
+
+
+@pytest.mark.postgres
+def test_a_session_in_another_client_encoding_writes_text_as_the_server_reads_it(
+    postgres_url: str, sql_backend_factory: Callable[..., SQLAlchemyBackend]
+) -> None:
+    # A step's upsert sends its text as UTF-8 only on a session that speaks
+    # UTF-8; on another one the driver encodes it.  (A result is JSON, all
+    # ASCII; a name is stored as it is.)
+    latin1 = normalize_url(postgres_url).update_query_dict({"client_encoding": "LATIN1"})
+    backend = sql_backend_factory(latin1.render_as_string(hide_password=False))
+    book = _book()
+    ad = next(iter(next(iter(book))))
+    conn = backend.get_connection()
+    conn.save_logbook(book)
+    ad.state, ad.name = states.SUCCESS, "déjà vu"
+    conn.update_atom_details(ad)
+    conn.flush()
+    with backend.get_connection() as other:
+        assert other.get_atom_details(ad.uuid).name == "déjà vu"
+    with SQLAlchemyBackend(postgres_url, table_prefix=backend.table_prefix, create_schema=False) as utf8:
+        with utf8.get_connection() as other:
+            assert other.get_atom_details(ad.uuid).name == "déjà vu"
+
+
+def test_step_parameters_are_sent_as_text_only_for_the_types_that_have_one() -> None:
+    assert text_parameters(["é", 7, None, -1]) == ["é".encode(), b"7", None, b"-1"]
+    for other in (1.5, True, b"x", {"a": 1}):
+        assert text_parameters(["a", other]) is None
 
 
 def test_validate_reports_a_missing_schema(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -48,6 +48,7 @@ from sqlalchemy import event
 from flowkit import exceptions as exc
 from flowkit._imports import missing_extra
 from flowkit.persistence._sql import schema
+from flowkit.persistence._sql._libpq import PreparedStatements
 from flowkit.persistence._sql.locks import FileFlowLock, SessionFlowLock, database_lock, upgrade_lock
 from flowkit.persistence.base import DEFAULT_MAX_RESULT_BYTES, Backend, FlowLock, check_max_result_bytes
 from flowkit.persistence.models import FlowDetail, LogBook
@@ -114,6 +115,19 @@ def normalize_url(url: str | sa.URL) -> sa.URL:
 
 def _is_memory_sqlite(url: sa.URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+class _Upsert(NamedTuple):
+    """One multi-row upsert ready to send (see SQLStore._one_statement)."""
+
+    sql: str  # with psycopg's %s placeholders
+    name: bytes  # what it is prepared as on a session
+    prepared_sql: bytes  # with libpq's $n placeholders
+    values: list[Any]
+
+
+# (sql, name, prepared_sql, a row's parameters in order): the statement of _Upsert for some number of rows.
+_MultiRow = tuple[str, bytes, bytes, Callable[[dict[str, Any]], tuple[Any, ...]]]
 
 
 class _Batch:
@@ -247,8 +261,10 @@ class SQLStore(Backend):
             for kind, (_sql, order) in (self._hot_sql or {}).items()
             if order is not None and len(order) > 1
         }
-        # (kind, rows) -> the multi-row upsert of that many rows and a row's parameters in its order.
-        self._multi_row: dict[tuple[str, int], tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]]]] = {}
+        # (kind, rows) -> the multi-row upsert of that many rows (see _multi_row_sql).
+        self._multi_row: dict[tuple[str, int], _MultiRow] = {}
+        # Those upserts as prepared on each psycopg session.
+        self._prepared = PreparedStatements()
         self._tree_sql = {kind: self.driver_sql(stmt) for kind, stmt in _tree_selects(self.tables).items()}
         dbapi = self.engine.dialect.loaded_dbapi
         # What a dead server or a failed statement raises on the driver's own cursor.
@@ -817,18 +833,19 @@ class SQLStore(Backend):
         # drivers keep their own commit.
         assert self._hot_sql is not None
         raw: Any = conn.connection.dbapi_connection
-        cursor = raw.cursor()
         statements = self._commit_by_statements
-        if statements and raw.info.transaction_status == 0:  # idle; on a broken connection BEGIN says why
-            raw.autocommit = True
-            one = self._one_statement(group)
-        else:
-            one = None
+        idle = statements and raw.info.transaction_status == 0  # on a broken connection BEGIN says why
+        one = self._one_statement(group) if idle else None
         try:
-            if one is not None:
-                cursor.execute(*one)
-            else:
-                self._commit_statements(raw, cursor, group, statements)
+            if one is not None and self._prepared.execute(raw, one.name, one.prepared_sql, one.values):
+                return  # libpq's own statement, outside psycopg's transaction handling
+            if idle:
+                raw.autocommit = True
+            with contextlib.closing(raw.cursor()) as cursor:
+                if one is not None:
+                    cursor.execute(one.sql, one.values)
+                else:
+                    self._commit_statements(raw, cursor, group, statements)
         except BaseException:
             try:
                 raw.rollback()
@@ -836,12 +853,11 @@ class SQLStore(Backend):
                 pass
             raise
         finally:
-            try:
-                cursor.close()
-                if statements:
+            if idle and raw.autocommit:
+                try:
                     raw.autocommit = False
-            except Exception:
-                pass
+                except Exception:
+                    pass
 
     def _commit_statements(self, raw: Any, cursor: Any, group: list[_Batch], statements: bool) -> None:
         # One transaction of an upsert per kind of rows (see _commit_raw).
@@ -876,11 +892,11 @@ class SQLStore(Backend):
                 "PostgreSQL answered %r to COMMIT: nothing was written" % (cursor.statusmessage,)
             )
 
-    def _one_statement(self, group: list[_Batch]) -> tuple[str, list[Any]] | None:
-        # ``group`` as one multi-row upsert (SQL, parameters), or None if it
-        # needs a transaction: more than one kind of rows, a precondition, too
-        # many rows or characters, or one record twice (an upsert may not
-        # touch a row twice).
+    def _one_statement(self, group: list[_Batch]) -> _Upsert | None:
+        # ``group`` as one multi-row upsert, or None if it needs a
+        # transaction: more than one kind of rows, a precondition, too many
+        # rows or characters, or one record twice (an upsert may not touch a
+        # row twice).
         found = None
         for b in group:
             if b.precondition is not None:
@@ -901,25 +917,28 @@ class SQLStore(Backend):
             or _batch_chars(group) > _ONE_STATEMENT_CHARS
         ):
             return None
-        sql, params = self._multi_row_sql(found, count)
-        return sql, list(itertools.chain.from_iterable(map(params, rows)))
+        shape = self._multi_row.get((found, count))
+        if shape is None:
+            shape = self._multi_row[(found, count)] = self._multi_row_sql(found, count)
+        sql, name, prepared_sql, params = shape
+        return _Upsert(sql, name, prepared_sql, list(itertools.chain.from_iterable(map(params, rows))))
 
-    def _multi_row_sql(self, kind: str, count: int) -> tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]]]:
-        # The upsert of ``kind`` for ``count`` rows with positional parameters,
-        # made from the one-row statement (its VALUES tuple repeated), and a
-        # row's parameters in the order it takes them.
-        made = self._multi_row.get((kind, count))
-        if made is None:
-            assert self._hot_sql is not None
-            sql = self._hot_sql[kind][0]
-            start = sql.index(" VALUES (") + len(" VALUES ")
-            end = sql.index(") ON CONFLICT ", start) + 1
-            values = sql[start:end]
-            names = _NAMED_PARAMETER.findall(values)
-            row = _NAMED_PARAMETER.sub("%s", values)
-            made = (sql[:start] + ", ".join([row] * count) + sql[end:], operator.itemgetter(*names))
-            self._multi_row[(kind, count)] = made
-        return made
+    def _multi_row_sql(self, kind: str, count: int) -> _MultiRow:
+        # The upsert of ``count`` rows of ``kind``, made from the one-row
+        # statement (its VALUES tuple repeated): with psycopg's %s and with
+        # libpq's $n placeholders, the name it is prepared under, and a row's
+        # parameters in the order it takes them.
+        assert self._hot_sql is not None
+        sql = self._hot_sql[kind][0]
+        start = sql.index(" VALUES (") + len(" VALUES ")
+        end = sql.index(") ON CONFLICT ", start) + 1
+        values = sql[start:end]
+        names = _NAMED_PARAMETER.findall(values)
+        positional = sql[:start] + ", ".join([_NAMED_PARAMETER.sub("%s", values)] * count) + sql[end:]
+        numbered = iter(range(1, len(names) * count + 1))
+        prepared = re.sub("%s", lambda _: "$%d" % next(numbered), positional)
+        name = ("flowkit_%s_%s_%d" % (self.table_prefix, kind, count)).encode("ascii")
+        return positional, name, prepared.encode("utf-8"), operator.itemgetter(*names)
 
     def tree_rows(self, conn: sa.Connection, book_uuid: str) -> dict[str, list[dict[str, Any]]]:
         """The rows of logbook ``book_uuid``, its flow details and their atom details, in ``conn``'s transaction.
