@@ -249,6 +249,53 @@ def test_step_parameters_are_sent_as_text_only_for_the_types_that_have_one() -> 
         assert text_parameters(["a", other]) is None
 
 
+# (the SQL of) this session's id, ending another session, and whether a session is still there.
+_SESSIONS = {
+    "postgresql": (
+        "SELECT pg_backend_pid()",
+        "SELECT pg_terminate_backend(:p)",
+        "SELECT count(*) FROM pg_stat_activity WHERE pid = :p",
+    ),
+    "mysql": ("SELECT CONNECTION_ID()", "KILL :p", "SELECT count(*) FROM information_schema.processlist WHERE id = :p"),
+}
+
+
+@pytest.mark.parametrize(
+    "server", [pytest.param("postgres", marks=pytest.mark.postgres), pytest.param("mysql", marks=pytest.mark.mysql)]
+)
+def test_a_released_flow_lock_session_serves_the_next_run_and_one_that_died_idle_is_replaced(
+    server: str, request: pytest.FixtureRequest, sql_backend_factory: Callable[..., SQLAlchemyBackend]
+) -> None:
+    url = request.getfixturevalue("postgres_url" if server == "postgres" else "mysql_url")
+    backend = sql_backend_factory(url)
+    which, end, present = _SESSIONS["postgresql" if backend.dialect == "postgresql" else "mysql"]
+
+    def session_of_a_lock() -> int:
+        lock = backend.lock_flow(FlowDetail(name="f"), "flow detail f")
+        assert lock is not None and lock.connection is not None
+        with lock.mutex:
+            session = int(lock.connection.execute(sa.text(which)).scalar())  # type: ignore[arg-type]
+        lock.release()
+        return session
+
+    first = session_of_a_lock()
+    assert session_of_a_lock() == first  # kept open for the next run, not opened again
+    admin_engine = sa.create_engine(normalize_url(url), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    try:
+        with admin_engine.connect() as admin:
+            admin.execute(sa.text(end), {"p": first})
+            wait_until(
+                lambda: admin.execute(sa.text(present), {"p": first}).scalar() == 0, what="the idle session to end"
+            )
+    finally:
+        admin_engine.dispose()
+    assert session_of_a_lock() != first
+    engine = engines.load(linear_flow.Flow("f").add(Echo("a"), Echo("b")), backend=backend)
+    engine.run()
+    with backend.get_connection() as conn:
+        assert conn.get_flow_details(engine.flow_detail.uuid).state == states.SUCCESS
+
+
 def test_validate_reports_a_missing_schema(tmp_path: Path) -> None:
     with SQLAlchemyBackend("sqlite:///%s" % (tmp_path / "x.db"), create_schema=False) as backend:
         with backend.get_connection() as conn:

@@ -10,6 +10,8 @@
 - :mod:`~flowkit.persistence._sql.connection`: buffered writes, reads and
   flow locks of one logbook connection.
 - :mod:`~flowkit.persistence._sql.locks`: flow-detail and upgrade locks.
+- :mod:`~flowkit.persistence._sql._libpq`: a durable PostgreSQL step's
+  upsert, prepared once per session and run on psycopg's libpq connection.
 
 The migrations stay in ``flowkit/persistence/migrations``: that is the
 alembic script location users' own ``alembic.ini`` files point at.
