@@ -63,6 +63,14 @@ def postgres_url() -> str:
     return server_url(POSTGRES_URL, "PostgreSQL", "FLOWKIT_TEST_POSTGRES_URL")
 
 
+@pytest.fixture(
+    params=[pytest.param("postgres", marks=pytest.mark.postgres), pytest.param("mysql", marks=pytest.mark.mysql)]
+)
+def server_url_of(request: pytest.FixtureRequest) -> str:
+    """Each database server's URL in turn (PostgreSQL, then MySQL), as ``postgres_url`` and ``mysql_url`` give it."""
+    return str(request.getfixturevalue("postgres_url" if request.param == "postgres" else "mysql_url"))
+
+
 @pytest.fixture
 def mysql_url() -> str:
     """The MySQL/MariaDB test server's URL (skips or fails when unreachable)."""

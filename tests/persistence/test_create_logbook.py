@@ -11,7 +11,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
 from flowkit.persistence._sql import schema
@@ -33,13 +32,10 @@ def _book(name: str, uuid: str, fd_uuid: str) -> LogBook:
     return book
 
 
-@pytest.mark.parametrize(
-    "server", [pytest.param("postgres", marks=pytest.mark.postgres), pytest.param("mysql", marks=pytest.mark.mysql)]
-)
 def test_an_insert_that_loses_on_the_primary_key_is_not_created(
-    server: str, request: pytest.FixtureRequest, sql_backend_factory: Callable[..., SQLAlchemyBackend]
+    server_url_of: str, sql_backend_factory: Callable[..., SQLAlchemyBackend]
 ) -> None:
-    url = request.getfixturevalue("postgres_url" if server == "postgres" else "mysql_url")
+    url = server_url_of
     backend = sql_backend_factory(url)
     backend.upgrade()
     winner = _book("winner", "0f8c2a52-0000-4000-8000-000000000001", "0f8c2a52-0000-4000-8000-000000000002")

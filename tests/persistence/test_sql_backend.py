@@ -260,13 +260,10 @@ _SESSIONS = {
 }
 
 
-@pytest.mark.parametrize(
-    "server", [pytest.param("postgres", marks=pytest.mark.postgres), pytest.param("mysql", marks=pytest.mark.mysql)]
-)
 def test_a_released_flow_lock_session_serves_the_next_run_and_one_that_died_idle_is_replaced(
-    server: str, request: pytest.FixtureRequest, sql_backend_factory: Callable[..., SQLAlchemyBackend]
+    server_url_of: str, sql_backend_factory: Callable[..., SQLAlchemyBackend]
 ) -> None:
-    url = request.getfixturevalue("postgres_url" if server == "postgres" else "mysql_url")
+    url = server_url_of
     backend = sql_backend_factory(url)
     which, end, present = _SESSIONS["postgresql" if backend.dialect == "postgresql" else "mysql"]
 
