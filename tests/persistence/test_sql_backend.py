@@ -221,6 +221,35 @@ def test_a_session_that_lost_its_prepared_statements_prepares_them_again(
 
 
 @pytest.mark.postgres
+def test_two_backends_on_one_engine_write_through_the_same_session(
+    postgres_url: str, sql_backend_factory: Callable[..., SQLAlchemyBackend]
+) -> None:
+    # The second finds the step's statement already prepared on the session
+    # the first used: it uses it.
+    reader = sql_backend_factory(postgres_url)  # makes the tables, drops them afterwards
+    engine = sa.create_engine(normalize_url(postgres_url), pool_size=1, max_overflow=0)
+    sessions, written = [], {}
+    try:
+        for results in ("first", "second"):
+            backend = SQLAlchemyBackend(engine, table_prefix=reader.table_prefix)
+            book = _book()
+            ad = next(iter(next(iter(book))))
+            conn = backend.get_connection()
+            conn.save_logbook(book)
+            ad.state, ad.results = states.SUCCESS, results
+            conn.update_atom_details(ad)
+            conn.flush()
+            sessions.append(backend._writer.connection.dbapi_connection.info.backend_pid)  # type: ignore[union-attr]
+            written[ad.uuid] = results
+            backend.close()
+    finally:
+        engine.dispose()
+    assert sessions[0] == sessions[1]
+    with reader.get_connection() as other:
+        assert {uuid: other.get_atom_details(uuid).results for uuid in written} == written
+
+
+@pytest.mark.postgres
 def test_a_session_in_another_client_encoding_writes_text_as_the_server_reads_it(
     postgres_url: str, sql_backend_factory: Callable[..., SQLAlchemyBackend]
 ) -> None:

@@ -8,7 +8,9 @@ the server's; this module runs the statement on the connection's
 ``pgconn`` (``psycopg.pq``, psycopg's public wrapper of libpq) instead:
 
 - the statement is prepared once per session under a name of its own
-  (``flowkit_<kind>_<rows>``) and then executed by that name;
+  (``flowkit_<table prefix>_<kind>_<rows>``, at most 47 characters) and then
+  executed by that name; a session that lost it prepares it again, and one
+  where another backend on the same engine prepared it uses theirs;
 - the parameters are sent as text, which the statement's own casts type:
   a str encoded as UTF-8, an int written out, None as NULL.  Any other type,
   or a session whose client encoding is not UTF-8, is not handled here
@@ -30,6 +32,10 @@ __all__ = ["PreparedStatements", "text_parameters"]
 # The SQLSTATE of "prepared statement does not exist" (a session that lost
 # its statements, e.g. to DISCARD ALL): prepare it again, once.
 _NO_SUCH_STATEMENT = "26000"
+# ... and of "prepared statement already exists": another backend on the same
+# SQLAlchemy engine (so on the same sessions) prepared it, under the same name
+# for the same tables, so the same statement.
+_ALREADY_PREPARED = "42P05"
 
 
 def text_parameters(values: list[Any]) -> list[bytes | None] | None:
@@ -94,7 +100,7 @@ def _prepare(raw: Any, name: bytes, sql: bytes) -> None:
     from psycopg import pq
 
     result = raw.pgconn.prepare(name, sql)
-    if result.status != pq.ExecStatus.COMMAND_OK:
+    if result.status != pq.ExecStatus.COMMAND_OK and _sqlstate(result) != _ALREADY_PREPARED:
         raise _error(raw, result)
 
 
