@@ -812,19 +812,22 @@ class SQLStore(Backend):
         # dominant cost).  SQLAlchemy never sees a transaction on this
         # connection: each one is committed or rolled back here.
         #
-        # With psycopg (PostgreSQL), on a connection switched to autocommit
-        # for the while (only when it is idle; on a broken one the first
-        # statement fails as a disconnect and the caller retries):
+        # With psycopg (PostgreSQL), on a connection that is idle (on a broken
+        # one the first statement fails as a disconnect and the caller retries):
         #
         # - a batch of one kind of rows, few enough and without a
         #   precondition (a step: one atom's SUCCESS, the next one's
         #   RUNNING) is ONE multi-row upsert, which the server commits as its
         #   own transaction: one message each way.  As BEGIN, the upserts and
         #   COMMIT in a pipeline, psycopg sent five messages and the server
-        #   woke for each (``python -m benchmarks.floors``);
+        #   woke for each (``python -m benchmarks.floors``).  It runs prepared
+        #   on libpq (:mod:`~flowkit.persistence._sql._libpq`), which needs no
+        #   autocommit switch; through a cursor if it cannot;
         # - anything else is BEGIN, the upserts and COMMIT as statements in
         #   one pipeline.  psycopg's own transaction (its commit() inside a
         #   pipeline) waits for the server more than once.
+        #
+        # Both cursor paths switch the connection to autocommit for the while.
         #
         # Except for a large batch: psycopg (3.3) stops flushing its output
         # buffer once the last queued command is handed to libpq, so a COMMIT
@@ -954,15 +957,14 @@ class SQLStore(Backend):
         or result processing.
         """
         raw: Any = conn.connection.dbapi_connection
-        kinds = ("books", "flows", "atoms")
-        cursors = [raw.cursor() for _ in kinds]
+        cursors = [raw.cursor() for _ in _KINDS]
         try:
             with _pipeline(raw):
-                for kind, cursor in zip(kinds, cursors):
+                for kind, cursor in zip(_KINDS, cursors):
                     sql, order = self._tree_sql[kind]
                     cursor.execute(sql, (book_uuid,) * len(order) if order is not None else {"book_uuid": book_uuid})
             found: dict[str, list[dict[str, Any]]] = {}
-            for kind, cursor in zip(kinds, cursors):
+            for kind, cursor in zip(_KINDS, cursors):
                 names = [column[0] for column in cursor.description]
                 found[kind] = [dict(zip(names, row)) for row in cursor.fetchall()]
             return found
