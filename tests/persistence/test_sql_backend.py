@@ -17,7 +17,8 @@ from flowkit.patterns import linear_flow, unordered_flow
 from flowkit.persistence._sql._libpq import text_parameters
 from flowkit.persistence.backends import MemoryBackend, fetch
 from flowkit.persistence.backends.impl_sqlalchemy import SQLAlchemyBackend, normalize_url
-from flowkit.persistence.models import FlowDetail, LogBook, TaskDetail
+from flowkit.persistence.base import Connection
+from flowkit.persistence.models import AtomDetail, FlowDetail, LogBook, TaskDetail
 from flowkit.task import Task
 from tests.support import wait_until
 
@@ -36,6 +37,14 @@ def _book(atoms: int = 1) -> LogBook:
         fd.add(TaskDetail("a%d" % i))
     book.add(fd)
     return book
+
+
+def _saved_atom(backend: SQLAlchemyBackend) -> tuple[Connection, AtomDetail]:
+    """A connection of ``backend`` that saved a logbook of one atom detail, and that atom detail."""
+    book = _book()
+    conn = backend.get_connection()
+    conn.save_logbook(book)
+    return conn, next(iter(next(iter(book))))
 
 
 def test_fetch_routes_urls(tmp_path: Path) -> None:
@@ -160,31 +169,43 @@ def test_a_statement_the_server_refuses_writes_nothing_of_its_transaction(
         assert other.get_flow_details(fd.uuid).state == (states.RUNNING if with_flow else saved)
 
 
+# (the SQL of) this session's id, ending another session, and whether a session is still there.
+_SESSIONS = {
+    "postgresql": (
+        "SELECT pg_backend_pid()",
+        "SELECT pg_terminate_backend(:p)",
+        "SELECT count(*) FROM pg_stat_activity WHERE pid = :p",
+    ),
+    "mysql": ("SELECT CONNECTION_ID()", "KILL :p", "SELECT count(*) FROM information_schema.processlist WHERE id = :p"),
+}
+
+
+def _end_session(url: str, session: int) -> None:
+    """End database session ``session`` of ``url``'s server from another one, and wait until it is gone."""
+    engine = sa.create_engine(normalize_url(url), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    postgres = engine.dialect.name == "postgresql"
+    _which, end, present = _SESSIONS["postgresql" if postgres else "mysql"]
+    try:
+        # Autocommit: in a transaction, pg_stat_activity would keep showing its first snapshot.
+        with engine.connect() as admin:
+            ended = admin.execute(sa.text(end), {"p": session})
+            if postgres:
+                assert ended.scalar(), "pg_terminate_backend found no session %d" % (session,)
+            wait_until(lambda: admin.execute(sa.text(present), {"p": session}).scalar() == 0, what="the session to end")
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.postgres
 def test_a_writer_whose_session_was_killed_while_idle_writes_on_a_new_one(
     postgres_url: str, sql_backend_factory: Callable[..., SQLAlchemyBackend]
 ) -> None:
     backend = sql_backend_factory(postgres_url)
-    book = _book()
-    fd = next(iter(book))
-    ad = next(iter(fd))
-    conn = backend.get_connection()
-    conn.save_logbook(book)
+    conn, ad = _saved_atom(backend)
     ad.state = states.RUNNING
     conn.update_atom_details(ad)
     conn.flush()
-    session = backend._writer.connection.dbapi_connection.info.backend_pid  # type: ignore[union-attr]
-    # Autocommit: in a transaction, pg_stat_activity would keep showing its first snapshot.
-    admin_engine = sa.create_engine(normalize_url(postgres_url), isolation_level="AUTOCOMMIT")
-    with admin_engine.connect() as admin:
-        assert admin.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": session}).scalar()
-
-        def gone() -> bool:
-            alive = sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p")
-            return admin.execute(alive, {"p": session}).scalar() == 0
-
-        wait_until(gone, what="the writer's session to end")
-    admin_engine.dispose()
+    _end_session(postgres_url, backend._writer.connection.dbapi_connection.info.backend_pid)  # type: ignore[union-attr]
     ad.state = states.SUCCESS
     conn.update_atom_details(ad)
     conn.flush()
@@ -199,10 +220,7 @@ def test_a_session_that_lost_its_prepared_statements_prepares_them_again(
     # A step's upsert is prepared once per session; DISCARD ALL (a pooler
     # resetting the session, say) drops it without closing the session.
     backend = sql_backend_factory(postgres_url)
-    book = _book()
-    ad = next(iter(next(iter(book))))
-    conn = backend.get_connection()
-    conn.save_logbook(book)
+    conn, ad = _saved_atom(backend)
     ad.state = states.RUNNING
     conn.update_atom_details(ad)
     conn.flush()
@@ -232,10 +250,7 @@ def test_two_backends_on_one_engine_write_through_the_same_session(
     try:
         for results in ("first", "second"):
             backend = SQLAlchemyBackend(engine, table_prefix=reader.table_prefix)
-            book = _book()
-            ad = next(iter(next(iter(book))))
-            conn = backend.get_connection()
-            conn.save_logbook(book)
+            conn, ad = _saved_atom(backend)
             ad.state, ad.results = states.SUCCESS, results
             conn.update_atom_details(ad)
             conn.flush()
@@ -258,10 +273,7 @@ def test_a_session_in_another_client_encoding_writes_text_as_the_server_reads_it
     # ASCII; a name is stored as it is.)
     latin1 = normalize_url(postgres_url).update_query_dict({"client_encoding": "LATIN1"})
     backend = sql_backend_factory(latin1.render_as_string(hide_password=False))
-    book = _book()
-    ad = next(iter(next(iter(book))))
-    conn = backend.get_connection()
-    conn.save_logbook(book)
+    conn, ad = _saved_atom(backend)
     ad.state, ad.name = states.SUCCESS, "déjà vu"
     conn.update_atom_details(ad)
     conn.flush()
@@ -278,23 +290,12 @@ def test_step_parameters_are_sent_as_text_only_for_the_types_that_have_one() -> 
         assert text_parameters(["a", other]) is None
 
 
-# (the SQL of) this session's id, ending another session, and whether a session is still there.
-_SESSIONS = {
-    "postgresql": (
-        "SELECT pg_backend_pid()",
-        "SELECT pg_terminate_backend(:p)",
-        "SELECT count(*) FROM pg_stat_activity WHERE pid = :p",
-    ),
-    "mysql": ("SELECT CONNECTION_ID()", "KILL :p", "SELECT count(*) FROM information_schema.processlist WHERE id = :p"),
-}
-
-
 def test_a_released_flow_lock_session_serves_the_next_run_and_one_that_died_idle_is_replaced(
     server_url_of: str, sql_backend_factory: Callable[..., SQLAlchemyBackend]
 ) -> None:
     url = server_url_of
     backend = sql_backend_factory(url)
-    which, end, present = _SESSIONS["postgresql" if backend.dialect == "postgresql" else "mysql"]
+    which = _SESSIONS["postgresql" if backend.dialect == "postgresql" else "mysql"][0]
 
     def session_of_a_lock() -> int:
         lock = backend.lock_flow(FlowDetail(name="f"), "flow detail f")
@@ -306,15 +307,7 @@ def test_a_released_flow_lock_session_serves_the_next_run_and_one_that_died_idle
 
     first = session_of_a_lock()
     assert session_of_a_lock() == first  # kept open for the next run, not opened again
-    admin_engine = sa.create_engine(normalize_url(url), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    try:
-        with admin_engine.connect() as admin:
-            admin.execute(sa.text(end), {"p": first})
-            wait_until(
-                lambda: admin.execute(sa.text(present), {"p": first}).scalar() == 0, what="the idle session to end"
-            )
-    finally:
-        admin_engine.dispose()
+    _end_session(url, first)
     assert session_of_a_lock() != first
     engine = engines.load(linear_flow.Flow("f").add(Echo("a"), Echo("b")), backend=backend)
     engine.run()
