@@ -19,6 +19,12 @@ affects both sides of the ratio:
 - peak memory per atom of the linear chain at N (fresh interpreter, RSS)
   against the flow the program built (the tasks alone, no engine).
 
+Notes under the table split some rows further: futurist's own pool beside
+``ThreadPoolExecutor.map``; for each durable row, flowkit's own SQL for a
+step (the statements its flush sends, over rows a flowkit run stored)
+replayed through the raw driver with no engine, beside the floor; and what
+the build, prepare and run each add to the memory row.
+
 ``python -m benchmarks`` prints it last; ``python -m benchmarks.floors
 [--quick]`` prints only it.  Numbers are reported, never asserted.
 """
@@ -39,7 +45,7 @@ from typing import Any
 
 from benchmarks import shapes
 from benchmarks.memory import measure_memory
-from benchmarks.persistence import _flowkit_backend, _per_task_run, _postgres_url
+from benchmarks.persistence import _flowkit_backend, _load, _noop_flow, _per_task_run, _postgres_url
 from benchmarks.report import Table, fmt_bytes, fmt_ratio, fmt_us, render
 from benchmarks.targets import Library, import_library, prepare_engine
 
@@ -153,6 +159,93 @@ def _raw_postgres_us(url: str, count: int) -> float:
             db.execute("DROP TABLE %s" % table)
 
 
+def _stored_steps(lib: Library, url: str, n: int) -> tuple[Any, str]:
+    """Run a linear flow of ``n`` no-op tasks on ``url``; its backend (closed) and flow detail uuid.
+
+    Its atom rows are then in the database as flowkit wrote them, for the
+    replays below.
+    """
+    backend = _flowkit_backend(url)
+    try:
+        engine, _, detail = _load(lib, _noop_flow(lib, n), backend)
+        engine.run()
+    finally:
+        backend.close()
+    return backend, detail.uuid
+
+
+def _step_rows(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """What each step of a linear run flushes: atom i's SUCCESS and atom i + 1's RUNNING."""
+    steps = []
+    for done, starting in zip(rows, rows[1:]):
+        steps.append([dict(done, state="SUCCESS"), dict(starting, state="RUNNING", results=None, meta="{}")])
+    return steps
+
+
+def _own_sqlite_sql_us(lib: Library, path: str, n: int) -> float:
+    """flowkit's own SQL for a durable SQLite step, replayed through raw ``sqlite3``: no engine.
+
+    The statements a step's flush sends (BEGIN IMMEDIATE, the store's
+    compiled upsert of its two atom rows, COMMIT) on a connection set up as
+    flowkit sets up its own (WAL, ``synchronous=NORMAL``, foreign keys on),
+    over the rows a flowkit run left in the file.
+    """
+    backend, flow_uuid = _stored_steps(lib, "sqlite:///" + path, n)
+    sql, _order = backend._hot_sql["atoms"]
+    params = backend._row_params["atoms"]
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        table = backend.tables.atoms.name
+        stored = [
+            dict(row)
+            for row in db.execute("SELECT * FROM %s WHERE parent_uuid = ? ORDER BY position" % table, (flow_uuid,))
+        ]
+        steps = [[params(row) for row in step] for step in _step_rows(stored)]
+        cursor = db.cursor()
+        started = time.perf_counter()
+        for rows in steps:
+            cursor.execute("BEGIN IMMEDIATE")
+            cursor.executemany(sql, rows)
+            cursor.execute("COMMIT")
+        return (time.perf_counter() - started) / len(steps) * 1e6
+    finally:
+        db.close()
+
+
+def _own_postgres_sql_us(lib: Library, url: str, n: int) -> float:
+    """flowkit's own SQL for a durable PostgreSQL step, replayed through raw psycopg: no engine.
+
+    The one statement a step's flush sends (the store's upsert of its two
+    atom rows, prepared on the session and run on libpq with text values,
+    which the server commits by itself), over the rows a flowkit run left.
+    """
+    import psycopg
+
+    from flowkit.persistence._sql._libpq import PreparedStatements
+
+    backend, flow_uuid = _stored_steps(lib, url, n)
+    _sql, name, prepared_sql, params = backend._multi_row_sql("atoms", 2)
+    statements = PreparedStatements()
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as db:
+        columns = [c.name for c in backend.tables.atoms.columns]
+        cursor = db.execute(
+            "SELECT %s FROM %s WHERE parent_uuid = %%s ORDER BY position"
+            % (", ".join(columns), backend.tables.atoms.name),
+            (flow_uuid,),
+        )
+        stored = [dict(zip(columns, row)) for row in cursor.fetchall()]
+        db.commit()
+        steps = [[value for row in step for value in params(row)] for step in _step_rows(stored)]
+        started = time.perf_counter()
+        for values in steps:
+            if not statements.execute(db, name, prepared_sql, values):
+                raise RuntimeError("the replayed step could not run prepared on libpq")
+        return (time.perf_counter() - started) / len(steps) * 1e6
+
+
 def _verdict(met: bool) -> str:
     return "met" if met else "NOT met"
 
@@ -226,6 +319,16 @@ def floor_table(*, quick: bool = False, repeats: int = 3, memory: bool = True) -
             "≤ 3x",
             _verdict(step_us <= 3 * commit_us),
         )
+        own_us, commit_again_us = _alternate(
+            lambda: _own_sqlite_sql_us(lib, os.path.join(tmp, "own-%s.db" % uuid.uuid4().hex), n),
+            sqlite_floor,
+            repeats,
+        )
+        table.notes.append(
+            "durable SQLite step: flowkit's own SQL for one step (BEGIN IMMEDIATE, the upsert of its two atom "
+            f"rows, COMMIT) replayed through raw sqlite3, no engine: {fmt_us(own_us)} µs, "
+            f"{fmt_ratio(own_us, commit_again_us)} the floor; the step is {fmt_ratio(step_us, own_us)} that"
+        )
     pg = _postgres_url()
     if pg is None:
         table.notes.append("PostgreSQL not reachable (FLOWKIT_TEST_POSTGRES_URL): its row is not measured")
@@ -243,6 +346,14 @@ def floor_table(*, quick: bool = False, repeats: int = 3, memory: bool = True) -
             "≤ 1.5x",
             _verdict(pg_step <= 1.5 * pg_floor),
         )
+        pg_own, pg_floor_again = _alternate(
+            lambda: _own_postgres_sql_us(lib, pg, n), lambda: _raw_postgres_us(pg, 300), repeats
+        )
+        table.notes.append(
+            "durable PostgreSQL step: flowkit's own SQL for one step (one prepared upsert of its two atom rows "
+            f"on libpq) replayed through raw psycopg, no engine: {fmt_us(pg_own)} µs, "
+            f"{fmt_ratio(pg_own, pg_floor_again)} the floor; the step is {fmt_ratio(pg_step, pg_own)} that"
+        )
     if memory:
         n = 10_000 if quick else 100_000
         found = measure_memory("flowkit", "linear", n, method="rss")
@@ -258,6 +369,11 @@ def floor_table(*, quick: bool = False, repeats: int = 3, memory: bool = True) -
             _verdict(per_atom <= 1200),
         )
         table.notes.append("memory floor: the flow the program built (its tasks), before any engine (RSS growth)")
+        table.notes.append(
+            "peak memory per atom: the build "
+            f"{fmt_bytes(built)}, then prepare {fmt_bytes((found.after_prepare - found.after_build) / n)} "
+            f"more, then run {fmt_bytes((found.after_run - found.after_prepare) / n)} more"
+        )
     table.notes.append(
         "floors: serial run = a loop calling N functions through a dict; fan-out = ThreadPoolExecutor.map; "
         "SQLite = one raw commit of one upserted row (WAL, synchronous=NORMAL); PostgreSQL = one raw "

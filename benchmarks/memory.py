@@ -112,8 +112,24 @@ def _memory_meter(method: str) -> tuple[int, Callable[[], int]]:
     return peak(), peak
 
 
-def _measure_here(library: str, shape: str, n: int, mode: str, method: str) -> MemoryResult:
-    """Do the measurement in this process (the subprocess side)."""
+def _print_by_line(label: str, before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, n: int, top: int) -> None:
+    """The ``top`` source lines whose allocations still held grew most between two snapshots, per atom."""
+    root = str(_REPO_ROOT) + os.sep
+    grown = after.compare_to(before, "lineno")
+    print("%s: %.0f B per atom still held" % (label, sum(stat.size_diff for stat in grown) / n))
+    for stat in grown[:top]:
+        frame = stat.traceback[0]
+        where = "%s:%d" % (frame.filename.replace(root, ""), frame.lineno)
+        print("  %8.1f B  %5.2f blocks  %s" % (stat.size_diff / n, stat.count_diff / n, where))
+
+
+def _measure_here(library: str, shape: str, n: int, mode: str, method: str, by_line: int = 0) -> MemoryResult:
+    """Do the measurement in this process (the subprocess side).
+
+    With ``by_line`` (tracemalloc only), also print the source lines whose
+    allocations grew most in each phase; the snapshots that takes are
+    traced too, so the peaks of such a run read a little high.
+    """
     # Imported here so the parent process never pays for these imports.
     from benchmarks import shapes
     from benchmarks.targets import import_library, prepare_engine
@@ -127,13 +143,22 @@ def _measure_here(library: str, shape: str, n: int, mode: str, method: str) -> M
 
     baseline, peak = _memory_meter(method)
     started = time.perf_counter()
+    snapshots = [tracemalloc.take_snapshot()] if by_line else []
     flow = shapes.build(lib, shape, n)
     after_build = peak() - baseline
+    if by_line:
+        snapshots.append(tracemalloc.take_snapshot())
     engine = lib.load(flow, mode)
     prepare_engine(engine)
     after_prepare = peak() - baseline
+    if by_line:
+        snapshots.append(tracemalloc.take_snapshot())
     engine.run()
     after_run = peak() - baseline
+    if by_line:
+        snapshots.append(tracemalloc.take_snapshot())
+        for label, before, after in zip(("build", "prepare", "run"), snapshots, snapshots[1:]):
+            _print_by_line(label, before, after, n, by_line)
     seconds = time.perf_counter() - started
     if method == "tracemalloc":
         tracemalloc.stop()
@@ -204,8 +229,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("n", type=int)
     parser.add_argument("--mode", choices=("serial", "parallel"), default="serial")
     parser.add_argument("--method", choices=METHODS, default="rss")
+    parser.add_argument(
+        "--by-line",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --method tracemalloc: also print the K source lines that keep most memory in each phase",
+    )
     args = parser.parse_args(argv)
-    result = _measure_here(args.library, args.shape, args.n, args.mode, args.method)
+    if args.by_line and args.method != "tracemalloc":
+        parser.error("--by-line needs --method tracemalloc")
+    result = _measure_here(args.library, args.shape, args.n, args.mode, args.method, args.by_line)
     fields = {name: getattr(result, name) for name in result.__dataclass_fields__}
     print(json.dumps(fields))
     return 0
