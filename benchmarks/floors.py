@@ -45,7 +45,7 @@ from typing import Any
 
 from benchmarks import shapes
 from benchmarks.memory import measure_memory
-from benchmarks.persistence import _flowkit_backend, _load, _noop_flow, _per_task_run, _postgres_url
+from benchmarks.persistence import _flowkit_backend, _libpq_url, _load, _noop_flow, _per_task_run, _postgres_url
 from benchmarks.report import Table, fmt_bytes, fmt_ratio, fmt_us, render
 from benchmarks.targets import Library, import_library, prepare_engine
 
@@ -147,7 +147,7 @@ def _raw_postgres_us(url: str, count: int) -> float:
     import psycopg
 
     table = "bench_floor_%s" % uuid.uuid4().hex[:8]
-    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as db:
+    with psycopg.connect(_libpq_url(url), autocommit=True) as db:
         db.execute("CREATE TABLE %s (k INTEGER PRIMARY KEY, v TEXT)" % table)
         try:
             statement = "INSERT INTO %s VALUES (%%s, %%s) ON CONFLICT (k) DO UPDATE SET v = excluded.v" % table
@@ -229,7 +229,7 @@ def _own_postgres_sql_us(lib: Library, url: str, n: int) -> float:
     backend, flow_uuid = _stored_steps(lib, url, n)
     _sql, name, prepared_sql, params = backend._multi_row_sql("atoms", 2)
     statements = PreparedStatements()
-    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as db:
+    with psycopg.connect(_libpq_url(url)) as db:
         columns = [c.name for c in backend.tables.atoms.columns]
         cursor = db.execute(
             "SELECT %s FROM %s WHERE parent_uuid = %%s ORDER BY position"

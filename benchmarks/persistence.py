@@ -199,12 +199,17 @@ def _server_url(env: str, default: str) -> str | None:
         return None
 
 
+def _libpq_url(url: str) -> str:
+    """``url`` as psycopg's own ``connect`` takes it (without SQLAlchemy's ``+psycopg`` driver name)."""
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
 def _postgres_url() -> str | None:
     url = os.environ.get("FLOWKIT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
     try:
         import psycopg
 
-        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), connect_timeout=2):
+        with psycopg.connect(_libpq_url(url), connect_timeout=2):
             return url
     except Exception:
         return None
